@@ -1,0 +1,1 @@
+"""Backends: how a spec is acted on, locally or on Kubernetes."""

@@ -1,0 +1,1 @@
+"""mlkube.backends.kubernetes."""

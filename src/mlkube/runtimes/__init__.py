@@ -1,0 +1,5 @@
+"""Model runtimes: load a model file by format, describe its tensors, predict on a batch."""
+
+from mlkube.runtimes.base import Batch, Datatype, Runtime, TensorSpec, example_batch
+
+__all__ = ["Batch", "Datatype", "Runtime", "TensorSpec", "example_batch"]

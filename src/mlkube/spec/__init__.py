@@ -1,0 +1,34 @@
+"""The spec: YAML documents → validated, immutable objects. Pure, apart from reading files."""
+
+from mlkube.spec.deployment import (
+    API_VERSION,
+    Metadata,
+    ModelDeployment,
+    ModelDeploymentSpec,
+    PriorityClass,
+    Quota,
+)
+from mlkube.spec.loading import SpecDocument, load_documents, load_spec, parse_documents
+from mlkube.spec.model import BatchingSpec, ModelFormat, ModelSpec, Protocol, ServerSpec
+from mlkube.spec.quantity import Quantity, parse_duration, parse_quantity
+
+__all__ = [
+    "API_VERSION",
+    "BatchingSpec",
+    "Metadata",
+    "ModelDeployment",
+    "ModelDeploymentSpec",
+    "ModelFormat",
+    "ModelSpec",
+    "PriorityClass",
+    "Protocol",
+    "Quantity",
+    "Quota",
+    "ServerSpec",
+    "SpecDocument",
+    "load_documents",
+    "load_spec",
+    "parse_documents",
+    "parse_duration",
+    "parse_quantity",
+]

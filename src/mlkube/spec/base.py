@@ -1,0 +1,53 @@
+"""The base of every spec model: camelCase keys, unknown keys rejected, immutable.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+from mlkube.spec.quantity import parse_duration
+
+
+class SpecModel(BaseModel):
+    """Every spec section: YAML keys are camelCase, Python fields snake_case, by one rule."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+
+def _duration(raw: Any) -> float:
+    if isinstance(raw, str | int | float):
+        return parse_duration(raw)
+    raise ValueError(f"expected a duration such as 30s or 5m, got {raw!r}")
+
+
+Seconds = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^(\d+(\.\d+)?(ms|h|m|s))+$|^\d+(\.\d+)?$"},
+                {"type": "number", "minimum": 0},
+            ],
+            "description": "A duration: 30s, 5m, 1h30m, 250ms, or seconds as a number.",
+        }
+    ),
+]
+"""A duration in seconds, written as ``30s``, ``5m``, ``1h30m`` or a number of seconds."""
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+Port = Annotated[int, Field(ge=1, le=65535)]
+Percent = Annotated[float, Field(ge=0, le=100)]

@@ -1,0 +1,198 @@
+"""The documents a spec file may hold: ModelDeployment, Quota and PriorityClass.
+
+Pure: no I/O. Each document is Kubernetes-shaped (apiVersion, kind, metadata, spec).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from mlkube.spec.autoscaling import AutoscalingSpec
+from mlkube.spec.base import DNS_LABEL, SpecModel
+from mlkube.spec.model import BatchingSpec, ModelFormat, ModelSpec, Protocol, ServerSpec
+from mlkube.spec.observability import LoggingSpec, MonitoringSpec
+from mlkube.spec.placement import PlacementSpec, ServiceSpec, StorageSpec
+from mlkube.spec.quantity import Quantity
+from mlkube.spec.resources import ResourcesSpec
+from mlkube.spec.rollout import RolloutSpec, RolloutStrategy
+
+API_VERSION = "mlkube.dev/v1alpha1"
+DEFAULT_NAMESPACE = "default"
+DEFAULT_IMAGE = "ghcr.io/mlkube/mlkube-server:0.1.0"
+TF_SERVING_IMAGE = "tensorflow/serving:latest"
+
+
+class Metadata(SpecModel):
+    """Name, namespace and labels, as on any Kubernetes object."""
+
+    name: Annotated[str, Field(pattern=DNS_LABEL, max_length=53)]
+    """A DNS label; at most 53 characters so derived names (name-canary-xxxxx) fit in 63."""
+
+    namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = DEFAULT_NAMESPACE
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class KubernetesSpec(SpecModel):
+    """Settings used only by the Kubernetes backend."""
+
+    image: str | None = None
+    """Container image; defaults to the mlkube server image (TF Serving for tensorflow)."""
+
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account_name: Annotated[str, Field(pattern=DNS_LABEL)] | None = None
+    create_namespace: bool = False
+    vertical_pod_autoscaler: Literal["Off", "Initial", "Recreate", "InPlaceOrRecreate"] | None = (
+        None
+    )
+    """Render a VerticalPodAutoscaler in this update mode (Off: recommendations only)."""
+
+    pod_disruption_budget: bool = True
+    gateway: str | None = None
+    """Name of a Gateway API Gateway; canary/A-B weights then use an HTTPRoute."""
+
+
+class ModelDeploymentSpec(SpecModel):
+    """What to serve, how many, with what resources, and how to watch it."""
+
+    model: ModelSpec
+    protocol: tuple[Protocol, ...] = (Protocol.V1, Protocol.V2)
+    replicas: Annotated[int, Field(ge=0)] = 1
+    """Replicas when autoscaling is off; the starting count when it is on."""
+
+    resources: ResourcesSpec = ResourcesSpec()
+    autoscaling: AutoscalingSpec | None = None
+    batching: BatchingSpec = BatchingSpec()
+    server: ServerSpec = ServerSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    placement: PlacementSpec = PlacementSpec()
+    service: ServiceSpec = ServiceSpec()
+    storage: StorageSpec | None = None
+    monitoring: MonitoringSpec = MonitoringSpec()
+    logging: LoggingSpec = LoggingSpec()
+    kubernetes: KubernetesSpec = KubernetesSpec()
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> ModelDeploymentSpec:
+        if not self.protocol:
+            raise ValueError("protocol must list at least one of v1, v2")
+        if len(set(self.protocol)) != len(self.protocol):
+            raise ValueError(f"protocol lists a protocol twice: {list(self.protocol)}")
+        if (
+            self.rollout.strategy is RolloutStrategy.BLUE_GREEN
+            and self.autoscaling is not None
+            and self.autoscaling.min_replicas == 0
+        ):
+            raise ValueError("BlueGreen needs at least one replica per colour; minReplicas is 0")
+        return self
+
+    @property
+    def initial_replicas(self) -> int:
+        """Replicas to start with: ``replicas`` clamped into the autoscaling bounds."""
+        if self.autoscaling is None:
+            return self.replicas
+        bounds = self.autoscaling
+        return max(bounds.min_replicas, min(bounds.max_replicas, self.replicas))
+
+
+class ModelDeployment(SpecModel):
+    """A model endpoint: the top-level document of a spec file."""
+
+    api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: Metadata
+    spec: ModelDeploymentSpec
+    _source_dir: str = PrivateAttr(default=".")
+    """The directory of the spec file; relative model paths are resolved against it."""
+
+    @property
+    def source_dir(self) -> str:
+        return self._source_dir
+
+    def model_path(self) -> str:
+        """The model's local path, resolved against the spec file's directory."""
+        uri = self.spec.model.uri
+        if uri.startswith("file://"):
+            uri = uri[len("file://") :]
+        return os.path.normpath(os.path.join(self._source_dir, os.path.expanduser(uri)))
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def model_name(self) -> str:
+        """The name the model is served under."""
+        return self.spec.model.name or self.metadata.name
+
+    @property
+    def image(self) -> str:
+        if self.spec.kubernetes.image:
+            return self.spec.kubernetes.image
+        if self.spec.model.format is ModelFormat.TENSORFLOW:
+            return TF_SERVING_IMAGE
+        return DEFAULT_IMAGE
+
+
+class QuotaSpec(SpecModel):
+    """Caps on the total of a namespace, as a ResourceQuota's ``hard``."""
+
+    hard: dict[str, Quantity]
+    """E.g. {requests.cpu: "4", requests.memory: 8Gi, limits.cpu: "8", pods: "10",
+    requests.nvidia.com/gpu: "2"}."""
+
+    default_request: dict[str, Quantity] = Field(default_factory=dict)
+    """Rendered as a LimitRange: requests for containers that set none."""
+
+    default_limit: dict[str, Quantity] = Field(default_factory=dict)
+    """Rendered as a LimitRange: limits for containers that set none."""
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> QuotaSpec:
+        for key in self.hard:
+            if key not in {"pods", "cpu", "memory"} and not key.startswith(
+                ("requests.", "limits.")
+            ):
+                raise ValueError(
+                    f"unknown quota key '{key}' (expected pods, requests.<resource> "
+                    "or limits.<resource>)"
+                )
+        return self
+
+
+class Quota(SpecModel):
+    """A namespace's resource quota, shared by every deployment in it."""
+
+    api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    kind: Literal["Quota"] = "Quota"
+    metadata: Metadata
+    spec: QuotaSpec
+
+
+class PriorityClassSpec(SpecModel):
+    """A scheduling priority, as a Kubernetes PriorityClass."""
+
+    value: Annotated[int, Field(ge=-2147483648, le=1000000000)]
+    preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+    description: str = ""
+    global_default: bool = False
+
+
+class PriorityClass(SpecModel):
+    """A named priority that deployments refer to with placement.priorityClassName."""
+
+    api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    kind: Literal["PriorityClass"] = "PriorityClass"
+    metadata: Metadata
+    spec: PriorityClassSpec
+
+
+Document = Annotated[ModelDeployment | Quota | PriorityClass, Field(discriminator="kind")]
+KINDS = ("ModelDeployment", "Quota", "PriorityClass")

@@ -1,0 +1,129 @@
+"""The model and how one replica serves it: format, protocols, batching, server limits.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+
+from mlkube.spec.base import Seconds, SpecModel
+from mlkube.spec.quantity import Quantity
+
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+_URI_SCHEMES = ("pvc://", "s3://", "gs://", "https://", "http://", "file://")
+
+
+class ModelFormat(enum.StrEnum):
+    """The model file formats mlkube can serve."""
+
+    SKLEARN = "sklearn"
+    ONNX = "onnx"
+    XGBOOST = "xgboost"
+    LIGHTGBM = "lightgbm"
+    PYTORCH = "pytorch"
+    PYTHON = "python"
+    TENSORFLOW = "tensorflow"
+
+
+class Protocol(enum.StrEnum):
+    """Inference protocols: TF Serving REST (v1) and the Open Inference Protocol (v2)."""
+
+    V1 = "v1"
+    V2 = "v2"
+
+
+class ModelSpec(SpecModel):
+    """Where the model is and how to load it."""
+
+    uri: str = Field(min_length=1)
+    """Model location: a local path (relative to the spec file), pvc://claim/path, s3://,
+    gs://, https://. For format python, the directory added to the import path (optional)."""
+
+    format: ModelFormat
+    """The model's format; decides the runtime that loads it."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] | None = None
+    """The name the model is served under; defaults to the deployment's name. The name
+    `default` always reaches it too, as TF Serving does."""
+
+    version: Annotated[int, Field(ge=1)] = 1
+    """The version number reported by the metadata endpoints and accepted in /versions/N."""
+
+    trust_pickle: bool = False
+    """Allow pickle/joblib files. Unpickling runs arbitrary code: only for files you made."""
+
+    entrypoint: str | None = None
+    """For format python: `module:Class`, a class with load() and predict(batch)."""
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str) -> str:
+        if "://" in uri and not uri.startswith(_URI_SCHEMES):
+            scheme = uri.split("://", 1)[0]
+            raise ValueError(
+                f"unsupported URI scheme '{scheme}://' (expected a path, "
+                + ", ".join(_URI_SCHEMES)
+                + ")"
+            )
+        return uri
+
+    @model_validator(mode="after")
+    def _entrypoint_for_python(self) -> ModelSpec:
+        if self.format is ModelFormat.PYTHON:
+            if self.entrypoint is None:
+                raise ValueError("format python needs entrypoint: 'module:Class'")
+            if not _ENTRYPOINT.match(self.entrypoint):
+                raise ValueError(
+                    f"entrypoint '{self.entrypoint}' must look like 'package.module:ClassName'"
+                )
+        elif self.entrypoint is not None:
+            raise ValueError(f"entrypoint is only used with format python, not {self.format}")
+        return self
+
+
+class BatchingSpec(SpecModel):
+    """Adaptive batching: concurrent requests to one model merged into one predict call."""
+
+    enabled: bool = True
+    """On by default for runtimes that take batches; a lone request is never held back."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    """Most rows in one predict call."""
+
+    max_latency_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
+    """Longest a request waits for others to join its batch while the model has spare
+    capacity. Requests waiting behind a running predict call join the next batch anyway."""
+
+
+class ServerSpec(SpecModel):
+    """Limits and knobs of each replica's HTTP server."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8501
+    """The port the server listens on inside a container (local replicas get their own)."""
+
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    """Server processes per replica, sharing the port."""
+
+    max_request_size: Quantity = Quantity.parse("16Mi")
+    """Largest request body accepted; larger ones get 413."""
+
+    request_timeout: Seconds = 30.0
+    """A request not answered within this gets 504."""
+
+    max_queue_size: Annotated[int, Field(ge=1)] = 2048
+    """Most requests waiting for the model; more get 429 with Retry-After."""
+
+    drain_timeout: Seconds = 30.0
+    """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
+
+    @field_validator("max_request_size")
+    @classmethod
+    def _positive_size(cls, size: Quantity) -> Quantity:
+        if size.value < 1:
+            raise ValueError(f"maxRequestSize must be at least 1 byte, got '{size.text}'")
+        return size
