@@ -1,0 +1,70 @@
+"""The ``mlkube`` command line: one thin module per command family, registered here.
+
+Errors: ``MlkubeError`` is caught once, in ``main``, and printed as ``error: ...`` without a
+traceback (exit 1; spec errors exit 2 like usage errors). Anything else is a bug and keeps its
+traceback. ``--debug`` shows tracebacks for everything.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from mlkube.cli.output import print_error
+from mlkube.errors import MlkubeError, SpecError
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="mlkube")
+@click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Deploy, autoscale and monitor ML models, on this machine or on Kubernetes.
+
+    \b
+    One spec file describes a model endpoint. Try:
+      mlkube validate examples/iris/iris.yaml     check a spec
+      mlkube serve examples/iris/iris.yaml        one replica in the foreground
+      mlkube up examples/iris/iris.yaml           replicas, load balancer, autoscaler
+      mlkube render examples/iris/iris.yaml       the same spec as Kubernetes objects
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+def _register() -> None:
+    # Imported here so each command module can import from this package without a cycle.
+    from mlkube.cli import serve, validate
+
+    for module in (validate, serve):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    debug = "--debug" in sys.argv[1:]
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        print_error("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except SpecError as error:
+        if debug:
+            raise
+        print_error(str(error))
+        sys.exit(EXIT_USAGE)
+    except MlkubeError as error:
+        if debug:
+            raise
+        print_error(str(error))
+        sys.exit(EXIT_FAILURE)
