@@ -83,6 +83,8 @@ class ScaleEvent:
 
     change: int
     at: float
+    outdated: bool = False
+    """HPA marks events older than the longest policy period as reusable slots."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +109,8 @@ class PolicyState:
         """A plain dict for the loop's SQLite store."""
         return {
             "recommendations": [[r.replicas, r.at] for r in self.recommendations],
-            "scaleUpEvents": [[e.change, e.at] for e in self.scale_up_events],
-            "scaleDownEvents": [[e.change, e.at] for e in self.scale_down_events],
+            "scaleUpEvents": [[e.change, e.at, e.outdated] for e in self.scale_up_events],
+            "scaleDownEvents": [[e.change, e.at, e.outdated] for e in self.scale_down_events],
             "panicUntil": self.panic_until,
             "maxPanicReplicas": self.max_panic_replicas,
             "lastActiveAt": self.last_active_at,
@@ -123,8 +125,8 @@ class PolicyState:
         ups, downs = data["scaleUpEvents"], data["scaleDownEvents"]
         return cls(
             recommendations=tuple(Recommendation(int(r), float(t)) for r, t in recs),
-            scale_up_events=tuple(ScaleEvent(int(c), float(t)) for c, t in ups),
-            scale_down_events=tuple(ScaleEvent(int(c), float(t)) for c, t in downs),
+            scale_up_events=tuple(ScaleEvent(int(e[0]), float(e[1]), bool(e[2])) for e in ups),
+            scale_down_events=tuple(ScaleEvent(int(e[0]), float(e[1]), bool(e[2])) for e in downs),
             panic_until=_opt_float(data.get("panicUntil")),
             max_panic_replicas=int(data.get("maxPanicReplicas", 0)),
             last_active_at=_opt_float(data.get("lastActiveAt")),

@@ -1,0 +1,1 @@
+"""Exact HPA v2 semantics: replica calculator, normalisation and one reconcile."""
