@@ -8,10 +8,10 @@ from __future__ import annotations
 import os
 from typing import Annotated, Literal
 
-from pydantic import Field, PrivateAttr, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from mlkube.spec.autoscaling import AutoscalingSpec
-from mlkube.spec.base import DNS_LABEL, SpecModel
+from mlkube.spec.base import DNS_LABEL, DNS_SUBDOMAIN, SpecModel
 from mlkube.spec.model import BatchingSpec, ModelFormat, ModelSpec, Protocol, ServerSpec
 from mlkube.spec.observability import LoggingSpec, MonitoringSpec
 from mlkube.spec.placement import PlacementSpec, ServiceSpec, StorageSpec
@@ -23,6 +23,7 @@ API_VERSION = "mlkube.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_IMAGE = "ghcr.io/mlkube/mlkube-server:0.1.0"
 TF_SERVING_IMAGE = "tensorflow/serving:latest"
+_GATEWAY_REF = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
 class Metadata(SpecModel):
@@ -43,16 +44,65 @@ class KubernetesSpec(SpecModel):
     """Container image; defaults to the mlkube server image (TF Serving for tensorflow)."""
 
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
-    service_account_name: Annotated[str, Field(pattern=DNS_LABEL)] | None = None
+    service_account_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)] | None = None
     create_namespace: bool = False
+    """Also render the Namespace object (applied first)."""
+
     vertical_pod_autoscaler: Literal["Off", "Initial", "Recreate", "InPlaceOrRecreate"] | None = (
         None
     )
     """Render a VerticalPodAutoscaler in this update mode (Off: recommendations only)."""
 
     pod_disruption_budget: bool = True
-    gateway: str | None = None
-    """Name of a Gateway API Gateway; canary/A-B weights then use an HTTPRoute."""
+    """Render a PodDisruptionBudget (maxUnavailable 1) when more than one replica may run."""
+
+    gateway: Annotated[str, Field(pattern=_GATEWAY_REF)] | None = None
+    """A Gateway API Gateway as `name` or `namespace/name`; Canary and ABTest weights then use
+    an HTTPRoute attached to it. Without it traffic is split by replica ratio."""
+
+    active_color: Literal["blue", "green"] = "blue"
+    """BlueGreen: the colour the main Service sends traffic to. Blue runs ``stableModelUri``,
+    green runs ``model.uri``; flip this to switch, flip it back to roll back."""
+
+    stable_model_uri: str | None = None
+    """The revision that keeps the rest of the traffic during Canary/ABTest (and runs in blue
+    for BlueGreen); defaults to ``model.uri``."""
+
+    canary_weight: Annotated[int, Field(ge=0, le=100)] | None = None
+    """Canary: the percent of traffic the new revision gets now; defaults to the first step's
+    weight. ABTest uses ``rollout.abTest.weight``."""
+
+    model_host_path: str | None = None
+    """Mount the model from this directory on the node (a hostPath volume) instead of a PVC."""
+
+    fetch_image: str | None = None
+    """Init-container image that downloads s3://, gs:// or https:// models; defaults to a
+    pinned image per scheme (aws-cli, cloud-sdk, curl)."""
+
+    run_as_user: Annotated[int, Field(ge=1)] = 1000
+    """Non-root UID of the server container (runAsNonRoot is always set)."""
+
+    prometheus_operator: bool = True
+    """With monitoring on, render ServiceMonitor and PrometheusRule (Prometheus Operator CRDs)."""
+
+    prometheus_url: Annotated[str, Field(pattern=r"^https?://")] = (
+        "http://prometheus-operated.monitoring.svc:9090"
+    )
+    """Where KEDA's Prometheus triggers query (engine keda with request metrics)."""
+
+    force_conflicts: bool = False
+    """Server-side apply with force: take over fields another manager owns (kubectl edit,
+    another tool). Off: such conflicts fail the apply and name the other manager."""
+
+    prune: bool = True
+    """After apply, delete objects of this deployment that the new render no longer holds."""
+
+    @field_validator("model_host_path")
+    @classmethod
+    def _absolute_host_path(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"modelHostPath must be an absolute path, got '{path}'")
+        return path
 
 
 class ModelDeploymentSpec(SpecModel):
