@@ -1,0 +1,190 @@
+"""The scikit-learn runtime: skops files, ONNX exports, and pickle/joblib only when trusted.
+
+File endings decide how a file loads:
+
+- ``.skops``: `skops.io.load`. Types skops does not trust by default are accepted when they come
+  from scikit-learn, NumPy or SciPy; any other type is refused unless ``trustPickle`` is set.
+- ``.onnx``: served by onnxruntime, like format onnx (see `mlkube.runtimes.onnx_runtime`).
+- ``.pkl``, ``.pickle``, ``.joblib``: `joblib.load`, which reads plain pickles too; refused
+  unless ``spec.model.trustPickle`` is true, because unpickling runs arbitrary code.
+
+A loaded estimator takes one input ``input`` (FP64, [-1, n_features_in_]). Classifiers answer
+``label`` (from predict) and, when they have predict_proba, ``probabilities`` ([-1, classes]);
+other estimators answer ``prediction``. Output dtypes and shapes come from a test prediction on
+one row of zeros at load time. For classifiers whose predict is the argmax of predict_proba
+(trees, forests, gradient boosting, logistic regression), labels are taken from the
+probabilities, so one call computes both; rows with tied probabilities are sent to predict.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlkube.errors import ModelLoadError
+from mlkube.runtimes.base import Array, Batch, Datatype, Runtime, TensorSpec, datatype_of
+from mlkube.runtimes.onnx_runtime import OnnxRuntime
+from mlkube.runtimes.support import check_file, library_reason, load_failed
+
+FORMAT = "sklearn"
+PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
+SUFFIXES = (".skops", ".onnx", *PICKLE_SUFFIXES)
+
+SAFE_MODULES = ("sklearn", "numpy", "scipy")
+"""Top-level packages whose types a .skops file may hold without trustPickle."""
+
+ARGMAX_CLASSIFIERS = frozenset(
+    {
+        "DecisionTreeClassifier",
+        "ExtraTreeClassifier",
+        "RandomForestClassifier",
+        "ExtraTreesClassifier",
+        "GradientBoostingClassifier",
+        "HistGradientBoostingClassifier",
+        "LogisticRegression",
+    }
+)
+"""scikit-learn classifiers whose predict picks the class of highest probability."""
+
+_TRUST_HINT = "set spec.model.trustPickle: true only if you made this file yourself"
+
+
+def load_sklearn(path: str, trust_pickle: bool) -> Runtime:
+    """The runtime for a scikit-learn model file at ``path``."""
+    file = check_file(path, FORMAT, SUFFIXES)
+    suffix = file.suffix.lower()
+    if suffix == ".onnx":
+        return OnnxRuntime(path, FORMAT)
+    if suffix == ".skops":
+        return SklearnRuntime(_load_skops(file, trust_pickle), path)
+    return SklearnRuntime(_load_pickle(file, trust_pickle), path)
+
+
+def _load_skops(file: Path, trust_pickle: bool) -> object:
+    import skops.io  # imported on first use
+
+    path = str(file)
+    try:
+        untrusted = skops.io.get_untrusted_types(file=file)
+    except Exception as error:
+        raise load_failed(path, FORMAT, "skops file", error) from error
+    unsafe = [name for name in untrusted if name.split(".", 1)[0] not in SAFE_MODULES]
+    if unsafe and not trust_pickle:
+        raise ModelLoadError(
+            path,
+            FORMAT,
+            f"the skops file holds types that are not known to be safe: {', '.join(unsafe)}; "
+            + _TRUST_HINT,
+        )
+    try:
+        return skops.io.load(file, trusted=untrusted)
+    except Exception as error:
+        raise load_failed(path, FORMAT, "skops file", error) from error
+
+
+def _load_pickle(file: Path, trust_pickle: bool) -> object:
+    path = str(file)
+    if not trust_pickle:
+        raise ModelLoadError(
+            path,
+            FORMAT,
+            "pickle and joblib files run arbitrary code when loaded, so they load only with "
+            f"spec.model.trustPickle: true ({_TRUST_HINT}); safer: save the model with skops "
+            "(.skops) or export it to ONNX",
+        )
+    # Imported on first use; joblib reads its own files and plain pickles.
+    joblib = importlib.import_module("joblib")
+
+    try:
+        return joblib.load(file)
+    except Exception as error:
+        raise load_failed(path, FORMAT, "pickle or joblib file", error) from error
+
+
+class SklearnRuntime:
+    """A fitted scikit-learn estimator (or pipeline) served in process."""
+
+    platform = "sklearn"
+    supports_batching = True
+
+    def __init__(self, model: Any, path: str) -> None:
+        self._predict: Any = getattr(model, "predict", None)
+        if not callable(self._predict):
+            raise ModelLoadError(path, FORMAT, f"the {type(model).__name__} has no predict method")
+        features = getattr(model, "n_features_in_", None)
+        if not isinstance(features, int):
+            raise ModelLoadError(
+                path, FORMAT, f"the {type(model).__name__} is not fitted (no n_features_in_)"
+            )
+        self.inputs = (TensorSpec("input", Datatype.FP64, (-1, features)),)
+        self._input_name = "input"
+        classifier = _is_classifier(model)
+        self._label_name = "label" if classifier else "prediction"
+        self._predict_proba: Any = getattr(model, "predict_proba", None) if classifier else None
+        label, proba = self._probe(np.zeros((1, features)), path)
+        outputs = [_spec_like(self._label_name, label)]
+        if proba is not None:
+            outputs.append(_spec_like("probabilities", proba))
+        else:
+            self._predict_proba = None
+        self.outputs = tuple(outputs)
+        classes = getattr(model, "classes_", None)
+        self._classes: Array = classes if isinstance(classes, np.ndarray) else np.empty(0)
+        self._fast_label = (
+            self._predict_proba is not None
+            and self._classes.ndim == 1
+            and _final_type(model) in ARGMAX_CLASSIFIERS
+        )
+
+    def predict(self, batch: Batch) -> Batch:
+        x = batch[self._input_name]
+        if self._predict_proba is None:
+            return {self._label_name: self._predict(x)}
+        proba = self._predict_proba(x)
+        labels = self._labels_from(proba, x) if self._fast_label else self._predict(x)
+        return {"label": labels, "probabilities": proba}
+
+    def _labels_from(self, proba: Array, x: Array) -> Array:
+        """predict's labels from the probabilities; predict itself decides rows with ties."""
+        top = proba.argmax(axis=1)
+        labels: Array = self._classes.take(top)
+        best = proba[np.arange(len(top)), top]
+        ties = np.count_nonzero(proba == best[:, None], axis=1) > 1
+        if ties.any():
+            labels[ties] = self._predict(x[ties])
+        return labels
+
+    def _probe(self, x: Array, path: str) -> tuple[Array, Array | None]:
+        try:
+            label = np.asarray(self._predict(x))
+            proba = None if self._predict_proba is None else self._predict_proba(x)
+        except Exception as error:
+            raise ModelLoadError(
+                path,
+                FORMAT,
+                f"a test prediction on one row of zeros failed ({library_reason(error)})",
+            ) from error
+        if not isinstance(proba, np.ndarray) or proba.ndim != 2:
+            proba = None  # multi-output classifiers answer a list of arrays: labels only
+        return label, proba
+
+
+def _is_classifier(model: object) -> bool:
+    from sklearn.base import is_classifier
+
+    return bool(is_classifier(model))
+
+
+def _final_type(model: object) -> str:
+    """The class name of the estimator that predicts (a pipeline's last step), if scikit-learn's."""
+    steps = getattr(model, "steps", None)
+    final = steps[-1][1] if isinstance(steps, list) and steps else model
+    cls = type(final)
+    return cls.__name__ if cls.__module__.startswith("sklearn.") else ""
+
+
+def _spec_like(name: str, value: Array) -> TensorSpec:
+    return TensorSpec(name, datatype_of(value.dtype), (-1, *value.shape[1:]))
