@@ -1,1 +1,1 @@
-"""mlkube.batching."""
+"""Adaptive batching: pure merge/split and flush policy, and the async batcher around them."""

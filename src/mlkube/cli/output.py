@@ -27,3 +27,8 @@ def print_data(data: Any, output_format: str) -> None:
         print(json.dumps(data, indent=2, sort_keys=False, default=str), flush=True)
     else:
         print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), end="", flush=True)
+
+
+def print_status(message: str) -> None:
+    """Progress for a person, on stderr, so stdout stays a clean JSON log stream."""
+    print(message, file=sys.stderr, flush=True)

@@ -2,6 +2,79 @@
 
 from __future__ import annotations
 
+import sys
+import time
+
 import click
 
-COMMANDS: list[click.Command] = []
+from mlkube.cli.output import print_status
+from mlkube.observability.logging import configure_logging
+from mlkube.serving.server import ReplicaOptions
+from mlkube.serving.workers import check_port_free, serve_single, serve_workers
+from mlkube.spec import load_spec
+
+
+@click.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on [default: the spec's server.port, 8501].")
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Server processes sharing the port [default: the spec's server.workers].")
+@click.option("--revision", default="1", show_default=True,
+              help="Revision label on metrics and logs (set by mlkube up).")
+@click.option("--replica", default="0", show_default=True,
+              help="Replica name on logs (set by mlkube up).")
+def serve(
+    spec: str, host: str, port: int | None, workers: int | None, revision: str, replica: str
+) -> None:
+    """Serve one replica of a deployment in the foreground until Ctrl-C or SIGTERM.
+
+    Answers TF Serving REST (v1) and Open Inference Protocol (v2) requests, with adaptive
+    batching, /metrics for Prometheus and one JSON log line per request on stdout. Progress
+    lines go to stderr.
+
+    \b
+    Example:
+      mlkube serve examples/iris/iris.yaml --port 8501
+      curl -s localhost:8501/v1/models/iris:predict -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
+    """
+    started = time.monotonic()
+    deployment = load_spec(spec)
+    port = deployment.spec.server.port if port is None else port
+    workers = deployment.spec.server.workers if workers is None else workers
+    check_port_free(host, port)
+    configure_logging(
+        fmt=deployment.spec.logging.format,
+        level=deployment.spec.logging.level,
+        context={"deployment": deployment.name, "revision": revision, "replica": replica},
+    )
+    model = f"{deployment.model_name} ({deployment.spec.model.format})"
+    options = ReplicaOptions(
+        host=host,
+        port=port,
+        revision=revision,
+        replica=replica,
+        on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
+        on_ready=lambda seconds: print_status(
+            f"mlkube serve: ready in {time.monotonic() - started:.2f} s "
+            f"(model loaded and warmed up in {seconds:.2f} s)"
+        ),
+        on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
+    )
+    if workers == 1:
+        finished = serve_single(deployment, options)
+        print_status("mlkube serve: stopped" if finished else "mlkube serve: drain timed out")
+        sys.exit(0 if finished else 1)
+    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}")
+    code = serve_workers(
+        deployment, options, workers,
+        on_all_ready=lambda seconds: print_status(
+            f"mlkube serve: {workers} workers ready in {time.monotonic() - started:.2f} s"
+        ),
+    )
+    sys.exit(code)
+
+
+COMMANDS = [serve]

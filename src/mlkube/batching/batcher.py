@@ -1,0 +1,270 @@
+"""The async plumbing around the pure batching core: queue, futures, deadlines, predict calls.
+
+One ``Batcher`` per model. ``submit`` queues a request's inputs and returns a future that
+resolves to that request's outputs, or to the error of its batch: no request is left hanging.
+Predict calls run one at a time per model; fast models run inline on the event loop (a thread
+hop costs more than the prediction), slow ones in a worker thread so the loop keeps parsing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from itertools import chain
+from typing import Protocol
+
+from mlkube.batching.assembly import Signature, merge_batches, rows_of, signature, split_outputs
+from mlkube.batching.policy import QueueView, flush_decision
+from mlkube.clock import Clock
+from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError
+from mlkube.runtimes.base import Batch
+
+logger = logging.getLogger(__name__)
+
+# A predict call faster than this (moving average) runs inline on the event loop: below it the
+# hand-off to a thread and back costs more than the prediction itself (bench/serve.py).
+INLINE_PREDICT_MAX_S = 0.0015
+# How often queued requests are checked against their deadline.
+DEADLINE_SWEEP_S = 0.05
+_EWMA_WEIGHT = 0.2
+
+
+class BatchObserver(Protocol):
+    """Where the batcher reports what it does (the server's metrics)."""
+
+    def batch_done(self, *, rows: int, requests: int, predict_s: float) -> None: ...
+
+    def queue_changed(self, depth: int) -> None: ...
+
+    def queue_wait(self, seconds: float) -> None: ...
+
+    def predict_failed(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Item:
+    inputs: Batch
+    rows: int
+    signature: Signature
+    future: asyncio.Future[Batch]
+    enqueued_at: float
+    deadline: float
+
+
+@dataclass(slots=True)
+class BatcherSettings:
+    """Knobs of one batcher (from the spec's batching and server sections)."""
+
+    max_batch_size: int = 32
+    max_latency_s: float = 0.005
+    max_queue: int = 2048
+    timeout_s: float = 30.0
+    enabled: bool = True
+
+
+@dataclass(slots=True)
+class _Stats:
+    predict_s: float = 0.0
+    expected_requests: int = 1
+    running: bool = False
+    scheduled: bool = False
+    timer: asyncio.TimerHandle | None = None
+    inline: bool = True
+
+
+class Batcher:
+    """Queues requests for one model and runs them in adaptive batches."""
+
+    def __init__(
+        self,
+        predict: Callable[[Batch], Batch],
+        settings: BatcherSettings,
+        *,
+        clock: Clock,
+        observer: BatchObserver,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self._predict = predict
+        self._settings = settings
+        self._clock = clock
+        self._observer = observer
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="predict")
+        self._queue: deque[_Item] = deque()
+        self._running: list[_Item] = []
+        self._stats = _Stats()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def set_predict_seconds(self, seconds: float) -> None:
+        """Seed the moving average (e.g. with the warm-up prediction's duration)."""
+        self._stats.predict_s = seconds
+        self._stats.inline = seconds < INLINE_PREDICT_MAX_S
+
+    def submit(self, inputs: Batch) -> asyncio.Future[Batch]:
+        """Queue ``inputs``; the future resolves to this request's rows of the outputs."""
+        loop = asyncio.get_running_loop()
+        if len(self._queue) >= self._settings.max_queue:
+            retry = max(1.0, round(self._stats.predict_s * len(self._queue), 1))
+            raise OverloadedError(
+                f"the model's queue is full ({self._settings.max_queue} requests waiting)",
+                retry_after_s=retry,
+            )
+        now = self._clock.monotonic()
+        future: asyncio.Future[Batch] = loop.create_future()
+        self._queue.append(
+            _Item(inputs, rows_of(inputs), signature(inputs), future, now,
+                  now + self._settings.timeout_s)
+        )
+        self._observer.queue_changed(len(self._queue))
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep_deadlines())
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        # call_soon, not an immediate flush: requests parsed in this same loop iteration join.
+        stats = self._stats
+        if not stats.scheduled and not stats.running:
+            stats.scheduled = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        stats = self._stats
+        stats.scheduled = False
+        if stats.timer is not None:
+            stats.timer.cancel()
+            stats.timer = None
+        self._drop_finished()
+        if not self._queue:
+            return
+        settings = self._settings
+        decision = flush_decision(
+            QueueView(
+                queued_requests=len(self._queue),
+                queued_rows=sum(item.rows for item in self._queue),
+                oldest_wait_s=self._clock.monotonic() - self._queue[0].enqueued_at,
+                busy=stats.running,
+                expected_requests=stats.expected_requests,
+            ),
+            max_batch_size=settings.max_batch_size if settings.enabled else 1,
+            max_latency_s=settings.max_latency_s if settings.enabled else 0.0,
+        )
+        if decision.flush:
+            self._start(self._take())
+        elif decision.wait_s is not None:
+            loop = asyncio.get_running_loop()
+            stats.timer = loop.call_later(decision.wait_s, self._flush)
+
+    def _drop_finished(self) -> None:
+        while self._queue and self._queue[0].future.done():
+            self._queue.popleft()
+
+    def _take(self) -> list[_Item]:
+        """The longest prefix of the queue that shares one signature and fits a batch."""
+        limit = self._settings.max_batch_size if self._settings.enabled else 1
+        first = self._queue.popleft()
+        items = [first]
+        rows = first.rows
+        while self._queue and self._settings.enabled:
+            item = self._queue[0]
+            if item.future.done():
+                self._queue.popleft()
+                continue
+            if item.signature != first.signature or rows + item.rows > limit:
+                break
+            items.append(self._queue.popleft())
+            rows += item.rows
+        self._observer.queue_changed(len(self._queue))
+        return items
+
+    def _start(self, items: list[_Item]) -> None:
+        stats = self._stats
+        stats.running = True
+        stats.expected_requests = len(items)
+        self._running = items
+        now = self._clock.monotonic()
+        for item in items:
+            self._observer.queue_wait(now - item.enqueued_at)
+        merged = merge_batches([item.inputs for item in items])
+        if stats.inline:
+            started = self._clock.monotonic()
+            try:
+                outputs = self._predict(merged)
+            except Exception as error:
+                self._finish(items, None, error, started)
+            else:
+                self._finish(items, outputs, None, started)
+            return
+        loop = asyncio.get_running_loop()
+        started = self._clock.monotonic()
+        future = loop.run_in_executor(self._executor, self._predict, merged)
+        future.add_done_callback(lambda f: self._threaded_done(f, items, started))
+
+    def _threaded_done(self, future: asyncio.Future[Batch], items: list[_Item], started: float) -> None:
+        error = future.exception()
+        self._finish(items, None if error else future.result(), error, started)
+
+    def _finish(
+        self,
+        items: list[_Item],
+        outputs: Batch | None,
+        error: BaseException | None,
+        started: float,
+    ) -> None:
+        stats = self._stats
+        elapsed = self._clock.monotonic() - started
+        stats.predict_s = (1 - _EWMA_WEIGHT) * stats.predict_s + _EWMA_WEIGHT * elapsed
+        stats.inline = stats.predict_s < INLINE_PREDICT_MAX_S
+        stats.running = False
+        self._running = []
+        rows = [item.rows for item in items]
+        self._observer.batch_done(rows=sum(rows), requests=len(items), predict_s=elapsed)
+        parts: list[Batch] | None = None
+        if outputs is not None:
+            try:
+                parts = split_outputs(outputs, rows)
+            except ValueError as split_error:
+                error = split_error
+        if parts is None:
+            self._observer.predict_failed()
+            logger.error("predict failed on a batch of %d rows: %s", sum(rows), error)
+            failure = PredictError(f"the model failed to predict: {error}")
+            for item in items:
+                if not item.future.done():
+                    item.future.set_exception(failure)
+        else:
+            for item, part in zip(items, parts, strict=True):
+                if not item.future.done():
+                    item.future.set_result(part)
+        if self._queue:
+            self._schedule(asyncio.get_running_loop())
+
+    async def _sweep_deadlines(self) -> None:
+        while True:
+            await self._clock.sleep(DEADLINE_SWEEP_S)
+            now = self._clock.monotonic()
+            for item in chain(self._queue, self._running):
+                if not item.future.done() and now >= item.deadline:
+                    item.future.set_exception(
+                        RequestTimeoutError(
+                            f"no prediction within {self._settings.timeout_s:g} s"
+                        )
+                    )
+
+    async def close(self) -> None:
+        """Stop the deadline sweeper and fail whatever is still queued."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        while self._queue:
+            item = self._queue.popleft()
+            if not item.future.done():
+                item.future.set_exception(PredictError("the server stopped before predicting"))
+        self._executor.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,127 @@
+"""JSON log lines for every process, and the fast per-request access log of a replica.
+
+Schema (one JSON object per line; docs/logging.md): ``ts`` (RFC 3339, UTC, milliseconds),
+``level``, ``msg``, ``logger``, and when known ``deployment``, ``revision``, ``replica``,
+``request_id``, ``trace_id``; access lines add ``method``, ``path``, ``status``,
+``duration_ms``, ``protocol``, ``model``. Ordinary logs go through stdlib ``logging`` with
+``JsonFormatter``; access lines bypass it (``AccessLog``) because at thousands of requests per
+second the logging machinery would cost more than the prediction.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import orjson
+
+_RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def format_timestamp(epoch_s: float) -> str:
+    """RFC 3339 in UTC with milliseconds, e.g. ``2026-11-26T20:51:20.123Z``."""
+    stamp = datetime.fromtimestamp(epoch_s, tz=UTC)
+    return stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with fixed context fields and ``extra=`` fields."""
+
+    def __init__(self, context: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.context = dict(context or {})
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": format_timestamp(record.created),
+            "level": record.levelname.lower(),
+            "msg": record.getMessage(),
+            "logger": record.name,
+            **self.context,
+        }
+        for key, value in vars(record).items():
+            if key not in _RESERVED and not key.startswith("_"):
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def configure_logging(
+    *,
+    fmt: str = "json",
+    level: str = "info",
+    context: dict[str, str] | None = None,
+    stream: IO[str] | None = None,
+) -> None:
+    """Set up the root logger once per process: JSON lines (default) or text."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter(context))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+class AccessLog:
+    """Per-request JSON lines, sampled, buffered, flushed by the server's periodic tick.
+
+    Errors (status >= 500) are always logged whatever the sample rate.
+    """
+
+    def __init__(
+        self,
+        stream: IO[bytes],
+        *,
+        context: dict[str, str],
+        sample_rate: float = 1.0,
+        enabled: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._stream = stream
+        self._context = context
+        self._sample_rate = sample_rate
+        self._enabled = enabled
+        self._rng = rng or random.Random()  # noqa: S311 - sampling, not security
+        self._buffer: list[bytes] = []
+        self._second = -1
+        self._second_text = ""
+
+    def _timestamp(self, epoch_s: float) -> str:
+        second = int(epoch_s)
+        if second != self._second:
+            self._second = second
+            self._second_text = datetime.fromtimestamp(second, tz=UTC).strftime(
+                "%Y-%m-%dT%H:%M:%S."
+            )
+        return f"{self._second_text}{int((epoch_s - second) * 1000):03d}Z"
+
+    def wants(self, status: int) -> bool:
+        if not self._enabled:
+            return False
+        return status >= 500 or self._sample_rate >= 1.0 or self._rng.random() < self._sample_rate
+
+    def write(self, *, epoch_s: float, fields: dict[str, Any]) -> None:
+        line = {"ts": self._timestamp(epoch_s), "level": "info", "msg": "request"}
+        line.update(self._context)
+        line.update(fields)
+        self._buffer.append(orjson.dumps(line, default=str) + b"\n")
+        if len(self._buffer) >= 512:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (BrokenPipeError, ValueError):
+            # stdout closed by whoever reads us: losing access lines must not stop serving.
+            self._enabled = False

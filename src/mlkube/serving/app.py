@@ -1,0 +1,254 @@
+"""The inference application: routes a parsed request to its protocol handler.
+
+``InferenceApp.handle`` answers health, metadata and metrics requests at once and returns a
+future for predictions, which resolve when the request's batch has run. Every caller mistake
+becomes a 4xx in the protocol's own error shape (``errors.error_response``); nothing a client
+sends can raise out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mlkube.batching.batcher import Batcher
+from mlkube.clock import Clock
+from mlkube.errors import (
+    MethodNotAllowedError,
+    ModelNotFoundError,
+    ModelNotReadyError,
+    ServingError,
+)
+from mlkube.observability.logging import AccessLog
+from mlkube.observability.metrics import ServerMetrics
+from mlkube.runtimes.base import Batch, Runtime
+from mlkube.serving import v1, v2
+from mlkube.serving.errors import error_response, serving_error_response
+from mlkube.serving.http import Request, Response
+from mlkube.serving.routes import Action, Route, resolve
+
+logger = logging.getLogger(__name__)
+
+SERVER_NAME = "mlkube"
+REQUEST_ID_HEADER = "x-request-id"
+# Longest caller-supplied request id we echo back and log; longer ones are replaced.
+MAX_REQUEST_ID_CHARS = 128
+DEFAULT_MODEL_ALIAS = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIdentity:
+    """What the endpoints say about the served model."""
+
+    name: str
+    version: int
+    protocols: frozenset[str]
+    server_version: str
+
+
+class InferenceApp:
+    """Routes requests for one model; owns readiness and draining state."""
+
+    def __init__(
+        self,
+        identity: ModelIdentity,
+        *,
+        clock: Clock,
+        metrics: ServerMetrics,
+        access_log: AccessLog,
+    ) -> None:
+        self.identity = identity
+        self.clock = clock
+        self.metrics = metrics
+        self.access_log = access_log
+        self.runtime: Runtime | None = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.draining = False
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}"
+        self._names = {identity.name, DEFAULT_MODEL_ALIAS}
+
+    def attach(self, runtime: Runtime, batcher: Batcher) -> None:
+        """The model is loaded and warmed up: start answering inference requests."""
+        self.runtime = runtime
+        self.batcher = batcher
+        self.ready = True
+
+    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+        started = self.clock.monotonic()
+        request_id = self._request_id(request)
+        route = resolve(request.method, request.path)
+        try:
+            if not route.method_allowed:
+                raise MethodNotAllowedError(
+                    f"{request.method} is not allowed on {request.path}; use {route.allowed}"
+                )
+            if route.protocol in ("v1", "v2") and route.protocol not in self.identity.protocols:
+                raise ModelNotFoundError(
+                    f"the {route.protocol} protocol is not enabled for this deployment"
+                )
+            if route.action is Action.V1_PREDICT or route.action is Action.V2_INFER:
+                return self._predict(request, route, request_id, started)
+            response = self._immediate(route, request)
+        except ServingError as error:
+            response = serving_error_response(error, route.protocol)
+        self._finish(request, route, response, request_id, started)
+        return response
+
+    # immediate answers
+    def _immediate(self, route: Route, request: Request) -> Response:
+        action = route.action
+        if action is Action.METRICS:
+            return Response(200, generate_latest(self.metrics.registry), CONTENT_TYPE_LATEST)
+        if action is Action.V2_LIVE:
+            return Response(200, b'{"live":true}')
+        if action is Action.V2_READY:
+            return self._readiness(b'{"ready":true}', b'{"ready":false}')
+        if action is Action.V2_SERVER:
+            return Response(200, orjson.dumps({
+                "name": SERVER_NAME,
+                "version": self.identity.server_version,
+                "extensions": [],
+            }))
+        if action is Action.NOT_FOUND:
+            raise ModelNotFoundError(f"no endpoint at {request.path}")
+        return self._model_endpoint(route)
+
+    def _model_endpoint(self, route: Route) -> Response:
+        self._check_model(route)
+        identity = self.identity
+        action = route.action
+        if action is Action.V1_STATUS:
+            return Response(200, v1.status_body(identity.version, ready=self.ready))
+        if action is Action.V2_MODEL_READY:
+            body = orjson.dumps({"name": identity.name, "ready": self._serving()})
+            return Response(200 if self._serving() else 503, body)
+        runtime = self._runtime()
+        if action is Action.V1_METADATA:
+            return Response(200, v1.metadata_body(identity.name, identity.version,
+                                                  runtime.inputs, runtime.outputs))
+        return Response(200, v2.model_metadata(identity.name, identity.version, runtime.platform,
+                                               runtime.inputs, runtime.outputs))
+
+    def _readiness(self, ok: bytes, not_ok: bytes) -> Response:
+        return Response(200, ok) if self._serving() else Response(503, not_ok)
+
+    def _serving(self) -> bool:
+        return self.ready and not self.draining
+
+    def _check_model(self, route: Route) -> None:
+        if route.model not in self._names:
+            raise ModelNotFoundError(
+                f"model '{route.model}' is not served here (this server serves "
+                f"'{self.identity.name}', also reachable as 'default')"
+            )
+        if route.version is not None and route.version != str(self.identity.version):
+            raise ModelNotFoundError(
+                f"model '{route.model}' has no version '{route.version}' "
+                f"(served version: {self.identity.version})"
+            )
+
+    def _runtime(self) -> Runtime:
+        if self.runtime is None or self.batcher is None or self.draining:
+            raise ModelNotReadyError(
+                "the model is not ready yet" if not self.draining else "the server is draining",
+                retry_after_s=1.0,
+            )
+        return self.runtime
+
+    # predictions
+    def _predict(
+        self, request: Request, route: Route, request_id: str, started: float
+    ) -> Response | asyncio.Future[Response]:
+        try:
+            self._check_model(route)
+            runtime = self._runtime()
+            assert self.batcher is not None
+            if route.action is Action.V1_PREDICT:
+                inputs, request_format = v1.parse_predict(request.body, runtime.inputs)
+                context: Any = request_format
+            else:
+                parsed = v2.parse_infer(request.body, runtime.inputs, runtime.outputs)
+                inputs, context = parsed.inputs, parsed
+            pending = self.batcher.submit(inputs)
+        except ServingError as error:
+            response = serving_error_response(error, route.protocol)
+            self._finish(request, route, response, request_id, started)
+            return response
+        result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        pending.add_done_callback(
+            lambda done: self._predicted(done, result, request, route, context, request_id,
+                                         started)
+        )
+        return result
+
+    def _predicted(
+        self,
+        done: asyncio.Future[Batch],
+        result: asyncio.Future[Response],
+        request: Request,
+        route: Route,
+        context: Any,
+        request_id: str,
+        started: float,
+    ) -> None:
+        error = done.exception()
+        try:
+            if error is None:
+                response = self._encode(done.result(), route, context)
+            elif isinstance(error, ServingError):
+                response = serving_error_response(error, route.protocol)
+            else:  # pragma: no cover - the batcher only fails futures with ServingError
+                raise error
+        except Exception:
+            # A bug of ours (or a model output we cannot encode): answer, never hang.
+            logger.exception("encoding the prediction failed")
+            response = error_response(500, "the model's output could not be encoded",
+                                      route.protocol)
+        self._finish(request, route, response, request_id, started)
+        if not result.done():
+            result.set_result(response)
+
+    def _encode(self, outputs: Batch, route: Route, context: Any) -> Response:
+        if route.action is Action.V1_PREDICT:
+            return Response(200, v1.encode_predict(outputs, context))
+        identity = self.identity
+        return Response(200, v2.encode_infer(outputs, model=identity.name,
+                                             version=identity.version, request=context))
+
+    # bookkeeping
+    def _request_id(self, request: Request) -> str:
+        given = request.headers.get(REQUEST_ID_HEADER)
+        if given and len(given) <= MAX_REQUEST_ID_CHARS and given.isprintable():
+            return given
+        return f"{self._id_prefix}-{next(self._ids):x}"
+
+    def _finish(
+        self, request: Request, route: Route, response: Response, request_id: str, started: float
+    ) -> None:
+        response.headers.append((REQUEST_ID_HEADER, request_id))
+        elapsed = self.clock.monotonic() - started
+        if route.action is not Action.METRICS:
+            self.metrics.request_done(route.protocol, response.status, elapsed)
+        if self.access_log.wants(response.status):
+            fields = {
+                "method": request.method,
+                "path": request.path,
+                "status": response.status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "request_id": request_id,
+                "protocol": route.protocol,
+                "model": self.identity.name,
+            }
+            traceparent = request.headers.get("traceparent")
+            if traceparent and traceparent.count("-") == 3:
+                fields["trace_id"] = traceparent.split("-")[1]
+            self.access_log.write(epoch_s=self.clock.wall(), fields=fields)

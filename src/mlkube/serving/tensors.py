@@ -1,0 +1,121 @@
+"""JSON values → numpy arrays checked against a model's tensor specs. Pure.
+
+Shared by both protocols: the caller's mistakes (ragged rows, strings where numbers belong,
+NaN or Infinity, wrong rank or size) become ``InvalidInputError`` with a sentence naming the
+input, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import numpy as np
+
+from mlkube.errors import InvalidInputError
+from mlkube.runtimes.base import NUMPY_DTYPES, Array, Datatype, TensorSpec
+
+_NUMERIC_KINDS = {
+    "b": "boolean",
+    "i": "integer",
+    "u": "unsigned integer",
+    "f": "floating point",
+}
+
+
+def to_array(value: Any, spec: TensorSpec, *, what: str) -> Array:
+    """``value`` (nested JSON lists) as an array of the model's dtype, shape checked."""
+    if spec.datatype is Datatype.BYTES:
+        array = _bytes_array(value, what)
+    else:
+        array = _numeric_array(value, spec.datatype, what)
+    check_shape(array, spec, what=what)
+    return array
+
+
+def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        raise InvalidInputError(f"{what}: rows must all have the same shape") from None
+    if raw.dtype.kind not in _NUMERIC_KINDS:
+        found = "rows of different lengths" if raw.dtype.kind == "O" else "strings"
+        raise InvalidInputError(f"{what}: expected numbers ({datatype}), found {found}")
+    if raw.dtype.kind == "b" and datatype is not Datatype.BOOL:
+        raise InvalidInputError(f"{what}: expected numbers ({datatype}), found booleans")
+    target = np.dtype(NUMPY_DTYPES[datatype])
+    if target.kind in "iu" and raw.dtype.kind == "f":
+        raise InvalidInputError(f"{what}: expected integers ({datatype}), found fractions")
+    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+        raise InvalidInputError(f"{what}: NaN and Infinity are not valid inputs")
+    if target.kind in "iu" and raw.size:
+        info = np.iinfo(target)
+        if raw.min() < info.min or raw.max() > info.max:
+            raise InvalidInputError(f"{what}: values out of range for {datatype}")
+    array = raw.astype(target, copy=False)
+    if target.kind == "f" and raw.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidInputError(f"{what}: values too large for {datatype}")
+    return array
+
+
+def _bytes_array(value: Any, what: str) -> Array:
+    try:
+        raw = np.asarray(value, dtype=object)
+    except ValueError:
+        raise InvalidInputError(f"{what}: rows must all have the same shape") from None
+    flat = raw.reshape(-1)
+    for index, item in enumerate(flat):
+        if isinstance(item, dict) and set(item) == {"b64"} and isinstance(item["b64"], str):
+            try:
+                flat[index] = base64.b64decode(item["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidInputError(f"{what}: invalid base64 in b64 value") from None
+        elif isinstance(item, str):
+            flat[index] = item.encode()
+        elif not isinstance(item, bytes):
+            raise InvalidInputError(f"{what}: expected strings (BYTES), found {type(item).__name__}")
+    return raw
+
+
+def check_shape(array: Array, spec: TensorSpec, *, what: str) -> None:
+    """Rank and fixed dimensions must match the model's input; the batch axis is free."""
+    shape = array.shape
+    if len(shape) != len(spec.shape):
+        raise InvalidInputError(
+            f"{what}: expected shape {_shape_text(spec.shape)}, found {list(shape)}"
+        )
+    for axis, (want, got) in enumerate(zip(spec.shape, shape, strict=True)):
+        if axis > 0 and want >= 0 and want != got:
+            raise InvalidInputError(
+                f"{what}: expected shape {_shape_text(spec.shape)}, found {list(shape)}"
+            )
+    if shape and shape[0] == 0:
+        raise InvalidInputError(f"{what}: the batch is empty (0 rows)")
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "[" + ", ".join("N" if i == 0 else ("*" if d < 0 else str(d))
+                           for i, d in enumerate(shape)) + "]"
+
+
+def to_json_value(array: Array) -> Any:
+    """An output array as JSON-ready data (numpy arrays pass through orjson directly)."""
+    if array.dtype.kind in "OSU":
+        if array.ndim == 0:
+            return _text(array.item())
+        return np.vectorize(_text, otypes=[object])(array).tolist()
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    return array
+
+
+def _text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        try:
+            return value.decode()
+        except UnicodeDecodeError:
+            return {"b64": base64.b64encode(value).decode()}
+    return value

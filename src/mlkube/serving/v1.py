@@ -1,0 +1,164 @@
+"""TF Serving REST API (v1): request parsing and response encoding. Pure.
+
+Row format: ``{"instances": [...]}`` → ``{"predictions": [...]}``; columnar format:
+``{"inputs": ...}`` → ``{"outputs": ...}``. A model with one input takes plain rows; with
+several inputs each instance is an object keyed by input name. With several outputs each
+prediction is an object keyed by output name, as TF Serving does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mlkube.errors import InvalidInputError
+from mlkube.runtimes.base import Batch, TensorSpec
+from mlkube.serving.tensors import to_array, to_json_value
+
+_TF_DTYPES = {
+    "BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32",
+    "INT64": "DT_INT64", "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE",
+    "BYTES": "DT_STRING",
+}
+ROW = "row"
+COLUMNAR = "columnar"
+
+
+def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, str]:
+    """The model inputs in a predict request, and which format it used."""
+    payload = _json_object(body)
+    unknown = set(payload) - {"instances", "inputs", "signature_name"}
+    if unknown:
+        raise InvalidInputError(
+            f"unknown field(s) {sorted(unknown)}; a predict request has 'instances' or 'inputs'"
+        )
+    signature = payload.get("signature_name", "serving_default")
+    if signature not in ("serving_default", "", None):
+        raise InvalidInputError(f"unknown signature_name '{signature}' (this model has serving_default)")
+    if ("instances" in payload) == ("inputs" in payload):
+        raise InvalidInputError("a predict request needs exactly one of 'instances' or 'inputs'")
+    if "instances" in payload:
+        return _rows(payload["instances"], inputs), ROW
+    return _columns(payload["inputs"], inputs), COLUMNAR
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidInputError("the request body is empty; expected a JSON object")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"expected a JSON object, found {type(payload).__name__}")
+    return payload
+
+
+def _rows(instances: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
+    if not isinstance(instances, list) or not instances:
+        raise InvalidInputError("'instances' must be a non-empty list of rows")
+    if len(inputs) == 1 and not isinstance(instances[0], dict):
+        spec = inputs[0]
+        return {spec.name: to_array(instances, spec, what=f"instances (input '{spec.name}')")}
+    if not all(isinstance(row, dict) for row in instances):
+        names = ", ".join(s.name for s in inputs)
+        raise InvalidInputError(
+            f"this model has inputs {names}: each instance must be an object keyed by input name"
+        )
+    batch: Batch = {}
+    for spec in inputs:
+        try:
+            column = [row[spec.name] for row in instances]
+        except KeyError:
+            raise InvalidInputError(f"an instance lacks input '{spec.name}'") from None
+        batch[spec.name] = to_array(column, spec, what=f"input '{spec.name}'")
+    _reject_unknown(set().union(*(row.keys() for row in instances)), inputs)
+    return batch
+
+
+def _columns(columns: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
+    if not isinstance(columns, dict):
+        if len(inputs) != 1:
+            names = ", ".join(s.name for s in inputs)
+            raise InvalidInputError(f"this model has inputs {names}: 'inputs' must be an object")
+        columns = {inputs[0].name: columns}
+    _reject_unknown(set(columns), inputs)
+    batch: Batch = {}
+    for spec in inputs:
+        if spec.name not in columns:
+            raise InvalidInputError(f"'inputs' lacks input '{spec.name}'")
+        batch[spec.name] = to_array(columns[spec.name], spec, what=f"input '{spec.name}'")
+    rows = {int(array.shape[0]) for array in batch.values()}
+    if len(rows) > 1:
+        raise InvalidInputError(f"inputs have different numbers of rows: {sorted(rows)}")
+    return batch
+
+
+def _reject_unknown(names: set[str], inputs: tuple[TensorSpec, ...]) -> None:
+    unknown = names - {spec.name for spec in inputs}
+    if unknown:
+        expected = ", ".join(spec.name for spec in inputs)
+        raise InvalidInputError(f"unknown input(s) {sorted(unknown)}; this model takes {expected}")
+
+
+def encode_predict(outputs: Batch, request_format: str) -> bytes:
+    """The JSON body answering a predict request."""
+    if request_format == COLUMNAR:
+        if len(outputs) == 1:
+            value: Any = to_json_value(next(iter(outputs.values())))
+        else:
+            value = {name: to_json_value(array) for name, array in outputs.items()}
+        return orjson.dumps({"outputs": value}, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(outputs) == 1:
+        predictions: Any = to_json_value(next(iter(outputs.values())))
+    else:
+        columns = {name: _as_list(array) for name, array in outputs.items()}
+        rows = len(next(iter(columns.values())))
+        predictions = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+    return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _as_list(array: Any) -> list[Any]:
+    value = to_json_value(array)
+    return value if isinstance(value, list) else list(value.tolist())
+
+
+def status_body(version: int, *, ready: bool) -> bytes:
+    """``GET /v1/models/{name}``: the version's state, as TF Serving reports it."""
+    state = "AVAILABLE" if ready else "LOADING"
+    return orjson.dumps({"model_version_status": [{
+        "version": str(version),
+        "state": state,
+        "status": {"error_code": "OK", "error_message": ""},
+    }]})
+
+
+def metadata_body(
+    name: str, version: int, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> bytes:
+    """``GET /v1/models/{name}/metadata``: the serving_default signature."""
+    def tensor(spec: TensorSpec) -> dict[str, Any]:
+        return {
+            "dtype": _TF_DTYPES[str(spec.datatype)],
+            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape],
+                             "unknown_rank": False},
+            "name": spec.name,
+        }
+
+    signature = {
+        "inputs": {spec.name: tensor(spec) for spec in inputs},
+        "outputs": {spec.name: tensor(spec) for spec in outputs},
+        "method_name": "tensorflow/serving/predict",
+    }
+    return orjson.dumps({
+        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+        "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+    })
+
+
+def error_body(message: str) -> bytes:
+    """TF Serving's error shape."""
+    return orjson.dumps({"error": message})
+

@@ -1,0 +1,135 @@
+"""Run a replica as one process, or as N worker processes sharing one port (SO_REUSEPORT).
+
+The parent checks the port first (so "port in use" is one clear error, not N), forks the
+workers before anything heavy is loaded, waits until every worker reports ready (or one
+fails), forwards SIGTERM/SIGINT to them and exits with the worst exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import multiprocessing
+import os
+import signal
+import socket
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from mlkube.errors import MlkubeError
+from mlkube.serving.server import Replica, ReplicaOptions, install_stop_signals, run_event_loop
+from mlkube.spec import ModelDeployment
+
+_JOIN_TIMEOUT_S = 5.0
+
+
+class PortInUseError(MlkubeError):
+    """The port is already taken by another process."""
+
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(
+            f"port {port} on {host} is already in use; stop whatever listens there "
+            "or pick another with --port"
+        )
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Raise PortInUseError when ``host:port`` cannot be bound."""
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(host, port) from None
+            raise MlkubeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+
+def serve_single(deployment: ModelDeployment, options: ReplicaOptions) -> bool:
+    """Serve in this process until SIGTERM/SIGINT. True when the drain finished in time."""
+
+    async def main() -> bool:
+        stop = asyncio.Event()
+        install_stop_signals(stop)
+        try:
+            return await Replica(deployment, options).run(stop)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise PortInUseError(options.host, options.port) from None
+            raise
+
+    return bool(run_event_loop(main))
+
+
+def serve_workers(
+    deployment: ModelDeployment,
+    options: ReplicaOptions,
+    workers: int,
+    *,
+    on_all_ready: Callable[[float], None],
+) -> int:
+    """Fork ``workers`` processes sharing the port; returns the exit code for the parent."""
+    context = multiprocessing.get_context("fork")
+    reader, writer = context.Pipe(duplex=False)
+    processes = []
+    for index in range(workers):
+        process = context.Process(
+            target=_worker_main, args=(deployment, options, index, writer), daemon=False
+        )
+        process.start()
+        processes.append(process)
+    writer.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failure = _wait_ready(reader, workers, on_all_ready)
+    if failure is not None:
+        forward(signal.SIGTERM, None)
+    for process in processes:
+        process.join()
+    if failure is not None:
+        raise MlkubeError(failure)
+    return max((process.exitcode or 0) for process in processes)
+
+
+def _wait_ready(reader: Connection, workers: int, on_all_ready: Callable[[float], None]) -> str | None:
+    ready: list[float] = []
+    while len(ready) < workers:
+        try:
+            kind, value = reader.recv()
+        except EOFError:
+            return "a worker exited before it was ready"
+        if kind == "failed":
+            return str(value)
+        ready.append(float(value))
+    on_all_ready(max(ready))
+    return None
+
+
+def _worker_main(
+    deployment: ModelDeployment, options: ReplicaOptions, index: int, writer: Connection
+) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what it receives
+    worker_options = ReplicaOptions(
+        host=options.host,
+        port=options.port,
+        revision=options.revision,
+        replica=f"{options.replica}.{index}",
+        reuse_port=True,
+        on_ready=lambda seconds: writer.send(("ready", seconds)),
+    )
+    try:
+        finished = serve_single(deployment, worker_options)
+    except MlkubeError as error:
+        writer.send(("failed", str(error)))
+        os._exit(1)
+    os._exit(0 if finished else 1)
