@@ -150,7 +150,9 @@ def decide(
 
 def should_activate(spec: AutoscalingSpec, observation: Observation) -> bool:
     """True when the load balancer holds requests at zero replicas: start one replica now."""
-    return observation.current_replicas == 0 and observation.pending_requests > 0
+    from mlkube.autoscale.policy import should_activate as _should_activate
+
+    return _should_activate(spec, observation)
 
 
 __all__ = [

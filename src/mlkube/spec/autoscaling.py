@@ -35,8 +35,13 @@ class ScalingPolicy(SpecModel):
     """At most ``value`` pods (or percent) of change within ``periodSeconds``."""
 
     type: ScalingPolicyType
+    """Pods: ``value`` replicas; Percent: ``value`` percent of the count at the period's start."""
+
     value: Annotated[int, Field(gt=0)]
+    """How much change the policy allows per period."""
+
     period_seconds: Annotated[int, Field(gt=0, le=1800)]
+    """The look-back over past scale events, in whole seconds (1 to 1800, as HPA)."""
 
 
 class ScalingRules(SpecModel):
@@ -52,14 +57,23 @@ class ScalingRules(SpecModel):
     """None takes HPA's defaults for that direction."""
 
     tolerance: Quantity | None = None
-    """Per-direction tolerance (HPA's `tolerance`, default 0.1 cluster-wide)."""
+    """Per-direction tolerance (HPA's `tolerance`); None takes ``autoscaling.tolerance``."""
+
+    @model_validator(mode="after")
+    def _tolerance_range(self) -> ScalingRules:
+        if self.tolerance is not None and not 0 <= self.tolerance.value < 1:
+            raise ValueError(f"tolerance must be at least 0 and below 1, got {self.tolerance.text}")
+        return self
 
 
 class BehaviorSpec(SpecModel):
     """HPA v2 behavior: stabilization windows and rate policies per direction."""
 
     scale_up: ScalingRules | None = None
+    """None takes HPA's defaults: no window, max(4 pods, 100%) per 15 s."""
+
     scale_down: ScalingRules | None = None
+    """None takes HPA's defaults: the downscale window (300 s), 100% per 15 s."""
 
 
 class CpuMetric(SpecModel):
@@ -67,7 +81,10 @@ class CpuMetric(SpecModel):
 
     type: Literal["cpu"]
     target_utilization: Annotated[int, Field(gt=0)] | None = None
+    """Percent of ``resources.requests.cpu`` (needs a CPU request)."""
+
     target_average_value: Quantity | None = None
+    """Cores per replica, e.g. ``500m``."""
 
     @model_validator(mode="after")
     def _one_target(self) -> CpuMetric:
@@ -80,7 +97,10 @@ class MemoryMetric(SpecModel):
 
     type: Literal["memory"]
     target_utilization: Annotated[int, Field(gt=0)] | None = None
+    """Percent of ``resources.requests.memory`` (needs a memory request)."""
+
     target_average_value: Quantity | None = None
+    """Bytes per replica, e.g. ``1Gi``."""
 
     @model_validator(mode="after")
     def _one_target(self) -> MemoryMetric:
@@ -92,14 +112,16 @@ class ConcurrencyMetric(SpecModel):
     """In-flight requests per replica (Knative-style, with panic mode)."""
 
     type: Literal["concurrency"]
-    target: Annotated[float, Field(gt=0)]
+    target: Annotated[float, Field(ge=0.01)]
+    """Average in-flight requests per replica to aim for (Knative's target, minimum 0.01)."""
 
 
 class RpsMetric(SpecModel):
     """Requests per second per replica."""
 
     type: Literal["rps"]
-    target: Annotated[float, Field(gt=0)]
+    target: Annotated[float, Field(ge=0.01)]
+    """Requests per second per replica to aim for."""
 
 
 class LatencyMetric(SpecModel):
@@ -107,7 +129,10 @@ class LatencyMetric(SpecModel):
 
     type: Literal["latency"]
     target_ms: Annotated[float, Field(gt=0)]
+    """The SLO: scale out while the percentile is above it."""
+
     percentile: Annotated[float, Field(gt=0, lt=100)] = 95
+    """Which latency percentile the SLO is about (replicas report p95)."""
 
 
 class QueueDepthMetric(SpecModel):
@@ -115,6 +140,7 @@ class QueueDepthMetric(SpecModel):
 
     type: Literal["queueDepth"]
     target: Annotated[float, Field(gt=0)]
+    """Waiting requests per replica to aim for."""
 
 
 MetricSpec = Annotated[
@@ -153,9 +179,26 @@ class AutoscalingSpec(SpecModel):
     metrics: tuple[MetricSpec, ...] = (CpuMetric(type="cpu", target_utilization=70),)
     """Several metrics → the largest desired count wins, as in HPA."""
 
-    behavior: BehaviorSpec = BehaviorSpec()
-    sync_period: Seconds = 15.0
-    """How often the autoscaler decides (HPA's --horizontal-pod-autoscaler-sync-period)."""
+    behavior: BehaviorSpec | None = None
+    """HPA v2 behavior. None keeps HPA's legacy algorithm for cpu/memory (5 min downscale
+    stabilization, scale-up capped at max(2x, 4)); ML metrics then scale down after one
+    stable window. ``{}`` selects the behavior algorithm with its defaults."""
+
+    sync_period: Seconds | None = None
+    """How often the autoscaler decides. None: 15 s (HPA's sync period) when only cpu/memory
+    metrics are listed, else 2 s (Knative's tick). See ``tick_seconds``."""
+
+    tolerance: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """HPA's --horizontal-pod-autoscaler-tolerance: ratios within 1 ± this keep the count."""
+
+    downscale_stabilization: Seconds = 300.0
+    """HPA's --horizontal-pod-autoscaler-downscale-stabilization (used without ``behavior``)."""
+
+    cpu_initialization_period: Seconds = 300.0
+    """HPA's --horizontal-pod-autoscaler-cpu-initialization-period."""
+
+    initial_readiness_delay: Seconds = 30.0
+    """HPA's --horizontal-pod-autoscaler-initial-readiness-delay."""
 
     stable_window: Seconds = 60.0
     """Averaging window of concurrency/RPS metrics (Knative's stable window)."""
@@ -163,13 +206,27 @@ class AutoscalingSpec(SpecModel):
     panic_window_percentage: Annotated[float, Field(gt=0, le=100)] = 10.0
     """Panic window as a percent of the stable window."""
 
-    panic_threshold_percentage: Annotated[float, Field(gt=100)] = 200.0
+    panic_threshold_percentage: Annotated[float, Field(ge=110, le=1000)] = 200.0
     """Enter panic mode when the panic-window demand exceeds this percent of capacity."""
+
+    max_scale_up_rate: Annotated[float, Field(gt=1)] = 1000.0
+    """Knative: at most this many times the ready count in one ML-metric decision."""
+
+    max_scale_down_rate: Annotated[float, Field(gt=1)] = 2.0
+    """Knative: at most the ready count divided by this removed in one ML-metric decision."""
 
     scale_to_zero: ScaleToZeroSpec | None = None
     """Allow zero replicas when idle (needs minReplicas: 0)."""
 
     engine: AutoscalerEngine = AutoscalerEngine.HPA
+    """What renders the autoscaler on Kubernetes."""
+
+    def tick_seconds(self) -> float:
+        """How often the loop should call ``decide`` (``sync_period`` or its default)."""
+        if self.sync_period is not None:
+            return self.sync_period
+        only_resources = all(m.type in ("cpu", "memory") for m in self.metrics)
+        return 15.0 if only_resources else 2.0
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSpec:
@@ -183,4 +240,8 @@ class AutoscalingSpec(SpecModel):
             raise ValueError(f"scaleToZero needs minReplicas: 0, found {self.min_replicas}")
         if not self.metrics:
             raise ValueError("metrics must name at least one metric")
+        if not 6.0 <= self.stable_window <= 3600.0:
+            raise ValueError(f"stableWindow must be between 6s and 1h, got {self.stable_window}s")
+        if self.sync_period is not None and self.sync_period <= 0:
+            raise ValueError(f"syncPeriod must be positive, got {self.sync_period}s")
         return self

@@ -84,7 +84,9 @@ def stabilize_with_behavior(
             up = min(up, rec.replicas)
         if age < down_window:
             down = max(down, rec.replicas)
-        if age > up_window and age > down_window:
+        # Go compares against cutoffs taken a moment later, so an age equal to a window is
+        # already outside it: obsolete means age >= both windows.
+        if age >= up_window and age >= down_window:
             old_index = i
     stabilized = min(max(current, up), down)
     return stabilized, _record(history, old_index, Recommendation(desired, now))
@@ -214,7 +216,7 @@ def store_scale_event(
     """``storeScaleEvent`` for one direction: mark outdated, reuse the last outdated slot."""
     longest = rules.longest_period()
     marked = tuple(
-        replace(e, outdated=True) if (e.outdated or now - e.at > longest) else e for e in events
+        replace(e, outdated=True) if (e.outdated or now - e.at >= longest) else e for e in events
     )
     new = ScaleEvent(change, now)
     slot = max((i for i, e in enumerate(marked) if e.outdated), default=None)

@@ -133,6 +133,18 @@ class HpaOutcome:
     error: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class MetricFailure:
+    """A metric that could not be evaluated: the ScalingActive reason and the message."""
+
+    reason: str
+    message: str
+
+
+Proposal = MetricStatus | MetricFailure
+"""A metric's outcome computed outside the HPA calculator (mlkube's load metrics)."""
+
+
 _FAILED_REASON = {
     "Resource": "FailedGetResourceMetric",
     "ContainerResource": "FailedGetContainerResourceMetric",
@@ -227,46 +239,62 @@ def _object_or_external(
 
 
 @dataclass
-class _Conditions:
+class Conditions:
+    """HPA conditions by type; setting one replaces it (the last write wins)."""
+
     items: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def set(self, kind: str, status: bool, reason: str) -> None:
+        """Set condition ``kind`` to True/False with ``reason``."""
         self.items[kind] = ("True" if status else "False", reason)
 
     def freeze(self) -> tuple[tuple[str, str, str], ...]:
+        """(type, status, reason) in the order the types were first set."""
         return tuple((k, s, r) for k, (s, r) in self.items.items())
 
 
+def evaluate(spec: HpaSpec, target: MetricTarget, obs: HpaObserved) -> Proposal:
+    """One metric's proposal, or its failure with HPA's condition reason."""
+    try:
+        return metric_replicas(spec, target, obs)
+    except MetricError as exc:
+        return MetricFailure(_FAILED_REASON.get(target.type, "InvalidMetricSourceType"), str(exc))
+
+
 def compute_metrics(
-    spec: HpaSpec, obs: HpaObserved, conds: _Conditions
+    spec: HpaSpec, obs: HpaObserved, conds: Conditions, extra: tuple[Proposal, ...] = ()
 ) -> tuple[int, tuple[MetricStatus, ...], str | None]:
     """``computeReplicasForMetrics``: the largest proposal, or -1 when HPA must not act."""
     replicas = 0
     statuses: list[MetricStatus] = []
     first_error: tuple[str, str] | None = None
     invalid = 0
-    for target in spec.metrics:
-        try:
-            status = metric_replicas(spec, target, obs)
-        except MetricError as exc:
+    proposals = (*(evaluate(spec, t, obs) for t in spec.metrics), *extra)
+    for status in proposals:
+        if isinstance(status, MetricFailure):
             invalid += 1
             if first_error is None:
-                reason = _FAILED_REASON.get(target.type, "InvalidMetricSourceType")
-                first_error = (reason, str(exc))
+                first_error = (status.reason, status.message)
             continue
         statuses.append(status)
         if replicas == 0 or status.proposal > replicas:
             replicas = status.proposal
-    if first_error is not None and (invalid >= len(spec.metrics) or replicas < obs.spec_replicas):
+    if first_error is not None and (invalid >= len(proposals) or replicas < obs.spec_replicas):
         conds.set("ScalingActive", False, first_error[0])
         return -1, tuple(statuses), first_error[1]
     conds.set("ScalingActive", True, "ValidMetricFound")
     return replicas, tuple(statuses), first_error[1] if first_error else None
 
 
-def reconcile(spec: HpaSpec, obs: HpaObserved, memory: HpaMemory) -> HpaOutcome:
-    """``reconcileAutoscaler`` after a successful scale read."""
-    conds = _Conditions()
+def reconcile(
+    spec: HpaSpec, obs: HpaObserved, memory: HpaMemory, extra: tuple[Proposal, ...] = ()
+) -> HpaOutcome:
+    """``reconcileAutoscaler`` after a successful scale read.
+
+    ``extra`` adds proposals computed elsewhere (mlkube's load metrics); they join the HPA
+    metrics under the same rules: the largest wins, a failure blocks a scale-down.
+    """
+    conds = Conditions()
     conds.set("AbleToScale", True, "SucceededGetScale")
     current = obs.spec_replicas
     history = memory.recommendations
@@ -282,7 +310,7 @@ def reconcile(spec: HpaSpec, obs: HpaObserved, memory: HpaMemory) -> HpaOutcome:
     if current < spec.min_replicas:
         return _finish(spec, obs, memory, conds, spec.min_replicas)
 
-    metric_desired, statuses, error = compute_metrics(spec, obs, conds)
+    metric_desired, statuses, error = compute_metrics(spec, obs, conds, extra)
     if metric_desired == -1:
         return HpaOutcome(
             obs.previous_desired, False, conds.freeze(), statuses, memory, error=error
@@ -304,7 +332,7 @@ def reconcile(spec: HpaSpec, obs: HpaObserved, memory: HpaMemory) -> HpaOutcome:
 
 
 def normalize(
-    spec: HpaSpec, current: int, desired: int, memory: HpaMemory, conds: _Conditions, now: float
+    spec: HpaSpec, current: int, desired: int, memory: HpaMemory, conds: Conditions, now: float
 ) -> tuple[int, int, HpaMemory]:
     """Stabilise and limit ``desired``: the legacy path, or the ``behavior`` path."""
     history = memory.recommendations or ()
@@ -353,7 +381,7 @@ def normalize(
 
 
 def _finish(
-    spec: HpaSpec, obs: HpaObserved, memory: HpaMemory, conds: _Conditions, desired: int
+    spec: HpaSpec, obs: HpaObserved, memory: HpaMemory, conds: Conditions, desired: int
 ) -> HpaOutcome:
     current = obs.spec_replicas
     if desired == current:

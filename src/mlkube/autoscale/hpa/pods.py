@@ -35,6 +35,12 @@ class Pod:
     """A deletion timestamp is set."""
     requests: Mapping[str, int | None] = field(default_factory=dict)
     """Container name → request of the scaled resource in milli-units (None: no request)."""
+    resource_requests: Mapping[str, Mapping[str, int | None]] = field(default_factory=dict)
+    """Resource name → container → request, when several resources are scaled on."""
+
+    def requests_for(self, resource: str) -> Mapping[str, int | None]:
+        """Container requests of ``resource``: ``resource_requests`` if given, else ``requests``."""
+        return self.resource_requests.get(resource, self.requests)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +111,13 @@ def pod_requests(pods: tuple[Pod, ...], resource: str, container: str | None) ->
     """Each pod's request (sum over containers, or the named one), as ``calculateRequests``."""
     requests: dict[str, int] = {}
     for pod in pods:
-        names = [container] if container else list(pod.requests)
+        declared = pod.requests_for(resource)
+        names = [container] if container else list(declared)
         total = 0
         for name in names:
-            if name not in pod.requests:
+            if name not in declared:
                 raise MetricError(f"container {name} not found in Pod {pod.name}")
-            value = pod.requests[name]
+            value = declared[name]
             if value is None:
                 raise MetricError(
                     f"missing request for {resource} in container {name} of Pod {pod.name}"
