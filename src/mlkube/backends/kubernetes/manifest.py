@@ -7,6 +7,7 @@ scope, apply order); the renderer, apply/prune and ``doctor`` all read it.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -26,6 +27,9 @@ LABEL_TRACK = "mlkube.dev/track"
 LABEL_COLOR = "mlkube.dev/color"
 LABEL_METRICS = "mlkube.dev/metrics"
 ANNOTATION_CONFIG_HASH = "mlkube.dev/config-hash"
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +133,20 @@ def quantity_text(value: float | Fraction) -> str:
 def seconds(value: float) -> int:
     """Whole seconds, rounded up (Kubernetes durations in these fields are integers)."""
     return math.ceil(value)
+
+
+def label_problem(key: str, value: str) -> str | None:
+    """Why the API server would refuse label ``key: value``, or None when it is valid."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"label key '{key}' has a prefix that is not a DNS subdomain"
+    if len(name) > 63 or not _LABEL_PART.match(name):
+        return f"label key '{key}' is not a valid label name (63 characters: letters, digits, -_.)"
+    if value and (len(value) > 63 or not _LABEL_PART.match(value)):
+        return f"label value '{value}' of '{key}' is not valid (63 characters: letters, digits, -_.)"
+    return None
+
+
+def is_dns_1035_label(name: str) -> bool:
+    """Service names must start with a letter (RFC 1035), unlike most other names."""
+    return len(name) <= 63 and bool(_DNS_1035.match(name))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.errors import RenderError
-from mlkube.backends.kubernetes.manifest import Manifest, apply_rank
+from mlkube.backends.kubernetes.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render_cluster import (
     limit_range,
     monitoring_objects,
@@ -65,6 +65,10 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
     Pure: no I/O.
     """
     warnings: list[str] = []
+    for key, value in sorted(deployment.metadata.labels.items()):
+        problem = label_problem(key, value)
+        if problem is not None:
+            raise RenderError(f"deployment '{deployment.name}': metadata.labels: {problem}")
     tracks = tracks_of(deployment, warnings)
     objects: list[Manifest] = []
     if deployment.spec.kubernetes.create_namespace:

@@ -10,7 +10,14 @@ Pure: no I/O.
 
 from __future__ import annotations
 
-from mlkube.backends.kubernetes.manifest import LABEL_COLOR, LABEL_METRICS, Manifest, metadata
+from mlkube.backends.kubernetes.errors import RenderError
+from mlkube.backends.kubernetes.manifest import (
+    LABEL_COLOR,
+    LABEL_METRICS,
+    Manifest,
+    is_dns_1035_label,
+    metadata,
+)
 from mlkube.backends.kubernetes.render_workload import object_labels, selector_labels
 from mlkube.backends.kubernetes.tracks import Track
 from mlkube.spec.deployment import ModelDeployment
@@ -22,8 +29,14 @@ ROUTE_WEIGHT_SCALE = 1
 
 
 def main_service_name(deployment: ModelDeployment) -> str:
-    """The name of the Service clients use."""
-    return deployment.spec.service.name or deployment.name
+    """The name of the Service clients use; RenderError when no Service may have it."""
+    name = deployment.spec.service.name or deployment.name
+    if not is_dns_1035_label(name):
+        raise RenderError(
+            f"deployment '{deployment.name}': Service name '{name}' must start with a letter "
+            "(Kubernetes requires an RFC 1035 label); set service.name"
+        )
+    return name
 
 
 def network_objects(
@@ -149,6 +162,12 @@ def _main_service(deployment: ModelDeployment, selector: dict[str, str]) -> Mani
 def _cluster_ip(
     deployment: ModelDeployment, name: str, selector: dict[str, str], *, metrics: bool
 ) -> Manifest:
+    if not is_dns_1035_label(name):
+        raise RenderError(
+            f"deployment '{deployment.name}': strategy {deployment.spec.rollout.strategy} "
+            f"needs a Service '{name}', and Service names must start with a letter; rename "
+            "the deployment"
+        )
     labels = object_labels(deployment, "service")
     if metrics:
         labels = {**labels, LABEL_METRICS: "true"}

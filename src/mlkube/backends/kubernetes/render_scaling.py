@@ -45,6 +45,8 @@ POD_METRICS = {
     "queueDepth": "mlkube_queue_depth",
 }
 RATE_WINDOW = "1m"
+DEFAULT_TOLERANCE = 0.1
+DEFAULT_DOWN_WINDOW_S = 300
 
 
 def scaling_objects(
@@ -97,7 +99,7 @@ def hpa(
         "maxReplicas": track.max_replicas,
         "metrics": [_hpa_metric(metric) for metric in autoscaling.metrics],
     }
-    behavior = hpa_behavior(deployment.name, autoscaling.behavior, warnings)
+    behavior = hpa_behavior(deployment.name, autoscaling, warnings)
     if behavior:
         spec["behavior"] = behavior
     name = f"{track.deployment_name}-hpa"
@@ -109,13 +111,35 @@ def hpa(
     }
 
 
-def hpa_behavior(name: str, behavior: BehaviorSpec, warnings: list[str]) -> Manifest:
-    """HPA v2 ``behavior`` from the spec; empty when the spec keeps every default."""
+def hpa_behavior(name: str, autoscaling: AutoscalingSpec, warnings: list[str]) -> Manifest:
+    """HPA v2 ``behavior`` from the spec; empty when the spec keeps every default.
+
+    ``downscaleStabilization`` (the controller-wide flag locally) becomes the scale-down
+    window when ``behavior.scaleDown`` does not set its own; a non-default cluster-wide
+    ``tolerance`` cannot be set per HPA before 1.33, so it is reported, not rendered.
+    """
+    behavior = autoscaling.behavior or BehaviorSpec()
     out: Manifest = {}
+    down_window = getattr(autoscaling, "downscale_stabilization", None)
+    tolerance = getattr(autoscaling, "tolerance", None)
+    if tolerance is not None and tolerance != DEFAULT_TOLERANCE:
+        warnings.append(
+            f"deployment '{name}': autoscaling.tolerance {tolerance} is not rendered (the HPA "
+            "uses the cluster's --horizontal-pod-autoscaler-tolerance, 0.1 by default)"
+        )
     for key, rules in (("scaleUp", behavior.scale_up), ("scaleDown", behavior.scale_down)):
+        rendered = _rules(rules) if rules is not None else {}
+        if (
+            key == "scaleDown"
+            and down_window is not None
+            and seconds(down_window) != DEFAULT_DOWN_WINDOW_S
+            and "stabilizationWindowSeconds" not in rendered
+        ):
+            rendered = {"stabilizationWindowSeconds": seconds(down_window), **rendered}
         if rules is None:
+            if rendered:
+                out[key] = rendered
             continue
-        rendered = _rules(rules)
         if rules.tolerance is not None:
             # `tolerance` is alpha in 1.33 (HPAConfigurableTolerance) and absent before: a 1.30
             # API server rejects it under server-side apply, so it is not rendered.
@@ -177,14 +201,15 @@ def scaled_object(
             "kind": "Deployment",
             "name": track.deployment_name,
         },
-        "pollingInterval": max(1, seconds(autoscaling.sync_period)),
         "minReplicaCount": track.min_replicas,
         "maxReplicaCount": track.max_replicas,
     }
+    if autoscaling.sync_period is not None:
+        spec["pollingInterval"] = max(1, seconds(autoscaling.sync_period))
     if autoscaling.scale_to_zero is not None:
         spec["cooldownPeriod"] = seconds(autoscaling.scale_to_zero.idle_after)
     hpa_config: Manifest = {"name": f"{track.deployment_name}-keda"}
-    behavior = hpa_behavior(deployment.name, autoscaling.behavior, [])
+    behavior = hpa_behavior(deployment.name, autoscaling, [])
     if behavior:
         hpa_config["behavior"] = behavior
     spec["advanced"] = {"horizontalPodAutoscalerConfig": hpa_config}

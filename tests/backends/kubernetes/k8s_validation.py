@@ -1,0 +1,149 @@
+"""Validation of rendered objects the way an API server would, offline.
+
+Three layers:
+1. built-in kinds: the official OpenAPI-derived JSON schemas of kubernetes-validate, strict
+   mode (unknown fields fail), for every version in ``VERSIONS``;
+2. CRD kinds: the schemas in ``k8s_crd_schemas`` (transcribed from the CRDs' OpenAPI);
+3. ``semantic_problems``: rules the API server enforces in Go validation code that no JSON
+   schema expresses (name formats, label syntax, selector ⊂ template labels, port-name length,
+   HPA bounds, probe ports that exist, mounts of declared volumes).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+from k8s_crd_schemas import CRD_SCHEMAS, check_cel_rules
+
+VERSIONS = tuple(f"1.{minor}.0" for minor in range(30, 38))
+"""Kubernetes 1.30 through 1.37 (kubernetes-validate 1.37.0 ships all of them)."""
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_IANA_SVC = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS_1035_KINDS = {"Service"}
+_LABEL_NAME_KINDS = {"Namespace"}
+
+
+def validate(obj: dict[str, Any], version: str) -> list[str]:
+    """Every problem a ``version`` API server would report for ``obj`` (empty: accepted)."""
+    key = (obj["apiVersion"], obj["kind"])
+    problems: list[str] = []
+    if key in CRD_SCHEMAS:
+        validator = jsonschema.Draft202012Validator(CRD_SCHEMAS[key])
+        problems.extend(f"{e.json_path}: {e.message}" for e in validator.iter_errors(obj))
+        problems.extend(check_cel_rules(obj))
+    else:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            problems.append(str(error.caught)[:500])
+    problems.extend(semantic_problems(obj))
+    return [f"{obj['kind']}/{obj['metadata']['name']} ({version}): {p}" for p in problems]
+
+
+def semantic_problems(obj: dict[str, Any]) -> list[str]:
+    """API-server validation rules beyond the schemas, for the kinds mlkube renders."""
+    problems = _name_problems(obj)
+    for key, value in obj["metadata"].get("labels", {}).items():
+        problems.extend(_label_problems(key, value))
+    kind = obj["kind"]
+    if kind == "Deployment":
+        problems.extend(_deployment_problems(obj))
+    elif kind == "Service":
+        problems.extend(_service_problems(obj))
+    elif kind == "HorizontalPodAutoscaler":
+        spec = obj["spec"]
+        if spec.get("minReplicas", 1) < 1:
+            problems.append("minReplicas must be at least 1 (HPAScaleToZero is alpha)")
+        if spec["maxReplicas"] < spec.get("minReplicas", 1):
+            problems.append("maxReplicas must not be less than minReplicas")
+    elif kind == "ScaledObject":
+        spec = obj["spec"]
+        if spec.get("maxReplicaCount", 100) < spec.get("minReplicaCount", 0):
+            problems.append("maxReplicaCount must not be less than minReplicaCount")
+    elif kind == "PodDisruptionBudget":
+        for key, value in obj["spec"]["selector"]["matchLabels"].items():
+            problems.extend(_label_problems(key, value))
+    return problems
+
+
+def _name_problems(obj: dict[str, Any]) -> list[str]:
+    name = obj["metadata"]["name"]
+    kind = obj["kind"]
+    if kind in _DNS_1035_KINDS:
+        ok = bool(_DNS_1035.match(name)) and len(name) <= 63
+        return [] if ok else [f"name '{name}' must be a DNS-1035 label"]
+    if kind in _LABEL_NAME_KINDS or kind == "Deployment":
+        ok = bool(_DNS_LABEL.match(name)) and len(name) <= 63
+        return [] if ok else [f"name '{name}' must be a DNS-1123 label"]
+    ok = bool(_DNS_SUBDOMAIN.match(name)) and len(name) <= 253
+    return [] if ok else [f"name '{name}' must be a DNS-1123 subdomain"]
+
+
+def _label_problems(key: str, value: str) -> list[str]:
+    problems: list[str] = []
+    prefix, _, name = key.rpartition("/")
+    if prefix and (not _DNS_SUBDOMAIN.match(prefix) or len(prefix) > 253):
+        problems.append(f"label key prefix '{prefix}' is not a DNS subdomain")
+    if not _LABEL_NAME.match(name) or len(name) > 63:
+        problems.append(f"label key '{key}' is not a qualified name")
+    if value and (not _LABEL_NAME.match(value) or len(value) > 63):
+        problems.append(f"label value '{value}' is not valid")
+    return problems
+
+
+def _deployment_problems(obj: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    spec = obj["spec"]
+    template = spec["template"]
+    labels = template["metadata"]["labels"]
+    for key, value in labels.items():
+        problems.extend(_label_problems(key, value))
+    for key, value in spec["selector"]["matchLabels"].items():
+        if labels.get(key) != value:
+            problems.append(f"selector {key}={value} does not match the template labels")
+    pod = template["spec"]
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    if len(volumes) != len(pod.get("volumes", [])):
+        problems.append("volume names must be unique")
+    for container in pod.get("initContainers", []) + pod["containers"]:
+        if not _DNS_LABEL.match(container["name"]):
+            problems.append(f"container name '{container['name']}' must be a DNS label")
+        ports = {p.get("name") for p in container.get("ports", [])}
+        for port in container.get("ports", []):
+            name = port.get("name")
+            if name is not None and (len(name) > 15 or not _IANA_SVC.match(name)):
+                problems.append(f"port name '{name}' must be an IANA_SVC_NAME (<= 15 chars)")
+        for mount in container.get("volumeMounts", []):
+            if mount["name"] not in volumes:
+                problems.append(f"volumeMount '{mount['name']}' names no volume")
+        for probe_key in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container.get(probe_key)
+            if probe and isinstance(probe.get("httpGet", {}).get("port"), str):
+                if probe["httpGet"]["port"] not in ports:
+                    problems.append(f"{probe_key} port '{probe['httpGet']['port']}' not declared")
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    if grace < 0:
+        problems.append("terminationGracePeriodSeconds must be >= 0")
+    return problems
+
+
+def _service_problems(obj: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    spec = obj["spec"]
+    for port in spec["ports"]:
+        if "nodePort" in port and spec.get("type") == "ClusterIP":
+            problems.append("nodePort needs type NodePort or LoadBalancer")
+        if not 30000 <= port.get("nodePort", 30000) <= 32767:
+            problems.append(f"nodePort {port['nodePort']} outside 30000-32767")
+        if len(spec["ports"]) > 1 and "name" not in port:
+            problems.append("ports need names when there are several")
+    for key, value in spec.get("selector", {}).items():
+        problems.extend(_label_problems(key, value))
+    return problems

@@ -1,0 +1,202 @@
+"""The renderer: schema-valid objects for every example and for random specs, golden files,
+determinism, and clear errors for specs Kubernetes cannot express.
+
+Golden files are rewritten only with ``MLKUBE_UPDATE_GOLDEN=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+from k8s_validation import VERSIONS, validate
+
+from mlkube.backends.kubernetes.errors import RenderError
+from mlkube.backends.kubernetes.manifest import KINDS, LABEL_MANAGED_BY, LABEL_INSTANCE
+from mlkube.backends.kubernetes.render import render
+from mlkube.backends.kubernetes.tracks import split_replicas
+from mlkube.spec import load_documents, parse_documents
+
+ROOT = Path(__file__).resolve().parents[3]
+HERE = Path(__file__).resolve().parent
+GOLDEN = HERE / "golden"
+SPECS = sorted((HERE / "specs").glob("*.yaml"))
+GUIDE = ROOT / "examples" / "k8s-ml-guide" / "spec.yaml"
+RENDERABLE = [GUIDE, *SPECS]
+
+
+def _is_spec(path: Path) -> bool:
+    text = path.read_text(encoding="utf-8")
+    return "apiVersion: mlkube.dev/" in text
+
+
+def _examples() -> list[Path]:
+    return sorted(p for p in (ROOT / "examples").rglob("*.y*ml") if _is_spec(p))
+
+
+def _rendered(path: Path):
+    return render(load_documents(path))
+
+
+@pytest.mark.parametrize("path", RENDERABLE, ids=lambda p: p.stem if p != GUIDE else "guide")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_object_validates_strictly(path, version):
+    problems = [p for obj in _rendered(path).objects for p in validate(obj, version)]
+    assert problems == []
+
+
+@pytest.mark.parametrize("path", _examples(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_example_in_the_repository_renders_valid_objects_or_says_why(path):
+    try:
+        rendered = _rendered(path)
+    except RenderError as error:
+        # A spec meant for the local backend (a model path on this machine) cannot be
+        # rendered; the error must say which deployment and what to do instead.
+        assert "deployment '" in str(error)
+        return
+    problems = [p for obj in rendered.objects for p in validate(obj, VERSIONS[-1])]
+    assert problems == []
+
+
+@pytest.mark.parametrize("path", RENDERABLE, ids=lambda p: p.stem if p != GUIDE else "guide")
+def test_golden_files(path):
+    name = "guide" if path == GUIDE else path.stem
+    golden = GOLDEN / f"{name}.yaml"
+    text = yaml.safe_dump_all(_rendered(path).objects, sort_keys=False)
+    if os.environ.get("MLKUBE_UPDATE_GOLDEN") == "1":
+        golden.write_text(text, encoding="utf-8")
+    assert golden.exists(), f"missing {golden}; run with MLKUBE_UPDATE_GOLDEN=1"
+    assert text == golden.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", RENDERABLE, ids=lambda p: p.stem if p != GUIDE else "guide")
+def test_every_object_carries_the_standard_labels_and_is_in_apply_order(path):
+    objects = _rendered(path).objects
+    ranks = [next(i for i, k in enumerate(KINDS) if k.kind == o["kind"]) for o in objects]
+    assert ranks == sorted(ranks)
+    for obj in objects:
+        labels = obj["metadata"]["labels"]
+        assert labels[LABEL_MANAGED_BY] == "mlkube"
+        assert LABEL_INSTANCE in labels
+        assert "app.kubernetes.io/name" in labels
+        assert "app.kubernetes.io/part-of" in labels
+
+
+def test_config_map_holds_a_loadable_spec_pointing_at_the_mounted_model():
+    objects = _rendered(HERE / "specs" / "keda-gpu.yaml").objects
+    config = next(o for o in objects if o["kind"] == "ConfigMap")
+    documents = parse_documents(config["data"]["spec.yaml"])
+    assert documents[0].spec.model.uri == "/models/model.pt"
+    deployment = next(o for o in objects if o["kind"] == "Deployment")
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"][:2] == ["serve", "/etc/mlkube/spec.yaml"]
+    grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > documents[0].spec.server.drain_timeout
+
+
+def test_canary_with_gateway_splits_by_httproute_weights():
+    objects = _rendered(HERE / "specs" / "canary-gateway.yaml").objects
+    route = next(o for o in objects if o["kind"] == "HTTPRoute")
+    refs = route["spec"]["rules"][-1]["backendRefs"]
+    assert [(r["name"], r["weight"]) for r in refs] == [("iris-stable", 90), ("iris-canary", 10)]
+    assert route["spec"]["parentRefs"][0] == {
+        "group": "gateway.networking.k8s.io",
+        "kind": "Gateway",
+        "name": "public",
+        "namespace": "infra",
+    }
+    configs = {o["metadata"]["name"]: o["data"]["spec.yaml"] for o in objects if o["kind"] == "ConfigMap"}
+    assert "/models/iris.onnx" in configs["iris-config"]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    fetch = deployments["iris"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert "s3://models/iris/v1/iris.onnx" in fetch
+    fetch = deployments["iris-canary"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
+    assert "s3://models/iris/v2/iris.onnx" in fetch
+
+
+def test_blue_green_service_selects_the_active_colour_and_preview_the_other():
+    objects = _rendered(HERE / "specs" / "bluegreen-hostpath.yaml").objects
+    services = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Service"}
+    assert services["churn"]["spec"]["selector"] == {"app": "churn", "mlkube.dev/color": "green"}
+    assert services["churn-preview"]["spec"]["selector"]["mlkube.dev/color"] == "blue"
+    deployments = [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"]
+    assert deployments == ["churn-blue", "churn-green"]
+
+
+def test_ab_test_without_gateway_splits_by_replica_ratio():
+    objects = _rendered(HERE / "specs" / "abtest-replica-split.yaml").objects
+    replicas = {o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"}
+    assert replicas == {"ranker": 3, "ranker-canary": 1}
+
+
+@pytest.mark.parametrize(
+    ("total", "weight", "expected"),
+    [
+        pytest.param(4, 25, (3, 1), id="exact-quarter"),
+        pytest.param(1, 10, (1, 1), id="one-replica-still-gets-a-canary"),
+        pytest.param(10, 0, (10, 0), id="weight-zero-no-canary"),
+        pytest.param(3, 100, (0, 3), id="all-traffic-to-canary"),
+        pytest.param(10, 99, (1, 9), id="stable-keeps-one"),
+    ],
+)
+def test_split_replicas(total, weight, expected):
+    assert split_replicas(total, weight) == expected
+
+
+def test_render_is_deterministic():
+    documents = load_documents(*SPECS)
+    first = yaml.safe_dump_all(render(documents).objects, sort_keys=False)
+    again = yaml.safe_dump_all(render(load_documents(*reversed(SPECS))).objects, sort_keys=False)
+    assert first == again
+
+
+_BASE = """
+apiVersion: mlkube.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: NAME, namespace: ml}
+spec:
+  model: {uri: URI, format: onnx}
+"""
+
+
+@pytest.mark.parametrize(
+    ("name", "uri", "extra", "needle"),
+    [
+        pytest.param("m", "./model.onnx", "", "path on this machine", id="local-path"),
+        pytest.param("9m", "s3://b/m.onnx", "", "must start with a letter", id="service-name"),
+        pytest.param(
+            "m",
+            "s3://b/m.onnx",
+            "  autoscaling: {minReplicas: 1, maxReplicas: 2, metrics: [{type: latency, targetMs: 100}]}\n",
+            "needs autoscaling.engine: keda",
+            id="latency-needs-keda",
+        ),
+        pytest.param(
+            "m",
+            "s3://b/m.onnx",
+            "  autoscaling: {minReplicas: 0, maxReplicas: 2, scaleToZero: {}}\n",
+            "cannot scale to zero",
+            id="hpa-scale-to-zero",
+        ),
+        pytest.param(
+            "m", "pvc://other/m.onnx", "  storage: {pvc: {name: mine}}\n", "use one claim",
+            id="two-claims",
+        ),
+    ],
+)
+def test_specs_kubernetes_cannot_express_fail_with_a_clear_error(name, uri, extra, needle):
+    text = _BASE.replace("NAME", name).replace("URI", uri) + extra
+    with pytest.raises(RenderError, match=needle):
+        render(parse_documents(text))
+
+
+def test_tolerance_is_reported_not_rendered():
+    text = _BASE.replace("NAME", "m").replace("URI", "s3://b/m.onnx") + (
+        "  autoscaling:\n    behavior: {scaleUp: {tolerance: '0.05', stabilizationWindowSeconds: 0}}\n"
+    )
+    rendered = render(parse_documents(text))
+    hpa = next(o for o in rendered.objects if o["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["behavior"] == {"scaleUp": {"stabilizationWindowSeconds": 0}}
+    assert any("tolerance" in w for w in rendered.warnings)
