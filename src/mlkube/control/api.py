@@ -1,0 +1,142 @@
+"""The local control API: JSON over loopback HTTP, every request carrying the owner's token.
+
+The controller writes ``<state>/token`` (mode 0600, created that way: never readable by
+others even for an instant) and ``<state>/controller.json`` (pid, port). A client reads both;
+only a user who can read the token file can drive the controller. The server side is a small
+asyncio handler (a handful of requests per second at most), the client side plain urllib.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import secrets
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mlkube.errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
+CONTROLLER_FILE = "controller.json"
+MAX_BODY_BYTES = 4 * 2**20  # an apply carries file paths, never models
+CLIENT_TIMEOUT_S = 30.0
+
+Handler = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, Any]]]
+
+
+class ControllerNotRunningError(BackendError):
+    """No controller answers for this state directory."""
+
+    def __init__(self, state: Path) -> None:
+        super().__init__(
+            f"no mlkube controller is running for state directory '{state}' "
+            "(start one with `mlkube up SPEC`)"
+        )
+
+
+def write_token(state: Path) -> str:
+    """A fresh random token in ``<state>/token``, created with mode 0600."""
+    state.mkdir(parents=True, exist_ok=True)
+    path = state / TOKEN_FILE
+    token = secrets.token_urlsafe(32)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as file:
+        file.write(token)
+    return token
+
+
+def read_token(state: Path) -> str:
+    path = state / TOKEN_FILE
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise BackendError(
+            f"the token file '{path}' is readable by others (mode {mode:o}); "
+            "refusing to use it: remove it and restart the controller"
+        )
+    return path.read_text().strip()
+
+
+async def serve_api(handler: Handler, token: str, port: int = 0) -> asyncio.Server:
+    """Serve the control API on loopback; ``handler(method, path, body)`` → (status, json)."""
+
+    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            status, payload = await _handle(reader, handler, token)
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as error:
+            status, payload = 400, {"error": f"bad request: {error}"}
+        body = json.dumps(payload, default=str).encode()
+        writer.write(
+            b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, len(body)) + body
+        )
+        try:
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(on_connection, "127.0.0.1", port)
+
+
+async def _handle(reader: asyncio.StreamReader, handler: Handler, token: str) -> tuple[int, Any]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    method, path, _ = lines[0].split(" ", 2)
+    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
+    length = int(headers.get("content-length", "0"))
+    if length > MAX_BODY_BYTES:
+        return 413, {"error": f"request body of {length} bytes is over {MAX_BODY_BYTES}"}
+    raw = await reader.readexactly(length) if length else b""
+    given = headers.get("authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), token.encode()):
+        return 401, {"error": "missing or wrong token"}
+    body = json.loads(raw) if raw else {}
+    try:
+        return await handler(method, path, body)
+    except BackendError as error:
+        return 409, {"error": str(error)}
+    except Exception:
+        logger.exception("control API request %s %s failed", method, path)
+        return 500, {"error": "internal error in the controller; see controller.log"}
+
+
+class Client:
+    """Talks to the controller of one state directory."""
+
+    def __init__(self, state: Path) -> None:
+        self.state = state
+        try:
+            info = json.loads((state / CONTROLLER_FILE).read_text())
+            self.port = int(info["port"])
+            self.pid = int(info["pid"])
+            self.token = read_token(state)
+        except (OSError, ValueError, KeyError) as error:
+            raise ControllerNotRunningError(state) from error
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read()).get("error", str(error))
+            except ValueError:
+                message = str(error)
+            raise BackendError(message) from error
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            raise ControllerNotRunningError(self.state) from error
