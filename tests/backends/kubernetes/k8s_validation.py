@@ -42,7 +42,7 @@ def validate(obj: dict[str, Any], version: str) -> list[str]:
         try:
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as error:
-            problems.append(str(error.caught)[:500])
+            problems.append(f"{error.json_path}: {error.message}"[:500])
     problems.extend(semantic_problems(obj))
     return [f"{obj['kind']}/{obj['metadata']['name']} ({version}): {p}" for p in problems]
 
