@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import IO
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
@@ -47,6 +48,8 @@ class ReplicaOptions:
     on_listening: Callable[[str], None] = field(default=lambda url: None)
     on_ready: Callable[[float], None] = field(default=lambda seconds: None)
     on_draining: Callable[[], None] = field(default=lambda: None)
+    access_log: IO[bytes] | None = None
+    """Where per-request JSON lines go (default: stdout)."""
 
 
 def load_runtime_for(deployment: ModelDeployment) -> Runtime:
@@ -85,7 +88,7 @@ class Replica:
             "replica": options.replica,
         }
         self.access_log = AccessLog(
-            sys.stdout.buffer,
+            options.access_log or sys.stdout.buffer,
             context=context,
             sample_rate=spec.logging.requests.sample_rate,
             enabled=spec.logging.requests.enabled,

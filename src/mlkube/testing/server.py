@@ -7,10 +7,12 @@ only the process boundary is skipped, so a test can inspect it and still talk HT
 from __future__ import annotations
 
 import asyncio
+import io
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import IO
 
 from mlkube.runtimes.base import Runtime
 from mlkube.serving.server import Replica, ReplicaOptions, load_runtime_for
@@ -36,6 +38,7 @@ def running_replica(
     *,
     loader: Callable[[ModelDeployment], Runtime] = load_runtime_for,
     wait_ready: bool = True,
+    access_log: IO[bytes] | None = None,
 ) -> Iterator[RunningReplica]:
     """Serve ``deployment`` on a free loopback port until the block ends."""
     listening = threading.Event()
@@ -46,6 +49,7 @@ def running_replica(
         port=0,
         on_listening=lambda url: (holder.__setitem__("url", url), listening.set()),
         on_ready=lambda seconds: ready.set(),
+        access_log=access_log if access_log is not None else io.BytesIO(),
     )
     replica = Replica(deployment, options, loader=loader)
     errors: list[BaseException] = []

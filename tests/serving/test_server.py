@@ -1,0 +1,245 @@
+"""The real server on 127.0.0.1 (in a thread), with real runtimes, against the libraries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from mlkube.testing.server import running_replica
+
+
+pytestmark = pytest.mark.integration
+
+
+RUNTIME_KINDS = ["onnx", "sklearn-skops", "xgboost", "lightgbm", "pytorch", "python"]
+
+
+def assert_matches(served, outputs: dict[str, np.ndarray]) -> None:
+    for name, expected in served.expected.items():
+        assert name in outputs, f"{served.name}: output '{name}' missing from {list(outputs)}"
+        got = np.asarray(outputs[name])
+        if name in served.exact:
+            np.testing.assert_array_equal(got, expected)
+        else:
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def v1_outputs(body: dict) -> dict[str, np.ndarray]:
+    predictions = body["predictions"]
+    if isinstance(predictions[0], dict):
+        return {name: np.array([row[name] for row in predictions]) for name in predictions[0]}
+    return {"output": np.array(predictions)}
+
+
+def v2_outputs(body: dict) -> dict[str, np.ndarray]:
+    return {o["name"]: np.array(o["data"]).reshape(o["shape"]) for o in body["outputs"]}
+
+
+@pytest.mark.parametrize("kind", RUNTIME_KINDS)
+def test_v1_and_v2_answers_equal_the_library(served_models, kind):
+    served = served_models[kind]
+    deployment = served.deployment()
+    with running_replica(deployment) as replica, httpx.Client(base_url=replica.url) as client:
+        name = deployment.model_name
+        v1 = client.post(f"/v1/models/{name}:predict", json={"instances": served.rows.tolist()})
+        assert v1.status_code == 200, v1.text
+        assert_matches(served, v1_outputs(v1.json()))
+        metadata = client.get(f"/v2/models/{name}").json()
+        input_spec = metadata["inputs"][0]
+        v2 = client.post(f"/v2/models/{name}/infer", json={"inputs": [{
+            "name": input_spec["name"], "shape": list(served.rows.shape),
+            "datatype": input_spec["datatype"], "data": served.rows.ravel().tolist(),
+        }]})
+        assert v2.status_code == 200, v2.text
+        assert_matches(served, v2_outputs(v2.json()))
+        also_default = client.post("/v1/models/default:predict",
+                                   json={"instances": served.rows.tolist()})
+        assert also_default.json() == v1.json()
+
+
+def assert_same_answer(batched, alone) -> None:
+    if isinstance(alone, dict):
+        assert batched.keys() == alone.keys()
+        for key in alone:
+            assert_same_answer(batched[key], alone[key])
+    elif isinstance(alone, list):
+        assert len(batched) == len(alone)
+        for b, a in zip(batched, alone, strict=True):
+            assert_same_answer(b, a)
+    elif isinstance(alone, float):
+        assert batched == pytest.approx(alone, rel=1e-5, abs=1e-7)
+    else:
+        assert batched == alone
+
+
+async def _concurrent_answers(url: str, name: str, rows: np.ndarray) -> list[dict]:
+    async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=32)) as client:
+        async def one(i: int) -> dict:
+            chunk = rows[i % len(rows): i % len(rows) + 1 + i % 2]
+            response = await client.post(f"/v1/models/{name}:predict",
+                                         json={"instances": chunk.tolist()})
+            assert response.status_code == 200, response.text
+            return response.json()
+        return await asyncio.gather(*(one(i) for i in range(96)))
+
+
+@pytest.mark.parametrize("kind", RUNTIME_KINDS)
+def test_batching_changes_no_answer_under_concurrency(served_models, kind):
+    served = served_models[kind]
+    answers = {}
+    batch_sizes = {}
+    for enabled in (True, False):
+        deployment = served.deployment(**{"batching.enabled": enabled})
+        with running_replica(deployment) as replica:
+            answers[enabled] = asyncio.run(
+                _concurrent_answers(replica.url, deployment.model_name, served.rows)
+            )
+            registry = replica.replica.registry
+            batch_sizes[enabled] = (
+                registry.get_sample_value("mlkube_batch_size_sum",
+                                          {"model": deployment.model_name, "revision": "1"}),
+                registry.get_sample_value("mlkube_batch_size_count",
+                                          {"model": deployment.model_name, "revision": "1"}),
+            )
+    # Labels must be identical. Float outputs may differ in the last float32 bits: BLAS-style
+    # kernels (ONNX Runtime's MLAS, torch) take a different code path for 1 row than for 32,
+    # exactly as calling the library in process with those batch sizes does.
+    assert len(answers[True]) == len(answers[False])
+    for batched, alone in zip(answers[True], answers[False], strict=True):
+        assert_same_answer(batched, alone)
+    rows_sum, calls = batch_sizes[False]
+    assert rows_sum / calls <= 2  # unbatched: one request (1-2 rows) per predict call
+    rows_sum, calls = batch_sizes[True]
+    assert calls < 96  # batched: concurrent requests really were merged
+
+
+MALFORMED = [
+    pytest.param("POST", "/v1/models/{m}:predict", b"{", 400, id="invalid-json"),
+    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [[1, 2]]}', 400,
+                 id="wrong-width"),
+    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [[1,2,3,NaN]]}', 400,
+                 id="nan"),
+    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [["a","b","c","d"]]}', 400,
+                 id="strings"),
+    pytest.param("POST", "/v1/models/{m}:predict", b'{"instance": []}', 400, id="misspelt"),
+    pytest.param("POST", "/v1/models/{m}:predict", b"", 400, id="empty-body"),
+    pytest.param("POST", "/v1/models/nope:predict", b'{"instances": [[1,2,3,4]]}', 404,
+                 id="unknown-model"),
+    pytest.param("POST", "/v1/models/{m}/versions/9:predict", b'{"instances": [[1,2,3,4]]}',
+                 404, id="unknown-version"),
+    pytest.param("GET", "/v1/models/{m}:predict", b"", 405, id="get-on-predict"),
+    pytest.param("DELETE", "/v2/models/{m}", b"", 405, id="delete-model"),
+    pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": [{"name": "X", "shape": [1, 4],'
+                 b' "datatype": "FP32", "data": [1, 2, 3]}]}', 400, id="v2-shape-mismatch"),
+    pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": [{"name": "X", "shape": [1, 4],'
+                 b' "datatype": "FLOAT", "data": [1, 2, 3, 4]}]}', 400, id="v2-bad-datatype"),
+    pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": "x"}', 400, id="v2-inputs-string"),
+    pytest.param("GET", "/v2/models/{m}/versions/3", b"", 404, id="v2-unknown-version"),
+    pytest.param("GET", "/nothing/here", b"", 404, id="unknown-path"),
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_replica(served_models):
+    deployment = served_models["onnx"].deployment(**{"server.maxRequestSize": "64Ki"})
+    with running_replica(deployment) as replica:
+        yield replica, deployment.model_name
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), MALFORMED)
+def test_caller_mistakes_get_a_4xx_in_the_error_shape(onnx_replica, method, path, body, status):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        response = client.request(method, path.format(m=name), content=body)
+        assert response.status_code == status
+        assert set(response.json()) == {"error"}
+        assert response.json()["error"]
+        assert response.headers["x-request-id"]
+        # the server keeps serving
+        assert client.get("/v2/health/ready").status_code == 200
+
+
+def test_oversized_body_gets_413_before_it_is_read(onnx_replica):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        huge = b'{"instances": [' + b"[1,2,3,4]," * 20000 + b"[1,2,3,4]]}"
+        response = client.post(f"/v1/models/{name}:predict", content=huge)
+        assert response.status_code == 413
+        assert "limit" in response.json()["error"]
+    with httpx.Client(base_url=replica.url) as client:
+        assert client.get("/v2/health/live").status_code == 200
+
+
+def test_request_id_is_taken_from_the_header_or_generated(onnx_replica):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        given = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
+        assert given.headers["x-request-id"] == "abc-123"
+        generated = {client.get("/v2/health/live").headers["x-request-id"] for _ in range(3)}
+        assert len(generated) == 3
+
+
+def test_metadata_endpoints_describe_the_model(onnx_replica):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        v2 = client.get(f"/v2/models/{name}").json()
+        assert v2["name"] == name and v2["versions"] == ["1"]
+        assert v2["inputs"][0]["shape"] == [-1, 4]
+        v1 = client.get("/v1/models/default/metadata").json()
+        signature = v1["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert signature["inputs"][v2["inputs"][0]["name"]]["dtype"] == "DT_FLOAT"
+        status = client.get(f"/v1/models/{name}").json()
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        assert client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+
+
+def test_metrics_count_requests_by_code(onnx_replica):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        client.post(f"/v1/models/{name}:predict", content=b"{")
+        text = client.get("/metrics").text
+    assert 'mlkube_requests_total{code="400"' in text
+    assert "mlkube_request_duration_seconds_bucket" in text
+    assert f'mlkube_model_ready{{model="{name}",revision="1"}} 1.0' in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_pipelined_requests_are_answered_in_order(onnx_replica):
+    import socket
+    from urllib.parse import urlsplit
+
+    replica, name = onnx_replica
+    address = urlsplit(replica.url)
+    bodies = [json.dumps({"instances": [[float(i), 1, 1, 1]]}).encode() for i in range(5)]
+    raw = b"".join(
+        f"POST /v1/models/{name}:predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: r{i}\r\n"
+        f"Content-Length: {len(b)}\r\n\r\n".encode() + b
+        for i, b in enumerate(bodies)
+    )
+    with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
+        sock.sendall(raw)
+        received = b""
+        while received.count(b"HTTP/1.1 200") < 5 or not received.endswith(b"}"):
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed early"
+            received += chunk
+    ids = [line.split(b": ")[1] for line in received.split(b"\r\n")
+           if line.lower().startswith(b"x-request-id")]
+    assert ids == [f"r{i}".encode() for i in range(5)]
+
+
+def test_garbage_bytes_get_400_and_the_server_survives(onnx_replica):
+    import socket
+    from urllib.parse import urlsplit
+
+    replica, _ = onnx_replica
+    address = urlsplit(replica.url)
+    with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
+        sock.sendall(b"\x16\x03\x01 this is not http\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+    with httpx.Client(base_url=replica.url) as client:
+        assert client.get("/v2/health/live").status_code == 200
