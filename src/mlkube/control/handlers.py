@@ -6,6 +6,7 @@ Each handler changes the controller's desired state and lets the reconcile loop 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,7 +58,7 @@ async def handle(ctrl: Controller, method: str, path: str, body: dict[str, Any])
         return 200, await down(ctrl, args.get("name"))
     if route == ("GET", "/events"):
         dep = find(ctrl, str(args["name"]))
-        return 200, [e.__dict__ for e in _events(ctrl, dep, int(args.get("limit", 100)))]
+        return 200, [asdict(e) for e in _events(ctrl, dep, int(args.get("limit", 100)))]
     if route == ("GET", "/rollout/history"):
         return 200, history(ctrl, find(ctrl, str(args["name"])))
     if route == ("GET", "/rollout/status"):

@@ -1,0 +1,488 @@
+"""``mlkube up / down / status / scale / logs / apply / rollout / events``: the local backend.
+
+Thin: every command finds the controller through the state directory and calls its control
+API (``mlkube.control.api.Client``). ``up`` starts a controller first when none runs. The
+commands that also exist for a cluster take ``--target kubernetes`` and then call
+``mlkube.backends.kubernetes.commands`` instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+
+from mlkube.backends.local import supervisor
+from mlkube.cli.output import print_data, print_info
+from mlkube.clock import SystemClock
+from mlkube.control.api import Client, ControllerNotRunningError
+from mlkube.control.settings import state_dir as resolve_state_dir
+from mlkube.errors import BackendError
+from mlkube.spec.loading import load_documents
+from mlkube.spec.quantity import parse_duration
+
+CONTROLLER_START_TIMEOUT_S = 30.0
+VIEW_REFRESH_S = 1.0
+FOLLOW_POLL_S = 0.2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _state_option(func: F) -> F:
+    return click.option(
+        "--state-dir",
+        default=None,
+        envvar="MLKUBE_STATE_DIR",
+        help="Where the local controller keeps its state [default: ~/.mlkube].",
+    )(func)
+
+
+def _target_options(func: F) -> F:
+    func = click.option("--namespace", "-n", default=None, help="Kubernetes namespace.")(func)
+    func = click.option("--context", default=None, help="Kubeconfig context (kubernetes).")(func)
+    return click.option(
+        "--target",
+        type=click.Choice(["local", "kubernetes"]),
+        default="local",
+        show_default=True,
+        help="Where the deployment runs.",
+    )(func)
+
+
+def _client(state: str | None) -> Client:
+    return Client(resolve_state_dir(state))
+
+
+def _running_client(state: Path) -> Client | None:
+    try:
+        client = Client(state)
+        client.call("GET", "/healthz")
+    except (ControllerNotRunningError, BackendError):
+        return None
+    return client
+
+
+def _start_controller(state: Path) -> Client:
+    state.mkdir(parents=True, exist_ok=True)
+    (state / "controller.json").unlink(missing_ok=True)
+    env = dict(os.environ)
+    handle = supervisor.spawn(
+        [sys.executable, "-m", "mlkube.control", "--state-dir", str(state)],
+        env=env,
+        log_path=state / "controller.log",
+    )
+    clock = SystemClock()
+    deadline = clock.monotonic() + CONTROLLER_START_TIMEOUT_S
+    while clock.monotonic() < deadline:
+        client = _running_client(state)
+        if client is not None:
+            return client
+        if handle.poll() is not None:
+            break
+        time.sleep(0.1)
+    tail = (state / "controller.log").read_text(errors="replace").splitlines()[-5:]
+    raise BackendError(
+        f"the controller did not start (see {state / 'controller.log'}): " + " | ".join(tail)
+    )
+
+
+def _apply(client: Client, specs: tuple[str, ...]) -> list[dict[str, Any]]:
+    paths = [str(Path(p).resolve()) for p in specs]
+    load_documents(*paths)  # validate here: spec errors are shown with exit code 2
+    results: list[dict[str, Any]] = client.call("POST", "/apply", {"paths": paths})["results"]
+    for result in results:
+        revision = f" (revision {result['revision']})" if "revision" in result else ""
+        print_info(f"{result['kind'].lower()}/{result['name']} {result['action']}{revision}")
+    return results
+
+
+@click.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("-d", "--detach", is_flag=True, help="Return at once; the controller keeps running.")
+@_state_option
+def up(specs: tuple[str, ...], detach: bool, state_dir: str | None) -> None:
+    """Run deployments on this machine: replicas, load balancer, autoscaler, rollouts.
+
+    \b
+    Example:
+      mlkube up examples/iris/iris.yaml           live status; Ctrl-C stops everything
+      mlkube up -d examples/iris/                 in the background; `mlkube down` stops
+    """
+    state = resolve_state_dir(state_dir)
+    load_documents(*specs)
+    client = _running_client(state) or _start_controller(state)
+    results = _apply(client, specs)
+    names = [r["name"] for r in results if r["kind"] == "ModelDeployment"]
+    if detach:
+        print_info(f"controller pid {client.pid}; state in {state}")
+        return
+    try:
+        _live_view(client, names)
+    except KeyboardInterrupt:
+        for name in names:
+            client.call("POST", "/down", {"name": name})
+        print_info("stopped " + ", ".join(names))
+
+
+def _live_view(client: Client, names: list[str]) -> None:
+    console = Console()
+    with Live(console=console, refresh_per_second=2, screen=False) as live:
+        while True:
+            data = client.call("GET", "/status")
+            deployments = [
+                d for d in data["deployments"] if f"{d['namespace']}/{d['name']}" in names
+            ]
+            live.update(render_status(data["controller"], deployments))
+            if not deployments:
+                return
+            time.sleep(VIEW_REFRESH_S)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
+
+
+def render_status(controller: dict[str, Any], deployments: list[dict[str, Any]]) -> Group:
+    """Tables of deployments and their replicas (pure: builds rich renderables)."""
+    top = Table(title=f"mlkube · limits enforced by {controller['enforcement']}", expand=True)
+    for column in (
+        "deployment",
+        "revision",
+        "ready",
+        "req/s",
+        "p50/p99 ms",
+        "cpu",
+        "memory",
+        "last event",
+    ):
+        top.add_column(column)
+    replicas = Table(expand=True)
+    for column in ("replica", "rev", "phase", "port", "pid", "restarts", "cpu", "memory", "reason"):
+        replicas.add_column(column)
+    for dep in deployments:
+        rollout = dep["rollout"]
+        revision = str(dep["revision"])
+        if rollout.get("target") is not None:
+            revision += f" → {rollout['target']} {rollout['strategy']} {rollout['phase']}"
+        elif rollout.get("phase") in ("Failed", "RolledBack"):
+            revision += f" ({rollout['phase']})"
+        cpu = sum(r["cpuCores"] or 0.0 for r in dep["replicas"])
+        memory = sum(r["memoryBytes"] or 0 for r in dep["replicas"])
+        req, lim = dep["requests"], dep["limits"]
+        top.add_row(
+            f"{dep['namespace']}/{dep['name']} :{dep['port']}",
+            revision,
+            f"{dep['ready']}/{dep['desired']}",
+            f"{dep['requestsPerSecond']:.1f}",
+            f"{_ms(dep['p50Ms'])}/{_ms(dep['p99Ms'])}",
+            f"{cpu:.2f} (req {req.get('cpu', '-')}, lim {lim.get('cpu', '-')})",
+            f"{memory / 2**20:.0f}Mi (req {req.get('memory', '-')}, lim {lim.get('memory', '-')})",
+            dep["lastEvent"][:60],
+        )
+        for rep in dep["replicas"]:
+            replicas.add_row(
+                rep["name"],
+                str(rep["revision"]),
+                rep["phase"],
+                str(rep["port"] or "-"),
+                str(rep["pid"] or "-"),
+                str(rep["restarts"]),
+                "-" if rep["cpuCores"] is None else f"{rep['cpuCores']:.2f}",
+                "-" if rep["memoryBytes"] is None else f"{rep['memoryBytes'] / 2**20:.0f}Mi",
+                (rep["pendingReason"] or rep["lastReason"])[:60],
+            )
+    return Group(top, replicas)
+
+
+@click.command()
+@click.argument("name", required=False)
+@_target_options
+@_state_option
+def down(
+    name: str | None, target: str, context: str | None, namespace: str | None, **kw: Any
+) -> None:
+    """Stop a deployment (or all, and the controller); no process is left behind."""
+    if target == "kubernetes":
+        if name is None:
+            raise click.UsageError("--target kubernetes needs a deployment NAME")
+        from mlkube.backends.kubernetes import commands
+
+        commands.delete_kubernetes(name, context=context, namespace=namespace)
+        return
+    result = _client(kw.get("state_dir")).call("POST", "/down", {"name": name} if name else {})
+    for key in result["stopped"]:
+        print_info(f"modeldeployment/{key} stopped")
+    if result["controllerExiting"]:
+        print_info("controller stopped")
+
+
+delete = click.Command(
+    "delete", callback=down.callback, params=down.params, help="Same as `mlkube down NAME`."
+)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
+@_target_options
+@_state_option
+def status(
+    name: str | None,
+    output: str,
+    target: str,
+    context: str | None,
+    namespace: str | None,
+    **kw: Any,
+) -> None:
+    """Show deployments: revisions, replicas, traffic, resources, autoscaler reason."""
+    if target == "kubernetes":
+        from mlkube.backends.kubernetes import commands
+
+        commands.status_kubernetes(name, context=context, namespace=namespace, output=output)
+        return
+    query = f"?name={name}" if name else ""
+    data = _client(kw.get("state_dir")).call("GET", f"/status{query}")
+    if output != "table":
+        print_data(data, output)
+        return
+    Console().print(render_status(data["controller"], data["deployments"]))
+    for dep in data["deployments"]:
+        if dep.get("autoscaler"):
+            print_info(f"{dep['name']}: autoscaler: {dep['autoscaler']['reason']}")
+
+
+@click.command()
+@click.argument("name")
+@click.argument("replicas", type=click.IntRange(min=0))
+@_target_options
+@_state_option
+def scale(
+    name: str, replicas: int, target: str, context: str | None, namespace: str | None, **kw: Any
+) -> None:
+    """Set a deployment's replica count."""
+    if target == "kubernetes":
+        from mlkube.backends.kubernetes import commands
+
+        commands.scale_kubernetes(name, replicas, context=context, namespace=namespace)
+        return
+    result = _client(kw.get("state_dir")).call(
+        "POST", "/scale", {"name": name, "replicas": replicas}
+    )
+    print_info(f"modeldeployment/{result['name']} scaled to {replicas}")
+
+
+@click.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--dry-run", is_flag=True, help="kubernetes: server-side dry run.")
+@click.option("--wait", is_flag=True, help="kubernetes: wait until rolled out.")
+@click.option("--timeout", "timeout_s", type=float, default=300.0, help="kubernetes: wait limit.")
+@_target_options
+@_state_option
+def apply(
+    specs: tuple[str, ...],
+    dry_run: bool,
+    wait: bool,
+    timeout_s: float,
+    target: str,
+    context: str | None,
+    namespace: str | None,
+    **kw: Any,
+) -> None:
+    """Change running deployments: a changed model or server makes a new revision and a rollout."""
+    if target == "kubernetes":
+        from mlkube.backends.kubernetes import commands
+
+        commands.apply_kubernetes(
+            specs,
+            context=context,
+            namespace=namespace,
+            dry_run=dry_run,
+            wait=wait,
+            timeout_s=timeout_s,
+        )
+        return
+    _apply(_client(kw.get("state_dir")), specs)
+
+
+@click.group()
+def rollout() -> None:
+    """Rollout status, history and undo."""
+
+
+@rollout.command("status")
+@click.argument("name")
+@_state_option
+def rollout_status(name: str, **kw: Any) -> None:
+    """Where the current rollout stands."""
+    data = _client(kw.get("state_dir")).call("GET", f"/rollout/status?name={name}")
+    target = data["target"]
+    if target is None:
+        print_info(
+            f"revision {data['stable']} serves all traffic ({data['phase']}) "
+            f"{data['reason']}".rstrip()
+        )
+    else:
+        print_info(
+            f"{data['strategy']} {data['stable']} → {target}: {data['phase']}, "
+            f"step {data['step']}, "
+            f"weights {data['weights']} {data['reason']}".rstrip()
+        )
+
+
+@rollout.command("history")
+@click.argument("name")
+@click.option("-o", "--output", type=click.Choice(["table", "json", "yaml"]), default="table")
+@_state_option
+def rollout_history(name: str, output: str, **kw: Any) -> None:
+    """Every revision, its status and the reason when it failed."""
+    rows = _client(kw.get("state_dir")).call("GET", f"/rollout/history?name={name}")
+    if output != "table":
+        print_data(rows, output)
+        return
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        print_info(
+            f"{mark} {row['revision']:>3}  {row['status'] or '-':<11} "
+            f"{row['model']}  {row['reason']}"
+        )
+
+
+@rollout.command("undo")
+@click.argument("name")
+@click.option("--to-revision", type=int, default=None, help="Default: the previous good one.")
+@_state_option
+def rollout_undo(name: str, to_revision: int | None, **kw: Any) -> None:
+    """Go back to the previous revision (or abort the rollout in progress)."""
+    body: dict[str, Any] = {"name": name}
+    if to_revision is not None:
+        body["revision"] = to_revision
+    result = _client(kw.get("state_dir")).call("POST", "/rollout/undo", body)
+    print_info(
+        f"modeldeployment/{result['name']}: {result['action']} to revision {result['revision']}"
+    )
+
+
+@click.command()
+@click.argument("name")
+@click.option("--limit", type=int, default=100)
+@_state_option
+def events(name: str, limit: int, **kw: Any) -> None:
+    """Events of a deployment, oldest first (like kubectl describe)."""
+    rows = _client(kw.get("state_dir")).call("GET", f"/events?name={name}&limit={limit}")
+    for row in rows:
+        when = dt.datetime.fromtimestamp(row["ts"], tz=dt.UTC).strftime("%H:%M:%S")
+        print_info(f"{when}  {row['type']:<8} {row['reason']:<20} {row['message']}")
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--replica", default=None, help="A replica index (0, 1 ...) or name.")
+@click.option("--since", default=None, help="Only lines newer than this (e.g. 5m).")
+@_target_options
+@_state_option
+def logs(
+    name: str,
+    follow: bool,
+    replica: str | None,
+    since: str | None,
+    target: str,
+    context: str | None,
+    namespace: str | None,
+    **kw: Any,
+) -> None:
+    """Print the replicas' JSON log lines."""
+    since_s = parse_duration(since) if since else None
+    if target == "kubernetes":
+        from mlkube.backends.kubernetes import commands
+
+        index = int(replica) if replica is not None and replica.isdigit() else None
+        commands.logs_kubernetes(
+            name,
+            context=context,
+            namespace=namespace,
+            follow=follow,
+            since_s=since_s,
+            replica=index,
+        )
+        return
+    state = resolve_state_dir(kw.get("state_dir"))
+    files = _log_files(state, name, replica)
+    clock = SystemClock()
+    cutoff = clock.wall() - since_s if since_s is not None else None
+    positions = dict.fromkeys(files, 0)
+    while True:
+        for file in list(positions):
+            positions[file] = _print_new(file, positions[file], cutoff, len(files) > 1)
+        if not follow:
+            return
+        time.sleep(FOLLOW_POLL_S)
+
+
+def _log_files(state: Path, name: str, replica: str | None) -> list[Path]:
+    try:
+        data = Client(state).call("GET", f"/status?name={name}")
+        dep = data["deployments"][0]
+        names = [r["name"] for r in dep["replicas"]]
+        folder = state / "logs" / dep["namespace"] / dep["name"]
+    except (ControllerNotRunningError, BackendError):
+        folders = sorted((state / "logs").glob(f"*/{name.split('/')[-1]}"))
+        if not folders:
+            raise BackendError(f"no logs for deployment '{name}' in {state / 'logs'}") from None
+        folder = folders[0]
+        names = sorted(p.stem for p in folder.glob("*.log"))
+    if replica is not None:
+        if replica.isdigit():
+            if int(replica) >= len(names):
+                raise BackendError(
+                    f"replica index {replica} is out of range: {len(names)} replicas"
+                )
+            names = [names[int(replica)]]
+        elif replica in names:
+            names = [replica]
+        else:
+            raise BackendError(f"no replica '{replica}' in '{name}' (replicas: {', '.join(names)})")
+    return [folder / f"{n}.log" for n in names]
+
+
+def _print_new(file: Path, position: int, cutoff: float | None, prefix: bool) -> int:
+    try:
+        with open(file, "rb") as handle:
+            handle.seek(position)
+            data = handle.read()
+    except OSError:
+        return position
+    end = data.rfind(b"\n") + 1
+    for line in data[:end].decode(errors="replace").splitlines():
+        if cutoff is not None and not _newer(line, cutoff):
+            continue
+        print_info(f"[{file.stem}] {line}" if prefix else line)
+    return position + end
+
+
+def _newer(line: str, cutoff: float) -> bool:
+    try:
+        ts = json.loads(line).get("ts")
+    except (ValueError, AttributeError):
+        return True
+    if isinstance(ts, int | float):
+        return float(ts) >= cutoff
+    if isinstance(ts, str):
+        try:
+            return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() >= cutoff
+        except ValueError:
+            return True
+    return True
+
+
+COMMANDS: list[click.Command] = [up, down, delete, status, scale, apply, rollout, events, logs]
