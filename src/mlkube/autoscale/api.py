@@ -101,8 +101,8 @@ class PolicyState:
     """Highest count asked for while panicking (panic never scales down)."""
     last_active_at: float | None = None
     """Last time any request was seen; drives scale to zero."""
-    window: tuple[tuple[float, float, float], ...] = field(default=())
-    """Recent (time, total in-flight, total rps) samples for the stable/panic windows."""
+    window: tuple[tuple[float, float, float, float], ...] = field(default=())
+    """Recent (time, in-flight demand, rps demand, queued) totals for the stable/panic windows."""
     last_scale_at: float | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -130,7 +130,9 @@ class PolicyState:
             panic_until=_opt_float(data.get("panicUntil")),
             max_panic_replicas=int(data.get("maxPanicReplicas", 0)),
             last_active_at=_opt_float(data.get("lastActiveAt")),
-            window=tuple((float(a), float(b), float(c)) for a, b, c in data.get("window", ())),
+            window=tuple(
+                (float(w[0]), float(w[1]), float(w[2]), float(w[3])) for w in data.get("window", ())
+            ),
             last_scale_at=_opt_float(data.get("lastScaleAt")),
         )
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-Sample = tuple[float, float, float]
-"""(time, total in-flight requests, total requests per second) over the ready replicas."""
+Sample = tuple[float, float, float, float]
+"""(time, in-flight demand, request-rate demand, queued requests), totals over the replicas."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -142,10 +142,9 @@ def load_proposals(
     fresh: bool,
 ) -> tuple[tuple[Proposal, ...], PolicyState, dict[str, float]]:
     """Proposals of the ML metrics, with the updated Knative window and panic state."""
-    ready = [r for r in obs.replicas if r.ready]
-    in_flight = sum(r.in_flight + r.queue_depth for r in ready) + obs.pending_requests
-    rps = sum(r.requests_per_second for r in ready)
-    samples = knative.trim((*state.window, (obs.now, in_flight, rps)), obs.now, spec.stable_window)
+    samples = knative.trim(
+        (*state.window, demand_sample(obs, state, spec)), obs.now, spec.stable_window
+    )
     state = replace(state, window=samples)
     values: dict[str, float] = {}
     proposals: list[Proposal] = []
@@ -159,6 +158,27 @@ def load_proposals(
         elif isinstance(m, QueueDepthMetric):
             proposals.append(queue_proposal(m, obs, spec.tolerance, values))
     return tuple(proposals), state, values
+
+
+def demand_sample(obs: Observation, state: PolicyState, spec: AutoscalingSpec) -> knative.Sample:
+    """This tick's demand totals over the ready replicas and the load balancer.
+
+    In-flight counts queued requests too (as Knative's queue-proxy does). The request rate is
+    what arrives, not what is served: served + the queue's growth since the last tick + the
+    queue drained over one panic window. A saturated replica serves no more than its capacity,
+    so the served rate alone would hide an overload.
+    """
+    ready = [r for r in obs.replicas if r.ready]
+    queued = sum(r.queue_depth for r in obs.replicas) + obs.pending_requests
+    in_flight = sum(r.in_flight for r in ready) + obs.pending_requests
+    served = sum(r.requests_per_second for r in ready)
+    growth = 0.0
+    if state.window:
+        last = state.window[-1]
+        if obs.now > last[0]:
+            growth = max(0.0, (queued - last[3]) / (obs.now - last[0]))
+    drain = queued / knative.panic_window(spec.stable_window, spec.panic_window_percentage)
+    return (obs.now, in_flight, served + growth + drain, queued)
 
 
 def _windowed(
