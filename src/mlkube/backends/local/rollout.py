@@ -248,12 +248,13 @@ def _rolling(
         unavailable = 1  # Kubernetes' rule: both rounding to zero would deadlock
     if new.ready >= n and old.total == 0:
         return _complete(state, seen, f"revision {target} rolled out to {n} replicas")
-    new_target = min(n, max(new.total, n + surge - old.total))
     min_available = max(0, n - unavailable)
     removable = max(0, old.ready + new.ready - min_available)
     unready_old = old.total - old.ready
     old_target = max(0, old.total - unready_old - removable)
     old_target = min(old_target, max(0, n - new.ready))
+    # Terminating replicas do not count against the surge, as in a Deployment.
+    new_target = min(n, max(new.total, n + surge - old_target))
     targets = {state.stable: old_target, target: new_target}
     weights = {state.stable: float(old.ready), target: float(new.ready)}
     return RolloutStep(state, targets, weights)
