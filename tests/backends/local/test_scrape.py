@@ -57,7 +57,7 @@ def test_judge_needs_enough_requests_then_checks_thresholds():
     bad = rates(snap(0, 0, 0, 0, 0), snap(1, 80, 20, 100, 0))
     enough, reason = judge_canary(bad, max_error_rate=0.01, max_p99_ms=None, min_requests=20)
     assert enough
-    assert "error rate 0.200 over 100 requests exceeds maxErrorRate 0.01" == reason
+    assert reason == "error rate 0.200 over 100 requests exceeds maxErrorRate 0.01"
     slow = rates(snap(0, 0, 0, 0, 0), snap(1, 100, 0, 0, 0))
     _, reason = judge_canary(slow, max_error_rate=0.5, max_p99_ms=50, min_requests=1)
     assert reason is not None
