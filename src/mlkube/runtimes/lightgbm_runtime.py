@@ -15,8 +15,11 @@ Labels are class indices 0..k-1; the text model does not store the original clas
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
+from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, TensorSpec
 from mlkube.runtimes.support import check_file, env_threads, load_failed, require_module
 
@@ -36,10 +39,11 @@ class LightGBMRuntime:
     supports_batching = True
 
     def __init__(self, path: str) -> None:
-        check_file(path, FORMAT)
+        file = check_file(path, FORMAT)
         lightgbm = require_module("lightgbm", "lightgbm", path, FORMAT)
+        text = _checked_text(file.read_bytes(), path)
         try:
-            booster = lightgbm.Booster(model_file=path)
+            booster = lightgbm.Booster(model_str=text)
             features = int(booster.num_feature())
             classes = int(booster.num_model_per_iteration())
         except Exception as error:
@@ -71,6 +75,38 @@ class LightGBMRuntime:
             label = prediction.argmax(axis=1).astype(np.int64)
             return {"prediction": prediction, "label": label, "probabilities": prediction}
         return {"prediction": prediction}
+
+
+def _checked_text(data: bytes, path: str) -> str:
+    """The model text, after checks LightGBM lacks: it aborts the process on a truncated file.
+
+    A text model starts with ``tree``, and its ``tree_sizes`` header gives the byte length of
+    each tree, which must lead exactly from ``Tree=0`` to ``end of trees``.
+    """
+    problem = _text_problem(data)
+    if problem:
+        raise ModelLoadError(path, FORMAT, f"not a valid LightGBM text model ({problem})")
+    return data.decode("utf-8")
+
+
+def _text_problem(data: bytes) -> str | None:
+    if not data.startswith(b"tree\n") and not data.startswith(b"tree\r\n"):
+        return "it does not start with the line 'tree'"
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "it is not UTF-8 text"
+    end = data.find(b"\nend of trees")
+    if end < 0:
+        return "no 'end of trees' line: the file is truncated"
+    sizes = re.search(rb"^tree_sizes=([0-9 ]*)\r?$", data, re.MULTILINE)
+    if sizes is None:
+        return None
+    first = data.find(b"Tree=0")
+    total = sum(int(size) for size in sizes.group(1).split())
+    if first < 0 or first + total != end + 1:
+        return "the trees do not match the tree_sizes header: the file is truncated or altered"
+    return None
 
 
 def _outputs(kind: str, classes: int) -> tuple[TensorSpec, ...]:
