@@ -10,7 +10,7 @@ import pytest
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec
 from mlkube.testing import models
-from mlkube.testing.checks import assert_batch_invariant, serve
+from mlkube.testing.checks import assert_batch_invariant, assert_close, serve
 
 pytest.importorskip("xgboost")
 pytest.importorskip("lightgbm")
@@ -54,9 +54,7 @@ def test_lightgbm_classifier_equals_lgbmclassifier(tmp_path: Path, task: models.
     runtime = serve(built)
     served = runtime.predict({"input": built.rows})
     np.testing.assert_array_equal(served["label"], built.model.predict(built.rows))
-    np.testing.assert_allclose(
-        served["probabilities"], built.model.predict_proba(built.rows), rtol=1e-12
-    )
+    assert_close(served["probabilities"], built.model.predict_proba(built.rows), rtol=1e-12)
 
 
 def test_lightgbm_metadata(lightgbm_txt: models.BuiltModel) -> None:

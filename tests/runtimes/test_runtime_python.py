@@ -8,7 +8,7 @@ import pytest
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec
 from mlkube.testing import models
-from mlkube.testing.checks import assert_batch_invariant, serve
+from mlkube.testing.checks import assert_batch_invariant, assert_close, serve
 
 
 def test_predictions_equal_the_user_class(python_user: models.BuiltModel) -> None:
@@ -16,9 +16,7 @@ def test_predictions_equal_the_user_class(python_user: models.BuiltModel) -> Non
     assert runtime.platform == "python"
     served = runtime.predict({"input": python_user.rows})
     np.testing.assert_array_equal(served["label"], python_user.model.predict(python_user.rows))
-    np.testing.assert_allclose(
-        served["scores"], python_user.model.decision_function(python_user.rows)
-    )
+    assert_close(served["scores"], python_user.model.decision_function(python_user.rows))
 
 
 def test_declared_metadata(python_user: models.BuiltModel) -> None:

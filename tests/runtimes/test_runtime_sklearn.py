@@ -15,7 +15,7 @@ from mlkube.errors import ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec, load_runtime
 from mlkube.spec import load_spec
 from mlkube.testing import models
-from mlkube.testing.checks import assert_batch_invariant, serve
+from mlkube.testing.checks import assert_batch_invariant, assert_close, serve
 
 
 @pytest.mark.parametrize("kind", ["skops", "joblib", "pickle"])
@@ -25,7 +25,7 @@ def test_iris_predictions_equal_scikit_learn(
     runtime = serve(models.save_sklearn(iris, tmp_path, kind))
     served = runtime.predict({"input": iris.rows})
     np.testing.assert_array_equal(served["label"], iris.model.predict(iris.rows))
-    np.testing.assert_allclose(served["probabilities"], iris.model.predict_proba(iris.rows))
+    assert_close(served["probabilities"], iris.model.predict_proba(iris.rows))
 
 
 def test_classifier_metadata(iris_skops: models.BuiltModel) -> None:
@@ -63,7 +63,7 @@ def test_classifier_without_argmax_rule_calls_predict(tmp_path: Path, iris: mode
     runtime = serve(models.save_sklearn(models.Trained(model, iris.rows), tmp_path, "skops"))
     served = runtime.predict({"input": iris.rows})
     np.testing.assert_array_equal(served["label"], model.predict(iris.rows))
-    np.testing.assert_allclose(served["probabilities"], model.predict_proba(iris.rows))
+    assert_close(served["probabilities"], model.predict_proba(iris.rows))
 
 
 def test_pipeline_with_string_labels(tmp_path: Path, iris: models.Trained) -> None:
@@ -90,9 +90,7 @@ def test_onnx_file_with_format_sklearn_uses_onnxruntime(
     assert runtime.platform == "onnxruntime"
     served = runtime.predict({"input": hgb.rows})
     np.testing.assert_array_equal(served["label"], hgb.model.predict(hgb.rows))
-    np.testing.assert_allclose(
-        served["probabilities"], hgb.model.predict_proba(hgb.rows), atol=1e-6
-    )
+    assert_close(served["probabilities"], hgb.model.predict_proba(hgb.rows), atol=1e-6)
 
 
 @pytest.mark.parametrize("fixture", ["iris", "hgb"])

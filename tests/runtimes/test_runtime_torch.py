@@ -9,14 +9,14 @@ import pytest
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec
 from mlkube.testing import models
-from mlkube.testing.checks import assert_batch_invariant, serve
+from mlkube.testing.checks import assert_batch_invariant, assert_close, serve
 
 torch = pytest.importorskip("torch")
 
 
 def _expected(built: models.BuiltModel) -> np.ndarray:
     with torch.inference_mode():
-        return built.model(torch.from_numpy(built.rows.astype(np.float32))).numpy()
+        return np.asarray(built.model(torch.from_numpy(built.rows.astype(np.float32))).numpy())
 
 
 @pytest.mark.parametrize("fixture", ["torchscript", "torch_export"])
@@ -27,7 +27,7 @@ def test_predictions_equal_the_module(request: pytest.FixtureRequest, fixture: s
     assert runtime.inputs == (TensorSpec("input", Datatype.FP32, (-1, 4)),)
     assert runtime.outputs == (TensorSpec("output", Datatype.FP32, (-1, 3)),)
     served = runtime.predict({"input": built.rows})
-    np.testing.assert_allclose(served["output"], _expected(built), rtol=1e-6, atol=1e-6)
+    assert_close(served["output"], _expected(built), rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("fixture", ["torchscript", "torch_export"])

@@ -35,4 +35,17 @@ def assert_batch_invariant(runtime: Runtime, rows: Rows | np.ndarray, exact: boo
         if exact or not np.issubdtype(expected.dtype, np.floating):
             np.testing.assert_array_equal(merged[name], expected, err_msg=name)
         else:
-            np.testing.assert_allclose(merged[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+            assert_close(merged[name], expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def assert_close(
+    actual: object, expected: object, rtol: float = 1e-7, atol: float = 0.0, err_msg: str = ""
+) -> None:
+    """`numpy.testing.assert_allclose` for any numeric array-likes, compared as float64."""
+    np.testing.assert_allclose(
+        np.asarray(actual, dtype=np.float64),
+        np.asarray(expected, dtype=np.float64),
+        rtol=rtol,
+        atol=atol,
+        err_msg=err_msg,
+    )
