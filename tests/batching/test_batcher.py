@@ -37,8 +37,9 @@ def request(value: float, rows: int = 1):
 
 async def test_concurrent_requests_share_one_predict_call_and_get_their_own_rows():
     observer = RecordingObserver()
-    batcher = Batcher(doubling, BatcherSettings(max_batch_size=64), clock=SystemClock(),
-                      observer=observer)
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_size=64), clock=SystemClock(), observer=observer
+    )
     futures = [batcher.submit(request(i)) for i in range(20)]
     results = await asyncio.gather(*futures)
     for i, result in enumerate(results):
@@ -49,8 +50,9 @@ async def test_concurrent_requests_share_one_predict_call_and_get_their_own_rows
 
 async def test_batches_never_exceed_max_batch_size():
     observer = RecordingObserver()
-    batcher = Batcher(doubling, BatcherSettings(max_batch_size=8), clock=SystemClock(),
-                      observer=observer)
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_size=8), clock=SystemClock(), observer=observer
+    )
     await asyncio.gather(*(batcher.submit(request(i, rows=3)) for i in range(10)))
     assert all(rows <= 8 for rows, _ in observer.batches)
     assert sum(rows for rows, _ in observer.batches) == 30
@@ -59,8 +61,9 @@ async def test_batches_never_exceed_max_batch_size():
 
 async def test_disabled_batching_predicts_each_request_alone():
     observer = RecordingObserver()
-    batcher = Batcher(doubling, BatcherSettings(enabled=False), clock=SystemClock(),
-                      observer=observer)
+    batcher = Batcher(
+        doubling, BatcherSettings(enabled=False), clock=SystemClock(), observer=observer
+    )
     await asyncio.gather(*(batcher.submit(request(i)) for i in range(5)))
     assert observer.batches == [(1, 1)] * 5
     await batcher.close()
@@ -68,8 +71,12 @@ async def test_disabled_batching_predicts_each_request_alone():
 
 async def test_requests_of_different_shapes_do_not_merge():
     observer = RecordingObserver()
-    batcher = Batcher(lambda b: {"y": b["x"].sum(axis=1)}, BatcherSettings(),
-                      clock=SystemClock(), observer=observer)
+    batcher = Batcher(
+        lambda b: {"y": b["x"].sum(axis=1)},
+        BatcherSettings(),
+        clock=SystemClock(),
+        observer=observer,
+    )
     narrow = {"x": np.ones((1, 2), np.float32)}
     wide = {"x": np.ones((1, 5), np.float32)}
     results = await asyncio.gather(batcher.submit(narrow), batcher.submit(wide))
@@ -94,8 +101,12 @@ async def test_a_failing_batch_fails_every_request_in_it():
 
 
 async def test_outputs_with_wrong_row_count_are_a_predict_error():
-    batcher = Batcher(lambda b: {"y": np.zeros(1)}, BatcherSettings(), clock=SystemClock(),
-                      observer=RecordingObserver())
+    batcher = Batcher(
+        lambda b: {"y": np.zeros(1)},
+        BatcherSettings(),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+    )
     futures = [batcher.submit(request(i)) for i in range(2)]
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(o, PredictError) for o in outcomes)
@@ -109,8 +120,12 @@ async def test_full_queue_refuses_with_retry_after():
         release.wait(5)
         return doubling(batch)
 
-    batcher = Batcher(slow, BatcherSettings(max_queue=2, max_batch_size=1), clock=SystemClock(),
-                      observer=RecordingObserver())
+    batcher = Batcher(
+        slow,
+        BatcherSettings(max_queue=2, max_batch_size=1),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+    )
     batcher.set_predict_seconds(1.0)  # slow model: predict runs in a thread
     first = batcher.submit(request(1))
     await asyncio.sleep(0.05)  # the first request is now being predicted
@@ -130,8 +145,9 @@ async def test_requests_past_their_deadline_get_a_timeout():
         release.wait(5)
         return doubling(batch)
 
-    batcher = Batcher(slow, BatcherSettings(timeout_s=0.1), clock=SystemClock(),
-                      observer=RecordingObserver())
+    batcher = Batcher(
+        slow, BatcherSettings(timeout_s=0.1), clock=SystemClock(), observer=RecordingObserver()
+    )
     batcher.set_predict_seconds(1.0)
     future = batcher.submit(request(1))
     with pytest.raises(RequestTimeoutError):

@@ -14,12 +14,19 @@ def view(requests=1, rows=1, wait=0.0, busy=False, expected=1):
         pytest.param(view(busy=True, requests=5, rows=5), FlushDecision(False), id="busy-waits"),
         pytest.param(view(), FlushDecision(True), id="lone-request-goes-at-once"),
         pytest.param(view(requests=4, rows=32, expected=10), FlushDecision(True), id="full-batch"),
-        pytest.param(view(requests=10, rows=10, expected=10), FlushDecision(True),
-                     id="all-expected-arrived"),
-        pytest.param(view(requests=3, rows=3, wait=0.001, expected=10),
-                     FlushDecision(False, wait_s=0.004), id="waits-for-expected"),
-        pytest.param(view(requests=3, rows=3, wait=0.005, expected=10), FlushDecision(True),
-                     id="latency-bound-reached"),
+        pytest.param(
+            view(requests=10, rows=10, expected=10), FlushDecision(True), id="all-expected-arrived"
+        ),
+        pytest.param(
+            view(requests=3, rows=3, wait=0.001, expected=10),
+            FlushDecision(False, wait_s=0.004),
+            id="waits-for-expected",
+        ),
+        pytest.param(
+            view(requests=3, rows=3, wait=0.005, expected=10),
+            FlushDecision(True),
+            id="latency-bound-reached",
+        ),
     ],
 )
 def test_flush_decision(queue, decision):

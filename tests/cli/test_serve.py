@@ -36,7 +36,8 @@ def iris_spec(tmp_path_factory) -> Path:
 def start(spec: Path, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "mlkube", "serve", str(spec), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -66,8 +67,10 @@ def test_serve_prints_where_it_listens_and_answers(iris_spec):
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, process)
-        answer = httpx.post(f"{url}/v1/models/iris:predict",
-                            json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+        answer = httpx.post(
+            f"{url}/v1/models/iris:predict",
+            json={"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]},
+        )
         assert [p["label"] for p in answer.json()["predictions"]] == [0, 2]
     finally:
         code, out, err = stop(process)
@@ -85,8 +88,10 @@ def test_serve_prints_where_it_listens_and_answers(iris_spec):
 def test_sigterm_lets_in_flight_requests_finish(tmp_path):
     built = models.python_model(tmp_path / "slow", module="slow_model")
     source = (built.path / "slow_model.py").read_text()
-    source = source.replace("    def predict(self, batch):\n",
-                            "    def predict(self, batch):\n        import time; time.sleep(1.0)\n")
+    source = source.replace(
+        "    def predict(self, batch):\n",
+        "    def predict(self, batch):\n        import time; time.sleep(1.0)\n",
+    )
     (built.path / "slow_model.py").write_text(source)
     spec = models.write_spec(built)
     port = free_port()
@@ -96,9 +101,16 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path):
         wait_ready(url, process)
         result: dict[str, httpx.Response] = {}
         rows = built.rows[:1].tolist()
-        worker = threading.Thread(target=lambda: result.setdefault("r", httpx.post(
-            f"{url}/v1/models/slow-model-linearmodel:predict", json={"instances": rows},
-            timeout=10)))
+        worker = threading.Thread(
+            target=lambda: result.setdefault(
+                "r",
+                httpx.post(
+                    f"{url}/v1/models/slow-model-linearmodel:predict",
+                    json={"instances": rows},
+                    timeout=10,
+                ),
+            )
+        )
         worker.start()
         time.sleep(0.4)  # the request is now inside predict
         process.send_signal(signal.SIGTERM)
@@ -133,9 +145,11 @@ def test_port_in_use_is_one_clear_line(iris_spec):
 
 def test_bad_spec_exits_2_with_the_problem(tmp_path):
     spec = tmp_path / "bad.yaml"
-    spec.write_text("apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\n"
-                    "metadata: {name: x}\nspec:\n  model: {uri: m.onnx, format: onnx}\n"
-                    "  replicas: many\n")
+    spec.write_text(
+        "apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: x}\nspec:\n  model: {uri: m.onnx, format: onnx}\n"
+        "  replicas: many\n"
+    )
     code, _, err = finish(start(spec))
     assert code == 2
     assert "bad.yaml:6: spec.replicas" in err
@@ -146,8 +160,10 @@ def test_corrupt_model_exits_1_naming_file_and_format(tmp_path):
     model = tmp_path / "broken.onnx"
     model.write_bytes(b"\x08\x07garbage")
     spec = tmp_path / "broken.yaml"
-    spec.write_text("apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\n"
-                    "metadata: {name: broken}\nspec:\n  model: {uri: broken.onnx, format: onnx}\n")
+    spec.write_text(
+        "apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\n"
+        "metadata: {name: broken}\nspec:\n  model: {uri: broken.onnx, format: onnx}\n"
+    )
     code, _, err = finish(start(spec, "--port", str(free_port())))
     assert code == 1
     last = err.strip().splitlines()[-1]

@@ -46,20 +46,35 @@ def _build(kind: str, folder: Path) -> Served:
         trained = models.hgb_classifier(n_samples=300)
         built = models.save_sklearn(trained, folder, kind="skops")
         rows = trained.rows[:6]
-        return Served(kind, models.write_spec(built), rows,
-                      _sklearn_expected(trained.model, rows), frozenset({"label"}))
+        return Served(
+            kind,
+            models.write_spec(built),
+            rows,
+            _sklearn_expected(trained.model, rows),
+            frozenset({"label"}),
+        )
     if kind == "onnx":
         trained = models.iris_classifier()
         built = models.save_onnx(trained, folder)
         rows = trained.rows[::30]
-        return Served(kind, models.write_spec(built), rows,
-                      _sklearn_expected(trained.model, rows), frozenset({"label"}))
+        return Served(
+            kind,
+            models.write_spec(built),
+            rows,
+            _sklearn_expected(trained.model, rows),
+            frozenset({"label"}),
+        )
     if kind in ("xgboost", "lightgbm"):
         builder = models.xgboost_model if kind == "xgboost" else models.lightgbm_model
         built = builder(folder)
         rows = built.rows[:6]
-        return Served(kind, models.write_spec(built), rows,
-                      _sklearn_expected(built.model, rows), frozenset({"label"}))
+        return Served(
+            kind,
+            models.write_spec(built),
+            rows,
+            _sklearn_expected(built.model, rows),
+            frozenset({"label"}),
+        )
     if kind == "pytorch":
         import torch
 
@@ -71,8 +86,10 @@ def _build(kind: str, folder: Path) -> Served:
     if kind == "python":
         built = models.python_model(folder)
         rows = built.rows[::30]
-        expected = {"label": built.model.predict(rows),
-                    "scores": built.model.decision_function(rows)}
+        expected = {
+            "label": built.model.predict(rows),
+            "scores": built.model.decision_function(rows),
+        }
         return Served(kind, models.write_spec(built), rows, expected, frozenset({"label"}))
     raise AssertionError(kind)
 

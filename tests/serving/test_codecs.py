@@ -50,13 +50,17 @@ def test_v1_instances_as_objects_for_several_inputs():
         pytest.param(b'{"instances": [[1, 2, 3], [1, 2]]}', "same shape", id="ragged"),
         pytest.param(b'{"instances": [["a", "b", "c"]]}', "strings", id="strings"),
         pytest.param(b'{"instances": [[true, false, true]]}', "booleans", id="booleans"),
-        pytest.param(b'{"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}', "exactly one",
-                     id="both-formats"),
+        pytest.param(
+            b'{"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}', "exactly one", id="both-formats"
+        ),
         pytest.param(b'{"rows": [[1, 2, 3]]}', "unknown field", id="unknown-field"),
         pytest.param(b'{"instances": [[[1, 2, 3]]]}', "expected shape", id="too-deep"),
         pytest.param(b'{"instances": [1, 2, 3]}', "expected shape", id="too-flat"),
-        pytest.param(b'{"signature_name": "other", "instances": [[1, 2, 3]]}', "signature_name",
-                     id="unknown-signature"),
+        pytest.param(
+            b'{"signature_name": "other", "instances": [[1, 2, 3]]}',
+            "signature_name",
+            id="unknown-signature",
+        ),
     ],
 )
 def test_v1_rejects_malformed_requests(payload, message):
@@ -77,8 +81,10 @@ def test_v1_one_output_gives_plain_rows():
 
 
 def test_v2_flat_data_is_reshaped_and_cast():
-    payload = {"id": "r1", "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64",
-                                       "data": [1, 2, 3, 4, 5, 6]}]}
+    payload = {
+        "id": "r1",
+        "inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3, 4, 5, 6]}],
+    }
     parsed = v2.parse_infer(body(payload), ONE_INPUT, OUTPUTS)
     assert parsed.request_id == "r1"
     assert parsed.inputs["x"].dtype == np.float32
@@ -86,8 +92,7 @@ def test_v2_flat_data_is_reshaped_and_cast():
 
 
 def test_v2_nested_data_is_accepted():
-    payload = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
-                           "data": [[1, 2, 3]]}]}
+    payload = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [[1, 2, 3]]}]}
     assert v2.parse_infer(body(payload), ONE_INPUT, OUTPUTS).inputs["x"].shape == (1, 3)
 
 
@@ -107,22 +112,32 @@ def x_input(**overrides):
         pytest.param(x_input(shape=[1, -3]), "non-negative", id="negative-dim"),
         pytest.param(x_input(shape="1x3"), "list of non-negative", id="shape-not-list"),
         pytest.param(x_input(datatype="FLOAT"), "unknown datatype", id="bad-datatype"),
-        pytest.param(x_input(datatype="BYTES", data=["a", "b", "c"]), "does not fit",
-                     id="bytes-for-numbers"),
-        pytest.param(x_input(datatype="INT32", data=[1.5, 2, 3]), "fractions",
-                     id="fraction-as-int"),
-        pytest.param(x_input(datatype="INT8", data=[1000, 2, 3]), "out of range",
-                     id="int-overflow"),
+        pytest.param(
+            x_input(datatype="BYTES", data=["a", "b", "c"]), "does not fit", id="bytes-for-numbers"
+        ),
+        pytest.param(
+            x_input(datatype="INT32", data=[1.5, 2, 3]), "fractions", id="fraction-as-int"
+        ),
+        pytest.param(
+            x_input(datatype="INT8", data=[1000, 2, 3]), "out of range", id="int-overflow"
+        ),
         pytest.param(x_input(data=["1", "2", "3"]), "strings", id="strings-as-floats"),
         pytest.param(x_input(extra=1), "unknown field", id="unknown-tensor-field"),
-        pytest.param({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32"}]},
-                     "missing 'data'", id="no-data"),
-        pytest.param({**x_input(), "outputs": [{"name": "nope"}]}, "unknown output",
-                     id="unknown-output"),
+        pytest.param(
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32"}]},
+            "missing 'data'",
+            id="no-data",
+        ),
+        pytest.param(
+            {**x_input(), "outputs": [{"name": "nope"}]}, "unknown output", id="unknown-output"
+        ),
         pytest.param({**x_input(), "id": 5}, "'id' must be a string", id="id-not-string"),
         pytest.param({**x_input(), "priority": 1}, "unknown field", id="unknown-request-field"),
-        pytest.param({"inputs": [x_input()["inputs"][0], x_input()["inputs"][0]]},
-                     "appears twice|unknown input", id="duplicate-input"),
+        pytest.param(
+            {"inputs": [x_input()["inputs"][0], x_input()["inputs"][0]]},
+            "appears twice|unknown input",
+            id="duplicate-input",
+        ),
     ],
 )
 def test_v2_rejects_malformed_requests(payload, message):
@@ -143,5 +158,9 @@ def test_v2_response_selects_requested_outputs():
     decoded = orjson.loads(v2.encode_infer(outputs, model="m", version=3, request=request))
     assert decoded["model_version"] == "3"
     assert [o["name"] for o in decoded["outputs"]] == ["p"]
-    assert decoded["outputs"][0] == {"name": "p", "datatype": "FP32", "shape": [1, 2],
-                                     "data": [0.25, 0.75]}
+    assert decoded["outputs"][0] == {
+        "name": "p",
+        "datatype": "FP32",
+        "shape": [1, 2],
+        "data": [0.25, 0.75],
+    }

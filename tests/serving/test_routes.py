@@ -7,26 +7,62 @@ from mlkube.serving.routes import Action, resolve
     ("method", "path", "action", "model", "version"),
     [
         pytest.param("GET", "/v1/models/iris", Action.V1_STATUS, "iris", None, id="v1-status"),
-        pytest.param("GET", "/v1/models/iris/versions/1", Action.V1_STATUS, "iris", "1",
-                     id="v1-status-version"),
-        pytest.param("GET", "/v1/models/default/metadata", Action.V1_METADATA, "default", None,
-                     id="v1-metadata"),
-        pytest.param("GET", "/v1/models/iris/versions/2/metadata", Action.V1_METADATA, "iris",
-                     "2", id="v1-metadata-version"),
-        pytest.param("POST", "/v1/models/iris:predict", Action.V1_PREDICT, "iris", None,
-                     id="v1-predict"),
-        pytest.param("POST", "/v1/models/iris/versions/1:predict", Action.V1_PREDICT, "iris", "1",
-                     id="v1-predict-version"),
+        pytest.param(
+            "GET",
+            "/v1/models/iris/versions/1",
+            Action.V1_STATUS,
+            "iris",
+            "1",
+            id="v1-status-version",
+        ),
+        pytest.param(
+            "GET",
+            "/v1/models/default/metadata",
+            Action.V1_METADATA,
+            "default",
+            None,
+            id="v1-metadata",
+        ),
+        pytest.param(
+            "GET",
+            "/v1/models/iris/versions/2/metadata",
+            Action.V1_METADATA,
+            "iris",
+            "2",
+            id="v1-metadata-version",
+        ),
+        pytest.param(
+            "POST", "/v1/models/iris:predict", Action.V1_PREDICT, "iris", None, id="v1-predict"
+        ),
+        pytest.param(
+            "POST",
+            "/v1/models/iris/versions/1:predict",
+            Action.V1_PREDICT,
+            "iris",
+            "1",
+            id="v1-predict-version",
+        ),
         pytest.param("GET", "/v2", Action.V2_SERVER, None, None, id="v2-server"),
         pytest.param("GET", "/v2/health/live", Action.V2_LIVE, None, None, id="v2-live"),
         pytest.param("GET", "/v2/health/ready", Action.V2_READY, None, None, id="v2-ready"),
         pytest.param("GET", "/v2/models/iris", Action.V2_MODEL, "iris", None, id="v2-model"),
-        pytest.param("GET", "/v2/models/iris/versions/1/ready", Action.V2_MODEL_READY, "iris",
-                     "1", id="v2-model-ready-version"),
-        pytest.param("POST", "/v2/models/iris/infer", Action.V2_INFER, "iris", None,
-                     id="v2-infer"),
-        pytest.param("POST", "/v2/models/iris/versions/7/infer", Action.V2_INFER, "iris", "7",
-                     id="v2-infer-version"),
+        pytest.param(
+            "GET",
+            "/v2/models/iris/versions/1/ready",
+            Action.V2_MODEL_READY,
+            "iris",
+            "1",
+            id="v2-model-ready-version",
+        ),
+        pytest.param("POST", "/v2/models/iris/infer", Action.V2_INFER, "iris", None, id="v2-infer"),
+        pytest.param(
+            "POST",
+            "/v2/models/iris/versions/7/infer",
+            Action.V2_INFER,
+            "iris",
+            "7",
+            id="v2-infer-version",
+        ),
         pytest.param("GET", "/metrics", Action.METRICS, None, None, id="metrics"),
     ],
 )
@@ -38,8 +74,16 @@ def test_known_paths(method, path, action, model, version):
 
 @pytest.mark.parametrize(
     "path",
-    ["/", "/v1/models/", "/v1/models/a/b", "/v1/models/a/versions/", "/v2/models/",
-     "/v2/models/a/explain", "/v3/models/a", "/metricsx"],
+    [
+        "/",
+        "/v1/models/",
+        "/v1/models/a/b",
+        "/v1/models/a/versions/",
+        "/v2/models/",
+        "/v2/models/a/explain",
+        "/v3/models/a",
+        "/metricsx",
+    ],
 )
 def test_unknown_paths(path):
     assert resolve("GET", path).action is Action.NOT_FOUND
@@ -47,8 +91,12 @@ def test_unknown_paths(path):
 
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
-    [("GET", "/v1/models/a:predict", "POST"), ("PUT", "/v2/models/a/infer", "POST"),
-     ("POST", "/v2/health/ready", "GET"), ("DELETE", "/metrics", "GET")],
+    [
+        ("GET", "/v1/models/a:predict", "POST"),
+        ("PUT", "/v2/models/a/infer", "POST"),
+        ("POST", "/v2/health/ready", "GET"),
+        ("DELETE", "/metrics", "GET"),
+    ],
 )
 def test_wrong_method_is_flagged(method, path, allowed):
     route = resolve(method, path)

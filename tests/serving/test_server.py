@@ -11,7 +11,6 @@ import pytest
 
 from mlkube.testing.server import running_replica
 
-
 pytestmark = pytest.mark.integration
 
 
@@ -50,14 +49,24 @@ def test_v1_and_v2_answers_equal_the_library(served_models, kind):
         assert_matches(served, v1_outputs(v1.json()))
         metadata = client.get(f"/v2/models/{name}").json()
         input_spec = metadata["inputs"][0]
-        v2 = client.post(f"/v2/models/{name}/infer", json={"inputs": [{
-            "name": input_spec["name"], "shape": list(served.rows.shape),
-            "datatype": input_spec["datatype"], "data": served.rows.ravel().tolist(),
-        }]})
+        v2 = client.post(
+            f"/v2/models/{name}/infer",
+            json={
+                "inputs": [
+                    {
+                        "name": input_spec["name"],
+                        "shape": list(served.rows.shape),
+                        "datatype": input_spec["datatype"],
+                        "data": served.rows.ravel().tolist(),
+                    }
+                ]
+            },
+        )
         assert v2.status_code == 200, v2.text
         assert_matches(served, v2_outputs(v2.json()))
-        also_default = client.post("/v1/models/default:predict",
-                                   json={"instances": served.rows.tolist()})
+        also_default = client.post(
+            "/v1/models/default:predict", json={"instances": served.rows.tolist()}
+        )
         assert also_default.json() == v1.json()
 
 
@@ -78,12 +87,15 @@ def assert_same_answer(batched, alone) -> None:
 
 async def _concurrent_answers(url: str, name: str, rows: np.ndarray) -> list[dict]:
     async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=32)) as client:
+
         async def one(i: int) -> dict:
-            chunk = rows[i % len(rows): i % len(rows) + 1 + i % 2]
-            response = await client.post(f"/v1/models/{name}:predict",
-                                         json={"instances": chunk.tolist()})
+            chunk = rows[i % len(rows) : i % len(rows) + 1 + i % 2]
+            response = await client.post(
+                f"/v1/models/{name}:predict", json={"instances": chunk.tolist()}
+            )
             assert response.status_code == 200, response.text
             return response.json()
+
         return await asyncio.gather(*(one(i) for i in range(96)))
 
 
@@ -100,10 +112,12 @@ def test_batching_changes_no_answer_under_concurrency(served_models, kind):
             )
             registry = replica.replica.registry
             batch_sizes[enabled] = (
-                registry.get_sample_value("mlkube_batch_size_sum",
-                                          {"model": deployment.model_name, "revision": "1"}),
-                registry.get_sample_value("mlkube_batch_size_count",
-                                          {"model": deployment.model_name, "revision": "1"}),
+                registry.get_sample_value(
+                    "mlkube_batch_size_sum", {"model": deployment.model_name, "revision": "1"}
+                ),
+                registry.get_sample_value(
+                    "mlkube_batch_size_count", {"model": deployment.model_name, "revision": "1"}
+                ),
             )
     # Labels must be identical. Float outputs may differ in the last float32 bits: BLAS-style
     # kernels (ONNX Runtime's MLAS, torch) take a different code path for 1 row than for 32,
@@ -119,24 +133,41 @@ def test_batching_changes_no_answer_under_concurrency(served_models, kind):
 
 MALFORMED = [
     pytest.param("POST", "/v1/models/{m}:predict", b"{", 400, id="invalid-json"),
-    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [[1, 2]]}', 400,
-                 id="wrong-width"),
-    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [[1,2,3,NaN]]}', 400,
-                 id="nan"),
-    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [["a","b","c","d"]]}', 400,
-                 id="strings"),
+    pytest.param(
+        "POST", "/v1/models/{m}:predict", b'{"instances": [[1, 2]]}', 400, id="wrong-width"
+    ),
+    pytest.param("POST", "/v1/models/{m}:predict", b'{"instances": [[1,2,3,NaN]]}', 400, id="nan"),
+    pytest.param(
+        "POST", "/v1/models/{m}:predict", b'{"instances": [["a","b","c","d"]]}', 400, id="strings"
+    ),
     pytest.param("POST", "/v1/models/{m}:predict", b'{"instance": []}', 400, id="misspelt"),
     pytest.param("POST", "/v1/models/{m}:predict", b"", 400, id="empty-body"),
-    pytest.param("POST", "/v1/models/nope:predict", b'{"instances": [[1,2,3,4]]}', 404,
-                 id="unknown-model"),
-    pytest.param("POST", "/v1/models/{m}/versions/9:predict", b'{"instances": [[1,2,3,4]]}',
-                 404, id="unknown-version"),
+    pytest.param(
+        "POST", "/v1/models/nope:predict", b'{"instances": [[1,2,3,4]]}', 404, id="unknown-model"
+    ),
+    pytest.param(
+        "POST",
+        "/v1/models/{m}/versions/9:predict",
+        b'{"instances": [[1,2,3,4]]}',
+        404,
+        id="unknown-version",
+    ),
     pytest.param("GET", "/v1/models/{m}:predict", b"", 405, id="get-on-predict"),
     pytest.param("DELETE", "/v2/models/{m}", b"", 405, id="delete-model"),
-    pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": [{"name": "X", "shape": [1, 4],'
-                 b' "datatype": "FP32", "data": [1, 2, 3]}]}', 400, id="v2-shape-mismatch"),
-    pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": [{"name": "X", "shape": [1, 4],'
-                 b' "datatype": "FLOAT", "data": [1, 2, 3, 4]}]}', 400, id="v2-bad-datatype"),
+    pytest.param(
+        "POST",
+        "/v2/models/{m}/infer",
+        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}',
+        400,
+        id="v2-shape-mismatch",
+    ),
+    pytest.param(
+        "POST",
+        "/v2/models/{m}/infer",
+        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FLOAT", "data": [1, 2, 3, 4]}]}',
+        400,
+        id="v2-bad-datatype",
+    ),
     pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": "x"}', 400, id="v2-inputs-string"),
     pytest.param("GET", "/v2/models/{m}/versions/3", b"", 404, id="v2-unknown-version"),
     pytest.param("GET", "/nothing/here", b"", 404, id="unknown-path"),
@@ -175,7 +206,7 @@ def test_oversized_body_gets_413_before_it_is_read(onnx_replica):
 
 
 def test_request_id_is_taken_from_the_header_or_generated(onnx_replica):
-    replica, name = onnx_replica
+    replica, _ = onnx_replica
     with httpx.Client(base_url=replica.url) as client:
         given = client.get("/v2/health/live", headers={"X-Request-ID": "abc-123"})
         assert given.headers["x-request-id"] == "abc-123"
@@ -217,7 +248,8 @@ def test_pipelined_requests_are_answered_in_order(onnx_replica):
     bodies = [json.dumps({"instances": [[float(i), 1, 1, 1]]}).encode() for i in range(5)]
     raw = b"".join(
         f"POST /v1/models/{name}:predict HTTP/1.1\r\nHost: x\r\nX-Request-ID: r{i}\r\n"
-        f"Content-Length: {len(b)}\r\n\r\n".encode() + b
+        f"Content-Length: {len(b)}\r\n\r\n".encode()
+        + b
         for i, b in enumerate(bodies)
     )
     with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
@@ -227,8 +259,11 @@ def test_pipelined_requests_are_answered_in_order(onnx_replica):
             chunk = sock.recv(65536)
             assert chunk, "connection closed early"
             received += chunk
-    ids = [line.split(b": ")[1] for line in received.split(b"\r\n")
-           if line.lower().startswith(b"x-request-id")]
+    ids = [
+        line.split(b": ")[1]
+        for line in received.split(b"\r\n")
+        if line.lower().startswith(b"x-request-id")
+    ]
     assert ids == [f"r{i}".encode() for i in range(5)]
 
 

@@ -119,8 +119,14 @@ class Batcher:
         now = self._clock.monotonic()
         future: asyncio.Future[Batch] = loop.create_future()
         self._queue.append(
-            _Item(inputs, rows_of(inputs), signature(inputs), future, now,
-                  now + self._settings.timeout_s)
+            _Item(
+                inputs,
+                rows_of(inputs),
+                signature(inputs),
+                future,
+                now,
+                now + self._settings.timeout_s,
+            )
         )
         self._observer.queue_changed(len(self._queue))
         if self._sweeper is None:
@@ -207,7 +213,9 @@ class Batcher:
         future = loop.run_in_executor(self._executor, self._predict, merged)
         future.add_done_callback(lambda f: self._threaded_done(f, items, started))
 
-    def _threaded_done(self, future: asyncio.Future[Batch], items: list[_Item], started: float) -> None:
+    def _threaded_done(
+        self, future: asyncio.Future[Batch], items: list[_Item], started: float
+    ) -> None:
         error = future.exception()
         self._finish(items, None if error else future.result(), error, started)
 
@@ -253,9 +261,7 @@ class Batcher:
             for item in chain(self._queue, self._running):
                 if not item.future.done() and now >= item.deadline:
                     item.future.set_exception(
-                        RequestTimeoutError(
-                            f"no prediction within {self._settings.timeout_s:g} s"
-                        )
+                        RequestTimeoutError(f"no prediction within {self._settings.timeout_s:g} s")
                     )
 
     async def close(self) -> None:

@@ -16,16 +16,33 @@ from mlkube.spec import load_spec
 
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on (0.0.0.0 for every interface).")
-@click.option("--port", type=click.IntRange(0, 65535), default=None,
-              help="Port to listen on [default: the spec's server.port, 8501].")
-@click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Server processes sharing the port [default: the spec's server.workers].")
-@click.option("--revision", default="1", show_default=True,
-              help="Revision label on metrics and logs (set by mlkube up).")
-@click.option("--replica", default="0", show_default=True,
-              help="Replica name on logs (set by mlkube up).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on (0.0.0.0 for every interface).",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on [default: the spec's server.port, 8501].",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Server processes sharing the port [default: the spec's server.workers].",
+)
+@click.option(
+    "--revision",
+    default="1",
+    show_default=True,
+    help="Revision label on metrics and logs (set by mlkube up).",
+)
+@click.option(
+    "--replica", default="0", show_default=True, help="Replica name on logs (set by mlkube up)."
+)
 def serve(
     spec: str, host: str, port: int | None, workers: int | None, revision: str, replica: str
 ) -> None:
@@ -69,7 +86,9 @@ def serve(
         sys.exit(0 if finished else 1)
     print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}")
     code = serve_workers(
-        deployment, options, workers,
+        deployment,
+        options,
+        workers,
         on_all_ready=lambda seconds: print_status(
             f"mlkube serve: {workers} workers ready in {time.monotonic() - started:.2f} s"
         ),

@@ -41,8 +41,13 @@ def validate(paths: tuple[str, ...]) -> None:
 
 
 @click.command()
-@click.option("--kind", type=click.Choice(["ModelDeployment", "Quota", "PriorityClass", "all"]),
-              default="all", show_default=True, help="Which document kind to describe.")
+@click.option(
+    "--kind",
+    type=click.Choice(["ModelDeployment", "Quota", "PriorityClass", "all"]),
+    default="all",
+    show_default=True,
+    help="Which document kind to describe.",
+)
 def schema(kind: str) -> None:
     """Print the JSON Schema of spec files, for editors (YAML language server).
 

@@ -18,7 +18,21 @@ from prometheus_client.registry import Collector
 
 # Inference latency spans sub-millisecond tabular models to multi-second generative ones.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -35,30 +49,83 @@ class MetricInfo:
 
 
 REPLICA_METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("mlkube_requests_total", "counter", "requests",
-               ("model", "revision", "protocol", "code"),
-               "Inference and metadata requests answered, by HTTP status code."),
-    MetricInfo("mlkube_request_duration_seconds", "histogram", "seconds",
-               ("model", "revision", "protocol"),
-               "Time from a request's last byte received to its response written."),
-    MetricInfo("mlkube_batch_size", "histogram", "rows", ("model", "revision"),
-               "Rows per predict call after adaptive batching."),
-    MetricInfo("mlkube_batch_requests", "histogram", "requests", ("model", "revision"),
-               "Requests merged into one predict call."),
-    MetricInfo("mlkube_predict_duration_seconds", "histogram", "seconds", ("model", "revision"),
-               "Duration of one predict call on a merged batch."),
-    MetricInfo("mlkube_queue_wait_seconds", "histogram", "seconds", ("model", "revision"),
-               "Time a request waited in the batching queue before its predict call began."),
-    MetricInfo("mlkube_predict_errors_total", "counter", "batches", ("model", "revision"),
-               "Predict calls that raised (every request of the batch got a 500)."),
-    MetricInfo("mlkube_queue_depth", "gauge", "requests", ("model", "revision"),
-               "Requests waiting in the batching queue."),
-    MetricInfo("mlkube_in_flight_requests", "gauge", "requests", ("model", "revision"),
-               "Requests received and not yet answered (the concurrency autoscalers use)."),
-    MetricInfo("mlkube_model_ready", "gauge", "boolean", ("model", "revision"),
-               "1 when the model is loaded, warmed up and the server accepts requests."),
-    MetricInfo("mlkube_model_load_seconds", "gauge", "seconds", ("model", "revision"),
-               "Time the model took to load and answer its warm-up prediction."),
+    MetricInfo(
+        "mlkube_requests_total",
+        "counter",
+        "requests",
+        ("model", "revision", "protocol", "code"),
+        "Inference and metadata requests answered, by HTTP status code.",
+    ),
+    MetricInfo(
+        "mlkube_request_duration_seconds",
+        "histogram",
+        "seconds",
+        ("model", "revision", "protocol"),
+        "Time from a request's last byte received to its response written.",
+    ),
+    MetricInfo(
+        "mlkube_batch_size",
+        "histogram",
+        "rows",
+        ("model", "revision"),
+        "Rows per predict call after adaptive batching.",
+    ),
+    MetricInfo(
+        "mlkube_batch_requests",
+        "histogram",
+        "requests",
+        ("model", "revision"),
+        "Requests merged into one predict call.",
+    ),
+    MetricInfo(
+        "mlkube_predict_duration_seconds",
+        "histogram",
+        "seconds",
+        ("model", "revision"),
+        "Duration of one predict call on a merged batch.",
+    ),
+    MetricInfo(
+        "mlkube_queue_wait_seconds",
+        "histogram",
+        "seconds",
+        ("model", "revision"),
+        "Time a request waited in the batching queue before its predict call began.",
+    ),
+    MetricInfo(
+        "mlkube_predict_errors_total",
+        "counter",
+        "batches",
+        ("model", "revision"),
+        "Predict calls that raised (every request of the batch got a 500).",
+    ),
+    MetricInfo(
+        "mlkube_queue_depth",
+        "gauge",
+        "requests",
+        ("model", "revision"),
+        "Requests waiting in the batching queue.",
+    ),
+    MetricInfo(
+        "mlkube_in_flight_requests",
+        "gauge",
+        "requests",
+        ("model", "revision"),
+        "Requests received and not yet answered (the concurrency autoscalers use).",
+    ),
+    MetricInfo(
+        "mlkube_model_ready",
+        "gauge",
+        "boolean",
+        ("model", "revision"),
+        "1 when the model is loaded, warmed up and the server accepts requests.",
+    ),
+    MetricInfo(
+        "mlkube_model_load_seconds",
+        "gauge",
+        "seconds",
+        ("model", "revision"),
+        "Time the model took to load and answer its warm-up prediction.",
+    ),
 )
 
 
@@ -107,39 +174,58 @@ class ServerMetrics:
         state: Callable[[], tuple[int, int, bool, float]],
     ) -> None:
         # *_created series double the series count and no dashboard or alert of ours uses them.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry
         self._model = model
         self._revision = revision
         help_of = {m.name: m.help for m in REPLICA_METRICS}
         self._requests = Counter(
-            "mlkube_requests", help_of["mlkube_requests_total"],
-            ["model", "revision", "protocol", "code"], registry=registry,
+            "mlkube_requests",
+            help_of["mlkube_requests_total"],
+            ["model", "revision", "protocol", "code"],
+            registry=registry,
         )
         self._duration = Histogram(
-            "mlkube_request_duration_seconds", help_of["mlkube_request_duration_seconds"],
-            ["model", "revision", "protocol"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "mlkube_request_duration_seconds",
+            help_of["mlkube_request_duration_seconds"],
+            ["model", "revision", "protocol"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         )
         labels = (model, revision)
         self._batch_rows = Histogram(
-            "mlkube_batch_size", help_of["mlkube_batch_size"], ["model", "revision"],
-            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+            "mlkube_batch_size",
+            help_of["mlkube_batch_size"],
+            ["model", "revision"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
         ).labels(*labels)
         self._batch_requests = Histogram(
-            "mlkube_batch_requests", help_of["mlkube_batch_requests"], ["model", "revision"],
-            buckets=BATCH_SIZE_BUCKETS, registry=registry,
+            "mlkube_batch_requests",
+            help_of["mlkube_batch_requests"],
+            ["model", "revision"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
         ).labels(*labels)
         self._predict = Histogram(
-            "mlkube_predict_duration_seconds", help_of["mlkube_predict_duration_seconds"],
-            ["model", "revision"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "mlkube_predict_duration_seconds",
+            help_of["mlkube_predict_duration_seconds"],
+            ["model", "revision"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         ).labels(*labels)
         self._queue_wait = Histogram(
-            "mlkube_queue_wait_seconds", help_of["mlkube_queue_wait_seconds"],
-            ["model", "revision"], buckets=LATENCY_BUCKETS_S, registry=registry,
+            "mlkube_queue_wait_seconds",
+            help_of["mlkube_queue_wait_seconds"],
+            ["model", "revision"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
         ).labels(*labels)
         self._predict_errors = Counter(
-            "mlkube_predict_errors", help_of["mlkube_predict_errors_total"],
-            ["model", "revision"], registry=registry,
+            "mlkube_predict_errors",
+            help_of["mlkube_predict_errors_total"],
+            ["model", "revision"],
+            registry=registry,
         ).labels(*labels)
         registry.register(_StateCollector(labels, state))
         self._request_children: dict[tuple[str, int], Counter] = {}

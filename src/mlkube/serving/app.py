@@ -113,11 +113,16 @@ class InferenceApp:
         if action is Action.V2_READY:
             return self._readiness(b'{"ready":true}', b'{"ready":false}')
         if action is Action.V2_SERVER:
-            return Response(200, orjson.dumps({
-                "name": SERVER_NAME,
-                "version": self.identity.server_version,
-                "extensions": [],
-            }))
+            return Response(
+                200,
+                orjson.dumps(
+                    {
+                        "name": SERVER_NAME,
+                        "version": self.identity.server_version,
+                        "extensions": [],
+                    }
+                ),
+            )
         if action is Action.NOT_FOUND:
             raise ModelNotFoundError(f"no endpoint at {request.path}")
         return self._model_endpoint(route)
@@ -133,10 +138,16 @@ class InferenceApp:
             return Response(200 if self._serving() else 503, body)
         runtime = self._runtime()
         if action is Action.V1_METADATA:
-            return Response(200, v1.metadata_body(identity.name, identity.version,
-                                                  runtime.inputs, runtime.outputs))
-        return Response(200, v2.model_metadata(identity.name, identity.version, runtime.platform,
-                                               runtime.inputs, runtime.outputs))
+            return Response(
+                200,
+                v1.metadata_body(identity.name, identity.version, runtime.inputs, runtime.outputs),
+            )
+        return Response(
+            200,
+            v2.model_metadata(
+                identity.name, identity.version, runtime.platform, runtime.inputs, runtime.outputs
+            ),
+        )
 
     def _readiness(self, ok: bytes, not_ok: bytes) -> Response:
         return Response(200, ok) if self._serving() else Response(503, not_ok)
@@ -164,6 +175,11 @@ class InferenceApp:
             )
         return self.runtime
 
+    def _batcher(self) -> Batcher:
+        if self.batcher is None:
+            raise ModelNotReadyError("the model is not ready yet", retry_after_s=1.0)
+        return self.batcher
+
     # predictions
     def _predict(
         self, request: Request, route: Route, request_id: str, started: float
@@ -171,22 +187,21 @@ class InferenceApp:
         try:
             self._check_model(route)
             runtime = self._runtime()
-            assert self.batcher is not None
+            batcher = self._batcher()
             if route.action is Action.V1_PREDICT:
                 inputs, request_format = v1.parse_predict(request.body, runtime.inputs)
                 context: Any = request_format
             else:
                 parsed = v2.parse_infer(request.body, runtime.inputs, runtime.outputs)
                 inputs, context = parsed.inputs, parsed
-            pending = self.batcher.submit(inputs)
+            pending = batcher.submit(inputs)
         except ServingError as error:
             response = serving_error_response(error, route.protocol)
             self._finish(request, route, response, request_id, started)
             return response
         result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         pending.add_done_callback(
-            lambda done: self._predicted(done, result, request, route, context, request_id,
-                                         started)
+            lambda done: self._predicted(done, result, request, route, context, request_id, started)
         )
         return result
 
@@ -211,8 +226,9 @@ class InferenceApp:
         except Exception:
             # A bug of ours (or a model output we cannot encode): answer, never hang.
             logger.exception("encoding the prediction failed")
-            response = error_response(500, "the model's output could not be encoded",
-                                      route.protocol)
+            response = error_response(
+                500, "the model's output could not be encoded", route.protocol
+            )
         self._finish(request, route, response, request_id, started)
         if not result.done():
             result.set_result(response)
@@ -221,8 +237,12 @@ class InferenceApp:
         if route.action is Action.V1_PREDICT:
             return Response(200, v1.encode_predict(outputs, context))
         identity = self.identity
-        return Response(200, v2.encode_infer(outputs, model=identity.name,
-                                             version=identity.version, request=context))
+        return Response(
+            200,
+            v2.encode_infer(
+                outputs, model=identity.name, version=identity.version, request=context
+            ),
+        )
 
     # bookkeeping
     def _request_id(self, request: Request) -> str:

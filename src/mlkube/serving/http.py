@@ -76,7 +76,7 @@ def encode_response(response: Response, *, keep_alive: bool) -> bytes:
 class _Slot:
     """A response position on one connection, filled when its handler finishes."""
 
-    __slots__ = ("data", "close")
+    __slots__ = ("close", "data")
 
     def __init__(self) -> None:
         self.data: bytes | None = None

@@ -79,7 +79,9 @@ class Replica:
         ProcessCollector(registry=self.registry)
         self.load_seconds = 0.0
         self.metrics = ServerMetrics(
-            self.registry, model=deployment.model_name, revision=options.revision,
+            self.registry,
+            model=deployment.model_name,
+            revision=options.revision,
             state=self._state,
         )
         context = {
@@ -113,8 +115,11 @@ class Replica:
     def _state(self) -> tuple[int, int, bool, float]:
         batcher = self.app.batcher
         queue = batcher.queue_depth if batcher is not None else 0
-        return self.state.in_flight, queue, self.app.ready and not self.app.draining, (
-            self.load_seconds
+        return (
+            self.state.in_flight,
+            queue,
+            self.app.ready and not self.app.draining,
+            (self.load_seconds),
         )
 
     async def run(self, stop: asyncio.Event) -> bool:
@@ -152,7 +157,8 @@ class Replica:
             await loop.run_in_executor(None, runtime.predict, example_batch(runtime.inputs))
         except Exception as error:
             raise ModelLoadError(
-                self.deployment.model_path(), str(self.deployment.spec.model.format),
+                self.deployment.model_path(),
+                str(self.deployment.spec.model.format),
                 f"the warm-up prediction failed: {error}",
             ) from error
         warm_s = self.clock.monotonic() - warm_started
@@ -173,8 +179,9 @@ class Replica:
         batcher.set_predict_seconds(warm_s)
         self.load_seconds = self.clock.monotonic() - started
         self.app.attach(runtime, batcher)
-        logger.info("model ready", extra={"load_seconds": round(self.load_seconds, 3),
-                                          "batching": batching})
+        logger.info(
+            "model ready", extra={"load_seconds": round(self.load_seconds, 3), "batching": batching}
+        )
         self.options.on_ready(self.load_seconds)
 
     async def _flush_logs(self, stop: asyncio.Event) -> None:

@@ -74,7 +74,9 @@ def _bytes_array(value: Any, what: str) -> Array:
         elif isinstance(item, str):
             flat[index] = item.encode()
         elif not isinstance(item, bytes):
-            raise InvalidInputError(f"{what}: expected strings (BYTES), found {type(item).__name__}")
+            raise InvalidInputError(
+                f"{what}: expected strings (BYTES), found {type(item).__name__}"
+            )
     return raw
 
 
@@ -95,8 +97,11 @@ def check_shape(array: Array, spec: TensorSpec, *, what: str) -> None:
 
 
 def _shape_text(shape: tuple[int, ...]) -> str:
-    return "[" + ", ".join("N" if i == 0 else ("*" if d < 0 else str(d))
-                           for i, d in enumerate(shape)) + "]"
+    return (
+        "["
+        + ", ".join("N" if i == 0 else ("*" if d < 0 else str(d)) for i, d in enumerate(shape))
+        + "]"
+    )
 
 
 def to_json_value(array: Array) -> Any:

@@ -17,9 +17,18 @@ from mlkube.runtimes.base import Batch, TensorSpec
 from mlkube.serving.tensors import to_array, to_json_value
 
 _TF_DTYPES = {
-    "BOOL": "DT_BOOL", "UINT8": "DT_UINT8", "UINT16": "DT_UINT16", "UINT32": "DT_UINT32",
-    "UINT64": "DT_UINT64", "INT8": "DT_INT8", "INT16": "DT_INT16", "INT32": "DT_INT32",
-    "INT64": "DT_INT64", "FP16": "DT_HALF", "FP32": "DT_FLOAT", "FP64": "DT_DOUBLE",
+    "BOOL": "DT_BOOL",
+    "UINT8": "DT_UINT8",
+    "UINT16": "DT_UINT16",
+    "UINT32": "DT_UINT32",
+    "UINT64": "DT_UINT64",
+    "INT8": "DT_INT8",
+    "INT16": "DT_INT16",
+    "INT32": "DT_INT32",
+    "INT64": "DT_INT64",
+    "FP16": "DT_HALF",
+    "FP32": "DT_FLOAT",
+    "FP64": "DT_DOUBLE",
     "BYTES": "DT_STRING",
 }
 ROW = "row"
@@ -36,7 +45,9 @@ def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, s
         )
     signature = payload.get("signature_name", "serving_default")
     if signature not in ("serving_default", "", None):
-        raise InvalidInputError(f"unknown signature_name '{signature}' (this model has serving_default)")
+        raise InvalidInputError(
+            f"unknown signature_name '{signature}' (this model has serving_default)"
+        )
     if ("instances" in payload) == ("inputs" in payload):
         raise InvalidInputError("a predict request needs exactly one of 'instances' or 'inputs'")
     if "instances" in payload:
@@ -128,22 +139,31 @@ def _as_list(array: Any) -> list[Any]:
 def status_body(version: int, *, ready: bool) -> bytes:
     """``GET /v1/models/{name}``: the version's state, as TF Serving reports it."""
     state = "AVAILABLE" if ready else "LOADING"
-    return orjson.dumps({"model_version_status": [{
-        "version": str(version),
-        "state": state,
-        "status": {"error_code": "OK", "error_message": ""},
-    }]})
+    return orjson.dumps(
+        {
+            "model_version_status": [
+                {
+                    "version": str(version),
+                    "state": state,
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
+    )
 
 
 def metadata_body(
     name: str, version: int, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
 ) -> bytes:
     """``GET /v1/models/{name}/metadata``: the serving_default signature."""
+
     def tensor(spec: TensorSpec) -> dict[str, Any]:
         return {
             "dtype": _TF_DTYPES[str(spec.datatype)],
-            "tensor_shape": {"dim": [{"size": str(d), "name": ""} for d in spec.shape],
-                             "unknown_rank": False},
+            "tensor_shape": {
+                "dim": [{"size": str(d), "name": ""} for d in spec.shape],
+                "unknown_rank": False,
+            },
             "name": spec.name,
         }
 
@@ -152,13 +172,14 @@ def metadata_body(
         "outputs": {spec.name: tensor(spec) for spec in outputs},
         "method_name": "tensorflow/serving/predict",
     }
-    return orjson.dumps({
-        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-        "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
-    })
+    return orjson.dumps(
+        {
+            "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+            "metadata": {"signature_def": {"signature_def": {"serving_default": signature}}},
+        }
+    )
 
 
 def error_body(message: str) -> bytes:
     """TF Serving's error shape."""
     return orjson.dumps({"error": message})
-

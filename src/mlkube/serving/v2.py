@@ -31,8 +31,9 @@ class InferRequest:
     output_names: tuple[str, ...] | None
 
 
-def parse_infer(body: bytes, inputs: tuple[TensorSpec, ...],
-                outputs: tuple[TensorSpec, ...]) -> InferRequest:
+def parse_infer(
+    body: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
+) -> InferRequest:
     """The inputs of an infer request, checked against the model."""
     payload = _json_object(body)
     unknown = set(payload) - _ALLOWED_REQUEST
@@ -107,8 +108,9 @@ def _tensor(tensor: dict[str, Any], spec: TensorSpec, position: int) -> Any:
         )
     declared = Datatype(datatype)
     if (declared is Datatype.BYTES) != (spec.datatype is Datatype.BYTES):
-        raise InvalidInputError(f"{what}: datatype {datatype} does not fit the model's "
-                                f"{spec.datatype} input")
+        raise InvalidInputError(
+            f"{what}: datatype {datatype} does not fit the model's {spec.datatype} input"
+        )
     data = tensor["data"]
     if not isinstance(data, list):
         data = [data]
@@ -155,28 +157,37 @@ def encode_infer(outputs: Batch, *, model: str, version: int, request: InferRequ
     tensors = []
     for name in names:
         array = outputs[name]
-        tensors.append({
-            "name": name,
-            "datatype": str(datatype_of(array.dtype)),
-            "shape": list(array.shape),
-            "data": to_json_value(array.reshape(-1)),
-        })
+        tensors.append(
+            {
+                "name": name,
+                "datatype": str(datatype_of(array.dtype)),
+                "shape": list(array.shape),
+                "data": to_json_value(array.reshape(-1)),
+            }
+        )
     body: dict[str, Any] = {"model_name": model, "model_version": str(version), "outputs": tensors}
     if request.request_id is not None:
         body["id"] = request.request_id
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def model_metadata(name: str, version: int, platform: str, inputs: tuple[TensorSpec, ...],
-                   outputs: tuple[TensorSpec, ...]) -> bytes:
+def model_metadata(
+    name: str,
+    version: int,
+    platform: str,
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+) -> bytes:
     """``GET /v2/models/{name}``."""
-    return orjson.dumps({
-        "name": name,
-        "versions": [str(version)],
-        "platform": platform,
-        "inputs": [spec.as_dict() for spec in inputs],
-        "outputs": [spec.as_dict() for spec in outputs],
-    })
+    return orjson.dumps(
+        {
+            "name": name,
+            "versions": [str(version)],
+            "platform": platform,
+            "inputs": [spec.as_dict() for spec in inputs],
+            "outputs": [spec.as_dict() for spec in outputs],
+        }
+    )
 
 
 def error_body(message: str) -> bytes:

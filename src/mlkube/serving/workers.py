@@ -101,7 +101,9 @@ def serve_workers(
     return max((process.exitcode or 0) for process in processes)
 
 
-def _wait_ready(reader: Connection, workers: int, on_all_ready: Callable[[float], None]) -> str | None:
+def _wait_ready(
+    reader: Connection, workers: int, on_all_ready: Callable[[float], None]
+) -> str | None:
     ready: list[float] = []
     while len(ready) < workers:
         try:

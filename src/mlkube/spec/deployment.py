@@ -6,7 +6,7 @@ Pure: no I/O. Each document is Kubernetes-shaped (apiVersion, kind, metadata, sp
 from __future__ import annotations
 
 import os
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -19,7 +19,7 @@ from mlkube.spec.quantity import Quantity
 from mlkube.spec.resources import ResourcesSpec
 from mlkube.spec.rollout import RolloutSpec, RolloutStrategy
 
-API_VERSION = "mlkube.dev/v1alpha1"
+API_VERSION: Final = "mlkube.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_IMAGE = "ghcr.io/mlkube/mlkube-server:0.1.0"
 TF_SERVING_IMAGE = "tensorflow/serving:latest"

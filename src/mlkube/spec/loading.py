@@ -19,13 +19,19 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from mlkube.errors import SpecError, SpecIssue
-from mlkube.spec.deployment import KINDS, API_VERSION, ModelDeployment, PriorityClass, Quota
+from mlkube.spec.base import DNS_LABEL, DNS_SUBDOMAIN
+from mlkube.spec.deployment import API_VERSION, KINDS, ModelDeployment, PriorityClass, Quota
 
 SpecDocument = ModelDeployment | Quota | PriorityClass
 _CLASSES: dict[str, type[ModelDeployment] | type[Quota] | type[PriorityClass]] = {
     "ModelDeployment": ModelDeployment,
     "Quota": Quota,
     "PriorityClass": PriorityClass,
+}
+_PATTERN_WORDS = {
+    DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit",
+    DNS_SUBDOMAIN: "must be a DNS subdomain: lowercase letters, digits, '-' and '.'",
 }
 _FOUND_MAX_CHARS = 80  # long values are cut so a whole embedded document is not echoed back
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -140,7 +146,7 @@ def _compose(text: str, source: str) -> tuple[list[yaml.Node], list[Any]]:
         problem = getattr(error, "problem", None) or str(error)
         raise SpecError(source, [SpecIssue("", f"invalid YAML: {problem}", line)]) from error
     finally:
-        loader.dispose()  # type: ignore[no-untyped-call]
+        loader.dispose()
     return nodes, data
 
 
@@ -148,17 +154,38 @@ def _validate_document(raw: Any, node: yaml.Node) -> SpecDocument:
     line = node.start_mark.line + 1
     if not isinstance(raw, dict):
         found = type(raw).__name__ if raw is not None else "an empty document"
-        raise _DocumentError([SpecIssue("", "expected a mapping with apiVersion, kind, "
-                                        "metadata and spec", line, found)])
+        raise _DocumentError(
+            [
+                SpecIssue(
+                    "", "expected a mapping with apiVersion, kind, metadata and spec", line, found
+                )
+            ]
+        )
     kind = raw.get("kind")
     if kind not in _CLASSES:
         message = f"kind must be one of {', '.join(KINDS)}"
-        raise _DocumentError([SpecIssue("kind", message, _line_of(node, ("kind",)) or line,
-                                        repr(kind) if kind is not None else "nothing")])
+        raise _DocumentError(
+            [
+                SpecIssue(
+                    "kind",
+                    message,
+                    _line_of(node, ("kind",)) or line,
+                    repr(kind) if kind is not None else "nothing",
+                )
+            ]
+        )
     if raw.get("apiVersion") != API_VERSION:
         found = repr(raw.get("apiVersion")) if "apiVersion" in raw else "nothing"
-        raise _DocumentError([SpecIssue("apiVersion", f"must be {API_VERSION}",
-                                        _line_of(node, ("apiVersion",)) or line, found)])
+        raise _DocumentError(
+            [
+                SpecIssue(
+                    "apiVersion",
+                    f"must be {API_VERSION}",
+                    _line_of(node, ("apiVersion",)) or line,
+                    found,
+                )
+            ]
+        )
     cls = _CLASSES[kind]
     try:
         return cls.model_validate(raw)
@@ -177,6 +204,10 @@ def _issue(error: ErrorDetails, raw: Any, node: yaml.Node, cls: type[BaseModel])
         allowed = _allowed_keys(cls, loc[:-1], raw)
         hint = f" (expected one of: {', '.join(allowed)})" if allowed else ""
         return SpecIssue(path, f"unknown field{hint}", line)
+    if kind == "string_pattern_mismatch":
+        pattern = str((error.get("ctx") or {}).get("pattern", ""))
+        readable = _PATTERN_WORDS.get(pattern, f"must match the pattern {pattern}")
+        return SpecIssue(path, readable, line, _found(error.get("input")))
     message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return SpecIssue(path, _lowercase_first(message), line, _found(error.get("input")))
 
@@ -197,12 +228,14 @@ def _data_path(loc: tuple[int | str, ...], raw: Any) -> list[int | str]:
     path: list[int | str] = []
     current = raw
     for part in loc:
-        if isinstance(current, dict) and part in current:
+        in_dict = isinstance(current, dict) and part in current
+        in_list = isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current)
+        if in_dict or in_list:
             current = current[part]
-        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
-            current = current[part]
-        elif isinstance(current, dict) and isinstance(part, str) and (
-            current.get("type") == part or "[" in part or part in ("str", "int", "float")
+        elif (
+            isinstance(current, dict)
+            and isinstance(part, str)
+            and (current.get("type") == part or "[" in part or part in ("str", "int", "float"))
         ):
             continue
         else:
@@ -229,7 +262,12 @@ def _allowed_keys(cls: type[BaseModel], loc: list[int | str], raw: Any) -> list[
     target: Any = cls
     current = raw
     for part in loc:
-        current = current[part] if isinstance(current, dict | list) else None
+        if isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+        else:
+            current = None
         target = _field_type(target, part, current)
         if target is None:
             return []
@@ -259,8 +297,10 @@ def _unwrap(annotation: Any, value: Any) -> Any:
             inner = _unwrap(member, value)
             if isinstance(inner, type) and issubclass(inner, BaseModel):
                 literal = inner.model_fields.get("type")
-                if tagged is None or literal is None or tagged in typing.get_args(
-                    literal.annotation
+                if (
+                    tagged is None
+                    or literal is None
+                    or tagged in typing.get_args(literal.annotation)
                 ):
                     return inner
         return members[0] if members else None
@@ -272,7 +312,13 @@ def _check_unique_names(documents: list[SpecDocument], source: str) -> None:
     for document in documents:
         key = (document.kind, document.metadata.namespace, document.metadata.name)
         if key in seen:
-            raise SpecError(source, [SpecIssue(
-                "metadata.name", f"{key[0]} '{key[2]}' in namespace '{key[1]}' is defined twice"
-            )])
+            raise SpecError(
+                source,
+                [
+                    SpecIssue(
+                        "metadata.name",
+                        f"{key[0]} '{key[2]}' in namespace '{key[1]}' is defined twice",
+                    )
+                ],
+            )
         seen.add(key)

@@ -17,8 +17,9 @@ _BY_KIND: dict[str, Any] = {
 
 def spec_json_schema(kind: str = "all") -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of one document kind, or of any document."""
-    target = Document if kind == "all" else _BY_KIND[kind]
-    schema: dict[str, Any] = TypeAdapter(target).json_schema(by_alias=True, mode="validation")
+    target: Any = Document if kind == "all" else _BY_KIND[kind]
+    adapter: TypeAdapter[Any] = TypeAdapter(target)
+    schema: dict[str, Any] = adapter.json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema.setdefault("title", "mlkube spec" if kind == "all" else kind)
     return schema

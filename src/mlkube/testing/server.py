@@ -32,6 +32,11 @@ class RunningReplica:
     errors: list[BaseException] = field(default_factory=list)
 
 
+def _remember(holder: dict[str, object], url: str, listening: threading.Event) -> None:
+    holder["url"] = url
+    listening.set()
+
+
 @contextmanager
 def running_replica(
     deployment: ModelDeployment,
@@ -47,7 +52,7 @@ def running_replica(
     options = ReplicaOptions(
         host="127.0.0.1",
         port=0,
-        on_listening=lambda url: (holder.__setitem__("url", url), listening.set()),
+        on_listening=lambda url: _remember(holder, url, listening),
         on_ready=lambda seconds: ready.set(),
         access_log=access_log if access_log is not None else io.BytesIO(),
     )
@@ -77,7 +82,8 @@ def running_replica(
         raise errors[0]
     loop = holder["loop"]
     stop = holder["stop"]
-    assert isinstance(loop, asyncio.AbstractEventLoop) and isinstance(stop, asyncio.Event)
+    if not isinstance(loop, asyncio.AbstractEventLoop) or not isinstance(stop, asyncio.Event):
+        raise RuntimeError("the test replica's thread did not set up its event loop")
     running = RunningReplica(str(holder["url"]), replica, loop, stop, errors)
     try:
         yield running
