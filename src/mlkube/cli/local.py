@@ -96,6 +96,13 @@ def _start_controller(state: Path) -> Client:
     )
 
 
+def _wait_exit(client: Client) -> None:
+    """Wait until the controller process has exited (it stops its replicas first)."""
+    deadline = time.monotonic() + CONTROLLER_START_TIMEOUT_S
+    while supervisor.pid_alive(client.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _apply(client: Client, specs: tuple[str, ...]) -> list[dict[str, Any]]:
     paths = [str(Path(p).resolve()) for p in specs]
     load_documents(*paths)  # validate here: spec errors are shown with exit code 2
@@ -120,8 +127,17 @@ def up(specs: tuple[str, ...], detach: bool, state_dir: str | None) -> None:
     """
     state = resolve_state_dir(state_dir)
     load_documents(*specs)
-    client = _running_client(state) or _start_controller(state)
-    results = _apply(client, specs)
+    client = _running_client(state)
+    started = client is None
+    if client is None:
+        client = _start_controller(state)
+    try:
+        results = _apply(client, specs)
+    except BackendError:
+        if started:  # leave nothing behind: the controller we started has nothing to run
+            client.call("POST", "/down", {})
+            _wait_exit(client)
+        raise
     names = [r["name"] for r in results if r["kind"] == "ModelDeployment"]
     if detach:
         print_info(f"controller pid {client.pid}; state in {state}")
@@ -219,10 +235,12 @@ def down(
 
         commands.delete_kubernetes(name, context=context, namespace=namespace)
         return
-    result = _client(kw.get("state_dir")).call("POST", "/down", {"name": name} if name else {})
+    client = _client(kw.get("state_dir"))
+    result = client.call("POST", "/down", {"name": name} if name else {})
     for key in result["stopped"]:
         print_info(f"modeldeployment/{key} stopped")
     if result["controllerExiting"]:
+        _wait_exit(client)
         print_info("controller stopped")
 
 
