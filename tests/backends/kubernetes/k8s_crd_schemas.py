@@ -142,9 +142,7 @@ PROMETHEUS_RULE = _document(
                                 {
                                     "alert": {"type": "string"},
                                     "record": {"type": "string"},
-                                    "expr": {
-                                        "anyOf": [{"type": "integer"}, {"type": "string"}]
-                                    },
+                                    "expr": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
                                     "for": {"type": "string", "pattern": PROM_DURATION},
                                     "keep_firing_for": {
                                         "type": "string",
@@ -264,9 +262,7 @@ VERTICAL_POD_AUTOSCALER = _document(
                                     "type": "array",
                                     "items": {"enum": ["cpu", "memory"]},
                                 },
-                                "controlledValues": {
-                                    "enum": ["RequestsAndLimits", "RequestsOnly"]
-                                },
+                                "controlledValues": {"enum": ["RequestsAndLimits", "RequestsOnly"]},
                             }
                         ),
                     }

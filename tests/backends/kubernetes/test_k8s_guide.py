@@ -135,7 +135,9 @@ def rendered() -> dict[tuple[str, str], dict[str, Any]]:
 GUIDE_OBJECTS = list(yaml.safe_load_all(GUIDE_YAML.read_text(encoding="utf-8")))
 
 
-@pytest.mark.parametrize("guide", GUIDE_OBJECTS, ids=lambda o: f"{o['kind']}-{o['metadata']['name']}")
+@pytest.mark.parametrize(
+    "guide", GUIDE_OBJECTS, ids=lambda o: f"{o['kind']}-{o['metadata']['name']}"
+)
 def test_guide_object_reproduced_field_by_field(guide, rendered):
     ours = rendered.get(_key(guide))
     assert ours is not None, f"{_key(guide)} is not rendered"

@@ -107,7 +107,9 @@ def test_canary_with_gateway_splits_by_httproute_weights():
         "name": "public",
         "namespace": "infra",
     }
-    configs = {o["metadata"]["name"]: o["data"]["spec.yaml"] for o in objects if o["kind"] == "ConfigMap"}
+    configs = {
+        o["metadata"]["name"]: o["data"]["spec.yaml"] for o in objects if o["kind"] == "ConfigMap"
+    }
     assert "/models/iris.onnx" in configs["iris-config"]
     deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
     fetch = deployments["iris"]["spec"]["template"]["spec"]["initContainers"][0]["command"]
@@ -127,7 +129,9 @@ def test_blue_green_service_selects_the_active_colour_and_preview_the_other():
 
 def test_ab_test_without_gateway_splits_by_replica_ratio():
     objects = _rendered(HERE / "specs" / "abtest-replica-split.yaml").objects
-    replicas = {o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"}
+    replicas = {
+        o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"
+    }
     assert replicas == {"ranker": 3, "ranker-canary": 1}
 
 
@@ -181,7 +185,10 @@ spec:
             id="hpa-scale-to-zero",
         ),
         pytest.param(
-            "m", "pvc://other/m.onnx", "  storage: {pvc: {name: mine}}\n", "use one claim",
+            "m",
+            "pvc://other/m.onnx",
+            "  storage: {pvc: {name: mine}}\n",
+            "use one claim",
             id="two-claims",
         ),
     ],

@@ -72,8 +72,11 @@ def _autoscaling(draw: st.DrawFn, *, gpu: bool) -> dict[str, Any] | None:
         spec["scaleToZero"] = {"idleAfter": draw(st.sampled_from(["60s", "5m"]))}
         spec["metrics"] = [*metrics, {"type": "concurrency", "target": 2}]
     if draw(st.booleans()):
-        policy = {"type": draw(st.sampled_from(["Pods", "Percent"])), "value": 4,
-                  "periodSeconds": 60}
+        policy = {
+            "type": draw(st.sampled_from(["Pods", "Percent"])),
+            "value": 4,
+            "periodSeconds": 60,
+        }
         spec["behavior"] = {
             "scaleUp": {"stabilizationWindowSeconds": 0, "policies": [policy]},
             "scaleDown": {"selectPolicy": draw(st.sampled_from(["Max", "Min", "Disabled"]))},
@@ -96,18 +99,40 @@ def deployment_specs(draw: st.DrawFn) -> str:
         "model": draw(_model()),
         "replicas": draw(st.integers(0, 6)),
         "resources": resources,
-        "server": {"port": draw(st.sampled_from([8501, 8080, 9000])),
-                   "drainTimeout": draw(st.sampled_from(["5s", "30s", "2m"]))},
+        "server": {
+            "port": draw(st.sampled_from([8501, 8080, 9000])),
+            "drainTimeout": draw(st.sampled_from(["5s", "30s", "2m"])),
+        },
         "service": _service(draw),
         "monitoring": {"enabled": draw(st.booleans())},
         "kubernetes": _kubernetes(draw),
         "placement": {
-            "nodeSelector": draw(st.dictionaries(st.sampled_from(["pool", "zone"]), _names, max_size=2)),
-            "tolerations": draw(st.lists(st.sampled_from([
-                {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
-                {"operator": "Exists"},
-                {"key": "spot", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30},
-            ]), max_size=2, unique_by=str)),
+            "nodeSelector": draw(
+                st.dictionaries(st.sampled_from(["pool", "zone"]), _names, max_size=2)
+            ),
+            "tolerations": draw(
+                st.lists(
+                    st.sampled_from(
+                        [
+                            {
+                                "key": "dedicated",
+                                "operator": "Equal",
+                                "value": "ml",
+                                "effect": "NoSchedule",
+                            },
+                            {"operator": "Exists"},
+                            {
+                                "key": "spot",
+                                "operator": "Exists",
+                                "effect": "NoExecute",
+                                "tolerationSeconds": 30,
+                            },
+                        ]
+                    ),
+                    max_size=2,
+                    unique_by=str,
+                )
+            ),
         },
     }
     autoscaling = draw(_autoscaling(gpu=gpu))
@@ -115,16 +140,25 @@ def deployment_specs(draw: st.DrawFn) -> str:
         spec["autoscaling"] = autoscaling
     spec["rollout"] = _rollout(draw)
     if spec["model"]["uri"].startswith("./") or draw(st.booleans()):
-        spec["storage"] = {"pvc": {"name": "models", "size": draw(st.sampled_from(["1Gi", "5Gi"])),
-                                   "create": draw(st.booleans())}}
+        spec["storage"] = {
+            "pvc": {
+                "name": "models",
+                "size": draw(st.sampled_from(["1Gi", "5Gi"])),
+                "create": draw(st.booleans()),
+            }
+        }
         if draw(st.booleans()):
             spec["storage"]["persistentVolume"] = {"hostPath": "/mnt/models"}
     document = {
         "apiVersion": "mlkube.dev/v1alpha1",
         "kind": "ModelDeployment",
-        "metadata": {"name": name, "namespace": draw(_names),
-                     "labels": draw(st.dictionaries(st.sampled_from(["team", "example.com/tier"]),
-                                                    _names, max_size=2))},
+        "metadata": {
+            "name": name,
+            "namespace": draw(_names),
+            "labels": draw(
+                st.dictionaries(st.sampled_from(["team", "example.com/tier"]), _names, max_size=2)
+            ),
+        },
         "spec": spec,
     }
     return yaml.safe_dump(document)

@@ -1,0 +1,203 @@
+"""Server-side apply of rendered objects, in order, then pruning of what the render dropped.
+
+The decisions are pure functions (``prune_plan``, ``without_autoscaled_replicas``,
+``needed_apis``); ``apply_objects`` is the thin loop that asks the cluster and acts.
+
+Order of an apply:
+1. every CRD-served API the objects need is checked by discovery, so a missing KEDA, VPA,
+   Gateway API or Prometheus Operator fails before anything is changed;
+2. a server-side dry run of every object (``dryRun=All``) catches what the API server would
+   reject, again before anything is changed (objects in a namespace this apply creates are
+   skipped in that pass: the namespace does not exist yet);
+3. the objects are applied for real with field manager ``mlkube``, in dependency order;
+4. objects labelled as this deployment's that the render no longer holds are deleted, in
+   reverse order. PersistentVolumes, claims and Namespaces are never pruned: they hold data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from mlkube.backends.kubernetes.client import Cluster
+from mlkube.backends.kubernetes.errors import ApiMissingError, ApplyError, ForbiddenError
+from mlkube.backends.kubernetes.manifest import (
+    KINDS,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    KindInfo,
+    Manifest,
+    apply_rank,
+    kind_info,
+)
+
+logger = logging.getLogger(__name__)
+
+NEVER_PRUNED = frozenset({"Namespace", "PersistentVolume", "PersistentVolumeClaim"})
+AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectKey:
+    """Identity of an object: kind, namespace ("" when cluster-scoped) and name."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        where = f" in {self.namespace}" if self.namespace else ""
+        return f"{self.kind}/{self.name}{where}"
+
+
+def key_of(obj: Manifest) -> ObjectKey:
+    """The identity of a JSON-shaped object."""
+    meta = obj["metadata"]
+    return ObjectKey(obj["kind"], meta.get("namespace") or "", meta["name"])
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What an apply did."""
+
+    applied: tuple[ObjectKey, ...]
+    pruned: tuple[ObjectKey, ...]
+
+
+def needed_apis(objects: Iterable[Manifest]) -> list[KindInfo]:
+    """The CRD-served kinds among ``objects`` (each once, in table order). Pure."""
+    kinds = {obj["kind"] for obj in objects}
+    return [info for info in KINDS if info.crd and info.kind in kinds]
+
+
+def instances(objects: Iterable[Manifest]) -> list[tuple[str, str]]:
+    """(namespace, instance) pairs of the objects, for pruning by label. Pure."""
+    found = {
+        (obj["metadata"].get("namespace", ""), obj["metadata"]["labels"][LABEL_INSTANCE])
+        for obj in objects
+        if obj["kind"] in ("Deployment", "ResourceQuota")
+    }
+    return sorted(found)
+
+
+def prune_plan(desired: Sequence[Manifest], live: Iterable[Manifest]) -> list[ObjectKey]:
+    """Live objects of ours that ``desired`` no longer holds, in reverse apply order. Pure.
+
+    Only objects carrying ``app.kubernetes.io/managed-by: mlkube`` are candidates, and never
+    the kinds in ``NEVER_PRUNED``.
+    """
+    wanted = {key_of(obj) for obj in desired}
+    stale = {
+        key_of(obj)
+        for obj in live
+        if obj["metadata"].get("labels", {}).get(LABEL_MANAGED_BY) == MANAGED_BY
+        and obj["kind"] not in NEVER_PRUNED
+        and key_of(obj) not in wanted
+    }
+    return sorted(stale, key=lambda k: (-apply_rank(k.kind), k.namespace, k.name))
+
+
+def without_autoscaled_replicas(
+    objects: Sequence[Manifest], existing: set[ObjectKey]
+) -> list[Manifest]:
+    """Drop ``spec.replicas`` from existing Deployments that an autoscaler drives. Pure.
+
+    The autoscaler owns the replica count once it runs; applying our starting count again
+    would reset it (or conflict with the autoscaler's field manager). A new Deployment keeps
+    ``replicas`` so it starts at the spec's initial count.
+    """
+    scaled = {
+        (obj["metadata"]["namespace"], obj["spec"]["scaleTargetRef"]["name"])
+        for obj in objects
+        if obj["kind"] in AUTOSCALER_KINDS
+    }
+    out: list[Manifest] = []
+    for obj in objects:
+        key = key_of(obj)
+        if obj["kind"] == "Deployment" and key in existing and (key.namespace, key.name) in scaled:
+            spec = {k: v for k, v in obj["spec"].items() if k != "replicas"}
+            obj = {**obj, "spec": spec}
+        out.append(obj)
+    return out
+
+
+def apply_objects(
+    cluster: Cluster,
+    objects: Sequence[Manifest],
+    *,
+    dry_run: bool,
+    force: bool,
+    prune: bool,
+    report: Report,
+) -> ApplyResult:
+    """Apply ``objects`` (already in apply order) as described in the module docstring."""
+    check_apis(cluster, objects)
+    existing = {
+        key_of(obj)
+        for obj in objects
+        if obj["kind"] == "Deployment"
+        and cluster.get(kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"])
+    }
+    objects = without_autoscaled_replicas(objects, existing)
+    _dry_run_all(cluster, objects, force=force)
+    applied: list[ObjectKey] = []
+    for obj in objects:
+        if dry_run:
+            break
+        cluster.apply(obj, dry_run=False, force=force)
+        applied.append(key_of(obj))
+        report(f"{key_of(obj)} applied")
+    if dry_run:
+        report(f"server-side dry run: {len(objects)} objects accepted, nothing changed")
+        applied = [key_of(obj) for obj in objects]
+    pruned = prune_stale(cluster, objects, dry_run=dry_run, report=report) if prune else []
+    return ApplyResult(tuple(applied), tuple(pruned))
+
+
+def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
+    """Raise ApiMissingError for the first CRD-served kind the cluster does not serve."""
+    for info in needed_apis(objects):
+        status, body = cluster.raw_get(f"/apis/{info.api_version}")
+        served = status == 200 and any(
+            r.get("name") == info.plural for r in (body or {}).get("resources", [])
+        )
+        if not served:
+            raise ApiMissingError(info.api_version, info.kind)
+
+
+def _dry_run_all(cluster: Cluster, objects: Sequence[Manifest], *, force: bool) -> None:
+    created_namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+    for obj in objects:
+        namespace = obj["metadata"].get("namespace")
+        try:
+            cluster.apply(obj, dry_run=True, force=force)
+        except ApplyError as error:
+            if namespace in created_namespaces and "does not exist" in str(error):
+                continue
+            raise
+
+
+def prune_stale(
+    cluster: Cluster, desired: Sequence[Manifest], *, dry_run: bool, report: Report
+) -> list[ObjectKey]:
+    """Delete the objects of the rendered instances that ``desired`` no longer holds."""
+    live: list[Manifest] = []
+    for namespace, instance in instances(desired):
+        labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance}
+        for info in KINDS:
+            if info.kind in NEVER_PRUNED:
+                continue
+            try:
+                live.extend(cluster.list(info, namespace or None, labels))
+            except ApiMissingError:
+                continue  # that API is not installed, so nothing of ours can be there
+            except ForbiddenError as error:
+                report(f"warning: not pruning {info.kind} objects: {error}")
+    stale = prune_plan(desired, live)
+    for key in stale:
+        cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=dry_run)
+        report(f"{key} pruned" + (" (dry run)" if dry_run else ""))
+    return stale

@@ -1,0 +1,290 @@
+"""The one seam to the Kubernetes API server (the only module that imports lightkube).
+
+Why lightkube: server-side apply is one call (``Client.apply`` sends ``PATCH`` with
+``application/apply-patch+yaml``, ``fieldManager`` and ``force``; ``dry_run`` adds
+``dryRun=All``); its resources are typed dataclasses generated from the official OpenAPI, so
+``codecs.from_dict`` checks our dicts against the real field names before anything is sent and
+the round trip back is exact; CRDs become typed generic resources; and it speaks plain HTTP
+through httpx, so tests point a kubeconfig at a local HTTP test double instead of patching.
+The official ``kubernetes`` client needs the dynamic client for SSA and generated models of
+2,000 classes; kr8s is async-first and untyped (dict-like) objects.
+
+Everything returned is plain JSON-shaped data (``Manifest``); every failure is translated into
+the backend's errors here, with the API server's own message kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+from lightkube import ApiError, Client, ConfigError, KubeConfig, codecs
+from lightkube.config.client_adapter import Client as adapter_client
+from lightkube.config.client_adapter import ConnectionParams
+from lightkube.core.resource_registry import resource_registry
+from lightkube.types import PatchType
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+from lightkube.resources.core_v1 import Pod
+
+from mlkube.backends.kubernetes.errors import (
+    ApiMissingError,
+    ApplyError,
+    ClusterError,
+    ClusterUnreachableError,
+    ForbiddenError,
+    ObjectNotFoundError,
+)
+from mlkube.backends.kubernetes.manifest import FIELD_MANAGER, KINDS, KindInfo, Manifest
+
+logger = logging.getLogger(__name__)
+
+API_NOT_SERVED = "the server could not find the requested resource"
+"""The API server's 404 message when a group/version/resource is not served at all."""
+
+MESSAGE_MAX_CHARS = 400
+"""API error messages are cut to this length: they may echo whole objects back."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Which cluster and namespace: a kubeconfig context (None: current) and a namespace."""
+
+    context: str | None = None
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    """A kubeconfig file; None reads $KUBECONFIG, ~/.kube/config or the in-cluster account."""
+
+    timeout_s: float = 15.0
+
+
+class Cluster:
+    """A connection to one API server, speaking JSON-shaped objects."""
+
+    def __init__(self, target: Target) -> None:
+        try:
+            if target.kubeconfig is not None:
+                config = KubeConfig.from_file(target.kubeconfig)
+            else:
+                config = KubeConfig.from_env()
+            single = config.get(context_name=target.context)
+        except ConfigError as error:
+            raise ClusterUnreachableError(
+                f"cannot load a kubeconfig: {error} (set KUBECONFIG or use --context)"
+            ) from error
+        except (KeyError, ValueError) as error:
+            raise ClusterUnreachableError(
+                f"kubeconfig has no context {target.context!r}: {error}"
+            ) from error
+        if single is None:
+            raise ClusterUnreachableError("the kubeconfig names no current context")
+        self.server = single.cluster.server
+        self.namespace = target.namespace or single.namespace
+        timeout = httpx2.Timeout(target.timeout_s)
+        self._client = Client(single, namespace=self.namespace, timeout=timeout,
+                              field_manager=FIELD_MANAGER)
+        self._http = adapter_client(single, ConnectionParams(timeout=timeout))
+        _register_crd_kinds()
+
+    def close(self) -> None:
+        self._client.close()
+        self._http.close()
+
+    def apply(self, obj: Manifest, *, dry_run: bool, force: bool) -> Manifest:
+        """Server-side apply ``obj`` as field manager ``mlkube``; returns the server's object."""
+        info = _info(obj["kind"])
+        typed = codecs.from_dict(obj)
+        namespace = obj["metadata"].get("namespace")
+        with _translate("patch", info, namespace, obj["metadata"]["name"]):
+            result = self._client.apply(
+                typed, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run
+            )
+        return _as_dict(result)
+
+    def get(self, info: KindInfo, name: str, namespace: str | None) -> Manifest | None:
+        """The object, or None when it does not exist."""
+        resource = _resource(info)
+        try:
+            with _translate("get", info, namespace, name):
+                found = self._client.get(resource, name, namespace=_ns(info, namespace))
+        except ObjectNotFoundError:
+            return None
+        return _as_dict(found)
+
+    def list(self, info: KindInfo, namespace: str | None, labels: dict[str, str]) -> list[Manifest]:
+        """Objects of a kind with all of ``labels`` (namespace ``"*"``: every namespace)."""
+        resource = _resource(info)
+        with _translate("list", info, namespace, None):
+            items = list(
+                self._client.list(resource, namespace=_ns(info, namespace), labels=labels)
+            )
+        # List items come without apiVersion/kind on the wire; put them back.
+        return [
+            {"apiVersion": info.api_version, "kind": info.kind, **_as_dict(item)}
+            for item in items
+        ]
+
+    def delete(self, info: KindInfo, name: str, namespace: str | None, *, dry_run: bool) -> bool:
+        """Delete an object (in the background); False when it was already gone."""
+        try:
+            with _translate("delete", info, namespace, name):
+                self._client.delete(
+                    _resource(info), name, namespace=_ns(info, namespace), dry_run=dry_run
+                )
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def scale(self, name: str, namespace: str, replicas: int) -> None:
+        """Set a Deployment's replicas through its ``scale`` subresource."""
+        info = _info("Deployment")
+        with _translate("patch", info, namespace, name):
+            self._client.patch(
+                Deployment.Scale,
+                name,
+                {"spec": {"replicas": replicas}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+
+    def logs(
+        self, pod: str, namespace: str, *, follow: bool, since_s: float | None
+    ) -> Iterator[str]:
+        """Log lines of a pod's server container."""
+        info = KindInfo("v1", "Pod", "pods", namespaced=True)
+        since = int(since_s) if since_s is not None else None
+        with _translate("get", info, namespace, pod):
+            yield from self._client.log(pod, namespace=namespace, follow=follow, since=since)
+
+    def pods(self, namespace: str, labels: dict[str, str]) -> list[Manifest]:
+        """Pods with all of ``labels``."""
+        info = KindInfo("v1", "Pod", "pods", namespaced=True)
+        with _translate("list", info, namespace, None):
+            pods = self._client.list(Pod, namespace=namespace, labels=labels)
+            return [{"apiVersion": "v1", "kind": "Pod", **_as_dict(p)} for p in pods]
+
+    def raw_get(self, path: str) -> tuple[int, Any]:
+        """GET a path (discovery, ``/version``); (status, JSON body or None)."""
+        try:
+            response = self._http.get(path)
+        except httpx2.TransportError as error:
+            raise ClusterUnreachableError(
+                f"cannot reach the Kubernetes API at {self.server}: {error}"
+            ) from error
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return response.status_code, body
+
+    def can_i(self, verb: str, resource: str, group: str, namespace: str | None) -> bool:
+        """SelfSubjectAccessReview: may these credentials do ``verb`` on ``resource``?"""
+        review = SelfSubjectAccessReview.from_dict(
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "spec": {
+                    "resourceAttributes": {
+                        "verb": verb,
+                        "resource": resource,
+                        "group": group,
+                        **({"namespace": namespace} if namespace else {}),
+                    }
+                },
+            }
+        )
+        info = KindInfo("authorization.k8s.io/v1", "SelfSubjectAccessReview",
+                        "selfsubjectaccessreviews", namespaced=False)
+        with _translate("create", info, None, None):
+            result = self._client.create(review)
+        return bool(_as_dict(result).get("status", {}).get("allowed", False))
+
+
+def _register_crd_kinds() -> None:
+    for info in KINDS:
+        if not info.crd:
+            continue
+        group, version = info.api_version.split("/")
+        if resource_registry.get(info.api_version, info.kind) is not None:
+            continue
+        make = create_namespaced_resource if info.namespaced else create_global_resource
+        make(group, version, info.kind, info.plural)
+
+
+def _info(kind: str) -> KindInfo:
+    for info in KINDS:
+        if info.kind == kind:
+            return info
+    raise KeyError(kind)
+
+
+def _resource(info: KindInfo) -> Any:
+    return resource_registry.load(info.api_version, info.kind)
+
+
+def _ns(info: KindInfo, namespace: str | None) -> str | None:
+    return namespace if info.namespaced else None
+
+
+def _as_dict(obj: Any) -> Manifest:
+    data: Manifest = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return data
+
+
+def _resource_name(info: KindInfo) -> str:
+    group = info.api_version.rpartition("/")[0]
+    return f"{info.plural}.{group}" if group else info.plural
+
+
+class _translate:
+    """Context manager turning lightkube/httpx failures into the backend's errors."""
+
+    def __init__(self, verb: str, info: KindInfo, namespace: str | None, name: str | None):
+        self.verb = verb
+        self.info = info
+        self.namespace = namespace if info.namespaced else None
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> bool:
+        if error is None:
+            return False
+        if isinstance(error, ApiError):
+            raise self._api_error(error) from error
+        if isinstance(error, httpx2.TransportError):
+            raise ClusterUnreachableError(
+                f"cannot reach the Kubernetes API: {error} (is the cluster up, and is the "
+                "kubeconfig context right? `mlkube doctor` checks)"
+            ) from error
+        return False
+
+    def _api_error(self, error: ApiError) -> ClusterError:
+        code = error.status.code or 0
+        message = (error.status.message or str(error))[:MESSAGE_MAX_CHARS]
+        what = f"{self.info.kind} '{self.name}'" if self.name else f"{self.info.kind} objects"
+        where = f" in namespace '{self.namespace}'" if self.namespace else ""
+        if code == 403:
+            return ForbiddenError(self.verb, _resource_name(self.info), self.namespace, message)
+        if code == 404:
+            if 'namespaces "' in message and self.info.kind != "Namespace":
+                return ApplyError(
+                    f"namespace '{self.namespace}' does not exist (create it, or set "
+                    "kubernetes.createNamespace: true)"
+                )
+            if API_NOT_SERVED in message:
+                return ApiMissingError(self.info.api_version, self.info.kind)
+            return ObjectNotFoundError(f"{what} not found{where}")
+        if code == 409:
+            return ApplyError(
+                f"conflict applying {what}{where}: {message} (another field manager owns these "
+                "fields; set kubernetes.forceConflicts: true to take them over)"
+            )
+        if code == 422:
+            return ApplyError(f"the API server rejected {what}{where}: {message}")
+        return ApplyError(f"{self.verb} {what}{where} failed ({code}): {message}")

@@ -1,0 +1,519 @@
+"""A TEST DOUBLE of the Kubernetes API server: a real HTTP server on 127.0.0.1.
+
+It is not a Kubernetes API server. It implements, at the HTTP transport edge, the calls mlkube
+makes, with the semantics a real kube-apiserver gives them:
+
+- discovery: ``/version``, ``/api``, ``/apis``, ``/apis/<group>/<version>`` (APIResourceList),
+  with configurable served groups (to test a missing KEDA, VPA, Gateway API, metrics-server);
+- server-side apply: ``PATCH`` with ``Content-Type: application/apply-patch+yaml`` only, the
+  ``fieldManager`` query parameter required (400 without it), ``force=true`` to take over
+  conflicting fields, ``dryRun=All`` to validate without persisting; field ownership per
+  manager at leaf granularity (lists are atomic here, a simplification of associative lists),
+  409 Conflict naming the other manager, fields a manager stops applying are removed,
+  ``metadata.generation`` bumped on spec changes, 422 for objects the official schema rejects
+  (unknown fields, as SSA does), 404 ``namespaces "x" not found`` for a missing namespace;
+- get, list with ``labelSelector`` (equality terms), delete, the Deployment ``scale``
+  subresource (merge patch), pod logs, SelfSubjectAccessReview;
+- RBAC: a configurable set of forbidden (verb, resource) pairs answered 403 with the API
+  server's message shape; bearer-token authentication (401 otherwise).
+
+A Deployment's ``status`` is filled in by a simulated controller on reads, according to
+``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline").
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+from k8s_validation import validate
+
+TOKEN = "test-token"  # noqa: S105 - a fake token for the fake server
+API_NOT_SERVED = "the server could not find the requested resource"
+
+
+@dataclass(frozen=True)
+class Res:
+    """One resource type the double serves."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+RESOURCES = [
+    Res("", "v1", "namespaces", "Namespace", False),
+    Res("", "v1", "configmaps", "ConfigMap", True),
+    Res("", "v1", "services", "Service", True),
+    Res("", "v1", "persistentvolumes", "PersistentVolume", False),
+    Res("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", True),
+    Res("", "v1", "resourcequotas", "ResourceQuota", True),
+    Res("", "v1", "limitranges", "LimitRange", True),
+    Res("", "v1", "pods", "Pod", True),
+    Res("", "v1", "nodes", "Node", False),
+    Res("apps", "v1", "deployments", "Deployment", True),
+    Res("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
+    Res("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
+    Res("scheduling.k8s.io", "v1", "priorityclasses", "PriorityClass", False),
+    Res("storage.k8s.io", "v1", "storageclasses", "StorageClass", False),
+    Res("authorization.k8s.io", "v1", "selfsubjectaccessreviews", "SelfSubjectAccessReview", False),
+    Res("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor", True),
+    Res("monitoring.coreos.com", "v1", "prometheusrules", "PrometheusRule", True),
+    Res("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", True),
+    Res("autoscaling.k8s.io", "v1", "verticalpodautoscalers", "VerticalPodAutoscaler", True),
+    Res("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True),
+]
+CRD_GROUPS = {"monitoring.coreos.com", "keda.sh", "autoscaling.k8s.io", "gateway.networking.k8s.io"}
+
+
+@dataclass
+class Stored:
+    """An object with its field owners: manager → set of leaf paths."""
+
+    obj: dict[str, Any]
+    owners: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
+    reads: int = 0
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    content_type: str
+
+
+class FakeApiServer:
+    """State and behaviour of the double; ``url`` once started."""
+
+    def __init__(self) -> None:
+        self.version = "v1.33.2"
+        self.served_crd_groups = set(CRD_GROUPS)
+        self.metrics_status = 200
+        self.forbidden: set[tuple[str, str]] = set()
+        """(verb, resource[.group]) pairs RBAC denies."""
+        self.rollout = "ready"
+        self.ready_after_reads = 2
+        self.objects: dict[tuple[str, str, str], Stored] = {}
+        self.requests: list[Request] = []
+        self.logs: dict[str, list[str]] = {}
+        self.lock = threading.Lock()
+        self._uids = itertools.count(1)
+        self._rv = itertools.count(100)
+        self.url = ""
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.add_namespace("default")
+
+    # --- lifecycle -------------------------------------------------------------------
+    def start(self) -> None:
+        handler = _make_handler(self)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def kubeconfig(self, namespace: str = "default") -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+            "users": [{"name": "tester", "user": {"token": TOKEN}}],
+            "contexts": [
+                {"name": "double", "context": {"cluster": "double", "user": "tester",
+                                               "namespace": namespace}}
+            ],
+            "current-context": "double",
+        }
+
+    # --- state helpers for tests -----------------------------------------------------
+    def put(self, res: Res, obj: dict[str, Any], manager: str = "seed") -> None:
+        meta = obj["metadata"]
+        obj = copy.deepcopy(obj)
+        obj["metadata"].setdefault("uid", f"uid-{next(self._uids)}")
+        obj["metadata"].setdefault("generation", 1)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        key = (res.plural, meta.get("namespace", "") if res.namespaced else "", meta["name"])
+        self.objects[key] = Stored(obj, {manager: set(_leaves(_owned_part(obj)))})
+
+    def add_namespace(self, name: str) -> None:
+        self.put(Res("", "v1", "namespaces", "Namespace", False),
+                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        stored = self.objects.get((plural, namespace, name))
+        return None if stored is None else stored.obj
+
+    def update_field(self, plural: str, namespace: str, name: str, path: tuple[str, ...],
+                     value: Any, manager: str) -> None:
+        """Another manager (e.g. the HPA controller) writes one field with an Update."""
+        stored = self.objects[(plural, namespace, name)]
+        _set(stored.obj, path, value)
+        for owned in stored.owners.values():
+            owned.discard(path)
+        stored.owners.setdefault(manager, set()).add(path)
+
+    # --- request handling ------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+        parts = urlsplit(raw_path)
+        query = parse_qs(parts.query)
+        content_type = headers.get("content-type", "")
+        with self.lock:
+            self.requests.append(Request(method, parts.path, query, content_type))
+            if headers.get("authorization") != f"Bearer {TOKEN}":
+                return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
+            return self._route(method, parts.path, query, content_type, body)
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], content_type: str,
+               body: bytes) -> tuple[int, Any, str]:
+        if path == "/version":
+            return 200, {"major": "1", "minor": self.version.split(".")[1], "gitVersion": self.version}, "application/json"
+        if path == "/api":
+            return 200, {"kind": "APIVersions", "versions": ["v1"]}, "application/json"
+        if path == "/apis":
+            return 200, self._groups(), "application/json"
+        if path.startswith("/apis/metrics.k8s.io/"):
+            if self.metrics_status != 200:
+                return self.metrics_status, _status(self.metrics_status, "ServiceUnavailable", "unavailable"), "application/json"
+            return 200, {"kind": "APIResourceList", "groupVersion": "metrics.k8s.io/v1beta1", "resources": [{"name": "nodes", "namespaced": False, "kind": "NodeMetrics", "verbs": ["get", "list"]}]}, "application/json"
+        route = self._parse(path)
+        if route is None:
+            return 404, _status(404, "NotFound", API_NOT_SERVED), "application/json"
+        res, namespace, name, sub = route
+        if name is None and namespace is None and sub is None and method == "GET" and res is None:
+            return 404, _status(404, "NotFound", API_NOT_SERVED), "application/json"
+        if isinstance(res, str):  # discovery of a group/version
+            return self._discovery(res)
+        return self._resource(method, res, namespace, name, sub, query, content_type, body)
+
+    def _groups(self) -> dict[str, Any]:
+        versions: dict[str, set[str]] = {}
+        for res in RESOURCES:
+            if res.group and self._served(res):
+                versions.setdefault(res.group, set()).add(res.version)
+        return {
+            "kind": "APIGroupList",
+            "groups": [
+                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)]}
+                for g, vs in sorted(versions.items())
+            ],
+        }
+
+    def _served(self, res: Res) -> bool:
+        return res.group not in CRD_GROUPS or res.group in self.served_crd_groups
+
+    def _discovery(self, group_version: str) -> tuple[int, Any, str]:
+        resources = [r for r in RESOURCES if r.group_version == group_version and self._served(r)]
+        if not resources:
+            return 404, _status(404, "NotFound", API_NOT_SERVED), "application/json"
+        return 200, {
+            "kind": "APIResourceList",
+            "groupVersion": group_version,
+            "resources": [
+                {"name": r.plural, "singularName": "", "namespaced": r.namespaced, "kind": r.kind,
+                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
+                for r in resources
+            ],
+        }, "application/json"
+
+    def _parse(self, path: str) -> tuple[Any, str | None, str | None, str | None] | None:
+        segments = [s for s in path.split("/") if s]
+        if segments[:2] == ["api", "v1"]:
+            group, version, rest = "", "v1", segments[2:]
+        elif len(segments) >= 3 and segments[0] == "apis":
+            group, version, rest = segments[1], segments[2], segments[3:]
+        else:
+            return None
+        if not rest:
+            return (f"{group}/{version}" if group else version), None, None, None
+        namespace = None
+        if rest[0] == "namespaces" and len(rest) >= 3:
+            namespace, rest = rest[1], rest[2:]
+        plural, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
+        for res in RESOURCES:
+            if (res.group, res.version, res.plural) == (group, version, plural) and self._served(res):
+                if res.plural == "namespaces" and namespace is None and name is None and len(rest) == 1:
+                    return res, None, None, None
+                return res, namespace, name, sub
+        return None
+
+    def _forbidden(self, verb: str, res: Res, namespace: str | None, name: str | None) -> tuple[int, Any, str] | None:
+        resource = f"{res.plural}.{res.group}" if res.group else res.plural
+        if (verb, resource) not in self.forbidden:
+            return None
+        what = f'{resource} "{name}"' if name else resource
+        group = f'"{res.group}"' if res.group else '""'
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        message = (f'{what} is forbidden: User "tester" cannot {verb} resource "{res.plural}" '
+                   f"in API group {group}{where}")
+        return 403, _status(403, "Forbidden", message), "application/json"
+
+    def _resource(self, method: str, res: Res, namespace: str | None, name: str | None, sub: str | None,
+                  query: dict[str, list[str]], content_type: str, body: bytes) -> tuple[int, Any, str]:
+        verb = {"GET": "get" if name else "list", "PATCH": "patch", "DELETE": "delete", "POST": "create"}[method]
+        denied = self._forbidden(verb, res, namespace, name)
+        if denied:
+            return denied
+        ns_key = (namespace or "") if res.namespaced else ""
+        if res.plural == "selfsubjectaccessreviews" and method == "POST":
+            return self._access_review(json.loads(body))
+        if method == "GET" and name is None:
+            return 200, self._list(res, namespace, query), "application/json"
+        assert name is not None
+        key = (res.plural, ns_key, name)
+        if method == "GET" and sub == "log":
+            lines = self.logs.get(name, [])
+            return 200, "".join(line + "\n" for line in lines), "text/plain"
+        if method == "GET":
+            stored = self.objects.get(key)
+            if stored is None:
+                return 404, _not_found(res, name), "application/json"
+            self._simulate_controller(res, stored)
+            return 200, _out(res, stored.obj), "application/json"
+        if method == "DELETE":
+            if self.objects.pop(key, None) is None:
+                return 404, _not_found(res, name), "application/json"
+            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}, "application/json"
+        if method == "PATCH" and sub == "scale":
+            return self._scale(res, key, name, body, content_type)
+        if method == "PATCH":
+            return self._apply(res, key, namespace, name, query, content_type, body)
+        return 405, _status(405, "MethodNotAllowed", f"{method} not supported by the double"), "application/json"
+
+    def _list(self, res: Res, namespace: str | None, query: dict[str, list[str]]) -> dict[str, Any]:
+        selector = _selector(query.get("labelSelector", [""])[0])
+        items = []
+        for (plural, ns, _name), stored in sorted(self.objects.items()):
+            if plural != res.plural or (res.namespaced and namespace and ns != namespace):
+                continue
+            labels = stored.obj["metadata"].get("labels", {})
+            if all(labels.get(k) == v for k, v in selector.items()):
+                self._simulate_controller(res, stored)
+                item = copy.deepcopy(stored.obj)
+                item.pop("apiVersion", None)  # list items come without apiVersion/kind
+                item.pop("kind", None)
+                items.append(item)
+        return {"apiVersion": res.group_version, "kind": f"{res.kind}List",
+                "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+
+    def _access_review(self, review: dict[str, Any]) -> tuple[int, Any, str]:
+        attrs = review["spec"]["resourceAttributes"]
+        resource = f"{attrs['resource']}.{attrs['group']}" if attrs.get("group") else attrs["resource"]
+        review["status"] = {"allowed": (attrs["verb"], resource) not in self.forbidden}
+        return 201, review, "application/json"
+
+    def _scale(self, res: Res, key: tuple[str, str, str], name: str, body: bytes,
+               content_type: str) -> tuple[int, Any, str]:
+        if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+            return 415, _status(415, "UnsupportedMediaType", content_type), "application/json"
+        stored = self.objects.get(key)
+        if stored is None:
+            return 404, _not_found(res, name), "application/json"
+        replicas = json.loads(body)["spec"]["replicas"]
+        self.update_field(res.plural, key[1], name, ("spec", "replicas"), replicas, "mlkube-scale")
+        stored.obj["metadata"]["generation"] += 1
+        return 200, {"apiVersion": "autoscaling/v1", "kind": "Scale",
+                     "metadata": {"name": name, "namespace": key[1]},
+                     "spec": {"replicas": replicas}, "status": {"replicas": replicas}}, "application/json"
+
+    def _apply(self, res: Res, key: tuple[str, str, str], namespace: str | None, name: str,
+               query: dict[str, list[str]], content_type: str, body: bytes) -> tuple[int, Any, str]:
+        if content_type != "application/apply-patch+yaml":
+            return 415, _status(415, "UnsupportedMediaType", f"the double only applies, got {content_type}"), "application/json"
+        manager = query.get("fieldManager", [""])[0]
+        if not manager:
+            return 400, _status(400, "BadRequest", "PATCH with apply requires fieldManager"), "application/json"
+        config = yaml.safe_load(body)
+        problems = self._invalid(res, config, namespace, name)
+        if problems:
+            return 422, _status(422, "Invalid", f'{res.kind} "{name}" is invalid: {"; ".join(problems)}'), "application/json"
+        if res.namespaced and ("namespaces", "", namespace or "") not in self.objects:
+            return 404, _status(404, "NotFound", f'namespaces "{namespace}" not found'), "application/json"
+        force = query.get("force", ["false"])[0] == "true"
+        dry_run = query.get("dryRun", [""])[0] == "All"
+        stored = self.objects.get(key)
+        applied = set(_leaves(_owned_part(config)))
+        if stored is None:
+            result = Stored(copy.deepcopy(config), {manager: applied})
+            meta = result.obj["metadata"]
+            meta.update(uid=f"uid-{next(self._uids)}", generation=1, creationTimestamp="2026-01-01T00:00:00Z")
+        else:
+            conflicts = self._conflicts(stored, config, applied, manager)
+            if conflicts and not force:
+                text = "; ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
+                return 409, _status(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {text}"), "application/json"
+            result = self._merge(stored, config, applied, manager)
+        result.obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        result.obj["metadata"]["managedFields"] = [
+            {"manager": m, "operation": "Apply" if m == manager else "Update", "apiVersion": res.group_version,
+             "fieldsType": "FieldsV1", "fieldsV1": {}}
+            for m in sorted(result.owners)
+        ]
+        if not dry_run:
+            self.objects[key] = result
+        return 200, _out(res, result.obj), "application/json"
+
+    def _invalid(self, res: Res, config: Any, namespace: str | None, name: str) -> list[str]:
+        if not isinstance(config, dict) or config.get("kind") != res.kind:
+            return [f"body kind {config.get('kind') if isinstance(config, dict) else None!r} does not match {res.kind}"]
+        if config.get("apiVersion") != res.group_version:
+            return [f"apiVersion {config.get('apiVersion')!r} does not match {res.group_version}"]
+        meta = config.get("metadata", {})
+        if meta.get("name") != name:
+            return [f"metadata.name {meta.get('name')!r} does not match the URL's {name!r}"]
+        if res.namespaced and meta.get("namespace") not in (None, namespace):
+            return ["the namespace of the object does not match the namespace on the request"]
+        return validate(config, "1.33.0")
+
+    def _conflicts(self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]],
+                   manager: str) -> list[tuple[str, tuple[str, ...]]]:
+        conflicts = []
+        for path in sorted(applied):
+            new = _get(config, path)
+            if _get(stored.obj, path) == new:
+                continue  # same value: shared ownership, no conflict
+            for other, owned in stored.owners.items():
+                if other != manager and path in owned:
+                    conflicts.append((other, path))
+        return conflicts
+
+    def _merge(self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]],
+               manager: str) -> Stored:
+        obj = copy.deepcopy(stored.obj)
+        owners = {m: set(p) for m, p in stored.owners.items()}
+        before_spec = json.dumps({k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True)
+        for path in owners.get(manager, set()) - applied:
+            if not any(path in p for m, p in owners.items() if m != manager):
+                _delete(obj, path)
+        for path in applied:
+            _set(obj, path, copy.deepcopy(_get(config, path)))
+            for other, owned in owners.items():
+                if other != manager and _get(stored.obj, path) != _get(config, path):
+                    owned.discard(path)
+        owners[manager] = applied
+        after_spec = json.dumps({k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True)
+        if before_spec != after_spec:
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        return Stored(obj, {m: p for m, p in owners.items() if p}, stored.reads)
+
+    def _simulate_controller(self, res: Res, stored: Stored) -> None:
+        if res.kind != "Deployment":
+            return
+        stored.reads += 1
+        obj = stored.obj
+        replicas = obj["spec"].get("replicas", 1)
+        generation = obj["metadata"].get("generation", 1)
+        if self.rollout == "deadline":
+            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": 0,
+                             "conditions": [{"type": "Progressing", "status": "False",
+                                             "reason": "ProgressDeadlineExceeded",
+                                             "message": f'ReplicaSet "{obj["metadata"]["name"]}-abc" has timed out progressing.'}]}
+        elif self.rollout == "ready" and stored.reads >= self.ready_after_reads:
+            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
+                             "readyReplicas": replicas, "availableReplicas": replicas}
+        else:
+            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": 0}
+
+
+def _make_handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _serve(self) -> None:
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            status, payload, content_type = api.handle(self.command, self.path, headers, body)
+            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_PATCH = do_DELETE = do_POST = _serve  # noqa: N815
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            return
+
+    return Handler
+
+
+def _status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+def _not_found(res: Res, name: str) -> dict[str, Any]:
+    resource = f"{res.plural}.{res.group}" if res.group else res.plural
+    return _status(404, "NotFound", f'{resource} "{name}" not found')
+
+
+def _out(res: Res, obj: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(obj)
+    out["apiVersion"] = res.group_version
+    out["kind"] = res.kind
+    return out
+
+
+def _owned_part(obj: dict[str, Any]) -> dict[str, Any]:
+    """What a manager can own: everything but identity and server-set metadata."""
+    out = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata", "status")}
+    meta = obj.get("metadata", {})
+    out["metadata"] = {k: meta[k] for k in ("labels", "annotations") if k in meta}
+    return out
+
+
+def _leaves(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    if isinstance(value, dict) and value:
+        return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
+    return [prefix] if prefix else []
+
+
+def _get(obj: Any, path: tuple[str, ...]) -> Any:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def _set(obj: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    for part in path[:-1]:
+        obj = obj.setdefault(part, {})
+    obj[path[-1]] = value
+
+
+def _delete(obj: dict[str, Any], path: tuple[str, ...]) -> None:
+    parents = [obj]
+    for part in path[:-1]:
+        if not isinstance(parents[-1].get(part), dict):
+            return
+        parents.append(parents[-1][part])
+    parents[-1].pop(path[-1], None)
+    for depth in range(len(path) - 1, 0, -1):  # drop maps left empty
+        if parents[depth] == {}:
+            parents[depth - 1].pop(path[depth - 1], None)
+
+
+def _selector(text: str) -> dict[str, str]:
+    terms = [t for t in text.split(",") if t]
+    return dict(t.split("=", 1) for t in terms)

@@ -1,0 +1,282 @@
+"""apply / prune / wait / status / delete / scale / logs / doctor against an API-server DOUBLE.
+
+``k8s_apiserver.FakeApiServer`` is a test double of kube-apiserver: a real HTTP server on
+127.0.0.1 implementing the calls mlkube makes with server-side-apply semantics. The code under
+test is the real thing down to lightkube's HTTP client; only the server is fake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from k8s_apiserver import FakeApiServer, Res
+
+from mlkube.backends.kubernetes.client import Cluster, Target
+from mlkube.backends.kubernetes.commands import (
+    apply_kubernetes,
+    delete_kubernetes,
+    logs_kubernetes,
+    scale_kubernetes,
+    status_kubernetes,
+)
+from mlkube.backends.kubernetes.doctor import run_doctor
+from mlkube.backends.kubernetes.errors import (
+    ApiMissingError,
+    ApplyError,
+    ClusterUnreachableError,
+    ForbiddenError,
+    ObjectNotFoundError,
+    RolloutError,
+)
+from mlkube.backends.kubernetes.wait import wait_for_rollouts
+from mlkube.clock import ManualClock
+
+pytestmark = pytest.mark.integration
+
+HERE = Path(__file__).resolve().parent
+GUIDE = str(HERE.parents[2] / "examples" / "k8s-ml-guide" / "spec.yaml")
+CANARY = str(HERE / "specs" / "canary-gateway.yaml")
+KEDA = str(HERE / "specs" / "keda-gpu.yaml")
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch):
+    server = FakeApiServer()
+    server.start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    yield server
+    server.stop()
+
+
+def _apply(path: str, **kwargs) -> None:
+    options = {"context": None, "namespace": None, "dry_run": False, "wait": False, "timeout_s": 5.0}
+    options.update(kwargs)
+    apply_kubernetes((path,), **options)
+
+
+def _patches(api: FakeApiServer):
+    return [r for r in api.requests if r.method == "PATCH"]
+
+
+def test_apply_uses_server_side_apply_in_dependency_order_after_a_dry_run(api, capsys):
+    _apply(GUIDE, wait=True)
+    patches = _patches(api)
+    assert {r.content_type for r in patches} == {"application/apply-patch+yaml"}
+    assert {r.query["fieldManager"][0] for r in patches} == {"mlkube"}
+    dry = [r for r in patches if r.query.get("dryRun") == ["All"]]
+    real = [r for r in patches if "dryRun" not in r.query]
+    assert patches[: len(dry)] == dry  # every dry run comes before the first change
+    assert [r.path.split("/")[-2] for r in real] == [
+        "namespaces", "persistentvolumes", "persistentvolumeclaims", "deployments", "services",
+        "horizontalpodautoscalers", "poddisruptionbudgets",
+    ]
+    deployment = api.get("deployments", "ml", "ml-model")
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:latest"
+    assert api.get("services", "ml", "ml-model-service")["spec"]["ports"][0]["nodePort"] == 30050
+    out = capsys.readouterr().out
+    assert "ml-model: rolled out" in out
+
+
+def test_dry_run_changes_nothing(api):
+    _apply(GUIDE, dry_run=True)
+    assert api.get("deployments", "ml", "ml-model") is None
+    real = [r for r in _patches(api) if "dryRun" not in r.query]
+    assert real == []
+
+
+def test_reapply_prunes_what_the_render_dropped_but_never_claims(api, tmp_path):
+    api.add_namespace("ml")
+    _apply(CANARY)
+    assert api.get("httproutes", "ml", "iris") is not None
+    spec = yaml.safe_load_all(Path(CANARY).read_text(encoding="utf-8"))
+    documents = list(spec)
+    documents[0]["spec"]["rollout"] = {"strategy": "RollingUpdate"}
+    del documents[0]["spec"]["kubernetes"]["gateway"]
+    target = tmp_path / "rolling.yaml"
+    target.write_text(yaml.safe_dump_all(documents), encoding="utf-8")
+    _apply(str(target))
+    assert api.get("deployments", "ml", "iris-canary") is None
+    assert api.get("httproutes", "ml", "iris") is None
+    assert api.get("services", "ml", "iris-stable") is None
+    assert api.get("deployments", "ml", "iris") is not None
+    deleted = [r.path for r in api.requests if r.method == "DELETE"]
+    assert deleted and all("persistentvolume" not in p for p in deleted)
+
+
+def test_reapply_leaves_replicas_to_the_autoscaler(api):
+    _apply(GUIDE)
+    api.update_field("deployments", "ml", "ml-model", ("spec", "replicas"), 3, "kube-controller-manager")
+    _apply(GUIDE)
+    assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 3
+
+
+def test_conflict_names_the_other_manager_and_force_takes_over(api, tmp_path):
+    _apply(GUIDE)
+    api.update_field("services", "ml", "ml-model-service", ("spec", "type"), "LoadBalancer", "kubectl-edit")
+    with pytest.raises(ApplyError, match="kubectl-edit.*forceConflicts"):
+        _apply(GUIDE)
+    forced = tmp_path / "spec.yaml"
+    document = yaml.safe_load(Path(GUIDE).read_text(encoding="utf-8"))
+    document["spec"]["kubernetes"]["forceConflicts"] = True
+    document["spec"]["storage"]["persistentVolume"]["hostPath"] = "/mnt/ml-models"
+    forced.write_text(yaml.safe_dump(document), encoding="utf-8")
+    _apply(str(forced))
+    assert api.get("services", "ml", "ml-model-service")["spec"]["type"] == "NodePort"
+    assert [r for r in _patches(api) if r.query.get("force") == ["true"]]
+
+
+def test_a_missing_crd_api_fails_before_anything_changes(api):
+    api.served_crd_groups.discard("keda.sh")
+    with pytest.raises(ApiMissingError, match=r"ScaledObject \(keda.sh/v1alpha1\).*mlkube doctor"):
+        _apply(KEDA)
+    assert _patches(api) == []
+
+
+def test_forbidden_names_the_verb_and_resource(api):
+    api.forbidden.add(("patch", "deployments.apps"))
+    with pytest.raises(ForbiddenError, match="may not 'patch' deployments.apps in namespace 'ml'"):
+        _apply(GUIDE)
+
+
+def test_an_object_the_server_rejects_is_an_apply_error_with_its_message(api):
+    cluster = Cluster(Target())
+    try:
+        bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"},
+               "data": {"a": "b"}}
+        cluster.apply(bad, dry_run=False, force=False)
+        bad_ns = {**bad, "metadata": {"name": "x", "namespace": "nowhere"}}
+        with pytest.raises(ApplyError, match="namespace 'nowhere' does not exist"):
+            cluster.apply(bad_ns, dry_run=False, force=False)
+    finally:
+        cluster.close()
+
+
+def test_unreachable_cluster_is_a_clear_error(tmp_path, monkeypatch):
+    server = FakeApiServer()
+    server.start()
+    config = server.kubeconfig()
+    server.stop()  # nothing listens on that port any more
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(ClusterUnreachableError, match="cannot reach the Kubernetes API"):
+        _apply(GUIDE)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "needle"),
+    [("stuck", "timed out after 10s"), ("deadline", "exceeded its progress deadline")],
+)
+def test_wait_gives_up_on_a_stuck_or_failed_rollout(api, rollout, needle):
+    _apply(GUIDE)
+    api.rollout = rollout
+    cluster = Cluster(Target())
+    messages: list[str] = []
+    try:
+        with pytest.raises(RolloutError, match=needle):
+            asyncio.run(
+                wait_for_rollouts(cluster, [("ml", "ml-model")], timeout_s=10, clock=ManualClock(),
+                                  report=messages.append)
+            )
+    finally:
+        cluster.close()
+    assert messages  # progress was reported
+
+
+def test_status_delete_scale_and_logs(api, capsys):
+    _apply(GUIDE, wait=True)
+    capsys.readouterr()
+    status_kubernetes("ml-model", context=None, namespace="ml", output="json")
+    summary = json.loads(capsys.readouterr().out)
+    assert summary[0]["deployments"][0]["name"] == "ml-model"
+    assert summary[0]["autoscalers"][0]["max"] == 3
+    status_kubernetes(None, context=None, namespace="ml", output="table")
+    table = capsys.readouterr().out
+    assert "ml-model-service NodePort 8501:30050" in table
+
+    scale_kubernetes("ml-model", 2, context=None, namespace="ml")
+    assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 2
+
+    api.put(Res("", "v1", "pods", "Pod", True), {"apiVersion": "v1", "kind": "Pod", "metadata": {
+        "name": "ml-model-abc-1", "namespace": "ml",
+        "labels": {"app.kubernetes.io/managed-by": "mlkube", "app.kubernetes.io/instance": "ml-model"}}})
+    api.logs["ml-model-abc-1"] = ['{"msg": "ready"}']
+    capsys.readouterr()
+    logs_kubernetes("ml-model", context=None, namespace="ml", follow=False, since_s=60, replica=None)
+    assert capsys.readouterr().out.strip() == '{"msg": "ready"}'
+    with pytest.raises(ObjectNotFoundError, match="replica 3 is not one"):
+        logs_kubernetes("ml-model", context=None, namespace="ml", follow=False, since_s=None, replica=3)
+
+    delete_kubernetes("ml-model", context=None, namespace="ml")
+    assert api.get("deployments", "ml", "ml-model") is None
+    assert api.get("horizontalpodautoscalers", "ml", "ml-model-hpa") is None
+    assert api.get("persistentvolumeclaims", "ml", "ml-model-pvc") is not None  # data kept
+    with pytest.raises(ObjectNotFoundError, match="no mlkube deployment 'ml-model'"):
+        status_kubernetes("ml-model", context=None, namespace="ml", output="table")
+
+
+def _seed_cluster(api: FakeApiServer) -> None:
+    node = Res("", "v1", "nodes", "Node", False)
+    api.put(node, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
+                   "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+                   "status": {"allocatable": {"nvidia.com/gpu": "4", "cpu": "32"}}})
+    api.put(node, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-1"},
+                   "status": {"allocatable": {"cpu": "8"}}})
+    api.put(Res("storage.k8s.io", "v1", "storageclasses", "StorageClass", False), {
+        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "provisioner": "x",
+        "metadata": {"name": "standard",
+                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}})
+
+
+def test_doctor_passes_on_a_ready_cluster(api):
+    _seed_cluster(api)
+    cluster = Cluster(Target())
+    try:
+        checks = {c.name: c for c in run_doctor(cluster, "ml")}
+    finally:
+        cluster.close()
+    failing = {n: c.detail for n, c in checks.items() if c.verdict == "fail"}
+    assert failing == {}
+    assert checks["GPUs"].detail == "4 allocatable nvidia.com/gpu (gpu-1: 4)"
+    assert "gpu-1: nvidia.com/gpu:NoSchedule" in checks["node taints"].detail
+    assert checks["API server"].detail == "reachable, Kubernetes v1.33.2"
+
+
+def test_doctor_reports_missing_pieces_with_fixes(api):
+    api.metrics_status = 404
+    api.served_crd_groups = {"monitoring.coreos.com"}
+    api.forbidden.add(("delete", "deployments.apps"))
+    cluster = Cluster(Target())
+    try:
+        checks = {c.name: c for c in run_doctor(cluster, "ml")}
+    finally:
+        cluster.close()
+    assert checks["metrics-server"].verdict == "fail"
+    assert "metrics-server" in checks["metrics-server"].fix
+    assert checks["KEDA"].verdict == "warn" and "helm install keda" in checks["KEDA"].fix
+    assert checks["Prometheus Operator"].verdict == "pass"
+    assert checks["RBAC"].verdict == "fail" and "delete deployments.apps" in checks["RBAC"].detail
+    assert checks["GPUs"].verdict == "warn"
+    assert checks["default StorageClass"].verdict == "warn"
+
+
+def test_doctor_on_an_unreachable_cluster_is_one_failed_check(tmp_path, monkeypatch):
+    server = FakeApiServer()
+    server.start()
+    config = server.kubeconfig()
+    server.stop()
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    cluster = Cluster(Target())
+    try:
+        checks = run_doctor(cluster, "default")
+    finally:
+        cluster.close()
+    assert [(c.name, c.verdict) for c in checks] == [("API server", "fail")]
