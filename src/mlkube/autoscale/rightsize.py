@@ -165,6 +165,7 @@ def apply_to_yaml(text: str, rec: Recommendation) -> str:
 
     yaml = YAML()
     yaml.preserve_quotes = True
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the Kubernetes style our examples use
     documents = list(yaml.load_all(text))
     target = next(
         (d for d in documents if isinstance(d, dict) and d.get("kind") == "ModelDeployment"), None
@@ -205,6 +206,7 @@ def _set_rps_target(spec: Any, target: float) -> None:
             metric["target"] = target
             return
     entry = CommentedMap({"type": "rps", "target": target})
-    if getattr(metrics, "fa", None) is not None and metrics.fa.flow_style():
+    siblings_flow = [m.fa.flow_style() for m in metrics if isinstance(m, CommentedMap)]
+    if siblings_flow and all(siblings_flow):
         entry.fa.set_flow_style()
     metrics.append(entry)
