@@ -1,0 +1,340 @@
+"""Benchmark ``mlkube serve`` against a bare Starlette/uvicorn app on the same model and cores.
+
+    python bench/serve.py [--duration 10] [--workers 2] [--quick]
+
+Both servers get the same worker count and serve the same files: a scikit-learn
+HistGradientBoostingClassifier with 20 float features, natively (skops) and exported to ONNX.
+``wrk`` (Debian package; installed if missing and we are root) drives each at 1 and 64
+connections with 1-row and 32-row requests. Recorded: req/s, rows/s, p50/p99, non-2xx
+answers, idle and loaded PSS, cold start (process start to first 200) and the in-process
+ceiling (rows/s of a bare predict loop on the same runtime). Ratios against the baseline of the
+same run are what to read: the machine is shared and noisy.
+
+Writes bench/results/serve.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+from mlkube.runtimes import load_runtime
+from mlkube.spec import load_spec
+from mlkube.testing import models
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results" / "serve.json"
+CONNECTIONS = (1, 64)
+ROWS = (1, 32)
+FEATURES = 20
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    if os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
+                       stdout=subprocess.DEVNULL)
+        found = shutil.which("wrk")
+    if not found:
+        sys.exit("wrk is needed: apt-get install wrk")
+    return found
+
+
+def build_models(folder: Path) -> dict[str, Path]:
+    trained = models.hgb_classifier(n_samples=2000, n_features=FEATURES)
+    native = models.save_sklearn(trained, folder, kind="skops", name="hgb")
+    onnx = models.save_onnx(trained, folder, name="hgb")
+    specs = {}
+    for label, built in (("sklearn", native), ("onnx", onnx)):
+        spec = models.write_spec(built, folder, name=f"hgb-{label}")
+        specs[label] = spec
+    return specs
+
+
+class Server:
+    """One server process tree under test."""
+
+    def __init__(self, kind: str, model: str, spec: Path, workers: int) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.name = load_spec(spec).model_name if kind == "mlkube" else "model"
+        if kind == "mlkube":
+            command = [sys.executable, "-m", "mlkube", "serve", str(spec), "--port",
+                       str(self.port), "--workers", str(workers)]
+            env = dict(os.environ)
+        else:
+            command = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--port",
+                       str(self.port), "--workers", str(workers), "--loop", "uvloop", "--http",
+                       "httptools", "--no-access-log", "--log-level", "warning"]
+            # One native thread per worker, as mlkube runs its workers: the same footing.
+            env = dict(os.environ, BASELINE_MODEL=str(model_file(spec)),
+                       PYTHONPATH=str(ROOT / "bench"), OMP_NUM_THREADS="1",
+                       OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, start_new_session=True)
+
+    def wait_first_answer(self, body: bytes) -> float:
+        deadline = self.started + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited: {self.process.stderr.read().decode()}")
+            try:
+                response = httpx.post(f"{self.url}/v1/models/{self.name}:predict", content=body,
+                                      headers={"content-type": "application/json"}, timeout=2)
+                if response.status_code == 200:
+                    return time.monotonic() - self.started
+            except httpx.TransportError:
+                pass
+            time.sleep(0.01)
+        raise TimeoutError(f"{self.kind} never answered")
+
+    def pss_mib(self) -> dict[str, float]:
+        pids = [self.process.pid, *children(self.process.pid)]
+        values = {str(pid): pss_kib(pid) / 1024 for pid in pids}
+        return values
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def model_file(spec: Path) -> Path:
+    return Path(load_spec(spec).model_path())
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text().split()
+        for child in map(int, text):
+            found.extend([child, *children(child)])
+    return found
+
+
+def pss_kib(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return float(line.split()[1])
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+def request_body(rows: int, seed: int = 7) -> bytes:
+    data = np.random.default_rng(seed).normal(size=(rows, FEATURES)).round(4)
+    return json.dumps({"instances": data.tolist()}).encode()
+
+
+def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            'wrk.method = "POST"\n'
+            f"wrk.body = {json.dumps(body.decode())}\n"
+            'wrk.headers["Content-Type"] = "application/json"\n'
+        )
+    threads = 1 if connections == 1 else 2
+    output = subprocess.run(
+        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
+         "-s", script.name, url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    os.unlink(script.name)
+    return parse_wrk(output)
+
+
+def parse_wrk(output: str) -> dict[str, Any]:
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", output, re.MULTILINE)
+        if match is None:
+            return float("nan")
+        scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[match.group(2)]
+        return float(match.group(1)) * scale
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    socket_errors = re.search(r"Socket errors: (.*)", output)
+    return {
+        "requests_per_s": float(rps.group(1)) if rps else 0.0,
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1) if socket_errors else "",
+    }
+
+
+def in_process_ceiling(spec: Path, seconds: float = 2.0) -> dict[str, float]:
+    runtime = load_runtime(load_spec(spec))
+    name = runtime.inputs[0].name
+    dtype = np.float32 if runtime.inputs[0].datatype == "FP32" else np.float64
+    result = {}
+    for rows in ROWS:
+        batch = {name: np.random.default_rng(1).normal(size=(rows, FEATURES)).astype(dtype)}
+        runtime.predict(batch)
+        calls = 0
+        started = time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            runtime.predict(batch)
+            calls += 1
+        result[f"rows_per_s_{rows}_row_batches"] = calls * rows / (time.perf_counter() - started)
+    return result
+
+
+def measure(kind: str, model: str, spec: Path, args: argparse.Namespace, wrk: str
+            ) -> dict[str, Any]:
+    server = Server(kind, model, spec, args.workers)
+    try:
+        cold_start = server.wait_first_answer(request_body(1))
+        time.sleep(1.0)
+        idle = server.pss_mib()
+        runs = []
+        for rows in ROWS:
+            body = request_body(rows)
+            for connections in CONNECTIONS:
+                result = run_wrk(wrk, f"{server.url}/v1/models/{server.name}:predict", body,
+                                 connections, args.duration)
+                result.update(rows=rows, connections=connections,
+                              rows_per_s=result["requests_per_s"] * rows)
+                runs.append(result)
+                print(f"  {kind:8} {model:8} rows={rows:<3} c={connections:<3} "
+                      f"{result['requests_per_s']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                      f"p99 {result['p99_ms']:.2f} ms  non-2xx {result['non_2xx']}", flush=True)
+        loaded = server.pss_mib()
+    finally:
+        server.stop()
+    return {"cold_start_s": cold_start, "idle_pss_mib": idle, "loaded_pss_mib": loaded,
+            "runs": runs}
+
+
+def worker_pss(values: dict[str, float], workers: int) -> float:
+    """Mean PSS of the worker processes (the largest N of the tree)."""
+    largest = sorted(values.values(), reverse=True)[:workers]
+    return sum(largest) / len(largest)
+
+
+def summarise(results: dict[str, Any], workers: int) -> list[dict[str, Any]]:
+    rows = []
+    for model in ("sklearn", "onnx"):
+        ours, base = results["mlkube"][model], results["baseline"][model]
+        for mine, theirs in zip(ours["runs"], base["runs"], strict=True):
+            rows.append({
+                "model": model, "rows": mine["rows"], "connections": mine["connections"],
+                "mlkube_rps": mine["requests_per_s"], "baseline_rps": theirs["requests_per_s"],
+                "ratio_rps": mine["requests_per_s"] / max(theirs["requests_per_s"], 1e-9),
+                "mlkube_p50_ms": mine["p50_ms"], "baseline_p50_ms": theirs["p50_ms"],
+                "mlkube_p99_ms": mine["p99_ms"], "baseline_p99_ms": theirs["p99_ms"],
+                "mlkube_non_2xx": mine["non_2xx"], "baseline_non_2xx": theirs["non_2xx"],
+            })
+        for kind in ("mlkube", "baseline"):
+            entry = results[kind][model]
+            entry["idle_pss_per_worker_mib"] = worker_pss(entry["idle_pss_mib"], workers)
+            entry["loaded_pss_per_worker_mib"] = worker_pss(entry["loaded_pss_mib"], workers)
+    return rows
+
+
+def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+    def pick(model: str, rows: int, connections: int) -> dict[str, Any]:
+        return next(r for r in table if (r["model"], r["rows"], r["connections"]) ==
+                    (model, rows, connections))
+
+    onnx_1 = pick("onnx", 1, 64)
+    onnx_32 = pick("onnx", 32, 64)
+    alone = pick("onnx", 1, 1)
+    return {
+        "sklearn_1row_64c_rps (target >= 6000)": pick("sklearn", 1, 64)["mlkube_rps"],
+        "onnx_1row_64c_ratio (target >= 1.3)": onnx_1["ratio_rps"],
+        "onnx_32row_64c_rows_ratio (target >= 2.0)": onnx_32["ratio_rps"],
+        "onnx_p50_1c_delta_ms (target <= 0.1)": alone["mlkube_p50_ms"] - alone["baseline_p50_ms"],
+        "onnx_cold_start_s (target <= 1.0)": results["mlkube"]["onnx"]["cold_start_s"],
+        "onnx_idle_pss_per_worker_mib (target <= 80)":
+            results["mlkube"]["onnx"]["idle_pss_per_worker_mib"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2-second runs (smoke test)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    if args.quick:
+        args.duration = 2
+    wrk = ensure_wrk()
+    with tempfile.TemporaryDirectory() as folder:
+        specs = build_models(Path(folder))
+        results: dict[str, Any] = {"mlkube": {}, "baseline": {}}
+        ceilings = {}
+        for model, spec in specs.items():
+            ceilings[model] = in_process_ceiling(spec)
+            for kind in ("baseline", "mlkube"):
+                results[kind][model] = measure(kind, model, spec, args, wrk)
+    table = summarise(results, args.workers)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "platform": platform.platform()},
+        "settings": {"duration_s": args.duration, "workers": args.workers,
+                     "features": FEATURES, "wrk_threads": "1 at 1 connection, 2 at 64"},
+        "in_process_ceiling": ceilings,
+        "results": results,
+        "table": table,
+        "targets": targets(table, results),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print_table(table, report)
+
+
+def print_table(table: list[dict[str, Any]], report: dict[str, Any]) -> None:
+    print(f"\n{'model':8} {'rows':>4} {'conn':>4} {'mlkube req/s':>13} {'baseline':>10} "
+          f"{'ratio':>6} {'p50 ms':>14} {'p99 ms':>15}")
+    for r in table:
+        print(f"{r['model']:8} {r['rows']:>4} {r['connections']:>4} {r['mlkube_rps']:>13.0f} "
+              f"{r['baseline_rps']:>10.0f} {r['ratio_rps']:>6.2f} "
+              f"{r['mlkube_p50_ms']:>6.2f}/{r['baseline_p50_ms']:<7.2f} "
+              f"{r['mlkube_p99_ms']:>6.2f}/{r['baseline_p99_ms']:<7.2f}")
+    print("\nin-process ceiling (rows/s):", json.dumps(report["in_process_ceiling"]))
+    for model in ("sklearn", "onnx"):
+        for kind in ("mlkube", "baseline"):
+            entry = report["results"][kind][model]
+            print(f"{kind:8} {model:8} cold start {entry['cold_start_s']:.2f} s, "
+                  f"PSS/worker idle {entry['idle_pss_per_worker_mib']:.0f} MiB, "
+                  f"loaded {entry['loaded_pss_per_worker_mib']:.0f} MiB")
+    print("\ntargets:")
+    for key, value in report["targets"].items():
+        print(f"  {key}: {value:.3f}")
+    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
