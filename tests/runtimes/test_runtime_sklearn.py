@@ -164,3 +164,15 @@ def test_object_without_predict_is_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelLoadError, match="StandardScaler has no predict method"):
         serve(built)
+
+
+def test_loading_caps_openmp_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hgb: models.Trained
+) -> None:
+    import threadpoolctl
+
+    monkeypatch.setenv("MLKUBE_SKLEARN_THREADS", "1")
+    serve(models.save_sklearn(hgb, tmp_path, "skops"))
+    openmp = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "openmp"]
+    assert openmp
+    assert all(p["num_threads"] == 1 for p in openmp)

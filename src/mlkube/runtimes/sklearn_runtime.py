@@ -8,6 +8,9 @@ File endings decide how a file loads:
 - ``.pkl``, ``.pickle``, ``.joblib``: `joblib.load`, which reads plain pickles too; refused
   unless ``spec.model.trustPickle`` is true, because unpickling runs arbitrary code.
 
+Threads: OpenMP and BLAS pools are capped at ``MLKUBE_SKLEARN_THREADS`` (default 1) for the
+process when a native model loads.
+
 A loaded estimator takes one input ``input`` (FP64, [-1, n_features_in_]). Classifiers answer
 ``label`` (from predict) and, when they have predict_proba, ``probabilities`` ([-1, classes]);
 other estimators answer ``prediction``. Output dtypes and shapes come from a test prediction on
@@ -27,11 +30,16 @@ import numpy as np
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, Runtime, TensorSpec, datatype_of
 from mlkube.runtimes.onnx_runtime import OnnxRuntime
-from mlkube.runtimes.support import check_file, library_reason, load_failed
+from mlkube.runtimes.support import check_file, env_threads, library_reason, load_failed
 
 FORMAT = "sklearn"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SUFFIXES = (".skops", ".onnx", *PICKLE_SUFFIXES)
+
+THREADS_VARIABLE = "MLKUBE_SKLEARN_THREADS"
+"""Environment variable: OpenMP and BLAS threads for scikit-learn (default 1). Replicas scale
+by processes; on a busy machine, OpenMP teams of several threads wait for each other and one
+small predict call can take tens of milliseconds instead of one."""
 
 SAFE_MODULES = ("sklearn", "numpy", "scipy")
 """Top-level packages whose types a .skops file may hold without trustPickle."""
@@ -58,9 +66,17 @@ def load_sklearn(path: str, trust_pickle: bool) -> Runtime:
     suffix = file.suffix.lower()
     if suffix == ".onnx":
         return OnnxRuntime(path, FORMAT)
+    _limit_threads(env_threads(THREADS_VARIABLE))
     if suffix == ".skops":
         return SklearnRuntime(_load_skops(file, trust_pickle), path)
     return SklearnRuntime(_load_pickle(file, trust_pickle), path)
+
+
+def _limit_threads(threads: int) -> None:
+    """Cap OpenMP and BLAS thread pools for the whole process (threadpoolctl ships with sklearn)."""
+    threadpoolctl = importlib.import_module("threadpoolctl")
+    threadpoolctl.threadpool_limits(limits=threads, user_api="openmp")
+    threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
 
 
 def _load_skops(file: Path, trust_pickle: bool) -> object:
