@@ -81,6 +81,29 @@ _SCALING_RULES: Schema = _closed(
 )
 
 
+_RELABEL: Schema = _closed(
+    {
+        "action": {
+            "enum": [
+                "replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod",
+                "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep",
+                "lowercase", "Lowercase", "uppercase", "Uppercase", "keepequal", "KeepEqual",
+                "dropequal", "DropEqual",
+            ]
+        },
+        "sourceLabels": {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"},
+        },
+        "targetLabel": {"type": "string"},
+        "regex": {"type": "string"},
+        "replacement": {"type": "string"},
+        "separator": {"type": "string"},
+        "modulus": {"type": "integer"},
+    }
+)
+
+
 def _document(api_version: str, kind: str, spec: Schema) -> Schema:
     return _closed(
         {
@@ -113,6 +136,7 @@ SERVICE_MONITOR = _document(
                         "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
                         "interval": {"type": "string", "pattern": PROM_DURATION},
                         "scrapeTimeout": {"type": "string", "pattern": PROM_DURATION},
+                        "relabelings": {"type": "array", "items": _RELABEL},
                     }
                 ),
             },

@@ -11,12 +11,15 @@ Three layers:
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
 import jsonschema
 import kubernetes_validate
 from k8s_crd_schemas import CRD_SCHEMAS, check_cel_rules
+from kubernetes_validate.utils import schema_contents
+from referencing import Registry, Resource
 
 VERSIONS = tuple(f"1.{minor}.0" for minor in range(30, 38))
 """Kubernetes 1.30 through 1.37 (kubernetes-validate 1.37.0 ships all of them)."""
@@ -39,12 +42,33 @@ def validate(obj: dict[str, Any], version: str) -> list[str]:
         problems.extend(f"{e.json_path}: {e.message}" for e in validator.iter_errors(obj))
         problems.extend(check_cel_rules(obj))
     else:
-        try:
-            kubernetes_validate.validate(obj, version, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            problems.append(f"{error.json_path}: {error.message}"[:500])
+        validator = builtin_validator(version, obj["apiVersion"], obj["kind"])
+        problems.extend(f"{e.json_path}: {e.message}"[:500] for e in validator.iter_errors(obj))
     problems.extend(semantic_problems(obj))
     return [f"{obj['kind']}/{obj['metadata']['name']} ({version}): {p}" for p in problems]
+
+
+@functools.lru_cache(maxsize=256)
+def builtin_validator(version: str, api_version: str, kind: str) -> jsonschema.Draft202012Validator:
+    """kubernetes-validate's strict schema for a kind and version, built once.
+
+    Same files and validator class as ``kubernetes_validate.validate(..., strict=True)``, which
+    re-reads the (large) definitions file on every call; this caches the compiled validator.
+    """
+    minor = ".".join(version.split(".")[:2])
+    schema_dir = f"v{minor}.0-local-strict"
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    path = f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group_version}.json"
+    schema = schema_contents(path, version)
+    definitions = schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)
+    registry: Registry[Any] = Resource.from_contents(schema) @ Registry()
+    registry = Resource.from_contents(definitions) @ registry
+    return jsonschema.Draft202012Validator(schema, registry=registry)
+
+
+def official_validate(obj: dict[str, Any], version: str) -> None:
+    """The package's own entry point, used by a test to prove the cache agrees with it."""
+    kubernetes_validate.validate(obj, version, strict=True)
 
 
 def semantic_problems(obj: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.model import ModelFormat
 
 ALERTS_MODULE = "mlkube.observability.alerts"
+POD_INSTANCE_META_LABEL = "__meta_kubernetes_pod_label_app_kubernetes_io_instance"
 
 
 def namespace_object(deployment: ModelDeployment) -> Manifest:
@@ -187,6 +188,15 @@ def service_monitor(deployment: ModelDeployment) -> Manifest:
                     "path": "/metrics",
                     "scheme": "http",
                     "interval": prometheus_duration(deployment.spec.monitoring.scrape_interval),
+                    # Series get the label `deployment` (the instance name), which the alert
+                    # rules and KEDA queries select on; Prometheus adds `namespace` itself.
+                    "relabelings": [
+                        {
+                            "action": "replace",
+                            "sourceLabels": [POD_INSTANCE_META_LABEL],
+                            "targetLabel": "deployment",
+                        }
+                    ],
                 }
             ],
         },

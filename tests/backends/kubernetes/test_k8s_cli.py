@@ -1,0 +1,81 @@
+"""``mlkube render`` (yaml / kustomize / helm) and ``mlkube doctor`` through the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from mlkube.backends.kubernetes.formats import escape_helm
+from mlkube.cli import cli
+
+HERE = Path(__file__).resolve().parent
+GUIDE = str(HERE.parents[2] / "examples" / "k8s-ml-guide" / "spec.yaml")
+KEDA = str(HERE / "specs" / "keda-gpu.yaml")
+
+
+def test_render_prints_the_golden_yaml():
+    result = CliRunner().invoke(cli, ["render", GUIDE])
+    assert result.exit_code == 0, result.output
+    assert result.output == (HERE / "golden" / "guide.yaml").read_text(encoding="utf-8")
+
+
+def test_render_kustomize_lists_every_file_in_apply_order(tmp_path):
+    result = CliRunner().invoke(cli, ["render", GUIDE, "-o", str(tmp_path), "--format", "kustomize"])
+    assert result.exit_code == 0, result.output
+    kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text(encoding="utf-8"))
+    assert kustomization["resources"][0] == "00-namespace-ml.yaml"
+    kinds = [yaml.safe_load((tmp_path / f).read_text(encoding="utf-8"))["kind"]
+             for f in kustomization["resources"]]
+    assert kinds == ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Deployment",
+                     "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+
+
+def test_render_helm_chart_escapes_template_braces(tmp_path):
+    result = CliRunner().invoke(cli, ["render", KEDA, "-o", str(tmp_path), "--format", "helm"])
+    assert result.exit_code == 0, result.output
+    chart = yaml.safe_load((tmp_path / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["apiVersion"] == "v2" and chart["name"] == "keda-gpu"
+    templates = sorted((tmp_path / "templates").iterdir())
+    assert templates
+    for template in templates:
+        text = template.read_text(encoding="utf-8")
+        # Every brace pair left in a template is one of our escapes.
+        assert re.sub(r'\{\{ "(\{\{|\}\})" \}\}', "", text).count("{{") == 0
+
+
+def test_escape_helm_round_trips():
+    text = 'summary: "{{ $labels.deployment }} is {{ $value }}"'
+    escaped = escape_helm(text)
+    assert re.sub(r'\{\{ "(\{\{|\}\})" \}\}', lambda m: m.group(1), escaped) == text
+
+
+def test_render_multi_file_format_without_output_dir_is_a_usage_error():
+    result = CliRunner().invoke(cli, ["render", GUIDE, "--format", "helm"])
+    assert result.exit_code == 2
+    assert "give -o DIR" in result.output
+
+
+@pytest.mark.integration
+def test_doctor_cli_exit_code_follows_failures(tmp_path, monkeypatch):
+    from k8s_apiserver import FakeApiServer  # the API-server test double
+
+    server = FakeApiServer()
+    server.start()
+    try:
+        config = tmp_path / "kubeconfig"
+        config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
+        monkeypatch.setenv("KUBECONFIG", str(config))
+        ok = CliRunner().invoke(cli, ["doctor", "--namespace", "ml"])
+        assert ok.exit_code == 0, ok.output
+        assert "ok    API server: reachable, Kubernetes v1.33.2" in ok.output
+        server.metrics_status = 503
+        failed = CliRunner().invoke(cli, ["doctor"])
+        assert failed.exit_code == 1
+        assert "FAIL  metrics-server" in failed.output
+        assert "fix: kubectl -n kube-system logs deploy/metrics-server" in failed.output
+    finally:
+        server.stop()
