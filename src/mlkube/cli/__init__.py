@@ -38,9 +38,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def _register() -> None:
     # Imported here so each command module can import from this package without a cycle.
-    from mlkube.cli import autoscale, local, serve, validate
+    from mlkube.cli import autoscale, kubernetes, local, serve, validate
 
-    for module in (validate, serve, local, autoscale):
+    for module in (validate, serve, local, autoscale, kubernetes):
         for command in module.COMMANDS:
             cli.add_command(command)
 
