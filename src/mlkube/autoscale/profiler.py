@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -166,11 +167,17 @@ def run_profile(
     """Start ``command`` (which must serve on 127.0.0.1:``port``), load-test it, stop it."""
     base = f"http://127.0.0.1:{port}"
     launched = time.monotonic()
-    proc = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=log)  # noqa: S603
     try:
         limits = httpx.Limits(max_connections=max(settings.concurrency_levels) + 2)
         with httpx.Client(timeout=30.0, limits=limits) as client:
-            _wait_ready(client, base, proc, settings.startup_timeout_s)
+            try:
+                _wait_ready(client, base, proc, settings.startup_timeout_s)
+            except ProfileRunError as exc:
+                log.seek(0)
+                tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
+                raise ProfileRunError(f"{exc}; its last lines:\n" + "\n".join(tail)) from exc
             startup = time.monotonic() - launched
             metadata = client.get(f"{base}/v2/models/{model_name}").json()
             body = example_request(metadata)
@@ -178,6 +185,7 @@ def run_profile(
         return summarize(model_name, settings.slo_ms, startup, points, _idle_cpu(proc))
     finally:
         _stop(proc)
+        log.close()
 
 
 def _idle_cpu(proc: subprocess.Popen[bytes]) -> float:
