@@ -41,13 +41,14 @@ def test_remote_uri_is_refused_locally(tmp_path: Path, uri: str) -> None:
     assert "download the model first" in str(caught.value)
 
 
-def test_tensorflow_is_refused_locally(tmp_path: Path) -> None:
-    spec = _spec(tmp_path, "{uri: ./saved_model, format: tensorflow}")
+@pytest.mark.parametrize("uri", ["./saved_model", "s3://bucket/saved_model"])
+def test_tensorflow_is_refused_locally(tmp_path: Path, uri: str) -> None:
+    spec = _spec(tmp_path, f"{{uri: '{uri}', format: tensorflow}}")
     with pytest.raises(
         ModelLoadError, match=r"only by the Kubernetes backend.*TF Serving"
     ) as caught:
         load_runtime(load_spec(spec))
-    assert str(tmp_path / "saved_model") in str(caught.value)
+    assert uri in str(caught.value)
 
 
 def test_relative_uri_resolves_against_the_spec_folder(

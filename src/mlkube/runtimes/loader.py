@@ -22,6 +22,14 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
     """
     model = deployment.spec.model
     model_format = model.format
+    if model_format is ModelFormat.TENSORFLOW:
+        raise ModelLoadError(
+            model.uri,
+            str(model_format),
+            "tensorflow models are served only by the Kubernetes backend, which runs the "
+            "TF Serving image; to serve it locally, convert it to ONNX (tf2onnx) and use "
+            "format onnx",
+        )
     check_local(model.uri, str(model_format))
     path = deployment.model_path()
     if model_format is ModelFormat.ONNX:
@@ -50,14 +58,6 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
         if model.entrypoint is None:
             raise ModelLoadError(path, "python", "format python needs spec.model.entrypoint")
         return PythonRuntime(path, model.entrypoint)
-    if model_format is ModelFormat.TENSORFLOW:
-        raise ModelLoadError(
-            path,
-            str(model_format),
-            "tensorflow models are served only by the Kubernetes backend, which runs the "
-            "TF Serving image; to serve it locally, convert it to ONNX (tf2onnx) and use "
-            "format onnx",
-        )
     raise ModelLoadError(path, str(model_format), "no runtime serves this format")
 
 
