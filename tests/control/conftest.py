@@ -138,15 +138,22 @@ def iris_python(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 BAD_MODEL = """
+import numpy as np
+
+
 class BadModel:
     inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
     outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
 
     def load(self):
-        pass
+        self.calls = 0
 
     def predict(self, batch):
-        raise RuntimeError("this model always fails")
+        # Passes the server's warm-up call, then fails every request: a bad release.
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("this model fails after warm-up")
+        return {"label": np.zeros(len(batch["input"]), dtype=np.int64)}
 """
 
 

@@ -177,13 +177,16 @@ def _mark_lb_base(dep: Deployment, canaries: list[Replica]) -> None:
 
 
 def _canary_rates(dep: Deployment, canaries: list[Replica]) -> Rates:
-    """The canary's own rates: its /metrics, or the balancer's count of its answers."""
+    """The canary's own rates over the interval.
+
+    Requests and 5xx answers are counted at the load balancer for the canary's replicas (the
+    replicas' own counters also count readiness probes, which would dilute the error rate);
+    p99 comes from the canary replicas' own latency histograms.
+    """
     parts = [
         rates(r.analysis_base or r.snapshots[0], r.snapshots[-1]) for r in canaries if r.snapshots
     ]
-    merged = merge(parts) if parts else Rates(0, 0, 0, 0, None, None, None)
-    if merged.requests > 0:
-        return merged
+    scraped = merge(parts) if parts else Rates(0, 0, 0, 0, None, None, None)
     requests = errors = 0
     for replica in canaries:
         backend = dep.router.backends.get(replica.name)
@@ -192,9 +195,9 @@ def _canary_rates(dep: Deployment, canaries: list[Replica]) -> Rates:
         base_requests, base_errors = _LB_BASE.get(replica.name, (0, 0))
         requests += backend.requests - base_requests
         errors += backend.errors - base_errors
-    return Rates(
-        requests, errors, 0.0, errors / requests if requests else 0.0, None, merged.p99_ms, None
-    )
+    if requests == 0:
+        return scraped
+    return Rates(requests, errors, 0.0, errors / requests, scraped.p95_ms, scraped.p99_ms, None)
 
 
 # autoscaler -------------------------------------------------------------------------------
