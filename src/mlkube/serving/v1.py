@@ -132,8 +132,13 @@ def encode_predict(outputs: Batch, request_format: str) -> bytes:
 
 
 def _as_list(array: Any) -> list[Any]:
+    """One JSON-ready value per row; rows of numeric matrices stay numpy for orjson."""
     value = to_json_value(array)
-    return value if isinstance(value, list) else list(value.tolist())
+    if isinstance(value, list):
+        return value
+    if value.ndim == 1:
+        return list(value.tolist())
+    return list(value)
 
 
 def status_body(version: int, *, ready: bool) -> bytes:
