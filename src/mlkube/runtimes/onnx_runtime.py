@@ -88,7 +88,7 @@ class OnnxRuntime:
         self._one_row_only = bool(first_dims) and all(d == 1 for d in first_dims)
         self._feeds = tuple((spec.name, _FEED_DTYPES[spec.datatype]) for spec in self.inputs)
         self._output_names = [spec.name for spec in self.outputs]
-        self._run = self._session.run
+        self._run = _fast_run(self._session)
 
     def predict(self, batch: Batch) -> Batch:
         if self._one_row_only:
@@ -97,13 +97,26 @@ class OnnxRuntime:
 
     def _predict(self, batch: Batch) -> Batch:
         feeds = {name: as_dtype(batch[name], dtype) for name, dtype in self._feeds}
-        results = self._run(self._output_names, feeds)
+        results = self._run(self._output_names, feeds, None)
         if self._zipmap:
             return {
                 name: _maps_to_array(value) if name in self._zipmap else value
                 for name, value in zip(self._output_names, results, strict=True)
             }
         return dict(zip(self._output_names, results, strict=True))
+
+
+def _fast_run(session: Any) -> Any:
+    """The session's run without InferenceSession.run's per-call Python checks.
+
+    Those checks (input names known, no foreign OrtValues, no graph capture, provider fallback)
+    hold by construction here: feeds are built from the session's own input names as numpy
+    arrays, on the CPU provider. Skipping them saves ~10 µs a call, a sixth of a one-row call.
+    Falls back to the public ``run`` if onnxruntime changes its internals.
+    """
+    inner = getattr(session, "_sess", None)
+    run = getattr(inner, "run", None)
+    return run if callable(run) else session.run
 
 
 def _import_onnxruntime() -> Any:
