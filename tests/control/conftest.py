@@ -25,6 +25,7 @@ import psutil
 import pytest
 import yaml
 
+from mlkube.control.api import Client
 from mlkube.testing.models import iris_classifier, python_model, save_onnx
 
 FAST_SETTINGS = {
@@ -68,7 +69,9 @@ class Local:
         return done
 
     def status(self, name: str | None = None) -> dict[str, Any]:
-        data = json.loads(self.cli("status", *([name] if name else []), "-o", "json").stdout)
+        # The control API directly: polling through `mlkube status` would start a Python
+        # process per poll on a two-core machine. The CLI itself is exercised by the tests.
+        data = Client(self.state).call("GET", f"/status?name={name}" if name else "/status")
         for dep in data["deployments"]:
             self.seen_pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
         return data
