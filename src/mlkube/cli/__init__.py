@@ -7,6 +7,7 @@ traceback. ``--debug`` shows tracebacks for everything.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -18,7 +19,49 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Command name → the module under mlkube.cli that defines it (in its COMMANDS list). Modules
+# are imported only when their command runs: `mlkube serve` must not pay for the Kubernetes
+# client, and cold start is part of what we promise. tests/cli/test_main.py keeps this in step.
+COMMAND_MODULES: dict[str, str] = {
+    "validate": "validate",
+    "schema": "validate",
+    "serve": "serve",
+    "up": "local",
+    "down": "local",
+    "delete": "local",
+    "status": "local",
+    "scale": "local",
+    "apply": "local",
+    "rollout": "local",
+    "events": "local",
+    "logs": "local",
+    "simulate": "autoscale",
+    "recommend": "autoscale",
+    "profile": "autoscale",
+    "render": "kubernetes",
+    "doctor": "kubernetes",
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when that command is used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMAND_MODULES)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        module_name = COMMAND_MODULES.get(cmd_name)
+        if module_name is None:
+            return None
+        module = importlib.import_module(f"mlkube.cli.{module_name}")
+        commands: list[click.Command] = module.COMMANDS
+        return next((c for c in commands if c.name == cmd_name), None)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(package_name="mlkube")
 @click.option("--debug", is_flag=True, help="Show full tracebacks for errors.")
 @click.pass_context
@@ -34,18 +77,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
-
-
-def _register() -> None:
-    # Imported here so each command module can import from this package without a cycle.
-    from mlkube.cli import autoscale, kubernetes, local, serve, validate
-
-    for module in (validate, serve, local, autoscale, kubernetes):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def main() -> None:

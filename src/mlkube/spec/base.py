@@ -14,14 +14,18 @@ from mlkube.spec.quantity import parse_duration
 
 
 class SpecModel(BaseModel):
-    """Every spec section: YAML keys are camelCase, Python fields snake_case, by one rule."""
+    """Every spec section: YAML keys are camelCase, Python fields snake_case, by one rule.
+
+    Fields are documented by attribute docstrings. pydantic's ``use_attribute_docstrings``
+    would read them at import, which costs a quarter of a second of every replica's cold
+    start; ``spec/schema.py`` reads them only when a schema is asked for.
+    """
 
     model_config = ConfigDict(
         extra="forbid",
         frozen=True,
         alias_generator=to_camel,
         populate_by_name=True,
-        use_attribute_docstrings=True,
         validate_default=True,
     )
 

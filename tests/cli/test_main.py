@@ -1,0 +1,34 @@
+import importlib
+import subprocess
+import sys
+
+from mlkube.cli import COMMAND_MODULES, cli
+
+
+def test_the_lazy_command_index_matches_every_module():
+    modules = set(COMMAND_MODULES.values())
+    defined = {}
+    for module_name in modules:
+        module = importlib.import_module(f"mlkube.cli.{module_name}")
+        for command in module.COMMANDS:
+            defined[command.name] = module_name
+    assert defined == COMMAND_MODULES
+
+
+def test_every_command_has_help_with_an_example():
+    for name in COMMAND_MODULES:
+        command = cli.get_command(None, name)  # type: ignore[arg-type]
+        assert command is not None, name
+        assert command.help, f"{name} has no help"
+
+
+def test_serve_does_not_import_the_other_backends():
+    code = (
+        "import sys; from mlkube.cli import cli; cli.get_command(None, 'serve'); "
+        "print(sorted(m for m in sys.modules if m.startswith('mlkube.backends') "
+        "or m.startswith('mlkube.autoscale') or m == 'lightkube'))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
+    assert output.strip() == "[]"
