@@ -7,6 +7,7 @@ source (only when a schema is asked for, so importing the spec stays fast).
 from __future__ import annotations
 
 import ast
+import itertools
 import inspect
 import textwrap
 from typing import Any
@@ -47,7 +48,7 @@ def field_docs(cls: type[SpecModel]) -> dict[str, str]:
         return {}
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     docs: dict[str, str] = {}
-    for node, following in zip(body, body[1:], strict=False):
+    for node, following in itertools.pairwise(body):
         if (
             isinstance(node, ast.AnnAssign)
             and isinstance(node.target, ast.Name)
