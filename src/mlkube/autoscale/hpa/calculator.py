@@ -164,7 +164,10 @@ def plain_replicas(
         return ceil_int32(ratio * groups.ready_count), usage
 
     for name in groups.missing:
-        metrics[name] = PodMetric(target if ratio < 1.0 else 0)
+        if ratio < 1.0:
+            metrics[name] = PodMetric(target)
+        elif ratio > 1.0:
+            metrics[name] = PodMetric(0)
     if with_unready:
         for name in groups.unready:
             metrics[name] = PodMetric(0)
