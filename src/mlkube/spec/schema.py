@@ -7,8 +7,8 @@ source (only when a schema is asked for, so importing the spec stays fast).
 from __future__ import annotations
 
 import ast
-import itertools
 import inspect
+import itertools
 import textwrap
 from typing import Any
 
