@@ -24,13 +24,25 @@ _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 @click.command("render")
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-@click.option("-o", "--output-dir", type=click.Path(file_okay=False), default=None,
-              help="Write files here instead of printing YAML to stdout.")
-@click.option("--format", "fmt", type=click.Choice(["yaml", "kustomize", "helm"]),
-              default="yaml", show_default=True, help="One YAML stream, a kustomize base or a Helm chart.")
+@click.option(
+    "-o",
+    "--output-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Write files here instead of printing YAML to stdout.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["yaml", "kustomize", "helm"]),
+    default="yaml",
+    show_default=True,
+    help="One YAML stream, a kustomize base or a Helm chart.",
+)
 @click.option("--namespace", default=None, help="Override every spec's namespace.")
-def render_command(paths: tuple[str, ...], output_dir: str | None, fmt: str,
-                   namespace: str | None) -> None:
+def render_command(
+    paths: tuple[str, ...], output_dir: str | None, fmt: str, namespace: str | None
+) -> None:
     """Render specs as Kubernetes objects (deterministic: same spec, same bytes).
 
     \b

@@ -140,8 +140,10 @@ class FakeApiServer:
             "clusters": [{"name": "double", "cluster": {"server": self.url}}],
             "users": [{"name": "tester", "user": {"token": TOKEN}}],
             "contexts": [
-                {"name": "double", "context": {"cluster": "double", "user": "tester",
-                                               "namespace": namespace}}
+                {
+                    "name": "double",
+                    "context": {"cluster": "double", "user": "tester", "namespace": namespace},
+                }
             ],
             "current-context": "double",
         }
@@ -157,15 +159,24 @@ class FakeApiServer:
         self.objects[key] = Stored(obj, {manager: set(_leaves(_owned_part(obj)))})
 
     def add_namespace(self, name: str) -> None:
-        self.put(Res("", "v1", "namespaces", "Namespace", False),
-                 {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.put(
+            Res("", "v1", "namespaces", "Namespace", False),
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
 
     def get(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         stored = self.objects.get((plural, namespace, name))
         return None if stored is None else stored.obj
 
-    def update_field(self, plural: str, namespace: str, name: str, path: tuple[str, ...],
-                     value: Any, manager: str) -> None:
+    def update_field(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        path: tuple[str, ...],
+        value: Any,
+        manager: str,
+    ) -> None:
         """Another manager (e.g. the HPA controller) writes one field with an Update."""
         stored = self.objects[(plural, namespace, name)]
         _set(stored.obj, path, value)
@@ -174,7 +185,9 @@ class FakeApiServer:
         stored.owners.setdefault(manager, set()).add(path)
 
     # --- request handling ------------------------------------------------------------
-    def handle(self, method: str, raw_path: str, headers: dict[str, str], body: bytes) -> tuple[int, Any, str]:
+    def handle(
+        self, method: str, raw_path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, Any, str]:
         parts = urlsplit(raw_path)
         query = parse_qs(parts.query)
         content_type = headers.get("content-type", "")
@@ -184,18 +197,42 @@ class FakeApiServer:
                 return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
             return self._route(method, parts.path, query, content_type, body)
 
-    def _route(self, method: str, path: str, query: dict[str, list[str]], content_type: str,
-               body: bytes) -> tuple[int, Any, str]:
+    def _route(
+        self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes
+    ) -> tuple[int, Any, str]:
         if path == "/version":
-            return 200, {"major": "1", "minor": self.version.split(".")[1], "gitVersion": self.version}, "application/json"
+            return (
+                200,
+                {"major": "1", "minor": self.version.split(".")[1], "gitVersion": self.version},
+                "application/json",
+            )
         if path == "/api":
             return 200, {"kind": "APIVersions", "versions": ["v1"]}, "application/json"
         if path == "/apis":
             return 200, self._groups(), "application/json"
         if path.startswith("/apis/metrics.k8s.io/"):
             if self.metrics_status != 200:
-                return self.metrics_status, _status(self.metrics_status, "ServiceUnavailable", "unavailable"), "application/json"
-            return 200, {"kind": "APIResourceList", "groupVersion": "metrics.k8s.io/v1beta1", "resources": [{"name": "nodes", "namespaced": False, "kind": "NodeMetrics", "verbs": ["get", "list"]}]}, "application/json"
+                return (
+                    self.metrics_status,
+                    _status(self.metrics_status, "ServiceUnavailable", "unavailable"),
+                    "application/json",
+                )
+            return (
+                200,
+                {
+                    "kind": "APIResourceList",
+                    "groupVersion": "metrics.k8s.io/v1beta1",
+                    "resources": [
+                        {
+                            "name": "nodes",
+                            "namespaced": False,
+                            "kind": "NodeMetrics",
+                            "verbs": ["get", "list"],
+                        }
+                    ],
+                },
+                "application/json",
+            )
         route = self._parse(path)
         if route is None:
             return 404, _status(404, "NotFound", API_NOT_SERVED), "application/json"
@@ -214,7 +251,10 @@ class FakeApiServer:
         return {
             "kind": "APIGroupList",
             "groups": [
-                {"name": g, "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)]}
+                {
+                    "name": g,
+                    "versions": [{"groupVersion": f"{g}/{v}", "version": v} for v in sorted(vs)],
+                }
                 for g, vs in sorted(versions.items())
             ],
         }
@@ -226,15 +266,24 @@ class FakeApiServer:
         resources = [r for r in RESOURCES if r.group_version == group_version and self._served(r)]
         if not resources:
             return 404, _status(404, "NotFound", API_NOT_SERVED), "application/json"
-        return 200, {
-            "kind": "APIResourceList",
-            "groupVersion": group_version,
-            "resources": [
-                {"name": r.plural, "singularName": "", "namespaced": r.namespaced, "kind": r.kind,
-                 "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]}
-                for r in resources
-            ],
-        }, "application/json"
+        return (
+            200,
+            {
+                "kind": "APIResourceList",
+                "groupVersion": group_version,
+                "resources": [
+                    {
+                        "name": r.plural,
+                        "singularName": "",
+                        "namespaced": r.namespaced,
+                        "kind": r.kind,
+                        "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"],
+                    }
+                    for r in resources
+                ],
+            },
+            "application/json",
+        )
 
     def _parse(self, path: str) -> tuple[Any, str | None, str | None, str | None] | None:
         segments = [s for s in path.split("/") if s]
@@ -249,28 +298,57 @@ class FakeApiServer:
         namespace = None
         if rest[0] == "namespaces" and len(rest) >= 3:
             namespace, rest = rest[1], rest[2:]
-        plural, name, sub = rest[0], (rest[1] if len(rest) > 1 else None), (rest[2] if len(rest) > 2 else None)
+        plural, name, sub = (
+            rest[0],
+            (rest[1] if len(rest) > 1 else None),
+            (rest[2] if len(rest) > 2 else None),
+        )
         for res in RESOURCES:
-            if (res.group, res.version, res.plural) == (group, version, plural) and self._served(res):
-                if res.plural == "namespaces" and namespace is None and name is None and len(rest) == 1:
+            if (res.group, res.version, res.plural) == (group, version, plural) and self._served(
+                res
+            ):
+                if (
+                    res.plural == "namespaces"
+                    and namespace is None
+                    and name is None
+                    and len(rest) == 1
+                ):
                     return res, None, None, None
                 return res, namespace, name, sub
         return None
 
-    def _forbidden(self, verb: str, res: Res, namespace: str | None, name: str | None) -> tuple[int, Any, str] | None:
+    def _forbidden(
+        self, verb: str, res: Res, namespace: str | None, name: str | None
+    ) -> tuple[int, Any, str] | None:
         resource = f"{res.plural}.{res.group}" if res.group else res.plural
         if (verb, resource) not in self.forbidden:
             return None
         what = f'{resource} "{name}"' if name else resource
         group = f'"{res.group}"' if res.group else '""'
         where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-        message = (f'{what} is forbidden: User "tester" cannot {verb} resource "{res.plural}" '
-                   f"in API group {group}{where}")
+        message = (
+            f'{what} is forbidden: User "tester" cannot {verb} resource "{res.plural}" '
+            f"in API group {group}{where}"
+        )
         return 403, _status(403, "Forbidden", message), "application/json"
 
-    def _resource(self, method: str, res: Res, namespace: str | None, name: str | None, sub: str | None,
-                  query: dict[str, list[str]], content_type: str, body: bytes) -> tuple[int, Any, str]:
-        verb = {"GET": "get" if name else "list", "PATCH": "patch", "DELETE": "delete", "POST": "create"}[method]
+    def _resource(
+        self,
+        method: str,
+        res: Res,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None,
+        query: dict[str, list[str]],
+        content_type: str,
+        body: bytes,
+    ) -> tuple[int, Any, str]:
+        verb = {
+            "GET": "get" if name else "list",
+            "PATCH": "patch",
+            "DELETE": "delete",
+            "POST": "create",
+        }[method]
         denied = self._forbidden(verb, res, namespace, name)
         if denied:
             return denied
@@ -293,12 +371,20 @@ class FakeApiServer:
         if method == "DELETE":
             if self.objects.pop(key, None) is None:
                 return 404, _not_found(res, name), "application/json"
-            return 200, {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}, "application/json"
+            return (
+                200,
+                {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}},
+                "application/json",
+            )
         if method == "PATCH" and sub == "scale":
             return self._scale(res, key, name, body, content_type)
         if method == "PATCH":
             return self._apply(res, key, namespace, name, query, content_type, body)
-        return 405, _status(405, "MethodNotAllowed", f"{method} not supported by the double"), "application/json"
+        return (
+            405,
+            _status(405, "MethodNotAllowed", f"{method} not supported by the double"),
+            "application/json",
+        )
 
     def _list(self, res: Res, namespace: str | None, query: dict[str, list[str]]) -> dict[str, Any]:
         selector = _selector(query.get("labelSelector", [""])[0])
@@ -313,18 +399,28 @@ class FakeApiServer:
                 item.pop("apiVersion", None)  # list items come without apiVersion/kind
                 item.pop("kind", None)
                 items.append(item)
-        return {"apiVersion": res.group_version, "kind": f"{res.kind}List",
-                "metadata": {"resourceVersion": str(next(self._rv))}, "items": items}
+        return {
+            "apiVersion": res.group_version,
+            "kind": f"{res.kind}List",
+            "metadata": {"resourceVersion": str(next(self._rv))},
+            "items": items,
+        }
 
     def _access_review(self, review: dict[str, Any]) -> tuple[int, Any, str]:
         attrs = review["spec"]["resourceAttributes"]
-        resource = f"{attrs['resource']}.{attrs['group']}" if attrs.get("group") else attrs["resource"]
+        resource = (
+            f"{attrs['resource']}.{attrs['group']}" if attrs.get("group") else attrs["resource"]
+        )
         review["status"] = {"allowed": (attrs["verb"], resource) not in self.forbidden}
         return 201, review, "application/json"
 
-    def _scale(self, res: Res, key: tuple[str, str, str], name: str, body: bytes,
-               content_type: str) -> tuple[int, Any, str]:
-        if content_type not in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
+    def _scale(
+        self, res: Res, key: tuple[str, str, str], name: str, body: bytes, content_type: str
+    ) -> tuple[int, Any, str]:
+        if content_type not in (
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+        ):
             return 415, _status(415, "UnsupportedMediaType", content_type), "application/json"
         stored = self.objects.get(key)
         if stored is None:
@@ -332,23 +428,57 @@ class FakeApiServer:
         replicas = json.loads(body)["spec"]["replicas"]
         self.update_field(res.plural, key[1], name, ("spec", "replicas"), replicas, "mlkube-scale")
         stored.obj["metadata"]["generation"] += 1
-        return 200, {"apiVersion": "autoscaling/v1", "kind": "Scale",
-                     "metadata": {"name": name, "namespace": key[1]},
-                     "spec": {"replicas": replicas}, "status": {"replicas": replicas}}, "application/json"
+        return (
+            200,
+            {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {"name": name, "namespace": key[1]},
+                "spec": {"replicas": replicas},
+                "status": {"replicas": replicas},
+            },
+            "application/json",
+        )
 
-    def _apply(self, res: Res, key: tuple[str, str, str], namespace: str | None, name: str,
-               query: dict[str, list[str]], content_type: str, body: bytes) -> tuple[int, Any, str]:
+    def _apply(
+        self,
+        res: Res,
+        key: tuple[str, str, str],
+        namespace: str | None,
+        name: str,
+        query: dict[str, list[str]],
+        content_type: str,
+        body: bytes,
+    ) -> tuple[int, Any, str]:
         if content_type != "application/apply-patch+yaml":
-            return 415, _status(415, "UnsupportedMediaType", f"the double only applies, got {content_type}"), "application/json"
+            return (
+                415,
+                _status(
+                    415, "UnsupportedMediaType", f"the double only applies, got {content_type}"
+                ),
+                "application/json",
+            )
         manager = query.get("fieldManager", [""])[0]
         if not manager:
-            return 400, _status(400, "BadRequest", "PATCH with apply requires fieldManager"), "application/json"
+            return (
+                400,
+                _status(400, "BadRequest", "PATCH with apply requires fieldManager"),
+                "application/json",
+            )
         config = yaml.safe_load(body)
         problems = self._invalid(res, config, namespace, name)
         if problems:
-            return 422, _status(422, "Invalid", f'{res.kind} "{name}" is invalid: {"; ".join(problems)}'), "application/json"
+            return (
+                422,
+                _status(422, "Invalid", f'{res.kind} "{name}" is invalid: {"; ".join(problems)}'),
+                "application/json",
+            )
         if res.namespaced and ("namespaces", "", namespace or "") not in self.objects:
-            return 404, _status(404, "NotFound", f'namespaces "{namespace}" not found'), "application/json"
+            return (
+                404,
+                _status(404, "NotFound", f'namespaces "{namespace}" not found'),
+                "application/json",
+            )
         force = query.get("force", ["false"])[0] == "true"
         dry_run = query.get("dryRun", [""])[0] == "All"
         stored = self.objects.get(key)
@@ -356,17 +486,32 @@ class FakeApiServer:
         if stored is None:
             result = Stored(copy.deepcopy(config), {manager: applied})
             meta = result.obj["metadata"]
-            meta.update(uid=f"uid-{next(self._uids)}", generation=1, creationTimestamp="2026-01-01T00:00:00Z")
+            meta.update(
+                uid=f"uid-{next(self._uids)}",
+                generation=1,
+                creationTimestamp="2026-01-01T00:00:00Z",
+            )
         else:
             conflicts = self._conflicts(stored, config, applied, manager)
             if conflicts and not force:
                 text = "; ".join(f'conflict with "{m}": .{".".join(p)}' for m, p in conflicts)
-                return 409, _status(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {text}"), "application/json"
+                return (
+                    409,
+                    _status(
+                        409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): {text}"
+                    ),
+                    "application/json",
+                )
             result = self._merge(stored, config, applied, manager)
         result.obj["metadata"]["resourceVersion"] = str(next(self._rv))
         result.obj["metadata"]["managedFields"] = [
-            {"manager": m, "operation": "Apply" if m == manager else "Update", "apiVersion": res.group_version,
-             "fieldsType": "FieldsV1", "fieldsV1": {}}
+            {
+                "manager": m,
+                "operation": "Apply" if m == manager else "Update",
+                "apiVersion": res.group_version,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": {},
+            }
             for m in sorted(result.owners)
         ]
         if not dry_run:
@@ -375,7 +520,8 @@ class FakeApiServer:
 
     def _invalid(self, res: Res, config: Any, namespace: str | None, name: str) -> list[str]:
         if not isinstance(config, dict) or config.get("kind") != res.kind:
-            return [f"body kind {config.get('kind') if isinstance(config, dict) else None!r} does not match {res.kind}"]
+            found = config.get("kind") if isinstance(config, dict) else None
+            return [f"body kind {found!r} does not match {res.kind}"]
         if config.get("apiVersion") != res.group_version:
             return [f"apiVersion {config.get('apiVersion')!r} does not match {res.group_version}"]
         meta = config.get("metadata", {})
@@ -385,8 +531,9 @@ class FakeApiServer:
             return ["the namespace of the object does not match the namespace on the request"]
         return validate(config, "1.33.0")
 
-    def _conflicts(self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]],
-                   manager: str) -> list[tuple[str, tuple[str, ...]]]:
+    def _conflicts(
+        self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]], manager: str
+    ) -> list[tuple[str, tuple[str, ...]]]:
         conflicts = []
         for path in sorted(applied):
             new = _get(config, path)
@@ -397,11 +544,14 @@ class FakeApiServer:
                     conflicts.append((other, path))
         return conflicts
 
-    def _merge(self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]],
-               manager: str) -> Stored:
+    def _merge(
+        self, stored: Stored, config: dict[str, Any], applied: set[tuple[str, ...]], manager: str
+    ) -> Stored:
         obj = copy.deepcopy(stored.obj)
         owners = {m: set(p) for m, p in stored.owners.items()}
-        before_spec = json.dumps({k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True)
+        before_spec = json.dumps(
+            {k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True
+        )
         for path in owners.get(manager, set()) - applied:
             if not any(path in p for m, p in owners.items() if m != manager):
                 _delete(obj, path)
@@ -411,7 +561,9 @@ class FakeApiServer:
                 if other != manager and _get(stored.obj, path) != _get(config, path):
                     owned.discard(path)
         owners[manager] = applied
-        after_spec = json.dumps({k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True)
+        after_spec = json.dumps(
+            {k: v for k, v in obj.items() if k not in ("metadata", "status")}, sort_keys=True
+        )
         if before_spec != after_spec:
             obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
         return Stored(obj, {m: p for m, p in owners.items() if p}, stored.reads)
@@ -423,16 +575,35 @@ class FakeApiServer:
         obj = stored.obj
         replicas = obj["spec"].get("replicas", 1)
         generation = obj["metadata"].get("generation", 1)
+        name = obj["metadata"]["name"]
         if self.rollout == "deadline":
-            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": 0,
-                             "conditions": [{"type": "Progressing", "status": "False",
-                                             "reason": "ProgressDeadlineExceeded",
-                                             "message": f'ReplicaSet "{obj["metadata"]["name"]}-abc" has timed out progressing.'}]}
+            obj["status"] = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": 0,
+                "conditions": [
+                    {
+                        "type": "Progressing",
+                        "status": "False",
+                        "reason": "ProgressDeadlineExceeded",
+                        "message": f'ReplicaSet "{name}-abc" has timed out progressing.',
+                    }
+                ],
+            }
         elif self.rollout == "ready" and stored.reads >= self.ready_after_reads:
-            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": replicas,
-                             "readyReplicas": replicas, "availableReplicas": replicas}
+            obj["status"] = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
+                "availableReplicas": replicas,
+            }
         else:
-            obj["status"] = {"observedGeneration": generation, "replicas": replicas, "updatedReplicas": 0}
+            obj["status"] = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": 0,
+            }
 
 
 def _make_handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
@@ -458,8 +629,15 @@ def _make_handler(api: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
 
 def _status(code: int, reason: str, message: str) -> dict[str, Any]:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
 
 
 def _not_found(res: Res, name: str) -> dict[str, Any]:

@@ -85,10 +85,28 @@ _RELABEL: Schema = _closed(
     {
         "action": {
             "enum": [
-                "replace", "Replace", "keep", "Keep", "drop", "Drop", "hashmod", "HashMod",
-                "labelmap", "LabelMap", "labeldrop", "LabelDrop", "labelkeep", "LabelKeep",
-                "lowercase", "Lowercase", "uppercase", "Uppercase", "keepequal", "KeepEqual",
-                "dropequal", "DropEqual",
+                "replace",
+                "Replace",
+                "keep",
+                "Keep",
+                "drop",
+                "Drop",
+                "hashmod",
+                "HashMod",
+                "labelmap",
+                "LabelMap",
+                "labeldrop",
+                "LabelDrop",
+                "labelkeep",
+                "LabelKeep",
+                "lowercase",
+                "Lowercase",
+                "uppercase",
+                "Uppercase",
+                "keepequal",
+                "KeepEqual",
+                "dropequal",
+                "DropEqual",
             ]
         },
         "sourceLabels": {
@@ -424,9 +442,9 @@ def check_cel_rules(obj: dict[str, Any]) -> list[str]:
         return problems
     for rule in obj["spec"].get("rules", []):
         for ref in rule.get("backendRefs", []):
-            if ref.get("group", "") == "" and ref.get("kind", "Service") == "Service":
-                if "port" not in ref:
-                    problems.append(f"backendRef {ref['name']}: Must have port for Service")
+            core = ref.get("group", "") == "" and ref.get("kind", "Service") == "Service"
+            if core and "port" not in ref:
+                problems.append(f"backendRef {ref['name']}: Must have port for Service")
         for match in rule.get("matches", []):
             path = match.get("path")
             if path and not path.get("value", "/").startswith("/"):

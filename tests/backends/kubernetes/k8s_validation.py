@@ -137,24 +137,31 @@ def _deployment_problems(obj: dict[str, Any]) -> list[str]:
     if len(volumes) != len(pod.get("volumes", [])):
         problems.append("volume names must be unique")
     for container in pod.get("initContainers", []) + pod["containers"]:
-        if not _DNS_LABEL.match(container["name"]):
-            problems.append(f"container name '{container['name']}' must be a DNS label")
-        ports = {p.get("name") for p in container.get("ports", [])}
-        for port in container.get("ports", []):
-            name = port.get("name")
-            if name is not None and (len(name) > 15 or not _IANA_SVC.match(name)):
-                problems.append(f"port name '{name}' must be an IANA_SVC_NAME (<= 15 chars)")
-        for mount in container.get("volumeMounts", []):
-            if mount["name"] not in volumes:
-                problems.append(f"volumeMount '{mount['name']}' names no volume")
-        for probe_key in ("startupProbe", "readinessProbe", "livenessProbe"):
-            probe = container.get(probe_key)
-            if probe and isinstance(probe.get("httpGet", {}).get("port"), str):
-                if probe["httpGet"]["port"] not in ports:
-                    problems.append(f"{probe_key} port '{probe['httpGet']['port']}' not declared")
+        problems.extend(_container_problems(container, volumes))
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace < 0:
         problems.append("terminationGracePeriodSeconds must be >= 0")
+    return problems
+
+
+def _container_problems(container: dict[str, Any], volumes: set[str]) -> list[str]:
+    problems: list[str] = []
+    if not _DNS_LABEL.match(container["name"]):
+        problems.append(f"container name '{container['name']}' must be a DNS label")
+    ports = {p.get("name") for p in container.get("ports", [])}
+    for port in container.get("ports", []):
+        name = port.get("name")
+        if name is not None and (len(name) > 15 or not _IANA_SVC.match(name)):
+            problems.append(f"port name '{name}' must be an IANA_SVC_NAME (<= 15 chars)")
+    problems.extend(
+        f"volumeMount '{mount['name']}' names no volume"
+        for mount in container.get("volumeMounts", [])
+        if mount["name"] not in volumes
+    )
+    for probe_key in ("startupProbe", "readinessProbe", "livenessProbe"):
+        port = (container.get(probe_key) or {}).get("httpGet", {}).get("port")
+        if isinstance(port, str) and port not in ports:
+            problems.append(f"{probe_key} port '{port}' not declared")
     return problems
 
 

@@ -24,14 +24,25 @@ def test_render_prints_the_golden_yaml():
 
 
 def test_render_kustomize_lists_every_file_in_apply_order(tmp_path):
-    result = CliRunner().invoke(cli, ["render", GUIDE, "-o", str(tmp_path), "--format", "kustomize"])
+    result = CliRunner().invoke(
+        cli, ["render", GUIDE, "-o", str(tmp_path), "--format", "kustomize"]
+    )
     assert result.exit_code == 0, result.output
     kustomization = yaml.safe_load((tmp_path / "kustomization.yaml").read_text(encoding="utf-8"))
     assert kustomization["resources"][0] == "00-namespace-ml.yaml"
-    kinds = [yaml.safe_load((tmp_path / f).read_text(encoding="utf-8"))["kind"]
-             for f in kustomization["resources"]]
-    assert kinds == ["Namespace", "PersistentVolume", "PersistentVolumeClaim", "Deployment",
-                     "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"]
+    kinds = [
+        yaml.safe_load((tmp_path / f).read_text(encoding="utf-8"))["kind"]
+        for f in kustomization["resources"]
+    ]
+    assert kinds == [
+        "Namespace",
+        "PersistentVolume",
+        "PersistentVolumeClaim",
+        "Deployment",
+        "Service",
+        "HorizontalPodAutoscaler",
+        "PodDisruptionBudget",
+    ]
 
 
 def test_render_helm_chart_escapes_template_braces(tmp_path):

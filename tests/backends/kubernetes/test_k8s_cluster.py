@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from k8s_apiserver import FakeApiServer, Res
+from k8s_apiserver import FakeApiServer, Request, Res
 
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.commands import (
@@ -54,13 +54,20 @@ def api(tmp_path, monkeypatch):
     server.stop()
 
 
-def _apply(path: str, **kwargs) -> None:
-    options = {"context": None, "namespace": None, "dry_run": False, "wait": False, "timeout_s": 5.0}
-    options.update(kwargs)
-    apply_kubernetes((path,), **options)
+def _apply(
+    path: str,
+    *,
+    namespace: str | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    timeout_s: float = 5.0,
+) -> None:
+    apply_kubernetes(
+        (path,), context=None, namespace=namespace, dry_run=dry_run, wait=wait, timeout_s=timeout_s
+    )
 
 
-def _patches(api: FakeApiServer):
+def _patches(api: FakeApiServer) -> list[Request]:
     return [r for r in api.requests if r.method == "PATCH"]
 
 
@@ -73,11 +80,19 @@ def test_apply_uses_server_side_apply_in_dependency_order_after_a_dry_run(api, c
     real = [r for r in patches if "dryRun" not in r.query]
     assert patches[: len(dry)] == dry  # every dry run comes before the first change
     assert [r.path.split("/")[-2] for r in real] == [
-        "namespaces", "persistentvolumes", "persistentvolumeclaims", "deployments", "services",
-        "horizontalpodautoscalers", "poddisruptionbudgets",
+        "namespaces",
+        "persistentvolumes",
+        "persistentvolumeclaims",
+        "deployments",
+        "services",
+        "horizontalpodautoscalers",
+        "poddisruptionbudgets",
     ]
     deployment = api.get("deployments", "ml", "ml-model")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "tensorflow/serving:latest"
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+        == "tensorflow/serving:latest"
+    )
     assert api.get("services", "ml", "ml-model-service")["spec"]["ports"][0]["nodePort"] == 30050
     out = capsys.readouterr().out
     assert "ml-model: rolled out" in out
@@ -111,15 +126,19 @@ def test_reapply_prunes_what_the_render_dropped_but_never_claims(api, tmp_path):
 
 def test_reapply_leaves_replicas_to_the_autoscaler(api):
     _apply(GUIDE)
-    api.update_field("deployments", "ml", "ml-model", ("spec", "replicas"), 3, "kube-controller-manager")
+    api.update_field(
+        "deployments", "ml", "ml-model", ("spec", "replicas"), 3, "kube-controller-manager"
+    )
     _apply(GUIDE)
     assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 3
 
 
 def test_conflict_names_the_other_manager_and_force_takes_over(api, tmp_path):
     _apply(GUIDE)
-    api.update_field("services", "ml", "ml-model-service", ("spec", "type"), "LoadBalancer", "kubectl-edit")
-    with pytest.raises(ApplyError, match="kubectl-edit.*forceConflicts"):
+    api.update_field(
+        "services", "ml", "ml-model-service", ("spec", "type"), "LoadBalancer", "kubectl-edit"
+    )
+    with pytest.raises(ApplyError, match=r"kubectl-edit.*forceConflicts"):
         _apply(GUIDE)
     forced = tmp_path / "spec.yaml"
     document = yaml.safe_load(Path(GUIDE).read_text(encoding="utf-8"))
@@ -140,15 +159,21 @@ def test_a_missing_crd_api_fails_before_anything_changes(api):
 
 def test_forbidden_names_the_verb_and_resource(api):
     api.forbidden.add(("patch", "deployments.apps"))
-    with pytest.raises(ForbiddenError, match="may not 'patch' deployments.apps in namespace 'ml'"):
+    with pytest.raises(
+        ForbiddenError, match=r"may not 'patch' deployments\.apps in namespace 'ml'"
+    ):
         _apply(GUIDE)
 
 
 def test_an_object_the_server_rejects_is_an_apply_error_with_its_message(api):
     cluster = Cluster(Target())
     try:
-        bad = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"},
-               "data": {"a": "b"}}
+        bad = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "x", "namespace": "default"},
+            "data": {"a": "b"},
+        }
         cluster.apply(bad, dry_run=False, force=False)
         bad_ns = {**bad, "metadata": {"name": "x", "namespace": "nowhere"}}
         with pytest.raises(ApplyError, match="namespace 'nowhere' does not exist"):
@@ -181,8 +206,13 @@ def test_wait_gives_up_on_a_stuck_or_failed_rollout(api, rollout, needle):
     try:
         with pytest.raises(RolloutError, match=needle):
             asyncio.run(
-                wait_for_rollouts(cluster, [("ml", "ml-model")], timeout_s=10, clock=ManualClock(),
-                                  report=messages.append)
+                wait_for_rollouts(
+                    cluster,
+                    [("ml", "ml-model")],
+                    timeout_s=10,
+                    clock=ManualClock(),
+                    report=messages.append,
+                )
             )
     finally:
         cluster.close()
@@ -203,15 +233,31 @@ def test_status_delete_scale_and_logs(api, capsys):
     scale_kubernetes("ml-model", 2, context=None, namespace="ml")
     assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 2
 
-    api.put(Res("", "v1", "pods", "Pod", True), {"apiVersion": "v1", "kind": "Pod", "metadata": {
-        "name": "ml-model-abc-1", "namespace": "ml",
-        "labels": {"app.kubernetes.io/managed-by": "mlkube", "app.kubernetes.io/instance": "ml-model"}}})
+    api.put(
+        Res("", "v1", "pods", "Pod", True),
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "ml-model-abc-1",
+                "namespace": "ml",
+                "labels": {
+                    "app.kubernetes.io/managed-by": "mlkube",
+                    "app.kubernetes.io/instance": "ml-model",
+                },
+            },
+        },
+    )
     api.logs["ml-model-abc-1"] = ['{"msg": "ready"}']
     capsys.readouterr()
-    logs_kubernetes("ml-model", context=None, namespace="ml", follow=False, since_s=60, replica=None)
+    logs_kubernetes(
+        "ml-model", context=None, namespace="ml", follow=False, since_s=60, replica=None
+    )
     assert capsys.readouterr().out.strip() == '{"msg": "ready"}'
     with pytest.raises(ObjectNotFoundError, match="replica 3 is not one"):
-        logs_kubernetes("ml-model", context=None, namespace="ml", follow=False, since_s=None, replica=3)
+        logs_kubernetes(
+            "ml-model", context=None, namespace="ml", follow=False, since_s=None, replica=3
+        )
 
     delete_kubernetes("ml-model", context=None, namespace="ml")
     assert api.get("deployments", "ml", "ml-model") is None
@@ -223,15 +269,37 @@ def test_status_delete_scale_and_logs(api, capsys):
 
 def _seed_cluster(api: FakeApiServer) -> None:
     node = Res("", "v1", "nodes", "Node", False)
-    api.put(node, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "gpu-1"},
-                   "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
-                   "status": {"allocatable": {"nvidia.com/gpu": "4", "cpu": "32"}}})
-    api.put(node, {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "cpu-1"},
-                   "status": {"allocatable": {"cpu": "8"}}})
-    api.put(Res("storage.k8s.io", "v1", "storageclasses", "StorageClass", False), {
-        "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "provisioner": "x",
-        "metadata": {"name": "standard",
-                     "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}})
+    api.put(
+        node,
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "gpu-1"},
+            "spec": {"taints": [{"key": "nvidia.com/gpu", "effect": "NoSchedule"}]},
+            "status": {"allocatable": {"nvidia.com/gpu": "4", "cpu": "32"}},
+        },
+    )
+    api.put(
+        node,
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "cpu-1"},
+            "status": {"allocatable": {"cpu": "8"}},
+        },
+    )
+    api.put(
+        Res("storage.k8s.io", "v1", "storageclasses", "StorageClass", False),
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "provisioner": "x",
+            "metadata": {
+                "name": "standard",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+        },
+    )
 
 
 def test_doctor_passes_on_a_ready_cluster(api):

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from k8s_validation import VERSIONS, validate
 
 from mlkube.backends.kubernetes.errors import RenderError
-from mlkube.backends.kubernetes.manifest import KINDS, LABEL_MANAGED_BY, LABEL_INSTANCE
-from mlkube.backends.kubernetes.render import render
+from mlkube.backends.kubernetes.manifest import KINDS, LABEL_INSTANCE, LABEL_MANAGED_BY
+from mlkube.backends.kubernetes.render import Rendered, render
 from mlkube.backends.kubernetes.tracks import split_replicas
-from mlkube.spec import load_documents, parse_documents
+from mlkube.spec import ModelDeployment, load_documents, parse_documents
 
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
@@ -36,7 +37,7 @@ def _examples() -> list[Path]:
     return sorted(p for p in (ROOT / "examples").rglob("*.y*ml") if _is_spec(p))
 
 
-def _rendered(path: Path):
+def _rendered(path: Path) -> Rendered:
     return render(load_documents(path))
 
 
@@ -54,7 +55,8 @@ def test_every_example_in_the_repository_renders_valid_objects_or_says_why(path)
     except RenderError as error:
         # A spec meant for the local backend (a model path on this machine) cannot be
         # rendered; the error must say which deployment and what to do instead.
-        assert "deployment '" in str(error)
+        message = str(error)
+        assert "deployment '" in message
         return
     problems = [p for obj in rendered.objects for p in validate(obj, VERSIONS[-1])]
     assert problems == []
@@ -63,7 +65,7 @@ def test_every_example_in_the_repository_renders_valid_objects_or_says_why(path)
 RULES_PLACEHOLDER = "<mlkube.observability.alerts.alert_rules(deployment), tested there>"
 
 
-def _golden_view(obj):
+def _golden_view(obj: dict[str, Any]) -> dict[str, Any]:
     # The PrometheusRule's groups come from the observability package and change with it;
     # the golden file pins that the object is there and where, not the rules themselves.
     if obj["kind"] == "PrometheusRule":
@@ -100,6 +102,7 @@ def test_config_map_holds_a_loadable_spec_pointing_at_the_mounted_model():
     objects = _rendered(HERE / "specs" / "keda-gpu.yaml").objects
     config = next(o for o in objects if o["kind"] == "ConfigMap")
     documents = parse_documents(config["data"]["spec.yaml"])
+    assert isinstance(documents[0], ModelDeployment)
     assert documents[0].spec.model.uri == "/models/model.pt"
     deployment = next(o for o in objects if o["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
@@ -185,7 +188,8 @@ spec:
         pytest.param(
             "m",
             "s3://b/m.onnx",
-            "  autoscaling: {minReplicas: 1, maxReplicas: 2, metrics: [{type: latency, targetMs: 100}]}\n",
+            "  autoscaling: {minReplicas: 1, maxReplicas: 2,\n"
+            "                metrics: [{type: latency, targetMs: 100}]}\n",
             "needs autoscaling.engine: keda",
             id="latency-needs-keda",
         ),
@@ -213,7 +217,8 @@ def test_specs_kubernetes_cannot_express_fail_with_a_clear_error(name, uri, extr
 
 def test_tolerance_is_reported_not_rendered():
     text = _BASE.replace("NAME", "m").replace("URI", "s3://b/m.onnx") + (
-        "  autoscaling:\n    behavior: {scaleUp: {tolerance: '0.05', stabilizationWindowSeconds: 0}}\n"
+        "  autoscaling:\n"
+        "    behavior: {scaleUp: {tolerance: '0.05', stabilizationWindowSeconds: 0}}\n"
     )
     rendered = render(parse_documents(text))
     hpa = next(o for o in rendered.objects if o["kind"] == "HorizontalPodAutoscaler")

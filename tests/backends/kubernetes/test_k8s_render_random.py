@@ -219,8 +219,9 @@ def test_random_specs_render_valid_objects_or_a_render_error(text, version):
     try:
         rendered = render(documents)
     except RenderError as error:
-        assert f"deployment '{documents[0].metadata.name}'" in str(error)
-        event(f"render refused: {str(error).split(':', 1)[1][:40]}")
+        message = str(error)
+        assert f"deployment '{documents[0].metadata.name}'" in message
+        event(f"render refused: {message.split(':', 1)[1][:40]}")
         return
     event("rendered")
     problems = [p for obj in rendered.objects for p in validate(obj, version)]

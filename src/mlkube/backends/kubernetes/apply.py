@@ -139,7 +139,9 @@ def apply_objects(
         key_of(obj)
         for obj in objects
         if obj["kind"] == "Deployment"
-        and cluster.get(kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"])
+        and cluster.get(
+            kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"]
+        )
     }
     objects = without_autoscaled_replicas(objects, existing)
     _dry_run_all(cluster, objects, force=force)
@@ -191,7 +193,7 @@ def prune_stale(
             if info.kind in NEVER_PRUNED:
                 continue
             try:
-                live.extend(cluster.list(info, namespace or None, labels))
+                live.extend(cluster.list_objects(info, namespace or None, labels))
             except ApiMissingError:
                 continue  # that API is not installed, so nothing of ours can be there
             except ForbiddenError as error:

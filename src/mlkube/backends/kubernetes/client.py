@@ -16,20 +16,20 @@ the backend's errors here, with the API server's own message kept.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx2
 from lightkube import ApiError, Client, ConfigError, KubeConfig, codecs
-from lightkube.config.client_adapter import Client as adapter_client
+from lightkube.config import client_adapter
 from lightkube.config.client_adapter import ConnectionParams
 from lightkube.core.resource_registry import resource_registry
-from lightkube.types import PatchType
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
 from lightkube.resources.core_v1 import Pod
+from lightkube.types import PatchType
 
 from mlkube.backends.kubernetes.errors import (
     ApiMissingError,
@@ -85,9 +85,10 @@ class Cluster:
         self.server = single.cluster.server
         self.namespace = target.namespace or single.namespace
         timeout = httpx2.Timeout(target.timeout_s)
-        self._client = Client(single, namespace=self.namespace, timeout=timeout,
-                              field_manager=FIELD_MANAGER)
-        self._http = adapter_client(single, ConnectionParams(timeout=timeout))
+        self._client = Client(
+            single, namespace=self.namespace, timeout=timeout, field_manager=FIELD_MANAGER
+        )
+        self._http = client_adapter.Client(single, ConnectionParams(timeout=timeout))
         _register_crd_kinds()
 
     def close(self) -> None:
@@ -99,7 +100,7 @@ class Cluster:
         info = _info(obj["kind"])
         typed = codecs.from_dict(obj)
         namespace = obj["metadata"].get("namespace")
-        with _translate("patch", info, namespace, obj["metadata"]["name"]):
+        with _Translate("patch", info, namespace, obj["metadata"]["name"]):
             result = self._client.apply(
                 typed, field_manager=FIELD_MANAGER, force=force, dry_run=dry_run
             )
@@ -109,29 +110,31 @@ class Cluster:
         """The object, or None when it does not exist."""
         resource = _resource(info)
         try:
-            with _translate("get", info, namespace, name):
+            with _Translate("get", info, namespace, name):
                 found = self._client.get(resource, name, namespace=_ns(info, namespace))
         except ObjectNotFoundError:
             return None
         return _as_dict(found)
 
-    def list(self, info: KindInfo, namespace: str | None, labels: dict[str, str]) -> list[Manifest]:
+    def list_objects(
+        self, info: KindInfo, namespace: str | None, labels: Mapping[str, Any]
+    ) -> list[Manifest]:
         """Objects of a kind with all of ``labels`` (namespace ``"*"``: every namespace)."""
         resource = _resource(info)
-        with _translate("list", info, namespace, None):
+        selector: dict[str, Any] = dict(labels)
+        with _Translate("list", info, namespace, None):
             items = list(
-                self._client.list(resource, namespace=_ns(info, namespace), labels=labels)
+                self._client.list(resource, namespace=_ns(info, namespace), labels=selector)
             )
         # List items come without apiVersion/kind on the wire; put them back.
         return [
-            {"apiVersion": info.api_version, "kind": info.kind, **_as_dict(item)}
-            for item in items
+            {"apiVersion": info.api_version, "kind": info.kind, **_as_dict(item)} for item in items
         ]
 
     def delete(self, info: KindInfo, name: str, namespace: str | None, *, dry_run: bool) -> bool:
         """Delete an object (in the background); False when it was already gone."""
         try:
-            with _translate("delete", info, namespace, name):
+            with _Translate("delete", info, namespace, name):
                 self._client.delete(
                     _resource(info), name, namespace=_ns(info, namespace), dry_run=dry_run
                 )
@@ -142,7 +145,7 @@ class Cluster:
     def scale(self, name: str, namespace: str, replicas: int) -> None:
         """Set a Deployment's replicas through its ``scale`` subresource."""
         info = _info("Deployment")
-        with _translate("patch", info, namespace, name):
+        with _Translate("patch", info, namespace, name):
             self._client.patch(
                 Deployment.Scale,
                 name,
@@ -157,14 +160,14 @@ class Cluster:
         """Log lines of a pod's server container."""
         info = KindInfo("v1", "Pod", "pods", namespaced=True)
         since = int(since_s) if since_s is not None else None
-        with _translate("get", info, namespace, pod):
+        with _Translate("get", info, namespace, pod):
             yield from self._client.log(pod, namespace=namespace, follow=follow, since=since)
 
-    def pods(self, namespace: str, labels: dict[str, str]) -> list[Manifest]:
+    def pods(self, namespace: str, labels: Mapping[str, Any]) -> list[Manifest]:
         """Pods with all of ``labels``."""
         info = KindInfo("v1", "Pod", "pods", namespaced=True)
-        with _translate("list", info, namespace, None):
-            pods = self._client.list(Pod, namespace=namespace, labels=labels)
+        with _Translate("list", info, namespace, None):
+            pods = self._client.list(Pod, namespace=namespace, labels=dict(labels))
             return [{"apiVersion": "v1", "kind": "Pod", **_as_dict(p)} for p in pods]
 
     def raw_get(self, path: str) -> tuple[int, Any]:
@@ -183,7 +186,7 @@ class Cluster:
 
     def can_i(self, verb: str, resource: str, group: str, namespace: str | None) -> bool:
         """SelfSubjectAccessReview: may these credentials do ``verb`` on ``resource``?"""
-        review = SelfSubjectAccessReview.from_dict(
+        review: SelfSubjectAccessReview = SelfSubjectAccessReview.from_dict(  # type: ignore[assignment]
             {
                 "apiVersion": "authorization.k8s.io/v1",
                 "kind": "SelfSubjectAccessReview",
@@ -197,9 +200,13 @@ class Cluster:
                 },
             }
         )
-        info = KindInfo("authorization.k8s.io/v1", "SelfSubjectAccessReview",
-                        "selfsubjectaccessreviews", namespaced=False)
-        with _translate("create", info, None, None):
+        info = KindInfo(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            namespaced=False,
+        )
+        with _Translate("create", info, None, None):
             result = self._client.create(review)
         return bool(_as_dict(result).get("status", {}).get("allowed", False))
 
@@ -240,7 +247,7 @@ def _resource_name(info: KindInfo) -> str:
     return f"{info.plural}.{group}" if group else info.plural
 
 
-class _translate:
+class _Translate:
     """Context manager turning lightkube/httpx failures into the backend's errors."""
 
     def __init__(self, verb: str, info: KindInfo, namespace: str | None, name: str | None):
@@ -252,9 +259,11 @@ class _translate:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any) -> bool:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, _tb: Any
+    ) -> None:
         if error is None:
-            return False
+            return
         if isinstance(error, ApiError):
             raise self._api_error(error) from error
         if isinstance(error, httpx2.TransportError):
@@ -262,7 +271,6 @@ class _translate:
                 f"cannot reach the Kubernetes API: {error} (is the cluster up, and is the "
                 "kubeconfig context right? `mlkube doctor` checks)"
             ) from error
-        return False
 
     def _api_error(self, error: ApiError) -> ClusterError:
         code = error.status.code or 0

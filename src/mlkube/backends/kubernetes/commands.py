@@ -63,9 +63,7 @@ def apply_kubernetes(
     force = any(
         isinstance(d, ModelDeployment) and d.spec.kubernetes.force_conflicts for d in documents
     )
-    prune = all(
-        d.spec.kubernetes.prune for d in documents if isinstance(d, ModelDeployment)
-    )
+    prune = all(d.spec.kubernetes.prune for d in documents if isinstance(d, ModelDeployment))
     cluster = Cluster(Target(context=context, namespace=namespace))
     try:
         result = apply_objects(
@@ -83,7 +81,11 @@ def apply_kubernetes(
             ]
             asyncio.run(
                 wait_for_rollouts(
-                    cluster, deployments, timeout_s=timeout_s, clock=SystemClock(), report=print_info
+                    cluster,
+                    deployments,
+                    timeout_s=timeout_s,
+                    clock=SystemClock(),
+                    report=print_info,
                 )
             )
     finally:
@@ -109,7 +111,9 @@ def status_kubernetes(
     rows = [TABLE_COLUMNS, *table_rows(summaries)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_COLUMNS))]
     for row in rows:
-        print_info("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+        print_info(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
 
 
 def delete_kubernetes(name: str, *, context: str | None, namespace: str | None) -> None:
@@ -207,7 +211,7 @@ def _owned(
     for kind in kinds:
         info = kind_info(kind)
         try:
-            objects.extend(cluster.list(info, namespace, labels))
+            objects.extend(cluster.list_objects(info, namespace, labels))
         except ApiMissingError:
             continue  # e.g. no KEDA installed: nothing of that kind can be ours
         except ForbiddenError as error:

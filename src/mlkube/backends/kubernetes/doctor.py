@@ -88,13 +88,21 @@ OPTIONAL_APIS = (
 def check_version(status: int, body: Any) -> Check:
     """The API server answers /version; warn below 1.30. Pure."""
     if status != 200 or not isinstance(body, dict):
-        return Check("API server", "fail", f"/version answered {status}",
-                     "check the kubeconfig context and your credentials")
+        return Check(
+            "API server",
+            "fail",
+            f"/version answered {status}",
+            "check the kubeconfig context and your credentials",
+        )
     version = str(body.get("gitVersion", "?"))
     match = re.match(r"v?1\.(\d+)", version)
     if match and int(match.group(1)) < MIN_MINOR:
-        return Check("API server", "warn", f"reachable, Kubernetes {version}",
-                     f"mlkube renders for 1.{MIN_MINOR}+; upgrade the cluster")
+        return Check(
+            "API server",
+            "warn",
+            f"reachable, Kubernetes {version}",
+            f"mlkube renders for 1.{MIN_MINOR}+; upgrade the cluster",
+        )
     return Check("API server", "pass", f"reachable, Kubernetes {version}")
 
 
@@ -107,10 +115,18 @@ def check_metrics_server(status: int) -> Check:
     if status == 200:
         return Check("metrics-server", "pass", "metrics.k8s.io/v1beta1 is served")
     if status == 503:
-        return Check("metrics-server", "fail", "metrics.k8s.io is registered but unavailable",
-                     "kubectl -n kube-system logs deploy/metrics-server")
-    return Check("metrics-server", "fail",
-                 "metrics.k8s.io is not served: HPAs on cpu/memory will not scale", fix)
+        return Check(
+            "metrics-server",
+            "fail",
+            "metrics.k8s.io is registered but unavailable",
+            "kubectl -n kube-system logs deploy/metrics-server",
+        )
+    return Check(
+        "metrics-server",
+        "fail",
+        "metrics.k8s.io is not served: HPAs on cpu/memory will not scale",
+        fix,
+    )
 
 
 def check_custom_metrics(status: int) -> Check:
@@ -176,8 +192,12 @@ def check_storage_classes(classes: Sequence[Manifest]) -> Check:
     if len(defaults) == 1:
         return Check("default StorageClass", "pass", f"'{defaults[0]}'")
     if defaults:
-        return Check("default StorageClass", "warn", f"several defaults: {', '.join(defaults)}",
-                     "keep one is-default-class annotation")
+        return Check(
+            "default StorageClass",
+            "warn",
+            f"several defaults: {', '.join(defaults)}",
+            "keep one is-default-class annotation",
+        )
     return Check(
         "default StorageClass",
         "warn",
@@ -192,14 +212,20 @@ def check_api(api: OptionalApi, status: int, body: Any) -> Check:
     missing = [p for p in api.plurals if p not in served]
     if not missing:
         return Check(api.name, "pass", f"{api.group_version} serves {', '.join(api.plurals)}")
-    return Check(api.name, "warn", f"{api.group_version} {', '.join(missing)} not served: "
-                 f"needed only for {api.needed_for}", api.install)
+    return Check(
+        api.name,
+        "warn",
+        f"{api.group_version} {', '.join(missing)} not served: needed only for {api.needed_for}",
+        api.install,
+    )
 
 
 def check_rbac(denied: Sequence[str], namespace: str) -> Check:
     """Whether our credentials may manage every kind we render. Pure."""
     if not denied:
-        return Check("RBAC", "pass", f"may get/list/patch/delete every kind mlkube renders in '{namespace}'")
+        return Check(
+            "RBAC", "pass", f"may get/list/patch/delete every kind mlkube renders in '{namespace}'"
+        )
     return Check(
         "RBAC",
         "fail",
@@ -217,11 +243,15 @@ def run_doctor(cluster: Cluster, namespace: str) -> list[Check]:
     checks = [check_version(status, body)]
     checks.append(check_metrics_server(cluster.raw_get("/apis/metrics.k8s.io/v1beta1")[0]))
     checks.append(check_custom_metrics(cluster.raw_get("/apis/custom.metrics.k8s.io/v1beta1")[0]))
-    checks.extend(_guarded("GPUs", lambda: [check_gpus(cluster.list(NODE, None, {}))]))
-    checks.extend(_guarded("node taints", lambda: [check_taints(cluster.list(NODE, None, {}))]))
+    checks.extend(_guarded("GPUs", lambda: [check_gpus(cluster.list_objects(NODE, None, {}))]))
     checks.extend(
-        _guarded("default StorageClass",
-                 lambda: [check_storage_classes(cluster.list(STORAGE_CLASS, None, {}))])
+        _guarded("node taints", lambda: [check_taints(cluster.list_objects(NODE, None, {}))])
+    )
+    checks.extend(
+        _guarded(
+            "default StorageClass",
+            lambda: [check_storage_classes(cluster.list_objects(STORAGE_CLASS, None, {}))],
+        )
     )
     for api in OPTIONAL_APIS:
         checks.append(check_api(api, *cluster.raw_get(f"/apis/{api.group_version}")))

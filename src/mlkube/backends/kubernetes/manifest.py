@@ -143,7 +143,9 @@ def label_problem(key: str, value: str) -> str | None:
     if len(name) > 63 or not _LABEL_PART.match(name):
         return f"label key '{key}' is not a valid label name (63 characters: letters, digits, -_.)"
     if value and (len(value) > 63 or not _LABEL_PART.match(value)):
-        return f"label value '{value}' of '{key}' is not valid (63 characters: letters, digits, -_.)"
+        return (
+            f"label value '{value}' of '{key}' is not valid (63 characters: letters, digits, -_.)"
+        )
     return None
 
 

@@ -80,8 +80,7 @@ def network_objects(
 
 def http_route(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> Manifest:
     """A ``gateway.networking.k8s.io/v1`` HTTPRoute splitting traffic by the tracks' weights."""
-    gateway = deployment.spec.kubernetes.gateway
-    assert gateway is not None
+    gateway = deployment.spec.kubernetes.gateway or ""
     gw_namespace, _, gw_name = gateway.rpartition("/")
     parent: Manifest = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gw_name}
     if gw_namespace:

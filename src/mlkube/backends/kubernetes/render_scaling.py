@@ -172,10 +172,10 @@ def _hpa_metric(metric: MetricSpec) -> Manifest:
         if metric.target_utilization is not None:
             target = {"type": "Utilization", "averageUtilization": metric.target_utilization}
         else:
-            assert metric.target_average_value is not None
-            target = {"type": "AverageValue", "averageValue": metric.target_average_value.text}
+            target = {"type": "AverageValue", "averageValue": _average_value(metric)}
         return {"type": "Resource", "resource": {"name": metric.type, "target": target}}
-    assert isinstance(metric, ConcurrencyMetric | RpsMetric | QueueDepthMetric)
+    if isinstance(metric, LatencyMetric):  # refused earlier by _check_metrics
+        raise RenderError("a latency target needs autoscaling.engine: keda")
     return {
         "type": "Pods",
         "pods": {
@@ -232,11 +232,10 @@ def _trigger(deployment: ModelDeployment, track: Track, metric: MetricSpec) -> M
                 "metricType": "Utilization",
                 "metadata": {"value": str(metric.target_utilization)},
             }
-        assert metric.target_average_value is not None
         return {
             "type": metric.type,
             "metricType": "AverageValue",
-            "metadata": {"value": metric.target_average_value.text},
+            "metadata": {"value": _average_value(metric)},
         }
     selector = _prometheus_selector(deployment, track)
     query: str
@@ -250,7 +249,6 @@ def _trigger(deployment: ModelDeployment, track: Track, metric: MetricSpec) -> M
     elif isinstance(metric, QueueDepthMetric):
         query, threshold = f"sum(mlkube_queue_depth{{{selector}}})", metric.target
     else:
-        assert isinstance(metric, LatencyMetric)
         quantile = metric.percentile / 100
         query = (
             f"histogram_quantile({quantile:g}, sum by (le) "
@@ -267,6 +265,12 @@ def _trigger(deployment: ModelDeployment, track: Track, metric: MetricSpec) -> M
             "activationThreshold": "0",
         },
     }
+
+
+def _average_value(metric: CpuMetric | MemoryMetric) -> str:
+    # The spec validator guarantees exactly one of targetUtilization / targetAverageValue.
+    value = metric.target_average_value
+    return value.text if value is not None else ""
 
 
 def _prometheus_selector(deployment: ModelDeployment, track: Track) -> str:

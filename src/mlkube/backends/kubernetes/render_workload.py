@@ -267,12 +267,11 @@ def _resources(deployment: ModelDeployment) -> Manifest:
 
 
 def _fetch_container(source: ModelSource) -> Manifest:
-    assert source.fetch_command is not None and source.fetch_image is not None
     return {
         "name": "fetch-model",
         "image": source.fetch_image,
         "imagePullPolicy": "IfNotPresent",
-        "command": list(source.fetch_command),
+        "command": list(source.fetch_command or ()),
         "env": [{"name": "HOME", "value": "/tmp"}],  # noqa: S108 - CLIs cache under $HOME
         "securityContext": {
             "allowPrivilegeEscalation": False,

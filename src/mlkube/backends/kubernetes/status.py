@@ -71,8 +71,11 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
                 for p in spec.get("ports", [])
             ]
             services.append(
-                {"name": obj["metadata"]["name"], "type": spec.get("type", "ClusterIP"),
-                 "ports": ports}
+                {
+                    "name": obj["metadata"]["name"],
+                    "type": spec.get("type", "ClusterIP"),
+                    "ports": ports,
+                }
             )
     return {
         "name": name,
@@ -94,12 +97,22 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Rows under ``TABLE_COLUMNS``: one per Deployment of each instance. Pure."""
     rows: list[tuple[str, ...]] = []
     for summary in summaries:
-        autoscaler = ", ".join(
-            f"{a['kind'] == 'ScaledObject' and 'keda' or 'hpa'} {a['min']}-{a['max']}"
-            for a in summary["autoscalers"]
-        ) or "-"
-        service = ", ".join(f"{s['name']} {s['type']} {'/'.join(s['ports'])}" for s in summary["services"]) or "-"
-        for deployment in summary["deployments"] or [{"name": "-", "ready": 0, "replicas": 0, "updated": 0}]:
+        autoscaler = (
+            ", ".join(
+                f"{(a['kind'] == 'ScaledObject' and 'keda') or 'hpa'} {a['min']}-{a['max']}"
+                for a in summary["autoscalers"]
+            )
+            or "-"
+        )
+        service = (
+            ", ".join(
+                f"{s['name']} {s['type']} {'/'.join(s['ports'])}" for s in summary["services"]
+            )
+            or "-"
+        )
+        for deployment in summary["deployments"] or [
+            {"name": "-", "ready": 0, "replicas": 0, "updated": 0}
+        ]:
             rows.append(
                 (
                     summary["name"],

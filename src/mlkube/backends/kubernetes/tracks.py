@@ -154,8 +154,8 @@ def _header_routing(deployment: ModelDeployment) -> bool:
 
 def _canary_weight(deployment: ModelDeployment, warnings: list[str]) -> int:
     rollout = deployment.spec.rollout
-    if rollout.strategy is RolloutStrategy.AB_TEST:
-        assert rollout.ab_test is not None  # the spec validator guarantees it
+    if rollout.strategy is RolloutStrategy.AB_TEST and rollout.ab_test is not None:
+        # The spec validator guarantees abTest is set for strategy ABTest.
         if rollout.ab_test.header and deployment.spec.kubernetes.gateway is None:
             warnings.append(
                 f"deployment '{deployment.name}': rollout.abTest.header routing needs "

@@ -43,7 +43,9 @@ def rollout_state(deployment: Manifest) -> RolloutState:
             "ProgressDeadlineExceeded"
         ):
             return RolloutState(
-                False, True, f"{name}: exceeded its progress deadline: {condition.get('message', '')}"
+                False,
+                True,
+                f"{name}: exceeded its progress deadline: {condition.get('message', '')}",
             )
     wanted = spec.get("replicas", 1)
     updated = status.get("updatedReplicas", 0)
@@ -56,7 +58,9 @@ def rollout_state(deployment: Manifest) -> RolloutState:
             False, False, f"{name}: {total - updated} old replicas pending termination"
         )
     if available < updated:
-        return RolloutState(False, False, f"{name}: {available} of {updated} updated replicas available")
+        return RolloutState(
+            False, False, f"{name}: {available} of {updated} updated replicas available"
+        )
     return RolloutState(True, False, f"{name}: rolled out ({available} available)")
 
 
@@ -89,7 +93,9 @@ async def wait_for_rollouts(
                 report(state.message)
                 last[(namespace, name)] = state.message
             if state.failed:
-                raise RolloutError(f"rollout of Deployment '{name}' in '{namespace}' failed: {state.message}")
+                raise RolloutError(
+                    f"rollout of Deployment '{name}' in '{namespace}' failed: {state.message}"
+                )
             if not state.done:
                 still.append((namespace, name))
         pending = still
