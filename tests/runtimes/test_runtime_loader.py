@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mlkube.errors import ModelLoadError
-from mlkube.runtimes import load_runtime
+from mlkube.runtimes import example_batch, load_runtime
 from mlkube.spec import load_spec
 from mlkube.testing import models
 from mlkube.testing.checks import serve
@@ -165,3 +165,14 @@ def test_other_format_file_is_refused(tmp_path: Path, iris_skops: models.BuiltMo
     built = models.BuiltModel(tmp_path / "m.onnx", "onnx", None, np.zeros((1, 1)))
     built.path.write_bytes(iris_skops.path.read_bytes())
     assert "not a valid ONNX model" in str(_refusal(built))
+
+
+@pytest.mark.parametrize("fixture", [f for f, _ in FORMATS] + ["python_user"])
+def test_zero_rows_answer_empty_outputs(request: pytest.FixtureRequest, fixture: str) -> None:
+    runtime = serve(request.getfixturevalue(fixture))
+    batch = {name: value[:0] for name, value in example_batch(runtime.inputs).items()}
+    served = runtime.predict(batch)
+    assert list(served) == [spec.name for spec in runtime.outputs]
+    for spec in runtime.outputs:
+        assert served[spec.name].shape[0] == 0
+        assert served[spec.name].ndim == len(spec.shape)

@@ -21,7 +21,13 @@ import numpy as np
 
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, TensorSpec
-from mlkube.runtimes.support import check_file, env_threads, load_failed, require_module
+from mlkube.runtimes.support import (
+    check_file,
+    empty_outputs,
+    env_threads,
+    load_failed,
+    require_module,
+)
 
 FORMAT = "lightgbm"
 THREADS_VARIABLE = "MLKUBE_LIGHTGBM_THREADS"
@@ -64,8 +70,11 @@ class LightGBMRuntime:
         self.outputs = _outputs(self._kind, classes)
 
     def predict(self, batch: Batch) -> Batch:
+        x = batch[self._input_name]
+        if not len(x):
+            return empty_outputs(self.outputs)
         prediction: Array = self._booster_predict(
-            batch[self._input_name], num_threads=self._threads, validate_features=False
+            x, num_threads=self._threads, validate_features=False
         )
         if self._kind == "binary":
             probabilities = np.stack((1 - prediction, prediction), axis=1)

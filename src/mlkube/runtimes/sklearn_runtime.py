@@ -30,7 +30,13 @@ import numpy as np
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, Runtime, TensorSpec, datatype_of
 from mlkube.runtimes.onnx_runtime import OnnxRuntime
-from mlkube.runtimes.support import check_file, env_threads, library_reason, load_failed
+from mlkube.runtimes.support import (
+    check_file,
+    empty_outputs,
+    env_threads,
+    library_reason,
+    load_failed,
+)
 
 FORMAT = "sklearn"
 PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
@@ -157,6 +163,8 @@ class SklearnRuntime:
 
     def predict(self, batch: Batch) -> Batch:
         x = batch[self._input_name]
+        if not len(x):
+            return empty_outputs(self.outputs)
         if self._predict_proba is None:
             return {self._label_name: self._predict(x)}
         proba = self._predict_proba(x)

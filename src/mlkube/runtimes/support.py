@@ -16,7 +16,7 @@ from types import ModuleType
 import numpy as np
 
 from mlkube.errors import MlkubeError, ModelLoadError
-from mlkube.runtimes.base import Array, Batch, Datatype, TensorSpec
+from mlkube.runtimes.base import NUMPY_DTYPES, Array, Batch, Datatype, TensorSpec
 
 _REASON_CHARS = 300
 """Longest piece of a library's error message quoted in a ModelLoadError."""
@@ -156,3 +156,13 @@ def _tensor_spec(entry: object, where: str) -> TensorSpec:
             f"-1 marking any size; got {shape!r}"
         )
     return TensorSpec(name, Datatype(datatype), tuple(shape))
+
+
+def empty_outputs(outputs: tuple[TensorSpec, ...]) -> Batch:
+    """The answer to a batch of zero rows (which some libraries refuse): empty arrays."""
+    return {
+        spec.name: np.empty(
+            (0, *(max(d, 0) for d in spec.shape[1:])), dtype=NUMPY_DTYPES[spec.datatype]
+        )
+        for spec in outputs
+    }

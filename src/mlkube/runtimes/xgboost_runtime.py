@@ -25,6 +25,7 @@ from mlkube.runtimes.base import Batch, Datatype, TensorSpec
 from mlkube.runtimes.support import (
     as_dtype,
     check_file,
+    empty_outputs,
     env_threads,
     load_failed,
     require_module,
@@ -64,9 +65,10 @@ class XGBoostRuntime:
         self.outputs = _outputs(self.objective, classes, targets)
 
     def predict(self, batch: Batch) -> Batch:
-        prediction: npt.NDArray[np.float32] = self._predict(
-            as_dtype(batch[self._input_name], _FP32)
-        )
+        x = batch[self._input_name]
+        if not len(x):
+            return empty_outputs(self.outputs)
+        prediction: npt.NDArray[np.float32] = self._predict(as_dtype(x, _FP32))
         objective = self.objective
         if objective == "binary:logistic":
             probabilities = np.stack((1 - prediction, prediction), axis=1)
