@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -223,3 +225,59 @@ def test_a_restarted_controller_readopts_live_replicas(
     after = {r["name"]: r["pid"] for r in local.deployment("iris")["replicas"]}
     assert after == before
     assert "Adopted" in local.cli("events", "iris").stdout
+
+
+HOG_MODEL = """
+import numpy as np
+
+
+class Hog:
+    inputs = [{"name": "input", "datatype": "FP64", "shape": [-1, 4]}]
+    outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
+
+    def load(self):
+        self.calls = 0
+
+    def predict(self, batch):
+        # The warm-up call passes; a real request allocates far past the memory limit.
+        self.calls += 1
+        if self.calls > 1:
+            self.hog = np.ones(600 * 2**20 // 8)
+        return {"label": np.zeros(len(batch["input"]), dtype=np.int64)}
+"""
+
+
+def test_a_replica_over_its_memory_limit_is_reported_oomkilled(local, tmp_path, spec_writer):
+    folder = tmp_path / "hog"
+    folder.mkdir()
+    (folder / "hog_model.py").write_text(HOG_MODEL)
+    port = free_port()
+    spec = spec_writer(
+        tmp_path / "hog.yaml",
+        "hog",
+        {"uri": str(folder), "format": "python", "entrypoint": "hog_model:Hog"},
+        replicas=1,
+        service={"port": port},
+        resources={"limits": {"memory": "250Mi", "cpu": "1"}},
+    )
+    local.cli("up", "-d", str(spec))
+    local.wait_ready("hog", 1)
+    enforcement = local.status()["controller"]["enforcement"]
+    if not enforcement.startswith("cgroup"):
+        pytest.skip(f"memory limits are not cgroup-enforced here ({enforcement})")
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(  # the request that blows the limit; its answer does not matter
+            urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/models/hog:predict",
+                data=b'{"instances": [[1, 2, 3, 4]]}',
+                method="POST",
+            ),
+            timeout=3,
+        )
+
+    def oom_killed() -> bool:
+        replicas = local.deployment("hog")["replicas"]
+        return bool(replicas) and replicas[0]["lastReason"] == "OOMKilled"
+
+    local.wait("the replica to be reported OOMKilled", oom_killed, 30)
+    assert "OOMKilled" in local.cli("events", "hog").stdout
