@@ -48,8 +48,25 @@ class Route:
 NOT_FOUND = Route(Action.NOT_FOUND, "http")
 
 
+# Resolved routes are cached: a handful of paths carry all the traffic. The cache is bounded
+# so that clients inventing paths cannot grow it.
+_CACHE_MAX_ENTRIES = 512
+_cache: dict[tuple[str, str], Route] = {}
+
+
 def resolve(method: str, path: str) -> Route:
     """The route for ``method`` and ``path`` (query string already removed)."""
+    key = (method, path)
+    route = _cache.get(key)
+    if route is None:
+        route = _resolve(method, path)
+        if len(_cache) >= _CACHE_MAX_ENTRIES:
+            _cache.clear()
+        _cache[key] = route
+    return route
+
+
+def _resolve(method: str, path: str) -> Route:
     if path.startswith("/v1/models/"):
         route = _v1(path[len("/v1/models/") :])
     elif path.startswith("/v2"):

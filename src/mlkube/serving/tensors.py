@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 from typing import Any
 
 import numpy as np
@@ -47,14 +48,20 @@ def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
     target = np.dtype(NUMPY_DTYPES[datatype])
     if target.kind in "iu" and raw.dtype.kind == "f":
         raise InvalidInputError(f"{what}: expected integers ({datatype}), found fractions")
-    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+    # A finite sum proves every value finite; only when it is not do we look closer.
+    if raw.dtype.kind == "f" and not math.isfinite(raw.sum()) and not np.isfinite(raw).all():
         raise InvalidInputError(f"{what}: NaN and Infinity are not valid inputs")
     if target.kind in "iu" and raw.size:
         info = np.iinfo(target)
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInputError(f"{what}: values out of range for {datatype}")
     array = raw.astype(target, copy=False)
-    if target.kind == "f" and raw.dtype.kind == "f" and not np.isfinite(array).all():
+    if (
+        target.kind == "f"
+        and target.itemsize < raw.dtype.itemsize
+        and not math.isfinite(array.sum())
+        and not np.isfinite(array).all()
+    ):
         raise InvalidInputError(f"{what}: values too large for {datatype}")
     return array
 
