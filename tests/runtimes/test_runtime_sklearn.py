@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -169,8 +170,7 @@ def test_object_without_predict_is_refused(tmp_path: Path) -> None:
 def test_loading_caps_openmp_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hgb: models.Trained
 ) -> None:
-    import threadpoolctl
-
+    threadpoolctl = importlib.import_module("threadpoolctl")  # ships with scikit-learn, untyped
     monkeypatch.setenv("MLKUBE_SKLEARN_THREADS", "1")
     serve(models.save_sklearn(hgb, tmp_path, "skops"))
     openmp = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "openmp"]

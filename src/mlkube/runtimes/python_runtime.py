@@ -18,7 +18,9 @@ The contract for the class:
     one call per row; set it to False to receive each request on its own.
 
 Errors raised while importing, creating or loading the class are reported as a ModelLoadError
-naming the error and the file and line where it was raised.
+naming the error and the file and line where it was raised. A module is imported once per
+process: a replica serves one model, so two models whose modules share a name cannot be loaded
+side by side in one process.
 """
 
 from __future__ import annotations
