@@ -278,3 +278,64 @@ def test_garbage_bytes_get_400_and_the_server_survives(onnx_replica):
         assert sock.recv(4096).startswith(b"HTTP/1.1 400")
     with httpx.Client(base_url=replica.url) as client:
         assert client.get("/v2/health/live").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def slow_python_spec(tmp_path_factory):
+    from mlkube.spec import load_spec
+    from mlkube.testing import models
+
+    built = models.python_model(tmp_path_factory.mktemp("slow"), module="sleepy_model")
+    module = built.path / "sleepy_model.py"
+    source = module.read_text().replace(
+        "    def predict(self, batch):\n",
+        "    def predict(self, batch):\n        import time; time.sleep(0.5)\n",
+    )
+    module.write_text(source)
+    path = models.write_spec(built)
+    return load_spec(path), built.rows
+
+
+def _variant(deployment, **server):
+    from mlkube.spec import ModelDeployment
+
+    document = deployment.model_dump(by_alias=True, mode="json")
+    document["spec"]["server"].update(server)
+    document["spec"]["model"]["uri"] = deployment.model_path()
+    return ModelDeployment.model_validate(document)
+
+
+def test_a_slow_prediction_gets_504_in_the_error_shape(slow_python_spec):
+    deployment, rows = slow_python_spec
+    deployment = _variant(deployment, requestTimeout="200ms")
+    with running_replica(deployment) as replica, httpx.Client(base_url=replica.url) as client:
+        response = client.post(f"/v1/models/{deployment.model_name}:predict",
+                               json={"instances": rows[:1].tolist()}, timeout=10)
+        assert response.status_code == 504
+        assert "within 0.2 s" in response.json()["error"]
+
+
+async def test_a_full_queue_gets_429_with_retry_after(slow_python_spec):
+    deployment, rows = slow_python_spec
+    deployment = _variant(deployment, maxQueueSize=1)
+    with running_replica(deployment) as replica:
+        async with httpx.AsyncClient(base_url=replica.url, timeout=20) as client:
+            url = f"/v1/models/{deployment.model_name}:predict"
+            body = {"instances": rows[:1].tolist()}
+            responses = await asyncio.gather(*(client.post(url, json=body) for _ in range(6)))
+    codes = sorted(r.status_code for r in responses)
+    assert 200 in codes
+    refused = [r for r in responses if r.status_code == 429]
+    assert refused, codes
+    assert int(refused[0].headers["retry-after"]) >= 1
+    assert "queue is full" in refused[0].json()["error"]
+
+
+def test_head_gets_headers_without_a_body_and_the_connection_stays_usable(onnx_replica):
+    replica, _ = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        head = client.head("/v2/health/live")
+        assert head.status_code == 200
+        assert head.content == b""
+        assert int(head.headers["content-length"]) > 0
+        assert client.get("/v2/health/live").json() == {"live": True}

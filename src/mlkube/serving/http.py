@@ -57,20 +57,20 @@ class Response:
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 
 
-def encode_response(response: Response, *, keep_alive: bool) -> bytes:
-    """The bytes of a whole HTTP/1.1 response."""
+def encode_response(response: Response, *, keep_alive: bool, is_head: bool = False) -> bytes:
+    """The bytes of a whole HTTP/1.1 response (headers only for a HEAD request)."""
     reason = _REASONS.get(response.status, "Unknown")
-    head = [
+    lines = [
         f"HTTP/1.1 {response.status} {reason}\r\n"
         f"content-type: {response.content_type}\r\n"
         f"content-length: {len(response.body)}\r\n"
     ]
     for name, value in response.headers:
-        head.append(f"{name}: {value}\r\n")
+        lines.append(f"{name}: {value}\r\n")
     if not keep_alive:
-        head.append("connection: close\r\n")
-    head.append("\r\n")
-    return "".join(head).encode("latin-1") + response.body
+        lines.append("connection: close\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1") + (b"" if is_head else response.body)
 
 
 class _Slot:
@@ -177,7 +177,7 @@ class HttpConnection(asyncio.Protocol):
         if self.closing:
             return
         keep_alive = bool(self.parser.should_keep_alive())
-        slot = _Slot()
+        slot = _Slot(head=self.parser.get_method() == b"HEAD")
         self.pending.append(slot)
         if self.rejected is not None:
             status, message = self.rejected
@@ -229,7 +229,7 @@ class HttpConnection(asyncio.Protocol):
         self._finish(slot, response, keep_alive and not state.draining)
 
     def _finish(self, slot: _Slot, response: Response, keep_alive: bool) -> None:
-        slot.data = encode_response(response, keep_alive=keep_alive)
+        slot.data = encode_response(response, keep_alive=keep_alive, is_head=slot.head)
         slot.close = not keep_alive
         self._flush()
 
