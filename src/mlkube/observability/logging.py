@@ -125,3 +125,112 @@ class AccessLog:
         except (BrokenPipeError, ValueError):
             # stdout closed by whoever reads us: losing access lines must not stop serving.
             self._enabled = False
+
+
+# payload logging -----------------------------------------------------------------------------
+REDACTED = "[REDACTED]"
+
+
+def redact(value: Any, fields: frozenset[str]) -> Any:
+    """``value`` with the values of keys named in ``fields`` replaced by "[REDACTED]".
+
+    Pure. Keys match case-insensitively (``fields`` holds lower-case names), at any depth of
+    objects and arrays; ``value`` itself is not changed.
+    """
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if str(key).lower() in fields else redact(item, fields)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(item, fields) for item in value]
+    return value
+
+
+class PayloadLog:
+    """Request and response bodies as sampled, redacted ``payload`` lines. Off by default.
+
+    Lines go through the replica's ``AccessLog`` (same buffer, same flush tick, same context
+    fields) with ``msg: "payload"`` and the request id, so they join the access line of the same
+    request. A JSON body is logged as JSON after redaction; other bodies as text. Bodies longer
+    than ``max_bytes`` (after redaction) are cut and marked ``*_truncated: true``.
+
+    The server calls, for prediction routes only, once the response is known::
+
+        if payload_log is not None and payload_log.wants():
+            payload_log.write(epoch_s=clock.wall(), request_id=request_id, path=request.path,
+                              status=response.status, request_body=request.body,
+                              response_body=response.body)
+    """
+
+    def __init__(
+        self,
+        access_log: AccessLog,
+        *,
+        sample_rate: float,
+        redact_fields: tuple[str, ...] | frozenset[str] = (),
+        max_bytes: int = 4096,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._access_log = access_log
+        self._sample_rate = sample_rate
+        self._fields = frozenset(f.lower() for f in redact_fields)
+        self._max_bytes = max_bytes
+        self._rng = rng or random.Random()  # noqa: S311 - sampling, not security
+
+    @classmethod
+    def from_spec(cls, requests: Any, access_log: AccessLog) -> PayloadLog | None:
+        """The payload log a ``RequestLoggingSpec`` asks for; None when payloads are off."""
+        if not requests.payloads or requests.payload_sample_rate <= 0:
+            return None
+        return cls(
+            access_log,
+            sample_rate=requests.payload_sample_rate,
+            redact_fields=tuple(requests.redact_fields),
+            max_bytes=requests.max_payload_bytes,
+        )
+
+    def wants(self) -> bool:
+        """Whether this request's bodies are logged (decide before doing any work)."""
+        return self._sample_rate >= 1.0 or self._rng.random() < self._sample_rate
+
+    def body_fields(self, name: str, body: bytes) -> dict[str, Any]:
+        """``{name: <redacted JSON or text>}`` plus ``{name}_truncated`` when cut. Pure."""
+        try:
+            parsed: Any = orjson.loads(body) if body else None
+        except orjson.JSONDecodeError:
+            text = body[: self._max_bytes].decode(errors="replace")
+            return _maybe_truncated(name, text, len(body) > self._max_bytes)
+        cleaned = redact(parsed, self._fields)
+        encoded = orjson.dumps(cleaned)
+        if len(encoded) <= self._max_bytes:
+            return {name: cleaned}
+        # Cut the redacted text, never the raw body: a cut must not undo the redaction.
+        return _maybe_truncated(name, encoded[: self._max_bytes].decode(errors="replace"), True)
+
+    def write(
+        self,
+        *,
+        epoch_s: float,
+        request_id: str,
+        path: str,
+        status: int,
+        request_body: bytes,
+        response_body: bytes,
+    ) -> None:
+        fields: dict[str, Any] = {
+            "msg": "payload",
+            "request_id": request_id,
+            "path": path,
+            "status": status,
+        }
+        fields.update(self.body_fields("request", request_body))
+        fields.update(self.body_fields("response", response_body))
+        self._access_log.write(epoch_s=epoch_s, fields=fields)
+
+
+def _maybe_truncated(name: str, text: str, truncated: bool) -> dict[str, Any]:
+    fields: dict[str, Any] = {name: text}
+    if truncated:
+        fields[f"{name}_truncated"] = True
+    return fields
