@@ -76,11 +76,12 @@ def encode_response(response: Response, *, keep_alive: bool, is_head: bool = Fal
 class _Slot:
     """A response position on one connection, filled when its handler finishes."""
 
-    __slots__ = ("close", "data")
+    __slots__ = ("close", "data", "head")
 
-    def __init__(self) -> None:
+    def __init__(self, head: bool = False) -> None:
         self.data: bytes | None = None
         self.close = False
+        self.head = head
 
 
 class ServerState:
