@@ -145,8 +145,11 @@ def up(specs: tuple[str, ...], detach: bool, state_dir: str | None) -> None:
     try:
         _live_view(client, names)
     except KeyboardInterrupt:
+        exiting = False
         for name in names:
-            client.call("POST", "/down", {"name": name})
+            exiting = client.call("POST", "/down", {"name": name})["controllerExiting"]
+        if exiting:
+            _wait_exit(client)
         print_info("stopped " + ", ".join(names))
 
 
