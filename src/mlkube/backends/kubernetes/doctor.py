@@ -168,6 +168,13 @@ def check_taints(nodes: Sequence[Manifest]) -> Check:
         for n in nodes
         for t in n.get("spec", {}).get("taints") or []
     )
+    if not nodes:
+        return Check(
+            "node taints",
+            "warn",
+            "no nodes are registered: nothing can be scheduled",
+            "join worker nodes (kubeadm join) or check that you may list nodes",
+        )
     if not taints:
         return Check("node taints", "pass", f"{len(nodes)} nodes, none tainted")
     untainted = sum(1 for n in nodes if not n.get("spec", {}).get("taints"))
