@@ -137,10 +137,10 @@ def render_markdown() -> str:
         "Every metric mlkube exports, identical in local (`mlkube up`) and Kubernetes runs.",
         "Names follow the Prometheus conventions: base units (seconds, bytes), `_total` on",
         "counters, `_ratio` for 0-1 fractions. Histograms expose `_bucket`, `_sum` and",
-        "`_count` series. Every series also carries the target labels "
-        + ", ".join(f"`{label}`" for label in TARGET_LABELS)
-        + " (from the local file_sd",
-        "targets, or the ServiceMonitor's relabelling on Kubernetes), plus `job` and `instance`.",
+        "`_count` series. Every series also carries the target labels",
+        ", ".join(f"`{label}`" for label in TARGET_LABELS)
+        + " (from the local file_sd targets, or the ServiceMonitor's",
+        "relabelling on Kubernetes), plus `job` and `instance`.",
         "Label values are bounded: there is never a request id or a raw path in a label.",
         "",
     ]

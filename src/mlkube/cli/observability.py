@@ -1,0 +1,145 @@
+"""``mlkube dashboard / alerts / metrics-catalogue``: generated observability artefacts.
+
+Thin: the dashboards, rules and catalogue are pure functions of ``mlkube.observability``; this
+module only finds the spec, picks the output and writes it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from mlkube.cli.output import print_data, print_info, print_status
+from mlkube.control.settings import state_dir as resolve_state_dir
+from mlkube.errors import BackendError
+from mlkube.observability import alerts, catalogue, dashboards
+from mlkube.spec import ModelDeployment
+from mlkube.spec.loading import load_documents, load_spec
+
+
+def _deployments(specs: tuple[str, ...]) -> list[ModelDeployment]:
+    docs = [d for d in load_documents(*specs) if isinstance(d, ModelDeployment)]
+    if not docs:
+        raise BackendError(f"no ModelDeployment in {', '.join(specs)}")
+    return docs
+
+
+def _from_local_state(name: str, state: Path) -> ModelDeployment:
+    """The newest revision the local controller runs for ``name`` (``ns/name`` or ``name``)."""
+    namespace, _, short = name.rpartition("/")
+    pattern = f"{namespace or '*'}/{short}/rev-*.yaml"
+    files = sorted(
+        (state / "deployments").glob(pattern), key=lambda p: int(p.stem.removeprefix("rev-"))
+    )
+    if not files:
+        raise BackendError(
+            f"no deployment '{name}' in {state} and no such spec file: pass a spec file, or "
+            "the name of a deployment started with `mlkube up`"
+        )
+    return load_spec(files[-1])
+
+
+def _write(text: str, output: str | None) -> None:
+    if output is None or output == "-":
+        print_info(text.rstrip("\n"))
+        return
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    Path(output).write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+    print_status(f"wrote {output}")
+
+
+@click.command()
+@click.argument("target", required=False)
+@click.option("--name", default=None, help="The deployment to pick when SPEC holds several.")
+@click.option("-o", "--output", default=None, help="Write to this file [default: stdout].")
+@click.option("--state-dir", default=None, envvar="MLKUBE_STATE_DIR", help="Local state dir.")
+def dashboard(
+    target: str | None, name: str | None, output: str | None, state_dir: str | None
+) -> None:
+    """Grafana dashboard JSON: of a deployment (SPEC file or NAME), or of the fleet.
+
+    \b
+    Example:
+      mlkube dashboard examples/iris/iris.yaml -o iris-dashboard.json
+      mlkube dashboard iris                     a deployment started with `mlkube up`
+      mlkube dashboard                          every deployment, with variables
+    Import the file in Grafana (Dashboards > New > Import) and pick a Prometheus data source.
+    """
+    board: dict[str, Any]
+    if target is None:
+        board = dashboards.fleet_dashboard()
+    elif Path(target).exists():
+        docs = _deployments((target,))
+        if name is not None:
+            docs = [d for d in docs if name in (d.name, f"{d.namespace}/{d.name}")]
+        if len(docs) != 1:
+            names = ", ".join(d.name for d in _deployments((target,)))
+            raise click.UsageError(f"{target} holds {names}: pick one with --name")
+        board = dashboards.deployment_dashboard(docs[0])
+    else:
+        board = dashboards.deployment_dashboard(
+            _from_local_state(target, resolve_state_dir(state_dir))
+        )
+    _write(json.dumps(board, indent=2), output)
+
+
+@click.command("alerts")
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["rules", "prometheusrule"]),
+    default="rules",
+    show_default=True,
+    help="A Prometheus rule file, or Prometheus Operator PrometheusRule objects.",
+)
+@click.option("-o", "--output", default=None, help="Write to this file [default: stdout].")
+def alerts_command(specs: tuple[str, ...], output_format: str, output: str | None) -> None:
+    """Alert rules of the deployments in SPECS, thresholds from spec.monitoring.alerts.
+
+    \b
+    Example:
+      mlkube alerts examples/iris/iris.yaml -o rules.yml && promtool check rules rules.yml
+      mlkube alerts examples/iris/iris.yaml --format prometheusrule | kubectl apply -f -
+    """
+    docs = _deployments(specs)
+    if output_format == "rules":
+        text = yaml.safe_dump(alerts.rule_file(docs), sort_keys=False, width=1000)
+    else:
+        from mlkube.backends.kubernetes.render_cluster import prometheus_rule
+
+        objects = [rule for d in docs if (rule := prometheus_rule(d)) is not None]
+        text = yaml.safe_dump_all(objects, sort_keys=False, width=1000)
+    _write(text, output)
+
+
+@click.command("metrics-catalogue")
+@click.option("-o", "--output", default=None, help="Write to this file [default: stdout].")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["markdown", "json"]),
+    default="markdown",
+    show_default=True,
+)
+def metrics_catalogue(output: str | None, output_format: str) -> None:
+    """Every metric mlkube exports: name, type, unit, labels, meaning (docs/metrics.md)."""
+    if output_format == "json":
+        rows = [
+            {"name": m.name, "type": m.type, "unit": m.unit, "labels": list(m.labels),
+             "help": m.help}
+            for m in catalogue.CATALOGUE
+        ]
+        if output is None:
+            print_data(rows, "json")
+            return
+        _write(json.dumps(rows, indent=2), output)
+        return
+    _write(catalogue.render_markdown(), output)
+
+
+COMMANDS: list[click.Command] = [dashboard, alerts_command, metrics_catalogue]
