@@ -40,6 +40,9 @@ COMMAND_MODULES: dict[str, str] = {
     "profile": "autoscale",
     "render": "kubernetes",
     "doctor": "kubernetes",
+    "dashboard": "observability",
+    "alerts": "observability",
+    "metrics-catalogue": "observability",
 }
 
 
