@@ -11,10 +11,8 @@ from typing import cast
 
 import click
 
-from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.doctor import run_doctor
 from mlkube.backends.kubernetes.formats import Format, as_files, to_yaml
-from mlkube.backends.kubernetes.render import render
+from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.cli.output import print_info, print_warning
 from mlkube.errors import MlkubeError
 from mlkube.spec import load_documents
@@ -51,8 +49,6 @@ def render_command(
       mlkube render spec.yaml -o deploy/ --format kustomize
       mlkube render spec.yaml -o chart/ --format helm
     """
-    from mlkube.backends.kubernetes.commands import with_namespace
-
     documents = with_namespace(load_documents(*paths), namespace)
     rendered = render(documents)
     for warning in rendered.warnings:
@@ -84,6 +80,10 @@ def doctor(context: str | None, namespace: str | None) -> None:
     Example:
       mlkube doctor --context kind-ml --namespace ml
     """
+    # Imported here: rendering works without the optional Kubernetes client (lightkube).
+    from mlkube.backends.kubernetes.client import Cluster, Target
+    from mlkube.backends.kubernetes.doctor import run_doctor
+
     try:
         cluster = Cluster(Target(context=context, namespace=namespace))
     except MlkubeError as error:

@@ -20,16 +20,24 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
-from lightkube import ApiError, Client, ConfigError, KubeConfig, codecs
-from lightkube.config import client_adapter
-from lightkube.config.client_adapter import ConnectionParams
-from lightkube.core.resource_registry import resource_registry
-from lightkube.generic_resource import create_global_resource, create_namespaced_resource
-from lightkube.resources.apps_v1 import Deployment
-from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
-from lightkube.resources.core_v1 import Pod
-from lightkube.types import PatchType
+from mlkube.errors import BackendError
+
+try:
+    import httpx2
+    from lightkube import ApiError, Client, ConfigError, KubeConfig, codecs
+    from lightkube.config import client_adapter
+    from lightkube.config.client_adapter import ConnectionParams
+    from lightkube.core.resource_registry import resource_registry
+    from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+    from lightkube.resources.apps_v1 import Deployment
+    from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
+    from lightkube.resources.core_v1 import Pod
+    from lightkube.types import PatchType
+except ImportError as missing:  # the client is the optional extra mlkube[kubernetes]
+    raise BackendError(
+        f"the Kubernetes client is not installed ({missing.name} is missing): "
+        "pip install 'mlkube[kubernetes]'"
+    ) from missing
 
 from mlkube.backends.kubernetes.errors import (
     ApiMissingError,

@@ -22,28 +22,14 @@ from mlkube.backends.kubernetes.manifest import (
     apply_rank,
     kind_info,
 )
-from mlkube.backends.kubernetes.render import SpecDocument, render
+from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.status import TABLE_COLUMNS, summarize, table_rows
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.cli.output import print_data, print_info, print_warning
 from mlkube.clock import SystemClock
 from mlkube.spec import ModelDeployment, load_documents
-from mlkube.spec.deployment import Quota
 
 STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
-
-
-def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> list[SpecDocument]:
-    """The documents with ``--namespace`` replacing each namespaced document's namespace. Pure."""
-    if namespace is None:
-        return list(documents)
-    out: list[SpecDocument] = []
-    for document in documents:
-        if isinstance(document, ModelDeployment | Quota):
-            meta = document.metadata.model_copy(update={"namespace": namespace})
-            document = document.model_copy(update={"metadata": meta})
-        out.append(document)
-    return out
 
 
 def apply_kubernetes(

@@ -110,3 +110,19 @@ def _unique(objects: list[Manifest]) -> list[Manifest]:
         seen.add(key)
         unique.append(obj)
     return unique
+
+
+def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> list[SpecDocument]:
+    """The documents with ``--namespace`` replacing each namespaced document's namespace.
+
+    Pure: no I/O.
+    """
+    if namespace is None:
+        return list(documents)
+    out: list[SpecDocument] = []
+    for document in documents:
+        if isinstance(document, ModelDeployment | Quota):
+            meta = document.metadata.model_copy(update={"namespace": namespace})
+            document = document.model_copy(update={"metadata": meta})
+        out.append(document)
+    return out
