@@ -3,8 +3,8 @@ import pytest
 from mlkube.batching.policy import FlushDecision, QueueView, flush_decision
 
 
-def view(requests=1, rows=1, wait=0.0, busy=False, expected=1):
-    return QueueView(requests, rows, wait, busy, expected)
+def view(requests=1, rows=1, wait=0.0, busy=False, expected=1, predict_s=0.010):
+    return QueueView(requests, rows, wait, busy, expected, predict_s)
 
 
 @pytest.mark.parametrize(
@@ -26,6 +26,16 @@ def view(requests=1, rows=1, wait=0.0, busy=False, expected=1):
             view(requests=3, rows=3, wait=0.005, expected=10),
             FlushDecision(True),
             id="latency-bound-reached",
+        ),
+        pytest.param(
+            view(requests=3, rows=3, wait=0.0, expected=10, predict_s=0.002),
+            FlushDecision(False, wait_s=0.002),
+            id="wait-no-longer-than-a-call",
+        ),
+        pytest.param(
+            view(requests=3, rows=3, wait=0.0001, expected=10, predict_s=0.00005),
+            FlushDecision(True),
+            id="cheap-model-never-waits",
         ),
     ],
 )

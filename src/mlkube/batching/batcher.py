@@ -158,6 +158,7 @@ class Batcher:
                 oldest_wait_s=self._clock.monotonic() - self._queue[0].enqueued_at,
                 busy=stats.running,
                 expected_requests=stats.expected_requests,
+                predict_s=stats.predict_s,
             ),
             max_batch_size=settings.max_batch_size if settings.enabled else 1,
             max_latency_s=settings.max_latency_s if settings.enabled else 0.0,
