@@ -24,6 +24,8 @@ import yaml
 
 from mlkube.backends.local.ports import free_port
 from mlkube.observability import prometheus
+from mlkube.observability.logfiles import read_rotated
+from mlkube.observability.logs import merge_log_lines
 from mlkube.spec import load_spec
 from mlkube.testing import models
 
@@ -134,6 +136,27 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         print(f"mlkube up: rate prometheus {rate}/s, client {REQUESTS / elapsed:.1f}/s")
         assert rate is not None
         assert rate == pytest.approx(REQUESTS / elapsed, rel=0.25)
+
+        # The request id travels client → balancer → replica → response and log line; the
+        # replicas' log files merge in time order and every line is JSON.
+        answer = httpx.post(url, json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+                            headers={"x-request-id": "e2e-trace-42"}, timeout=10)
+        assert answer.headers["x-request-id"] == "e2e-trace-42"
+        folder = up.state / "logs" / "default" / "iris"
+
+        def merged() -> list:
+            streams = {p.stem: read_rotated(p) for p in folder.glob("*.log")}
+            return list(merge_log_lines(streams))
+
+        lines = wait_for(lambda: [m for m in merged() if "e2e-trace-42" in m.text] and merged(),
+                         10, "the request's log line")
+        assert [m.ts for m in lines] == sorted(m.ts for m in lines)
+        # Every line parses as JSON, except the replica's stderr progress lines, which the
+        # local backend writes into the same file.
+        records = [json.loads(m.text) for m in lines if not m.text.startswith("mlkube serve:")]
+        mine = [r for r in records if r.get("request_id") == "e2e-trace-42"]
+        assert mine[0]["status"] == 200 and mine[0]["deployment"] == "iris"
+        assert sum(r.get("msg") == "request" for r in records) >= REQUESTS
 
         # Replicas come and go: Prometheus follows the controller's targets file.
         up.cli("scale", "iris", "3")

@@ -56,3 +56,13 @@ def test_merge_is_sorted_and_loses_nothing(streams, rng: random.Random):
     assert len(merged) == sum(len(s) for s in streams)
     times = [m.ts for m in merged]
     assert times == sorted(times)
+
+
+def test_a_stream_slightly_out_of_order_is_sorted_within_the_skew():
+    a = [line(10.0, "late record"), line(9.5, "buffered access line"), line(12.0, "next")]
+    merged = [json.loads(x.text)["msg"] for x in merge_log_lines({"r0": a})]
+    assert merged == ["buffered access line", "late record", "next"]
+    # "a" left the window when "b" arrived: a line older than the window comes out as it is.
+    far = [line(10.0, "a"), line(12.0, "b"), line(5.0, "too late to reorder")]
+    assert [json.loads(x.text)["msg"] for x in merge_log_lines({"r0": far}, max_skew_s=1)] == [
+        "a", "too late to reorder", "b"]

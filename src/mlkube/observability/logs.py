@@ -79,10 +79,34 @@ def _timed(source: str, lines: Iterable[str]) -> Iterator[LogLine]:
         yield LogLine(ts, source, seq, text)
 
 
-def merge_log_lines(streams: Mapping[str, Iterable[str]]) -> Iterator[LogLine]:
+MAX_SKEW_S = 1.0
+"""How far out of order a line may be within its own stream. A replica's access lines are
+buffered and written every 0.1 s, so they can land after a record logged later; lines
+more out of order than this are emitted as they come."""
+
+
+def _reordered(lines: Iterator[LogLine], max_skew_s: float) -> Iterator[LogLine]:
+    """Sort a nearly sorted stream with a heap that holds ``max_skew_s`` of lines."""
+    pending: list[LogLine] = []
+    newest = float("-inf")
+    for line in lines:
+        newest = max(newest, line.ts)
+        heapq.heappush(pending, line)
+        while pending and pending[0].ts < newest - max_skew_s:
+            yield heapq.heappop(pending)
+    while pending:
+        yield heapq.heappop(pending)
+
+
+def merge_log_lines(
+    streams: Mapping[str, Iterable[str]], *, max_skew_s: float = MAX_SKEW_S
+) -> Iterator[LogLine]:
     """Every line of every stream, oldest first, ties broken by source name then position.
 
-    Pure (consumes the iterables lazily). ``streams`` maps a source name (the replica) to its
-    lines, each stream in time order.
+    Pure (consumes the iterables lazily, holding at most ``max_skew_s`` of lines per
+    stream). ``streams`` maps a source name (the replica) to its lines, each stream in time
+    order up to ``max_skew_s``.
     """
-    return heapq.merge(*(_timed(name, lines) for name, lines in sorted(streams.items())))
+    ordered = (_reordered(_timed(name, lines), max_skew_s) for name, lines in
+               sorted(streams.items()))
+    return heapq.merge(*ordered)
