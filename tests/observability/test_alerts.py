@@ -128,8 +128,13 @@ def test_promtool_check_rules_accepts_every_generated_file(tmp_path, spec):
     promtool = tool("promtool")
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump(alerts.rule_file([deployment(spec)])))
-    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr
 
@@ -159,8 +164,13 @@ def dep_labels(**extra: str) -> dict[str, str]:
 
 def replica_labels(severity: str, **extra: str) -> dict[str, str]:
     return {
-        **BASE, "replica": "iris-0", "revision": "1", "instance": "127.0.0.1:9000",
-        "severity": severity, "team": "ml", **extra,
+        **BASE,
+        "replica": "iris-0",
+        "revision": "1",
+        "instance": "127.0.0.1:9000",
+        "severity": severity,
+        "team": "ml",
+        **extra,
     }
 
 
@@ -170,62 +180,154 @@ SLOW = {"0.1": "0x60", "0.25": "0x60", "0.5": "0+10x60", "+Inf": "0+10x60"}
 # (alert, id, input series, expected alerts' labels) — every alert fires once and stays silent
 # once; evaluated at 10m, with 15s between samples.
 CASES: list[tuple[str, str, list[dict[str, str]], list[dict[str, str]]]] = [
-    ("MlkubeHighErrorRate", "fires-at-9pct",
-     [requests("0+60x60"), requests("0+6x60", code="500")],
-     [dep_labels(severity="critical")]),
-    ("MlkubeHighErrorRate", "silent-below-2pct",
-     [requests("0+60x60"), requests("0+0.6x60", code="500")], []),
-    ("MlkubeHighErrorRate", "silent-with-4xx",
-     [requests("0+60x60"), requests("0+30x60", code="400")], []),
+    (
+        "MlkubeHighErrorRate",
+        "fires-at-9pct",
+        [requests("0+60x60"), requests("0+6x60", code="500")],
+        [dep_labels(severity="critical")],
+    ),
+    (
+        "MlkubeHighErrorRate",
+        "silent-below-2pct",
+        [requests("0+60x60"), requests("0+0.6x60", code="500")],
+        [],
+    ),
+    (
+        "MlkubeHighErrorRate",
+        "silent-with-4xx",
+        [requests("0+60x60"), requests("0+30x60", code="400")],
+        [],
+    ),
     ("MlkubeHighLatencyP99", "fires-above-slo", buckets(SLOW), [dep_labels()]),
     ("MlkubeHighLatencyP99", "silent-under-slo", buckets(FAST), []),
-    ("MlkubeReplicasAtMax", "fires-with-3-replicas",
-     [series("mlkube_model_ready", "1x60", replica=f"iris-{i}") for i in range(3)],
-     [dep_labels()]),
-    ("MlkubeReplicasAtMax", "fires-on-controller-desired",
-     [series("mlkube_deployment_desired_replicas", "3x60", replica="", revision="")],
-     [dep_labels()]),
-    ("MlkubeReplicasAtMax", "silent-with-2-replicas",
-     [series("mlkube_model_ready", "1x60", replica=f"iris-{i}") for i in range(2)], []),
-    ("MlkubeCrashLooping", "fires-on-process-restarts",
-     [series("process_start_time_seconds", "100+100x60")],
-     [replica_labels("critical")]),
-    ("MlkubeCrashLooping", "fires-on-controller-restarts",
-     [series("mlkube_replica_restarts_total", "0+1x60", replica="", revision="", reason="Error")],
-     [{k: v for k, v in replica_labels("critical", reason="Error").items()
-       if k not in ("replica", "revision")}]),
-    ("MlkubeCrashLooping", "silent-when-stable",
-     [series("process_start_time_seconds", "100x60")], []),
-    ("MlkubeMemoryNearLimit", "fires-at-95pct",
-     [series("process_resident_memory_bytes", str(int(0.95 * 2**31)) + "x60")],
-     [replica_labels("warning")]),
-    ("MlkubeMemoryNearLimit", "silent-at-50pct",
-     [series("process_resident_memory_bytes", str(2**30) + "x60")], []),
-    ("MlkubeModelNotReady", "fires-when-0",
-     [series("mlkube_model_ready", "0x60")], [replica_labels("critical")]),
-    ("MlkubeModelNotReady", "silent-when-ready",
-     [series("mlkube_model_ready", "1x60")], []),
-    ("MlkubeModelNotReady", "silent-when-it-recovers-within-for",
-     [series("mlkube_model_ready", "1x37 0x2 1x20")], []),
-    ("MlkubeNoTraffic", "fires-when-flat",
-     [series("mlkube_batch_requests_sum", "5x60")], [dep_labels()]),
-    ("MlkubeNoTraffic", "fires-when-absent",
-     [series("mlkube_model_ready", "1x60")], [dep_labels()]),
-    ("MlkubeNoTraffic", "silent-with-traffic",
-     [series("mlkube_batch_requests_sum", "0+10x60")], []),
-    ("MlkubeCanaryErrorRateWorse", "fires-for-the-failing-revision",
-     [requests("0+60x60"), requests("0+54x60", revision="2"),
-      requests("0+6x60", code="503", revision="2")],
-     [dep_labels(revision="2")]),
-    ("MlkubeCanaryErrorRateWorse", "silent-when-equal",
-     [requests("0+54x60"), requests("0+6x60", code="500"),
-      requests("0+54x60", revision="2"), requests("0+6x60", code="500", revision="2")], []),
-    ("MlkubeCanaryErrorRateWorse", "silent-with-one-revision",
-     [requests("0+54x60"), requests("0+6x60", code="500")], []),
-    ("MlkubeCanaryLatencyWorse", "fires-for-the-slow-revision",
-     [*buckets(FAST), *buckets(SLOW, revision="2")], [dep_labels(revision="2")]),
-    ("MlkubeCanaryLatencyWorse", "silent-when-equal",
-     [*buckets(FAST), *buckets(FAST, revision="2")], []),
+    (
+        "MlkubeReplicasAtMax",
+        "fires-with-3-replicas",
+        [series("mlkube_model_ready", "1x60", replica=f"iris-{i}") for i in range(3)],
+        [dep_labels()],
+    ),
+    (
+        "MlkubeReplicasAtMax",
+        "fires-on-controller-desired",
+        [series("mlkube_deployment_desired_replicas", "3x60", replica="", revision="")],
+        [dep_labels()],
+    ),
+    (
+        "MlkubeReplicasAtMax",
+        "silent-with-2-replicas",
+        [series("mlkube_model_ready", "1x60", replica=f"iris-{i}") for i in range(2)],
+        [],
+    ),
+    (
+        "MlkubeCrashLooping",
+        "fires-on-process-restarts",
+        [series("process_start_time_seconds", "100+100x60")],
+        [replica_labels("critical")],
+    ),
+    (
+        "MlkubeCrashLooping",
+        "fires-on-controller-restarts",
+        [
+            series(
+                "mlkube_replica_restarts_total", "0+1x60", replica="", revision="", reason="Error"
+            )
+        ],
+        [
+            {
+                k: v
+                for k, v in replica_labels("critical", reason="Error").items()
+                if k not in ("replica", "revision")
+            }
+        ],
+    ),
+    (
+        "MlkubeCrashLooping",
+        "silent-when-stable",
+        [series("process_start_time_seconds", "100x60")],
+        [],
+    ),
+    (
+        "MlkubeMemoryNearLimit",
+        "fires-at-95pct",
+        [series("process_resident_memory_bytes", str(int(0.95 * 2**31)) + "x60")],
+        [replica_labels("warning")],
+    ),
+    (
+        "MlkubeMemoryNearLimit",
+        "silent-at-50pct",
+        [series("process_resident_memory_bytes", str(2**30) + "x60")],
+        [],
+    ),
+    (
+        "MlkubeModelNotReady",
+        "fires-when-0",
+        [series("mlkube_model_ready", "0x60")],
+        [replica_labels("critical")],
+    ),
+    ("MlkubeModelNotReady", "silent-when-ready", [series("mlkube_model_ready", "1x60")], []),
+    (
+        "MlkubeModelNotReady",
+        "silent-when-it-recovers-within-for",
+        [series("mlkube_model_ready", "1x37 0x2 1x20")],
+        [],
+    ),
+    (
+        "MlkubeNoTraffic",
+        "fires-when-flat",
+        [series("mlkube_batch_requests_sum", "5x60")],
+        [dep_labels()],
+    ),
+    (
+        "MlkubeNoTraffic",
+        "fires-when-absent",
+        [series("mlkube_model_ready", "1x60")],
+        [dep_labels()],
+    ),
+    (
+        "MlkubeNoTraffic",
+        "silent-with-traffic",
+        [series("mlkube_batch_requests_sum", "0+10x60")],
+        [],
+    ),
+    (
+        "MlkubeCanaryErrorRateWorse",
+        "fires-for-the-failing-revision",
+        [
+            requests("0+60x60"),
+            requests("0+54x60", revision="2"),
+            requests("0+6x60", code="503", revision="2"),
+        ],
+        [dep_labels(revision="2")],
+    ),
+    (
+        "MlkubeCanaryErrorRateWorse",
+        "silent-when-equal",
+        [
+            requests("0+54x60"),
+            requests("0+6x60", code="500"),
+            requests("0+54x60", revision="2"),
+            requests("0+6x60", code="500", revision="2"),
+        ],
+        [],
+    ),
+    (
+        "MlkubeCanaryErrorRateWorse",
+        "silent-with-one-revision",
+        [requests("0+54x60"), requests("0+6x60", code="500")],
+        [],
+    ),
+    (
+        "MlkubeCanaryLatencyWorse",
+        "fires-for-the-slow-revision",
+        [*buckets(FAST), *buckets(SLOW, revision="2")],
+        [dep_labels(revision="2")],
+    ),
+    (
+        "MlkubeCanaryLatencyWorse",
+        "silent-when-equal",
+        [*buckets(FAST), *buckets(FAST, revision="2")],
+        [],
+    ),
 ]
 
 
@@ -241,19 +343,30 @@ def unit_test(case: tuple[str, str, list[dict[str, str]], list[dict[str, str]]])
         "interval": "15s",
         "input_series": input_series,
         "alert_rule_test": [
-            {"eval_time": "10m", "alertname": alert,
-             "exp_alerts": [{"exp_labels": labels} for labels in expected]}
+            {
+                "eval_time": "10m",
+                "alertname": alert,
+                "exp_alerts": [{"exp_labels": labels} for labels in expected],
+            }
         ],
     }
 
 
-def run_promtool_test(tmp_path: Path, rules: list[dict[str, Any]], tests: list[dict[str, Any]]):
+def run_promtool_test(
+    tmp_path: Path, rules: list[dict[str, Any]], tests: list[dict[str, Any]]
+) -> subprocess.CompletedProcess[str]:
     promtool = tool("promtool")
     write_rules(tmp_path / "rules.yml", rules)
     test_file = tmp_path / "tests.yml"
     test_file.write_text(yaml.safe_dump({"rule_files": ["rules.yml"], "tests": tests}))
-    return subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True,
-                          text=True, timeout=120, check=False, cwd=tmp_path)
+    return subprocess.run(
+        [promtool, "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=tmp_path,
+    )
 
 
 def test_promtool_unit_tests_every_alert(tmp_path):

@@ -15,10 +15,36 @@ from mlkube.observability.catalogue import (
 )
 
 DOCS = Path(__file__).parents[2] / "docs" / "metrics.md"
-BOUNDED_LABELS = {"model", "revision", "protocol", "code", "namespace", "deployment", "phase",
-                  "input", "direction", "reason", "role", "gpu"}
-UNITS = ("_seconds", "_bytes", "_ratio", "_total", "_replicas", "_size", "_requests",
-         "_depth", "_ready", "_weight_ratio", "_fds", "_revision", "_phase", "_value")
+BOUNDED_LABELS = {
+    "model",
+    "revision",
+    "protocol",
+    "code",
+    "namespace",
+    "deployment",
+    "phase",
+    "input",
+    "direction",
+    "reason",
+    "role",
+    "gpu",
+}
+UNITS = (
+    "_seconds",
+    "_bytes",
+    "_ratio",
+    "_total",
+    "_replicas",
+    "_size",
+    "_requests",
+    "_depth",
+    "_ready",
+    "_weight_ratio",
+    "_fds",
+    "_revision",
+    "_phase",
+    "_value",
+)
 
 
 def test_docs_metrics_md_is_generated_from_the_code():
@@ -47,11 +73,15 @@ def test_labels_are_bounded():
 
 @pytest.mark.parametrize(
     ("series", "base"),
-    [("mlkube_request_duration_seconds_bucket", "mlkube_request_duration_seconds"),
-     ("mlkube_batch_size_count", "mlkube_batch_size"),
-     ("mlkube_requests_total", "mlkube_requests_total"),
-     ("process_resident_memory_bytes", "process_resident_memory_bytes"),
-     ("mlkube_requests_total_bucket", None), ("up", None), ("node_cpu_seconds_total", None)],
+    [
+        ("mlkube_request_duration_seconds_bucket", "mlkube_request_duration_seconds"),
+        ("mlkube_batch_size_count", "mlkube_batch_size"),
+        ("mlkube_requests_total", "mlkube_requests_total"),
+        ("process_resident_memory_bytes", "process_resident_memory_bytes"),
+        ("mlkube_requests_total_bucket", None),
+        ("up", None),
+        ("node_cpu_seconds_total", None),
+    ],
 )
 def test_base_name(series, base):
     assert base_name(series) == base
@@ -71,8 +101,11 @@ def test_the_replica_really_exports_the_replica_and_process_sections():
     ProcessCollector(registry=registry)
     metrics = ServerMetrics(registry, model="m", revision="1", state=lambda: (0, 0, True, 1.0))
     metrics.request_done("v1", 200, 0.01)
-    exported = {s.name for f in text_string_to_metric_families(generate_latest(registry).decode())
-                for s in f.samples}
+    exported = {
+        s.name
+        for f in text_string_to_metric_families(generate_latest(registry).decode())
+        for s in f.samples
+    }
     for metric in (*REPLICA_METRICS, *PROCESS_METRICS):
         suffix = "_count" if metric.type == "histogram" else ""
         assert metric.name + suffix in exported, metric.name

@@ -4,30 +4,35 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
+from typing import Any
 
 import yaml
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from mlkube.cli import cli
 from mlkube.observability.catalogue import render_markdown
 
 from .conftest import tool
 
-SPEC = {
-    "apiVersion": "mlkube.dev/v1alpha1", "kind": "ModelDeployment",
+SPEC: dict[str, Any] = {
+    "apiVersion": "mlkube.dev/v1alpha1",
+    "kind": "ModelDeployment",
     "metadata": {"name": "iris", "namespace": "ml"},
-    "spec": {"model": {"uri": "./iris.onnx", "format": "onnx"},
-             "autoscaling": {"minReplicas": 1, "maxReplicas": 2}},
+    "spec": {
+        "model": {"uri": "./iris.onnx", "format": "onnx"},
+        "autoscaling": {"minReplicas": 1, "maxReplicas": 2},
+    },
 }
 
 
-def write(tmp_path, *docs):
+def write(tmp_path: Path, *docs: dict[str, Any]) -> Path:
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump_all(docs))
     return path
 
 
-def run(*args):
+def run(*args: str) -> Result:
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
@@ -69,8 +74,13 @@ def test_alerts_rule_file_passes_promtool(tmp_path):
     assert run("alerts", str(write(tmp_path, SPEC)), "-o", str(out)).exit_code == 0
     rules = yaml.safe_load(out.read_text())
     assert rules["groups"][0]["name"] == "mlkube.ml.iris"
-    done = subprocess.run([tool("promtool"), "check", "rules", str(out)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -82,8 +92,13 @@ def test_alerts_as_prometheusrule_holds_the_same_rules(tmp_path):
     assert obj["spec"]["groups"] == plain["groups"]
     groups = tmp_path / "groups.yml"
     groups.write_text(yaml.safe_dump({"groups": obj["spec"]["groups"]}))
-    done = subprocess.run([tool("promtool"), "check", "rules", str(groups)], capture_output=True,
-                          text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [tool("promtool"), "check", "rules", str(groups)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 

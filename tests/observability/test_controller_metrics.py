@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -15,12 +17,22 @@ from mlkube.observability.controller_metrics import (
 )
 
 
-def state(**changes) -> DeploymentState:
-    values = dict(namespace="ml", name="iris", desired=3, ready=2,
-                  phases={"Ready": 2, "Starting": 1}, min_replicas=1, max_replicas=5,
-                  rollout_phase="Progressing", canary_weight=0.2, stable_revision=1,
-                  canary_revision=2, autoscaler_desired=3,
-                  autoscaler_inputs={"cpu_utilization": 83.0, "Bad Name!": 1.0})
+def state(**changes: Any) -> DeploymentState:
+    values: dict[str, Any] = {
+        "namespace": "ml",
+        "name": "iris",
+        "desired": 3,
+        "ready": 2,
+        "phases": {"Ready": 2, "Starting": 1},
+        "min_replicas": 1,
+        "max_replicas": 5,
+        "rollout_phase": "Progressing",
+        "canary_weight": 0.2,
+        "stable_revision": 1,
+        "canary_revision": 2,
+        "autoscaler_desired": 3,
+        "autoscaler_inputs": {"cpu_utilization": 83.0, "Bad Name!": 1.0},
+    }
     values.update(changes)
     return DeploymentState(**values)
 
@@ -85,8 +97,13 @@ def test_everything_exported_is_in_the_catalogue_with_its_labels():
 
 @pytest.mark.parametrize(
     ("text", "reason"),
-    [("OOMKilled", "OOMKilled"), ("exited with code 2", "Error"), ("killed by SIGTERM", "Signal"),
-     ("failed readiness for 60s", "Readiness"), ("exited (status unknown: adopted process)", "Other")],
+    [
+        ("OOMKilled", "OOMKilled"),
+        ("exited with code 2", "Error"),
+        ("killed by SIGTERM", "Signal"),
+        ("failed readiness for 60s", "Readiness"),
+        ("exited (status unknown: adopted process)", "Other"),
+    ],
 )
 def test_restart_reason(text, reason):
     assert restart_reason(text) == reason

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -15,15 +17,17 @@ from .conftest import deployment
 SPECS = {
     "minimal": None,
     "autoscaled-limited": {
-        "resources": {"requests": {"cpu": "500m", "memory": "512Mi"},
-                      "limits": {"cpu": "2", "memory": "2Gi"}},
+        "resources": {
+            "requests": {"cpu": "500m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
         "autoscaling": {"minReplicas": 1, "maxReplicas": 4},
     },
     "gpu": {"resources": {"limits": {"nvidia.com/gpu": 1}}},
 }
 
 
-def all_dashboards():
+def all_dashboards() -> Iterator[tuple[str, dict[str, Any]]]:
     yield "fleet", dashboards.fleet_dashboard([deployment()])
     for name, spec in SPECS.items():
         yield name, dashboards.deployment_dashboard(deployment(spec))
@@ -53,10 +57,12 @@ def test_dashboard_follows_the_grafana_json_model(name, board):
 
 @pytest.mark.parametrize(("name", "board"), list(all_dashboards()))
 def test_panels_do_not_overlap(name, board):
-    cells = set()
+    cells: set[tuple[int, int]] = set()
     for panel in board["panels"]:
         g = panel["gridPos"]
-        mine = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        mine = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
         assert not cells & mine, panel["title"]
         cells |= mine
 
@@ -75,7 +81,10 @@ def test_the_deployment_dashboard_shows_what_the_issue_lists():
     text = json.dumps(board)
     titles = [p["title"] for p in board["panels"]]
     for quantile in ("0.5", "0.95", "0.99"):
-        assert f"histogram_quantile({quantile}, sum by (le) (rate(mlkube_request_duration_seconds_bucket" in text
+        assert (
+            f"histogram_quantile({quantile}, sum by (le) "
+            "(rate(mlkube_request_duration_seconds_bucket" in text
+        )
     assert "Canary vs stable (by revision)" in titles
     assert "vector(4)" in text  # maxReplicas line
     assert "vector(0.5)" in text and "vector(2)" in text  # cpu request / limit
@@ -85,20 +94,26 @@ def test_the_deployment_dashboard_shows_what_the_issue_lists():
 
 
 def test_the_gpu_row_appears_only_with_a_gpu():
-    titles = [p["title"] for p in dashboards.deployment_dashboard(deployment(SPECS["gpu"]))["panels"]]
+    titles = [
+        p["title"] for p in dashboards.deployment_dashboard(deployment(SPECS["gpu"]))["panels"]
+    ]
     assert "GPU" in titles
 
 
 def test_dashboards_are_deterministic():
-    assert dashboards.deployment_dashboard(deployment()) == dashboards.deployment_dashboard(deployment())
+    assert dashboards.deployment_dashboard(deployment()) == dashboards.deployment_dashboard(
+        deployment()
+    )
     assert dashboards.fleet_dashboard()["uid"] == "mlkube-fleet"
 
 
 @pytest.mark.parametrize(
     ("expr", "names"),
     [
-        ('sum by (code) (rate(mlkube_requests_total{namespace="a",code=~"5.."}[5m]))',
-         {"mlkube_requests_total"}),
+        (
+            'sum by (code) (rate(mlkube_requests_total{namespace="a",code=~"5.."}[5m]))',
+            {"mlkube_requests_total"},
+        ),
         ("histogram_quantile(0.99, sum by (le) (rate(x_bucket[$__rate_interval])))", {"x_bucket"}),
         ("a / on (namespace) group_left () min by (namespace) (b) > 1e3", {"a", "b"}),
         ('vector(3) or absent(up{job="x"}) offset 5m', {"up"}),

@@ -28,8 +28,13 @@ ALERTMANAGER = sorted((DEPLOY / "alertmanager").glob("*.yml"))
 
 @pytest.mark.parametrize("path", ALERTMANAGER, ids=[p.name for p in ALERTMANAGER])
 def test_amtool_check_config(path):
-    result = subprocess.run([tool("amtool"), "check-config", str(path)], capture_output=True,
-                            text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [tool("amtool"), "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -37,19 +42,33 @@ def test_amtool_check_config(path):
 @pytest.mark.parametrize(
     ("labels", "receivers"),
     [
-        (["alertname=MlkubeHighErrorRate", "severity=critical", "team=ml"],
-         "pagerduty-ml,email-ml-team,slack-ml"),
+        (
+            ["alertname=MlkubeHighErrorRate", "severity=critical", "team=ml"],
+            "pagerduty-ml,email-ml-team,slack-ml",
+        ),
         (["alertname=MlkubeCrashLooping", "severity=critical"], "pagerduty-ml,slack-ml"),
         (["alertname=MlkubeNoTraffic", "severity=warning"], "slack-ml"),
-        (["alertname=MlkubeHighLatencyP99", "severity=warning", "team=ml"],
-         "email-ml-team,slack-ml"),
+        (
+            ["alertname=MlkubeHighLatencyP99", "severity=warning", "team=ml"],
+            "email-ml-team,slack-ml",
+        ),
     ],
 )
 def test_amtool_routes_alerts_to_the_right_receivers(labels, receivers):
     result = subprocess.run(
-        [tool("amtool"), "config", "routes", "test",
-         f"--config.file={DEPLOY / 'alertmanager' / 'alertmanager.yml'}", *labels],
-        capture_output=True, text=True, timeout=60, check=False)
+        [
+            tool("amtool"),
+            "config",
+            "routes",
+            "test",
+            f"--config.file={DEPLOY / 'alertmanager' / 'alertmanager.yml'}",
+            *labels,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.stdout.strip() == receivers, result.stdout + result.stderr
 
 
@@ -122,10 +141,11 @@ def test_the_json_parser_reads_mlkube_lines_and_their_time():
     assert spec["format"] == "json" and spec["time_key"] == "ts"
     for line in real_lines():
         record = json.loads(line)
-        when = datetime.strptime(record[spec["time_key"]], strptime_format(spec["time_format"]))
+        # The format's literal Z is UTC; strptime cannot read it as a zone.
+        when = datetime.strptime(record[spec["time_key"]], strptime_format(spec["time_format"]))  # noqa: DTZ007
         assert when.year >= 2026
     access = json.loads(real_lines()[1])
-    parsed = datetime.strptime(access["ts"], strptime_format(spec["time_format"]))
+    parsed = datetime.strptime(access["ts"], strptime_format(spec["time_format"]))  # noqa: DTZ007
     assert parsed.replace(tzinfo=UTC).timestamp() == 1795723200.25
 
 

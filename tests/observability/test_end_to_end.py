@@ -62,18 +62,35 @@ def replica(tmp_path_factory):
     port = free_port()
     stdout = open(folder / "stdout.log", "wb")  # noqa: SIM115 - closed in the finalizer
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlkube", "serve", str(spec), "--host", "127.0.0.1",
-         "--port", str(port), "--revision", "7", "--replica", "iris-0"],
-        stdout=stdout, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "mlkube",
+            "serve",
+            str(spec),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--revision",
+            "7",
+            "--replica",
+            "iris-0",
+        ],
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
+
         def ready():
             assert process.poll() is None, "mlkube serve exited"
             try:
                 return httpx.get(f"{url}/v2/health/ready", timeout=1).status_code == 200
             except httpx.TransportError:
                 return False
+
         wait_for(ready, START_TIMEOUT_S, "replica ready")
         yield {"url": url, "port": port, "spec": spec, "log": folder / "stdout.log"}
     finally:
@@ -92,11 +109,21 @@ def prom(replica, tmp_path_factory):
     state = tmp_path_factory.mktemp("state")
     deployment = load_spec(replica["spec"])
     layout = prometheus.write_config(state, [deployment], scrape_interval_s=1)
-    layout.targets.write_text(json.dumps([{
-        "targets": [f"127.0.0.1:{replica['port']}"],
-        "labels": {"namespace": deployment.namespace, "deployment": deployment.name,
-                   "replica": "iris-0", "revision": "7"},
-    }]))
+    layout.targets.write_text(
+        json.dumps(
+            [
+                {
+                    "targets": [f"127.0.0.1:{replica['port']}"],
+                    "labels": {
+                        "namespace": deployment.namespace,
+                        "deployment": deployment.name,
+                        "replica": "iris-0",
+                        "revision": "7",
+                    },
+                }
+            ]
+        )
+    )
     info = prometheus.start(state, binary=binary)
     try:
         client = Prom(info.url)
@@ -141,15 +168,20 @@ def load(replica, prom):
         thread.join(timeout=60)
     ended = time.time()
     sent = THREADS * REQUESTS_PER_THREAD
-    wait_for(lambda: client.scalar('sum(mlkube_requests_total{protocol="v1"})') == sent + BAD_REQUESTS,
-             20, "every request scraped")
+    wait_for(
+        lambda: client.scalar('sum(mlkube_requests_total{protocol="v1"})') == sent + BAD_REQUESTS,
+        20,
+        "every request scraped",
+    )
     return {"started": started, "ended": ended, "latencies": latencies, "sent": sent}
 
 
 def test_counts_by_code_equal_what_was_sent(prom, load):
     client, _ = prom
-    by_code = {r["metric"]["code"]: float(r["value"][1]) for r in
-               client.query('sum by (code) (mlkube_requests_total{protocol="v1"})')}
+    by_code = {
+        r["metric"]["code"]: float(r["value"][1])
+        for r in client.query('sum by (code) (mlkube_requests_total{protocol="v1"})')
+    }
     assert by_code == {"200": load["sent"], "400": BAD_REQUESTS}
     batched = client.scalar('sum(mlkube_batch_requests_sum{deployment="iris"})')
     assert batched == load["sent"]  # only valid requests reach predict
@@ -174,8 +206,11 @@ def server_durations(log: Path) -> list[float]:
     durations = []
     for line in log.read_text().splitlines():
         record = json.loads(line)  # every line of stdout is one JSON object
-        if record.get("msg") == "request" and record.get("path") == "/v1/models/iris:predict" \
-                and record["status"] == 200:
+        if (
+            record.get("msg") == "request"
+            and record.get("path") == "/v1/models/iris:predict"
+            and record["status"] == 200
+        ):
             durations.append(record["duration_ms"] / 1000)
     return durations
 
@@ -194,8 +229,10 @@ def test_histogram_quantile_agrees_with_measured_latency(prom, load, replica, qu
     assert value is not None
     server_q = float(np.quantile(exact, quantile))
     client_q = float(np.quantile(load["latencies"], quantile))
-    print(f"p{quantile * 100:g}: histogram {value * 1000:.3f} ms, server exact "
-          f"{server_q * 1000:.3f} ms, client {client_q * 1000:.3f} ms")
+    print(
+        f"p{quantile * 100:g}: histogram {value * 1000:.3f} ms, server exact "
+        f"{server_q * 1000:.3f} ms, client {client_q * 1000:.3f} ms"
+    )
     low, high = bucket_of(server_q)
     # 400s (fast) share the histogram; they are 3% of requests, so allow one bucket below.
     lower_bounds = (0.0, *LATENCY_BUCKETS_S)
@@ -223,16 +260,29 @@ def test_every_dashboard_query_runs(prom, load):
     print("empty:", empty)
     # Only the controller's series do not exist for a bare `mlkube serve`.
     for expr in empty:
-        assert any(name in expr for name in (
-            "mlkube_deployment_", "mlkube_autoscaler_", "mlkube_rollout_", "mlkube_replica_",
-        )), expr
+        assert any(
+            name in expr
+            for name in (
+                "mlkube_deployment_",
+                "mlkube_autoscaler_",
+                "mlkube_rollout_",
+                "mlkube_replica_",
+            )
+        ), expr
 
 
 def test_alert_rules_load_and_evaluate(prom, load):
     client, _ = prom
-    wait_for(lambda: all(r.get("lastEvaluation", "").startswith("2") and
-                         not r["lastEvaluation"].startswith("0001")
-                         for g in client.rules() for r in g["rules"]), 10, "rules evaluated")
+    wait_for(
+        lambda: all(
+            r.get("lastEvaluation", "").startswith("2")
+            and not r["lastEvaluation"].startswith("0001")
+            for g in client.rules()
+            for r in g["rules"]
+        ),
+        10,
+        "rules evaluated",
+    )
     rules = [r for g in client.rules() for r in g["rules"]]
     assert rules and all(r["health"] == "ok" for r in rules), rules
     firing = [r["name"] for r in rules if r["state"] == "firing"]

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,7 +26,7 @@ import yaml
 from mlkube.backends.local.ports import free_port
 from mlkube.observability import prometheus
 from mlkube.observability.logfiles import read_rotated
-from mlkube.observability.logs import merge_log_lines
+from mlkube.observability.logs import LogLine, merge_log_lines
 from mlkube.spec import load_spec
 from mlkube.testing import models
 
@@ -51,13 +52,19 @@ class Up:
         self.pids: set[int] = set()
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "-m", "mlkube", *args], env=self.env,
-                              capture_output=True, text=True, timeout=90, check=False)
+        done = subprocess.run(
+            [sys.executable, "-m", "mlkube", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
         assert done.returncode == 0, f"mlkube {' '.join(args)}: {done.stderr}{done.stdout}"
         return done.stdout
 
-    def deployment(self) -> dict:
-        dep = json.loads(self.cli("status", "iris", "-o", "json"))["deployments"][0]
+    def deployment(self) -> dict[str, Any]:
+        dep: dict[str, Any] = json.loads(self.cli("status", "iris", "-o", "json"))["deployments"][0]
         self.pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
         return dep
 
@@ -80,13 +87,22 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
     model = models.save_onnx(models.iris_classifier(), tmp_path, "iris")
     port = free_port()
     spec = tmp_path / "iris.yaml"
-    spec.write_text(yaml.safe_dump({
-        "apiVersion": "mlkube.dev/v1alpha1", "kind": "ModelDeployment",
-        "metadata": {"name": "iris"},
-        "spec": {"model": {"uri": str(model.path), "format": "onnx"}, "replicas": 2,
-                 "service": {"port": port}, "server": {"drainTimeout": "2s"},
-                 "monitoring": {"scrapeInterval": "1s"}},
-    }))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "mlkube.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "iris"},
+                "spec": {
+                    "model": {"uri": str(model.path), "format": "onnx"},
+                    "replicas": 2,
+                    "service": {"port": port},
+                    "server": {"drainTimeout": "2s"},
+                    "monitoring": {"scrapeInterval": "1s"},
+                },
+            }
+        )
+    )
     up = Up(tmp_path)
     try:
         up.cli("up", "-d", str(spec))
@@ -95,8 +111,13 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         info = prometheus.start(up.state, binary=binary)
         prom = Prom(info.url)
         names = {r["name"] for r in up.deployment()["replicas"]}
-        wait_for(lambda: {r["metric"]["replica"] for r in prom.query('up{deployment="iris"} == 1')}
-                 == names, 30, "both replicas scraped")
+        wait_for(
+            lambda: (
+                {r["metric"]["replica"] for r in prom.query('up{deployment="iris"} == 1')} == names
+            ),
+            30,
+            "both replicas scraped",
+        )
 
         url = f"http://127.0.0.1:{port}/v1/models/iris:predict"
         sent = {"n": 0}
@@ -125,31 +146,40 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         total = 'sum(mlkube_requests_total{deployment="iris",protocol="v1",code="200"})'
         wait_for(lambda: prom.scalar(total) == REQUESTS, 20, "every request counted")
         per_replica = prom.query(
-            'sum by (replica) (mlkube_requests_total{deployment="iris",protocol="v1"})')
+            'sum by (replica) (mlkube_requests_total{deployment="iris",protocol="v1"})'
+        )
         assert {r["metric"]["replica"] for r in per_replica} == names
         assert all(float(r["value"][1]) > 0 for r in per_replica)  # the balancer spreads load
         # A window that lies inside the load, so the paced client rate holds all through it.
         window = int(elapsed) - 1
         rate = prom.scalar(
             f'sum(rate(mlkube_requests_total{{deployment="iris",protocol="v1"}}[{window}s]))',
-            at=ended - 0.5)
+            at=ended - 0.5,
+        )
         print(f"mlkube up: rate prometheus {rate}/s, client {REQUESTS / elapsed:.1f}/s")
         assert rate is not None
         assert rate == pytest.approx(REQUESTS / elapsed, rel=0.25)
 
         # The request id travels client → balancer → replica → response and log line; the
         # replicas' log files merge in time order and every line is JSON.
-        answer = httpx.post(url, json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
-                            headers={"x-request-id": "e2e-trace-42"}, timeout=10)
+        answer = httpx.post(
+            url,
+            json={"instances": [[5.1, 3.5, 1.4, 0.2]]},
+            headers={"x-request-id": "e2e-trace-42"},
+            timeout=10,
+        )
         assert answer.headers["x-request-id"] == "e2e-trace-42"
         folder = up.state / "logs" / "default" / "iris"
 
-        def merged() -> list:
+        def merged() -> list[LogLine]:
             streams = {p.stem: read_rotated(p) for p in folder.glob("*.log")}
             return list(merge_log_lines(streams))
 
-        lines = wait_for(lambda: [m for m in merged() if "e2e-trace-42" in m.text] and merged(),
-                         10, "the request's log line")
+        lines = wait_for(
+            lambda: [m for m in merged() if "e2e-trace-42" in m.text] and merged(),
+            10,
+            "the request's log line",
+        )
         assert [m.ts for m in lines] == sorted(m.ts for m in lines)
         # Every line parses as JSON, except the replica's stderr progress lines, which the
         # local backend writes into the same file.
@@ -162,8 +192,13 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         up.cli("scale", "iris", "3")
         wait_for(lambda: up.ready(3), 90, "3 ready replicas")
         names = {r["name"] for r in up.deployment()["replicas"]}
-        wait_for(lambda: {t["labels"]["replica"] for t in prom.targets()
-                          if t["health"] == "up"} == names, 30, "third replica scraped")
+        wait_for(
+            lambda: (
+                {t["labels"]["replica"] for t in prom.targets() if t["health"] == "up"} == names
+            ),
+            30,
+            "third replica scraped",
+        )
     finally:
         prometheus.stop(up.state)
         up.cleanup()

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import random
+from typing import Any
 
 import pytest
 
@@ -95,14 +96,21 @@ def test_copytruncate_with_an_appending_writer(tmp_path):
 
 
 def test_redact_any_depth_case_insensitive_without_changing_the_input():
-    body = {"instances": [{"SSN": "1", "x": 2}], "token": "t", "nested": {"deep": {"Token": 3}}}
+    body: dict[str, Any] = {
+        "instances": [{"SSN": "1", "x": 2}],
+        "token": "t",
+        "nested": {"deep": {"Token": 3}},
+    }
     out = redact(body, frozenset({"ssn", "token"}))
-    assert out == {"instances": [{"SSN": "[REDACTED]", "x": 2}], "token": "[REDACTED]",
-                   "nested": {"deep": {"Token": "[REDACTED]"}}}
-    assert body["token"] == "t"
+    assert out == {
+        "instances": [{"SSN": "[REDACTED]", "x": 2}],
+        "token": "[REDACTED]",
+        "nested": {"deep": {"Token": "[REDACTED]"}},
+    }
+    assert body["instances"][0]["SSN"] == "1"  # the input is not changed
 
 
-def payload_log(stream, **spec):
+def payload_log(stream: io.BytesIO, **spec: Any) -> tuple[AccessLog, PayloadLog | None]:
     access = AccessLog(stream, context={"deployment": "iris", "replica": "r0"})
     requests = RequestLoggingSpec(payloads=True, **spec)
     log = PayloadLog.from_spec(requests, access)
@@ -112,16 +120,24 @@ def payload_log(stream, **spec):
 def test_payloads_are_off_by_default():
     access = AccessLog(io.BytesIO(), context={})
     assert PayloadLog.from_spec(RequestLoggingSpec(), access) is None
-    assert PayloadLog.from_spec(RequestLoggingSpec(payloads=True, payload_sample_rate=0), access) is None
+    assert (
+        PayloadLog.from_spec(RequestLoggingSpec(payloads=True, payload_sample_rate=0), access)
+        is None
+    )
 
 
 def test_payload_lines_are_redacted_json_joined_by_request_id():
     stream = io.BytesIO()
     access, log = payload_log(stream, payload_sample_rate=1.0, redact_fields=("email",))
     assert log is not None and log.wants()
-    log.write(epoch_s=0.0, request_id="abc", path="/v2/models/iris/infer", status=200,
-              request_body=b'{"inputs": [{"email": "a@b.c", "data": [1]}]}',
-              response_body=b'{"outputs": []}')
+    log.write(
+        epoch_s=0.0,
+        request_id="abc",
+        path="/v2/models/iris/infer",
+        status=200,
+        request_body=b'{"inputs": [{"email": "a@b.c", "data": [1]}]}',
+        response_body=b'{"outputs": []}',
+    )
     access.flush()
     line = json.loads(stream.getvalue())
     assert line["msg"] == "payload" and line["request_id"] == "abc"
@@ -131,8 +147,9 @@ def test_payload_lines_are_redacted_json_joined_by_request_id():
 
 
 def test_long_and_non_json_bodies_are_cut_after_redaction():
-    _, log = payload_log(io.BytesIO(), payload_sample_rate=1.0, redact_fields=("secret",),
-                         max_payload_bytes=64)
+    _, log = payload_log(
+        io.BytesIO(), payload_sample_rate=1.0, redact_fields=("secret",), max_payload_bytes=64
+    )
     assert log is not None
     big = json.dumps({"secret": "s" * 200, "x": list(range(50))}).encode()
     fields = log.body_fields("request", big)
@@ -144,7 +161,7 @@ def test_long_and_non_json_bodies_are_cut_after_redaction():
 
 def test_payload_sampling_rate_is_respected():
     access = AccessLog(io.BytesIO(), context={})
-    log = PayloadLog(access, sample_rate=0.1, rng=random.Random(7))
+    log = PayloadLog(access, sample_rate=0.1, rng=random.Random(7))  # noqa: S311 - sampling
     hits = sum(log.wants() for _ in range(10_000))
     assert 850 < hits < 1150
 
@@ -161,7 +178,16 @@ def test_json_formatter_writes_the_documented_schema():
     finally:
         logger.removeHandler(handler)
     line = json.loads(stream.getvalue())
-    assert {"ts", "level", "msg", "logger", "deployment", "revision", "replica",
-            "request_id", "trace_id"} <= set(line)
+    assert {
+        "ts",
+        "level",
+        "msg",
+        "logger",
+        "deployment",
+        "revision",
+        "replica",
+        "request_id",
+        "trace_id",
+    } <= set(line)
     assert line["msg"] == "model iris slow" and line["level"] == "warning"
     assert line["ts"].endswith("Z") and len(line["ts"]) == 24

@@ -23,8 +23,11 @@ def test_lines_merge_in_time_order():
 
 
 def test_a_line_without_time_stays_after_its_record():
-    a = [line("2026-11-26T20:00:00.100Z", "boom"), "Traceback (most recent call last):",
-         line("2026-11-26T20:00:00.500Z", "a2")]
+    a = [
+        line("2026-11-26T20:00:00.100Z", "boom"),
+        "Traceback (most recent call last):",
+        line("2026-11-26T20:00:00.500Z", "a2"),
+    ]
     b = [line("2026-11-26T20:00:00.200Z", "b1")]
     merged = [(x.source, x.text) for x in merge_log_lines({"r0": a, "r1": b})]
     assert merged[0] == ("r0", a[0])
@@ -36,7 +39,10 @@ def test_equal_times_keep_source_then_position_order():
     ts = "2026-11-26T20:00:00.000Z"
     merged = list(merge_log_lines({"r1": [line(ts, "x"), line(ts, "y")], "r0": [line(ts, "z")]}))
     assert [(m.source, json.loads(m.text)["msg"]) for m in merged] == [
-        ("r0", "z"), ("r1", "x"), ("r1", "y")]
+        ("r0", "z"),
+        ("r1", "x"),
+        ("r1", "y"),
+    ]
 
 
 def test_line_time_reads_text_numbers_and_rejects_the_rest():
@@ -48,8 +54,10 @@ def test_line_time_reads_text_numbers_and_rejects_the_rest():
     assert line_time('{"ts": null}') is None
 
 
-@given(st.lists(st.lists(st.integers(0, 10_000), max_size=30), min_size=1, max_size=5),
-       st.randoms(use_true_random=False))
+@given(
+    st.lists(st.lists(st.integers(0, 10_000), max_size=30), min_size=1, max_size=5),
+    st.randoms(use_true_random=False),
+)
 def test_merge_is_sorted_and_loses_nothing(streams, rng: random.Random):
     data = {f"r{i}": [line(t / 1000) for t in sorted(s)] for i, s in enumerate(streams)}
     merged = list(merge_log_lines(data))
@@ -65,4 +73,7 @@ def test_a_stream_slightly_out_of_order_is_sorted_within_the_skew():
     # "a" left the window when "b" arrived: a line older than the window comes out as it is.
     far = [line(10.0, "a"), line(12.0, "b"), line(5.0, "too late to reorder")]
     assert [json.loads(x.text)["msg"] for x in merge_log_lines({"r0": far}, max_skew_s=1)] == [
-        "a", "too late to reorder", "b"]
+        "a",
+        "too late to reorder",
+        "b",
+    ]

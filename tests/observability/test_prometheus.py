@@ -17,7 +17,9 @@ from .promclient import Prom, wait_for
 
 
 def test_config_points_file_sd_at_the_targets_and_loads_the_rules(tmp_path):
-    layout = prometheus.write_config(tmp_path, [deployment({"monitoring": {"scrapeInterval": "5s"}})])
+    layout = prometheus.write_config(
+        tmp_path, [deployment({"monitoring": {"scrapeInterval": "5s"}})]
+    )
     config = yaml.safe_load(layout.config.read_text())
     job = config["scrape_configs"][0]
     assert job["file_sd_configs"][0]["files"] == [str(tmp_path / "prometheus" / "targets.json")]
@@ -47,8 +49,13 @@ def test_existing_targets_are_kept(tmp_path):
 def test_promtool_check_config_accepts_it(tmp_path):
     promtool = tool("promtool")
     layout = prometheus.write_config(tmp_path, [deployment()], controller_target="127.0.0.1:7000")
-    result = subprocess.run([promtool, "check", "config", str(layout.config)],
-                            capture_output=True, text=True, timeout=60, check=False)
+    result = subprocess.run(
+        [promtool, "check", "config", str(layout.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -83,9 +90,15 @@ def test_start_follow_targets_reload_and_stop(tmp_path):
         assert prom.targets() == []
         # The controller rewrites targets.json as replicas come and go: Prometheus follows.
         # Prometheus's own /metrics stands in for a replica here.
-        group = {"targets": [f"127.0.0.1:{info.port}"],
-                 "labels": {"namespace": "ml", "deployment": "iris", "replica": "iris-0",
-                            "revision": "1"}}
+        group = {
+            "targets": [f"127.0.0.1:{info.port}"],
+            "labels": {
+                "namespace": "ml",
+                "deployment": "iris",
+                "replica": "iris-0",
+                "revision": "1",
+            },
+        }
         layout.targets.write_text(json.dumps([group]))
         wait_for(lambda: [t for t in prom.targets() if t["health"] == "up"], 20, "target up")
         target = prom.targets()[0]

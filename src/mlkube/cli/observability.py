@@ -130,8 +130,13 @@ def metrics_catalogue(output: str | None, output_format: str) -> None:
     """Every metric mlkube exports: name, type, unit, labels, meaning (docs/metrics.md)."""
     if output_format == "json":
         rows = [
-            {"name": m.name, "type": m.type, "unit": m.unit, "labels": list(m.labels),
-             "help": m.help}
+            {
+                "name": m.name,
+                "type": m.type,
+                "unit": m.unit,
+                "labels": list(m.labels),
+                "help": m.help,
+            }
             for m in catalogue.CATALOGUE
         ]
         if output is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from mlkube.observability.promql import selector
 from mlkube.spec.deployment import ModelDeployment
-from mlkube.spec.observability import ALERT_NAMES, AlertsSpec
+from mlkube.spec.observability import AlertsSpec
 
 GROUP_BY = "namespace, deployment"
 CRASH_LOOP_FOR_S = 60.0
@@ -244,7 +244,7 @@ def _canary_latency(deployment: ModelDeployment, alerts: AlertsSpec) -> Rule:
         "warning",
         "{{ $labels.deployment }}: revision {{ $labels.revision }} is slower than the others",
         f"The p99 latency of revision {{{{ $labels.revision }}}} of {{{{ $labels.namespace }}}}/"
-        f"{{{{ $labels.deployment }}}} is {{{{ $value | printf \"%.2f\" }}}} times the best "
+        f'{{{{ $labels.deployment }}}} is {{{{ $value | printf "%.2f" }}}} times the best '
         f"revision's (limit {ratio:g}x).",
     )
 

@@ -21,60 +21,159 @@ from mlkube.observability.metrics import REPLICA_METRICS, MetricInfo
 TARGET_LABELS: tuple[str, ...] = ("namespace", "deployment", "replica", "revision")
 
 PROCESS_METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("process_cpu_seconds_total", "counter", "seconds", (),
-               "CPU time (user + system) the replica process used."),
-    MetricInfo("process_resident_memory_bytes", "gauge", "bytes", (),
-               "Resident memory (RSS) of the replica process."),
-    MetricInfo("process_virtual_memory_bytes", "gauge", "bytes", (),
-               "Virtual memory size of the replica process."),
-    MetricInfo("process_start_time_seconds", "gauge", "seconds", (),
-               "Start time of the process since the Unix epoch; a change means a restart."),
-    MetricInfo("process_open_fds", "gauge", "file descriptors", (),
-               "Open file descriptors (sockets included)."),
-    MetricInfo("process_max_fds", "gauge", "file descriptors", (),
-               "The process's limit on open file descriptors."),
+    MetricInfo(
+        "process_cpu_seconds_total",
+        "counter",
+        "seconds",
+        (),
+        "CPU time (user + system) the replica process used.",
+    ),
+    MetricInfo(
+        "process_resident_memory_bytes",
+        "gauge",
+        "bytes",
+        (),
+        "Resident memory (RSS) of the replica process.",
+    ),
+    MetricInfo(
+        "process_virtual_memory_bytes",
+        "gauge",
+        "bytes",
+        (),
+        "Virtual memory size of the replica process.",
+    ),
+    MetricInfo(
+        "process_start_time_seconds",
+        "gauge",
+        "seconds",
+        (),
+        "Start time of the process since the Unix epoch; a change means a restart.",
+    ),
+    MetricInfo(
+        "process_open_fds",
+        "gauge",
+        "file descriptors",
+        (),
+        "Open file descriptors (sockets included).",
+    ),
+    MetricInfo(
+        "process_max_fds",
+        "gauge",
+        "file descriptors",
+        (),
+        "The process's limit on open file descriptors.",
+    ),
 )
 
 GPU_METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("mlkube_gpu_utilization_ratio", "gauge", "ratio", ("gpu",),
-               "Fraction of the last sample period the GPU was busy (0-1), per GPU index the "
-               "replica was given. Exported only where a GPU exists."),
-    MetricInfo("mlkube_gpu_memory_used_bytes", "gauge", "bytes", ("gpu",),
-               "GPU memory in use on the GPU (all processes on it)."),
-    MetricInfo("mlkube_gpu_memory_total_bytes", "gauge", "bytes", ("gpu",),
-               "GPU memory size."),
+    MetricInfo(
+        "mlkube_gpu_utilization_ratio",
+        "gauge",
+        "ratio",
+        ("gpu",),
+        "Fraction of the last sample period the GPU was busy (0-1), per GPU index the "
+        "replica was given. Exported only where a GPU exists.",
+    ),
+    MetricInfo(
+        "mlkube_gpu_memory_used_bytes",
+        "gauge",
+        "bytes",
+        ("gpu",),
+        "GPU memory in use on the GPU (all processes on it).",
+    ),
+    MetricInfo("mlkube_gpu_memory_total_bytes", "gauge", "bytes", ("gpu",), "GPU memory size."),
 )
 
 _DEP = ("namespace", "deployment")
 
 CONTROLLER_METRICS: tuple[MetricInfo, ...] = (
-    MetricInfo("mlkube_deployment_desired_replicas", "gauge", "replicas", _DEP,
-               "Replicas the controller wants running now (autoscaler or `mlkube scale`)."),
-    MetricInfo("mlkube_deployment_ready_replicas", "gauge", "replicas", _DEP,
-               "Replicas that pass their readiness probe and receive traffic."),
-    MetricInfo("mlkube_deployment_replicas", "gauge", "replicas", (*_DEP, "phase"),
-               "Replicas by phase (Pending, Starting, Ready, NotReady, BackOff, Terminating)."),
-    MetricInfo("mlkube_deployment_min_replicas", "gauge", "replicas", _DEP,
-               "autoscaling.minReplicas (absent without autoscaling)."),
-    MetricInfo("mlkube_deployment_max_replicas", "gauge", "replicas", _DEP,
-               "autoscaling.maxReplicas (absent without autoscaling)."),
-    MetricInfo("mlkube_autoscaler_desired_replicas", "gauge", "replicas", _DEP,
-               "What the autoscaler's last decision asked for, before rollouts or manual scale."),
-    MetricInfo("mlkube_autoscaler_metric_value", "gauge", "metric's own unit", (*_DEP, "input"),
-               "The values behind the last decision, e.g. input=cpu_utilization (percent), "
-               "concurrency_stable (requests), latency_p95_ms, desired_by_cpu."),
-    MetricInfo("mlkube_autoscaler_decisions_total", "counter", "decisions", (*_DEP, "direction"),
-               "Autoscaler decisions, by direction: up, down or none."),
-    MetricInfo("mlkube_rollout_phase", "gauge", "boolean", (*_DEP, "phase"),
-               "1 for the rollout's current phase (Progressing, Complete, Failed, RolledBack, "
-               "ABTest), 0 for the others."),
-    MetricInfo("mlkube_rollout_canary_weight_ratio", "gauge", "ratio", _DEP,
-               "Share of traffic (0-1) the rollout's new revision gets; 0 when none is active."),
-    MetricInfo("mlkube_rollout_revision", "gauge", "revision number", (*_DEP, "role"),
-               "The revision number in each role: stable, and canary while a rollout runs."),
-    MetricInfo("mlkube_replica_restarts_total", "counter", "restarts", (*_DEP, "reason"),
-               "Replica restarts by reason: OOMKilled, Error (non-zero exit), Signal, "
-               "Readiness (killed after failing readiness), Other."),
+    MetricInfo(
+        "mlkube_deployment_desired_replicas",
+        "gauge",
+        "replicas",
+        _DEP,
+        "Replicas the controller wants running now (autoscaler or `mlkube scale`).",
+    ),
+    MetricInfo(
+        "mlkube_deployment_ready_replicas",
+        "gauge",
+        "replicas",
+        _DEP,
+        "Replicas that pass their readiness probe and receive traffic.",
+    ),
+    MetricInfo(
+        "mlkube_deployment_replicas",
+        "gauge",
+        "replicas",
+        (*_DEP, "phase"),
+        "Replicas by phase (Pending, Starting, Ready, NotReady, BackOff, Terminating).",
+    ),
+    MetricInfo(
+        "mlkube_deployment_min_replicas",
+        "gauge",
+        "replicas",
+        _DEP,
+        "autoscaling.minReplicas (absent without autoscaling).",
+    ),
+    MetricInfo(
+        "mlkube_deployment_max_replicas",
+        "gauge",
+        "replicas",
+        _DEP,
+        "autoscaling.maxReplicas (absent without autoscaling).",
+    ),
+    MetricInfo(
+        "mlkube_autoscaler_desired_replicas",
+        "gauge",
+        "replicas",
+        _DEP,
+        "What the autoscaler's last decision asked for, before rollouts or manual scale.",
+    ),
+    MetricInfo(
+        "mlkube_autoscaler_metric_value",
+        "gauge",
+        "metric's own unit",
+        (*_DEP, "input"),
+        "The values behind the last decision, e.g. input=cpu_utilization (percent), "
+        "concurrency_stable (requests), latency_p95_ms, desired_by_cpu.",
+    ),
+    MetricInfo(
+        "mlkube_autoscaler_decisions_total",
+        "counter",
+        "decisions",
+        (*_DEP, "direction"),
+        "Autoscaler decisions, by direction: up, down or none.",
+    ),
+    MetricInfo(
+        "mlkube_rollout_phase",
+        "gauge",
+        "boolean",
+        (*_DEP, "phase"),
+        "1 for the rollout's current phase (Progressing, Complete, Failed, RolledBack, "
+        "ABTest), 0 for the others.",
+    ),
+    MetricInfo(
+        "mlkube_rollout_canary_weight_ratio",
+        "gauge",
+        "ratio",
+        _DEP,
+        "Share of traffic (0-1) the rollout's new revision gets; 0 when none is active.",
+    ),
+    MetricInfo(
+        "mlkube_rollout_revision",
+        "gauge",
+        "revision number",
+        (*_DEP, "role"),
+        "The revision number in each role: stable, and canary while a rollout runs.",
+    ),
+    MetricInfo(
+        "mlkube_replica_restarts_total",
+        "counter",
+        "restarts",
+        (*_DEP, "reason"),
+        "Replica restarts by reason: OOMKilled, Error (non-zero exit), Signal, "
+        "Readiness (killed after failing readiness), Other.",
+    ),
 )
 
 CATALOGUE: tuple[MetricInfo, ...] = (
@@ -87,12 +186,17 @@ CATALOGUE: tuple[MetricInfo, ...] = (
 
 SECTIONS: tuple[tuple[str, str, tuple[MetricInfo, ...]], ...] = (
     ("Replica", "Exported by every replica on `/metrics` (`mlkube serve`).", REPLICA_METRICS),
-    ("Process", "Exported by every replica (prometheus_client's process collector; Linux).",
-     PROCESS_METRICS),
+    (
+        "Process",
+        "Exported by every replica (prometheus_client's process collector; Linux).",
+        PROCESS_METRICS,
+    ),
     ("GPU", "Exported by a replica that was given GPUs.", GPU_METRICS),
-    ("Deployment (controller)",
-     "Exported by the local controller (`mlkube up`), one series set per deployment.",
-     CONTROLLER_METRICS),
+    (
+        "Deployment (controller)",
+        "Exported by the local controller (`mlkube up`), one series set per deployment.",
+        CONTROLLER_METRICS,
+    ),
 )
 
 _SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("_sum", "_count")}
@@ -145,8 +249,14 @@ def render_markdown() -> str:
         "",
     ]
     for title, intro, metrics in SECTIONS:
-        lines += [f"## {title}", "", intro, "", "| name | type | unit | labels | meaning |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            f"## {title}",
+            "",
+            intro,
+            "",
+            "| name | type | unit | labels | meaning |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         for metric in metrics:
             labels = ", ".join(f"`{label}`" for label in metric.labels) or "-"
             lines.append(

@@ -143,15 +143,19 @@ class ControllerMetrics:
         registry: CollectorRegistry,
         state: Callable[[], Iterable[DeploymentState]] = lambda: (),
     ) -> None:
-        disable_created_metrics()  # as ServerMetrics: *_created series are used by nothing
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: used by nothing
         self.registry = registry
         self._decisions = Counter(
-            "mlkube_autoscaler_decisions", _HELP["mlkube_autoscaler_decisions_total"],
-            [*_DEP, "direction"], registry=registry,
+            "mlkube_autoscaler_decisions",
+            _HELP["mlkube_autoscaler_decisions_total"],
+            [*_DEP, "direction"],
+            registry=registry,
         )
         self._restarts = Counter(
-            "mlkube_replica_restarts", _HELP["mlkube_replica_restarts_total"],
-            [*_DEP, "reason"], registry=registry,
+            "mlkube_replica_restarts",
+            _HELP["mlkube_replica_restarts_total"],
+            [*_DEP, "reason"],
+            registry=registry,
         )
         registry.register(_DeploymentCollector(state))
 

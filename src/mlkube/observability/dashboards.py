@@ -71,37 +71,79 @@ def _traffic_row(sel: str, dep: ModelDeployment | None) -> Row:
         (_quantile(q, "mlkube_request_duration_seconds", sel), f"p{round(q * 100)}")
         for q in (0.5, 0.95, 0.99)
     ]
-    return Row("Traffic", [
-        Panel("Requests per second by status code", "reqps",
-              [(_rate("mlkube_requests_total", sel, "code"), "{{code}}")], width=8),
-        Panel("Error ratio (5xx)", "percentunit",
-              [(_error_ratio(sel, "deployment"), "5xx ratio")], width=8,
-              thresholds=[alerts.error_rate] if alerts else []),
-        Panel("Latency p50 / p95 / p99", "s", latency, width=8,
-              thresholds=[alerts.p99_latency_ms / 1000] if alerts else []),
-    ])
+    return Row(
+        "Traffic",
+        [
+            Panel(
+                "Requests per second by status code",
+                "reqps",
+                [(_rate("mlkube_requests_total", sel, "code"), "{{code}}")],
+                width=8,
+            ),
+            Panel(
+                "Error ratio (5xx)",
+                "percentunit",
+                [(_error_ratio(sel, "deployment"), "5xx ratio")],
+                width=8,
+                thresholds=[alerts.error_rate] if alerts else [],
+            ),
+            Panel(
+                "Latency p50 / p95 / p99",
+                "s",
+                latency,
+                width=8,
+                thresholds=[alerts.p99_latency_ms / 1000] if alerts else [],
+            ),
+        ],
+    )
 
 
 def _batching_row(sel: str) -> Row:
-    return Row("Batching and queue", [
-        Panel("Batch size (rows per predict)", "none", [
-            (_quantile(0.5, "mlkube_batch_size", sel), "p50"),
-            (_quantile(0.95, "mlkube_batch_size", sel), "p95"),
-            (f"sum(rate(mlkube_batch_size_sum{{{sel}}}[{RATE}])) / "
-             f"sum(rate(mlkube_batch_size_count{{{sel}}}[{RATE}]))", "mean"),
-        ], width=6),
-        Panel("Queue depth and in-flight", "none", [
-            (f"sum(mlkube_queue_depth{{{sel}}})", "queued"),
-            (f"sum(mlkube_in_flight_requests{{{sel}}})", "in flight"),
-        ], width=6),
-        Panel("Queue wait and predict time p95", "s", [
-            (_quantile(0.95, "mlkube_queue_wait_seconds", sel), "queue wait p95"),
-            (_quantile(0.95, "mlkube_predict_duration_seconds", sel), "predict p95"),
-        ], width=6),
-        Panel("Predict errors per second", "ops", [
-            (f"sum(rate(mlkube_predict_errors_total{{{sel}}}[{RATE}]))", "failed batches"),
-        ], width=6),
-    ])
+    return Row(
+        "Batching and queue",
+        [
+            Panel(
+                "Batch size (rows per predict)",
+                "none",
+                [
+                    (_quantile(0.5, "mlkube_batch_size", sel), "p50"),
+                    (_quantile(0.95, "mlkube_batch_size", sel), "p95"),
+                    (
+                        f"sum(rate(mlkube_batch_size_sum{{{sel}}}[{RATE}])) / "
+                        f"sum(rate(mlkube_batch_size_count{{{sel}}}[{RATE}]))",
+                        "mean",
+                    ),
+                ],
+                width=6,
+            ),
+            Panel(
+                "Queue depth and in-flight",
+                "none",
+                [
+                    (f"sum(mlkube_queue_depth{{{sel}}})", "queued"),
+                    (f"sum(mlkube_in_flight_requests{{{sel}}})", "in flight"),
+                ],
+                width=6,
+            ),
+            Panel(
+                "Queue wait and predict time p95",
+                "s",
+                [
+                    (_quantile(0.95, "mlkube_queue_wait_seconds", sel), "queue wait p95"),
+                    (_quantile(0.95, "mlkube_predict_duration_seconds", sel), "predict p95"),
+                ],
+                width=6,
+            ),
+            Panel(
+                "Predict errors per second",
+                "ops",
+                [
+                    (f"sum(rate(mlkube_predict_errors_total{{{sel}}}[{RATE}]))", "failed batches"),
+                ],
+                width=6,
+            ),
+        ],
+    )
 
 
 def _replicas_row(sel: str, dep: ModelDeployment | None) -> Row:
@@ -112,18 +154,38 @@ def _replicas_row(sel: str, dep: ModelDeployment | None) -> Row:
     ]
     if dep is not None and dep.spec.autoscaling is not None:
         queries.append((f"vector({dep.spec.autoscaling.max_replicas})", "maxReplicas"))
-    return Row("Replicas and autoscaler", [
-        Panel("Replicas: running, ready, desired", "none", queries, width=8,
-              description="Autoscaler decisions that changed the count are annotations."),
-        Panel("Autoscaler inputs", "none", [
-            (f"max by (input) (mlkube_autoscaler_metric_value{{{sel}}})", "{{input}}"),
-        ], width=8),
-        Panel("Restarts (last hour)", "none", [
-            (f"sum by (reason) (increase(mlkube_replica_restarts_total{{{sel}}}[1h]))",
-             "{{reason}}"),
-            (f"sum(changes(process_start_time_seconds{{{sel}}}[1h]))", "process restarts"),
-        ], width=8),
-    ])
+    return Row(
+        "Replicas and autoscaler",
+        [
+            Panel(
+                "Replicas: running, ready, desired",
+                "none",
+                queries,
+                width=8,
+                description="Autoscaler decisions that changed the count are annotations.",
+            ),
+            Panel(
+                "Autoscaler inputs",
+                "none",
+                [
+                    (f"max by (input) (mlkube_autoscaler_metric_value{{{sel}}})", "{{input}}"),
+                ],
+                width=8,
+            ),
+            Panel(
+                "Restarts (last hour)",
+                "none",
+                [
+                    (
+                        f"sum by (reason) (increase(mlkube_replica_restarts_total{{{sel}}}[1h]))",
+                        "{{reason}}",
+                    ),
+                    (f"sum(changes(process_start_time_seconds{{{sel}}}[1h]))", "process restarts"),
+                ],
+                width=8,
+            ),
+        ],
+    )
 
 
 def _resource_queries(
@@ -144,47 +206,101 @@ def _resource_queries(
 def _resources_row(sel: str, dep: ModelDeployment | None) -> Row:
     cpu = f"sum by (replica) (rate(process_cpu_seconds_total{{{sel}}}[{RATE}]))"
     memory = f"sum by (replica) (process_resident_memory_bytes{{{sel}}})"
-    return Row("Resources", [
-        Panel("CPU cores vs request and limit", "none",
-              _resource_queries(cpu, "{{replica}}", dep, "cpu")),
-        Panel("Memory vs request and limit", "bytes",
-              _resource_queries(memory, "{{replica}}", dep, "memory")),
-    ])
+    return Row(
+        "Resources",
+        [
+            Panel(
+                "CPU cores vs request and limit",
+                "none",
+                _resource_queries(cpu, "{{replica}}", dep, "cpu"),
+            ),
+            Panel(
+                "Memory vs request and limit",
+                "bytes",
+                _resource_queries(memory, "{{replica}}", dep, "memory"),
+            ),
+        ],
+    )
 
 
 def _gpu_row(sel: str) -> Row:
-    return Row("GPU", [
-        Panel("GPU utilization", "percentunit", [
-            (f"max by (replica, gpu) (mlkube_gpu_utilization_ratio{{{sel}}})",
-             "{{replica}} gpu {{gpu}}"),
-        ]),
-        Panel("GPU memory used vs total", "bytes", [
-            (f"max by (replica, gpu) (mlkube_gpu_memory_used_bytes{{{sel}}})",
-             "{{replica}} gpu {{gpu}} used"),
-            (f"max by (replica, gpu) (mlkube_gpu_memory_total_bytes{{{sel}}})",
-             "{{replica}} gpu {{gpu}} total"),
-        ]),
-    ])
+    return Row(
+        "GPU",
+        [
+            Panel(
+                "GPU utilization",
+                "percentunit",
+                [
+                    (
+                        f"max by (replica, gpu) (mlkube_gpu_utilization_ratio{{{sel}}})",
+                        "{{replica}} gpu {{gpu}}",
+                    ),
+                ],
+            ),
+            Panel(
+                "GPU memory used vs total",
+                "bytes",
+                [
+                    (
+                        f"max by (replica, gpu) (mlkube_gpu_memory_used_bytes{{{sel}}})",
+                        "{{replica}} gpu {{gpu}} used",
+                    ),
+                    (
+                        f"max by (replica, gpu) (mlkube_gpu_memory_total_bytes{{{sel}}})",
+                        "{{replica}} gpu {{gpu}} total",
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def _canary_row(sel: str) -> Row:
-    return Row("Canary vs stable (by revision)", [
-        Panel("Requests per second by revision", "reqps",
-              [(_rate("mlkube_requests_total", sel, "revision"), "revision {{revision}}")],
-              width=8),
-        Panel("Error ratio by revision", "percentunit",
-              [(_error_ratio(sel, "revision"), "revision {{revision}}")], width=8),
-        Panel("p99 latency by revision", "s", [
-            (_quantile(0.99, "mlkube_request_duration_seconds", sel, "revision"),
-             "revision {{revision}}"),
-        ], width=8),
-        Panel("Canary weight", "percentunit",
-              [(f"max(mlkube_rollout_canary_weight_ratio{{{sel}}})", "canary share")],
-              width=12),
-        Panel("Model load time by revision", "s",
-              [(f"max by (revision) (mlkube_model_load_seconds{{{sel}}})",
-                "revision {{revision}}")], width=12),
-    ])
+    return Row(
+        "Canary vs stable (by revision)",
+        [
+            Panel(
+                "Requests per second by revision",
+                "reqps",
+                [(_rate("mlkube_requests_total", sel, "revision"), "revision {{revision}}")],
+                width=8,
+            ),
+            Panel(
+                "Error ratio by revision",
+                "percentunit",
+                [(_error_ratio(sel, "revision"), "revision {{revision}}")],
+                width=8,
+            ),
+            Panel(
+                "p99 latency by revision",
+                "s",
+                [
+                    (
+                        _quantile(0.99, "mlkube_request_duration_seconds", sel, "revision"),
+                        "revision {{revision}}",
+                    ),
+                ],
+                width=8,
+            ),
+            Panel(
+                "Canary weight",
+                "percentunit",
+                [(f"max(mlkube_rollout_canary_weight_ratio{{{sel}}})", "canary share")],
+                width=12,
+            ),
+            Panel(
+                "Model load time by revision",
+                "s",
+                [
+                    (
+                        f"max by (revision) (mlkube_model_load_seconds{{{sel}}})",
+                        "revision {{revision}}",
+                    )
+                ],
+                width=12,
+            ),
+        ],
+    )
 
 
 # layout --------------------------------------------------------------------------------------
@@ -193,8 +309,16 @@ def _layout(rows: list[Row]) -> list[dict[str, Any]]:
     y = 0
     ids = iter(range(1, 1000))
     for row in rows:
-        panels.append({"id": next(ids), "type": "row", "title": row.title, "collapsed": False,
-                       "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y}, "panels": []})
+        panels.append(
+            {
+                "id": next(ids),
+                "type": "row",
+                "title": row.title,
+                "collapsed": False,
+                "gridPos": {"h": 1, "w": GRID_WIDTH, "x": 0, "y": y},
+                "panels": [],
+            }
+        )
         y += 1
         x = 0
         for panel in row.panels:
@@ -217,8 +341,13 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "datasource": DATASOURCE,
         "gridPos": {"h": PANEL_HEIGHT, "w": panel.width, "x": x, "y": y},
         "targets": [
-            {"datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
-             "refId": chr(ord("A") + index), "range": True}
+            {
+                "datasource": DATASOURCE,
+                "expr": expr,
+                "legendFormat": legend,
+                "refId": chr(ord("A") + index),
+                "range": True,
+            }
             for index, (expr, legend) in enumerate(panel.queries)
         ],
         "fieldConfig": {
@@ -229,32 +358,56 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             },
             "overrides": [],
         },
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "none"}},
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        },
     }
 
 
 def _datasource_variable() -> dict[str, Any]:
-    return {"name": "datasource", "label": "Prometheus", "type": "datasource",
-            "query": "prometheus", "current": {}, "hide": 0, "refresh": 1, "regex": "",
-            "options": []}
+    return {
+        "name": "datasource",
+        "label": "Prometheus",
+        "type": "datasource",
+        "query": "prometheus",
+        "current": {},
+        "hide": 0,
+        "refresh": 1,
+        "regex": "",
+        "options": [],
+    }
 
 
 def _annotation(expr: str) -> dict[str, Any]:
-    return {"name": "Autoscaler", "datasource": DATASOURCE, "enable": True,
-            "iconColor": "orange", "expr": expr, "step": "15s",
-            "titleFormat": "Scaled {{deployment}}", "textFormat": "desired replicas: {{value}}",
-            "tagKeys": "deployment"}
+    return {
+        "name": "Autoscaler",
+        "datasource": DATASOURCE,
+        "enable": True,
+        "iconColor": "orange",
+        "expr": expr,
+        "step": "15s",
+        "titleFormat": "Scaled {{deployment}}",
+        "textFormat": "desired replicas: {{value}}",
+        "tagKeys": "deployment",
+    }
 
 
 def _builtin_annotation() -> dict[str, Any]:
-    return {"builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"},
-            "enable": True, "hide": True, "iconColor": "rgba(0, 211, 255, 1)",
-            "name": "Annotations & Alerts", "type": "dashboard"}
+    return {
+        "builtIn": 1,
+        "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+        "enable": True,
+        "hide": True,
+        "iconColor": "rgba(0, 211, 255, 1)",
+        "name": "Annotations & Alerts",
+        "type": "dashboard",
+    }
 
 
-def _dashboard(title: str, uid: str, rows: list[Row], annotation_expr: str,
-               variables: list[dict[str, Any]]) -> dict[str, Any]:
+def _dashboard(
+    title: str, uid: str, rows: list[Row], annotation_expr: str, variables: list[dict[str, Any]]
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,
@@ -306,10 +459,23 @@ def deployment_dashboard(deployment: ModelDeployment) -> dict[str, Any]:
 
 
 def _query_variable(name: str, query: str) -> dict[str, Any]:
-    return {"name": name, "label": name, "type": "query", "datasource": DATASOURCE,
-            "query": {"query": query, "refId": name}, "definition": query, "refresh": 2,
-            "includeAll": True, "multi": True, "allValue": ".*", "current": {}, "hide": 0,
-            "regex": "", "sort": 1, "options": []}
+    return {
+        "name": name,
+        "label": name,
+        "type": "query",
+        "datasource": DATASOURCE,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {},
+        "hide": 0,
+        "regex": "",
+        "sort": 1,
+        "options": [],
+    }
 
 
 def fleet_dashboard(deployments: Iterable[ModelDeployment] = ()) -> dict[str, Any]:
@@ -321,30 +487,77 @@ def fleet_dashboard(deployments: Iterable[ModelDeployment] = ()) -> dict[str, An
     sel = 'namespace=~"$namespace",deployment=~"$deployment"'
     by = "namespace, deployment"
     rows = [
-        Row("Fleet", [
-            Panel("Requests per second", "reqps",
-                  [(_rate("mlkube_requests_total", sel, by), "{{namespace}}/{{deployment}}")]),
-            Panel("Error ratio (5xx)", "percentunit",
-                  [(_error_ratio(sel, by), "{{namespace}}/{{deployment}}")]),
-            Panel("p99 latency", "s", [(
-                _quantile(0.99, "mlkube_request_duration_seconds", sel, by),
-                "{{namespace}}/{{deployment}}")]),
-            Panel("Ready replicas vs desired", "none", [
-                (f"sum by ({by}) (mlkube_model_ready{{{sel}}})", "{{deployment}} ready"),
-                (f"max by ({by}) (mlkube_deployment_desired_replicas{{{sel}}})",
-                 "{{deployment}} desired"),
-            ]),
-            Panel("CPU cores", "none", [(
-                _rate("process_cpu_seconds_total", sel, by), "{{namespace}}/{{deployment}}")]),
-            Panel("Memory (RSS)", "bytes", [(
-                f"sum by ({by}) (process_resident_memory_bytes{{{sel}}})",
-                "{{namespace}}/{{deployment}}")]),
-            Panel("Queue depth", "none", [(
-                f"sum by ({by}) (mlkube_queue_depth{{{sel}}})", "{{namespace}}/{{deployment}}")]),
-            Panel("GPU utilization", "percentunit", [(
-                f"avg by ({by}) (mlkube_gpu_utilization_ratio{{{sel}}})",
-                "{{namespace}}/{{deployment}}")]),
-        ]),
+        Row(
+            "Fleet",
+            [
+                Panel(
+                    "Requests per second",
+                    "reqps",
+                    [(_rate("mlkube_requests_total", sel, by), "{{namespace}}/{{deployment}}")],
+                ),
+                Panel(
+                    "Error ratio (5xx)",
+                    "percentunit",
+                    [(_error_ratio(sel, by), "{{namespace}}/{{deployment}}")],
+                ),
+                Panel(
+                    "p99 latency",
+                    "s",
+                    [
+                        (
+                            _quantile(0.99, "mlkube_request_duration_seconds", sel, by),
+                            "{{namespace}}/{{deployment}}",
+                        )
+                    ],
+                ),
+                Panel(
+                    "Ready replicas vs desired",
+                    "none",
+                    [
+                        (f"sum by ({by}) (mlkube_model_ready{{{sel}}})", "{{deployment}} ready"),
+                        (
+                            f"max by ({by}) (mlkube_deployment_desired_replicas{{{sel}}})",
+                            "{{deployment}} desired",
+                        ),
+                    ],
+                ),
+                Panel(
+                    "CPU cores",
+                    "none",
+                    [(_rate("process_cpu_seconds_total", sel, by), "{{namespace}}/{{deployment}}")],
+                ),
+                Panel(
+                    "Memory (RSS)",
+                    "bytes",
+                    [
+                        (
+                            f"sum by ({by}) (process_resident_memory_bytes{{{sel}}})",
+                            "{{namespace}}/{{deployment}}",
+                        )
+                    ],
+                ),
+                Panel(
+                    "Queue depth",
+                    "none",
+                    [
+                        (
+                            f"sum by ({by}) (mlkube_queue_depth{{{sel}}})",
+                            "{{namespace}}/{{deployment}}",
+                        )
+                    ],
+                ),
+                Panel(
+                    "GPU utilization",
+                    "percentunit",
+                    [
+                        (
+                            f"avg by ({by}) (mlkube_gpu_utilization_ratio{{{sel}}})",
+                            "{{namespace}}/{{deployment}}",
+                        )
+                    ],
+                ),
+            ],
+        ),
     ]
     title = "mlkube / fleet" + (f" ({', '.join(names)})" if names else "")
     variables = [
@@ -353,8 +566,13 @@ def fleet_dashboard(deployments: Iterable[ModelDeployment] = ()) -> dict[str, An
             "deployment", 'label_values(mlkube_model_ready{namespace=~"$namespace"}, deployment)'
         ),
     ]
-    return _dashboard(title, "mlkube-fleet", rows,
-                      f"changes(mlkube_deployment_desired_replicas{{{sel}}}[1m]) > 0", variables)
+    return _dashboard(
+        title,
+        "mlkube-fleet",
+        rows,
+        f"changes(mlkube_deployment_desired_replicas{{{sel}}}[1m]) > 0",
+        variables,
+    )
 
 
 def queries(dashboard: dict[str, Any]) -> list[str]:

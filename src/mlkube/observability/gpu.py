@@ -46,8 +46,11 @@ def parse_nvidia_smi(text: str) -> list[GpuSample]:
         if len(parts) != 4:
             continue
         try:
-            index, util, used, total = int(parts[0]), float(parts[1]), float(parts[2]), float(
-                parts[3]
+            index, util, used, total = (
+                int(parts[0]),
+                float(parts[1]),
+                float(parts[2]),
+                float(parts[3]),
             )
         except ValueError:
             continue  # "[N/A]" on GPUs that do not report a field
@@ -88,8 +91,11 @@ class GpuCollector(Collector):
         return iter(())  # reading GPUs at register time would run nvidia-smi for nothing
 
     def collect(self) -> Iterator[Metric]:
-        names = ("mlkube_gpu_utilization_ratio", "mlkube_gpu_memory_used_bytes",
-                 "mlkube_gpu_memory_total_bytes")
+        names = (
+            "mlkube_gpu_utilization_ratio",
+            "mlkube_gpu_memory_used_bytes",
+            "mlkube_gpu_memory_total_bytes",
+        )
         families = {n: GaugeMetricFamily(n, _HELP[n], labels=["gpu"]) for n in names}
         for sample in self._reader():
             if sample.index not in self._gpus:

@@ -107,6 +107,7 @@ def merge_log_lines(
     stream). ``streams`` maps a source name (the replica) to its lines, each stream in time
     order up to ``max_skew_s``.
     """
-    ordered = (_reordered(_timed(name, lines), max_skew_s) for name, lines in
-               sorted(streams.items()))
+    ordered = (
+        _reordered(_timed(name, lines), max_skew_s) for name, lines in sorted(streams.items())
+    )
     return heapq.merge(*ordered)

@@ -240,7 +240,10 @@ def read_info(state: Path) -> PrometheusInfo | None:
     try:
         data = json.loads(Layout.of(state).info.read_text())
         return PrometheusInfo(
-            int(data["pid"]), float(data["startTime"]), int(data["port"]), str(data["url"]),
+            int(data["pid"]),
+            float(data["startTime"]),
+            int(data["port"]),
+            str(data["url"]),
             str(data["config"]),
         )
     except (OSError, ValueError, KeyError, TypeError):
@@ -304,8 +307,13 @@ def _wait_ready(url: str, handle: Any, timeout_s: float) -> bool:
 
 
 def _info_json(info: PrometheusInfo) -> dict[str, Any]:
-    return {"pid": info.pid, "startTime": info.start_time, "port": info.port, "url": info.url,
-            "config": info.config}
+    return {
+        "pid": info.pid,
+        "startTime": info.start_time,
+        "port": info.port,
+        "url": info.url,
+        "config": info.config,
+    }
 
 
 def _log_tail(path: Path, lines: int = 3) -> str:

@@ -19,8 +19,24 @@ _GROUPING = re.compile(
 )
 _TOKENS = re.compile(r"\d[\w.]*|[A-Za-z_:][\w:]*(\s*\()?")
 _KEYWORDS = frozenset(
-    {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless",
-     "bool", "offset", "inf", "nan", "atan2", "start", "end"}
+    {
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+        "and",
+        "or",
+        "unless",
+        "bool",
+        "offset",
+        "inf",
+        "nan",
+        "atan2",
+        "start",
+        "end",
+    }
 )
 
 

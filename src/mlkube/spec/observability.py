@@ -93,8 +93,7 @@ class AlertsSpec(SpecModel):
         for key in labels:
             if not re.match(_LABEL_NAME, key) or key in ("severity", "alertname"):
                 raise ValueError(
-                    f"alert label '{key}' must match {_LABEL_NAME} and not be severity or "
-                    "alertname"
+                    f"alert label '{key}' must match {_LABEL_NAME} and not be severity or alertname"
                 )
         return labels
 
