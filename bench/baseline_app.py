@@ -28,8 +28,10 @@ if MODEL_PATH.endswith(".onnx"):
 
     def predict(rows: list[list[float]]) -> list[dict[str, object]]:
         labels, probabilities = session.run(None, {input_name: np.asarray(rows, np.float32)})
-        return [{"label": int(label), "probabilities": p}
-                for label, p in zip(labels.tolist(), probabilities.tolist(), strict=True)]
+        return [
+            {"label": int(label), "probabilities": p}
+            for label, p in zip(labels.tolist(), probabilities.tolist(), strict=True)
+        ]
 else:
     import skops.io
 
@@ -38,8 +40,10 @@ else:
     def predict(rows: list[list[float]]) -> list[dict[str, object]]:
         probabilities = model.predict_proba(np.asarray(rows, np.float64))
         labels = model.classes_.take(probabilities.argmax(axis=1))
-        return [{"label": int(label), "probabilities": p}
-                for label, p in zip(labels.tolist(), probabilities.tolist(), strict=True)]
+        return [
+            {"label": int(label), "probabilities": p}
+            for label, p in zip(labels.tolist(), probabilities.tolist(), strict=True)
+        ]
 
 
 async def predict_endpoint(request: Request) -> JSONResponse:

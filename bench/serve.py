@@ -55,8 +55,9 @@ def ensure_wrk() -> str:
     if found:
         return found
     if os.geteuid() == 0:
-        subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL
+        )
         found = shutil.which("wrk")
     if not found:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -83,29 +84,67 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.name = load_spec(spec).model_name if kind == "mlkube" else "model"
         if kind == "mlkube":
-            command = [sys.executable, "-m", "mlkube", "serve", str(spec), "--port",
-                       str(self.port), "--workers", str(workers)]
+            command = [
+                sys.executable,
+                "-m",
+                "mlkube",
+                "serve",
+                str(spec),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+            ]
             env = dict(os.environ)
         else:
-            command = [sys.executable, "-m", "uvicorn", "baseline_app:app", "--port",
-                       str(self.port), "--workers", str(workers), "--loop", "uvloop", "--http",
-                       "httptools", "--no-access-log", "--log-level", "warning"]
+            command = [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "baseline_app:app",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ]
             # One native thread per worker, as mlkube runs its workers: the same footing.
-            env = dict(os.environ, BASELINE_MODEL=str(model_file(spec)),
-                       PYTHONPATH=str(ROOT / "bench"), OMP_NUM_THREADS="1",
-                       OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+            env = dict(
+                os.environ,
+                BASELINE_MODEL=str(model_file(spec)),
+                PYTHONPATH=str(ROOT / "bench"),
+                OMP_NUM_THREADS="1",
+                OPENBLAS_NUM_THREADS="1",
+                MKL_NUM_THREADS="1",
+            )
         self.started = time.monotonic()
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+        self.process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
 
     def wait_first_answer(self, body: bytes) -> float:
         deadline = self.started + 120
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited: {self.process.stderr.read().decode()}")
+                stderr = self.process.stderr.read().decode() if self.process.stderr else ""
+                raise RuntimeError(f"{self.kind} exited: {stderr}")
             try:
-                response = httpx.post(f"{self.url}/v1/models/{self.name}:predict", content=body,
-                                      headers={"content-type": "application/json"}, timeout=2)
+                response = httpx.post(
+                    f"{self.url}/v1/models/{self.name}:predict",
+                    content=body,
+                    headers={"content-type": "application/json"},
+                    timeout=2,
+                )
                 if response.status_code == 200:
                     return time.monotonic() - self.started
             except httpx.TransportError:
@@ -115,8 +154,7 @@ class Server:
 
     def pss_mib(self) -> dict[str, float]:
         pids = [self.process.pid, *children(self.process.pid)]
-        values = {str(pid): pss_kib(pid) / 1024 for pid in pids}
-        return values
+        return {str(pid): pss_kib(pid) / 1024 for pid in pids}
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -165,9 +203,22 @@ def run_wrk(wrk: str, url: str, body: bytes, connections: int, duration: int) ->
         )
     threads = 1 if connections == 1 else 2
     output = subprocess.run(
-        [wrk, "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--latency",
-         "-s", script.name, url],
-        check=True, capture_output=True, text=True,
+        [
+            wrk,
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--latency",
+            "-s",
+            script.name,
+            url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     os.unlink(script.name)
     return parse_wrk(output)
@@ -210,8 +261,9 @@ def in_process_ceiling(spec: Path, seconds: float = 2.0) -> dict[str, float]:
     return result
 
 
-def measure(kind: str, model: str, spec: Path, args: argparse.Namespace, wrk: str
-            ) -> dict[str, Any]:
+def measure(
+    kind: str, model: str, spec: Path, args: argparse.Namespace, wrk: str
+) -> dict[str, Any]:
     server = Server(kind, model, spec, args.workers)
     try:
         cold_start = server.wait_first_answer(request_body(1))
@@ -221,19 +273,32 @@ def measure(kind: str, model: str, spec: Path, args: argparse.Namespace, wrk: st
         for rows in ROWS:
             body = request_body(rows)
             for connections in CONNECTIONS:
-                result = run_wrk(wrk, f"{server.url}/v1/models/{server.name}:predict", body,
-                                 connections, args.duration)
-                result.update(rows=rows, connections=connections,
-                              rows_per_s=result["requests_per_s"] * rows)
+                result = run_wrk(
+                    wrk,
+                    f"{server.url}/v1/models/{server.name}:predict",
+                    body,
+                    connections,
+                    args.duration,
+                )
+                result.update(
+                    rows=rows, connections=connections, rows_per_s=result["requests_per_s"] * rows
+                )
                 runs.append(result)
-                print(f"  {kind:8} {model:8} rows={rows:<3} c={connections:<3} "
-                      f"{result['requests_per_s']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
-                      f"p99 {result['p99_ms']:.2f} ms  non-2xx {result['non_2xx']}", flush=True)
+                print(
+                    f"  {kind:8} {model:8} rows={rows:<3} c={connections:<3} "
+                    f"{result['requests_per_s']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                    f"p99 {result['p99_ms']:.2f} ms  non-2xx {result['non_2xx']}",
+                    flush=True,
+                )
         loaded = server.pss_mib()
     finally:
         server.stop()
-    return {"cold_start_s": cold_start, "idle_pss_mib": idle, "loaded_pss_mib": loaded,
-            "runs": runs}
+    return {
+        "cold_start_s": cold_start,
+        "idle_pss_mib": idle,
+        "loaded_pss_mib": loaded,
+        "runs": runs,
+    }
 
 
 def worker_pss(values: dict[str, float], workers: int) -> float:
@@ -247,14 +312,22 @@ def summarise(results: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     for model in ("sklearn", "onnx"):
         ours, base = results["mlkube"][model], results["baseline"][model]
         for mine, theirs in zip(ours["runs"], base["runs"], strict=True):
-            rows.append({
-                "model": model, "rows": mine["rows"], "connections": mine["connections"],
-                "mlkube_rps": mine["requests_per_s"], "baseline_rps": theirs["requests_per_s"],
-                "ratio_rps": mine["requests_per_s"] / max(theirs["requests_per_s"], 1e-9),
-                "mlkube_p50_ms": mine["p50_ms"], "baseline_p50_ms": theirs["p50_ms"],
-                "mlkube_p99_ms": mine["p99_ms"], "baseline_p99_ms": theirs["p99_ms"],
-                "mlkube_non_2xx": mine["non_2xx"], "baseline_non_2xx": theirs["non_2xx"],
-            })
+            rows.append(
+                {
+                    "model": model,
+                    "rows": mine["rows"],
+                    "connections": mine["connections"],
+                    "mlkube_rps": mine["requests_per_s"],
+                    "baseline_rps": theirs["requests_per_s"],
+                    "ratio_rps": mine["requests_per_s"] / max(theirs["requests_per_s"], 1e-9),
+                    "mlkube_p50_ms": mine["p50_ms"],
+                    "baseline_p50_ms": theirs["p50_ms"],
+                    "mlkube_p99_ms": mine["p99_ms"],
+                    "baseline_p99_ms": theirs["p99_ms"],
+                    "mlkube_non_2xx": mine["non_2xx"],
+                    "baseline_non_2xx": theirs["non_2xx"],
+                }
+            )
         for kind in ("mlkube", "baseline"):
             entry = results[kind][model]
             entry["idle_pss_per_worker_mib"] = worker_pss(entry["idle_pss_mib"], workers)
@@ -264,8 +337,11 @@ def summarise(results: dict[str, Any], workers: int) -> list[dict[str, Any]]:
 
 def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
     def pick(model: str, rows: int, connections: int) -> dict[str, Any]:
-        return next(r for r in table if (r["model"], r["rows"], r["connections"]) ==
-                    (model, rows, connections))
+        return next(
+            r
+            for r in table
+            if (r["model"], r["rows"], r["connections"]) == (model, rows, connections)
+        )
 
     onnx_1 = pick("onnx", 1, 64)
     onnx_32 = pick("onnx", 32, 64)
@@ -276,8 +352,9 @@ def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, A
         "onnx_32row_64c_rows_ratio (target >= 2.0)": onnx_32["ratio_rps"],
         "onnx_p50_1c_delta_ms (target <= 0.1)": alone["mlkube_p50_ms"] - alone["baseline_p50_ms"],
         "onnx_cold_start_s (target <= 1.0)": results["mlkube"]["onnx"]["cold_start_s"],
-        "onnx_idle_pss_per_worker_mib (target <= 80)":
-            results["mlkube"]["onnx"]["idle_pss_per_worker_mib"],
+        "onnx_idle_pss_per_worker_mib (target <= 80)": results["mlkube"]["onnx"][
+            "idle_pss_per_worker_mib"
+        ],
     }
 
 
@@ -301,10 +378,17 @@ def main() -> None:
                 results[kind][model] = measure(kind, model, spec, args, wrk)
     table = summarise(results, args.workers)
     report = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "settings": {"duration_s": args.duration, "workers": args.workers,
-                     "features": FEATURES, "wrk_threads": "1 at 1 connection, 2 at 64"},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": {
+            "duration_s": args.duration,
+            "workers": args.workers,
+            "features": FEATURES,
+            "wrk_threads": "1 at 1 connection, 2 at 64",
+        },
         "in_process_ceiling": ceilings,
         "results": results,
         "table": table,
@@ -316,20 +400,26 @@ def main() -> None:
 
 
 def print_table(table: list[dict[str, Any]], report: dict[str, Any]) -> None:
-    print(f"\n{'model':8} {'rows':>4} {'conn':>4} {'mlkube req/s':>13} {'baseline':>10} "
-          f"{'ratio':>6} {'p50 ms':>14} {'p99 ms':>15}")
+    print(
+        f"\n{'model':8} {'rows':>4} {'conn':>4} {'mlkube req/s':>13} {'baseline':>10} "
+        f"{'ratio':>6} {'p50 ms':>14} {'p99 ms':>15}"
+    )
     for r in table:
-        print(f"{r['model']:8} {r['rows']:>4} {r['connections']:>4} {r['mlkube_rps']:>13.0f} "
-              f"{r['baseline_rps']:>10.0f} {r['ratio_rps']:>6.2f} "
-              f"{r['mlkube_p50_ms']:>6.2f}/{r['baseline_p50_ms']:<7.2f} "
-              f"{r['mlkube_p99_ms']:>6.2f}/{r['baseline_p99_ms']:<7.2f}")
+        print(
+            f"{r['model']:8} {r['rows']:>4} {r['connections']:>4} {r['mlkube_rps']:>13.0f} "
+            f"{r['baseline_rps']:>10.0f} {r['ratio_rps']:>6.2f} "
+            f"{r['mlkube_p50_ms']:>6.2f}/{r['baseline_p50_ms']:<7.2f} "
+            f"{r['mlkube_p99_ms']:>6.2f}/{r['baseline_p99_ms']:<7.2f}"
+        )
     print("\nin-process ceiling (rows/s):", json.dumps(report["in_process_ceiling"]))
     for model in ("sklearn", "onnx"):
         for kind in ("mlkube", "baseline"):
             entry = report["results"][kind][model]
-            print(f"{kind:8} {model:8} cold start {entry['cold_start_s']:.2f} s, "
-                  f"PSS/worker idle {entry['idle_pss_per_worker_mib']:.0f} MiB, "
-                  f"loaded {entry['loaded_pss_per_worker_mib']:.0f} MiB")
+            print(
+                f"{kind:8} {model:8} cold start {entry['cold_start_s']:.2f} s, "
+                f"PSS/worker idle {entry['idle_pss_per_worker_mib']:.0f} MiB, "
+                f"loaded {entry['loaded_pss_per_worker_mib']:.0f} MiB"
+            )
     print("\ntargets:")
     for key, value in report["targets"].items():
         print(f"  {key}: {value:.3f}")

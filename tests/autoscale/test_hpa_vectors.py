@@ -103,9 +103,11 @@ def rules(
     if raw is None:
         window = default.window if flag_window is None else flag_window
         return bh.Rules(window, default.select, default.policies, default.tolerance)
-    window = raw.get("stabilizationWindowSeconds")
-    if window is None:
+    raw_window = raw.get("stabilizationWindowSeconds")
+    if raw_window is None:
         window = default.window if flag_window is None else flag_window
+    else:
+        window = int(raw_window)
     policies = raw.get("policies")
     return bh.Rules(
         window,

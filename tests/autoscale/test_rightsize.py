@@ -72,10 +72,11 @@ def test_apply_rewrites_only_the_recommended_fields() -> None:
     assert "      - {type: cpu, targetUtilization: 70}" in out
     assert f"      - {{type: rps, target: {rec.rps_target}}}" in out
     updated = _deployment(out)
-    assert updated.spec.resources.requests.get("cpu").text == cpu_text(rec.cpu_request_milli)  # type: ignore[union-attr]
-    assert updated.spec.resources.requests.get("memory").text == memory_text(
-        rec.memory_request_bytes
-    )  # type: ignore[union-attr]
+    cpu = updated.spec.resources.requests.get("cpu")
+    memory = updated.spec.resources.requests.get("memory")
+    assert cpu is not None and memory is not None
+    assert cpu.text == cpu_text(rec.cpu_request_milli)
+    assert memory.text == memory_text(rec.memory_request_bytes)
     # Applying twice replaces the rps target instead of adding a second one.
     again = apply_to_yaml(out, rec)
     assert again.count("type: rps") == 1

@@ -84,7 +84,8 @@ def test_oom_bumps_memory() -> None:
 def test_memory_keeps_one_peak_per_day() -> None:
     day = 86400.0
     samples = [
-        vpa.UsageSample(at=day * 0.1 + i, memory_bytes=m) for i, m in enumerate((1e8, 5e8, 2e8))
+        vpa.UsageSample(at=day * 0.1 + i, memory_bytes=m)
+        for i, m in enumerate((10**8, 5 * 10**8, 2 * 10**8))
     ]
     agg = vpa.recommend_resources(samples)
     # Only the 5e8 peak of that day counts: p50 is its bucket edge.

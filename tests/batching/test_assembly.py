@@ -33,4 +33,4 @@ def test_split_refuses_outputs_with_the_wrong_row_count():
 
 def test_split_refuses_scalar_outputs():
     with pytest.raises(ValueError, match="output 'y'"):
-        split_outputs({"y": np.float32(1.0)}, [1])
+        split_outputs({"y": np.asarray(np.float32(1.0))}, [1])

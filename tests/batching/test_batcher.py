@@ -7,6 +7,7 @@ import pytest
 from mlkube.batching.batcher import Batcher, BatcherSettings
 from mlkube.clock import SystemClock
 from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError
+from mlkube.runtimes.base import Batch
 
 
 class RecordingObserver:
@@ -31,7 +32,7 @@ def doubling(batch):
     return {"y": batch["x"] * 2}
 
 
-def request(value: float, rows: int = 1):
+def request(value: float, rows: int = 1) -> Batch:
     return {"x": np.full((rows, 2), value, dtype=np.float32)}
 
 
@@ -77,8 +78,8 @@ async def test_requests_of_different_shapes_do_not_merge():
         clock=SystemClock(),
         observer=observer,
     )
-    narrow = {"x": np.ones((1, 2), np.float32)}
-    wide = {"x": np.ones((1, 5), np.float32)}
+    narrow: Batch = {"x": np.ones((1, 2), np.float32)}
+    wide: Batch = {"x": np.ones((1, 5), np.float32)}
     results = await asyncio.gather(batcher.submit(narrow), batcher.submit(wide))
     assert [float(r["y"][0]) for r in results] == [2.0, 5.0]
     assert len(observer.batches) == 2

@@ -126,8 +126,10 @@ def test_batching_changes_no_answer_under_concurrency(served_models, kind):
     for batched, alone in zip(answers[True], answers[False], strict=True):
         assert_same_answer(batched, alone)
     rows_sum, calls = batch_sizes[False]
+    assert rows_sum is not None and calls is not None
     assert rows_sum / calls <= 2  # unbatched: one request (1-2 rows) per predict call
     rows_sum, calls = batch_sizes[True]
+    assert calls is not None
     assert calls < 96  # batched: concurrent requests really were merged
 
 
@@ -309,8 +311,11 @@ def test_a_slow_prediction_gets_504_in_the_error_shape(slow_python_spec):
     deployment, rows = slow_python_spec
     deployment = _variant(deployment, requestTimeout="200ms")
     with running_replica(deployment) as replica, httpx.Client(base_url=replica.url) as client:
-        response = client.post(f"/v1/models/{deployment.model_name}:predict",
-                               json={"instances": rows[:1].tolist()}, timeout=10)
+        response = client.post(
+            f"/v1/models/{deployment.model_name}:predict",
+            json={"instances": rows[:1].tolist()},
+            timeout=10,
+        )
         assert response.status_code == 504
         assert "within 0.2 s" in response.json()["error"]
 

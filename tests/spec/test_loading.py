@@ -43,8 +43,10 @@ def test_the_design_sketch_is_a_valid_spec():
     (deployment,) = parse_documents(DESIGN_SKETCH, "sketch.yaml")
     assert isinstance(deployment, ModelDeployment)
     spec = deployment.spec
-    assert spec.resources.requests.get("cpu").millis == 500
-    assert spec.resources.limits.get("memory").whole == 2 * 2**30
+    cpu, memory = spec.resources.requests.get("cpu"), spec.resources.limits.get("memory")
+    assert cpu is not None and memory is not None
+    assert cpu.millis == 500
+    assert memory.whole == 2 * 2**30
     assert spec.autoscaling is not None and spec.autoscaling.max_replicas == 3
     assert spec.rollout.steps[0].pause == 60
     assert spec.service.node_port == 30050
@@ -168,7 +170,9 @@ spec: {value: 1000}
     path.write_text(DESIGN_SKETCH + "---\n" + quota)
     documents = load_documents(path)
     assert [type(d) for d in documents] == [ModelDeployment, Quota, PriorityClass]
-    assert documents[1].spec.hard["requests.memory"].whole == 8 * 2**30
+    quota_document = documents[1]
+    assert isinstance(quota_document, Quota)
+    assert quota_document.spec.hard["requests.memory"].whole == 8 * 2**30
 
 
 def test_problems_in_the_second_document_name_it(tmp_path):

@@ -41,6 +41,8 @@ REQUEST_ID_HEADER = "x-request-id"
 # Longest caller-supplied request id we echo back and log; longer ones are replaced.
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_MODEL_ALIAS = "default"
+# Probes and scrapes are not traffic: counting them would dilute error rates and request rates.
+_UNCOUNTED = frozenset({Action.METRICS, Action.V2_LIVE, Action.V2_READY, Action.V2_MODEL_READY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +258,7 @@ class InferenceApp:
     ) -> None:
         response.headers.append((REQUEST_ID_HEADER, request_id))
         elapsed = self.clock.monotonic() - started
-        if route.action is not Action.METRICS:
+        if route.action not in _UNCOUNTED:
             self.metrics.request_done(route.protocol, response.status, elapsed)
         if self.access_log.wants(response.status):
             fields = {

@@ -26,7 +26,11 @@ class RolloutStrategy(enum.StrEnum):
 
 
 class CanaryStep(SpecModel):
-    """Send ``weight`` percent to the new revision, then wait ``pause`` (or forever if None)."""
+    """Send ``weight`` percent to the new revision, then wait ``pause``.
+
+    Without ``pause`` the step ends after one passed analysis interval (at once when there is
+    no analysis). On Kubernetes, canary weights move only when the spec is applied again.
+    """
 
     weight: Annotated[int, Field(ge=0, le=100)]
     pause: Seconds | None = None

@@ -48,6 +48,7 @@ def test_merge_sums_counts_and_takes_the_worst_p99():
     merged = merge([a, b])
     assert merged.requests == 20
     assert merged.error_rate == pytest.approx(0.25)
+    assert a.p99_ms is not None and b.p99_ms is not None
     assert merged.p99_ms == max(a.p99_ms, b.p99_ms)
 
 
