@@ -40,7 +40,7 @@ def test_nvidia_smi_reader_runs_the_tool_and_parses(monkeypatch):
     # The edge we cannot reach here is the nvidia-smi program: a fake run stands in for it.
     from mlkube.observability import gpu
 
-    monkeypatch.setattr(gpu.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/nvidia-smi")
     calls = []
 
     def run(argv, *, timeout_s):
@@ -50,5 +50,5 @@ def test_nvidia_smi_reader_runs_the_tool_and_parses(monkeypatch):
     assert [s.index for s in gpu.nvidia_smi_reader(run)()] == [0, 1]
     assert calls[0][1] == gpu.NVIDIA_SMI_QUERY
     assert gpu.nvidia_smi_reader(lambda argv, *, timeout_s: (1, ""))() == []
-    monkeypatch.setattr(gpu.shutil, "which", lambda name: None)
+    monkeypatch.setattr("shutil.which", lambda name: None)
     assert gpu.nvidia_smi_reader(run)() == []

@@ -1,12 +1,12 @@
 """GPU metrics of a replica that was given GPUs (catalogue: ``GPU_METRICS``).
 
 ``GpuCollector`` reads the GPUs at scrape time through a reader function, so tests pass a
-fake one and no GPU library is imported where there is no GPU. The default reader asks
-``nvidia-smi`` (through ``backends.local.supervisor.run_command``, the one place that runs
-programs) and parses its CSV with the pure ``parse_nvidia_smi``.
+fake one and no GPU library is imported where there is no GPU. ``nvidia_smi_reader(run)``
+asks ``nvidia-smi`` through a run function (``backends.local.supervisor.run_command``, the
+one place that runs programs) and parses its CSV with the pure ``parse_nvidia_smi``.
 
-Wiring (serving/server.py, where ``CUDA_VISIBLE_DEVICES`` or the spec gives GPUs):
-``GpuCollector(registry, gpus=(0,))``.
+Wiring (where a replica is given GPUs): ``GpuCollector(registry, gpus=(0,),
+reader=nvidia_smi_reader(run_command))``.
 """
 
 from __future__ import annotations
@@ -58,18 +58,25 @@ def parse_nvidia_smi(text: str) -> list[GpuSample]:
     return samples
 
 
-def nvidia_smi_reader() -> list[GpuSample]:
-    """Every GPU nvidia-smi reports; empty when it is missing or fails."""
-    from mlkube.backends.local.supervisor import run_command
+RunCommand = Callable[..., tuple[int, str]]
+"""``run(argv, timeout_s=...) -> (exit code, stdout)``: ``supervisor.run_command``."""
 
-    binary = shutil.which("nvidia-smi")
-    if binary is None:
-        return []
-    code, out = run_command(
-        [binary, NVIDIA_SMI_QUERY, "--format=csv,noheader,nounits"],
-        timeout_s=NVIDIA_SMI_TIMEOUT_S,
-    )
-    return parse_nvidia_smi(out) if code == 0 else []
+
+def nvidia_smi_reader(run: RunCommand) -> Callable[[], list[GpuSample]]:
+    """A reader that asks nvidia-smi through ``run``; it returns [] when nvidia-smi is
+    missing or fails. ``run`` is passed in so this package never imports a backend."""
+
+    def read() -> list[GpuSample]:
+        binary = shutil.which("nvidia-smi")
+        if binary is None:
+            return []
+        code, out = run(
+            [binary, NVIDIA_SMI_QUERY, "--format=csv,noheader,nounits"],
+            timeout_s=NVIDIA_SMI_TIMEOUT_S,
+        )
+        return parse_nvidia_smi(out) if code == 0 else []
+
+    return read
 
 
 class GpuCollector(Collector):
@@ -80,7 +87,7 @@ class GpuCollector(Collector):
         registry: CollectorRegistry | None,
         *,
         gpus: Sequence[int],
-        reader: Callable[[], list[GpuSample]] = nvidia_smi_reader,
+        reader: Callable[[], list[GpuSample]],
     ) -> None:
         self._gpus = frozenset(gpus)
         self._reader = reader
