@@ -116,6 +116,7 @@ def write_rules(path: Path, rules: list[dict[str, Any]]) -> Path:
     return path
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 @pytest.mark.parametrize(
     "spec",
     [
@@ -369,6 +370,7 @@ def run_promtool_test(
     )
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 def test_promtool_unit_tests_every_alert(tmp_path):
     # promtool compares annotations exactly, and ours quote $value; the labels and the
     # firing are what these cases check (annotations are checked in the next test).
@@ -377,6 +379,7 @@ def test_promtool_unit_tests_every_alert(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_each_case_would_fail_if_its_expectation_were_wrong(tmp_path, case):
     """The inverse expectation must fail: a case that passes either way tests nothing."""
@@ -387,9 +390,10 @@ def test_each_case_would_fail_if_its_expectation_were_wrong(tmp_path, case):
     assert result.returncode != 0, result.stdout
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 def test_annotations_expand_with_labels_and_value(tmp_path):
     rule = next(r for r in full_rules() if r["alert"] == "MlkubeModelNotReady")
-    test = unit_test(CASES[13])
+    test = unit_test(next(c for c in CASES if c[:2] == ("MlkubeModelNotReady", "fires-when-0")))
     test["alert_rule_test"][0]["exp_alerts"][0]["exp_annotations"] = {
         "summary": "iris: model not ready on iris-0",
         "description": "Replica iris-0 of ml/iris has not been ready to serve for 1m.",

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
@@ -69,6 +70,7 @@ def test_dashboard_by_name_reads_the_local_state(tmp_path):
     assert "vector(9)" in result.output  # the newest revision (10, not 2)
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 def test_alerts_rule_file_passes_promtool(tmp_path):
     out = tmp_path / "rules.yml"
     assert run("alerts", str(write(tmp_path, SPEC)), "-o", str(out)).exit_code == 0
@@ -84,6 +86,7 @@ def test_alerts_rule_file_passes_promtool(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 def test_alerts_as_prometheusrule_holds_the_same_rules(tmp_path):
     path = write(tmp_path, SPEC)
     plain = yaml.safe_load(run("alerts", str(path)).output)

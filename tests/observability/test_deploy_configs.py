@@ -26,6 +26,7 @@ DEPLOY = Path(__file__).parents[2] / "deploy"
 ALERTMANAGER = sorted((DEPLOY / "alertmanager").glob("*.yml"))
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 @pytest.mark.parametrize("path", ALERTMANAGER, ids=[p.name for p in ALERTMANAGER])
 def test_amtool_check_config(path):
     result = subprocess.run(
@@ -39,6 +40,7 @@ def test_amtool_check_config(path):
     assert "SUCCESS" in result.stdout
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 @pytest.mark.parametrize(
     ("labels", "receivers"),
     [

@@ -3,9 +3,9 @@
 Checks that what Prometheus computes agrees with what the client sent and measured:
 - request counts by code: exactly equal (counters are exact);
 - request rate over the load window: within 25% of sent/elapsed (1 s scrapes, extrapolation);
-- histogram_quantile p50 / p99: inside the latency bucket that holds the exact quantile of the
-  server's own per-request durations (its access log), i.e. the histogram's resolution, and
-  never above the upper bound of the client-measured quantile's bucket;
+- histogram_quantile p50 / p95 / p99: inside the latency bucket that holds the exact quantile
+  of the server's own per-request durations (its access log), i.e. the histogram's
+  resolution, and never above the upper bound of the client-measured quantile's bucket;
 and that every catalogue replica metric, every dashboard query and every alert rule works there.
 """
 
@@ -203,42 +203,56 @@ def test_request_rate_agrees_with_the_client(prom, load):
 
 
 def server_durations(log: Path) -> list[float]:
+    """Every v1 request's duration as the server logged it (200s and the 400s)."""
     durations = []
     for line in log.read_text().splitlines():
         record = json.loads(line)  # every line of stdout is one JSON object
-        if (
-            record.get("msg") == "request"
-            and record.get("path") == "/v1/models/iris:predict"
-            and record["status"] == 200
-        ):
+        if record.get("msg") == "request" and record.get("protocol") == "v1":
             durations.append(record["duration_ms"] / 1000)
     return durations
 
 
-@pytest.mark.parametrize("quantile", [0.5, 0.99])
+@pytest.mark.parametrize("quantile", [0.5, 0.95, 0.99])
 def test_histogram_quantile_agrees_with_measured_latency(prom, load, replica, quantile):
+    """The histogram holds exactly the requests the access log lists; histogram_quantile
+    interpolates inside the bucket where the rank q*n falls, so its answer must lie in the
+    bucket of the exact (nearest-rank) quantile of the logged durations. Rounding of the
+    logged durations to 1 µs is the only other error."""
     client, _ = prom
     time.sleep(0.3)  # the access log is flushed every 0.1 s
     exact = server_durations(replica["log"])
-    assert len(exact) == load["sent"]
-    window = max(2, round(time.time() - load["started"]) + 2)
+    assert len(exact) == load["sent"] + BAD_REQUESTS
     value = client.scalar(
-        f"histogram_quantile({quantile}, sum by (le) (rate(mlkube_request_duration_seconds_bucket"
-        f'{{deployment="iris",protocol="v1"}}[{window}s])))'
+        f"histogram_quantile({quantile}, sum by (le) (mlkube_request_duration_seconds_bucket"
+        '{deployment="iris",protocol="v1"}))'
     )
     assert value is not None
-    server_q = float(np.quantile(exact, quantile))
+    server_q = float(np.quantile(exact, quantile, method="inverted_cdf"))
     client_q = float(np.quantile(load["latencies"], quantile))
     print(
         f"p{quantile * 100:g}: histogram {value * 1000:.3f} ms, server exact "
         f"{server_q * 1000:.3f} ms, client {client_q * 1000:.3f} ms"
     )
     low, high = bucket_of(server_q)
-    # 400s (fast) share the histogram; they are 3% of requests, so allow one bucket below.
-    lower_bounds = (0.0, *LATENCY_BUCKETS_S)
-    low = lower_bounds[max(lower_bounds.index(low) - 1, 0)] if quantile < 0.9 else low
-    assert low <= value <= high, (quantile, value, server_q, client_q)
+    assert low - 1e-6 <= value <= high + 1e-6, (quantile, value, server_q, client_q)
+    # The client waits at least as long as the server works on a request.
     assert value <= bucket_of(client_q)[1], (value, client_q)
+
+
+def test_rate_based_quantile_matches_the_cumulative_one(prom, load):
+    """What dashboards draw (rate over a window) agrees with the whole-run histogram."""
+    client, _ = prom
+    window = max(2, round(time.time() - load["started"]) + 2)
+    selector = '{deployment="iris",protocol="v1"}'
+    windowed = client.scalar(
+        "histogram_quantile(0.5, sum by (le) "
+        f"(rate(mlkube_request_duration_seconds_bucket{selector}[{window}s])))"
+    )
+    whole = client.scalar(
+        f"histogram_quantile(0.5, sum by (le) (mlkube_request_duration_seconds_bucket{selector}))"
+    )
+    assert windowed is not None and whole is not None
+    assert bucket_of(windowed) == bucket_of(whole) or windowed == pytest.approx(whole, rel=0.5)
 
 
 def test_every_replica_catalogue_metric_is_exported(prom, load):

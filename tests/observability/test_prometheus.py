@@ -46,6 +46,7 @@ def test_existing_targets_are_kept(tmp_path):
     assert json.loads(targets.read_text()) == [{"targets": ["127.0.0.1:1"]}]
 
 
+@pytest.mark.integration  # runs a Prometheus tool
 def test_promtool_check_config_accepts_it(tmp_path):
     promtool = tool("promtool")
     layout = prometheus.write_config(tmp_path, [deployment()], controller_target="127.0.0.1:7000")
