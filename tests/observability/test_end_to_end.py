@@ -285,6 +285,17 @@ def test_every_dashboard_query_runs(prom, load):
         ), expr
 
 
+def test_every_fleet_dashboard_query_runs(prom, load):
+    client, _ = prom
+    board = dashboards.fleet_dashboard()
+    results = {}
+    for expr in dashboards.queries(board):
+        concrete = expr.replace("$__rate_interval", "5s").replace("$namespace", ".*")
+        results[expr] = client.query(concrete.replace("$deployment", ".*"))
+    empty = [e for e, r in results.items() if not r]
+    assert all("mlkube_deployment_" in e or "mlkube_gpu_" in e for e in empty), empty
+
+
 def test_alert_rules_load_and_evaluate(prom, load):
     client, _ = prom
     wait_for(
