@@ -344,3 +344,45 @@ def test_head_gets_headers_without_a_body_and_the_connection_stays_usable(onnx_r
         assert head.content == b""
         assert int(head.headers["content-length"]) > 0
         assert client.get("/v2/health/live").json() == {"live": True}
+
+
+def test_payloads_are_logged_redacted_only_when_asked(served_models):
+    import io
+
+    served = served_models["python"]
+    rows = served.rows[:1].tolist()
+    lines = {}
+    for payloads in (False, True):
+        deployment = served.deployment(
+            **{
+                "logging.requests": {
+                    "payloads": payloads,
+                    "payloadSampleRate": 1.0,
+                    "redactFields": ["secret"],
+                }
+            }
+        )
+        stream = io.BytesIO()
+        with (
+            running_replica(deployment, access_log=stream) as replica,
+            httpx.Client(base_url=replica.url) as client,
+        ):
+            response = client.post(
+                f"/v1/models/{deployment.model_name}:predict",
+                json={"instances": rows, "signature_name": "serving_default"},
+                headers={"x-request-id": "payload-1"},
+            )
+            assert response.status_code == 200
+            client.post(
+                f"/v1/models/{deployment.model_name}:predict",
+                content=json.dumps({"instances": rows, "secret": "hunter2"}),
+                headers={"x-request-id": "payload-2"},
+            )
+        lines[payloads] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert not [line for line in lines[False] if line["msg"] == "payload"]
+    logged = [line for line in lines[True] if line["msg"] == "payload"]
+    assert [line["request_id"] for line in logged] == ["payload-1", "payload-2"]
+    assert logged[0]["request"]["instances"] == rows
+    assert "predictions" in logged[0]["response"]
+    assert "hunter2" not in json.dumps(logged[1])
+    assert logged[1]["status"] == 400

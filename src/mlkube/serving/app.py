@@ -26,7 +26,7 @@ from mlkube.errors import (
     ModelNotReadyError,
     ServingError,
 )
-from mlkube.observability.logging import AccessLog
+from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Batch, Runtime
 from mlkube.serving import v1, v2
@@ -42,6 +42,7 @@ REQUEST_ID_HEADER = "x-request-id"
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_MODEL_ALIAS = "default"
 # Probes and scrapes are not traffic: counting them would dilute error rates and request rates.
+_PREDICTIONS = frozenset({Action.V1_PREDICT, Action.V2_INFER})
 _UNCOUNTED = frozenset({Action.METRICS, Action.V2_LIVE, Action.V2_READY, Action.V2_MODEL_READY})
 
 
@@ -65,11 +66,13 @@ class InferenceApp:
         clock: Clock,
         metrics: ServerMetrics,
         access_log: AccessLog,
+        payload_log: PayloadLog | None = None,
     ) -> None:
         self.identity = identity
         self.clock = clock
         self.metrics = metrics
         self.access_log = access_log
+        self.payload_log = payload_log
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -274,3 +277,13 @@ class InferenceApp:
             if traceparent and traceparent.count("-") == 3:
                 fields["trace_id"] = traceparent.split("-")[1]
             self.access_log.write(epoch_s=self.clock.wall(), fields=fields)
+        payload_log = self.payload_log
+        if payload_log is not None and route.action in _PREDICTIONS and payload_log.wants():
+            payload_log.write(
+                epoch_s=self.clock.wall(),
+                request_id=request_id,
+                path=request.path,
+                status=response.status,
+                request_body=request.body,
+                response_body=response.body,
+            )

@@ -22,7 +22,7 @@ from prometheus_client.process_collector import ProcessCollector
 from mlkube.batching.batcher import Batcher, BatcherSettings
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import ModelLoadError
-from mlkube.observability.logging import AccessLog
+from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Runtime, example_batch
 from mlkube.serving.app import InferenceApp, ModelIdentity
@@ -105,6 +105,7 @@ class Replica:
             clock=self.clock,
             metrics=self.metrics,
             access_log=self.access_log,
+            payload_log=PayloadLog.from_spec(spec.logging.requests, self.access_log),
         )
         self.state = ServerState(
             self.app.handle,
