@@ -186,7 +186,7 @@ def _server_container(deployment: ModelDeployment, track: Track, source: ModelSo
         "image": deployment.image,
         "imagePullPolicy": spec.kubernetes.image_pull_policy,
     }
-    container.update(_command(deployment, source))
+    container.update(_command(deployment, source, track))
     container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
     resources = _resources(deployment)
     if resources:
@@ -208,7 +208,7 @@ def _server_container(deployment: ModelDeployment, track: Track, source: ModelSo
     return container
 
 
-def _command(deployment: ModelDeployment, source: ModelSource) -> Manifest:
+def _command(deployment: ModelDeployment, source: ModelSource, track: Track) -> Manifest:
     port = str(deployment.spec.server.port)
     if _is_tf_serving(deployment):
         return {
@@ -220,9 +220,24 @@ def _command(deployment: ModelDeployment, source: ModelSource) -> Manifest:
                 f"--model_base_path={source.container_path}",
             ],
         }
+    # The revision label tells canary and stable series apart (dashboards, canary alerts);
+    # the replica name on log lines is the pod's, from the downward API.
+    revision = track.suffix or "stable"
     return {
         "command": ["mlkube"],
-        "args": ["serve", f"{CONFIG_DIR}/{SPEC_FILE}", "--host", "0.0.0.0", "--port", port],
+        "args": [
+            "serve",
+            f"{CONFIG_DIR}/{SPEC_FILE}",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            port,
+            "--revision",
+            revision,
+            "--replica",
+            "$(POD_NAME)",
+        ],
+        "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
     }
 
 
