@@ -125,10 +125,19 @@ def encode_predict(outputs: Batch, request_format: str) -> bytes:
     if len(outputs) == 1:
         predictions: Any = to_json_value(next(iter(outputs.values())))
     else:
-        columns = {name: _as_list(array) for name, array in outputs.items()}
-        rows = len(next(iter(columns.values())))
-        predictions = [{name: column[i] for name, column in columns.items()} for i in range(rows)]
+        predictions = _rows_of(outputs)
     return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def _rows_of(outputs: Batch) -> list[dict[str, Any]]:
+    """One object per row keyed by output name (the common two-output case unrolled: this
+    runs for every answered request)."""
+    names = tuple(outputs)
+    columns = [_as_list(array) for array in outputs.values()]
+    if len(names) == 2:
+        first, second = names
+        return [{first: a, second: b} for a, b in zip(columns[0], columns[1], strict=True)]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 def _as_list(array: Any) -> list[Any]:
