@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import NUMPY_DTYPES, Array, Datatype, TensorSpec
@@ -23,6 +24,19 @@ _NUMERIC_KINDS = {
     "u": "unsigned integer",
     "f": "floating point",
 }
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or InvalidInputError saying what is wrong."""
+    if not body:
+        raise InvalidInputError("the request body is empty; expected a JSON object")
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InvalidInputError(f"the request body is not valid JSON: {error}") from None
+    if not isinstance(payload, dict):
+        raise InvalidInputError(f"expected a JSON object, found {type(payload).__name__}")
+    return payload
 
 
 def to_array(value: Any, spec: TensorSpec, *, what: str) -> Array:

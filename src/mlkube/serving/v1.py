@@ -14,7 +14,7 @@ import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import Batch, TensorSpec
-from mlkube.serving.tensors import to_array, to_json_value
+from mlkube.serving.tensors import json_object, to_array, to_json_value
 
 _TF_DTYPES = {
     "BOOL": "DT_BOOL",
@@ -37,7 +37,7 @@ COLUMNAR = "columnar"
 
 def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, str]:
     """The model inputs in a predict request, and which format it used."""
-    payload = _json_object(body)
+    payload = json_object(body)
     unknown = set(payload) - {"instances", "inputs", "signature_name"}
     if unknown:
         raise InvalidInputError(
@@ -53,18 +53,6 @@ def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, s
     if "instances" in payload:
         return _rows(payload["instances"], inputs), ROW
     return _columns(payload["inputs"], inputs), COLUMNAR
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise InvalidInputError("the request body is empty; expected a JSON object")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidInputError(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInputError(f"expected a JSON object, found {type(payload).__name__}")
-    return payload
 
 
 def _rows(instances: Any, inputs: tuple[TensorSpec, ...]) -> Batch:

@@ -15,7 +15,7 @@ import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import NUMPY_DTYPES, Batch, Datatype, TensorSpec, datatype_of
-from mlkube.serving.tensors import check_shape, to_array, to_json_value
+from mlkube.serving.tensors import check_shape, json_object, to_array, to_json_value
 
 _DATATYPES = {d.value for d in Datatype}
 _ALLOWED_REQUEST = {"id", "parameters", "inputs", "outputs"}
@@ -35,7 +35,7 @@ def parse_infer(
     body: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
 ) -> InferRequest:
     """The inputs of an infer request, checked against the model."""
-    payload = _json_object(body)
+    payload = json_object(body)
     unknown = set(payload) - _ALLOWED_REQUEST
     if unknown:
         raise InvalidInputError(f"unknown field(s) {sorted(unknown)} in the infer request")
@@ -47,18 +47,6 @@ def parse_infer(
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")
     batch = _inputs(tensors, inputs)
     return InferRequest(batch, request_id, _output_names(payload.get("outputs"), outputs))
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise InvalidInputError("the request body is empty; expected a JSON object")
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InvalidInputError(f"the request body is not valid JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InvalidInputError(f"expected a JSON object, found {type(payload).__name__}")
-    return payload
 
 
 def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...]) -> Batch:
