@@ -386,3 +386,24 @@ def test_payloads_are_logged_redacted_only_when_asked(served_models):
     assert "predictions" in logged[0]["response"]
     assert "hunter2" not in json.dumps(logged[1])
     assert logged[1]["status"] == 400
+
+
+def test_expect_100_continue_is_answered_at_once(onnx_replica):
+    import socket
+    from urllib.parse import urlsplit
+
+    replica, name = onnx_replica
+    address = urlsplit(replica.url)
+    body = json.dumps({"instances": [[5.1, 3.5, 1.4, 0.2]] * 40}).encode()
+    head = (
+        f"POST /v1/models/{name}:predict HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((address.hostname, address.port), timeout=5) as sock:
+        sock.sendall(head)
+        assert sock.recv(1024) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        answer = b""
+        while not answer.endswith(b"}"):
+            answer += sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200 OK")
