@@ -26,6 +26,10 @@ logger = logging.getLogger(__name__)
 # Most responses a client may have outstanding on one connection before we stop reading
 # from it; bounds memory when a client pipelines without reading answers.
 MAX_PIPELINED = 32
+# A connection with nothing outstanding and no bytes for this long is closed, so idle or
+# half-sent connections (slowloris) cannot hold file descriptors forever.
+IDLE_TIMEOUT_S = 60.0
+IDLE_SWEEP_S = 5.0
 MAX_URL_BYTES = 8192
 MAX_HEADER_BYTES = 65536
 
@@ -114,6 +118,7 @@ class HttpConnection(asyncio.Protocol):
         self.pending: deque[_Slot] = deque()
         self.closing = False
         self.paused = False
+        self.last_active = asyncio.get_running_loop().time()
         self._reset()
 
     def _reset(self) -> None:
@@ -138,6 +143,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = asyncio.get_running_loop().time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -291,6 +297,20 @@ async def start_server(
         reuse_port=reuse_port or None,
         backlog=backlog,
     )
+
+
+async def close_idle_connections(
+    state: ServerState, *, idle_timeout_s: float = IDLE_TIMEOUT_S, every_s: float = IDLE_SWEEP_S
+) -> None:
+    """Forever: close connections with nothing outstanding that sent nothing for a while."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(every_s)
+        deadline = loop.time() - idle_timeout_s
+        for connection in list(state.connections):
+            idle = connection.last_active < deadline and not connection.pending
+            if idle and connection.transport is not None:
+                connection.transport.close()
 
 
 async def drain(server: asyncio.Server, state: ServerState, timeout_s: float) -> bool:

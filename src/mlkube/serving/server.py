@@ -27,7 +27,7 @@ from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Runtime, example_batch
 from mlkube.serving.app import InferenceApp, ModelIdentity
 from mlkube.serving.errors import error_response
-from mlkube.serving.http import ServerState, drain, start_server
+from mlkube.serving.http import ServerState, close_idle_connections, drain, start_server
 from mlkube.spec import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Replica:
         port = server.sockets[0].getsockname()[1]
         options.on_listening(f"http://{_url_host(options.host)}:{port}")
         flusher = asyncio.create_task(self._flush_logs(stop))
+        sweeper = asyncio.create_task(close_idle_connections(self.state))
         loading = asyncio.create_task(self._load())
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
@@ -146,6 +147,7 @@ class Replica:
         if self.app.batcher is not None:
             await self.app.batcher.close()
         flusher.cancel()
+        sweeper.cancel()
         self.access_log.flush()
         return finished
 
