@@ -9,11 +9,10 @@ commands that also exist for a cluster take ``--target kubernetes`` and then cal
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +20,7 @@ import click
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from mlkube.backends.local import supervisor
 from mlkube.cli.output import print_data, print_info
@@ -28,6 +28,9 @@ from mlkube.clock import SystemClock
 from mlkube.control.api import Client, ControllerNotRunningError
 from mlkube.control.settings import state_dir as resolve_state_dir
 from mlkube.errors import BackendError
+from mlkube.observability import prometheus
+from mlkube.observability.logfiles import rotated_files
+from mlkube.observability.logs import line_time, merge_log_lines
 from mlkube.spec.loading import load_documents
 from mlkube.spec.quantity import parse_duration
 
@@ -116,23 +119,35 @@ def _apply(client: Client, specs: tuple[str, ...]) -> list[dict[str, Any]]:
 @click.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("-d", "--detach", is_flag=True, help="Return at once; the controller keeps running.")
+@click.option(
+    "--prometheus",
+    "with_prometheus",
+    is_flag=True,
+    help="Also run a local Prometheus (installed separately) that scrapes every replica and "
+    "the controller, with the alert rules; it stops with the controller.",
+)
 @_state_option
-def up(specs: tuple[str, ...], detach: bool, state_dir: str | None) -> None:
+def up(specs: tuple[str, ...], detach: bool, with_prometheus: bool, state_dir: str | None) -> None:
     """Run deployments on this machine: replicas, load balancer, autoscaler, rollouts.
 
     \b
     Example:
       mlkube up examples/iris/iris.yaml           live status; Ctrl-C stops everything
       mlkube up -d examples/iris/                 in the background; `mlkube down` stops
+      mlkube up -d --prometheus examples/iris/    with a local Prometheus (prints its URL)
     """
     state = resolve_state_dir(state_dir)
     load_documents(*specs)
+    binary = prometheus.find_binary() if with_prometheus else None  # fail before any start
     client = _running_client(state)
     started = client is None
     if client is None:
         client = _start_controller(state)
     try:
         results = _apply(client, specs)
+        if binary is not None:
+            answer = client.call("POST", "/prometheus", {"binary": binary})
+            print_info(f"prometheus {answer['action']}: {answer['url']}")
     except BackendError:
         if started:  # leave nothing behind: the controller we started has nothing to run
             client.call("POST", "/down", {})
@@ -148,7 +163,7 @@ def up(specs: tuple[str, ...], detach: bool, state_dir: str | None) -> None:
         exiting = False
         for name in names:
             exiting = client.call("POST", "/down", {"name": name})["controllerExiting"]
-        if exiting:
+        if exiting:  # the controller stops its replicas and the local Prometheus, then exits
             _wait_exit(client)
         print_info("stopped " + ", ".join(names))
 
@@ -220,7 +235,8 @@ def render_status(controller: dict[str, Any], deployments: list[dict[str, Any]])
                 "-" if rep["memoryBytes"] is None else f"{rep['memoryBytes'] / 2**20:.0f}Mi",
                 (rep["pendingReason"] or rep["lastReason"])[:60],
             )
-    return Group(top, replicas)
+    lines = [line for line in map(autoscaler_line, deployments) if line is not None]
+    return Group(top, replicas, *(Text(line) for line in lines))
 
 
 @click.command()
@@ -242,6 +258,8 @@ def down(
     result = client.call("POST", "/down", {"name": name} if name else {})
     for key in result["stopped"]:
         print_info(f"modeldeployment/{key} stopped")
+    if result.get("prometheusStopped"):
+        print_info("prometheus stopped")
     if result["controllerExiting"]:
         _wait_exit(client)
         print_info("controller stopped")
@@ -277,9 +295,33 @@ def status(
         print_data(data, output)
         return
     Console().print(render_status(data["controller"], data["deployments"]))
-    for dep in data["deployments"]:
-        if dep.get("autoscaler"):
-            print_info(f"{dep['name']}: autoscaler: {dep['autoscaler']['reason']}")
+    if data["controller"].get("prometheus"):
+        print_info(f"prometheus: {data['controller']['prometheus']}")
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def autoscaler_line(dep: dict[str, Any]) -> str | None:
+    """Why the replica count is what it is: the autoscaler's last decision. Pure.
+
+    ``iris: autoscaler wants 3 (desired 3, min 1, max 5): cpu 83% > 70% target
+    [cpu_utilization=83, desired_by_cpu=3]; limited by maxReplicas``.
+    """
+    decision = dep.get("autoscaler")
+    if not decision:
+        return None
+    values = ", ".join(f"{k}={_value(v)}" for k, v in (decision.get("metrics") or {}).items())
+    text = (
+        f"{dep['name']}: autoscaler wants {decision['desiredReplicas']} "
+        f"(desired {dep['desired']}): {decision['reason']}"
+    )
+    if values:
+        text += f" [{values}]"
+    if decision.get("limitedBy"):
+        text += f"; limited by {decision['limitedBy']}"
+    return text
 
 
 @click.command()
@@ -439,15 +481,51 @@ def logs(
         return
     state = resolve_state_dir(kw.get("state_dir"))
     files = _log_files(state, name, replica)
-    clock = SystemClock()
-    cutoff = clock.wall() - since_s if since_s is not None else None
-    positions = dict.fromkeys(files, 0)
-    while True:
-        for file in list(positions):
-            positions[file] = _print_new(file, positions[file], cutoff, len(files) > 1)
-        if not follow:
-            return
+    cutoff = SystemClock().wall() - since_s if since_s is not None else None
+    positions = _print_history(files, cutoff)
+    while follow:
         time.sleep(FOLLOW_POLL_S)
+        for file in files:
+            positions[file] = _print_new(file, positions[file], cutoff)
+
+
+def _print_history(files: list[Path], cutoff: float | None) -> dict[Path, int]:
+    """Print every replica's lines so far, rotated files included, merged in time order.
+
+    Returns how far each live file was read, where ``--follow`` goes on from.
+    """
+    positions = {file: _size(file) for file in files}
+    streams = {file.stem: _lines_until(file, positions[file]) for file in files}
+    for line in merge_log_lines(streams):
+        if cutoff is None or line.ts >= cutoff:
+            print_info(line.text)
+    return positions
+
+
+def _size(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except OSError:
+        return 0
+
+
+def _lines_until(file: Path, size: int) -> Iterator[str]:
+    """The lines of ``file``'s rotated files, then of ``file`` up to byte ``size``."""
+    for older in rotated_files(file):
+        if older == file:
+            break
+        try:
+            with open(older, encoding="utf-8", errors="replace") as lines:
+                yield from lines
+        except OSError:  # rotated away while we read: its lines moved to the next backup
+            continue
+    try:
+        with open(file, "rb") as handle:
+            data = handle.read(size)
+    except OSError:
+        return
+    end = data.rfind(b"\n") + 1
+    yield from data[:end].decode(errors="replace").splitlines()
 
 
 def _log_files(state: Path, name: str, replica: str | None) -> list[Path]:
@@ -476,7 +554,10 @@ def _log_files(state: Path, name: str, replica: str | None) -> list[Path]:
     return [folder / f"{n}.log" for n in names]
 
 
-def _print_new(file: Path, position: int, cutoff: float | None, prefix: bool) -> int:
+def _print_new(file: Path, position: int, cutoff: float | None) -> int:
+    """Print the whole lines appended to ``file`` since ``position``; return the new one."""
+    if _size(file) < position:
+        position = 0  # rotated (copied to .1 and truncated): the file starts again
     try:
         with open(file, "rb") as handle:
             handle.seek(position)
@@ -485,25 +566,11 @@ def _print_new(file: Path, position: int, cutoff: float | None, prefix: bool) ->
         return position
     end = data.rfind(b"\n") + 1
     for line in data[:end].decode(errors="replace").splitlines():
-        if cutoff is not None and not _newer(line, cutoff):
+        ts = line_time(line)
+        if cutoff is not None and ts is not None and ts < cutoff:
             continue
-        print_info(f"[{file.stem}] {line}" if prefix else line)
+        print_info(line)
     return position + end
-
-
-def _newer(line: str, cutoff: float) -> bool:
-    try:
-        ts = json.loads(line).get("ts")
-    except (ValueError, AttributeError):
-        return True
-    if isinstance(ts, int | float):
-        return float(ts) >= cutoff
-    if isinstance(ts, str):
-        try:
-            return dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() >= cutoff
-        except ValueError:
-            return True
-    return True
 
 
 COMMANDS: list[click.Command] = [up, down, delete, status, scale, apply, rollout, events, logs]

@@ -1,4 +1,5 @@
-"""The local control API: JSON over loopback HTTP, every request carrying the owner's token.
+"""The local control API: JSON over loopback HTTP, every request carrying the owner's token
+(except ``GET /metrics``, the controller's read-only Prometheus metrics).
 
 The controller writes ``<state>/token`` (mode 0600, created that way: never readable by
 others even for an instant) and ``<state>/controller.json`` (pid, port). A client reads both;
@@ -30,6 +31,8 @@ MAX_BODY_BYTES = 4 * 2**20  # an apply carries file paths, never models
 CLIENT_TIMEOUT_S = 30.0
 
 Handler = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, Any]]]
+Metrics = Callable[[], bytes]
+METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
 class ControllerNotRunningError(BackendError):
@@ -65,18 +68,27 @@ def read_token(state: Path) -> str:
     return path.read_text().strip()
 
 
-async def serve_api(handler: Handler, token: str, port: int = 0) -> asyncio.Server:
-    """Serve the control API on loopback; ``handler(method, path, body)`` → (status, json)."""
+async def serve_api(
+    handler: Handler, token: str, port: int = 0, *, metrics: Metrics | None = None
+) -> asyncio.Server:
+    """Serve the control API on loopback; ``handler(method, path, body)`` → (status, json).
+
+    ``metrics`` answers ``GET /metrics`` (Prometheus text) — the one route without the token.
+    """
 
     async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        content_type = b"application/json"
         try:
-            status, payload = await _handle(reader, handler, token)
+            answer = await _handle(reader, handler, token, metrics)
         except (asyncio.IncompleteReadError, ConnectionError, ValueError) as error:
-            status, payload = 400, {"error": f"bad request: {error}"}
-        body = json.dumps(payload, default=str).encode()
+            answer = 400, {"error": f"bad request: {error}"}
+        if isinstance(answer, bytes):
+            status, body, content_type = 200, answer, METRICS_CONTENT_TYPE
+        else:
+            status, body = answer[0], json.dumps(answer[1], default=str).encode()
         writer.write(
-            b"HTTP/1.1 %d X\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % (status, len(body)) + body
+            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % (status, content_type, len(body)) + body
         )
         try:
             await writer.drain()
@@ -86,10 +98,17 @@ async def serve_api(handler: Handler, token: str, port: int = 0) -> asyncio.Serv
     return await asyncio.start_server(on_connection, "127.0.0.1", port)
 
 
-async def _handle(reader: asyncio.StreamReader, handler: Handler, token: str) -> tuple[int, Any]:
+async def _handle(
+    reader: asyncio.StreamReader, handler: Handler, token: str, metrics: Metrics | None
+) -> tuple[int, Any] | bytes:
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     method, path, _ = lines[0].split(" ", 2)
+    if metrics is not None and method == "GET" and path.split("?", 1)[0] == "/metrics":
+        # No token here: Prometheus cannot send one, and this route only reads aggregated,
+        # per-deployment numbers (replica counts, rollout phase, autoscaler inputs). It
+        # changes nothing and shows no spec, path, request or token; the socket is loopback.
+        return metrics()
     headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
     length = int(headers.get("content-length", "0"))
     if length > MAX_BODY_BYTES:

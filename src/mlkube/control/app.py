@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,10 @@ from mlkube.control import handlers, loops
 from mlkube.control.api import CONTROLLER_FILE, serve_api, write_token
 from mlkube.control.controller import Controller, start_router
 from mlkube.control.deployment import Deployment, write_revision_file
+from mlkube.control.metrics import exposition
 from mlkube.control.replica import Replica
 from mlkube.control.settings import ControllerSettings
+from mlkube.observability import prometheus
 from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -39,8 +42,9 @@ async def run(state: Path, settings: ControllerSettings) -> None:
     async def handler(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         return await handlers.handle(ctrl, method, path, body)
 
-    api = await serve_api(handler, token)
+    api = await serve_api(handler, token, metrics=lambda: exposition(ctrl.metrics))
     port = api.sockets[0].getsockname()[1]
+    ctrl.api_port = port
     await restore(ctrl)
     info = {"pid": os.getpid(), "port": port, "enforcement": str(ctrl.enforcer.mode)}
     (state / CONTROLLER_FILE).write_text(json.dumps(info))
@@ -65,13 +69,22 @@ async def run(state: Path, settings: ControllerSettings) -> None:
                     lambda: loops.autoscale_tick(ctrl),
                 )
             )
+            group.create_task(loops.every(ctrl, settings.log_rotate_period_s, _rotate_tick(ctrl)))
             await ctrl.stopping.wait()
     finally:
         await asyncio.sleep(0.1)  # let the last API answer (down) reach its client
         api.close()
+        await asyncio.to_thread(prometheus.stop, state)  # no-op unless --prometheus ran one
         with contextlib.suppress(FileNotFoundError):
             (state / CONTROLLER_FILE).unlink()
         ctrl.store.close()
+
+
+def _rotate_tick(ctrl: Controller) -> Callable[[], Awaitable[None]]:
+    async def tick() -> None:
+        ctrl.rotate_logs()
+
+    return tick
 
 
 async def restore(ctrl: Controller) -> None:

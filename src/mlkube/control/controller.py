@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 from mlkube.backends.local import supervisor
@@ -32,13 +33,16 @@ from mlkube.backends.local.store import EventRow, Store
 from mlkube.backends.local.weights import replica_weights
 from mlkube.clock import Clock, SystemClock
 from mlkube.control.deployment import Deployment
+from mlkube.control.metrics import new_metrics
 from mlkube.control.placement import admit_all
 from mlkube.control.replica import Replica
 from mlkube.control.settings import ControllerSettings
+from mlkube.observability.logfiles import rotate_copytruncate
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
+PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
 REASON_MAX_CHARS = 300
 
 
@@ -60,6 +64,9 @@ class Controller:
             settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
         )
         self._targets_text = ""
+        self.metrics = new_metrics(lambda: self.deployments.values())
+        self.api_port = 0
+        """The control API's port (set once it listens): Prometheus scrapes /metrics there."""
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -112,6 +119,7 @@ class Controller:
         replica.last_reason = reason
         replica.handle = None
         self.enforcer.release(replica.name)
+        self.metrics.restart(dep.namespace, dep.name, reason)
         self.event(
             dep,
             "Warning",
@@ -208,12 +216,20 @@ class Controller:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in replica.gpus)
         limits = _limits(dep, replica.revision)
         offset = sum(1 for d in self.deployments.values() for _ in d.replicas)
-        handle = supervisor.spawn(
-            argv,
-            env=env,
-            log_path=self.log_path(dep, replica.name),
-            preexec=self.enforcer.preexec(limits, offset),
-        )
+        log = self.log_path(dep, replica.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # stdout (JSON lines only) goes to <replica>.log; stderr (progress lines for people,
+        # tracebacks) to <replica>.err, so every line of the .log parses as JSON.
+        err = os.open(err_path(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            handle = supervisor.spawn(
+                argv,
+                env=env,
+                log_path=log,
+                preexec=_child_setup(err, self.enforcer.preexec(limits, offset)),
+            )
+        finally:
+            os.close(err)
         try:
             self.enforcer.attach(replica.name, handle.pid, limits)
         except OSError as error:
@@ -345,16 +361,34 @@ class Controller:
     def log_path(self, dep: Deployment, replica: str) -> Path:
         return self.state / "logs" / dep.namespace / dep.name / f"{replica}.log"
 
+    def rotate_logs(self) -> None:
+        """Rotate every live replica's .log and .err at ``logging.files.maxSize``.
+
+        The replicas append to their files themselves (``O_APPEND``), so rotation is a copy
+        and an in-place truncate (``rotate_copytruncate``): cheap to check (one ``stat`` per
+        file), and a replica never needs to reopen anything.
+        """
+        for dep in self.deployments.values():
+            for replica in dep.replicas.values():
+                files = dep.revisions.get(replica.revision, dep.doc).spec.logging.files
+                log = self.log_path(dep, replica.name)
+                for path in (log, err_path(log)):
+                    try:
+                        rotate_copytruncate(
+                            path, max_bytes=files.max_size.whole, backups=files.backups
+                        )
+                    except OSError as error:
+                        logger.warning("rotating %s failed: %s", path, error)
+
     def log_tail(self, dep: Deployment, replica: str) -> str:
-        path = self.log_path(dep, replica)
-        try:
-            with open(path, "rb") as file:
-                file.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
-                lines = [ln for ln in file.read().decode(errors="replace").splitlines() if ln]
-        except OSError:
-            return ""
+        """The last useful line a replica wrote: its stderr's error, else its last record."""
+        log = self.log_path(dep, replica)
+        errors = _last_lines(err_path(log))
+        if errors and not errors[-1].startswith(PROGRESS_PREFIX):
+            return errors[-1][:REASON_MAX_CHARS]
+        lines = _last_lines(log)
         if not lines:
-            return ""
+            return errors[-1][:REASON_MAX_CHARS] if errors else ""
         last = lines[-1]
         with contextlib.suppress(ValueError, AttributeError):
             record = json.loads(last)
@@ -365,6 +399,35 @@ class Controller:
 
     def new_router(self, name: str) -> Router:
         return Router(name, hold_s=self.settings.hold_s)
+
+
+def err_path(log: Path) -> Path:
+    """``<replica>.err`` beside ``<replica>.log``: the replica's stderr."""
+    return log.with_suffix(".err")
+
+
+def _last_lines(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            return [ln for ln in file.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return []
+
+
+def _child_setup(err_fd: int, then: Callable[[], None] | None) -> Callable[[], None]:
+    """What the child runs before exec: stderr onto ``err_fd``, then ``then`` (limits).
+
+    Runs after ``subprocess`` pointed fds 1 and 2 at the log file and before it closes the
+    other fds, so ``dup2`` makes fd 2 the .err file (``dup2`` clears close-on-exec).
+    """
+
+    def setup() -> None:
+        os.dup2(err_fd, 2)
+        if then is not None:
+            then()
+
+    return setup
 
 
 def _limits(dep: Deployment, revision: int) -> Limits:

@@ -21,6 +21,7 @@ from mlkube.backends.local.rollout import (
     start_rollout,
 )
 from mlkube.backends.local.store import RevisionRow
+from mlkube.control import monitoring
 from mlkube.control.controller import Controller, start_router
 from mlkube.control.deployment import (
     Deployment,
@@ -31,6 +32,7 @@ from mlkube.control.deployment import (
 from mlkube.control.loops import demand_callback
 from mlkube.control.placement import machine_capacity
 from mlkube.errors import BackendError
+from mlkube.observability.prometheus import running as prometheus_running
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.loading import load_documents
 from mlkube.spec.rollout import RolloutStrategy
@@ -56,6 +58,9 @@ async def handle(ctrl: Controller, method: str, path: str, body: dict[str, Any])
         return 200, scale(ctrl, str(args["name"]), int(args["replicas"]))
     if route == ("POST", "/down"):
         return 200, await down(ctrl, args.get("name"))
+    if route == ("POST", "/prometheus"):
+        binary = args.get("binary")
+        return 200, await monitoring.start(ctrl, str(binary) if binary else None)
     if route == ("GET", "/events"):
         dep = find(ctrl, str(args["name"]))
         return 200, [asdict(e) for e in _events(ctrl, dep, int(args.get("limit", 100)))]
@@ -102,6 +107,7 @@ async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
         else:
             results.append(await _create(ctrl, key, doc))
     ctrl.reconcile()
+    await monitoring.refresh(ctrl)
     return {"results": results}
 
 
@@ -220,11 +226,20 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
         if dep.server is not None:
             dep.server.close()
         ctrl.store.delete_deployment(dep.key)
+        ctrl.metrics.forget(dep.namespace, dep.name)
     ctrl.write_targets()
     exiting = not ctrl.deployments
+    prometheus_stopped = False
     if exiting:
+        prometheus_stopped = await monitoring.stop(ctrl)
         ctrl.stopping.set()
-    return {"stopped": [d.key for d in targets], "controllerExiting": exiting}
+    else:
+        await monitoring.refresh(ctrl)
+    return {
+        "stopped": [d.key for d in targets],
+        "controllerExiting": exiting,
+        "prometheusStopped": prometheus_stopped,
+    }
 
 
 # rollouts ---------------------------------------------------------------------------------
@@ -301,9 +316,17 @@ def status(ctrl: Controller, name: str | None) -> dict[str, Any]:
                 "gpus": list(capacity.gpus),
             },
             "prometheusTargets": str(Path(ctrl.state) / "prometheus" / "targets.json"),
+            "prometheus": prometheus_url(ctrl.state),
+            "metrics": f"http://127.0.0.1:{ctrl.api_port}/metrics",
         },
         "deployments": [_deployment_status(ctrl, d) for d in deps],
     }
+
+
+def prometheus_url(state: Path) -> str | None:
+    """The URL of the local Prometheus of ``mlkube up --prometheus``, while it runs."""
+    info = prometheus_running(state)
+    return info.url if info is not None else None
 
 
 def _deployment_status(ctrl: Controller, dep: Deployment) -> dict[str, Any]:

@@ -217,6 +217,9 @@ async def autoscale_tick(ctrl: Controller) -> None:
         dep.next_autoscale_at = now + spec.tick_seconds()
         observation = _observation(dep, now)
         decision, dep.autoscale_state = decide(spec, observation, dep.autoscale_state)
+        ctrl.metrics.decision(
+            dep.namespace, dep.name, before=dep.desired, after=decision.desired_replicas
+        )
         dep.last_decision = {
             "desiredReplicas": decision.desired_replicas,
             "reason": decision.reason,

@@ -38,6 +38,8 @@ class ControllerSettings:
     backoff_reset_s: float = 600.0
     hold_s: float = 10.0
     """How long the load balancer holds a request while no replica is ready (not at zero)."""
+    log_rotate_period_s: float = 1.0
+    """How often replica log files are checked against ``logging.files.maxSize``."""
     stop_grace_s: float = 5.0
     """After drainTimeout, how long a replica has to exit before SIGKILL."""
     cpu_reserve_millis: int = 250
