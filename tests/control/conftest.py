@@ -24,6 +24,7 @@ from typing import Any
 import psutil
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from mlkube.control.api import Client
 from mlkube.testing.models import iris_classifier, python_model, save_onnx
@@ -78,6 +79,24 @@ class Local:
 
     def deployment(self, name: str) -> dict[str, Any]:
         return self.status(name)["deployments"][0]
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The controller's /metrics, fetched WITHOUT the token (as Prometheus does)."""
+        port = int(json.loads((self.state / "controller.json").read_text())["port"])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            answer = conn.getresponse()
+            body = answer.read().decode()
+        finally:
+            conn.close()
+        assert answer.status == 200, body
+        assert answer.getheader("Content-Type", "").startswith("text/plain")
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(body)
+            for sample in family.samples
+        }
 
     def controller_pid(self) -> int:
         return int(json.loads((self.state / "controller.json").read_text())["pid"])

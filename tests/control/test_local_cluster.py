@@ -55,6 +55,10 @@ def test_sigkilled_replica_comes_back_and_no_request_fails(
     assert load.failed == 0, (load.codes, load.errors)
     replica = next(r for r in local.deployment("iris")["replicas"] if r["name"] == victim["name"])
     assert replica["lastReason"] == "killed by SIGKILL"
+    restarts = local.metrics()
+    key = {("namespace", "default"), ("deployment", "iris")}
+    assert restarts[("mlkube_replica_restarts_total", frozenset(key | {("reason", "Signal")}))] == 1
+    assert ("mlkube_replica_restarts_total", frozenset(key | {("reason", "Error")})) not in restarts
 
 
 def test_rolling_update_under_load_loses_nothing(local, tmp_path, iris_onnx, onnx_spec, make_load):
