@@ -1,9 +1,9 @@
-"""`mlkube up` under a real Prometheus: file_sd follows the replicas, and the query API agrees
-with what the client sent through the load balancer.
+"""`mlkube up --prometheus` under a real Prometheus: file_sd follows the replicas, the query
+API agrees with what the client sent through the load balancer, the controller's own metrics
+are scraped, `mlkube logs` is JSON in time order, and `mlkube down` stops Prometheus.
 
-Prometheus is started with ``observability.prometheus`` on the targets file the controller
-writes (what ``mlkube up --prometheus`` does). Tolerances: counts exact; every replica a
-target; the rate over the load window within 25% of sent/elapsed.
+Tolerances: counts exact; every replica a target; the rate over the load window within 25% of
+sent/elapsed.
 """
 
 from __future__ import annotations
@@ -24,10 +24,9 @@ import pytest
 import yaml
 
 from mlkube.backends.local.ports import free_port
+from mlkube.backends.local.supervisor import pid_alive
 from mlkube.observability import prometheus
-from mlkube.observability.logfiles import read_rotated
-from mlkube.observability.logs import LogLine, merge_log_lines
-from mlkube.spec import load_spec
+from mlkube.observability.logs import line_time
 from mlkube.testing import models
 
 from .conftest import tool
@@ -46,9 +45,10 @@ PER_THREAD_RPS = 20.0  # paced: 4 threads x 100 requests take ~5 s, several 1 s 
 
 
 class Up:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, binary: str) -> None:
         self.state = tmp / "state"
-        self.env = {**os.environ, **FAST, "MLKUBE_STATE_DIR": str(self.state)}
+        path = os.path.dirname(binary) + os.pathsep + os.environ.get("PATH", "")
+        self.env = {**os.environ, **FAST, "MLKUBE_STATE_DIR": str(self.state), "PATH": path}
         self.pids: set[int] = set()
 
     def cli(self, *args: str) -> str:
@@ -103,13 +103,16 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
             }
         )
     )
-    up = Up(tmp_path)
+    up = Up(tmp_path, binary)
     try:
-        up.cli("up", "-d", str(spec))
+        out = up.cli("up", "-d", "--prometheus", str(spec))
+        prom_url = json.loads(up.cli("status", "-o", "json"))["controller"]["prometheus"]
+        assert f"prometheus started: {prom_url}" in out
+        info = prometheus.running(up.state)
+        assert info is not None and info.url == prom_url
+        up.pids.add(info.pid)
         wait_for(lambda: up.ready(2), 90, "2 ready replicas")
-        prometheus.write_config(up.state, [load_spec(spec)])
-        info = prometheus.start(up.state, binary=binary)
-        prom = Prom(info.url)
+        prom = Prom(prom_url)
         names = {r["name"] for r in up.deployment()["replicas"]}
         wait_for(
             lambda: (
@@ -169,21 +172,18 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
             timeout=10,
         )
         assert answer.headers["x-request-id"] == "e2e-trace-42"
-        folder = up.state / "logs" / "default" / "iris"
 
-        def merged() -> list[LogLine]:
-            streams = {p.stem: read_rotated(p) for p in folder.glob("*.log")}
-            return list(merge_log_lines(streams))
+        def merged() -> list[str]:
+            return up.cli("logs", "iris").splitlines()
 
         lines = wait_for(
-            lambda: [m for m in merged() if "e2e-trace-42" in m.text] and merged(),
+            lambda: [m for m in merged() if "e2e-trace-42" in m] and merged(),
             10,
             "the request's log line",
         )
-        assert [m.ts for m in lines] == sorted(m.ts for m in lines)
-        # Every line parses as JSON, except the replica's stderr progress lines, which the
-        # local backend writes into the same file.
-        records = [json.loads(m.text) for m in lines if not m.text.startswith("mlkube serve:")]
+        records = [json.loads(line) for line in lines]  # every line, none excepted
+        times = [line_time(line) for line in lines]
+        assert times == sorted(times)
         mine = [r for r in records if r.get("request_id") == "e2e-trace-42"]
         assert mine[0]["status"] == 200 and mine[0]["deployment"] == "iris"
         assert sum(r.get("msg") == "request" for r in records) >= REQUESTS
@@ -194,11 +194,26 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         names = {r["name"] for r in up.deployment()["replicas"]}
         wait_for(
             lambda: (
-                {t["labels"]["replica"] for t in prom.targets() if t["health"] == "up"} == names
+                {
+                    t["labels"]["replica"]
+                    for t in prom.targets()
+                    if t["health"] == "up" and t["labels"]["job"] == "mlkube-replicas"
+                }
+                == names
             ),
             30,
             "third replica scraped",
         )
+        # The controller's own metrics, scraped from its tokenless /metrics.
+        controller = 'mlkube_deployment_ready_replicas{job="mlkube-controller",deployment="iris"}'
+        wait_for(lambda: prom.scalar(controller) == 3, 30, "the controller's ready count")
+        desired = 'mlkube_deployment_desired_replicas{job="mlkube-controller",deployment="iris"}'
+        assert prom.scalar(desired) == 3
+
+        # `down` stops the Prometheus that `up --prometheus` started.
+        assert "prometheus stopped" in up.cli("down")
+        wait_for(lambda: not pid_alive(info.pid), 15, "prometheus to exit")
+        assert prometheus.running(up.state) is None
     finally:
         prometheus.stop(up.state)
         up.cleanup()
