@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,7 @@ def test_exposition_reads_the_live_deployments_and_forgets_deleted_ones():
 
 
 @pytest.fixture
-def controller(tmp_path: Path) -> Controller:
+def controller(tmp_path: Path) -> Iterator[Controller]:
     ctrl = Controller(tmp_path, ControllerSettings())
     yield ctrl
     ctrl.store.close()

@@ -182,7 +182,8 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
             "the request's log line",
         )
         records = [json.loads(line) for line in lines]  # every line, none excepted
-        times = [line_time(line) for line in lines]
+        assert all(isinstance(r.get("ts"), str) for r in records)
+        times = [line_time(line) or 0.0 for line in lines]
         assert times == sorted(times)
         mine = [r for r in records if r.get("request_id") == "e2e-trace-42"]
         assert mine[0]["status"] == 200 and mine[0]["deployment"] == "iris"
