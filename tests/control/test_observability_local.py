@@ -4,12 +4,19 @@ that rotate at a small size, and `mlkube logs` merging them as JSON in time orde
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
 import pytest
 
 from mlkube.backends.local.ports import free_port
+from mlkube.backends.local.supervisor import pid_alive as alive
+from mlkube.observability import prometheus
 from mlkube.observability.logs import line_time
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(180)]
@@ -85,3 +92,46 @@ def test_metrics_after_a_scale_and_logs_that_rotate_and_merge(
 
     one = local.cli("logs", "iris", "--replica", replicas[1]).stdout.splitlines()
     assert one and {json.loads(line)["replica"] for line in one} == {replicas[1]}
+
+
+def test_ctrl_c_in_up_stops_the_prometheus_it_started(local, tmp_path, iris_onnx, spec_writer):
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not os.access(binary, os.X_OK):
+        pytest.skip("prometheus is not installed (apt-get install prometheus)")
+    spec = spec_writer(
+        tmp_path / "iris.yaml",
+        "iris",
+        {"uri": str(iris_onnx), "format": "onnx"},
+        replicas=1,
+        service={"port": free_port()},
+        server={"drainTimeout": "2s"},
+    )
+    foreground = subprocess.Popen(  # the live view, as a person runs it
+        [sys.executable, "-m", "mlkube", "up", "--prometheus", str(spec)],
+        env=local.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+
+        def ready() -> bool:
+            if not (local.state / "controller.json").exists():
+                return False
+            deployments = local.status()["deployments"]  # up applies after the controller starts
+            return bool(deployments) and deployments[0]["ready"] == 1
+
+        local.wait("the deployment to be ready", ready, 60)
+        local.wait("prometheus", lambda: prometheus.running(local.state) is not None, 30)
+        info = prometheus.running(local.state)
+        assert info is not None
+        local.seen_pids.add(info.pid)
+        controller = local.controller_pid()
+        foreground.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = foreground.communicate(timeout=60)
+        assert "stopped default/iris" in out.decode()
+        local.wait("prometheus to exit", lambda: not alive(info.pid), 15)
+        assert not alive(controller)
+    finally:
+        if foreground.poll() is None:
+            foreground.kill()
+            foreground.communicate()
