@@ -106,7 +106,7 @@ CONTROLLER_METRICS: tuple[MetricInfo, ...] = (
         "gauge",
         "replicas",
         (*_DEP, "phase"),
-        "Replicas by phase (Pending, Starting, Ready, NotReady, BackOff, Terminating).",
+        "Replicas by phase (Pending, Starting, Ready, NotReady, CrashLoopBackOff, Terminating).",
     ),
     MetricInfo(
         "mlkube_deployment_min_replicas",
