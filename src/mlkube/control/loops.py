@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from mlkube.autoscale.api import Observation, ReplicaMetrics, decide, should_activate
 from mlkube.backends.local.plan import Phase
@@ -220,6 +221,7 @@ async def autoscale_tick(ctrl: Controller) -> None:
         ctrl.metrics.decision(
             dep.namespace, dep.name, before=dep.desired, after=decision.desired_replicas
         )
+        previous = dep.last_decision
         dep.last_decision = {
             "desiredReplicas": decision.desired_replicas,
             "reason": decision.reason,
@@ -227,15 +229,28 @@ async def autoscale_tick(ctrl: Controller) -> None:
             "limitedBy": decision.limited_by,
             "conditions": [list(c) for c in decision.conditions],
         }
-        inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
-        ctrl.event(
-            dep,
-            "Normal",
-            "AutoscalerDecision",
-            f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} ({inputs})",
-        )
+        if _news(previous, dep.last_decision, dep.desired):
+            inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
+            limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
+            ctrl.event(
+                dep,
+                "Normal",
+                "AutoscalerDecision",
+                f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} "
+                f"({inputs}{limit})",
+            )
         if decision.desired_replicas != dep.desired:
             _scale(ctrl, dep, decision.desired_replicas, decision.reason)
+
+
+def _news(previous: dict[str, Any] | None, decision: dict[str, Any], current: int) -> bool:
+    """Whether a decision is worth an event: it changes the count, or its outcome or limiting
+    rule differs from the last decision. A steady hold is not repeated every tick (it would
+    bury every other event); ``status`` always shows the latest decision with its inputs."""
+    if previous is None or decision["desiredReplicas"] != current:
+        return True
+    keys = ("desiredReplicas", "limitedBy", "conditions")
+    return any(previous[k] != decision[k] for k in keys)
 
 
 def _scale(ctrl: Controller, dep: Deployment, replicas: int, reason: str) -> None:
