@@ -356,10 +356,10 @@ def test_a_held_request_gets_503_with_retry_after_when_activation_times_out(
 def test_cpu_utilization_is_read_from_the_replicas_process_time(
     tmp_path: Path, cluster_factory: Callable[..., Cluster]
 ) -> None:
-    # Each request burns 20 ms of CPU; 4 clients pausing 30 ms keep one replica busy a good
+    # Each request burns 10 ms of CPU; 2 clients pausing 40 ms keep one replica busy a good
     # part of a core: far above 50% of a 100m request. maxReplicas 1 keeps the one replica
     # whose process time this test reads itself, and shows the limit in the decision.
-    cluster = cluster_factory(burn_s=0.02)
+    cluster = cluster_factory(burn_s=0.01)
     port = free_port()
     autoscaling = {
         "minReplicas": 1,
@@ -374,27 +374,28 @@ def test_cpu_utilization_is_read_from_the_replicas_process_time(
     cluster.cli("up", "-d", str(spec))
     cluster.wait("one ready replica", lambda: cluster.deployment("cpu")["ready"] == 1, 60)
     time.sleep(2.0)  # past the CPU initialization period
-    pid = cluster.deployment("cpu")["replicas"][0]["pid"]
-    process = psutil.Process(pid)
+    process = psutil.Process(cluster.deployment("cpu")["replicas"][0]["pid"])
     seen: list[dict[str, Any]] = []
-    with Load(port, "cpu", workers=4, pause_s=0.03) as load:
-        time.sleep(1.0)
+    with Load(port, "cpu", workers=2, pause_s=0.04) as load:
+        time.sleep(3.0)  # every decision from here on averages a period spent under load
         before = sum(process.cpu_times()[:2]), time.monotonic()
-
-        def decided_on_load() -> bool:
+        older = cluster.deployment("cpu")["autoscaler"]  # decided before `before`: not counted
+        while time.monotonic() - before[1] < 7.0:
             auto = cluster.deployment("cpu")["autoscaler"] or {}
-            if auto.get("metrics", {}).get("cpu_utilization", 0) > 0:
+            fresh = auto != older and (not seen or auto != seen[-1])
+            if fresh and "cpu_utilization" in auto.get("metrics", {}):
                 seen.append(auto)
-            return len(seen) >= 2
-
-        cluster.wait("two decisions with a CPU reading under load", decided_on_load, 30)
+            time.sleep(0.25)
         after = sum(process.cpu_times()[:2]), time.monotonic()
     assert load.failed == 0, (load.codes, load.errors)
-    # Our own reading of the replica's process time over the same stretch, as % of 100m.
+    assert len(seen) >= 2, seen
+    # Our own reading of the replica's process time over the same stretch, as % of 100m,
+    # against the mean of the controller's readings (each over one 2 s sync period).
     ours = 100.0 * (after[0] - before[0]) / (after[1] - before[1]) / 0.1
-    theirs = seen[-1]["metrics"]["cpu_utilization"]
+    theirs = sum(d["metrics"]["cpu_utilization"] for d in seen) / len(seen)
     assert ours > 100, ours  # the load is real
-    assert 0.5 * ours <= theirs <= 1.5 * ours, (theirs, ours, seen[-1])
-    assert seen[-1]["metrics"]["desired_by_cpu"] > 1, seen[-1]
-    assert seen[-1]["limitedBy"] == "maxReplicas", seen[-1]
-    assert "cpu asks for" in seen[-1]["reason"], seen[-1]
+    assert 0.7 * ours <= theirs <= 1.3 * ours, (theirs, ours, seen)
+    last = seen[-1]
+    assert last["metrics"]["desired_by_cpu"] > 1, last
+    assert last["limitedBy"] == "maxReplicas", last
+    assert "cpu asks for" in last["reason"], last
