@@ -164,3 +164,17 @@ def test_v2_response_selects_requested_outputs():
         "shape": [1, 2],
         "data": [0.25, 0.75],
     }
+
+
+def test_v2_values_are_checked_against_the_models_datatype_too():
+    too_big = x_input(datatype="FP64", data=[1e300, 2, 3])
+    with pytest.raises(InvalidInputError, match="too large for FP32"):
+        v2.parse_infer(body(too_big), ONE_INPUT, OUTPUTS)
+    fraction_for_int = {
+        "inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "b", "shape": [1], "datatype": "FP64", "data": [1.5]},
+        ]
+    }
+    with pytest.raises(InvalidInputError, match="expected integers"):
+        v2.parse_infer(body(fraction_for_int), TWO_INPUTS, OUTPUTS)

@@ -69,7 +69,8 @@ def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
         info = np.iinfo(target)
         if raw.min() < info.min or raw.max() > info.max:
             raise InvalidInputError(f"{what}: values out of range for {datatype}")
-    array = raw.astype(target, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
+        array = raw.astype(target, copy=False)
     if (
         target.kind == "f"
         and target.itemsize < raw.dtype.itemsize

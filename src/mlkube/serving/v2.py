@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from mlkube.errors import InvalidInputError
-from mlkube.runtimes.base import NUMPY_DTYPES, Batch, Datatype, TensorSpec, datatype_of
+from mlkube.runtimes.base import Batch, Datatype, TensorSpec, datatype_of
 from mlkube.serving.tensors import check_shape, json_object, to_array, to_json_value
 
 _DATATYPES = {d.value for d in Datatype}
@@ -111,7 +111,8 @@ def _tensor(tensor: dict[str, Any], spec: TensorSpec, position: int) -> Any:
         )
     array = flat.reshape(shape)
     if declared is not Datatype.BYTES and declared is not spec.datatype:
-        array = array.astype(NUMPY_DTYPES[spec.datatype])
+        # The same checks again for the model's own datatype: range, fractions, overflow.
+        return to_array(array, spec, what=f"{what} (as the model's {spec.datatype})")
     check_shape(array, spec, what=what)
     return array
 
