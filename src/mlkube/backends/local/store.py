@@ -28,8 +28,22 @@ CREATE TABLE IF NOT EXISTS events (
   reason TEXT NOT NULL, message TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS documents (kind TEXT NOT NULL, key TEXT NOT NULL, data TEXT NOT NULL,
   PRIMARY KEY (kind, key));
+CREATE TABLE IF NOT EXISTS usage_samples (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, replica TEXT NOT NULL, ts REAL NOT NULL,
+  cpu_cores REAL, memory_bytes INTEGER, cpu_request_cores REAL, rps REAL, p95_ms REAL);
+CREATE INDEX IF NOT EXISTS usage_samples_key_ts ON usage_samples (key, ts);
+CREATE TABLE IF NOT EXISTS oom_kills (
+  key TEXT NOT NULL, replica TEXT NOT NULL, restart INTEGER NOT NULL, ts REAL NOT NULL,
+  memory_bytes INTEGER NOT NULL, memory_request_bytes INTEGER,
+  PRIMARY KEY (key, replica, restart));
 """
 EVENTS_KEPT = 1000  # per deployment; older events are dropped as kubelet drops old events
+USAGE_MAX_AGE_S = 8 * 86400.0
+"""Usage history kept per deployment: the VPA recommender's default 8 days."""
+USAGE_ROWS_KEPT = 100_000
+"""At most this many usage samples per deployment (about 5.8 days of one replica at 5 s)."""
+USAGE_PRUNE_EVERY = 100
+"""The row cap is enforced every this many ``add_usage`` calls (the age bound every call)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +68,36 @@ class EventRow:
     message: str
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """One replica's usage over one scrape period, at wall-clock time ``ts``."""
+
+    replica: str
+    ts: float
+    cpu_cores: float | None
+    """Cores used on average over the scrape period (CPU seconds / seconds)."""
+    memory_bytes: int | None
+    """Resident set size at the scrape."""
+    cpu_request_cores: float | None
+    """The replica's CPU request (the VPA weighs CPU samples by it)."""
+    rps: float | None
+    """Requests/s the load balancer sent to this replica over the scrape period."""
+    p95_ms: float | None
+    """The replica's p95 request latency over the scrape period."""
+
+
+@dataclass(frozen=True, slots=True)
+class OomRow:
+    """A replica was OOMKilled (``restart`` is its restart count, so each kill is kept once)."""
+
+    replica: str
+    restart: int
+    ts: float
+    memory_bytes: int
+    """What it held when killed: its last RSS, at least its memory limit."""
+    memory_request_bytes: int | None
+
+
 class Store:
     """A thin typed wrapper over the SQLite file."""
 
@@ -63,6 +107,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        self._usage_adds = 0
 
     def close(self) -> None:
         self._db.close()
@@ -164,3 +209,76 @@ class Store:
     def documents(self, kind: str) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT key, data FROM documents WHERE kind = ?", (kind,))
         return {key: json.loads(data) for key, data in rows.fetchall()}
+
+    # usage samples and OOM kills (``mlkube recommend NAME``) ------------------------------
+    def add_usage(self, key: str, rows: list[UsageRow], *, now: float) -> None:
+        """Record one scrape's samples; drop what is older than 8 days or over the row cap."""
+        with self.transaction():
+            self._db.executemany(
+                "INSERT INTO usage_samples (key, replica, ts, cpu_cores, memory_bytes, "
+                "cpu_request_cores, rps, p95_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        key,
+                        r.replica,
+                        r.ts,
+                        r.cpu_cores,
+                        r.memory_bytes,
+                        r.cpu_request_cores,
+                        r.rps,
+                        r.p95_ms,
+                    )
+                    for r in rows
+                ],
+            )
+            cutoff = now - USAGE_MAX_AGE_S
+            self._db.execute("DELETE FROM usage_samples WHERE key = ? AND ts < ?", (key, cutoff))
+            self._db.execute("DELETE FROM oom_kills WHERE key = ? AND ts < ?", (key, cutoff))
+            self._usage_adds += 1
+            if self._usage_adds % USAGE_PRUNE_EVERY == 0:
+                self._prune_usage(cutoff)
+
+    def _prune_usage(self, cutoff: float) -> None:
+        """Every deployment's rows past the age bound (also those no longer running) and past
+        the row cap."""
+        self._db.execute("DELETE FROM usage_samples WHERE ts < ?", (cutoff,))
+        self._db.execute("DELETE FROM oom_kills WHERE ts < ?", (cutoff,))
+        keys = [k for (k,) in self._db.execute("SELECT DISTINCT key FROM usage_samples")]
+        for key in keys:
+            self._db.execute(
+                "DELETE FROM usage_samples WHERE key = ? AND ts <= (SELECT ts FROM usage_samples "
+                "WHERE key = ? ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+                (key, key, USAGE_ROWS_KEPT),
+            )
+
+    def usage(self, key: str, since: float = 0.0) -> list[UsageRow]:
+        """A deployment's samples at or after ``since``, oldest first."""
+        rows = self._db.execute(
+            "SELECT replica, ts, cpu_cores, memory_bytes, cpu_request_cores, rps, p95_ms "
+            "FROM usage_samples WHERE key = ? AND ts >= ? ORDER BY ts, id",
+            (key, since),
+        ).fetchall()
+        return [UsageRow(*row) for row in rows]
+
+    def add_oom(self, key: str, row: OomRow) -> bool:
+        """Record an OOM kill; False when that kill (replica, restart count) is already known."""
+        cursor = self._db.execute(
+            "INSERT OR IGNORE INTO oom_kills VALUES (?, ?, ?, ?, ?, ?)",
+            (key, row.replica, row.restart, row.ts, row.memory_bytes, row.memory_request_bytes),
+        )
+        return cursor.rowcount == 1
+
+    def ooms(self, key: str, since: float = 0.0) -> list[OomRow]:
+        """A deployment's OOM kills at or after ``since``, oldest first."""
+        rows = self._db.execute(
+            "SELECT replica, restart, ts, memory_bytes, memory_request_bytes FROM oom_kills "
+            "WHERE key = ? AND ts >= ? ORDER BY ts",
+            (key, since),
+        ).fetchall()
+        return [OomRow(*row) for row in rows]
+
+    def delete_usage(self, key: str) -> None:
+        """Forget a deployment's usage history (``mlkube down``)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM usage_samples WHERE key = ?", (key,))
+            self._db.execute("DELETE FROM oom_kills WHERE key = ?", (key,))
