@@ -284,6 +284,8 @@ def test_concurrency_scales_up_under_load_and_back_down_after_the_window(
     auto = status["deployments"][0]["autoscaler"]
     assert auto["desiredReplicas"] == 1
     assert auto["reason"] and "metrics" in auto and "limitedBy" in auto
+    table = cluster.cli("status", "conc")
+    assert "autoscaler" in table and "concurrency asks for" in table, table
 
 
 def test_scale_to_zero_and_the_first_request_is_held_until_a_replica_is_ready(
