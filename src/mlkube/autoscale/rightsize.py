@@ -1,8 +1,9 @@
 """``mlkube recommend``: usage samples → requests, limits and an autoscaling target.
 
-Pure: ``recommend`` takes samples (from a file now, from the local backend live later) and
-returns numbers; ``parse_samples`` reads a samples document already loaded from JSON; and
-``apply_to_yaml`` rewrites spec text, keeping everything else in the file as it was.
+Pure: ``recommend`` takes samples (from a file, or from a running local deployment through
+the controller's ``GET /usage``) and returns numbers; ``parse_samples`` reads a samples
+document already loaded from JSON; and ``apply_to_yaml`` rewrites spec text, keeping
+everything else in the file as it was.
 """
 
 from __future__ import annotations
@@ -93,7 +94,8 @@ def memory_text(value: int) -> str:
 
 def parse_samples(data: Any, source: str) -> tuple[tuple[UsageSample, ...], tuple[OomEvent, ...]]:
     """``{"samples": [{"t", "cpuCores", "memoryBytes", "cpuRequestCores", "rps", "latencyP95Ms"}],
-    "ooms": [{"t", "memoryBytes"}]}`` (or just the samples list)."""
+    "ooms": [{"t", "memoryBytes", "memoryRequestBytes"?}]}`` (or just the samples list); other
+    keys (``GET /usage`` adds ``replica``) are ignored."""
     raw_samples = data.get("samples") if isinstance(data, dict) else data
     raw_ooms = data.get("ooms", []) if isinstance(data, dict) else []
     if not isinstance(raw_samples, list) or not raw_samples:
@@ -110,7 +112,10 @@ def parse_samples(data: Any, source: str) -> tuple[tuple[UsageSample, ...], tupl
             )
             for s in raw_samples
         )
-        ooms = tuple(OomEvent(float(o["t"]), int(o["memoryBytes"])) for o in raw_ooms)
+        ooms = tuple(
+            OomEvent(float(o["t"]), int(o["memoryBytes"]), _opt_int(o.get("memoryRequestBytes")))
+            for o in raw_ooms
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise SamplesError(f"{source}: bad sample ({exc!r}); each needs 't' in seconds") from exc
     for s in samples:
@@ -124,6 +129,32 @@ def parse_samples(data: Any, source: str) -> tuple[tuple[UsageSample, ...], tupl
 
 def _opt(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def observed(samples: tuple[UsageSample, ...]) -> dict[str, Any]:
+    """What the samples saw, beside the recommendation: medians and peaks, the time span."""
+    cpu = sorted(s.cpu_cores for s in samples if s.cpu_cores is not None)
+    memory = sorted(s.memory_bytes for s in samples if s.memory_bytes is not None)
+    times = [s.at for s in samples]
+    return {
+        "samples": len(samples),
+        "seconds": (max(times) - min(times)) if times else 0.0,
+        "cpuCoresMedian": _median(cpu),
+        "cpuCoresMax": cpu[-1] if cpu else None,
+        "memoryBytesMedian": _median(memory),
+        "memoryBytesMax": memory[-1] if memory else None,
+    }
+
+
+def _median(values: list[float] | list[int]) -> float | None:
+    if not values:
+        return None
+    mid = len(values) // 2
+    return float(values[mid]) if len(values) % 2 else (values[mid - 1] + values[mid]) / 2.0
 
 
 def recommend(

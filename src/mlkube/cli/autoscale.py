@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import click
 from mlkube.autoscale import presets, traces
 from mlkube.autoscale.profile import Profile, ProfileError, model_from, slo_ms
 from mlkube.autoscale.simulator import ReplicaModel, SimResult, simulate
+from mlkube.autoscale.vpa import OomEvent, UsageSample
 from mlkube.cli.output import print_data, print_info, print_status
 from mlkube.errors import MlkubeError
 from mlkube.spec import ModelDeployment, load_spec
@@ -202,14 +204,31 @@ def _simulation_json(results: list[SimResult], model: ReplicaModel) -> dict[str,
 
 
 @click.command("recommend")
-@click.argument("spec", type=click.Path(dir_okay=False))
+@click.argument("target", metavar="SPEC|NAME")
 @click.option(
     "--samples",
     "samples_path",
-    required=True,
     type=click.Path(dir_okay=False),
-    help="Usage samples JSON: {samples: [{t, cpuCores, memoryBytes, rps, latencyP95Ms}], "
-    "ooms: [{t, memoryBytes}]}.",
+    help="With SPEC: usage samples JSON: {samples: [{t, cpuCores, memoryBytes, rps, "
+    "latencyP95Ms}], ooms: [{t, memoryBytes}]}.",
+)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(dir_okay=False),
+    help="With NAME: the spec file to rewrite with --apply (the controller keeps a snapshot "
+    "of each revision, not the path of the file it came from).",
+)
+@click.option(
+    "--since",
+    type=click.FloatRange(min=0),
+    help="With NAME: only samples from the last SECONDS [default: all kept, up to 8 days].",
+)
+@click.option(
+    "--state-dir",
+    default=None,
+    envvar="MLKUBE_STATE_DIR",
+    help="With NAME: where the local controller keeps its state [default: ~/.mlkube].",
 )
 @click.option(
     "--profile",
@@ -229,9 +248,20 @@ def _simulation_json(results: list[SimResult], model: ReplicaModel) -> dict[str,
     show_default=True,
 )
 def recommend_command(
-    spec: str, samples_path: str, profile_path: str | None, apply: bool, output: str
+    target: str,
+    samples_path: str | None,
+    spec_path: str | None,
+    since: float | None,
+    state_dir: str | None,
+    profile_path: str | None,
+    apply: bool,
+    output: str,
 ) -> None:
     """Right-size a deployment from observed usage, the way the VPA recommender does.
+
+    SPEC is a spec file, with --samples FILE. NAME is a deployment that 'mlkube up' runs:
+    the local controller's recorded usage (CPU and RSS of every replica at every metrics
+    scrape, OOM kills, request rate and p95) is used, and --apply needs --spec FILE.
 
     Requests come from decaying histograms (24 h half-life): p90 plus a 15% margin, with
     p50/p95 bounds widened by how much history there is; an OOM kill bumps memory. The
@@ -239,22 +269,107 @@ def recommend_command(
 
     \b
     Example:
-      mlkube recommend examples/iris/iris.yaml --samples usage.json
       mlkube recommend examples/iris/iris.yaml --samples usage.json --apply
+      mlkube recommend iris -o json
+      mlkube recommend iris --apply --spec examples/iris/iris.yaml
     """
-    from mlkube.autoscale.rightsize import apply_to_yaml, parse_samples, recommend
+    from mlkube.autoscale.rightsize import apply_to_yaml, observed, recommend
 
-    deployment = load_spec(spec)
-    samples, ooms = parse_samples(_read_json(samples_path, "samples file"), samples_path)
+    if Path(target).is_file() or target.endswith(SPEC_SUFFIXES):
+        spec_file, deployment, samples, ooms, source = _from_file(target, samples_path, spec_path)
+    else:
+        spec_file, deployment, samples, ooms, source = _from_controller(
+            target, samples_path, spec_path, since, state_dir, apply
+        )
     rec = recommend(samples, ooms, deployment=deployment, slo_ms=slo_ms(deployment),
                     profile=_load_profile(profile_path))  # fmt: skip
-    print_data(rec.to_json(), output)
-    if apply:
-        text = Path(spec).read_text()
+    data = rec.to_json()
+    if source is not None:
+        data["observed"] = {**source, **observed(samples), "ooms": len(ooms)}
+    print_data(data, output)
+    if apply and spec_file is not None:  # with a NAME, _from_controller required --spec
+        text = Path(spec_file).read_text()
         updated = apply_to_yaml(text, rec)
-        _check_spec_text(updated, spec)
-        _write(spec, updated)
-        print_status(f"updated {spec}")
+        _check_spec_text(updated, spec_file)
+        _write(spec_file, updated)
+        print_status(f"updated {spec_file}")
+
+
+SPEC_SUFFIXES = (".yaml", ".yml", ".json")
+"""A TARGET ending so is a spec file even when missing (a NAME never does): its error is
+'no such file', not 'no controller'."""
+_Inputs = tuple[
+    str | None,
+    ModelDeployment,
+    tuple[UsageSample, ...],
+    tuple[OomEvent, ...],
+    dict[str, Any] | None,
+]
+
+
+def _from_file(spec: str, samples_path: str | None, spec_path: str | None) -> _Inputs:
+    if samples_path is None:
+        raise MlkubeError(
+            f"'{spec}' is a spec file: give its usage with --samples FILE, or name a deployment "
+            "that 'mlkube up' runs to use the samples its controller recorded"
+        )
+    if spec_path is not None:
+        raise MlkubeError(f"--spec is for a deployment NAME; '{spec}' is already a spec file")
+    from mlkube.autoscale.rightsize import parse_samples
+
+    samples, ooms = parse_samples(_read_json(samples_path, "samples file"), samples_path)
+    return spec, load_spec(spec), samples, ooms, None
+
+
+def _from_controller(
+    name: str,
+    samples_path: str | None,
+    spec_path: str | None,
+    since: float | None,
+    state_dir: str | None,
+    apply: bool,
+) -> _Inputs:
+    from urllib.parse import urlencode
+
+    from mlkube.autoscale.rightsize import parse_samples
+    from mlkube.control.api import Client
+    from mlkube.control.settings import state_dir as resolve_state_dir
+
+    if samples_path is not None:
+        raise MlkubeError(
+            f"--samples goes with a spec file, and '{name}' is not a file: with a deployment "
+            "NAME the samples come from the running controller"
+        )
+    query = {"name": name, **({"since": str(time.time() - since)} if since else {})}
+    data = Client(resolve_state_dir(state_dir)).call("GET", f"/usage?{urlencode(query)}")
+    deployment = ModelDeployment.model_validate(data["spec"])
+    if not data["samples"]:
+        raise MlkubeError(
+            f"the controller has no usage samples for '{data['name']}' yet: it records one per "
+            f"replica every {data['scrapePeriodSeconds']:g} s scrape; send it traffic and retry"
+        )
+    samples, ooms = parse_samples(data, f"usage of {data['name']}")
+    if apply and spec_path is None:
+        raise MlkubeError(
+            f"--apply with a deployment NAME needs --spec FILE: the controller keeps a snapshot "
+            f"of each revision and the folder it came from ({data['sourceDir']}), not the path "
+            "of the spec file, so it cannot tell which file to rewrite"
+        )
+    if spec_path is not None:
+        _same_deployment(spec_path, deployment)
+    replicas = sorted({str(s["replica"]) for s in data["samples"]})
+    source = {"deployment": data["name"], "revision": data["revision"], "replicas": replicas}
+    return spec_path, deployment, samples, ooms, source
+
+
+def _same_deployment(spec_path: str, running: ModelDeployment) -> None:
+    """Refuse to rewrite a spec file of another deployment."""
+    doc = load_spec(spec_path)
+    if (doc.namespace, doc.name) != (running.namespace, running.name):
+        raise MlkubeError(
+            f"{spec_path} holds deployment '{doc.namespace}/{doc.name}', not the running "
+            f"'{running.namespace}/{running.name}'; nothing written"
+        )
 
 
 def _check_spec_text(text: str, path: str) -> None:

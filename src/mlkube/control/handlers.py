@@ -1,4 +1,5 @@
-"""What the control API does: apply, scale, down, status, events, rollout status/history/undo.
+"""What the control API does: apply, scale, down, status, events, usage, rollout
+status/history/undo.
 
 Each handler changes the controller's desired state and lets the reconcile loop act; only
 ``down`` waits, for the replicas it stops.
@@ -31,6 +32,7 @@ from mlkube.control.deployment import (
 )
 from mlkube.control.loops import demand_callback
 from mlkube.control.placement import machine_capacity
+from mlkube.control.usage import usage_document
 from mlkube.errors import BackendError
 from mlkube.observability.prometheus import running as prometheus_running
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
@@ -64,6 +66,8 @@ async def handle(ctrl: Controller, method: str, path: str, body: dict[str, Any])
     if route == ("GET", "/events"):
         dep = find(ctrl, str(args["name"]))
         return 200, [asdict(e) for e in _events(ctrl, dep, int(args.get("limit", 100)))]
+    if route == ("GET", "/usage"):
+        return _usage(ctrl, args)
     if route == ("GET", "/rollout/history"):
         return 200, history(ctrl, find(ctrl, str(args["name"])))
     if route == ("GET", "/rollout/status"):
@@ -73,6 +77,17 @@ async def handle(ctrl: Controller, method: str, path: str, body: dict[str, Any])
         dep = find(ctrl, str(args["name"]))
         return 200, undo(ctrl, dep, int(revision) if revision is not None else None)
     return 404, {"error": f"no such API route: {method} {url.path}"}
+
+
+def _usage(ctrl: Controller, args: dict[str, Any]) -> tuple[int, Any]:
+    """A deployment's usage samples and OOM kills (``mlkube recommend NAME``)."""
+    if "name" not in args:
+        return 400, {"error": "GET /usage needs ?name=DEPLOYMENT"}
+    try:
+        since = float(args.get("since", 0.0))
+    except ValueError:
+        return 400, {"error": f"since must be seconds since the epoch, got '{args['since']}'"}
+    return 200, usage_document(ctrl, find(ctrl, str(args["name"])), since)
 
 
 def _events(ctrl: Controller, dep: Deployment, limit: int) -> list[Any]:
@@ -226,6 +241,7 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
         if dep.server is not None:
             dep.server.close()
         ctrl.store.delete_deployment(dep.key)
+        ctrl.store.delete_usage(dep.key)
         ctrl.metrics.forget(dep.namespace, dep.name)
     ctrl.write_targets()
     exiting = not ctrl.deployments

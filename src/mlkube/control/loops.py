@@ -17,6 +17,7 @@ from mlkube.control.controller import Controller
 from mlkube.control.deployment import Deployment
 from mlkube.control.probe import http_get
 from mlkube.control.replica import Replica
+from mlkube.control.usage import record as record_usage
 from mlkube.spec.rollout import RolloutStrategy
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ async def scrape_tick(ctrl: Controller) -> None:
     for dep in ctrl.deployments.values():
         _lb_rate(dep, now)
         _canary_analysis(ctrl, dep, now)
+    record_usage(ctrl, now)
 
 
 def _with_usage(snapshot: Snapshot, usage: tuple[int, float]) -> Snapshot:
