@@ -304,21 +304,11 @@ def _replica_metrics(replica: Replica, now: float, period: float) -> ReplicaMetr
         ready_at=replica.ready_at,
         cpu_cores=measured.cpu_cores if measured else None,
         memory_bytes=latest.rss_bytes if latest else None,
-        in_flight=sum(_others_in_flight(s) for s in window) / len(window) if window else 0.0,
+        in_flight=sum(s.in_flight for s in window) / len(window) if window else 0.0,
         requests_per_second=measured.requests_per_second if measured else 0.0,
         queue_depth=latest.queue_depth if latest else 0.0,
         latency_p95_ms=measured.p95_ms if measured else None,
     )
-
-
-def _others_in_flight(snapshot: Snapshot) -> float:
-    """In-flight requests other than the scrape that read them.
-
-    A replica's in-flight gauge counts every request it is handling, and the ``/metrics``
-    request that reports the gauge is always one of them: an idle replica reads 1, which would
-    keep a concurrency target from ever scaling to zero.
-    """
-    return max(0.0, snapshot.in_flight - 1.0)
 
 
 def demand_callback(ctrl: Controller, dep: Deployment) -> Callable[[], None]:

@@ -110,7 +110,8 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
         "gauge",
         "requests",
         ("model", "revision"),
-        "Requests received and not yet answered (the concurrency autoscalers use).",
+        "Prediction requests received and not yet answered (the concurrency autoscalers use);"
+        " probes and scrapes are not counted.",
     ),
     MetricInfo(
         "mlkube_model_ready",

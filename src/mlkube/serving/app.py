@@ -77,6 +77,9 @@ class InferenceApp:
         self.batcher: Batcher | None = None
         self.ready = False
         self.draining = False
+        self.predicting = 0
+        """Prediction requests received and not yet answered: the concurrency autoscalers use.
+        Probes and scrapes are left out, so an idle replica reads 0."""
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{os.urandom(3).hex()}"
         self._names = {identity.name, DEFAULT_MODEL_ALIAS}
@@ -205,6 +208,7 @@ class InferenceApp:
             self._finish(request, route, response, request_id, started)
             return response
         result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self.predicting += 1
         pending.add_done_callback(
             lambda done: self._predicted(done, result, request, route, context, request_id, started)
         )
@@ -234,6 +238,7 @@ class InferenceApp:
             response = error_response(
                 500, "the model's output could not be encoded", route.protocol
             )
+        self.predicting -= 1
         self._finish(request, route, response, request_id, started)
         if not result.done():
             result.set_result(response)

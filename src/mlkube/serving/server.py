@@ -116,12 +116,8 @@ class Replica:
     def _state(self) -> tuple[int, int, bool, float]:
         batcher = self.app.batcher
         queue = batcher.queue_depth if batcher is not None else 0
-        return (
-            self.state.in_flight,
-            queue,
-            self.app.ready and not self.app.draining,
-            (self.load_seconds),
-        )
+        ready = self.app.ready and not self.app.draining
+        return self.app.predicting, queue, ready, self.load_seconds
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Serve until ``stop`` is set; returns True when the drain finished in time."""
