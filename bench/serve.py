@@ -1,6 +1,6 @@
 """Benchmark ``mlkube serve`` against a bare Starlette/uvicorn app on the same model and cores.
 
-    python bench/serve.py [--duration 10] [--workers 2] [--quick]
+    python bench/serve.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
 
 Both servers get the same worker count and serve the same files: a scikit-learn
 HistGradientBoostingClassifier with 20 float features, natively (skops) and exported to ONNX.
@@ -152,6 +152,25 @@ class Server:
             time.sleep(0.01)
         raise TimeoutError(f"{self.kind} never answered")
 
+    def wait_all_workers(self, body: bytes, consecutive: int = 20) -> None:
+        """Each new connection may land on any worker: wait until many in a row answer 200."""
+        deadline = time.monotonic() + 120
+        streak = 0
+        while streak < consecutive and time.monotonic() < deadline:
+            with httpx.Client() as client:  # a new connection each time
+                try:
+                    response = client.post(
+                        f"{self.url}/v1/models/{self.name}:predict",
+                        content=body,
+                        headers={"content-type": "application/json"},
+                        timeout=5,
+                    )
+                    streak = streak + 1 if response.status_code == 200 else 0
+                except httpx.TransportError:
+                    streak = 0
+            if streak == 0:
+                time.sleep(0.05)
+
     def pss_mib(self) -> dict[str, float]:
         pids = [self.process.pid, *children(self.process.pid)]
         return {str(pid): pss_kib(pid) / 1024 for pid in pids}
@@ -261,43 +280,85 @@ def in_process_ceiling(spec: Path, seconds: float = 2.0) -> dict[str, float]:
     return result
 
 
-def measure(
-    kind: str, model: str, spec: Path, args: argparse.Namespace, wrk: str
-) -> dict[str, Any]:
-    server = Server(kind, model, spec, args.workers)
+def start_ready(kind: str, model: str, spec: Path, workers: int) -> tuple[Server, float]:
+    """Start a server; return it with its cold start (process start to first 200)."""
+    server = Server(kind, model, spec, workers)
+    cold_start = server.wait_first_answer(request_body(1))
+    server.wait_all_workers(request_body(1))
+    return server, cold_start
+
+
+def measure_pair(model: str, spec: Path, args: argparse.Namespace, wrk: str) -> dict[str, Any]:
+    """Both servers on the same model, runs interleaved round by round; medians per setting.
+
+    Interleaving (baseline, mlkube, mlkube, baseline, ...) spreads the machine's drift over
+    both, so the ratios compare like with like.
+    """
+    servers: dict[str, Server] = {}
+    entry: dict[str, Any] = {}
     try:
-        cold_start = server.wait_first_answer(request_body(1))
-        time.sleep(1.0)
-        idle = server.pss_mib()
-        runs = []
+        for kind in ("baseline", "mlkube"):
+            server, cold_start = start_ready(kind, model, spec, args.workers)
+            servers[kind] = server
+            time.sleep(1.0)
+            entry[kind] = {"cold_start_s": cold_start, "idle_pss_mib": server.pss_mib()}
+        samples: dict[str, dict[tuple[int, int], list[dict[str, Any]]]] = {
+            "baseline": {},
+            "mlkube": {},
+        }
         for rows in ROWS:
             body = request_body(rows)
             for connections in CONNECTIONS:
-                result = run_wrk(
-                    wrk,
-                    f"{server.url}/v1/models/{server.name}:predict",
-                    body,
-                    connections,
-                    args.duration,
-                )
-                result.update(
-                    rows=rows, connections=connections, rows_per_s=result["requests_per_s"] * rows
-                )
-                runs.append(result)
-                print(
-                    f"  {kind:8} {model:8} rows={rows:<3} c={connections:<3} "
-                    f"{result['requests_per_s']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
-                    f"p99 {result['p99_ms']:.2f} ms  non-2xx {result['non_2xx']}",
-                    flush=True,
-                )
-        loaded = server.pss_mib()
+                for round_index in range(args.rounds):
+                    order = (
+                        ("baseline", "mlkube") if round_index % 2 == 0 else ("mlkube", "baseline")
+                    )
+                    for kind in order:
+                        server = servers[kind]
+                        result = run_wrk(
+                            wrk,
+                            f"{server.url}/v1/models/{server.name}:predict",
+                            body,
+                            connections,
+                            args.duration,
+                        )
+                        samples[kind].setdefault((rows, connections), []).append(result)
+                for kind in ("baseline", "mlkube"):
+                    runs = samples[kind][(rows, connections)]
+                    result = median_run(runs)
+                    result.update(
+                        rows=rows,
+                        connections=connections,
+                        rows_per_s=result["requests_per_s"] * rows,
+                        rounds=[r["requests_per_s"] for r in runs],
+                    )
+                    entry[kind].setdefault("runs", []).append(result)
+                    print(
+                        f"  {kind:8} {model:8} rows={rows:<3} c={connections:<3} "
+                        f"{result['requests_per_s']:>9.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                        f"p99 {result['p99_ms']:.2f} ms  non-2xx {result['non_2xx']}",
+                        flush=True,
+                    )
+        for kind, server in servers.items():
+            entry[kind]["loaded_pss_mib"] = server.pss_mib()
     finally:
-        server.stop()
+        for server in servers.values():
+            server.stop()
+    return entry
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per field, the median over the rounds (non-2xx answers are summed)."""
+
+    def median(key: str) -> float:
+        return float(np.median([run[key] for run in runs]))
+
     return {
-        "cold_start_s": cold_start,
-        "idle_pss_mib": idle,
-        "loaded_pss_mib": loaded,
-        "runs": runs,
+        "requests_per_s": median("requests_per_s"),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "non_2xx": sum(run["non_2xx"] for run in runs),
+        "socket_errors": "; ".join(r["socket_errors"] for r in runs if r["socket_errors"]),
     }
 
 
@@ -360,13 +421,16 @@ def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, A
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="interleaved runs per setting; medians are reported"
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2-second runs (smoke test)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.quick:
-        args.duration = 2
+        args.duration, args.rounds = 2, 1
     wrk = ensure_wrk()
     with tempfile.TemporaryDirectory() as folder:
         specs = build_models(Path(folder))
@@ -374,8 +438,9 @@ def main() -> None:
         ceilings = {}
         for model, spec in specs.items():
             ceilings[model] = in_process_ceiling(spec)
+            pair = measure_pair(model, spec, args, wrk)
             for kind in ("baseline", "mlkube"):
-                results[kind][model] = measure(kind, model, spec, args, wrk)
+                results[kind][model] = pair[kind]
     table = summarise(results, args.workers)
     report = {
         "machine": {
@@ -385,6 +450,7 @@ def main() -> None:
         },
         "settings": {
             "duration_s": args.duration,
+            "rounds": args.rounds,
             "workers": args.workers,
             "features": FEATURES,
             "wrk_threads": "1 at 1 connection, 2 at 64",

@@ -22,6 +22,8 @@ probabilities, so one call computes both; rows with tied probabilities are sent 
 from __future__ import annotations
 
 import importlib
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ PICKLE_SUFFIXES = (".pkl", ".pickle", ".joblib")
 SUFFIXES = (".skops", ".onnx", *PICKLE_SUFFIXES)
 
 THREADS_VARIABLE = "MLKUBE_SKLEARN_THREADS"
+_THREAD = threading.local()
 """Environment variable: OpenMP and BLAS threads for scikit-learn (default 1). Replicas scale
 by processes; on a busy machine, OpenMP teams of several threads wait for each other and one
 small predict call can take tens of milliseconds instead of one."""
@@ -79,7 +82,15 @@ def load_sklearn(path: str, trust_pickle: bool) -> Runtime:
 
 
 def _limit_threads(threads: int) -> None:
-    """Cap OpenMP and BLAS thread pools for the whole process (threadpoolctl ships with sklearn)."""
+    """Cap OpenMP and BLAS thread pools for the whole process (threadpoolctl ships with sklearn).
+
+    OpenMP's limit set through threadpoolctl holds only for the calling thread, and the server
+    predicts slow models in a worker thread: ``OMP_NUM_THREADS`` gives every thread the default
+    (read when libgomp loads, which is when scikit-learn's compiled code is first imported), and
+    ``predict`` applies the limit once in each new thread (bench/serve.py measured 2 OpenMP
+    threads spinning against each other at 12 ms per 1-row call, against 1.5 ms with one).
+    """
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     threadpoolctl = importlib.import_module("threadpoolctl")
     threadpoolctl.threadpool_limits(limits=threads, user_api="openmp")
     threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
@@ -133,6 +144,7 @@ class SklearnRuntime:
     supports_batching = True
 
     def __init__(self, model: Any, path: str) -> None:
+        self._threads = env_threads(THREADS_VARIABLE)
         self._predict: Any = getattr(model, "predict", None)
         if not callable(self._predict):
             raise ModelLoadError(path, FORMAT, f"the {type(model).__name__} has no predict method")
@@ -162,6 +174,9 @@ class SklearnRuntime:
         )
 
     def predict(self, batch: Batch) -> Batch:
+        if not getattr(_THREAD, "limited", False):
+            _limit_threads(self._threads)
+            _THREAD.limited = True
         x = batch[self._input_name]
         if not len(x):
             return empty_outputs(self.outputs)
