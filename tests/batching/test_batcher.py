@@ -41,7 +41,7 @@ async def test_concurrent_requests_share_one_predict_call_and_get_their_own_rows
     batcher = Batcher(
         doubling, BatcherSettings(max_batch_size=64), clock=SystemClock(), observer=observer
     )
-    futures = [batcher.submit(request(i)) for i in range(20)]
+    futures = [batcher.submit_future(request(i)) for i in range(20)]
     results = await asyncio.gather(*futures)
     for i, result in enumerate(results):
         np.testing.assert_array_equal(result["y"], np.full((1, 2), 2 * i))
@@ -54,7 +54,7 @@ async def test_batches_never_exceed_max_batch_size():
     batcher = Batcher(
         doubling, BatcherSettings(max_batch_size=8), clock=SystemClock(), observer=observer
     )
-    await asyncio.gather(*(batcher.submit(request(i, rows=3)) for i in range(10)))
+    await asyncio.gather(*(batcher.submit_future(request(i, rows=3)) for i in range(10)))
     assert all(rows <= 8 for rows, _ in observer.batches)
     assert sum(rows for rows, _ in observer.batches) == 30
     await batcher.close()
@@ -65,7 +65,7 @@ async def test_disabled_batching_predicts_each_request_alone():
     batcher = Batcher(
         doubling, BatcherSettings(enabled=False), clock=SystemClock(), observer=observer
     )
-    await asyncio.gather(*(batcher.submit(request(i)) for i in range(5)))
+    await asyncio.gather(*(batcher.submit_future(request(i)) for i in range(5)))
     assert observer.batches == [(1, 1)] * 5
     await batcher.close()
 
@@ -80,7 +80,7 @@ async def test_requests_of_different_shapes_do_not_merge():
     )
     narrow: Batch = {"x": np.ones((1, 2), np.float32)}
     wide: Batch = {"x": np.ones((1, 5), np.float32)}
-    results = await asyncio.gather(batcher.submit(narrow), batcher.submit(wide))
+    results = await asyncio.gather(batcher.submit_future(narrow), batcher.submit_future(wide))
     assert [float(r["y"][0]) for r in results] == [2.0, 5.0]
     assert len(observer.batches) == 2
     await batcher.close()
@@ -93,7 +93,7 @@ async def test_a_failing_batch_fails_every_request_in_it():
         raise RuntimeError("boom")
 
     batcher = Batcher(broken, BatcherSettings(), clock=SystemClock(), observer=observer)
-    futures = [batcher.submit(request(i)) for i in range(3)]
+    futures = [batcher.submit_future(request(i)) for i in range(3)]
     for outcome in await asyncio.gather(*futures, return_exceptions=True):
         assert isinstance(outcome, PredictError)
         assert "boom" in str(outcome)
@@ -108,7 +108,7 @@ async def test_outputs_with_wrong_row_count_are_a_predict_error():
         clock=SystemClock(),
         observer=RecordingObserver(),
     )
-    futures = [batcher.submit(request(i)) for i in range(2)]
+    futures = [batcher.submit_future(request(i)) for i in range(2)]
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
     assert all(isinstance(o, PredictError) for o in outcomes)
     await batcher.close()
@@ -128,11 +128,11 @@ async def test_full_queue_refuses_with_retry_after():
         observer=RecordingObserver(),
     )
     batcher.set_predict_seconds(1.0)  # slow model: predict runs in a thread
-    first = batcher.submit(request(1))
+    first = batcher.submit_future(request(1))
     await asyncio.sleep(0.05)  # the first request is now being predicted
-    queued = [batcher.submit(request(2)), batcher.submit(request(3))]
+    queued = [batcher.submit_future(request(2)), batcher.submit_future(request(3))]
     with pytest.raises(OverloadedError) as refused:
-        batcher.submit(request(4))
+        batcher.submit_future(request(4))
     assert refused.value.retry_after_s is not None
     release.set()
     await asyncio.gather(first, *queued)
@@ -150,7 +150,7 @@ async def test_requests_past_their_deadline_get_a_timeout():
         slow, BatcherSettings(timeout_s=0.1), clock=SystemClock(), observer=RecordingObserver()
     )
     batcher.set_predict_seconds(1.0)
-    future = batcher.submit(request(1))
+    future = batcher.submit_future(request(1))
     with pytest.raises(RequestTimeoutError):
         await asyncio.wait_for(future, 2)
     release.set()
@@ -167,9 +167,9 @@ async def test_slow_models_run_off_the_event_loop():
 
     batcher = Batcher(record, BatcherSettings(), clock=SystemClock(), observer=RecordingObserver())
     batcher.set_predict_seconds(0.5)
-    await batcher.submit(request(1))
+    await batcher.submit_future(request(1))
     batcher.set_predict_seconds(0.0)
-    await batcher.submit(request(1))
+    await batcher.submit_future(request(1))
     assert seen[0] != loop_thread
     assert seen[1] == loop_thread
     await batcher.close()

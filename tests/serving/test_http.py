@@ -16,7 +16,7 @@ def error(status: int, message: str) -> Response:
 
 async def test_idle_connections_are_closed_and_busy_ones_kept():
     state = ServerState(
-        lambda request: Response(200, b"ok"), max_body_bytes=1024, error_response=error
+        lambda request, respond: Response(200, b"ok"), max_body_bytes=1024, error_response=error
     )
     server = await start_server(state, host="127.0.0.1", port=0)
     port = server.sockets[0].getsockname()[1]

@@ -1,7 +1,9 @@
-"""The async plumbing around the pure batching core: queue, futures, deadlines, predict calls.
+"""The async plumbing around the pure batching core: queue, callbacks, deadlines, predict calls.
 
-One ``Batcher`` per model. ``submit`` queues a request's inputs and returns a future that
-resolves to that request's outputs, or to the error of its batch: no request is left hanging.
+One ``Batcher`` per model. ``submit`` queues a request's inputs with a callback that receives
+that request's outputs, or the error of its batch: no request is left hanging. Callbacks, not
+futures, on the hot path: each future hop costs an event-loop iteration per request
+(``submit_future`` wraps a callback in a future for callers that want one).
 Predict calls run one at a time per model; fast models run inline on the event loop (a thread
 hop costs more than the prediction), slow ones in a worker thread so the loop keeps parsing.
 """
@@ -45,14 +47,28 @@ class BatchObserver(Protocol):
     def predict_failed(self) -> None: ...
 
 
+Done = Callable[[Batch | None, BaseException | None], None]
+"""Called once per request: ``(outputs, None)`` or ``(None, error)``."""
+
+
 @dataclass(slots=True)
 class _Item:
     inputs: Batch
     rows: int
     signature: Signature
-    future: asyncio.Future[Batch]
+    done: Done
     enqueued_at: float
     deadline: float
+    finished: bool = False
+
+    def resolve(self, outputs: Batch | None, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        try:
+            self.done(outputs, error)
+        except Exception:  # the callback is ours; a bug there must not stop the batcher
+            logger.exception("a request's completion callback failed")
 
 
 @dataclass(slots=True)
@@ -107,8 +123,26 @@ class Batcher:
         self._stats.predict_s = seconds
         self._stats.inline = seconds < INLINE_PREDICT_MAX_S
 
-    def submit(self, inputs: Batch) -> asyncio.Future[Batch]:
-        """Queue ``inputs``; the future resolves to this request's rows of the outputs."""
+    def submit_future(self, inputs: Batch) -> asyncio.Future[Batch]:
+        """``submit`` with a future that resolves to this request's rows of the outputs."""
+        future: asyncio.Future[Batch] = asyncio.get_running_loop().create_future()
+
+        def settle(outputs: Batch | None, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(outputs if outputs is not None else {})
+
+        self.submit(inputs, settle)
+        return future
+
+    def submit(self, inputs: Batch, done: Done) -> None:
+        """Queue ``inputs``; ``done`` is called once with this request's rows or an error.
+
+        Raises OverloadedError at once when the queue is full.
+        """
         loop = asyncio.get_running_loop()
         if len(self._queue) >= self._settings.max_queue:
             retry = max(1.0, round(self._stats.predict_s * len(self._queue), 1))
@@ -117,13 +151,12 @@ class Batcher:
                 retry_after_s=retry,
             )
         now = self._clock.monotonic()
-        future: asyncio.Future[Batch] = loop.create_future()
         self._queue.append(
             _Item(
                 inputs,
                 rows_of(inputs),
                 signature(inputs),
-                future,
+                done,
                 now,
                 now + self._settings.timeout_s,
             )
@@ -132,7 +165,6 @@ class Batcher:
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep_deadlines())
         self._schedule(loop)
-        return future
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         # call_soon, not an immediate flush: requests parsed in this same loop iteration join.
@@ -170,7 +202,7 @@ class Batcher:
             stats.timer = loop.call_later(decision.wait_s, self._flush)
 
     def _drop_finished(self) -> None:
-        while self._queue and self._queue[0].future.done():
+        while self._queue and self._queue[0].finished:
             self._queue.popleft()
 
     def _take(self) -> list[_Item]:
@@ -181,7 +213,7 @@ class Batcher:
         rows = first.rows
         while self._queue and self._settings.enabled:
             item = self._queue[0]
-            if item.future.done():
+            if item.finished:
                 self._queue.popleft()
                 continue
             if item.signature != first.signature or rows + item.rows > limit:
@@ -246,12 +278,10 @@ class Batcher:
             logger.error("predict failed on a batch of %d rows: %s", sum(rows), error)
             failure = PredictError(f"the model failed to predict: {error}")
             for item in items:
-                if not item.future.done():
-                    item.future.set_exception(failure)
+                item.resolve(None, failure)
         else:
             for item, part in zip(items, parts, strict=True):
-                if not item.future.done():
-                    item.future.set_result(part)
+                item.resolve(part, None)
         if self._queue:
             self._schedule(asyncio.get_running_loop())
 
@@ -260,9 +290,10 @@ class Batcher:
             await self._clock.sleep(DEADLINE_SWEEP_S)
             now = self._clock.monotonic()
             for item in chain(self._queue, self._running):
-                if not item.future.done() and now >= item.deadline:
-                    item.future.set_exception(
-                        RequestTimeoutError(f"no prediction within {self._settings.timeout_s:g} s")
+                if not item.finished and now >= item.deadline:
+                    item.resolve(
+                        None,
+                        RequestTimeoutError(f"no prediction within {self._settings.timeout_s:g} s"),
                     )
 
     async def close(self) -> None:
@@ -272,6 +303,5 @@ class Batcher:
             self._sweeper = None
         while self._queue:
             item = self._queue.popleft()
-            if not item.future.done():
-                item.future.set_exception(PredictError("the server stopped before predicting"))
+            item.resolve(None, PredictError("the server stopped before predicting"))
         self._executor.shutdown(wait=False, cancel_futures=True)

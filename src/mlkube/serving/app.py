@@ -8,7 +8,6 @@ sends can raise out of here.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -31,7 +30,7 @@ from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Batch, Runtime
 from mlkube.serving import v1, v2
 from mlkube.serving.errors import error_response, serving_error_response
-from mlkube.serving.http import Request, Response
+from mlkube.serving.http import Request, Respond, Response
 from mlkube.serving.routes import Action, Route, resolve
 
 logger = logging.getLogger(__name__)
@@ -90,7 +89,8 @@ class InferenceApp:
         self.batcher = batcher
         self.ready = True
 
-    def handle(self, request: Request) -> Response | asyncio.Future[Response]:
+    def handle(self, request: Request, respond: Respond) -> Response | None:
+        """The response now, or None and ``respond(response)`` later (predictions)."""
         started = self.clock.monotonic()
         request_id = self._request_id(request)
         route = resolve(request.method, request.path)
@@ -104,7 +104,7 @@ class InferenceApp:
                     f"the {route.protocol} protocol is not enabled for this deployment"
                 )
             if route.action is Action.V1_PREDICT or route.action is Action.V2_INFER:
-                return self._predict(request, route, request_id, started)
+                return self._predict(request, route, request_id, started, respond)
             response = self._immediate(route, request)
         except ServingError as error:
             response = serving_error_response(error, route.protocol)
@@ -190,8 +190,8 @@ class InferenceApp:
 
     # predictions
     def _predict(
-        self, request: Request, route: Route, request_id: str, started: float
-    ) -> Response | asyncio.Future[Response]:
+        self, request: Request, route: Route, request_id: str, started: float, respond: Respond
+    ) -> Response | None:
         try:
             self._check_model(route)
             runtime = self._runtime()
@@ -202,36 +202,38 @@ class InferenceApp:
             else:
                 parsed = v2.parse_infer(request.body, runtime.inputs, runtime.outputs)
                 inputs, context = parsed.inputs, parsed
-            pending = batcher.submit(inputs)
+
+            def predicted(outputs: Batch | None, error: BaseException | None) -> None:
+                self._predicted(
+                    outputs, error, request, route, context, request_id, started, respond
+                )
+
+            batcher.submit(inputs, predicted)
         except ServingError as error:
             response = serving_error_response(error, route.protocol)
             self._finish(request, route, response, request_id, started)
             return response
-        result: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.predicting += 1
-        pending.add_done_callback(
-            lambda done: self._predicted(done, result, request, route, context, request_id, started)
-        )
-        return result
+        return None
 
     def _predicted(
         self,
-        done: asyncio.Future[Batch],
-        result: asyncio.Future[Response],
+        outputs: Batch | None,
+        error: BaseException | None,
         request: Request,
         route: Route,
         context: Any,
         request_id: str,
         started: float,
+        respond: Respond,
     ) -> None:
-        error = done.exception()
         try:
-            if error is None:
-                response = self._encode(done.result(), route, context)
+            if error is None and outputs is not None:
+                response = self._encode(outputs, route, context)
             elif isinstance(error, ServingError):
                 response = serving_error_response(error, route.protocol)
-            else:  # pragma: no cover - the batcher only fails futures with ServingError
-                raise error
+            else:  # pragma: no cover - the batcher only fails requests with ServingError
+                raise RuntimeError(f"unexpected failure: {error!r}")
         except Exception:
             # A bug of ours (or a model output we cannot encode): answer, never hang.
             logger.exception("encoding the prediction failed")
@@ -240,8 +242,7 @@ class InferenceApp:
             )
         self.predicting -= 1
         self._finish(request, route, response, request_id, started)
-        if not result.done():
-            result.set_result(response)
+        respond(response)
 
     def _encode(self, outputs: Batch, route: Route, context: Any) -> Response:
         if route.action is Action.V1_PREDICT:

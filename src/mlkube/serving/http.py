@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import cast
@@ -58,7 +58,9 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
+Respond = Callable[[Response], None]
+Handler = Callable[[Request, Respond], "Response | None"]
+"""Returns the response, or None and calls ``respond`` exactly once later."""
 
 
 def encode_response(response: Response, *, keep_alive: bool, is_head: bool = False) -> bytes:
@@ -200,16 +202,17 @@ class HttpConnection(asyncio.Protocol):
         request = self._request(keep_alive)
         self.state.in_flight += 1
         self.state.idle.clear()
+
+        def respond(response: Response) -> None:
+            self._done(slot, response, keep_alive)
+
         try:
-            result = self.state.handler(request)
+            result = self.state.handler(request, respond)
         except Exception:  # the handler is ours; this is a bug, never the caller's fault
             logger.exception("request handler failed")
             result = self.state.error_response(500, "internal server error")
-        if isinstance(result, Response):
+        if result is not None:
             self._done(slot, result, keep_alive)
-        else:
-            task = asyncio.ensure_future(result)
-            task.add_done_callback(lambda t: self._task_done(t, slot, keep_alive))
         if len(self.pending) > MAX_PIPELINED and self.transport is not None and not self.paused:
             self.paused = True
             self.transport.pause_reading()
@@ -221,16 +224,6 @@ class HttpConnection(asyncio.Protocol):
         return Request(
             self.parser.get_method().decode("latin-1"), path, query, self.headers, body, keep_alive
         )
-
-    def _task_done(self, task: asyncio.Future[Response], slot: _Slot, keep_alive: bool) -> None:
-        if task.cancelled():
-            response = self.state.error_response(503, "request cancelled")
-        elif task.exception() is not None:
-            logger.error("request handler failed", exc_info=task.exception())
-            response = self.state.error_response(500, "internal server error")
-        else:
-            response = task.result()
-        self._done(slot, response, keep_alive)
 
     def _done(self, slot: _Slot, response: Response, keep_alive: bool) -> None:
         state = self.state
