@@ -104,6 +104,7 @@ async def restore(ctrl: Controller) -> None:
             desired=int(data["desired"]),
         )
         dep.router.on_demand = loops.demand_callback(ctrl, dep)
+        handlers.apply_hold(dep.router, doc, ctrl.settings.hold_s)
         dep.revisions = revisions
         for row in rows:
             file = (

@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from mlkube.backends.local.plan import Phase
 from mlkube.backends.local.ports import PortInUseError, check_free
+from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.rollout import (
     BLUE_GREEN_KEEP_S,
     RolloutPhase,
@@ -147,14 +148,23 @@ async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str,
     dep = Deployment(key=key, doc=doc, router=router, rollout=RolloutState(stable=1), desired=0)
     dep.desired = doc.spec.initial_replicas
     router.on_demand = demand_callback(ctrl, dep)
-    if doc.spec.autoscaling is not None and doc.spec.autoscaling.scale_to_zero is not None:
-        router.hold_s = doc.spec.autoscaling.scale_to_zero.activation_timeout
+    apply_hold(router, doc, ctrl.settings.hold_s)
     await _bind(ctrl, dep, doc.spec.service.port)
     add_revision(ctrl, dep, 1, revision_document(doc), doc.source_dir)
     ctrl.deployments[key] = dep
     ctrl.event(dep, "Normal", "Created", f"revision 1, {dep.desired} replicas, port {dep.port}")
     ctrl.persist(dep)
     return {"kind": "ModelDeployment", "name": key, "action": "created", "revision": 1}
+
+
+def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
+    """How long the router holds requests with no ready replica: the spec's activationTimeout
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    autoscaling = doc.spec.autoscaling
+    if autoscaling is not None and autoscaling.scale_to_zero is not None:
+        router.hold_s = autoscaling.scale_to_zero.activation_timeout
+    else:
+        router.hold_s = default_s
 
 
 def add_revision(
@@ -180,6 +190,7 @@ async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> di
         await _bind(ctrl, dep, doc.spec.service.port)
         result["action"] = "configured"
     dep.doc = doc
+    apply_hold(dep.router, doc, ctrl.settings.hold_s)
     if doc.spec.replicas != old.spec.replicas or doc.spec.autoscaling != old.spec.autoscaling:
         dep.desired = doc.spec.initial_replicas
         result["action"] = "configured"
