@@ -31,8 +31,11 @@ class ControllerSettings:
     """A replica NotReady this long is restarted with reason 'failed readiness'."""
     startup_timeout_s: float = 300.0
     """A replica not ready this long after starting is restarted (failed readiness)."""
-    metrics_period_s: float = 5.0
-    """How often replica /metrics are scraped for status and canary analysis."""
+    metrics_period_s: float = 2.0
+    """How often replica /metrics are scraped for status, canary analysis and the autoscaler.
+
+    As often as the default concurrency/RPS policy decides (2 s): a slower scrape would make
+    it decide on stale numbers (measured: at 5 s the first decision came 6 s after a step)."""
     backoff_base_s: float = 10.0
     backoff_max_s: float = 300.0
     backoff_reset_s: float = 600.0
