@@ -62,7 +62,11 @@ def serve_single(deployment: ModelDeployment, options: ReplicaOptions) -> bool:
                 raise PortInUseError(options.host, options.port) from None
             raise
 
-    return bool(run_event_loop(main))
+    finished = bool(run_event_loop(main))
+    # The loop's signal handlers are gone now; a repeated SIGTERM while the process finishes
+    # exiting must not turn a clean drain into death by signal.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return finished
 
 
 def serve_workers(
