@@ -407,3 +407,20 @@ def test_expect_100_continue_is_answered_at_once(onnx_replica):
         while not answer.endswith(b"}"):
             answer += sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 200 OK")
+
+
+def test_probes_are_logged_only_when_they_fail(served_models):
+    import io
+
+    deployment = served_models["onnx"].deployment()
+    stream = io.BytesIO()
+    with (
+        running_replica(deployment, access_log=stream) as replica,
+        httpx.Client(base_url=replica.url) as client,
+    ):
+        client.get("/v2/health/ready")
+        client.get("/metrics")
+        client.get("/v2/models/nope/ready")
+        client.post(f"/v1/models/{deployment.model_name}:predict", content=b"{")
+    paths = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
+    assert paths == ["/v2/models/nope/ready", f"/v1/models/{deployment.model_name}:predict"]

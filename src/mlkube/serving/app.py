@@ -269,7 +269,9 @@ class InferenceApp:
         elapsed = self.clock.monotonic() - started
         if route.action not in _UNCOUNTED:
             self.metrics.request_done(route.protocol, response.status, elapsed)
-        if self.access_log.wants(response.status):
+        # Probes and scrapes arrive every second or two per replica: logged only when they fail.
+        quiet = route.action in _UNCOUNTED and response.status < 400
+        if not quiet and self.access_log.wants(response.status):
             fields = {
                 "method": request.method,
                 "path": request.path,
