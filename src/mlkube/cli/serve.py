@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
 import time
+from collections.abc import Callable
 
 import click
+from prometheus_client import CollectorRegistry
 
 from mlkube.cli.output import print_status
+from mlkube.observability.gpu import GpuCollector, nvidia_smi_reader, visible_gpus
 from mlkube.observability.logging import configure_logging
 from mlkube.serving.server import ReplicaOptions
 from mlkube.serving.workers import check_port_free, serve_single, serve_workers
@@ -69,6 +74,7 @@ def serve(
     )
     model = f"{deployment.model_name} ({deployment.spec.model.format})"
     options = ReplicaOptions(
+        collectors=_gpu_collectors(),
         host=host,
         port=port,
         revision=revision,
@@ -94,6 +100,18 @@ def serve(
         ),
     )
     sys.exit(code)
+
+
+def _gpu_collectors() -> tuple[Callable[[CollectorRegistry], object], ...]:
+    """GPU utilization and memory for the GPUs this replica was given, when there are any."""
+    gpus = visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if not gpus or shutil.which("nvidia-smi") is None:
+        return ()
+    # Imported only here: a replica without GPUs does not pay for the local backend's modules.
+    from mlkube.backends.local.supervisor import run_command
+
+    reader = nvidia_smi_reader(run_command)
+    return (lambda registry: GpuCollector(registry, gpus=gpus, reader=reader),)
 
 
 COMMANDS = [serve]

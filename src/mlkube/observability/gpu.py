@@ -79,6 +79,22 @@ def nvidia_smi_reader(run: RunCommand) -> Callable[[], list[GpuSample]]:
     return read
 
 
+def visible_gpus(value: str | None) -> tuple[int, ...]:
+    """GPU indexes named by ``CUDA_VISIBLE_DEVICES`` (how the local backend hands out GPUs).
+
+    Pure. Unset, empty, ``-1`` or UUIDs give no index: the replica then exports no GPU metric
+    rather than another replica's GPU."""
+    if not value:
+        return ()
+    indexes = []
+    for part in value.split(","):
+        part = part.strip()
+        if not part.isdigit():
+            return ()
+        indexes.append(int(part))
+    return tuple(indexes)
+
+
 class GpuCollector(Collector):
     """Utilization and memory of the GPUs ``gpus`` (indexes), read when Prometheus scrapes."""
 

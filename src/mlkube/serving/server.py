@@ -50,6 +50,8 @@ class ReplicaOptions:
     on_draining: Callable[[], None] = field(default=lambda: None)
     access_log: IO[bytes] | None = None
     """Where per-request JSON lines go (default: stdout)."""
+    collectors: tuple[Callable[[CollectorRegistry], object], ...] = ()
+    """Extra metric collectors, each registered on the replica's registry (GPU metrics)."""
 
 
 def load_runtime_for(deployment: ModelDeployment) -> Runtime:
@@ -77,6 +79,8 @@ class Replica:
         spec = deployment.spec
         self.registry = CollectorRegistry(auto_describe=True)
         ProcessCollector(registry=self.registry)
+        for add_collector in options.collectors:
+            add_collector(self.registry)
         self.load_seconds = 0.0
         self.metrics = ServerMetrics(
             self.registry,
