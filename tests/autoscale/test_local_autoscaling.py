@@ -268,7 +268,9 @@ def test_concurrency_scales_up_under_load_and_back_down_after_the_window(
     cluster.wait("back to 1 replica", lambda: cluster.deployment("conc")["desired"] == 1, 40)
     took = time.monotonic() - stopped
     assert took >= 6.0 - 1.0, f"scaled down {took:.1f}s after the load stopped: before the window"
-    assert load.total > 100
+    # The load was real (8 clients for the seconds the scale-up took; how many requests that is
+    # depends on how fast the scale-up was) and none of it failed.
+    assert load.total > 40
     assert load.failed == 0, (load.codes, load.errors)
 
     messages = decisions(cluster.events("conc"))
