@@ -8,16 +8,9 @@ process seen is ended by PID at teardown. Nothing is mocked.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +20,7 @@ import pytest
 import yaml
 
 from mlkube.backends.local.ports import free_port
-from mlkube.control.api import Client
+from mlkube.testing.local import LoadClient, LocalController
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -69,61 +62,15 @@ class Model:
 """
 
 
-class Cluster:
-    """One controller's state dir, and the `mlkube` commands run against it."""
+class Cluster(LocalController):
+    """One controller's state dir; the test model's knobs travel in its environment."""
 
     def __init__(self, tmp: Path, **model_env: float) -> None:
-        self.tmp = tmp
-        self.state = tmp / "state"
         extra = {f"TEST_MODEL_{k.upper()}": str(v) for k, v in model_env.items()}
-        self.env = {**os.environ, **FAST, **extra, "MLKUBE_STATE_DIR": str(self.state)}
-        self.pids: set[int] = set()
-        self.last: dict[str, Any] = {}
+        super().__init__(tmp / "state", {**FAST, **extra})
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "mlkube", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise AssertionError(f"mlkube {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done.stdout
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        data = Client(self.state).call("GET", f"/status?name={name}")
-        dep: dict[str, Any] = data["deployments"][0]
-        self.last = {k: dep[k] for k in ("desired", "ready", "autoscaler", "lastEvent")}
-        self.pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
-        return dep
-
-    def events(self, name: str) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = Client(self.state).call(
-            "GET", f"/events?name={name}&limit=1000"
-        )
-        return rows
-
-    def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float) -> float:
-        start = time.monotonic()
-        while time.monotonic() - start < timeout_s:
-            if predicate():
-                return time.monotonic() - start
-            time.sleep(0.25)
-        raise AssertionError(
-            f"timed out after {timeout_s}s waiting for {what}; last status: {self.last}"
-        )
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.pids.add(int(json.loads((self.state / "controller.json").read_text())["pid"]))
-        with contextlib.suppress(Exception):
-            self.cli("down")
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        return self.run(*args).stdout
 
 
 @pytest.fixture
@@ -176,55 +123,11 @@ def predict(port: int, name: str, timeout_s: float = 30.0) -> tuple[int, dict[st
         conn.close()
 
 
-class Load:
-    """``workers`` threads sending back to back on keep-alive connections, bounded in time."""
+class Load(LoadClient):
+    """Back-to-back requests (no pause unless asked), bounded at 90 s."""
 
     def __init__(self, port: int, name: str, workers: int, pause_s: float = 0.0) -> None:
-        self.port, self.name, self.pause_s = port, name, pause_s
-        self.codes: Counter[int] = Counter()
-        self.errors: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    @property
-    def total(self) -> int:
-        return sum(self.codes.values()) + sum(self.errors.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(c for code, c in self.codes.items() if code != 200) + sum(self.errors.values())
-
-    def _run(self) -> None:
-        body = json.dumps({"instances": [ROW]})
-        path = f"/v1/models/{self.name}:predict"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        deadline = time.monotonic() + 90  # bounded even if a test never stops it
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                with self._lock:
-                    self.codes[response.status] += 1
-            except (OSError, http.client.HTTPException) as error:
-                with self._lock:
-                    self.errors[type(error).__name__] += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            if self.pause_s:
-                time.sleep(self.pause_s)
-        conn.close()
+        super().__init__(port, name, workers, pause_s, max_s=90.0, row=ROW)
 
 
 def decisions(events: list[dict[str, Any]]) -> list[str]:

@@ -9,14 +9,10 @@ samples the controller recorded. Nothing is mocked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import http.client
 import json
 import math
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +40,7 @@ from mlkube.control.settings import ControllerSettings
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import load_spec, parse_documents
+from mlkube.testing.local import LocalController
 from mlkube.testing.models import iris_classifier, save_onnx
 
 MI = 2**20
@@ -220,47 +217,19 @@ def _predict_loop(port: int, stop: threading.Event, sent: list[int], max_request
         conn.close()
 
 
-class Live:
+class Live(LocalController):
     def __init__(self, tmp: Path) -> None:
-        self.state = tmp / "state"
-        self.env = {**os.environ, **FAST, "MLKUBE_STATE_DIR": str(self.state)}
-        self.pids: set[int] = set()
+        super().__init__(tmp / "state", FAST)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "mlkube", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"mlkube {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done
+        return self.run(*args, check=check)
 
     def usage(self) -> dict[str, Any]:
         data: dict[str, Any] = Client(self.state).call("GET", "/usage?name=iris-live")
         return data
 
     def wait_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            dep = Client(self.state).call("GET", "/status?name=iris-live")["deployments"][0]
-            self.pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
-            if dep["ready"] >= 1:
-                return
-            time.sleep(0.25)
-        raise AssertionError(f"iris-live not ready after {timeout_s}s")
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.pids.add(int(json.loads((self.state / "controller.json").read_text())["pid"]))
-        with contextlib.suppress(Exception):
-            self.cli("down")
-        for pid in self.pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+        self.wait("iris-live ready", lambda: self.deployment("iris-live")["ready"] >= 1, timeout_s)
 
 
 @pytest.fixture

@@ -6,17 +6,10 @@ set stays within a few minutes on two cores. Every process started is ended by P
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +19,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from mlkube.control.api import Client
+from mlkube.testing.local import LoadClient, LocalController
 from mlkube.testing.models import iris_classifier, python_model, save_onnx
 
 FAST_SETTINGS = {
@@ -47,38 +40,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class Local:
-    """Drives `mlkube` commands against one state directory."""
+class Local(LocalController):
+    """The controller of one test, with the checks the local-backend tests share."""
 
     def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp / "state", FAST_SETTINGS)
         self.tmp = tmp
-        self.state = tmp / "state"
-        self.env = {**os.environ, **FAST_SETTINGS, "MLKUBE_STATE_DIR": str(self.state)}
-        self.seen_pids: set[int] = set()
+        self.seen_pids = self.pids
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "mlkube", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"mlkube {' '.join(args)} failed: {done.stderr}{done.stdout}")
-        return done
-
-    def status(self, name: str | None = None) -> dict[str, Any]:
-        # The control API directly: polling through `mlkube status` would start a Python
-        # process per poll on a two-core machine. The CLI itself is exercised by the tests.
-        data = Client(self.state).call("GET", f"/status?name={name}" if name else "/status")
-        for dep in data["deployments"]:
-            self.seen_pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
-        return data
-
-    def deployment(self, name: str) -> dict[str, Any]:
-        return self.status(name)["deployments"][0]
+        return self.run(*args, check=check)
 
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
         """The controller's /metrics, fetched WITHOUT the token (as Prometheus does)."""
@@ -98,33 +69,12 @@ class Local:
             for sample in family.samples
         }
 
-    def controller_pid(self) -> int:
-        return int(json.loads((self.state / "controller.json").read_text())["pid"])
-
-    def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-
     def wait_ready(self, name: str, count: int, timeout_s: float = 60.0) -> None:
         def ready() -> bool:
             dep = self.deployment(name)
             return dep["ready"] == count and len(dep["replicas"]) == count
 
         self.wait(f"{count} ready replicas of {name}", ready, timeout_s)
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.seen_pids.add(self.controller_pid())
-        self.cli("down", check=False)
-        for pid in self.seen_pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
@@ -187,58 +137,11 @@ def bad_python(tmp_path: Path) -> tuple[Path, str]:
     return folder, "bad_model:BadModel"
 
 
-class Load:
-    """A bounded client: ``workers`` threads with keep-alive connections, a short pause each."""
+class Load(LoadClient):
+    """The bounded client of these tests: a short pause between requests."""
 
     def __init__(self, port: int, model: str, workers: int = 4, pause_s: float = 0.01) -> None:
-        self.port, self.model, self.workers, self.pause_s = port, model, workers, pause_s
-        self.codes: Counter[int] = Counter()
-        self.errors: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(workers)]
-        self.marks: list[tuple[str, int]] = []
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-
-    @property
-    def total(self) -> int:
-        return sum(self.codes.values()) + sum(self.errors.values())
-
-    @property
-    def failed(self) -> int:
-        return sum(c for code, c in self.codes.items() if code != 200) + sum(self.errors.values())
-
-    def _run(self) -> None:
-        body = json.dumps({"instances": [ROW]})
-        path = f"/v1/models/{self.model}:predict"
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-        deadline = time.monotonic() + 240  # bounded even if a test forgets to stop it
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                with self._lock:
-                    self.codes[response.status] += 1
-            except (OSError, http.client.HTTPException) as error:
-                with self._lock:
-                    self.errors[type(error).__name__] += 1
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-            time.sleep(self.pause_s)
-        conn.close()
+        super().__init__(port, model, workers, pause_s, row=ROW)
 
 
 def alive(pid: int) -> bool:

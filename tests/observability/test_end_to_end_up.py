@@ -8,12 +8,8 @@ sent/elapsed.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -28,6 +24,7 @@ from mlkube.backends.local.supervisor import pid_alive
 from mlkube.observability import prometheus
 from mlkube.observability.logs import line_time
 from mlkube.testing import models
+from mlkube.testing.local import LocalController
 
 from .conftest import tool
 from .promclient import Prom, wait_for
@@ -44,42 +41,23 @@ REQUESTS = 400
 PER_THREAD_RPS = 20.0  # paced: 4 threads x 100 requests take ~5 s, several 1 s scrapes
 
 
-class Up:
+class Up(LocalController):
     def __init__(self, tmp: Path, binary: str) -> None:
-        self.state = tmp / "state"
         path = os.path.dirname(binary) + os.pathsep + os.environ.get("PATH", "")
-        self.env = {**os.environ, **FAST, "MLKUBE_STATE_DIR": str(self.state), "PATH": path}
-        self.pids: set[int] = set()
+        super().__init__(tmp / "state", {**FAST, "PATH": path})
 
     def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "mlkube", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=90,
-            check=False,
-        )
-        assert done.returncode == 0, f"mlkube {' '.join(args)}: {done.stderr}{done.stdout}"
-        return done.stdout
+        return self.run(*args).stdout
 
-    def deployment(self) -> dict[str, Any]:
+    def cli_deployment(self) -> dict[str, Any]:
+        """The deployment as `mlkube status -o json` prints it (the CLI is under test here)."""
         dep: dict[str, Any] = json.loads(self.cli("status", "iris", "-o", "json"))["deployments"][0]
         self.pids.update(r["pid"] for r in dep["replicas"] if r["pid"])
         return dep
 
     def ready(self, count: int) -> bool:
-        dep = self.deployment()
+        dep = self.cli_deployment()
         return dep["ready"] == count and len(dep["replicas"]) == count
-
-    def cleanup(self) -> None:
-        with contextlib.suppress(Exception):
-            self.pids.add(int(json.loads((self.state / "controller.json").read_text())["pid"]))
-        with contextlib.suppress(Exception):
-            self.cli("down")
-        for pid in self.pids:  # only processes this test started, by PID
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pid, signal.SIGKILL)
 
 
 def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_path):
@@ -113,7 +91,7 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         up.pids.add(info.pid)
         wait_for(lambda: up.ready(2), 90, "2 ready replicas")
         prom = Prom(prom_url)
-        names = {r["name"] for r in up.deployment()["replicas"]}
+        names = {r["name"] for r in up.cli_deployment()["replicas"]}
         wait_for(
             lambda: (
                 {r["metric"]["replica"] for r in prom.query('up{deployment="iris"} == 1')} == names
@@ -192,7 +170,7 @@ def test_prometheus_follows_mlkube_up_replicas_and_agrees_with_the_client(tmp_pa
         # Replicas come and go: Prometheus follows the controller's targets file.
         up.cli("scale", "iris", "3")
         wait_for(lambda: up.ready(3), 90, "3 ready replicas")
-        names = {r["name"] for r in up.deployment()["replicas"]}
+        names = {r["name"] for r in up.cli_deployment()["replicas"]}
         wait_for(
             lambda: (
                 {
