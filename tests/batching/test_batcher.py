@@ -18,9 +18,6 @@ class RecordingObserver:
     def batch_done(self, *, rows, requests, predict_s):
         self.batches.append((rows, requests))
 
-    def queue_changed(self, depth):
-        pass
-
     def queue_wait(self, seconds):
         pass
 

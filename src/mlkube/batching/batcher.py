@@ -40,8 +40,6 @@ class BatchObserver(Protocol):
 
     def batch_done(self, *, rows: int, requests: int, predict_s: float) -> None: ...
 
-    def queue_changed(self, depth: int) -> None: ...
-
     def queue_wait(self, seconds: float) -> None: ...
 
     def predict_failed(self) -> None: ...
@@ -89,7 +87,10 @@ class _Stats:
     running: bool = False
     scheduled: bool = False
     timer: asyncio.TimerHandle | None = None
-    inline: bool = True
+
+    @property
+    def inline(self) -> bool:
+        return self.predict_s < INLINE_PREDICT_MAX_S
 
 
 class Batcher:
@@ -121,7 +122,6 @@ class Batcher:
     def set_predict_seconds(self, seconds: float) -> None:
         """Seed the moving average (e.g. with the warm-up prediction's duration)."""
         self._stats.predict_s = seconds
-        self._stats.inline = seconds < INLINE_PREDICT_MAX_S
 
     def submit_future(self, inputs: Batch) -> asyncio.Future[Batch]:
         """``submit`` with a future that resolves to this request's rows of the outputs."""
@@ -161,7 +161,6 @@ class Batcher:
                 now + self._settings.timeout_s,
             )
         )
-        self._observer.queue_changed(len(self._queue))
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep_deadlines())
         self._schedule(loop)
@@ -220,7 +219,6 @@ class Batcher:
                 break
             items.append(self._queue.popleft())
             rows += item.rows
-        self._observer.queue_changed(len(self._queue))
         return items
 
     def _start(self, items: list[_Item]) -> None:
@@ -262,7 +260,6 @@ class Batcher:
         stats = self._stats
         elapsed = self._clock.monotonic() - started
         stats.predict_s = (1 - _EWMA_WEIGHT) * stats.predict_s + _EWMA_WEIGHT * elapsed
-        stats.inline = stats.predict_s < INLINE_PREDICT_MAX_S
         stats.running = False
         self._running = []
         rows = [item.rows for item in items]

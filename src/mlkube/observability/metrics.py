@@ -251,9 +251,6 @@ class ServerMetrics:
         self._batch_requests.observe(requests)
         self._predict.observe(predict_s)
 
-    def queue_changed(self, depth: int) -> None:
-        """Depth is read at scrape time; nothing to do on the hot path."""
-
     def queue_wait(self, seconds: float) -> None:
         self._queue_wait.observe(seconds)
 

@@ -120,7 +120,8 @@ class HttpConnection(asyncio.Protocol):
         self.pending: deque[_Slot] = deque()
         self.closing = False
         self.paused = False
-        self.last_active = asyncio.get_running_loop().time()
+        self._loop = asyncio.get_running_loop()
+        self.last_active = self._loop.time()
         self._reset()
 
     def _reset(self) -> None:
@@ -145,7 +146,7 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        self.last_active = asyncio.get_running_loop().time()
+        self.last_active = self._loop.time()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
