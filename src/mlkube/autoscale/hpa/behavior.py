@@ -127,6 +127,18 @@ def change_in_period(events: tuple[ScaleEvent, ...], period: float, now: float) 
     return sum(e.change for e in events if now - e.at < period)
 
 
+def period_start(
+    current: int,
+    ups: tuple[ScaleEvent, ...],
+    downs: tuple[ScaleEvent, ...],
+    period: float,
+    now: float,
+) -> int:
+    """The replica count at the start of a policy's period: current minus the ups plus the
+    downs recorded within it (shared by both directions' limits, as in the Go controller)."""
+    return current - change_in_period(ups, period, now) + change_in_period(downs, period, now)
+
+
 def scale_up_limit(
     current: int,
     ups: tuple[ScaleEvent, ...],
@@ -139,8 +151,7 @@ def scale_up_limit(
         return current
     pick, result = (min, MAX_INT32) if rules.select == "Min" else (max, MIN_INT32)
     for policy in rules.policies:
-        start = current - change_in_period(ups, policy.period, now)
-        start += change_in_period(downs, policy.period, now)
+        start = period_start(current, ups, downs, policy.period, now)
         if policy.type == "Pods":
             proposed = start + policy.value
         else:
@@ -161,8 +172,7 @@ def scale_down_limit(
         return current
     pick, result = (max, MIN_INT32) if rules.select == "Min" else (min, MAX_INT32)
     for policy in rules.policies:
-        start = current - change_in_period(ups, policy.period, now)
-        start += change_in_period(downs, policy.period, now)
+        start = period_start(current, ups, downs, policy.period, now)
         if policy.type == "Pods":
             proposed = start - policy.value
         else:
