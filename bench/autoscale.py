@@ -232,8 +232,8 @@ def _run_policy(label: str, spec: AutoscalingSpec, rates: tuple[float, ...]) -> 
     import threading
     import time
 
+    from mlkube.backends.local.controller.api import Client
     from mlkube.backends.local.ports import free_port
-    from mlkube.control.api import Client
 
     with tempfile.TemporaryDirectory(prefix="mlkube-bench-") as tmp:
         folder = Path(tmp)

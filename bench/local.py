@@ -25,8 +25,8 @@ from pathlib import Path
 
 import yaml
 
+from mlkube.backends.local.controller.api import Client
 from mlkube.backends.local.ports import free_port
-from mlkube.control.api import Client
 from mlkube.testing.models import iris_classifier, save_onnx
 
 WRK = "/usr/bin/wrk"

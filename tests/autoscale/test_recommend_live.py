@@ -24,19 +24,19 @@ import yaml
 
 from mlkube.autoscale.rightsize import parse_samples, recommend
 from mlkube.autoscale.vpa import POD_MIN_CPU, POD_MIN_MEMORY
-from mlkube.backends.local.plan import Phase
+from mlkube.backends.local.controller import usage
+from mlkube.backends.local.controller.api import Client, serve_api, write_token
+from mlkube.backends.local.controller.controller import Controller
+from mlkube.backends.local.controller.deployment import Deployment
+from mlkube.backends.local.controller.handlers import NotFoundError, handle
+from mlkube.backends.local.controller.replica import Replica
+from mlkube.backends.local.controller.settings import ControllerSettings
+from mlkube.backends.local.decisions.plan import Phase
+from mlkube.backends.local.decisions.rollout import RolloutState
+from mlkube.backends.local.decisions.scrape import Snapshot
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Backend, Router
-from mlkube.backends.local.rollout import RolloutState
-from mlkube.backends.local.scrape import Snapshot
 from mlkube.clock import ManualClock
-from mlkube.control import usage
-from mlkube.control.api import Client, serve_api, write_token
-from mlkube.control.controller import Controller
-from mlkube.control.deployment import Deployment
-from mlkube.control.handlers import NotFoundError, handle
-from mlkube.control.replica import Replica
-from mlkube.control.settings import ControllerSettings
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import load_spec, parse_documents

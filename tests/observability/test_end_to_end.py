@@ -24,7 +24,8 @@ import httpx
 import numpy as np
 import pytest
 
-from mlkube.observability import dashboards, prometheus
+from mlkube.backends.local import prometheus
+from mlkube.observability import dashboards
 from mlkube.observability.catalogue import PROCESS_METRICS
 from mlkube.observability.metrics import LATENCY_BUCKETS_S, REPLICA_METRICS
 from mlkube.spec import load_spec

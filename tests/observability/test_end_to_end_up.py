@@ -19,9 +19,9 @@ import httpx
 import pytest
 import yaml
 
+from mlkube.backends.local import prometheus
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.supervisor import pid_alive
-from mlkube.observability import prometheus
 from mlkube.observability.logs import line_time
 from mlkube.testing import models
 from mlkube.testing.local import LocalController

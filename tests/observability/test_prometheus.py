@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlkube.backends.local import prometheus
 from mlkube.errors import BackendError
-from mlkube.observability import prometheus
 
 from .conftest import deployment, tool
 from .promclient import Prom, wait_for

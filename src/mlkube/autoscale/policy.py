@@ -22,7 +22,7 @@ from mlkube.autoscale.hpa.controller import (
     Proposal,
     reconcile,
 )
-from mlkube.autoscale.resources import hpa_memory, hpa_observed, hpa_spec, ml_default_behavior
+from mlkube.autoscale.hpa_mapping import hpa_memory, hpa_observed, hpa_spec, ml_default_behavior
 from mlkube.spec.autoscaling import (
     AutoscalingSpec,
     ConcurrencyMetric,

@@ -332,8 +332,8 @@ def _from_controller(
     from urllib.parse import urlencode
 
     from mlkube.autoscale.rightsize import parse_samples
-    from mlkube.control.api import Client
-    from mlkube.control.settings import state_dir as resolve_state_dir
+    from mlkube.backends.local.controller.api import Client
+    from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 
     if samples_path is not None:
         raise MlkubeError(
@@ -422,7 +422,7 @@ def profile_command(
       mlkube profile examples/iris/iris.yaml --out iris-profile.json
       mlkube simulate examples/iris/iris.yaml --profile iris-profile.json --trace spike
     """
-    from mlkube.autoscale.profiler import ProfileSettings, free_port, run_profile
+    from mlkube.backends.local.profiler import ProfileSettings, free_port, run_profile
 
     deployment = load_spec(spec)
     port = port or free_port()

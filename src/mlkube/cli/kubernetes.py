@@ -11,8 +11,8 @@ from typing import cast
 
 import click
 
-from mlkube.backends.kubernetes.formats import Format, as_files, to_yaml
 from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render.formats import Format, as_files, to_yaml
 from mlkube.cli.output import print_info, print_warning
 from mlkube.errors import MlkubeError
 from mlkube.spec import load_documents

@@ -1,8 +1,8 @@
 """``mlkube up / down / status / scale / logs / apply / rollout / events``: the local backend.
 
 Thin: every command finds the controller through the state directory and calls its control
-API (``mlkube.control.api.Client``). ``up`` starts a controller first when none runs. The
-commands that also exist for a cluster take ``--target kubernetes`` and then call
+API (``mlkube.backends.local.controller.api.Client``). ``up`` starts a controller first when
+none runs. The commands that also exist for a cluster take ``--target kubernetes`` and then call
 ``mlkube.backends.kubernetes.commands`` instead.
 """
 
@@ -22,13 +22,12 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from mlkube.backends.local import supervisor
+from mlkube.backends.local import prometheus, supervisor
+from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
+from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.cli.output import print_data, print_info
 from mlkube.clock import SystemClock
-from mlkube.control.api import Client, ControllerNotRunningError
-from mlkube.control.settings import state_dir as resolve_state_dir
 from mlkube.errors import BackendError
-from mlkube.observability import prometheus
 from mlkube.observability.logfiles import rotated_files
 from mlkube.observability.logs import line_time, merge_log_lines
 from mlkube.spec.loading import load_documents
@@ -80,7 +79,7 @@ def _start_controller(state: Path) -> Client:
     (state / "controller.json").unlink(missing_ok=True)
     env = dict(os.environ)
     handle = supervisor.spawn(
-        [sys.executable, "-m", "mlkube.control", "--state-dir", str(state)],
+        [sys.executable, "-m", "mlkube.backends.local.controller", "--state-dir", str(state)],
         env=env,
         log_path=state / "controller.log",
     )

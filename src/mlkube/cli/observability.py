@@ -13,8 +13,8 @@ from typing import Any
 import click
 import yaml
 
+from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.cli.output import print_data, print_info, print_status
-from mlkube.control.settings import state_dir as resolve_state_dir
 from mlkube.errors import BackendError
 from mlkube.observability import alerts, catalogue, dashboards
 from mlkube.spec import ModelDeployment
@@ -110,7 +110,7 @@ def alerts_command(specs: tuple[str, ...], output_format: str, output: str | Non
     if output_format == "rules":
         text = yaml.safe_dump(alerts.rule_file(docs), sort_keys=False, width=1000)
     else:
-        from mlkube.backends.kubernetes.render_cluster import prometheus_rule
+        from mlkube.backends.kubernetes.render.cluster import prometheus_rule
 
         objects = [rule for d in docs if (rule := prometheus_rule(d)) is not None]
         text = yaml.safe_dump_all(objects, sort_keys=False, width=1000)

@@ -6,10 +6,11 @@ function the controller passes in, as plain ``DeploymentState`` values, so this 
 imports the controller. Events (autoscaler decisions, restarts) are counters the controller
 bumps where they happen. Nothing registers on the global registry.
 
-Wiring (in ``mlkube.control``): ``metrics = ControllerMetrics(registry, state=lambda:
-[deployment_state(d) for d in ctrl.deployments.values()])``; call ``metrics.decision(...)`` in
-the autoscaler tick and ``metrics.restart(...)`` in ``Controller._crashed``; answer
-``GET /metrics`` with ``prometheus_client.generate_latest(registry)``.
+Wiring (in ``mlkube.backends.local.controller``): ``metrics = ControllerMetrics(registry,
+state=lambda: [deployment_state(d) for d in ctrl.deployments.values()])``; call
+``metrics.decision(...)`` in the autoscaler tick and ``metrics.restart(...)`` in
+``Controller._crashed``; answer ``GET /metrics`` with
+``prometheus_client.generate_latest(registry)``.
 """
 
 from __future__ import annotations

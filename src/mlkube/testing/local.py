@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlkube.control.api import Client
+from mlkube.backends.local.controller.api import Client
 
 CLI_TIMEOUT_S = 90
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]

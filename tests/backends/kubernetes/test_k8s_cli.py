@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlkube.backends.kubernetes.formats import escape_helm
+from mlkube.backends.kubernetes.render.formats import escape_helm
 from mlkube.cli import cli
 
 HERE = Path(__file__).resolve().parent

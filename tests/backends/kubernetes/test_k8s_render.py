@@ -15,9 +15,9 @@ import yaml
 from k8s_validation import VERSIONS, validate
 
 from mlkube.backends.kubernetes.errors import RenderError
-from mlkube.backends.kubernetes.manifest import KINDS, LABEL_INSTANCE, LABEL_MANAGED_BY
 from mlkube.backends.kubernetes.render import Rendered, render
-from mlkube.backends.kubernetes.tracks import split_replicas
+from mlkube.backends.kubernetes.render.manifest import KINDS, LABEL_INSTANCE, LABEL_MANAGED_BY
+from mlkube.backends.kubernetes.render.tracks import split_replicas
 from mlkube.spec import ModelDeployment, load_documents, parse_documents
 
 ROOT = Path(__file__).resolve().parents[3]

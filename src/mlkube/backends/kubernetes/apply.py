@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import ApiMissingError, ApplyError, ForbiddenError
-from mlkube.backends.kubernetes.manifest import (
+from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,

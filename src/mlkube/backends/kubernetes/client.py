@@ -47,7 +47,7 @@ from mlkube.backends.kubernetes.errors import (
     ForbiddenError,
     ObjectNotFoundError,
 )
-from mlkube.backends.kubernetes.manifest import FIELD_MANAGER, KINDS, KindInfo, Manifest
+from mlkube.backends.kubernetes.render.manifest import FIELD_MANAGER, KINDS, KindInfo, Manifest
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from mlkube.backends.kubernetes.apply import NEVER_PRUNED, apply_objects, key_of
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.errors import ApiMissingError, ForbiddenError, ObjectNotFoundError
-from mlkube.backends.kubernetes.manifest import (
+from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
@@ -22,7 +23,6 @@ from mlkube.backends.kubernetes.manifest import (
     apply_rank,
     kind_info,
 )
-from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.status import TABLE_COLUMNS, summarize, table_rows
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.cli.output import print_data, print_info, print_warning

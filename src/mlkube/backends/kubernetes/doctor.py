@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import ClusterError, ClusterUnreachableError
-from mlkube.backends.kubernetes.manifest import KINDS, KindInfo, Manifest
+from mlkube.backends.kubernetes.render.manifest import KINDS, KindInfo, Manifest
 from mlkube.spec.resources import GPU
 
 Verdict = Literal["pass", "warn", "fail"]

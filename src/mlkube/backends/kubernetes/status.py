@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from mlkube.backends.kubernetes.manifest import LABEL_INSTANCE, Manifest
+from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest
 from mlkube.backends.kubernetes.wait import rollout_state
 
 TABLE_COLUMNS = ("NAME", "NAMESPACE", "DEPLOYMENT", "READY", "UP-TO-DATE", "AUTOSCALER", "SERVICE")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import RolloutError
-from mlkube.backends.kubernetes.manifest import Manifest, kind_info
+from mlkube.backends.kubernetes.render.manifest import Manifest, kind_info
 from mlkube.clock import Clock
 
 POLL_INTERVAL_S = 2.0

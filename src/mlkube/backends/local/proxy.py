@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from mlkube.backends.local.weights import SmoothWeightedPicker
+from mlkube.backends.local.decisions.weights import SmoothWeightedPicker
 
 logger = logging.getLogger(__name__)
 

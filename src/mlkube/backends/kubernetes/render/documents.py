@@ -1,0 +1,128 @@
+"""Spec documents → Kubernetes objects (plain dicts), in apply order.
+
+Pure and deterministic: no I/O, no clock, no randomness. The same documents always give the
+same objects in the same order with the same names, so GitOps diffs stay quiet. The pieces
+live beside this module: ``render_workload`` (ConfigMap, Deployment, volumes, probes),
+``render_scaling`` (HPA, KEDA, VPA, PDB), ``render_network`` (Services, HTTPRoute) and
+``render_cluster`` (Namespace, quota, priority, storage, monitoring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mlkube.backends.kubernetes.errors import RenderError
+from mlkube.backends.kubernetes.render.cluster import (
+    limit_range,
+    monitoring_objects,
+    namespace_object,
+    priority_class,
+    resource_quota,
+    storage_objects,
+)
+from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
+from mlkube.backends.kubernetes.render.network import network_objects
+from mlkube.backends.kubernetes.render.scaling import scaling_objects
+from mlkube.backends.kubernetes.render.tracks import tracks_of
+from mlkube.backends.kubernetes.render.workload import workload_objects
+from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
+
+SpecDocument = ModelDeployment | Quota | PriorityClass
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """Objects in apply order, and notes about spec settings that could not be rendered."""
+
+    objects: tuple[Manifest, ...]
+    warnings: tuple[str, ...] = ()
+
+
+def render(documents: Sequence[SpecDocument]) -> Rendered:
+    """Every Kubernetes object for ``documents``, sorted into apply order.
+
+    Pure: no I/O. Raises RenderError when a spec cannot be expressed on Kubernetes.
+    """
+    objects: list[Manifest] = []
+    warnings: list[str] = []
+    for document in documents:
+        if isinstance(document, ModelDeployment):
+            part = render_deployment(document)
+            objects.extend(part.objects)
+            warnings.extend(part.warnings)
+        elif isinstance(document, Quota):
+            objects.append(resource_quota(document))
+            objects.extend(limit_range(document))
+        else:
+            objects.append(priority_class(document))
+    return Rendered(tuple(sort_objects(_unique(objects))), tuple(warnings))
+
+
+def render_deployment(deployment: ModelDeployment) -> Rendered:
+    """The objects of one ModelDeployment (Namespace first when asked for).
+
+    Pure: no I/O.
+    """
+    warnings: list[str] = []
+    for key, value in sorted(deployment.metadata.labels.items()):
+        problem = label_problem(key, value)
+        if problem is not None:
+            raise RenderError(f"deployment '{deployment.name}': metadata.labels: {problem}")
+    tracks = tracks_of(deployment, warnings)
+    objects: list[Manifest] = []
+    if deployment.spec.kubernetes.create_namespace:
+        objects.append(namespace_object(deployment))
+    objects.extend(storage_objects(deployment))
+    objects.extend(workload_objects(deployment, tracks, warnings))
+    objects.extend(network_objects(deployment, tracks, warnings))
+    objects.extend(scaling_objects(deployment, tracks, warnings))
+    objects.extend(monitoring_objects(deployment, warnings))
+    return Rendered(tuple(sort_objects(_unique(objects))), tuple(warnings))
+
+
+def sort_objects(objects: Sequence[Manifest]) -> list[Manifest]:
+    """Apply order: by kind (Namespace first, consumers after what they use), then name."""
+    return sorted(
+        objects,
+        key=lambda o: (
+            apply_rank(o["kind"]),
+            o["metadata"].get("namespace", ""),
+            o["metadata"]["name"],
+        ),
+    )
+
+
+def _unique(objects: list[Manifest]) -> list[Manifest]:
+    # Two deployments in one namespace may both ask for that Namespace: keep one copy.
+    seen: set[tuple[str, str, str]] = set()
+    unique: list[Manifest] = []
+    for obj in objects:
+        key = (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if key in seen:
+            if obj["kind"] == "Namespace":
+                continue
+            raise RenderError(
+                f"two documents render the same {key[0]} '{key[2]}'"
+                + (f" in namespace '{key[1]}'" if key[1] else "")
+                + "; give them different names"
+            )
+        seen.add(key)
+        unique.append(obj)
+    return unique
+
+
+def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> list[SpecDocument]:
+    """The documents with ``--namespace`` replacing each namespaced document's namespace.
+
+    Pure: no I/O.
+    """
+    if namespace is None:
+        return list(documents)
+    out: list[SpecDocument] = []
+    for document in documents:
+        if isinstance(document, ModelDeployment | Quota):
+            meta = document.metadata.model_copy(update={"namespace": namespace})
+            document = document.model_copy(update={"metadata": meta})
+        out.append(document)
+    return out

@@ -1,0 +1,118 @@
+"""Where a replica finds its model on a cluster: a PVC, a hostPath, or a download at start.
+
+Pure: no I/O.
+
+- ``pvc://claim/sub/path``: the claim is mounted at ``storage.mountPath``; the model is
+  ``<mountPath>/sub/path``.
+- a local path with ``storage.pvc``: the claim is mounted; the model is expected at
+  ``<mountPath>/<file name>`` (copy it there first).
+- a local path with ``kubernetes.modelHostPath``: that node directory is mounted read-only.
+- ``s3://``, ``gs://``, ``http(s)://``: an init container downloads the model into an
+  ``emptyDir`` at ``<mountPath>`` before the server starts.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from mlkube.backends.kubernetes.errors import RenderError
+from mlkube.backends.kubernetes.render.manifest import Manifest
+from mlkube.spec.deployment import ModelDeployment
+
+MODEL_VOLUME = "model-storage"
+FETCH_IMAGES = {
+    "s3": "amazon/aws-cli:2.22.35",
+    "gs": "google/cloud-sdk:507.0.0-slim",
+    "http": "curlimages/curl:8.12.1",
+    "https": "curlimages/curl:8.12.1",
+}
+"""Pinned per scheme so a render never changes when an upstream ``latest`` moves."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSource:
+    """The pod volume holding the model and where the server reads it."""
+
+    volume: Manifest
+    mount_path: str
+    read_only: bool
+    container_path: str
+    """The model's path inside the container (what the server's model.uri becomes)."""
+
+    fetch_command: tuple[str, ...] | None = None
+    fetch_image: str | None = None
+
+
+def model_source(deployment: ModelDeployment, uri: str) -> ModelSource:
+    """How the model at ``uri`` reaches the replicas of ``deployment``.
+
+    Pure. Raises RenderError when a local path has no way onto the cluster.
+    """
+    storage = deployment.spec.storage
+    mount = storage.mount_path if storage is not None else "/models"
+    if uri.startswith("pvc://"):
+        return _from_claim_uri(deployment, uri, mount)
+    scheme = uri.split("://", 1)[0] if "://" in uri else ""
+    if scheme in FETCH_IMAGES:
+        return _download(deployment, uri, scheme, mount)
+    file_name = posixpath.basename(posixpath.normpath(uri.removeprefix("file://"))) or "model"
+    host_path = deployment.spec.kubernetes.model_host_path
+    if host_path is not None:
+        volume = {"name": MODEL_VOLUME, "hostPath": {"path": host_path, "type": "Directory"}}
+        return ModelSource(volume, mount, True, posixpath.join(mount, file_name))
+    if storage is not None and storage.pvc is not None:
+        volume = {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": storage.pvc.name}}
+        return ModelSource(volume, mount, True, posixpath.join(mount, file_name))
+    raise RenderError(
+        f"deployment '{deployment.name}': model.uri '{uri}' is a path on this machine, which "
+        "a cluster cannot read; use pvc://claim/path, s3://, gs://, https://, or set "
+        "storage.pvc (copy the model onto the claim) or kubernetes.modelHostPath"
+    )
+
+
+def _from_claim_uri(deployment: ModelDeployment, uri: str, mount: str) -> ModelSource:
+    claim, _, sub = uri.removeprefix("pvc://").partition("/")
+    storage = deployment.spec.storage
+    if storage is not None and storage.pvc is not None and storage.pvc.name != claim:
+        raise RenderError(
+            f"deployment '{deployment.name}': model.uri names claim '{claim}' but storage.pvc "
+            f"is '{storage.pvc.name}'; use one claim"
+        )
+    if not claim:
+        raise RenderError(
+            f"deployment '{deployment.name}': model.uri '{uri}' has no claim name "
+            "(expected pvc://claim/path)"
+        )
+    volume = {"name": MODEL_VOLUME, "persistentVolumeClaim": {"claimName": claim}}
+    path = posixpath.join(mount, sub) if sub else mount
+    return ModelSource(volume, mount, True, posixpath.normpath(path))
+
+
+def _download(deployment: ModelDeployment, uri: str, scheme: str, mount: str) -> ModelSource:
+    parts = urlsplit(uri)
+    name = posixpath.basename(parts.path.rstrip("/")) or "model"
+    target = posixpath.join(mount, name)
+    command: tuple[str, ...]
+    if scheme == "s3":
+        recursive = ("--recursive",) if uri.endswith("/") else ()
+        command = ("aws", "s3", "cp", "--only-show-errors", *recursive, uri, target)
+    elif scheme == "gs":
+        command = ("gcloud", "storage", "cp", "--recursive", uri, target)
+    else:
+        command = (
+            "curl",
+            "--fail",
+            "--silent",
+            "--show-error",
+            "--location",
+            "--retry",
+            "3",
+            "--output",
+            target,
+            uri,
+        )
+    image = deployment.spec.kubernetes.fetch_image or FETCH_IMAGES[scheme]
+    volume = {"name": MODEL_VOLUME, "emptyDir": {}}
+    return ModelSource(volume, mount, False, target, command, image)

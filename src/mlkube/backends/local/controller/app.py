@@ -1,0 +1,144 @@
+"""Start the controller: token, control API, restore from SQLite, loops; stop cleanly.
+
+``run`` is what ``python -m mlkube.backends.local.controller`` (spawned by ``mlkube up``)
+executes. SIGTERM or SIGINT stops every replica and exits (like ``mlkube down``); a controller
+that is SIGKILLed leaves its replicas running, and the next controller re-adopts them by pid and
+start time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from mlkube.autoscale.api import PolicyState
+from mlkube.backends.local import prometheus, supervisor
+from mlkube.backends.local.controller import handlers, loops
+from mlkube.backends.local.controller.api import CONTROLLER_FILE, serve_api, write_token
+from mlkube.backends.local.controller.controller import Controller, start_router
+from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
+from mlkube.backends.local.controller.metrics import exposition
+from mlkube.backends.local.controller.replica import Replica
+from mlkube.backends.local.controller.settings import ControllerSettings
+from mlkube.backends.local.decisions.plan import Phase
+from mlkube.backends.local.decisions.rollout import RolloutState
+from mlkube.spec.deployment import ModelDeployment
+
+logger = logging.getLogger(__name__)
+
+
+async def run(state: Path, settings: ControllerSettings) -> None:
+    """Run the controller until ``down`` or a signal."""
+    ctrl = Controller(state, settings)
+    token = write_token(state)
+
+    async def handler(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        return await handlers.handle(ctrl, method, path, body)
+
+    api = await serve_api(handler, token, metrics=lambda: exposition(ctrl.metrics))
+    port = api.sockets[0].getsockname()[1]
+    ctrl.api_port = port
+    await restore(ctrl)
+    info = {"pid": os.getpid(), "port": port, "enforcement": str(ctrl.enforcer.mode)}
+    (state / CONTROLLER_FILE).write_text(json.dumps(info))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: ctrl.spawn_task(handlers.down(ctrl, None)))
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(
+                loops.every(ctrl, settings.reconcile_period_s, lambda: loops.reconcile_tick(ctrl))
+            )
+            group.create_task(
+                loops.every(ctrl, settings.probe_period_s, lambda: loops.probe_tick(ctrl))
+            )
+            group.create_task(
+                loops.every(ctrl, settings.metrics_period_s, lambda: loops.scrape_tick(ctrl))
+            )
+            group.create_task(
+                loops.every(
+                    ctrl,
+                    min(1.0, settings.reconcile_period_s * 2),
+                    lambda: loops.autoscale_tick(ctrl),
+                )
+            )
+            group.create_task(loops.every(ctrl, settings.log_rotate_period_s, _rotate_tick(ctrl)))
+            await ctrl.stopping.wait()
+    finally:
+        await asyncio.sleep(0.1)  # let the last API answer (down) reach its client
+        api.close()
+        await asyncio.to_thread(prometheus.stop, state)  # no-op unless --prometheus ran one
+        with contextlib.suppress(FileNotFoundError):
+            (state / CONTROLLER_FILE).unlink()
+        ctrl.store.close()
+
+
+def _rotate_tick(ctrl: Controller) -> Callable[[], Awaitable[None]]:
+    async def tick() -> None:
+        ctrl.rotate_logs()
+
+    return tick
+
+
+async def restore(ctrl: Controller) -> None:
+    """Rebuild deployments from SQLite; re-adopt live replicas, requeue the others."""
+    now = ctrl.clock.monotonic()
+    for key, data in ctrl.store.deployments().items():
+        rows = ctrl.store.revisions(key)
+        if not rows:
+            continue
+        revisions = {row.revision: ModelDeployment.model_validate(row.spec) for row in rows}
+        doc = revisions[max(revisions)]
+        dep = Deployment(
+            key=key,
+            doc=doc,
+            router=ctrl.new_router(key),
+            rollout=RolloutState.from_json(data["rollout"]),
+            desired=int(data["desired"]),
+        )
+        dep.router.on_demand = loops.demand_callback(ctrl, dep)
+        handlers.apply_hold(dep.router, doc, ctrl.settings.hold_s)
+        dep.revisions = revisions
+        for row in rows:
+            file = (
+                ctrl.state / "deployments" / doc.namespace / doc.name / f"rev-{row.revision}.yaml"
+            )
+            if not file.exists():
+                write_revision_file(file, row.spec)
+            dep.revision_files[row.revision] = file
+        if data.get("autoscale"):
+            dep.autoscale_state = PolicyState.from_json(data["autoscale"])
+        dep.port = int(data["port"])
+        try:
+            await start_router(dep)
+        except OSError as error:
+            ctrl.event(dep, "Warning", "PortInUse", f"cannot listen on {dep.port}: {error}")
+        ctrl.deployments[key] = dep
+        for saved in ctrl.store.replicas(key):
+            _restore_replica(ctrl, dep, saved, now)
+
+
+def _restore_replica(ctrl: Controller, dep: Deployment, row: dict[str, Any], now: float) -> None:
+    replica = Replica.from_json(row)
+    if replica.revision not in dep.revisions:
+        return
+    handle = None
+    if row.get("pid") is not None and row.get("startTime") is not None:
+        handle = supervisor.adopt(int(row["pid"]), float(row["startTime"]))
+    if handle is not None:
+        replica.handle = handle
+        replica.phase = Phase.STARTING
+        replica.started_at = replica.started_at or now
+        ctrl.event(dep, "Normal", "Adopted", f"replica {replica.name} pid {handle.pid} re-adopted")
+    else:
+        replica.phase = Phase.PENDING
+        replica.last_reason = "lost while the controller was down"
+        ctrl.event(dep, "Warning", "Lost", f"replica {replica.name} was gone; starting it again")
+    dep.replicas[replica.name] = replica

@@ -1,0 +1,449 @@
+"""The controller process: owns every loop and every replica of ``mlkube up``.
+
+Loops (each with the stop event as its end): reconcile (exits → back-off, rollout step, plan,
+admission, routing), readiness probes, metrics scrapes (status and canary analysis), and the
+autoscaler. Decisions are the pure functions of ``backends.local``; this module observes and
+acts. Processes are touched only through ``backends.local.supervisor``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+
+from mlkube.backends.local import supervisor
+from mlkube.backends.local.controller.deployment import Deployment
+from mlkube.backends.local.controller.metrics import new_metrics
+from mlkube.backends.local.controller.placement import admit_all
+from mlkube.backends.local.controller.replica import Replica
+from mlkube.backends.local.controller.settings import ControllerSettings
+from mlkube.backends.local.decisions.backoff import BackoffPolicy, next_restart
+from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, plan_actions
+from mlkube.backends.local.decisions.rollout import (
+    Observed,
+    RevisionCounts,
+    RolloutPhase,
+    step_rollout,
+)
+from mlkube.backends.local.decisions.weights import replica_weights
+from mlkube.backends.local.limits import Enforcer, Limits, detect
+from mlkube.backends.local.ports import free_port
+from mlkube.backends.local.proxy import Backend, Router, serve
+from mlkube.backends.local.store import EventRow, Store
+from mlkube.clock import Clock, SystemClock
+from mlkube.observability.logfiles import rotate_copytruncate
+
+logger = logging.getLogger(__name__)
+
+LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
+PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
+REASON_MAX_CHARS = 300
+
+
+class Controller:
+    """The state and the actions; the loops live in ``loops.py`` and call in here."""
+
+    def __init__(
+        self, state: Path, settings: ControllerSettings, clock: Clock | None = None
+    ) -> None:
+        self.state = state
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.store = Store(state / "state.db")
+        self.enforcer: Enforcer = detect()
+        self.deployments: dict[str, Deployment] = {}
+        self.stopping = asyncio.Event()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.backoff = BackoffPolicy(
+            settings.backoff_base_s, settings.backoff_max_s, settings.backoff_reset_s
+        )
+        self._targets_text = ""
+        self.metrics = new_metrics(lambda: self.deployments.values())
+        self.api_port = 0
+        """The control API's port (set once it listens): Prometheus scrapes /metrics there."""
+
+    # events ------------------------------------------------------------------------------
+    def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
+        self.store.add_event(dep.key, EventRow(self.clock.wall(), kind, reason, message))
+        dep.last_event = f"{reason}: {message}"
+        log = logger.warning if kind == "Warning" else logger.info
+        log("%s %s: %s", dep.key, reason, message)
+
+    def spawn_task(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("controller task failed", exc_info=task.exception())
+
+    # reconcile ---------------------------------------------------------------------------
+    def reconcile(self) -> None:
+        now = self.clock.monotonic()
+        for dep in list(self.deployments.values()):
+            self._observe_exits(dep, now)
+            self._readiness_timeouts(dep, now)
+            self._step(dep, now)
+        self.admit_pending()
+        for dep in self.deployments.values():
+            self.route(dep)
+            self.persist(dep)
+        self.write_targets()
+
+    def _observe_exits(self, dep: Deployment, now: float) -> None:
+        for replica in list(dep.replicas.values()):
+            if replica.handle is None or replica.phase in (Phase.TERMINATING, Phase.BACKOFF):
+                continue
+            ended = replica.handle.poll()
+            if ended is None:
+                continue
+            reason = "OOMKilled" if self.enforcer.oom_killed(replica.name) else ended.reason
+            self._crashed(dep, replica, reason, now)
+
+    def _crashed(self, dep: Deployment, replica: Replica, reason: str, now: float) -> None:
+        if not replica.ever_ready:
+            tail = self.log_tail(dep, replica.name)
+            replica.failed_before_ready = f"{reason}" + (f"; last log: {tail}" if tail else "")
+        ran = now - (replica.started_at or now)
+        delay, replica.backoff = next_restart(replica.backoff, ran_for_s=ran, policy=self.backoff)
+        replica.phase = Phase.BACKOFF
+        replica.restart_at = now + delay
+        replica.last_reason = reason
+        replica.handle = None
+        self.enforcer.release(replica.name)
+        self.metrics.restart(dep.namespace, dep.name, reason)
+        self.event(
+            dep,
+            "Warning",
+            "BackOff",
+            f"replica {replica.name} {reason}; restart {replica.backoff.restart_count} "
+            f"in {delay:g}s",
+        )
+
+    def _readiness_timeouts(self, dep: Deployment, now: float) -> None:
+        for replica in list(dep.replicas.values()):
+            if replica.handle is None:
+                continue
+            reason = ""
+            started = replica.started_at or now
+            if replica.phase is Phase.STARTING and now - started > self.settings.startup_timeout_s:
+                reason = (
+                    f"failed readiness: not ready {self.settings.startup_timeout_s:g}s after start"
+                )
+            if (
+                replica.phase is Phase.NOT_READY
+                and replica.unready_since is not None
+                and now - replica.unready_since > self.settings.unready_restart_s
+            ):
+                reason = f"failed readiness for {self.settings.unready_restart_s:g}s"
+            if reason:
+                replica.handle.kill()
+                self._crashed(dep, replica, reason, now)
+
+    def _step(self, dep: Deployment, now: float) -> None:
+        counts: dict[int, RevisionCounts] = {}
+        for rev in {r.revision for r in dep.replicas.values()} | {dep.rollout.stable}:
+            mine = [
+                r
+                for r in dep.replicas.values()
+                if r.revision == rev and r.phase is not Phase.TERMINATING
+            ]
+            failed = next((r.failed_before_ready for r in mine if r.failed_before_ready), None)
+            ready = sum(1 for r in mine if r.phase is Phase.READY)
+            counts[rev] = RevisionCounts(len(mine), ready, failed)
+        before = dep.rollout
+        seen = Observed(now, dep.desired, counts, dep.analysis_failure, dep.analysis_passed)
+        step = step_rollout(dep.doc.spec.rollout, before, seen)
+        dep.rollout = step.state
+        if step.state.step != before.step or step.state.phase != before.phase:
+            dep.analysis_passed = False
+            dep.analysis_failure = None
+            dep.next_analysis_at = None
+        for kind, reason, message in step.events:
+            self.event(dep, kind, reason, message)
+        if before.target is not None and step.state.phase != before.phase:
+            status = str(step.state.phase)
+            self.store.set_revision_status(dep.key, before.target, status, step.state.reason)
+        dep.weights = step.weights
+        dep.header_rule = step.header_rule
+        for action in plan_actions(
+            step.targets, [r.view() for r in dep.replicas.values()], now=now
+        ):
+            if isinstance(action, Start):
+                self._new_replica(dep, action.revision, now)
+            elif isinstance(action, Stop):
+                self.begin_stop(dep, dep.replicas[action.name], action.reason)
+            elif isinstance(action, Restart):
+                replica = dep.replicas[action.name]
+                replica.phase = Phase.PENDING
+                replica.restart_at = None
+
+    def _new_replica(self, dep: Deployment, revision: int, now: float) -> None:
+        name = f"{dep.name}-{revision}-{secrets.token_hex(3)}"
+        dep.replicas[name] = Replica(name=name, revision=revision, port=0, created_at=now)
+
+    # admission and spawning -------------------------------------------------------------
+    def admit_pending(self) -> None:
+        admit_all(self)
+
+    def spawn(self, dep: Deployment, replica: Replica) -> None:
+        doc = dep.revisions[replica.revision]
+        replica.port = free_port()
+        argv = [
+            *self.settings.replica_command,
+            str(dep.revision_files[replica.revision]),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(replica.port),
+            "--replica",
+            replica.name,
+            "--revision",
+            str(replica.revision),
+        ]
+        env = dict(os.environ)
+        env["MLKUBE_REPLICA"] = replica.name
+        env["MLKUBE_REVISION"] = str(replica.revision)
+        if replica.gpus or doc.spec.resources.gpus == 0:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in replica.gpus)
+        limits = _limits(dep, replica.revision)
+        offset = sum(1 for d in self.deployments.values() for _ in d.replicas)
+        log = self.log_path(dep, replica.name)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        # stdout (JSON lines only) goes to <replica>.log; stderr (progress lines for people,
+        # tracebacks) to <replica>.err, so every line of the .log parses as JSON.
+        err = os.open(err_path(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            handle = supervisor.spawn(
+                argv,
+                env=env,
+                log_path=log,
+                preexec=_child_setup(err, self.enforcer.preexec(limits, offset)),
+            )
+        finally:
+            os.close(err)
+        try:
+            self.enforcer.attach(replica.name, handle.pid, limits)
+        except OSError as error:
+            self.event(
+                dep, "Warning", "LimitsNotEnforced", f"replica {replica.name}: {error.strerror}"
+            )
+        now = self.clock.monotonic()
+        replica.handle = handle
+        replica.phase = Phase.STARTING
+        replica.started_at = now
+        replica.probe_failures = 0
+        replica.snapshots = []
+        replica.failed_before_ready = None
+        replica.pending_reason = ""
+        self.event(
+            dep,
+            "Normal",
+            "Started",
+            f"replica {replica.name} (revision {replica.revision}) pid {handle.pid} "
+            f"on port {replica.port}",
+        )
+
+    # stopping ------------------------------------------------------------------------------
+    def begin_stop(self, dep: Deployment, replica: Replica, reason: str) -> None:
+        if replica.phase is Phase.TERMINATING:
+            return
+        if replica.handle is None:
+            dep.replicas.pop(replica.name, None)
+            self.store.delete_replica(replica.name)
+            return
+        replica.phase = Phase.TERMINATING
+        dep.router.drain(replica.name)
+        self.event(dep, "Normal", "Killing", f"stopping replica {replica.name}: {reason}")
+        self.spawn_task(self.stop(dep, replica))
+
+    async def stop(self, dep: Deployment, replica: Replica) -> None:
+        """Drain (no new requests, wait for in-flight ones), SIGTERM, then SIGKILL."""
+        doc = dep.revisions.get(replica.revision, dep.doc)
+        drain_s = doc.spec.server.drain_timeout
+        deadline = self.clock.monotonic() + drain_s
+        backend = dep.router.backends.get(replica.name)
+        while backend is not None and backend.in_flight > 0 and self.clock.monotonic() < deadline:
+            await self.clock.sleep(0.02)
+        handle = replica.handle
+        if handle is not None:
+            handle.terminate()
+            deadline = self.clock.monotonic() + drain_s + self.settings.stop_grace_s
+            while handle.poll() is None and self.clock.monotonic() < deadline:
+                await self.clock.sleep(0.05)
+            handle.kill()  # the whole group: nothing the replica started outlives it
+        self.enforcer.release(replica.name)
+        dep.replicas.pop(replica.name, None)
+        self.store.delete_replica(replica.name)
+        self.route(dep)
+
+    # routing -----------------------------------------------------------------------------
+    def route(self, dep: Deployment) -> None:
+        ready: dict[int, list[str]] = {}
+        backends = []
+        for replica in dep.replicas.values():
+            if replica.handle is None:
+                continue
+            if replica.phase is Phase.READY:
+                ready.setdefault(replica.revision, []).append(replica.name)
+            backends.append(
+                Backend(
+                    replica.name,
+                    replica.port,
+                    replica.revision,
+                    draining=replica.phase is Phase.TERMINATING,
+                )
+            )
+        weights = replica_weights(dep.weights, ready)
+        rule = None
+        if dep.header_rule is not None:
+            names = set(ready.get(dep.header_rule.revision, []))
+            rule = (dep.header_rule.header, dep.header_rule.value, names)
+            weights = {n: w for n, w in weights.items() if n not in names} or weights
+        signature = json.dumps(
+            [
+                sorted(weights.items()),
+                sorted((b.name, b.port, b.draining) for b in backends),
+                sorted(rule[2]) if rule else None,
+            ],
+        )
+        if signature != dep.routing_signature:
+            dep.routing_signature = signature
+            dep.router.configure(backends, weights, rule)
+
+    # persistence ---------------------------------------------------------------------------
+    def persist(self, dep: Deployment) -> None:
+        data = {
+            "desired": dep.desired,
+            "port": dep.port,
+            "rollout": dep.rollout.to_json(),
+            "autoscale": dep.autoscale_state.to_json() if dep.autoscale_state else None,
+        }
+        self.store.put_deployment(dep.key, data)
+        for replica in dep.replicas.values():
+            self.store.put_replica(dep.key, replica.name, replica.to_json())
+
+    def write_targets(self) -> None:
+        """Prometheus file_sd targets of every running replica, rewritten on change."""
+        groups = [
+            {
+                "targets": [f"127.0.0.1:{r.port}"],
+                "labels": {
+                    "namespace": dep.namespace,
+                    "deployment": dep.name,
+                    "replica": r.name,
+                    "revision": str(r.revision),
+                },
+            }
+            for dep in self.deployments.values()
+            for r in sorted(dep.replicas.values(), key=lambda r: r.name)
+            if r.handle is not None and r.phase is not Phase.TERMINATING
+        ]
+        text = json.dumps(groups, indent=2)
+        if text == self._targets_text:
+            return
+        path = self.state / "prometheus" / "targets.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        self._targets_text = text
+
+    # files ---------------------------------------------------------------------------------
+    def log_path(self, dep: Deployment, replica: str) -> Path:
+        return self.state / "logs" / dep.namespace / dep.name / f"{replica}.log"
+
+    def rotate_logs(self) -> None:
+        """Rotate every live replica's .log and .err at ``logging.files.maxSize``.
+
+        The replicas append to their files themselves (``O_APPEND``), so rotation is a copy
+        and an in-place truncate (``rotate_copytruncate``): cheap to check (one ``stat`` per
+        file), and a replica never needs to reopen anything.
+        """
+        for dep in self.deployments.values():
+            for replica in dep.replicas.values():
+                files = dep.revisions.get(replica.revision, dep.doc).spec.logging.files
+                log = self.log_path(dep, replica.name)
+                for path in (log, err_path(log)):
+                    try:
+                        rotate_copytruncate(
+                            path, max_bytes=files.max_size.whole, backups=files.backups
+                        )
+                    except OSError as error:
+                        logger.warning("rotating %s failed: %s", path, error)
+
+    def log_tail(self, dep: Deployment, replica: str) -> str:
+        """The last useful line a replica wrote: its stderr's error, else its last record."""
+        log = self.log_path(dep, replica)
+        errors = _last_lines(err_path(log))
+        if errors and not errors[-1].startswith(PROGRESS_PREFIX):
+            return errors[-1][:REASON_MAX_CHARS]
+        lines = _last_lines(log)
+        if not lines:
+            return errors[-1][:REASON_MAX_CHARS] if errors else ""
+        last = lines[-1]
+        with contextlib.suppress(ValueError, AttributeError):
+            record = json.loads(last)
+            last = str(record.get("msg") or record.get("message") or last)
+            if record.get("error"):
+                last += f": {record['error']}"
+        return last[:REASON_MAX_CHARS]
+
+    def new_router(self, name: str) -> Router:
+        return Router(name, hold_s=self.settings.hold_s)
+
+
+def err_path(log: Path) -> Path:
+    """``<replica>.err`` beside ``<replica>.log``: the replica's stderr."""
+    return log.with_suffix(".err")
+
+
+def _last_lines(path: Path) -> list[str]:
+    try:
+        with open(path, "rb") as file:
+            file.seek(max(0, path.stat().st_size - LOG_TAIL_BYTES))
+            return [ln for ln in file.read().decode(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return []
+
+
+def _child_setup(err_fd: int, then: Callable[[], None] | None) -> Callable[[], None]:
+    """What the child runs before exec: stderr onto ``err_fd``, then ``then`` (limits).
+
+    Runs after ``subprocess`` pointed fds 1 and 2 at the log file and before it closes the
+    other fds, so ``dup2`` makes fd 2 the .err file (``dup2`` clears close-on-exec).
+    """
+
+    def setup() -> None:
+        os.dup2(err_fd, 2)
+        if then is not None:
+            then()
+
+    return setup
+
+
+def _limits(dep: Deployment, revision: int) -> Limits:
+    resources = dep.revisions[revision].spec.resources
+    cpu = resources.limits.get("cpu")
+    memory = resources.limits.get("memory")
+    return Limits(
+        cpu_millis=cpu.millis if cpu is not None else None,
+        memory_bytes=memory.whole if memory is not None else None,
+    )
+
+
+def rollout_failed(phase: RolloutPhase) -> bool:
+    return phase in (RolloutPhase.FAILED, RolloutPhase.ROLLED_BACK)
+
+
+async def start_router(dep: Deployment) -> None:
+    """Bind the deployment's service port."""
+    dep.server = await serve(dep.router, "127.0.0.1", dep.port)

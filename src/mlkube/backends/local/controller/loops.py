@@ -1,0 +1,329 @@
+"""The controller's loops: reconcile, readiness probes, metrics scrapes with canary analysis,
+and the autoscaler. Each loop is thin: it observes, calls a pure decision, and acts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
+
+from mlkube.autoscale.api import Observation, ReplicaMetrics, decide, should_activate
+from mlkube.backends.local.controller.controller import Controller
+from mlkube.backends.local.controller.deployment import Deployment
+from mlkube.backends.local.controller.probe import http_get
+from mlkube.backends.local.controller.replica import Replica
+from mlkube.backends.local.controller.usage import record as record_usage
+from mlkube.backends.local.decisions.plan import Phase
+from mlkube.backends.local.decisions.scrape import (
+    Rates,
+    Snapshot,
+    judge_canary,
+    merge,
+    parse_metrics,
+    rates,
+)
+from mlkube.spec.rollout import RolloutStrategy
+
+logger = logging.getLogger(__name__)
+
+SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
+_RUNNING = (Phase.STARTING, Phase.READY, Phase.NOT_READY)
+
+
+async def every(ctrl: Controller, period_s: float, tick: Callable[[], Awaitable[None]]) -> None:
+    """Run ``tick`` every ``period_s`` until the controller stops; a failing tick is logged."""
+    while not ctrl.stopping.is_set():
+        try:
+            await tick()
+        except Exception:
+            logger.exception("controller loop tick failed")
+        await ctrl.clock.sleep(period_s)
+
+
+async def reconcile_tick(ctrl: Controller) -> None:
+    ctrl.reconcile()
+
+
+# readiness -----------------------------------------------------------------------------------
+async def probe_tick(ctrl: Controller) -> None:
+    """Probe every running replica's /v2/health/ready at once; route on change."""
+    jobs = [
+        (dep, replica)
+        for dep in ctrl.deployments.values()
+        for replica in dep.replicas.values()
+        if replica.handle is not None and replica.phase in _RUNNING
+    ]
+    timeout = ctrl.settings.probe_timeout_s
+    results = await asyncio.gather(
+        *(http_get(r.port, "/v2/health/ready", timeout_s=timeout) for _, r in jobs)
+    )
+    now = ctrl.clock.monotonic()
+    changed = set()
+    for (dep, replica), (status, _) in zip(jobs, results, strict=True):
+        if replica.phase not in _RUNNING:
+            continue
+        if _apply_probe(ctrl, dep, replica, status == 200, now):
+            changed.add(dep.key)
+    if changed:
+        ctrl.reconcile()
+
+
+def _apply_probe(ctrl: Controller, dep: Deployment, replica: Replica, ok: bool, now: float) -> bool:
+    if ok:
+        replica.probe_failures = 0
+        replica.unready_since = None
+        if replica.phase is Phase.READY:
+            return False
+        if not replica.ever_ready:
+            replica.ready_at = now
+            ctrl.event(dep, "Normal", "Ready", f"replica {replica.name} is ready")
+        replica.ever_ready = True
+        replica.phase = Phase.READY
+        return True
+    if replica.phase is Phase.READY:
+        replica.probe_failures += 1
+        if replica.probe_failures >= ctrl.settings.failure_threshold:
+            replica.phase = Phase.NOT_READY
+            replica.unready_since = now
+            replica.last_reason = "readiness probe failed"
+            ctrl.event(dep, "Warning", "Unhealthy", f"replica {replica.name} readiness failed")
+            return True
+    return False
+
+
+# metrics and canary analysis ------------------------------------------------------------
+async def scrape_tick(ctrl: Controller) -> None:
+    jobs = [
+        (dep, replica)
+        for dep in ctrl.deployments.values()
+        for replica in dep.replicas.values()
+        if replica.handle is not None and replica.phase in _RUNNING
+    ]
+    results = await asyncio.gather(
+        *(http_get(r.port, "/metrics", timeout_s=ctrl.settings.probe_timeout_s) for _, r in jobs)
+    )
+    now = ctrl.clock.monotonic()
+    for (_, replica), (status, body) in zip(jobs, results, strict=True):
+        if status != 200 or replica.handle is None:
+            continue
+        snapshot = parse_metrics(body.decode(errors="replace"), at=now)
+        if snapshot.cpu_seconds is None or snapshot.rss_bytes is None:
+            usage = replica.handle.rss_and_cpu()
+            if usage is not None:
+                snapshot = _with_usage(snapshot, usage)
+        replica.snapshots.append(snapshot)
+        del replica.snapshots[:-SNAPSHOTS_KEPT]
+    for dep in ctrl.deployments.values():
+        _lb_rate(dep, now)
+        _canary_analysis(ctrl, dep, now)
+    record_usage(ctrl, now)
+
+
+def _with_usage(snapshot: Snapshot, usage: tuple[int, float]) -> Snapshot:
+    rss, cpu = usage
+    return replace(snapshot, rss_bytes=rss, cpu_seconds=cpu)
+
+
+def _lb_rate(dep: Deployment, now: float) -> None:
+    total = dep.router.stats.requests
+    if dep.lb_seen_at:
+        dep.rps = (total - dep.lb_requests_seen) / max(now - dep.lb_seen_at, 1e-9)
+    dep.lb_requests_seen, dep.lb_seen_at = total, now
+
+
+def _canary_analysis(ctrl: Controller, dep: Deployment, now: float) -> None:
+    rollout = dep.rollout
+    analysis = dep.doc.spec.rollout.analysis
+    if (
+        analysis is None
+        or not rollout.active
+        or rollout.strategy is not RolloutStrategy.CANARY
+        or rollout.target is None
+    ):
+        return
+    canaries = [
+        r for r in dep.replicas.values() if r.revision == rollout.target and r.phase is Phase.READY
+    ]
+    if dep.next_analysis_at is None:
+        dep.next_analysis_at = now + analysis.interval
+        for replica in canaries:
+            replica.analysis_base = replica.snapshots[-1] if replica.snapshots else None
+        _mark_lb_base(dep, canaries)
+        return
+    if now < dep.next_analysis_at:
+        return
+    merged = _canary_rates(dep, canaries)
+    enough, failure = judge_canary(
+        merged,
+        max_error_rate=analysis.max_error_rate,
+        max_p99_ms=analysis.max_p99_latency_ms,
+        min_requests=analysis.min_requests,
+    )
+    if failure is not None:
+        dep.analysis_failure = failure
+    elif enough:
+        dep.analysis_passed = True
+        ctrl.event(
+            dep,
+            "Normal",
+            "AnalysisPassed",
+            f"canary revision {rollout.target}: error rate {merged.error_rate:.3f} over "
+            f"{merged.requests:.0f} requests, p99 {merged.p99_ms or 0:.1f} ms",
+        )
+    dep.next_analysis_at = None
+
+
+_LB_BASE: dict[str, tuple[int, int]] = {}
+
+
+def _mark_lb_base(dep: Deployment, canaries: list[Replica]) -> None:
+    for replica in canaries:
+        backend = dep.router.backends.get(replica.name)
+        if backend is not None:
+            _LB_BASE[replica.name] = (backend.requests, backend.errors)
+
+
+def _canary_rates(dep: Deployment, canaries: list[Replica]) -> Rates:
+    """The canary's own rates over the interval.
+
+    Requests and 5xx answers are counted at the load balancer for the canary's replicas (the
+    replicas' own counters also count readiness probes, which would dilute the error rate);
+    p99 comes from the canary replicas' own latency histograms.
+    """
+    parts = [
+        rates(r.analysis_base or r.snapshots[0], r.snapshots[-1]) for r in canaries if r.snapshots
+    ]
+    scraped = merge(parts) if parts else Rates(0, 0, 0, 0, None, None, None)
+    requests = errors = 0
+    for replica in canaries:
+        backend = dep.router.backends.get(replica.name)
+        if backend is None:
+            continue
+        base_requests, base_errors = _LB_BASE.get(replica.name, (0, 0))
+        requests += backend.requests - base_requests
+        errors += backend.errors - base_errors
+    if requests == 0:
+        return scraped
+    return Rates(requests, errors, 0.0, errors / requests, scraped.p95_ms, scraped.p99_ms, None)
+
+
+# autoscaler -------------------------------------------------------------------------------
+async def autoscale_tick(ctrl: Controller) -> None:
+    now = ctrl.clock.monotonic()
+    for dep in ctrl.deployments.values():
+        spec = dep.doc.spec.autoscaling
+        if spec is None or dep.rollout.active:
+            continue
+        if dep.desired == 0 and dep.router.holding:
+            observation = _observation(dep, now)
+            if should_activate(spec, observation):
+                _scale(ctrl, dep, 1, "a request arrived while at zero replicas")
+                continue
+        if now < dep.next_autoscale_at:
+            continue
+        dep.next_autoscale_at = now + spec.tick_seconds()
+        observation = _observation(dep, now)
+        decision, dep.autoscale_state = decide(spec, observation, dep.autoscale_state)
+        ctrl.metrics.decision(
+            dep.namespace, dep.name, before=dep.desired, after=decision.desired_replicas
+        )
+        previous = dep.last_decision
+        dep.last_decision = {
+            "desiredReplicas": decision.desired_replicas,
+            "reason": decision.reason,
+            "metrics": decision.metric_values,
+            "limitedBy": decision.limited_by,
+            "conditions": [list(c) for c in decision.conditions],
+        }
+        if _news(previous, dep.last_decision, dep.desired):
+            inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
+            limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
+            ctrl.event(
+                dep,
+                "Normal",
+                "AutoscalerDecision",
+                f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} "
+                f"({inputs}{limit})",
+            )
+        if decision.desired_replicas != dep.desired:
+            _scale(ctrl, dep, decision.desired_replicas, decision.reason)
+
+
+def _news(previous: dict[str, Any] | None, decision: dict[str, Any], current: int) -> bool:
+    """Whether a decision is worth an event: it changes the count, or its outcome or limiting
+    rule differs from the last decision. A steady hold is not repeated every tick (it would
+    bury every other event); ``status`` always shows the latest decision with its inputs."""
+    if previous is None or decision["desiredReplicas"] != current:
+        return True
+    keys = ("desiredReplicas", "limitedBy", "conditions")
+    return any(previous[k] != decision[k] for k in keys)
+
+
+def _scale(ctrl: Controller, dep: Deployment, replicas: int, reason: str) -> None:
+    ctrl.event(
+        dep, "Normal", "ScalingReplicaSet", f"scaled from {dep.desired} to {replicas}: {reason}"
+    )
+    dep.desired = replicas
+    ctrl.reconcile()
+
+
+def _observation(dep: Deployment, now: float) -> Observation:
+    spec = dep.doc.spec
+    period = spec.autoscaling.tick_seconds() if spec.autoscaling else 15.0
+    metrics = []
+    for replica in dep.replicas.values():
+        if replica.handle is None or replica.phase not in _RUNNING:
+            continue
+        metrics.append(_replica_metrics(replica, now, period))
+    requests = spec.resources.effective_requests()
+    cpu, memory = requests.get("cpu"), requests.get("memory")
+    return Observation(
+        now=now,
+        current_replicas=dep.desired,
+        replicas=tuple(metrics),
+        cpu_request_cores=float(cpu.value) if cpu is not None else None,
+        memory_request_bytes=memory.whole if memory is not None else None,
+        pending_requests=dep.router.holding,
+    )
+
+
+def _replica_metrics(replica: Replica, now: float, period: float) -> ReplicaMetrics:
+    window = [s for s in replica.snapshots if s.at >= now - period] or replica.snapshots[-1:]
+    first = next((s for s in replica.snapshots if s.at >= now - period - 1e-9), None)
+    base = (
+        replica.snapshots[replica.snapshots.index(first) - 1]
+        if first and replica.snapshots.index(first) > 0
+        else first
+    )
+    latest = replica.snapshots[-1] if replica.snapshots else None
+    measured = (
+        rates(base, latest)
+        if base is not None and latest is not None and base is not latest
+        else None
+    )
+    return ReplicaMetrics(
+        name=replica.name,
+        ready=replica.phase is Phase.READY,
+        started_at=replica.started_at or now,
+        ready_at=replica.ready_at,
+        cpu_cores=measured.cpu_cores if measured else None,
+        memory_bytes=latest.rss_bytes if latest else None,
+        in_flight=sum(s.in_flight for s in window) / len(window) if window else 0.0,
+        requests_per_second=measured.requests_per_second if measured else 0.0,
+        queue_depth=latest.queue_depth if latest else 0.0,
+        latency_p95_ms=measured.p95_ms if measured else None,
+    )
+
+
+def demand_callback(ctrl: Controller, dep: Deployment) -> Callable[[], None]:
+    """What the router calls when it holds a request at zero replicas: activate now."""
+
+    def on_demand() -> None:
+        spec = dep.doc.spec.autoscaling
+        if spec is not None and dep.desired == 0:
+            _scale(ctrl, dep, 1, "a request arrived while at zero replicas")
+
+    return on_demand

@@ -1,0 +1,69 @@
+"""One replica as the controller tracks it: process, phase, restarts, last reason."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlkube.backends.local.decisions.backoff import BackoffState
+from mlkube.backends.local.decisions.plan import Phase, ReplicaView
+from mlkube.backends.local.decisions.scrape import Snapshot
+from mlkube.backends.local.supervisor import ProcessHandle
+
+
+@dataclass(slots=True)
+class Replica:
+    """Mutable controller-side record of one replica (persisted by ``to_json``)."""
+
+    name: str
+    revision: int
+    port: int
+    created_at: float
+    phase: Phase = Phase.PENDING
+    handle: ProcessHandle | None = None
+    started_at: float | None = None
+    ready_at: float | None = None
+    unready_since: float | None = None
+    ever_ready: bool = False
+    backoff: BackoffState = field(default_factory=BackoffState)
+    restart_at: float | None = None
+    last_reason: str = ""
+    pending_reason: str = ""
+    failed_before_ready: str | None = None
+    gpus: tuple[int, ...] = ()
+    probe_failures: int = 0
+    snapshots: list[Snapshot] = field(default_factory=list)
+    analysis_base: Snapshot | None = None
+
+    def view(self) -> ReplicaView:
+        return ReplicaView(self.name, self.revision, self.phase, self.created_at, self.restart_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "revision": self.revision,
+            "port": self.port,
+            "createdAt": self.created_at,
+            "pid": self.handle.pid if self.handle else None,
+            "startTime": self.handle.start_time if self.handle else None,
+            "startedAt": self.started_at,
+            "everReady": self.ever_ready,
+            "restartCount": self.backoff.restart_count,
+            "streak": self.backoff.streak,
+            "lastReason": self.last_reason,
+            "gpus": list(self.gpus),
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Replica:
+        return cls(
+            name=str(data["name"]),
+            revision=int(data["revision"]),
+            port=int(data["port"]),
+            created_at=float(data["createdAt"]),
+            started_at=data.get("startedAt"),
+            ever_ready=bool(data.get("everReady", False)),
+            backoff=BackoffState(int(data.get("restartCount", 0)), int(data.get("streak", 0))),
+            last_reason=str(data.get("lastReason", "")),
+            gpus=tuple(int(g) for g in data.get("gpus", ())),
+        )

@@ -1,0 +1,1 @@
+"""Pure decisions of the local backend: no I/O, no clock; the controller calls them."""
