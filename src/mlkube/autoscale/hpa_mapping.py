@@ -7,9 +7,7 @@ millicores, memory in bytes becomes milli-bytes, so the HPA arithmetic runs unch
 from __future__ import annotations
 
 from mlkube.autoscale.api import Observation, PolicyState, ReplicaMetrics
-from mlkube.autoscale.hpa.behavior import DEFAULT_SCALE_DOWN, DEFAULT_SCALE_UP, Policy, Rules
 from mlkube.autoscale.hpa.controller import (
-    Behavior,
     HpaMemory,
     HpaObserved,
     HpaSpec,
@@ -17,46 +15,10 @@ from mlkube.autoscale.hpa.controller import (
     Readings,
 )
 from mlkube.autoscale.hpa.pods import Pod, ReadinessTimings
-from mlkube.spec.autoscaling import (
-    AutoscalingSpec,
-    BehaviorSpec,
-    CpuMetric,
-    MemoryMetric,
-    ScalingRules,
-)
+from mlkube.desired.scaling import resolve_scaling
+from mlkube.spec.autoscaling import AutoscalingSpec, CpuMetric, MemoryMetric
 
 CONTAINER = "main"
-
-
-def rules_from_spec(raw: ScalingRules | None, default: Rules, window_default: float) -> Rules:
-    """HPA API defaulting of one direction (``copyHPAScalingRules``)."""
-    if raw is None:
-        return Rules(int(window_default), default.select, default.policies)
-    window = raw.stabilization_window_seconds
-    policies = default.policies
-    if raw.policies is not None:
-        policies = tuple(Policy(p.type.value, p.value, p.period_seconds) for p in raw.policies)
-    return Rules(
-        int(window_default) if window is None else window,
-        raw.select_policy.value if raw.select_policy is not None else default.select,
-        policies,
-        None if raw.tolerance is None else float(raw.tolerance.value),
-    )
-
-
-def behavior_from_spec(spec: AutoscalingSpec, behavior: BehaviorSpec) -> Behavior:
-    """``spec.behavior`` with HPA defaults filled in; scale-down window from the flag."""
-    return Behavior(
-        rules_from_spec(behavior.scale_up, DEFAULT_SCALE_UP, DEFAULT_SCALE_UP.window),
-        rules_from_spec(behavior.scale_down, DEFAULT_SCALE_DOWN, spec.downscale_stabilization),
-    )
-
-
-def ml_default_behavior(spec: AutoscalingSpec) -> Behavior:
-    """Without ``behavior``, ML metrics scale up at once and down after one stable window."""
-    up = Rules(0, "Max", (Policy("Pods", max(spec.max_replicas, 1), 1),))
-    down = Rules(round(spec.stable_window), "Max", (Policy("Percent", 100, 1),))
-    return Behavior(up, down)
 
 
 def hpa_target(metric: CpuMetric | MemoryMetric) -> MetricTarget:
@@ -73,13 +35,17 @@ def hpa_target(metric: CpuMetric | MemoryMetric) -> MetricTarget:
 
 
 def hpa_spec(spec: AutoscalingSpec, metrics: tuple[CpuMetric | MemoryMetric, ...]) -> HpaSpec:
-    """The HPA object and controller flags equivalent to ``spec`` for these metrics."""
-    behavior = None if spec.behavior is None else behavior_from_spec(spec, spec.behavior)
+    """The HPA object and controller flags equivalent to ``spec`` for these metrics.
+
+    The behavior is the one ``desired.scaling.resolve_scaling`` settles on: the same the
+    renderer writes into the cluster's HPA.
+    """
+    resolved = resolve_scaling(spec)
     return HpaSpec(
-        min_replicas=spec.min_replicas,
-        max_replicas=spec.max_replicas,
+        min_replicas=resolved.min_replicas,
+        max_replicas=resolved.max_replicas,
         metrics=tuple(hpa_target(m) for m in metrics),
-        behavior=behavior,
+        behavior=resolved.behavior,
         tolerance=spec.tolerance,
         timings=ReadinessTimings(spec.cpu_initialization_period, spec.initial_readiness_delay),
         downscale_window=spec.downscale_stabilization,

@@ -3,8 +3,9 @@
 Pure: no I/O, no clock (``observation.now``). Every metric in ``spec.metrics`` proposes a count;
 the largest wins and a failing metric blocks a scale-down, exactly as HPA. With only cpu/memory
 metrics and no ``behavior`` this *is* HPA's legacy algorithm; otherwise the HPA behavior
-algorithm (stabilization windows, rate policies) runs over the combined proposal, with
-``ml_default_behavior`` when ``behavior`` is unset. Scale to zero wraps it all.
+algorithm (stabilization windows, rate policies) runs over the combined proposal, with the
+behavior ``desired.scaling.resolve_scaling`` settles on (the one the cluster's HPA gets).
+Scale to zero wraps it all.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mlkube.autoscale.hpa.controller import (
     Proposal,
     reconcile,
 )
-from mlkube.autoscale.hpa_mapping import hpa_memory, hpa_observed, hpa_spec, ml_default_behavior
+from mlkube.autoscale.hpa_mapping import hpa_memory, hpa_observed, hpa_spec
 from mlkube.spec.autoscaling import (
     AutoscalingSpec,
     ConcurrencyMetric,
@@ -118,8 +119,6 @@ def _decide_scaling(
     resource = tuple(m for m in spec.metrics if isinstance(m, CpuMetric | MemoryMetric))
     load = tuple(m for m in spec.metrics if not isinstance(m, CpuMetric | MemoryMetric))
     hspec = hpa_spec(spec, resource)
-    if load and hspec.behavior is None:
-        hspec = replace(hspec, behavior=ml_default_behavior(spec))
     extra, new_state, values = load_proposals(spec, load, obs, previous, fresh=state is None)
     observed = hpa_observed(spec, obs, previous_desired=obs.current_replicas)
     outcome = reconcile(hspec, observed, hpa_memory(state), extra)

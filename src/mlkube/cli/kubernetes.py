@@ -14,6 +14,7 @@ import click
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.formats import Format, as_files, to_yaml
 from mlkube.cli.output import print_info, print_warning
+from mlkube.desired.capabilities import Target, notes
 from mlkube.errors import MlkubeError
 from mlkube.spec import load_documents
 
@@ -51,8 +52,8 @@ def render_command(
     """
     documents = with_namespace(load_documents(*paths), namespace)
     rendered = render(documents)
-    for warning in rendered.warnings:
-        print_warning(warning)
+    for note in notes(documents, Target.KUBERNETES):
+        print_warning(note.text())
     if output_dir is None:
         if fmt != "yaml":
             raise click.UsageError(f"--format {fmt} writes several files; give -o DIR")

@@ -17,7 +17,7 @@ from k8s_validation import VERSIONS, validate
 from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render import Rendered, render
 from mlkube.backends.kubernetes.render.manifest import KINDS, LABEL_INSTANCE, LABEL_MANAGED_BY
-from mlkube.backends.kubernetes.render.tracks import split_replicas
+from mlkube.desired.capabilities import Target, notes
 from mlkube.spec import ModelDeployment, load_documents, parse_documents
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -142,26 +142,16 @@ def test_blue_green_service_selects_the_active_colour_and_preview_the_other():
     assert deployments == ["churn-blue", "churn-green"]
 
 
-def test_ab_test_without_gateway_splits_by_replica_ratio():
-    objects = _rendered(HERE / "specs" / "abtest-replica-split.yaml").objects
+def test_ab_test_without_gateway_runs_the_local_split_and_says_the_share_is_a_replica_ratio():
+    path = HERE / "specs" / "abtest-replica-split.yaml"
+    objects = _rendered(path).objects
     replicas = {
         o["metadata"]["name"]: o["spec"]["replicas"] for o in objects if o["kind"] == "Deployment"
     }
-    assert replicas == {"ranker": 3, "ranker-canary": 1}
-
-
-@pytest.mark.parametrize(
-    ("total", "weight", "expected"),
-    [
-        pytest.param(4, 25, (3, 1), id="exact-quarter"),
-        pytest.param(1, 10, (1, 1), id="one-replica-still-gets-a-canary"),
-        pytest.param(10, 0, (10, 0), id="weight-zero-no-canary"),
-        pytest.param(3, 100, (0, 3), id="all-traffic-to-canary"),
-        pytest.param(10, 99, (1, 9), id="stable-keeps-one"),
-    ],
-)
-def test_split_replicas(total, weight, expected):
-    assert split_replicas(total, weight) == expected
+    # 4 replicas at 25 %: stable keeps 4, B runs ceil(4 * 25 / 100) = 1, as locally.
+    assert replicas == {"ranker": 4, "ranker-canary": 1}
+    texts = [n.text() for n in notes(load_documents(path), Target.KUBERNETES)]
+    assert any("spec.rollout.steps is approximated" in t and "20% to the new" in t for t in texts)
 
 
 def test_render_is_deterministic():
@@ -220,10 +210,11 @@ def test_tolerance_is_reported_not_rendered():
         "  autoscaling:\n"
         "    behavior: {scaleUp: {tolerance: '0.05', stabilizationWindowSeconds: 0}}\n"
     )
-    rendered = render(parse_documents(text))
-    hpa = next(o for o in rendered.objects if o["kind"] == "HorizontalPodAutoscaler")
-    assert hpa["spec"]["behavior"] == {"scaleUp": {"stabilizationWindowSeconds": 0}}
-    assert any("tolerance" in w for w in rendered.warnings)
+    documents = parse_documents(text)
+    hpa = next(o for o in render(documents).objects if o["kind"] == "HorizontalPodAutoscaler")
+    assert "tolerance" not in hpa["spec"]["behavior"]["scaleUp"]
+    fields = [n.field for n in notes(documents, Target.KUBERNETES)]
+    assert "spec.autoscaling.behavior.scaleUp.tolerance" in fields
 
 
 @pytest.mark.parametrize("version", [VERSIONS[0], VERSIONS[-1]])

@@ -11,37 +11,15 @@ from dataclasses import dataclass, replace
 
 from mlkube.autoscale.api import Recommendation, ScaleEvent
 
+# The resolved behavior types live in ``desired.scaling`` (both backends read them); they are
+# re-exported here because this module is the Go port that consumes them.
+from mlkube.desired.scaling import DEFAULT_SCALE_DOWN as DEFAULT_SCALE_DOWN
+from mlkube.desired.scaling import DEFAULT_SCALE_UP as DEFAULT_SCALE_UP
+from mlkube.desired.scaling import Policy as Policy
+from mlkube.desired.scaling import Rules as Rules
+
 MIN_INT32 = -(2**31)
 MAX_INT32 = 2**31 - 1
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """At most ``value`` pods (type "Pods") or percent ("Percent") per ``period`` seconds."""
-
-    type: str
-    value: int
-    period: int
-
-
-@dataclass(frozen=True, slots=True)
-class Rules:
-    """One direction of ``behavior`` after API defaulting."""
-
-    window: int
-    """Stabilization window in seconds."""
-    select: str = "Max"
-    """Max, Min or Disabled."""
-    policies: tuple[Policy, ...] = ()
-    tolerance: float | None = None
-
-    def longest_period(self) -> int:
-        """The longest policy period (0 without policies)."""
-        return max((p.period for p in self.policies), default=0)
-
-
-DEFAULT_SCALE_UP = Rules(0, "Max", (Policy("Pods", 4, 15), Policy("Percent", 100, 15)))
-DEFAULT_SCALE_DOWN = Rules(300, "Max", (Policy("Percent", 100, 15),))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,6 @@ from mlkube.autoscale.api import Recommendation, ScaleEvent
 from mlkube.autoscale.hpa import calculator as calc
 from mlkube.autoscale.hpa.behavior import (
     RateArgs,
-    Rules,
     convert_with_behavior_rate,
     convert_with_rules,
     stabilize_legacy,
@@ -28,6 +27,7 @@ from mlkube.autoscale.hpa.pods import (
     ReadinessTimings,
     resource_samples,
 )
+from mlkube.desired.scaling import Behavior
 
 ContainerSamples = Mapping[str, Mapping[str, int | None]]
 """Pod name → container name → usage in milli-units (None: that container has no sample)."""
@@ -46,14 +46,6 @@ class MetricTarget:
     value: int = 0
     """Percent for Utilization, milli-units otherwise."""
     container: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Behavior:
-    """``spec.behavior`` after API defaulting (the scale-down window already resolved)."""
-
-    scale_up: Rules
-    scale_down: Rules
 
 
 @dataclass(frozen=True, slots=True)

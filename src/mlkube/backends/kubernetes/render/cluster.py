@@ -145,8 +145,11 @@ def storage_objects(deployment: ModelDeployment) -> list[Manifest]:
     return objects
 
 
-def monitoring_objects(deployment: ModelDeployment, warnings: list[str]) -> list[Manifest]:
-    """ServiceMonitor and PrometheusRule, when monitoring and the Prometheus Operator are on."""
+def monitoring_objects(deployment: ModelDeployment) -> list[Manifest]:
+    """ServiceMonitor and PrometheusRule, when monitoring and the Prometheus Operator are on.
+
+    None for TF Serving, which exports no mlkube metrics (the capability table says so).
+    """
     monitoring = deployment.spec.monitoring
     if not monitoring.enabled or not deployment.spec.kubernetes.prometheus_operator:
         return []
@@ -154,10 +157,6 @@ def monitoring_objects(deployment: ModelDeployment, warnings: list[str]) -> list
         deployment.spec.model.format is ModelFormat.TENSORFLOW
         and deployment.spec.kubernetes.image is None
     ):
-        warnings.append(
-            f"deployment '{deployment.name}': no ServiceMonitor/PrometheusRule for TF Serving "
-            "(it does not export mlkube metrics on /metrics)"
-        )
         return []
     objects = [service_monitor(deployment)]
     rule = prometheus_rule(deployment)

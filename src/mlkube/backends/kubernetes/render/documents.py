@@ -33,10 +33,10 @@ SpecDocument = ModelDeployment | Quota | PriorityClass
 
 @dataclass(frozen=True, slots=True)
 class Rendered:
-    """Objects in apply order, and notes about spec settings that could not be rendered."""
+    """Objects in apply order. What a cluster cannot honour is the capability table's to say
+    (``desired.capabilities``), not the renderer's."""
 
     objects: tuple[Manifest, ...]
-    warnings: tuple[str, ...] = ()
 
 
 def render(documents: Sequence[SpecDocument]) -> Rendered:
@@ -45,18 +45,15 @@ def render(documents: Sequence[SpecDocument]) -> Rendered:
     Pure: no I/O. Raises RenderError when a spec cannot be expressed on Kubernetes.
     """
     objects: list[Manifest] = []
-    warnings: list[str] = []
     for document in documents:
         if isinstance(document, ModelDeployment):
-            part = render_deployment(document)
-            objects.extend(part.objects)
-            warnings.extend(part.warnings)
+            objects.extend(render_deployment(document).objects)
         elif isinstance(document, Quota):
             objects.append(resource_quota(document))
             objects.extend(limit_range(document))
         else:
             objects.append(priority_class(document))
-    return Rendered(tuple(sort_objects(_unique(objects))), tuple(warnings))
+    return Rendered(tuple(sort_objects(_unique(objects))))
 
 
 def render_deployment(deployment: ModelDeployment) -> Rendered:
@@ -64,21 +61,20 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
 
     Pure: no I/O.
     """
-    warnings: list[str] = []
     for key, value in sorted(deployment.metadata.labels.items()):
         problem = label_problem(key, value)
         if problem is not None:
             raise RenderError(f"deployment '{deployment.name}': metadata.labels: {problem}")
-    tracks = tracks_of(deployment, warnings)
+    tracks = tracks_of(deployment)
     objects: list[Manifest] = []
     if deployment.spec.kubernetes.create_namespace:
         objects.append(namespace_object(deployment))
     objects.extend(storage_objects(deployment))
-    objects.extend(workload_objects(deployment, tracks, warnings))
-    objects.extend(network_objects(deployment, tracks, warnings))
-    objects.extend(scaling_objects(deployment, tracks, warnings))
-    objects.extend(monitoring_objects(deployment, warnings))
-    return Rendered(tuple(sort_objects(_unique(objects))), tuple(warnings))
+    objects.extend(workload_objects(deployment, tracks))
+    objects.extend(network_objects(deployment, tracks))
+    objects.extend(scaling_objects(deployment, tracks))
+    objects.extend(monitoring_objects(deployment))
+    return Rendered(tuple(sort_objects(_unique(objects))))
 
 
 def sort_objects(objects: Sequence[Manifest]) -> list[Manifest]:

@@ -20,6 +20,7 @@ from mlkube.backends.kubernetes.render.manifest import (
 )
 from mlkube.backends.kubernetes.render.tracks import Track
 from mlkube.backends.kubernetes.render.workload import object_labels, selector_labels
+from mlkube.desired.traffic import header_route
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.placement import ServiceType
 from mlkube.spec.rollout import RolloutStrategy
@@ -39,9 +40,7 @@ def main_service_name(deployment: ModelDeployment) -> str:
     return name
 
 
-def network_objects(
-    deployment: ModelDeployment, tracks: tuple[Track, ...], warnings: list[str]
-) -> list[Manifest]:
+def network_objects(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> list[Manifest]:
     """Services (and the HTTPRoute) for ``deployment``.
 
     Pure: no I/O.
@@ -88,13 +87,13 @@ def http_route(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> Manife
     port = deployment.spec.service.port
     stable, canary = tracks
     rules: list[Manifest] = []
-    ab = deployment.spec.rollout.ab_test
-    if ab is not None and ab.header is not None:
+    route = header_route(deployment.spec.rollout)
+    if route is not None:
         header: Manifest = (
-            {"type": "Exact", "name": ab.header, "value": ab.header_value}
-            if ab.header_value is not None
+            {"type": "Exact", "name": route.header, "value": route.value}
+            if route.value is not None
             # Gateway API has no "header present" match; a regex on any value is the nearest.
-            else {"type": "RegularExpression", "name": ab.header, "value": ".*"}
+            else {"type": "RegularExpression", "name": route.header, "value": ".*"}
         )
         rules.append(
             {
@@ -102,12 +101,15 @@ def http_route(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> Manife
                 "backendRefs": [_backend(deployment, canary, port, 1)],
             }
         )
+    # Requests no header rule matched: split by the tracks' weights. A zero-weight track gets
+    # no reference (with a header route, B receives only the requests that carry the header).
     rules.append(
         {
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
             "backendRefs": [
-                _backend(deployment, stable, port, stable.weight),
-                _backend(deployment, canary, port, canary.weight),
+                _backend(deployment, track, port, track.weight)
+                for track in (stable, canary)
+                if track.weight > 0
             ],
         }
     )

@@ -23,10 +23,10 @@ from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render.manifest import Manifest, metadata, quantity_text, seconds
 from mlkube.backends.kubernetes.render.tracks import Track
 from mlkube.backends.kubernetes.render.workload import object_labels, selector_labels
+from mlkube.desired.scaling import Rules, resolve_scaling
 from mlkube.spec.autoscaling import (
     AutoscalerEngine,
     AutoscalingSpec,
-    BehaviorSpec,
     ConcurrencyMetric,
     CpuMetric,
     LatencyMetric,
@@ -34,7 +34,6 @@ from mlkube.spec.autoscaling import (
     MetricSpec,
     QueueDepthMetric,
     RpsMetric,
-    ScalingRules,
 )
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.model import ModelFormat
@@ -45,13 +44,9 @@ POD_METRICS = {
     "queueDepth": "mlkube_queue_depth",
 }
 RATE_WINDOW = "1m"
-DEFAULT_TOLERANCE = 0.1
-DEFAULT_DOWN_WINDOW_S = 300
 
 
-def scaling_objects(
-    deployment: ModelDeployment, tracks: tuple[Track, ...], warnings: list[str]
-) -> list[Manifest]:
+def scaling_objects(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> list[Manifest]:
     """Autoscaler, VPA and PDB objects for each track that runs replicas.
 
     Pure: no I/O. Raises RenderError for settings no Kubernetes autoscaler can honour.
@@ -66,10 +61,9 @@ def scaling_objects(
             if autoscaling.engine is AutoscalerEngine.KEDA:
                 objects.append(scaled_object(deployment, autoscaling, track))
             else:
-                objects.append(hpa(deployment, autoscaling, track, warnings))
+                objects.append(hpa(deployment, autoscaling, track))
     vpa_mode = deployment.spec.kubernetes.vertical_pod_autoscaler
     if vpa_mode is not None:
-        _warn_vpa_conflict(deployment, vpa_mode, warnings)
         objects.extend(vpa(deployment, track, vpa_mode) for track in tracks if track.max_replicas)
     if deployment.spec.kubernetes.pod_disruption_budget:
         objects.extend(
@@ -80,9 +74,7 @@ def scaling_objects(
     return objects
 
 
-def hpa(
-    deployment: ModelDeployment, autoscaling: AutoscalingSpec, track: Track, warnings: list[str]
-) -> Manifest:
+def hpa(deployment: ModelDeployment, autoscaling: AutoscalingSpec, track: Track) -> Manifest:
     """An ``autoscaling/v2`` HorizontalPodAutoscaler for one track."""
     if track.min_replicas == 0:
         raise RenderError(
@@ -99,7 +91,7 @@ def hpa(
         "maxReplicas": track.max_replicas,
         "metrics": [_hpa_metric(metric) for metric in autoscaling.metrics],
     }
-    behavior = hpa_behavior(deployment.name, autoscaling, warnings)
+    behavior = hpa_behavior(autoscaling)
     if behavior:
         spec["behavior"] = behavior
     name = f"{track.deployment_name}-hpa"
@@ -111,59 +103,28 @@ def hpa(
     }
 
 
-def hpa_behavior(name: str, autoscaling: AutoscalingSpec, warnings: list[str]) -> Manifest:
-    """HPA v2 ``behavior`` from the spec; empty when the spec keeps every default.
+def hpa_behavior(autoscaling: AutoscalingSpec) -> Manifest:
+    """HPA v2 ``behavior``: the resolved one (``desired.scaling``), every field explicit.
 
-    ``downscaleStabilization`` (the controller-wide flag locally) becomes the scale-down
-    window when ``behavior.scaleDown`` does not set its own; a non-default cluster-wide
-    ``tolerance`` cannot be set per HPA before 1.33, so it is reported, not rendered.
+    Pure. Empty when the resolved policy is HPA's legacy algorithm (no ``behavior``), which is
+    what an HPA without ``behavior`` runs; otherwise both directions are written out whole, so
+    the cluster's API defaults never decide how this deployment scales. Per-direction
+    ``tolerance`` is not written: the capability table reports it.
     """
-    behavior = autoscaling.behavior or BehaviorSpec()
-    out: Manifest = {}
-    down_window = getattr(autoscaling, "downscale_stabilization", None)
-    tolerance = getattr(autoscaling, "tolerance", None)
-    if tolerance is not None and tolerance != DEFAULT_TOLERANCE:
-        warnings.append(
-            f"deployment '{name}': autoscaling.tolerance {tolerance} is not rendered (the HPA "
-            "uses the cluster's --horizontal-pod-autoscaler-tolerance, 0.1 by default)"
-        )
-    for key, rules in (("scaleUp", behavior.scale_up), ("scaleDown", behavior.scale_down)):
-        rendered = _rules(rules) if rules is not None else {}
-        if (
-            key == "scaleDown"
-            and down_window is not None
-            and seconds(down_window) != DEFAULT_DOWN_WINDOW_S
-            and "stabilizationWindowSeconds" not in rendered
-        ):
-            rendered = {"stabilizationWindowSeconds": seconds(down_window), **rendered}
-        if rules is None:
-            if rendered:
-                out[key] = rendered
-            continue
-        if rules.tolerance is not None:
-            # `tolerance` is alpha in 1.33 (HPAConfigurableTolerance) and absent before: a 1.30
-            # API server rejects it under server-side apply, so it is not rendered.
-            warnings.append(
-                f"deployment '{name}': autoscaling.behavior.{key}.tolerance is not rendered "
-                "(the field needs Kubernetes 1.33+ with the HPAConfigurableTolerance gate)"
-            )
-        if rendered:
-            out[key] = rendered
-    return out
+    behavior = resolve_scaling(autoscaling).behavior
+    if behavior is None:
+        return {}
+    return {"scaleUp": _rules(behavior.scale_up), "scaleDown": _rules(behavior.scale_down)}
 
 
-def _rules(rules: ScalingRules) -> Manifest:
-    out: Manifest = {}
-    if rules.stabilization_window_seconds is not None:
-        out["stabilizationWindowSeconds"] = rules.stabilization_window_seconds
-    if rules.select_policy is not None:
-        out["selectPolicy"] = str(rules.select_policy)
-    if rules.policies is not None:
-        out["policies"] = [
-            {"type": str(p.type), "value": p.value, "periodSeconds": p.period_seconds}
-            for p in rules.policies
-        ]
-    return out
+def _rules(rules: Rules) -> Manifest:
+    return {
+        "stabilizationWindowSeconds": rules.window,
+        "selectPolicy": rules.select,
+        "policies": [
+            {"type": p.type, "value": p.value, "periodSeconds": p.period} for p in rules.policies
+        ],
+    }
 
 
 def _hpa_metric(metric: MetricSpec) -> Manifest:
@@ -204,12 +165,11 @@ def scaled_object(
         "minReplicaCount": track.min_replicas,
         "maxReplicaCount": track.max_replicas,
     }
-    if autoscaling.sync_period is not None:
-        spec["pollingInterval"] = max(1, seconds(autoscaling.sync_period))
+    spec["pollingInterval"] = max(1, round(resolve_scaling(autoscaling).sync_period_s))
     if autoscaling.scale_to_zero is not None:
         spec["cooldownPeriod"] = seconds(autoscaling.scale_to_zero.idle_after)
     hpa_config: Manifest = {"name": f"{track.deployment_name}-keda"}
-    behavior = hpa_behavior(deployment.name, autoscaling, [])
+    behavior = hpa_behavior(autoscaling)
     if behavior:
         hpa_config["behavior"] = behavior
     spec["advanced"] = {"horizontalPodAutoscalerConfig": hpa_config}
@@ -351,16 +311,4 @@ def _check_metrics(deployment: ModelDeployment, autoscaling: AutoscalingSpec) ->
         raise RenderError(
             f"deployment '{deployment.name}': a latency target needs autoscaling.engine: keda "
             "(a percentile is a Prometheus query, not a per-pod metric the HPA can average)"
-        )
-
-
-def _warn_vpa_conflict(deployment: ModelDeployment, mode: str, warnings: list[str]) -> None:
-    autoscaling = deployment.spec.autoscaling
-    if mode == "Off" or autoscaling is None:
-        return
-    if any(isinstance(m, CpuMetric | MemoryMetric) for m in autoscaling.metrics):
-        warnings.append(
-            f"deployment '{deployment.name}': a VerticalPodAutoscaler in mode {mode} and an "
-            "autoscaler on cpu/memory fight over the same signal; use VPA mode Off or "
-            "scale on request metrics"
         )

@@ -7,15 +7,16 @@ model it serves, its share of traffic and its replica bounds.
 - BlueGreen: ``<name>-blue`` serves ``kubernetes.stableModelUri``, ``<name>-green`` serves
   ``model.uri``; the main Service selects ``kubernetes.activeColor``.
 - Canary / ABTest: ``<name>`` (stable) and ``<name>-canary``; weights go to an HTTPRoute when a
-  Gateway is named, otherwise the replica counts carry the split.
+  Gateway is named, otherwise the replica ratio carries the split (the capability table says
+  so, with the share that results).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from mlkube.backends.kubernetes.render.manifest import LABEL_COLOR, LABEL_TRACK
+from mlkube.desired.traffic import TrafficSplit, ab_split, ab_test_of, split
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -46,10 +47,12 @@ class Track:
         return f"{self.deployment_name}-config"
 
 
-def tracks_of(deployment: ModelDeployment, warnings: list[str]) -> tuple[Track, ...]:
+def tracks_of(deployment: ModelDeployment) -> tuple[Track, ...]:
     """The Deployments ``deployment`` renders to, by its rollout strategy.
 
-    Pure: no I/O. Appends to ``warnings`` what the strategy cannot honour on Kubernetes.
+    Pure: no I/O. Canary and ABTest replica counts and weights are ``desired.traffic``'s, the
+    same the local backend runs: the stable track keeps every replica and its bounds, the
+    canary runs ``max(1, ceil(n·w/100))`` of them.
     """
     spec = deployment.spec
     name = deployment.name
@@ -74,65 +77,34 @@ def tracks_of(deployment: ModelDeployment, warnings: list[str]) -> tuple[Track, 
             )
             for color in ("blue", "green")
         )
-    weight = _canary_weight(deployment, warnings)
-    header_only = _header_routing(deployment) and weight == 0
-    if spec.kubernetes.gateway is None:
-        stable_n, canary_n = split_replicas(initial, weight)
-    else:
-        stable_n, canary_n = _share(initial, 100 - weight), _share(initial, weight)
-    canary_bounds = _scaled_bounds(low, high, weight)
-    if header_only:
-        # Requests with the A/B header still need a canary replica to land on.
-        canary_n, canary_bounds = max(1, canary_n), (1, max(1, high))
+    now = current_split(deployment, initial)
     stable = Track(
-        name,
-        "",
-        {LABEL_TRACK: "stable"},
-        stable_uri,
-        100 - weight,
-        stable_n,
-        *_scaled_bounds(low, high, 100 - weight),
+        name, "", {LABEL_TRACK: "stable"}, stable_uri, 100 - now.weight, initial, low, high
     )
     canary = Track(
         f"{name}-canary",
         "canary",
         {LABEL_TRACK: "canary"},
         spec.model.uri,
-        weight,
-        canary_n,
-        *canary_bounds,
+        now.weight,
+        now.canary_replicas,
+        current_split(deployment, low).canary_replicas,
+        current_split(deployment, high).canary_replicas,
     )
     return (stable, canary)
 
 
-def split_replicas(total: int, weight: int) -> tuple[int, int]:
-    """(stable, canary) replica counts whose ratio is nearest ``weight`` percent canary.
+def current_split(deployment: ModelDeployment, replicas: int) -> TrafficSplit:
+    """The split a cluster runs now for ``replicas`` stable replicas. Pure.
 
-    Pure. A weight strictly between 0 and 100 keeps at least one replica on each side, so the
-    split is coarse with few replicas (1 + 1 is 50%): the documented limit of replica-ratio
-    splitting without a Gateway.
+    ABTest: its one split. Canary: the step at ``kubernetes.canaryWeight``, else the first
+    step (a cluster moves to the next step when the spec is applied again).
     """
-    if weight <= 0:
-        return total, 0
-    if weight >= 100:
-        return 0, total
-    total = max(total, 2)
-    canary = min(total - 1, max(1, round(total * weight / 100)))
-    return total - canary, canary
-
-
-def _share(total: int, weight: int) -> int:
-    if weight <= 0:
-        return 0
-    return max(1, math.ceil(total * weight / 100))
-
-
-def _scaled_bounds(low: int, high: int, weight: int) -> tuple[int, int]:
-    if weight <= 0:
-        return 0, 0
-    scaled_high = max(1, math.ceil(high * weight / 100))
-    scaled_low = min(scaled_high, math.ceil(low * weight / 100))
-    return scaled_low, scaled_high
+    rollout = deployment.spec.rollout
+    if rollout.strategy is RolloutStrategy.AB_TEST:
+        return ab_split(ab_test_of(rollout), replicas)
+    weight = deployment.spec.kubernetes.canary_weight
+    return split(replicas, rollout.steps[0].weight if weight is None else weight)
 
 
 def _bounds(deployment: ModelDeployment) -> tuple[int, int]:
@@ -140,28 +112,3 @@ def _bounds(deployment: ModelDeployment) -> tuple[int, int]:
     if autoscaling is None:
         return deployment.spec.replicas, deployment.spec.replicas
     return autoscaling.min_replicas, autoscaling.max_replicas
-
-
-def _header_routing(deployment: ModelDeployment) -> bool:
-    rollout = deployment.spec.rollout
-    return (
-        rollout.strategy is RolloutStrategy.AB_TEST
-        and rollout.ab_test is not None
-        and rollout.ab_test.header is not None
-        and deployment.spec.kubernetes.gateway is not None
-    )
-
-
-def _canary_weight(deployment: ModelDeployment, warnings: list[str]) -> int:
-    rollout = deployment.spec.rollout
-    if rollout.strategy is RolloutStrategy.AB_TEST and rollout.ab_test is not None:
-        # The spec validator guarantees abTest is set for strategy ABTest.
-        if rollout.ab_test.header and deployment.spec.kubernetes.gateway is None:
-            warnings.append(
-                f"deployment '{deployment.name}': rollout.abTest.header routing needs "
-                "kubernetes.gateway (an HTTPRoute); without it only the weight split applies"
-            )
-        return rollout.ab_test.weight
-    if deployment.spec.kubernetes.canary_weight is not None:
-        return deployment.spec.kubernetes.canary_weight
-    return rollout.steps[0].weight

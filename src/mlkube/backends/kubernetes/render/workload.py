@@ -7,7 +7,6 @@ endpoints, with a termination grace period longer than the server's drain timeou
 
 from __future__ import annotations
 
-import hashlib
 import math
 from typing import Any
 
@@ -23,6 +22,7 @@ from mlkube.backends.kubernetes.render.manifest import (
 )
 from mlkube.backends.kubernetes.render.model_source import MODEL_VOLUME, ModelSource, model_source
 from mlkube.backends.kubernetes.render.tracks import Track
+from mlkube.desired.revision import revision_document, revision_hash
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.resources import GPU
@@ -36,9 +36,7 @@ STARTUP_BUDGET_S = 600
 """How long a replica may take to load and warm up its model before it is restarted."""
 
 
-def workload_objects(
-    deployment: ModelDeployment, tracks: tuple[Track, ...], warnings: list[str]
-) -> list[Manifest]:
+def workload_objects(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> list[Manifest]:
     """A ConfigMap (mlkube server only) and a Deployment per track.
 
     Pure: no I/O.
@@ -74,11 +72,13 @@ def object_labels(deployment: ModelDeployment, component: str) -> dict[str, str]
 
 
 def config_map(deployment: ModelDeployment, track: Track, source: ModelSource) -> Manifest:
-    """The server's own spec, with model.uri pointing at the mounted model."""
-    document = deployment.model_dump(mode="json", by_alias=True, exclude_defaults=True)
-    document["apiVersion"] = deployment.api_version
-    document["kind"] = deployment.kind
-    document["spec"]["model"]["uri"] = source.container_path
+    """The server's spec: the track's revision document, model.uri the mounted model.
+
+    Pure. The same document the local backend starts a revision from
+    (``desired.revision.revision_document``), so it changes only with the revision template:
+    a new replica count, autoscaling or rollout leaves it (and the pods) alone.
+    """
+    document = revision_document(deployment, model_uri=source.container_path)
     text = yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
     return {
         "apiVersion": "v1",
@@ -97,8 +97,11 @@ def deployment_object(
     spec = deployment.spec
     annotations = dict(deployment.metadata.annotations)
     if config is not None:
-        digest = hashlib.sha256(config["data"][SPEC_FILE].encode()).hexdigest()[:16]
-        annotations[ANNOTATION_CONFIG_HASH] = digest
+        # The revision's identity, as the local backend computes it: the pod template (and so
+        # the ReplicaSet) changes exactly when the local backend would cut a revision.
+        annotations[ANNOTATION_CONFIG_HASH] = revision_hash(
+            revision_document(deployment, model_uri=track.model_uri)
+        )
     template_meta: dict[str, Any] = {"labels": pod_labels(deployment, track)}
     if annotations:
         template_meta["annotations"] = dict(sorted(annotations.items()))

@@ -1,0 +1,649 @@
+"""The capability table: for every spec field and each backend, what the backend does with it.
+
+Pure: no I/O. A field is ``honoured`` (it means exactly what its docs say), ``approximated``
+(the backend does something close; the row says how), ``ignored`` (the backend cannot act on
+it; the row says why) or ``unsupported`` (the backend refuses the spec with an error). Every
+row that is not honoured for a given spec becomes a note; ``mlkube validate --target``,
+``up``, ``apply`` and ``render`` print those notes and nothing else of the kind, so no field is
+ever silently ignored. ``docs/capabilities.md`` is generated from ``CAPABILITIES`` (a test
+fails when it drifts), and a test checks that every field of the spec schema is covered by a
+row of its own or of a section above it.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
+from mlkube.desired.traffic import header_route
+from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
+from mlkube.spec.deployment import (
+    KubernetesSpec,
+    ModelDeployment,
+    PriorityClass,
+    Quota,
+)
+from mlkube.spec.model import ModelFormat
+from mlkube.spec.placement import ServiceType
+from mlkube.spec.rollout import RolloutStrategy
+
+REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
+
+Document = ModelDeployment | Quota | PriorityClass
+
+
+class Target(enum.StrEnum):
+    """Where a spec runs."""
+
+    LOCAL = "local"
+    KUBERNETES = "kubernetes"
+
+
+class Support(enum.StrEnum):
+    """How far a backend honours a field."""
+
+    HONOURED = "honoured"
+    APPROXIMATED = "approximated"
+    IGNORED = "ignored"
+    UNSUPPORTED = "unsupported"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A backend's support for a field, with how (approximated) or why (ignored, unsupported)."""
+
+    support: Support
+    reason: str = ""
+
+    def text(self) -> str:
+        return f"{self.support} ({self.reason})" if self.reason else str(self.support)
+
+
+HONOURED = Verdict(Support.HONOURED)
+
+
+def approximated(how: str) -> Verdict:
+    return Verdict(Support.APPROXIMATED, how)
+
+
+def ignored(why: str) -> Verdict:
+    return Verdict(Support.IGNORED, why)
+
+
+def unsupported(why: str) -> Verdict:
+    return Verdict(Support.UNSUPPORTED, why)
+
+
+def _always(_: ModelDeployment) -> bool:
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class Capability:
+    """One row: a field (YAML spelling), when the row applies, and each backend's verdict."""
+
+    field: str
+    local: Verdict
+    kubernetes: Verdict
+    when: str = ""
+    """The condition in words, for the docs page ("" means whenever the field is used)."""
+    applies: Callable[[ModelDeployment], bool] = _always
+    kind: str = "ModelDeployment"
+    detail: Callable[[ModelDeployment], str] | None = None
+    """What the row means for this spec (a number), appended to the note."""
+
+    def verdict(self, target: Target) -> Verdict:
+        return self.local if target is Target.LOCAL else self.kubernetes
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    """A row that is not honoured for one document on one target."""
+
+    document: str
+    field: str
+    target: Target
+    verdict: Verdict
+    detail: str = ""
+
+    @property
+    def is_error(self) -> bool:
+        return self.verdict.support is Support.UNSUPPORTED
+
+    def text(self) -> str:
+        text = f"{self.document}: {self.field} is {self.verdict.support} on {self.target}"
+        if self.verdict.reason:
+            text += f": {self.verdict.reason}"
+        if self.detail:
+            text += f" ({self.detail})"
+        return text
+
+
+# --- conditions -----------------------------------------------------------------------------
+def _scaling(doc: ModelDeployment) -> AutoscalingSpec | None:
+    return doc.spec.autoscaling
+
+
+def _autoscaled(test: Callable[[AutoscalingSpec], bool]) -> Callable[[ModelDeployment], bool]:
+    def applies(doc: ModelDeployment) -> bool:
+        scaling = _scaling(doc)
+        return scaling is not None and test(scaling)
+
+    return applies
+
+
+def _strategy(*strategies: RolloutStrategy) -> Callable[[ModelDeployment], bool]:
+    return lambda doc: doc.spec.rollout.strategy in strategies
+
+
+def _no_gateway_split(doc: ModelDeployment) -> bool:
+    strategy = doc.spec.rollout.strategy
+    split = strategy in (RolloutStrategy.CANARY, RolloutStrategy.AB_TEST)
+    return split and doc.spec.kubernetes.gateway is None and header_route(doc.spec.rollout) is None
+
+
+def _header_without_gateway(doc: ModelDeployment) -> bool:
+    return header_route(doc.spec.rollout) is not None and doc.spec.kubernetes.gateway is None
+
+
+def _replica_share(doc: ModelDeployment) -> str:
+    # Imported here: the renderer's choice of the current step is the one to describe.
+    from mlkube.desired.traffic import ab_split, ab_test_of, split
+
+    n = doc.spec.initial_replicas
+    rollout = doc.spec.rollout
+    if rollout.strategy is RolloutStrategy.AB_TEST:
+        now = ab_split(ab_test_of(rollout), n)
+    else:
+        weight = doc.spec.kubernetes.canary_weight
+        now = split(n, rollout.steps[0].weight if weight is None else weight)
+    return (
+        f"at {n} replicas: {now.stable_replicas} stable + {now.canary_replicas} new = "
+        f"{now.replica_share:.0f}% to the new revision instead of {now.weight}%"
+    )
+
+
+def _request_metrics(scaling: AutoscalingSpec) -> bool:
+    return not only_resource_metrics(scaling)
+
+
+def _kubernetes_set(doc: ModelDeployment) -> bool:
+    return doc.spec.kubernetes != KubernetesSpec()
+
+
+def _local_model_path(doc: ModelDeployment) -> bool:
+    uri = doc.spec.model.uri
+    return (
+        not uri.startswith(REMOTE_SCHEMES)
+        and doc.spec.storage is None
+        and doc.spec.kubernetes.model_host_path is None
+    )
+
+
+def _tf_serving(doc: ModelDeployment) -> bool:
+    return doc.spec.model.format is ModelFormat.TENSORFLOW and doc.spec.kubernetes.image is None
+
+
+def _vpa_fights_hpa(doc: ModelDeployment) -> bool:
+    mode = doc.spec.kubernetes.vertical_pod_autoscaler
+    scaling = doc.spec.autoscaling
+    resource = scaling is not None and any(m.type in ("cpu", "memory") for m in scaling.metrics)
+    return mode not in (None, "Off") and resource
+
+
+ONE_MACHINE = "one machine: replicas are processes on this host"
+K8S_ONLY = "settings of the Kubernetes backend only"
+NO_PANIC = "HPA and KEDA have no panic mode; scale-up has no stabilization window instead"
+CLUSTER_FLAG = "a controller-manager flag on a cluster, the same for every HPA"
+
+
+CAPABILITIES: tuple[Capability, ...] = (
+    # metadata --------------------------------------------------------------------------------
+    Capability("metadata.name", HONOURED, HONOURED),
+    Capability("metadata.namespace", HONOURED, HONOURED),
+    Capability(
+        "metadata.labels",
+        ignored("no Kubernetes objects locally; labels go on the rendered objects and pods"),
+        HONOURED,
+        "set",
+        lambda d: bool(d.metadata.labels),
+    ),
+    Capability(
+        "metadata.annotations",
+        ignored("no Kubernetes objects locally"),
+        HONOURED,
+        "set",
+        lambda d: bool(d.metadata.annotations),
+    ),
+    # model -----------------------------------------------------------------------------------
+    Capability("spec.model", HONOURED, HONOURED),
+    Capability(
+        "spec.model.uri",
+        unsupported("only paths on this machine load locally"),
+        HONOURED,
+        "s3://, gs://, https://, http:// or pvc://",
+        lambda d: d.spec.model.uri.startswith(REMOTE_SCHEMES),
+    ),
+    Capability(
+        "spec.model.uri",
+        HONOURED,
+        unsupported(
+            "a cluster cannot read a path on this machine: use pvc://, s3://, gs://, https://, "
+            "storage.pvc or kubernetes.modelHostPath"
+        ),
+        "a local path with no storage and no kubernetes.modelHostPath",
+        _local_model_path,
+    ),
+    Capability(
+        "spec.model.format",
+        unsupported("TensorFlow SavedModels are served by TF Serving, on a cluster only"),
+        HONOURED,
+        "tensorflow",
+        lambda d: d.spec.model.format is ModelFormat.TENSORFLOW,
+    ),
+    Capability("spec.protocol", HONOURED, HONOURED),
+    # replicas and resources ------------------------------------------------------------------
+    Capability("spec.replicas", HONOURED, HONOURED),
+    Capability("spec.resources.requests", HONOURED, HONOURED),
+    Capability(
+        "spec.resources.limits",
+        approximated(
+            "cgroup v2 cpu.max and memory.max when the controller may create cgroups, else "
+            "RLIMIT_AS and CPU affinity; `mlkube status` shows which"
+        ),
+        HONOURED,
+        "cpu or memory set",
+        lambda d: bool({"cpu", "memory"} & set(d.spec.resources.limits)),
+    ),
+    # autoscaling -----------------------------------------------------------------------------
+    Capability("spec.autoscaling", HONOURED, HONOURED),
+    Capability(
+        "spec.autoscaling.metrics",
+        HONOURED,
+        approximated(
+            "request metrics reach the HPA as Pods metrics through the Prometheus adapter "
+            "(mlkube_in_flight_requests, mlkube_requests_per_second, mlkube_queue_depth) and "
+            "decisions come every 15 s (the HPA sync period) instead of every 2 s"
+        ),
+        "concurrency, rps or queueDepth with engine hpa",
+        _autoscaled(lambda s: _request_metrics(s) and s.engine is AutoscalerEngine.HPA),
+    ),
+    Capability(
+        "spec.autoscaling.metrics",
+        HONOURED,
+        unsupported("a latency percentile is not a per-pod metric: use engine keda"),
+        "latency with engine hpa",
+        _autoscaled(
+            lambda s: (
+                s.engine is AutoscalerEngine.HPA
+                and any(isinstance(m, LatencyMetric) for m in s.metrics)
+            )
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.metrics",
+        HONOURED,
+        approximated("KEDA Prometheus triggers over a 1m rate window"),
+        "request metrics with engine keda",
+        _autoscaled(lambda s: _request_metrics(s) and s.engine is AutoscalerEngine.KEDA),
+    ),
+    Capability(
+        "spec.autoscaling.metrics",
+        HONOURED,
+        ignored("TF Serving exports no mlkube request metrics"),
+        "request metrics with format tensorflow",
+        lambda d: _tf_serving(d) and _autoscaled(_request_metrics)(d),
+    ),
+    Capability("spec.autoscaling.minReplicas", HONOURED, HONOURED),
+    Capability("spec.autoscaling.maxReplicas", HONOURED, HONOURED),
+    Capability("spec.autoscaling.behavior", HONOURED, HONOURED),
+    Capability(
+        "spec.autoscaling.behavior.scaleUp.tolerance",
+        HONOURED,
+        ignored("needs Kubernetes 1.33+ with the HPAConfigurableTolerance feature gate"),
+        "set",
+        _autoscaled(
+            lambda s: (
+                s.behavior is not None
+                and s.behavior.scale_up is not None
+                and s.behavior.scale_up.tolerance is not None
+            )
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.behavior.scaleDown.tolerance",
+        HONOURED,
+        ignored("needs Kubernetes 1.33+ with the HPAConfigurableTolerance feature gate"),
+        "set",
+        _autoscaled(
+            lambda s: (
+                s.behavior is not None
+                and s.behavior.scale_down is not None
+                and s.behavior.scale_down.tolerance is not None
+            )
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.syncPeriod",
+        HONOURED,
+        ignored(f"the HPA sync period is {CLUSTER_FLAG} (15 s by default)"),
+        "set, engine hpa",
+        _autoscaled(lambda s: s.sync_period is not None and s.engine is AutoscalerEngine.HPA),
+    ),
+    Capability(
+        "spec.autoscaling.tolerance",
+        HONOURED,
+        ignored(f"--horizontal-pod-autoscaler-tolerance is {CLUSTER_FLAG} (0.1 by default)"),
+        "not 0.1",
+        _autoscaled(lambda s: s.tolerance != HPA_TOLERANCE),
+    ),
+    Capability(
+        "spec.autoscaling.downscaleStabilization",
+        HONOURED,
+        HONOURED,
+        "not 300s: carried by behavior.scaleDown's window on both backends",
+        _autoscaled(lambda s: s.downscale_stabilization != HPA_DOWNSCALE_WINDOW_S),
+    ),
+    Capability(
+        "spec.autoscaling.cpuInitializationPeriod",
+        HONOURED,
+        ignored(f"{CLUSTER_FLAG} (300 s by default)"),
+        "not 300s",
+        _autoscaled(lambda s: s.cpu_initialization_period != 300.0),
+    ),
+    Capability(
+        "spec.autoscaling.initialReadinessDelay",
+        HONOURED,
+        ignored(f"{CLUSTER_FLAG} (30 s by default)"),
+        "not 30s",
+        _autoscaled(lambda s: s.initial_readiness_delay != 30.0),
+    ),
+    Capability(
+        "spec.autoscaling.stableWindow",
+        HONOURED,
+        approximated(
+            "the scale-down stabilization window carries it; request metrics are averaged "
+            "by the metrics pipeline (1m rate), not over the window"
+        ),
+        "request metrics",
+        _autoscaled(_request_metrics),
+    ),
+    Capability(
+        "spec.autoscaling.panicWindowPercentage",
+        HONOURED,
+        ignored(NO_PANIC),
+        "request metrics",
+        _autoscaled(_request_metrics),
+    ),
+    Capability(
+        "spec.autoscaling.panicThresholdPercentage",
+        HONOURED,
+        ignored(NO_PANIC),
+        "request metrics",
+        _autoscaled(_request_metrics),
+    ),
+    Capability(
+        "spec.autoscaling.maxScaleUpRate",
+        HONOURED,
+        ignored("rate limits on a cluster are behavior policies"),
+        "not 1000, request metrics",
+        _autoscaled(lambda s: _request_metrics(s) and s.max_scale_up_rate != 1000.0),
+    ),
+    Capability(
+        "spec.autoscaling.maxScaleDownRate",
+        HONOURED,
+        ignored("rate limits on a cluster are behavior policies"),
+        "not 2, request metrics",
+        _autoscaled(lambda s: _request_metrics(s) and s.max_scale_down_rate != 2.0),
+    ),
+    Capability(
+        "spec.autoscaling.scaleToZero",
+        HONOURED,
+        unsupported("the HorizontalPodAutoscaler cannot scale to zero: use engine keda"),
+        "engine hpa",
+        _autoscaled(lambda s: s.scale_to_zero is not None and s.engine is AutoscalerEngine.HPA),
+    ),
+    Capability(
+        "spec.autoscaling.scaleToZero.idleAfter",
+        HONOURED,
+        HONOURED,
+        "engine keda: KEDA's cooldownPeriod",
+    ),
+    Capability(
+        "spec.autoscaling.scaleToZero.activationTimeout",
+        HONOURED,
+        ignored(
+            "nothing holds requests on a cluster: at zero replicas they fail until a pod is "
+            "ready, unless an activator (such as the KEDA HTTP add-on) fronts the Service"
+        ),
+        "scale to zero",
+        _autoscaled(lambda s: s.scale_to_zero is not None),
+    ),
+    Capability(
+        "spec.autoscaling.engine",
+        ignored("the local loop is the autoscaler; it runs the same resolved policy"),
+        HONOURED,
+        "keda",
+        _autoscaled(lambda s: s.engine is AutoscalerEngine.KEDA),
+    ),
+    # the replica's server --------------------------------------------------------------------
+    Capability("spec.batching", HONOURED, HONOURED),
+    Capability("spec.server", HONOURED, HONOURED),
+    Capability(
+        "spec.server.port",
+        ignored("replicas listen on free ports the controller picks; clients use service.port"),
+        HONOURED,
+        "not 8501",
+        lambda d: d.spec.server.port != 8501,
+    ),
+    # rollouts --------------------------------------------------------------------------------
+    Capability("spec.rollout", HONOURED, HONOURED),
+    Capability(
+        "spec.rollout.progressDeadline",
+        HONOURED,
+        approximated(
+            "the Deployment reports ProgressDeadlineExceeded; the cluster does not go back to "
+            "the old revision by itself"
+        ),
+        "set",
+        lambda d: "progress_deadline" in d.spec.rollout.model_fields_set,
+    ),
+    Capability(
+        "spec.rollout.strategy",
+        HONOURED,
+        approximated(
+            "two Deployments, blue and green; traffic moves when you flip "
+            "kubernetes.activeColor and apply, not when green is ready"
+        ),
+        "BlueGreen",
+        _strategy(RolloutStrategy.BLUE_GREEN),
+    ),
+    Capability(
+        "spec.rollout.steps",
+        HONOURED,
+        approximated(
+            "a cluster runs one step at a time, kubernetes.canaryWeight (default the first "
+            "step's weight): apply again with the next weight to move on; pauses are not timed"
+        ),
+        "Canary",
+        _strategy(RolloutStrategy.CANARY),
+    ),
+    Capability(
+        "spec.rollout.steps",
+        HONOURED,
+        approximated(
+            "without kubernetes.gateway traffic follows the replica ratio; set "
+            "kubernetes.gateway for exact weights"
+        ),
+        "Canary or ABTest by weight, no kubernetes.gateway",
+        _no_gateway_split,
+        detail=_replica_share,
+    ),
+    Capability(
+        "spec.rollout.analysis",
+        HONOURED,
+        ignored(
+            "no analysis runs on a cluster; the canary alerts (mlkube alerts) watch the same "
+            "thresholds"
+        ),
+        "set",
+        lambda d: d.spec.rollout.analysis is not None,
+    ),
+    Capability(
+        "spec.rollout.abTest.header",
+        HONOURED,
+        ignored(
+            "header routing needs kubernetes.gateway (an HTTPRoute); without it requests are "
+            "split by replica ratio whatever their headers"
+        ),
+        "set, no kubernetes.gateway",
+        _header_without_gateway,
+    ),
+    # placement, service, storage -------------------------------------------------------------
+    Capability(
+        "spec.placement",
+        ignored(ONE_MACHINE),
+        HONOURED,
+        "nodeSelector, tolerations, affinity or topologySpreadConstraints set",
+        lambda d: bool(
+            d.spec.placement.node_selector
+            or d.spec.placement.tolerations
+            or d.spec.placement.affinity
+            or d.spec.placement.topology_spread_constraints
+        ),
+    ),
+    Capability("spec.placement.priorityClassName", HONOURED, HONOURED),
+    Capability("spec.service", HONOURED, HONOURED),
+    Capability(
+        "spec.service.type",
+        approximated("the load balancer listens on 127.0.0.1:service.port whatever the type"),
+        HONOURED,
+        "NodePort or LoadBalancer",
+        lambda d: d.spec.service.type is not ServiceType.CLUSTER_IP,
+    ),
+    Capability(
+        "spec.service.nodePort",
+        ignored("no node ports locally: use service.port on 127.0.0.1"),
+        HONOURED,
+        "set",
+        lambda d: d.spec.service.node_port is not None,
+    ),
+    Capability(
+        "spec.service.name",
+        ignored("no Service names locally: use service.port on 127.0.0.1"),
+        HONOURED,
+        "set",
+        lambda d: d.spec.service.name is not None,
+    ),
+    Capability(
+        "spec.storage",
+        ignored("the model is read from model.uri on this machine's disk"),
+        HONOURED,
+        "set",
+        lambda d: d.spec.storage is not None,
+    ),
+    # observability ---------------------------------------------------------------------------
+    Capability(
+        "spec.monitoring.alerts",
+        approximated("alerts are evaluated when `mlkube up --prometheus` runs a local Prometheus"),
+        HONOURED,
+        "set",
+        lambda d: "alerts" in d.spec.monitoring.model_fields_set,
+    ),
+    Capability(
+        "spec.monitoring",
+        HONOURED,
+        ignored("TF Serving exports no mlkube metrics: no ServiceMonitor or PrometheusRule"),
+        "enabled, format tensorflow",
+        lambda d: _tf_serving(d) and d.spec.monitoring.enabled,
+    ),
+    Capability(
+        "spec.kubernetes.prometheusOperator",
+        HONOURED,
+        HONOURED,
+        "renders ServiceMonitor and PrometheusRule (Prometheus Operator CRDs)",
+    ),
+    Capability("spec.logging", HONOURED, HONOURED),
+    Capability(
+        "spec.logging.files",
+        HONOURED,
+        ignored("pods log to stdout; the kubelet rotates container logs"),
+        "not the defaults",
+        lambda d: d.spec.logging.files != type(d.spec.logging.files)(),
+    ),
+    # Kubernetes-only settings ----------------------------------------------------------------
+    Capability("spec.kubernetes", ignored(K8S_ONLY), HONOURED, "set", _kubernetes_set),
+    Capability(
+        "spec.kubernetes.verticalPodAutoscaler",
+        ignored(K8S_ONLY),
+        approximated(
+            "a VPA that updates pods and an autoscaler on cpu/memory fight over one signal; "
+            "use mode Off or scale on request metrics"
+        ),
+        "not Off, with cpu or memory autoscaling",
+        _vpa_fights_hpa,
+    ),
+    # Quota and PriorityClass documents -------------------------------------------------------
+    Capability("spec.hard", HONOURED, HONOURED, kind="Quota"),
+    Capability(
+        "spec.defaultRequest",
+        ignored("every replica's requests come from its own spec"),
+        HONOURED,
+        "set (a LimitRange)",
+        kind="Quota",
+    ),
+    Capability(
+        "spec.defaultLimit",
+        ignored("every replica's limits come from its own spec"),
+        HONOURED,
+        "set (a LimitRange)",
+        kind="Quota",
+    ),
+    Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
+)
+
+
+def document_name(document: Document) -> str:
+    """``deployment 'iris'``, ``quota 'ml/team'``: how notes name a document."""
+    kind = {"ModelDeployment": "deployment"}.get(document.kind, document.kind.lower())
+    return f"{kind} '{document.metadata.name}'"
+
+
+def notes(documents: Iterable[Document], target: Target) -> list[Note]:
+    """Every row that is not honoured on ``target`` for these documents, in table order. Pure."""
+    found: list[Note] = []
+    for document in documents:
+        for row in CAPABILITIES:
+            if row.kind != document.kind:
+                continue
+            verdict = row.verdict(target)
+            if verdict.support is Support.HONOURED:
+                continue
+            if isinstance(document, ModelDeployment):
+                if not row.applies(document):
+                    continue
+                detail = row.detail(document) if row.detail is not None else ""
+            elif not _document_uses(document, row.field):
+                continue
+            else:
+                detail = ""
+            found.append(Note(document_name(document), row.field, target, verdict, detail))
+    return found
+
+
+def _document_uses(document: Quota | PriorityClass, field: str) -> bool:
+    """Whether a Quota/PriorityClass sets the field a row names (rows there are per field)."""
+    data = document.model_dump(by_alias=True, exclude_defaults=True)
+    node: object = data
+    for part in field.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return bool(node)
+
+
+def rows_for(field: str) -> Sequence[Capability]:
+    """The rows that name ``field`` exactly."""
+    return [row for row in CAPABILITIES if row.field == field]
