@@ -14,7 +14,7 @@ import click
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.formats import Format, as_files, to_yaml
 from mlkube.cli.output import print_info, print_warning
-from mlkube.desired.capabilities import Target, notes
+from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import MlkubeError
 from mlkube.spec import load_documents
 
@@ -52,7 +52,7 @@ def render_command(
     """
     documents = with_namespace(load_documents(*paths), namespace)
     rendered = render(documents)
-    for note in notes(documents, Target.KUBERNETES):
+    for note in notes(documents, BackendKind.KUBERNETES):
         print_warning(note.text())
     if output_dir is None:
         if fmt != "yaml":

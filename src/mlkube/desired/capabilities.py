@@ -34,8 +34,8 @@ REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 Document = ModelDeployment | Quota | PriorityClass
 
 
-class Target(enum.StrEnum):
-    """Where a spec runs."""
+class BackendKind(enum.StrEnum):
+    """Which backend runs a spec (the CLI's `--target`)."""
 
     LOCAL = "local"
     KUBERNETES = "kubernetes"
@@ -94,8 +94,8 @@ class Capability:
     detail: Callable[[ModelDeployment], str] | None = None
     """What the row means for this spec (a number), appended to the note."""
 
-    def verdict(self, target: Target) -> Verdict:
-        return self.local if target is Target.LOCAL else self.kubernetes
+    def verdict(self, target: BackendKind) -> Verdict:
+        return self.local if target is BackendKind.LOCAL else self.kubernetes
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +104,7 @@ class Note:
 
     document: str
     field: str
-    target: Target
+    target: BackendKind
     verdict: Verdict
     detail: str = ""
 
@@ -611,7 +611,7 @@ def document_name(document: Document) -> str:
     return f"{kind} '{document.metadata.name}'"
 
 
-def notes(documents: Iterable[Document], target: Target) -> list[Note]:
+def notes(documents: Iterable[Document], target: BackendKind) -> list[Note]:
     """Every row that is not honoured on ``target`` for these documents, in table order. Pure."""
     found: list[Note] = []
     for document in documents:

@@ -17,7 +17,7 @@ from k8s_validation import VERSIONS, validate
 from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render import Rendered, render
 from mlkube.backends.kubernetes.render.manifest import KINDS, LABEL_INSTANCE, LABEL_MANAGED_BY
-from mlkube.desired.capabilities import Target, notes
+from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.spec import ModelDeployment, load_documents, parse_documents
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -150,7 +150,7 @@ def test_ab_test_without_gateway_runs_the_local_split_and_says_the_share_is_a_re
     }
     # 4 replicas at 25 %: stable keeps 4, B runs ceil(4 * 25 / 100) = 1, as locally.
     assert replicas == {"ranker": 4, "ranker-canary": 1}
-    texts = [n.text() for n in notes(load_documents(path), Target.KUBERNETES)]
+    texts = [n.text() for n in notes(load_documents(path), BackendKind.KUBERNETES)]
     assert any("spec.rollout.steps is approximated" in t and "20% to the new" in t for t in texts)
 
 
@@ -213,7 +213,7 @@ def test_tolerance_is_reported_not_rendered():
     documents = parse_documents(text)
     hpa = next(o for o in render(documents).objects if o["kind"] == "HorizontalPodAutoscaler")
     assert "tolerance" not in hpa["spec"]["behavior"]["scaleUp"]
-    fields = [n.field for n in notes(documents, Target.KUBERNETES)]
+    fields = [n.field for n in notes(documents, BackendKind.KUBERNETES)]
     assert "spec.autoscaling.behavior.scaleUp.tolerance" in fields
 
 

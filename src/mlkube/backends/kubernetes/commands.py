@@ -27,7 +27,7 @@ from mlkube.backends.kubernetes.status import TABLE_COLUMNS, summarize, table_ro
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.cli.output import print_data, print_info, print_warning
 from mlkube.clock import SystemClock
-from mlkube.desired.capabilities import Target, notes
+from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.spec import ModelDeployment, load_documents
 
 STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
@@ -45,7 +45,7 @@ def apply_kubernetes(
     """Render the specs, server-side apply them in order, prune leftovers, wait for rollout."""
     documents = with_namespace(load_documents(*paths), namespace)
     rendered = render(documents)
-    for note in notes(documents, Target.KUBERNETES):
+    for note in notes(documents, BackendKind.KUBERNETES):
         print_warning(note.text())
     force = any(
         isinstance(d, ModelDeployment) and d.spec.kubernetes.force_conflicts for d in documents
