@@ -25,6 +25,7 @@ EXIT_USAGE = 2
 COMMAND_MODULES: dict[str, str] = {
     "validate": "validate",
     "schema": "validate",
+    "capabilities": "capabilities",
     "serve": "serve",
     "up": "local",
     "down": "local",

@@ -13,6 +13,7 @@ from typing import Any
 import click
 import yaml
 
+from mlkube.backends.local.controller.deployment import APPLIED_FILE
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.cli.output import print_data, print_info, print_status
 from mlkube.errors import BackendError
@@ -29,8 +30,11 @@ def _deployments(specs: tuple[str, ...]) -> list[ModelDeployment]:
 
 
 def _from_local_state(name: str, state: Path) -> ModelDeployment:
-    """The newest revision the local controller runs for ``name`` (``ns/name`` or ``name``)."""
+    """The spec the local controller last applied for ``name`` (``ns/name`` or ``name``)."""
     namespace, _, short = name.rpartition("/")
+    applied = sorted((state / "deployments").glob(f"{namespace or '*'}/{short}/{APPLIED_FILE}"))
+    if applied:
+        return load_spec(applied[0])
     pattern = f"{namespace or '*'}/{short}/rev-*.yaml"
     files = sorted(
         (state / "deployments").glob(pattern), key=lambda p: int(p.stem.removeprefix("rev-"))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
+from mlkube.cli.capabilities import capability_notes_text
 from mlkube.cli.output import print_error, print_info
+from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import SpecError
 from mlkube.spec import ModelDeployment, load_documents
 from mlkube.spec.schema import spec_json_schema
@@ -14,15 +17,24 @@ from mlkube.spec.schema import spec_json_schema
 
 @click.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path())
-def validate(paths: tuple[str, ...]) -> None:
+@click.option(
+    "--target",
+    type=click.Choice([str(kind) for kind in BackendKind]),
+    default=None,
+    help="Also say what this backend cannot honour exactly (approximated, ignored, "
+    "unsupported), and check what it needs (local: the model file; kubernetes: the render).",
+)
+def validate(paths: tuple[str, ...], target: str | None) -> None:
     """Check spec files (or folders of them) and report every problem at once.
 
-    Exit 0 when all are valid, 1 when any is not.
+    Exit 0 when all are valid, 1 when any is not (or is unsupported on --target).
 
     \b
-    Example:
+    Examples:
       mlkube validate examples/iris/iris.yaml
+      mlkube validate --target kubernetes examples/k8s-ml-guide/spec.yaml
     """
+    kind = BackendKind(target) if target is not None else None
     failed = False
     for path in paths:
         try:
@@ -36,8 +48,41 @@ def validate(paths: tuple[str, ...]) -> None:
             if isinstance(document, ModelDeployment):
                 detail = f" (model {document.spec.model.format}: {document.spec.model.uri})"
             print_info(f"{path}: {document.kind} '{document.metadata.name}' is valid{detail}")
+            if kind is not None:
+                failed = _check_target(document, kind) or failed
     if failed:
         raise SystemExit(1)
+
+
+def _check_target(document: Document, kind: BackendKind) -> bool:
+    """Print ``document``'s capability notes for ``kind``; True when it cannot run there."""
+    found = notes([document], kind)
+    for line in capability_notes_text(found):
+        print_info(line)
+    # An unsupported row already says why; the deeper checks speak when the table is silent.
+    problems = [n.text() for n in found if n.is_error] or target_problems(document, kind)
+    for problem in problems:
+        print_error(problem)
+    return bool(problems)
+
+
+def target_problems(document: Document, kind: BackendKind) -> list[str]:
+    """What stops ``document`` on ``kind`` beyond the table: a missing model file locally,
+    an object the renderer refuses on a cluster."""
+    if kind is BackendKind.KUBERNETES:
+        from mlkube.backends.kubernetes.errors import RenderError
+        from mlkube.backends.kubernetes.render import render
+
+        try:
+            render([document])
+        except RenderError as error:
+            return [str(error)]
+        return []
+    if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
+        path = document.model_path()
+        if not os.path.exists(path):
+            return [f"deployment '{document.name}': model.uri: no file or folder at {path}"]
+    return []
 
 
 @click.command()

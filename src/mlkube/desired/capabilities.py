@@ -246,7 +246,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.protocol", HONOURED, HONOURED),
     # replicas and resources ------------------------------------------------------------------
     Capability("spec.replicas", HONOURED, HONOURED),
-    Capability("spec.resources.requests", HONOURED, HONOURED),
+    Capability("spec.resources", HONOURED, HONOURED),
     Capability(
         "spec.resources.limits",
         approximated(
@@ -255,7 +255,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ),
         HONOURED,
         "cpu or memory set",
-        lambda d: bool({"cpu", "memory"} & set(d.spec.resources.limits)),
+        lambda d: bool({"cpu", "memory"} & set(d.spec.resources.limits.root)),
     ),
     # autoscaling -----------------------------------------------------------------------------
     Capability("spec.autoscaling", HONOURED, HONOURED),
@@ -586,6 +586,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         _vpa_fights_hpa,
     ),
     # Quota and PriorityClass documents -------------------------------------------------------
+    Capability("metadata", HONOURED, HONOURED, kind="Quota"),
     Capability("spec.hard", HONOURED, HONOURED, kind="Quota"),
     Capability(
         "spec.defaultRequest",
@@ -601,6 +602,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "set (a LimitRange)",
         kind="Quota",
     ),
+    Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
 )
 

@@ -128,7 +128,10 @@ class Router:
             header, value, names = header_rule
             self.header = header.lower().encode()
             self.header_value = value.encode() if value is not None else None
-            self._header_picker = SmoothWeightedPicker({n: 1.0 for n in names if n in routable})
+            # B's replicas take header traffic whatever their weight: an A/B test by header
+            # gives B no share of the other requests (weight 0), and they must still answer.
+            live = {n for n, b in current.items() if not b.draining}
+            self._header_picker = SmoothWeightedPicker({n: 1.0 for n in names if n in live})
             routable = {n: w for n, w in routable.items() if n not in names}
         else:
             self.header = None

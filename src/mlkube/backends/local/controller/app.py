@@ -29,6 +29,7 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import RolloutState
+from mlkube.desired.revision import revision_hash
 from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -95,7 +96,13 @@ async def restore(ctrl: Controller) -> None:
         if not rows:
             continue
         revisions = {row.revision: ModelDeployment.model_validate(row.spec) for row in rows}
-        doc = revisions[max(revisions)]
+        # The applied spec (replicas, autoscaling, rollout...) beside its revisions, which
+        # hold the template sections only; a state from before it was kept has the newest.
+        doc = (
+            ModelDeployment.model_validate(data["spec"])
+            if "spec" in data
+            else revisions[max(revisions)]
+        )
         dep = Deployment(
             key=key,
             doc=doc,
@@ -113,6 +120,7 @@ async def restore(ctrl: Controller) -> None:
             if not file.exists():
                 write_revision_file(file, row.spec)
             dep.revision_files[row.revision] = file
+            dep.revision_hashes[row.revision] = revision_hash(row.spec)
         if data.get("autoscale"):
             dep.autoscale_state = PolicyState.from_json(data["autoscale"])
         dep.port = int(data["port"])

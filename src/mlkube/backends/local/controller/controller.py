@@ -322,6 +322,7 @@ class Controller:
     # persistence ---------------------------------------------------------------------------
     def persist(self, dep: Deployment) -> None:
         data = {
+            "spec": dep.doc.model_dump(mode="json", by_alias=True, exclude_defaults=True),
             "desired": dep.desired,
             "port": dep.port,
             "rollout": dep.rollout.to_json(),
@@ -370,7 +371,7 @@ class Controller:
         """
         for dep in self.deployments.values():
             for replica in dep.replicas.values():
-                files = dep.revisions.get(replica.revision, dep.doc).spec.logging.files
+                files = dep.doc.spec.logging.files  # not a template field: applies at once
                 log = self.log_path(dep, replica.name)
                 for path in (log, err_path(log)):
                     try:

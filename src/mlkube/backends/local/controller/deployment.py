@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,29 +14,25 @@ from mlkube.autoscale.api import PolicyState
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.decisions.rollout import HeaderRule, RolloutState
 from mlkube.backends.local.proxy import Router
+from mlkube.desired.revision import revision_document
 from mlkube.spec.deployment import ModelDeployment
 
-TEMPLATE_KEYS = ("model", "protocol", "resources", "batching", "server", "logging", "monitoring")
-"""Spec sections whose change makes a new revision (the pod template, in Kubernetes terms)."""
 
+def revision_of(doc: ModelDeployment) -> dict[str, Any]:
+    """The document a revision's replicas load, the model path made absolute.
 
-def revision_document(doc: ModelDeployment) -> dict[str, Any]:
-    """The document a revision's replicas load: the spec with the model path made absolute.
-
-    Pure apart from reading ``doc``. Replicas get their own copy, so editing the user's file
-    later never changes what a running revision serves.
+    Pure apart from resolving the path against the spec's folder. It is
+    ``desired.revision.revision_document``: the same template the cluster's pods get, so a
+    revision is cut here exactly when the cluster's pod template hash changes. Replicas get
+    their own copy, so editing the user's file later never changes a running revision.
     """
-    data: dict[str, Any] = doc.model_dump(mode="json", by_alias=True)
     uri = doc.spec.model.uri
-    if "://" not in uri or uri.startswith("file://"):
-        data["spec"]["model"]["uri"] = os.path.abspath(doc.model_path())
-    return data
+    local = "://" not in uri or uri.startswith("file://")
+    return revision_document(doc, model_uri=os.path.abspath(doc.model_path()) if local else None)
 
 
-def template_of(data: dict[str, Any]) -> str:
-    """A canonical text of the template sections, for change detection. Pure."""
-    spec = data["spec"]
-    return json.dumps({k: spec.get(k) for k in TEMPLATE_KEYS}, sort_keys=True)
+APPLIED_FILE = "applied.yaml"
+"""Beside the revision files: the whole spec last applied (``mlkube alerts NAME`` reads it)."""
 
 
 def write_revision_file(path: Path, data: dict[str, Any]) -> None:
@@ -57,6 +52,8 @@ class Deployment:
     desired: int
     revisions: dict[int, ModelDeployment] = field(default_factory=dict)
     revision_files: dict[int, Path] = field(default_factory=dict)
+    revision_hashes: dict[int, str] = field(default_factory=dict)
+    """Each revision's ``desired.revision.revision_hash``: a new one is cut when it changes."""
     replicas: dict[str, Replica] = field(default_factory=dict)
     server: asyncio.Server | None = None
     port: int = 0

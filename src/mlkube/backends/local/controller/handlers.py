@@ -15,9 +15,9 @@ from urllib.parse import parse_qs, urlsplit
 from mlkube.backends.local.controller import monitoring
 from mlkube.backends.local.controller.controller import Controller, start_router
 from mlkube.backends.local.controller.deployment import (
+    APPLIED_FILE,
     Deployment,
-    revision_document,
-    template_of,
+    revision_of,
     write_revision_file,
 )
 from mlkube.backends.local.controller.loops import demand_callback
@@ -35,6 +35,8 @@ from mlkube.backends.local.ports import PortInUseError, check_free
 from mlkube.backends.local.prometheus import running as prometheus_running
 from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.store import RevisionRow
+from mlkube.desired.revision import revision_hash
+from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.loading import load_documents
@@ -150,8 +152,9 @@ async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str,
     router.on_demand = demand_callback(ctrl, dep)
     apply_hold(router, doc, ctrl.settings.hold_s)
     await _bind(ctrl, dep, doc.spec.service.port)
-    add_revision(ctrl, dep, 1, revision_document(doc), doc.source_dir)
+    add_revision(ctrl, dep, 1, revision_of(doc), doc.source_dir)
     ctrl.deployments[key] = dep
+    write_applied(ctrl, dep)
     ctrl.event(dep, "Normal", "Created", f"revision 1, {dep.desired} replicas, port {dep.port}")
     ctrl.persist(dep)
     return {"kind": "ModelDeployment", "name": key, "action": "created", "revision": 1}
@@ -167,6 +170,13 @@ def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
         router.hold_s = default_s
 
 
+def write_applied(ctrl: Controller, dep: Deployment) -> None:
+    """The whole applied spec beside the revision files (they hold the template only)."""
+    folder = ctrl.state / "deployments" / dep.namespace / dep.name
+    data = dep.doc.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    write_revision_file(folder / APPLIED_FILE, data)
+
+
 def add_revision(
     ctrl: Controller, dep: Deployment, revision: int, data: dict[str, Any], source_dir: str
 ) -> None:
@@ -175,36 +185,41 @@ def add_revision(
     doc = ModelDeployment.model_validate(data)
     dep.revisions[revision] = doc
     dep.revision_files[revision] = file
+    dep.revision_hashes[revision] = revision_hash(data)
     row = RevisionRow(revision, data, source_dir, ctrl.clock.wall(), "", "")
     ctrl.store.add_revision(dep.key, row)
 
 
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
-    data = revision_document(doc)
+    data = revision_of(doc)
     old = dep.doc
     result: dict[str, Any] = {"kind": "ModelDeployment", "name": dep.key, "action": "unchanged"}
     if doc.spec.service.port != dep.port:
         if dep.server is not None:
             dep.server.close()
         await _bind(ctrl, dep, doc.spec.service.port)
+    if doc.spec != old.spec:
         result["action"] = "configured"
     dep.doc = doc
+    write_applied(ctrl, dep)
     apply_hold(dep.router, doc, ctrl.settings.hold_s)
-    if doc.spec.replicas != old.spec.replicas or doc.spec.autoscaling != old.spec.autoscaling:
-        dep.desired = doc.spec.initial_replicas
-        result["action"] = "configured"
-    stable_doc = revision_document(dep.revisions[dep.rollout.stable])
+    # As on a cluster: the autoscaler's count survives an apply (clamped into new bounds).
+    desired = replicas_after_apply(old.spec, doc.spec, dep.desired)
+    if desired != dep.desired:
+        ctrl.event(
+            dep, "Normal", "ScalingReplicaSet", f"scaled from {dep.desired} to {desired}: apply"
+        )
+        dep.desired = desired
+    identity = revision_hash(data)
     newest = dep.newest_revision
-    if template_of(data) == template_of(stable_doc):
+    if identity == dep.revision_hashes.get(dep.rollout.stable):
         if dep.rollout.active:
             dep.rollout = abort_rollout(dep.rollout, "the applied spec matches the stable revision")
             ctrl.event(dep, "Normal", "RolloutAborted", dep.rollout.reason)
             result["action"] = "configured"
         return result
-    if dep.rollout.active and template_of(data) == template_of(
-        revision_document(dep.revisions[newest])
-    ):
+    if dep.rollout.active and identity == dep.revision_hashes.get(newest):
         return result
     revision = newest + 1
     add_revision(ctrl, dep, revision, data, doc.source_dir)

@@ -22,7 +22,8 @@ import enum
 import math
 from dataclasses import dataclass, field, replace
 
-from mlkube.spec.rollout import ABTestSpec, RolloutSpec, RolloutStrategy
+from mlkube.desired.traffic import ab_split, ab_test_of, canary_replicas, header_route
+from mlkube.spec.rollout import RolloutSpec, RolloutStrategy
 
 
 class RolloutPhase(enum.StrEnum):
@@ -300,7 +301,7 @@ def _canary(
             {state.stable: float(n), target: float(new.ready)},
         )
     step = spec.steps[state.step]
-    canary_n = max(1, math.ceil(n * step.weight / 100))
+    canary_n = canary_replicas(n, step.weight)
     targets = {state.stable: n, target: canary_n}
     weights = {state.stable: float(100 - step.weight), target: float(step.weight)}
     events: list[tuple[str, str, str]] = []
@@ -320,20 +321,20 @@ def _canary(
 
 def _ab_test(spec: RolloutSpec, state: RolloutState, seen: Observed) -> RolloutStep:
     target = _target(state)
-    n = seen.replicas
-    ab = spec.ab_test if spec.ab_test is not None else ABTestSpec()
+    ab = ab_test_of(spec)
+    now = ab_split(ab, seen.replicas)
     running = replace(state, phase=RolloutPhase.AB_TEST)
     events = []
     if state.phase is not RolloutPhase.AB_TEST:
         events.append(
             ("Normal", "ABTestStarted", _ab_text(target, state.stable, ab.weight, ab.header))
         )
-    targets = {state.stable: n, target: max(1, math.ceil(n * ab.weight / 100))}
-    if ab.header is not None:
-        rule = HeaderRule(ab.header.lower(), ab.header_value, target)
-        return RolloutStep(running, targets, {state.stable: 100.0}, header_rule=rule, events=events)
-    weights = {state.stable: float(100 - ab.weight), target: float(ab.weight)}
-    return RolloutStep(running, targets, weights, events=events)
+    targets = {state.stable: now.stable_replicas, target: now.canary_replicas}
+    shares = {state.stable: float(100 - now.weight), target: float(now.weight)}
+    weights = {revision: share for revision, share in shares.items() if share > 0}
+    route = header_route(spec)
+    rule = None if route is None else HeaderRule(route.header, route.value, target)
+    return RolloutStep(running, targets, weights, header_rule=rule, events=events)
 
 
 def _ab_text(target: int, stable: int, weight: int, header: str | None) -> str:
