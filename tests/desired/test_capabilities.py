@@ -136,7 +136,7 @@ def test_every_unsupported_kubernetes_row_has_a_refusal_test():
     ("uri", "fmt"),
     [
         pytest.param("s3://b/m.onnx", "onnx", id="remote-uri"),
-        pytest.param("/tmp/saved_model", "tensorflow", id="tensorflow"),  # noqa: S108
+        pytest.param("/tmp/saved_model", "tensorflow", id="tensorflow"),
     ],
 )
 def test_what_the_table_says_runs_nowhere_locally_the_local_runtime_refuses(uri, fmt):
