@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlkube.spec.resources import ResourcesSpec
+
 logger = logging.getLogger(__name__)
 
 CFS_PERIOD_US = 100_000  # the kernel's default CFS period, as kubelet uses
@@ -39,6 +41,16 @@ class Limits:
 
     cpu_millis: int | None = None
     memory_bytes: int | None = None
+
+
+def limits_of(resources: ResourcesSpec) -> Limits:
+    """The cpu and memory limits a replica of ``resources`` runs under. Pure."""
+    cpu = resources.limits.get("cpu")
+    memory = resources.limits.get("memory")
+    return Limits(
+        cpu_millis=cpu.millis if cpu is not None else None,
+        memory_bytes=memory.whole if memory is not None else None,
+    )
 
 
 def affinity_for(cpu_millis: int | None, cpus: list[int], offset: int) -> list[int] | None:

@@ -32,7 +32,7 @@ from mlkube.backends.local.decisions.rollout import (
     step_rollout,
 )
 from mlkube.backends.local.decisions.weights import replica_weights
-from mlkube.backends.local.limits import Enforcer, Limits, detect
+from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Backend, Router, serve
 from mlkube.backends.local.store import EventRow, Store
@@ -214,7 +214,7 @@ class Controller:
         env["MLKUBE_REVISION"] = str(replica.revision)
         if replica.gpus or doc.spec.resources.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in replica.gpus)
-        limits = _limits(dep, replica.revision)
+        limits = limits_of(doc.spec.resources)
         offset = sum(1 for d in self.deployments.values() for _ in d.replicas)
         log = self.log_path(dep, replica.name)
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -429,16 +429,6 @@ def _child_setup(err_fd: int, then: Callable[[], None] | None) -> Callable[[], N
             then()
 
     return setup
-
-
-def _limits(dep: Deployment, revision: int) -> Limits:
-    resources = dep.revisions[revision].spec.resources
-    cpu = resources.limits.get("cpu")
-    memory = resources.limits.get("memory")
-    return Limits(
-        cpu_millis=cpu.millis if cpu is not None else None,
-        memory_bytes=memory.whole if memory is not None else None,
-    )
 
 
 def rollout_failed(phase: RolloutPhase) -> bool:
