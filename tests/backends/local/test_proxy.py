@@ -179,6 +179,25 @@ async def test_header_rule_sends_matching_requests_to_its_revision():
     b.close()
 
 
+async def test_header_rule_reaches_replicas_that_get_no_weighted_traffic():
+    # An A/B test by header gives B no share of other requests (weight 0, so absent): the
+    # header route must still reach it (it answered 503 "no ready replica" before).
+    a, pa = await upstream("a")
+    b, pb = await upstream("b")
+    router = Router("t", hold_s=1)
+    router.configure(
+        [Backend("a", pa, 1), Backend("b", pb, 2)], {"a": 1.0}, ("x-variant", "b", {"b"})
+    )
+    async with balancer(router) as port:
+        plain = [await request(port) for _ in range(4)]
+        tagged = [await request(port, headers=b"X-Variant: b\r\n") for _ in range(4)]
+    assert {body.split(b":")[0] for _, body in plain} == {b"a"}
+    assert [status for status, _ in tagged] == [200] * 4
+    assert {body.split(b":")[0] for _, body in tagged} == {b"b"}
+    a.close()
+    b.close()
+
+
 async def test_draining_replica_gets_no_new_requests():
     a, pa = await upstream("a")
     b, pb = await upstream("b")
