@@ -20,6 +20,8 @@ class Clock(Protocol):
 
     async def sleep(self, seconds: float) -> None: ...
 
+    def sleep_blocking(self, seconds: float) -> None: ...
+
 
 class SystemClock:
     """The real clock."""
@@ -32,6 +34,10 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+    def sleep_blocking(self, seconds: float) -> None:
+        """Block the calling thread (CLI polling, load-test threads); never on an event loop."""
+        time.sleep(seconds)
 
 
 class ManualClock:
@@ -52,3 +58,6 @@ class ManualClock:
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         await asyncio.sleep(0)
+
+    def sleep_blocking(self, seconds: float) -> None:
+        self.now += seconds

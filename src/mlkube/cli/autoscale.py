@@ -9,7 +9,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from mlkube.autoscale.profile import Profile, ProfileError, model_from, slo_ms
 from mlkube.autoscale.simulator import ReplicaModel, SimResult, simulate
 from mlkube.autoscale.vpa import OomEvent, UsageSample
 from mlkube.cli.output import print_data, print_info, print_status
+from mlkube.clock import SystemClock
 from mlkube.errors import MlkubeError
 from mlkube.spec import ModelDeployment, load_spec
 
@@ -340,7 +340,7 @@ def _from_controller(
             f"--samples goes with a spec file, and '{name}' is not a file: with a deployment "
             "NAME the samples come from the running controller"
         )
-    query = {"name": name, **({"since": str(time.time() - since)} if since else {})}
+    query = {"name": name, **({"since": str(SystemClock().wall() - since)} if since else {})}
     data = Client(resolve_state_dir(state_dir)).call("GET", f"/usage?{urlencode(query)}")
     deployment = ModelDeployment.model_validate(data["spec"])
     if not data["samples"]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +33,7 @@ from mlkube.spec.loading import load_documents
 from mlkube.spec.quantity import parse_duration
 
 CONTROLLER_START_TIMEOUT_S = 30.0
+CLOCK = SystemClock()
 VIEW_REFRESH_S = 1.0
 FOLLOW_POLL_S = 0.2
 
@@ -83,15 +83,14 @@ def _start_controller(state: Path) -> Client:
         env=env,
         log_path=state / "controller.log",
     )
-    clock = SystemClock()
-    deadline = clock.monotonic() + CONTROLLER_START_TIMEOUT_S
-    while clock.monotonic() < deadline:
+    deadline = CLOCK.monotonic() + CONTROLLER_START_TIMEOUT_S
+    while CLOCK.monotonic() < deadline:
         client = _running_client(state)
         if client is not None:
             return client
         if handle.poll() is not None:
             break
-        time.sleep(0.1)
+        CLOCK.sleep_blocking(0.1)
     tail = (state / "controller.log").read_text(errors="replace").splitlines()[-5:]
     raise BackendError(
         f"the controller did not start (see {state / 'controller.log'}): " + " | ".join(tail)
@@ -100,9 +99,9 @@ def _start_controller(state: Path) -> Client:
 
 def _wait_exit(client: Client) -> None:
     """Wait until the controller process has exited (it stops its replicas first)."""
-    deadline = time.monotonic() + CONTROLLER_START_TIMEOUT_S
-    while supervisor.pid_alive(client.pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    deadline = CLOCK.monotonic() + CONTROLLER_START_TIMEOUT_S
+    while supervisor.pid_alive(client.pid) and CLOCK.monotonic() < deadline:
+        CLOCK.sleep_blocking(0.05)
 
 
 def _apply(client: Client, specs: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -178,7 +177,7 @@ def _live_view(client: Client, names: list[str]) -> None:
             live.update(render_status(data["controller"], deployments))
             if not deployments:
                 return
-            time.sleep(VIEW_REFRESH_S)
+            CLOCK.sleep_blocking(VIEW_REFRESH_S)
 
 
 def _ms(value: float | None) -> str:
@@ -483,7 +482,7 @@ def logs(
     cutoff = SystemClock().wall() - since_s if since_s is not None else None
     positions = _print_history(files, cutoff)
     while follow:
-        time.sleep(FOLLOW_POLL_S)
+        CLOCK.sleep_blocking(FOLLOW_POLL_S)
         for file in files:
             positions[file] = _print_new(file, positions[file], cutoff)
 

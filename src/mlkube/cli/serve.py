@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import Callable
 
 import click
 from prometheus_client import CollectorRegistry
 
 from mlkube.cli.output import print_status
+from mlkube.clock import SystemClock
 from mlkube.observability.gpu import GpuCollector, nvidia_smi_reader, visible_gpus
 from mlkube.observability.logging import configure_logging
 from mlkube.serving.server import ReplicaOptions
@@ -62,7 +62,7 @@ def serve(
       mlkube serve examples/iris/iris.yaml --port 8501
       curl -s localhost:8501/v1/models/iris:predict -d '{"instances": [[5.1, 3.5, 1.4, 0.2]]}'
     """
-    started = time.monotonic()
+    started = SystemClock().monotonic()
     deployment = load_spec(spec)
     port = deployment.spec.server.port if port is None else port
     workers = deployment.spec.server.workers if workers is None else workers
@@ -81,7 +81,7 @@ def serve(
         replica=replica,
         on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
         on_ready=lambda seconds: print_status(
-            f"mlkube serve: ready in {time.monotonic() - started:.2f} s "
+            f"mlkube serve: ready in {SystemClock().monotonic() - started:.2f} s "
             f"(model loaded and warmed up in {seconds:.2f} s)"
         ),
         on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
@@ -96,7 +96,7 @@ def serve(
         options,
         workers,
         on_all_ready=lambda seconds: print_status(
-            f"mlkube serve: {workers} workers ready in {time.monotonic() - started:.2f} s"
+            f"mlkube serve: {workers} workers ready in {SystemClock().monotonic() - started:.2f} s"
         ),
     )
     sys.exit(code)

@@ -88,10 +88,11 @@ def serve_workers(
         processes.append(process)
     writer.close()
 
-    def forward(signum: int, _frame: Any) -> None:
+    def forward(_signum: int, _frame: Any) -> None:
+        # SIGTERM or SIGINT: every worker drains the same way on SIGTERM.
         for process in processes:
             if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
+                process.terminate()
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)

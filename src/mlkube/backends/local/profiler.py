@@ -1,29 +1,36 @@
 """``mlkube profile``: load-test one local replica on loopback and measure what it can do.
 
-This is the autoscale package's one I/O module: it starts ``python -m mlkube serve`` as a
-subprocess on 127.0.0.1, waits for ``/v2/health/ready``, drives closed-loop load at rising
-concurrency through ``POST /v2/models/<name>/infer``, samples the process tree's CPU and RSS
-with psutil, and stops the server. Every step is bounded in requests and in time. The
-arithmetic that turns measurements into a ``Profile`` (``summarize``) is pure.
+The load-test half of ``mlkube profile`` (``autoscale.profile`` holds the pure model): it starts
+``python -m mlkube serve`` through the supervisor on 127.0.0.1, waits for ``/v2/health/ready``,
+drives closed-loop load at rising concurrency through ``POST /v2/models/<name>/infer``, samples
+the process tree's CPU and RSS with psutil, and stops the server. Every step is bounded in
+requests and in time. The arithmetic that turns measurements into a ``Profile`` (``summarize``)
+is pure.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import socket
-import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
 from mlkube.autoscale.profile import LoadPoint, Profile
+from mlkube.backends.local import supervisor
+from mlkube.backends.local.supervisor import ProcessHandle
+from mlkube.clock import SystemClock
 from mlkube.errors import MlkubeError
+
+CLOCK = SystemClock()
+STOP_TIMEOUT_S = 15.0
 
 
 class ProfileRunError(MlkubeError):
@@ -112,52 +119,49 @@ def _drive(
     latencies: list[float] = []
     errors = 0
     lock = threading.Lock()
-    deadline = time.monotonic() + settings.step_seconds
+    deadline = CLOCK.monotonic() + settings.step_seconds
     budget = [settings.max_requests_per_step]
 
     def worker() -> None:
         nonlocal errors
-        while time.monotonic() < deadline:
+        while CLOCK.monotonic() < deadline:
             with lock:
                 if budget[0] <= 0:
                     return
                 budget[0] -= 1
-            start = time.monotonic()
+            start = CLOCK.monotonic()
             try:
                 ok = client.post(url, json=body).status_code == 200
             except httpx.HTTPError:
                 ok = False
-            elapsed = (time.monotonic() - start) * 1000.0
+            elapsed = (CLOCK.monotonic() - start) * 1000.0
             with lock:
                 if ok:
                     latencies.append(elapsed)
                 else:
                     errors += 1
 
-    started = time.monotonic()
+    started = CLOCK.monotonic()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(settings.step_seconds + 30.0)
-    return latencies, errors, time.monotonic() - started
+    return latencies, errors, CLOCK.monotonic() - started
 
 
-def _wait_ready(
-    client: httpx.Client, base: str, proc: subprocess.Popen[bytes], timeout: float
-) -> float:
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if proc.poll() is not None:
-            raise ProfileRunError(
-                f"mlkube serve exited with status {proc.returncode} before it was ready"
-            )
+def _wait_ready(client: httpx.Client, base: str, proc: ProcessHandle, timeout: float) -> float:
+    started = CLOCK.monotonic()
+    while CLOCK.monotonic() - started < timeout:
+        ended = proc.poll()
+        if ended is not None:
+            raise ProfileRunError(f"mlkube serve {ended.reason} before it was ready")
         try:
             if client.get(f"{base}/v2/health/ready").status_code == 200:
-                return time.monotonic() - started
+                return CLOCK.monotonic() - started
         except httpx.HTTPError:
             pass
-        time.sleep(0.05)
+        CLOCK.sleep_blocking(0.05)
     raise ProfileRunError(f"mlkube serve was not ready within {timeout:.0f}s")
 
 
@@ -166,33 +170,33 @@ def run_profile(
 ) -> Profile:
     """Start ``command`` (which must serve on 127.0.0.1:``port``), load-test it, stop it."""
     base = f"http://127.0.0.1:{port}"
-    launched = time.monotonic()
-    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in the finally below
-    proc = subprocess.Popen(list(command), stdout=subprocess.DEVNULL, stderr=log)  # noqa: S603
-    try:
-        limits = httpx.Limits(max_connections=max(settings.concurrency_levels) + 2)
-        with httpx.Client(timeout=30.0, limits=limits) as client:
-            try:
-                _wait_ready(client, base, proc, settings.startup_timeout_s)
-            except ProfileRunError as exc:
-                log.seek(0)
-                tail = log.read().decode(errors="replace").strip().splitlines()[-5:]
-                raise ProfileRunError(f"{exc}; its last lines:\n" + "\n".join(tail)) from exc
-            startup = time.monotonic() - launched
-            metadata = client.get(f"{base}/v2/models/{model_name}").json()
-            body = example_request(metadata)
-            points = _measure(client, f"{base}/v2/models/{model_name}/infer", body, proc, settings)
-        return summarize(model_name, settings.slo_ms, startup, points, _idle_cpu(proc))
-    finally:
-        _stop(proc)
-        log.close()
+    launched = CLOCK.monotonic()
+    with tempfile.TemporaryDirectory(prefix="mlkube-profile-") as folder:
+        log = Path(folder) / "serve.log"
+        proc = supervisor.spawn(command, env=dict(os.environ), log_path=log)
+        try:
+            limits = httpx.Limits(max_connections=max(settings.concurrency_levels) + 2)
+            with httpx.Client(timeout=30.0, limits=limits) as client:
+                try:
+                    _wait_ready(client, base, proc, settings.startup_timeout_s)
+                except ProfileRunError as exc:
+                    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+                    raise ProfileRunError(f"{exc}; its last lines:\n" + "\n".join(tail)) from exc
+                startup = CLOCK.monotonic() - launched
+                metadata = client.get(f"{base}/v2/models/{model_name}").json()
+                body = example_request(metadata)
+                url = f"{base}/v2/models/{model_name}/infer"
+                points = _measure(client, url, body, proc, settings)
+            return summarize(model_name, settings.slo_ms, startup, points, _idle_cpu(proc))
+        finally:
+            _stop(proc)
 
 
-def _idle_cpu(proc: subprocess.Popen[bytes]) -> float:
+def _idle_cpu(proc: ProcessHandle) -> float:
     try:
         tree = psutil.Process(proc.pid)
         before = _tree_cpu_times(tree)
-        time.sleep(1.0)
+        CLOCK.sleep_blocking(1.0)
         return max(0.0, _tree_cpu_times(tree) - before)
     except psutil.Error:
         return 0.0
@@ -202,14 +206,14 @@ def _measure(
     client: httpx.Client,
     url: str,
     body: dict[str, Any],
-    proc: subprocess.Popen[bytes],
+    proc: ProcessHandle,
     settings: ProfileSettings,
 ) -> list[LoadPoint]:
     tree = psutil.Process(proc.pid)
     points: list[LoadPoint] = []
-    started = time.monotonic()
+    started = CLOCK.monotonic()
     for level in settings.concurrency_levels:
-        if time.monotonic() - started > settings.total_timeout_s:
+        if CLOCK.monotonic() - started > settings.total_timeout_s:
             break
         cpu_before = _tree_cpu_times(tree)
         latencies, errors, elapsed = _drive(client, url, body, level, settings)
@@ -231,14 +235,14 @@ def _measure(
     return points
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: ProcessHandle) -> None:
+    """SIGTERM (the server drains), then SIGKILL of the group after ``STOP_TIMEOUT_S``."""
     if proc.poll() is None:
         proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        deadline = CLOCK.monotonic() + STOP_TIMEOUT_S
+        while proc.poll() is None and CLOCK.monotonic() < deadline:
+            CLOCK.sleep_blocking(0.05)
+    proc.kill()
 
 
 def summarize(

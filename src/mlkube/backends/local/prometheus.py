@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from mlkube.clock import SystemClock
 from mlkube.errors import BackendError
 from mlkube.observability.alerts import duration, rule_file
 from mlkube.spec.deployment import ModelDeployment
@@ -34,6 +34,7 @@ DEFAULT_BINARY = "/usr/bin/prometheus"
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 POLL_S = 0.1
+CLOCK = SystemClock()
 RETENTION = "2d"
 """TSDB retention of the local Prometheus: enough for a working session, bounded on disk."""
 
@@ -282,18 +283,18 @@ def stop(state: Path, *, timeout_s: float = STOP_TIMEOUT_S) -> bool:
     if handle is None:
         return False
     handle.signal_group(signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = CLOCK.monotonic() + timeout_s
+    while CLOCK.monotonic() < deadline:
         if handle.poll() is not None:
             return True
-        time.sleep(POLL_S)
+        CLOCK.sleep_blocking(POLL_S)
     handle.kill()
     return True
 
 
 def _wait_ready(url: str, handle: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    deadline = CLOCK.monotonic() + timeout_s
+    while CLOCK.monotonic() < deadline:
         if handle.poll() is not None:
             return False
         try:
@@ -302,7 +303,7 @@ def _wait_ready(url: str, handle: Any, timeout_s: float) -> bool:
                     return True
         except (urllib.error.URLError, OSError):
             pass
-        time.sleep(POLL_S)
+        CLOCK.sleep_blocking(POLL_S)
     return False
 
 
