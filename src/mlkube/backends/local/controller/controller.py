@@ -4,6 +4,11 @@ Loops (each with the stop event as its end): reconcile (exits → back-off, roll
 admission, routing), readiness probes, metrics scrapes (status and canary analysis), and the
 autoscaler. Decisions are the pure functions of ``backends.local``; this module observes and
 acts. Processes are touched only through ``backends.local.supervisor``.
+
+The ``Controller`` is the one writer of ``Deployment`` and ``Replica`` records: handlers and
+loops return ``changes`` and ``Controller.apply`` applies them with their events; creating,
+restoring and deleting a deployment go through its methods too
+(``tests/.../test_one_writer.py`` holds every other module of the package to that).
 """
 
 from __future__ import annotations
@@ -14,11 +19,29 @@ import json
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mlkube.backends.local import supervisor
-from mlkube.backends.local.controller.deployment import Deployment
+from mlkube.backends.local.controller.changes import (
+    AddRevision,
+    AnalysisBaseline,
+    AnalysisResult,
+    AutoscalerRan,
+    Change,
+    DeploymentChange,
+    Event,
+    Placed,
+    ProbeResult,
+    ReplicaChange,
+    Scraped,
+    SetDesired,
+    SetRollout,
+    SetSpec,
+    TrafficSeen,
+    Unschedulable,
+)
+from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
 from mlkube.backends.local.controller.metrics import new_metrics
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
@@ -35,15 +58,18 @@ from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Backend, Router, serve
-from mlkube.backends.local.store import EventRow, Store
+from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
+from mlkube.desired.revision import revision_hash
 from mlkube.observability.logfiles import rotate_copytruncate
+from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)
 
 LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
 PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
 REASON_MAX_CHARS = 300
+SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
 
 
 class Controller:
@@ -74,6 +100,124 @@ class Controller:
         dep.last_event = f"{reason}: {message}"
         log = logger.warning if kind == "Warning" else logger.info
         log("%s %s: %s", dep.key, reason, message)
+
+    # the one writer ------------------------------------------------------------------------
+    def apply(self, dep: Deployment, changes: Iterable[Change]) -> None:
+        """Apply ``changes`` to ``dep`` in order, recording the events that go with them."""
+        for change in changes:
+            if isinstance(change, ReplicaChange):
+                replica = dep.replicas.get(change.replica)
+                if replica is not None:  # gone meanwhile (stopped): nothing left to change
+                    self._apply_to_replica(dep, replica, change)
+            else:
+                self._apply_to_deployment(dep, change)
+
+    def _apply_to_deployment(self, dep: Deployment, change: DeploymentChange) -> None:
+        match change:
+            case Event():
+                self.record(dep, change)
+            case SetDesired():
+                message = f"scaled from {dep.desired} to {change.replicas}: {change.reason}"
+                self.event(dep, "Normal", "ScalingReplicaSet", message)
+                dep.desired = change.replicas
+            case SetRollout():
+                dep.rollout = change.state
+                self.record(dep, *change.events)
+            case SetSpec():
+                dep.doc = change.doc
+                apply_hold(dep.router, change.doc, self.settings.hold_s)
+            case AddRevision():
+                self._add_revision(dep, change)
+            case AutoscalerRan():
+                dep.autoscale_state = change.state
+                dep.last_decision = change.decision
+                dep.next_autoscale_at = change.next_at
+                self.record(dep, *_present(change.event))
+            case AnalysisResult():
+                dep.analysis_failure = change.failure
+                dep.analysis_passed = change.passed
+                dep.next_analysis_at = change.next_at
+                self.record(dep, *_present(change.event))
+            case TrafficSeen():
+                dep.rps = change.rps
+                dep.lb_requests_seen, dep.lb_seen_at = change.requests, change.at
+
+    def _apply_to_replica(self, dep: Deployment, replica: Replica, change: ReplicaChange) -> None:
+        match change:
+            case ProbeResult():
+                replica.phase = change.phase
+                replica.probe_failures = change.probe_failures
+                replica.unready_since = change.unready_since
+                replica.ready_at = change.ready_at
+                replica.ever_ready = change.ever_ready
+                replica.last_reason = change.last_reason
+                self.record(dep, *_present(change.event))
+            case Scraped():
+                replica.snapshots.append(change.snapshot)
+                del replica.snapshots[:-SNAPSHOTS_KEPT]
+            case AnalysisBaseline():
+                replica.analysis_base = change.snapshot
+            case Unschedulable():
+                replica.pending_reason = change.reason
+                self.event(dep, "Warning", "FailedScheduling", f"{replica.name}: {change.reason}")
+            case Placed():
+                replica.gpus = change.gpus
+
+    def _add_revision(self, dep: Deployment, change: AddRevision) -> None:
+        folder = self.state / "deployments" / dep.namespace / dep.name
+        file = folder / f"rev-{change.revision}.yaml"
+        write_revision_file(file, change.data)
+        dep.revisions[change.revision] = ModelDeployment.model_validate(change.data)
+        dep.revision_files[change.revision] = file
+        dep.revision_hashes[change.revision] = revision_hash(change.data)
+        row = RevisionRow(
+            change.revision, change.data, change.source_dir, self.clock.wall(), "", ""
+        )
+        self.store.add_revision(dep.key, row)
+
+    def record(self, dep: Deployment, *events: Event) -> None:
+        """Record events that need no other change (and those of the changes above)."""
+        for event in events:
+            self.event(dep, event.type, event.reason, event.message)
+
+    # creating, restoring and deleting deployments --------------------------------------------
+    def configure_router(self, dep: Deployment, on_demand: Callable[[], None]) -> None:
+        """Before it listens: what the router calls when it holds a request at zero replicas,
+        and how long it holds one (the spec's)."""
+        dep.router.on_demand = on_demand
+        apply_hold(dep.router, dep.doc, self.settings.hold_s)
+
+    async def listen(self, dep: Deployment, port: int) -> None:
+        """Serve the deployment on ``port`` (raises ``OSError`` when it cannot bind)."""
+        dep.port = port
+        await start_router(dep)
+
+    def stop_listening(self, dep: Deployment) -> None:
+        if dep.server is not None:
+            dep.server.close()
+
+    def add(self, dep: Deployment, *events: Event) -> None:
+        """Take over a deployment built by ``apply`` or restored from the store."""
+        self.deployments[dep.key] = dep
+        self.record(dep, *events)
+
+    def add_replica(self, dep: Deployment, replica: Replica, *events: Event) -> None:
+        """Take over a replica restored from the store (re-adopted or requeued)."""
+        self.record(dep, *events)
+        dep.replicas[replica.name] = replica
+
+    def begin_delete(self, dep: Deployment) -> None:
+        """Forget the deployment and start stopping its replicas (``end_delete`` follows)."""
+        self.deployments.pop(dep.key, None)
+        for replica in list(dep.replicas.values()):
+            self.begin_stop(dep, replica, "deployment deleted")
+
+    def end_delete(self, dep: Deployment) -> None:
+        """Once its replicas stopped (or the wait ended): close its port, drop its rows."""
+        self.stop_listening(dep)
+        self.store.delete_deployment(dep.key)
+        self.store.delete_usage(dep.key)
+        self.metrics.forget(dep.namespace, dep.name)
 
     def spawn_task(self, coro: asyncio.Future[None] | asyncio.Task[None] | object) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
@@ -429,6 +573,20 @@ def _child_setup(err_fd: int, then: Callable[[], None] | None) -> Callable[[], N
             then()
 
     return setup
+
+
+def _present(event: Event | None) -> tuple[Event, ...]:
+    return (event,) if event is not None else ()
+
+
+def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
+    """How long the router holds requests with no ready replica: the spec's activationTimeout
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    autoscaling = doc.spec.autoscaling
+    if autoscaling is not None and autoscaling.scale_to_zero is not None:
+        router.hold_s = autoscaling.scale_to_zero.activation_timeout
+    else:
+        router.hold_s = default_s
 
 
 def rollout_failed(phase: RolloutPhase) -> bool:
