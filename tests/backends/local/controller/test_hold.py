@@ -1,4 +1,4 @@
-from mlkube.backends.local.controller.handlers import apply_hold
+from mlkube.backends.local.controller.controller import apply_hold
 from mlkube.backends.local.proxy import Router
 from mlkube.spec import ModelDeployment
 from mlkube.spec.loading import parse_documents

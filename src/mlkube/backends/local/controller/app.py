@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,16 @@ from mlkube.autoscale.api import PolicyState
 from mlkube.backends.local import prometheus, supervisor
 from mlkube.backends.local.controller import handlers, loops
 from mlkube.backends.local.controller.api import CONTROLLER_FILE, serve_api, write_token
-from mlkube.backends.local.controller.controller import Controller, start_router
+from mlkube.backends.local.controller.changes import Event
+from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
 from mlkube.backends.local.controller.metrics import exposition
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import RolloutState
+from mlkube.backends.local.store import RevisionRow
+from mlkube.backends.local.supervisor import ProcessHandle
 from mlkube.desired.revision import revision_hash
 from mlkube.spec.deployment import ModelDeployment
 
@@ -95,58 +99,71 @@ async def restore(ctrl: Controller) -> None:
         rows = ctrl.store.revisions(key)
         if not rows:
             continue
-        revisions = {row.revision: ModelDeployment.model_validate(row.spec) for row in rows}
-        # The applied spec (replicas, autoscaling, rollout...) beside its revisions, which
-        # hold the template sections only; a state from before it was kept has the newest.
-        doc = (
-            ModelDeployment.model_validate(data["spec"])
-            if "spec" in data
-            else revisions[max(revisions)]
-        )
-        dep = Deployment(
-            key=key,
-            doc=doc,
-            router=ctrl.new_router(key),
-            rollout=RolloutState.from_json(data["rollout"]),
-            desired=int(data["desired"]),
-        )
-        dep.router.on_demand = loops.demand_callback(ctrl, dep)
-        handlers.apply_hold(dep.router, doc, ctrl.settings.hold_s)
-        dep.revisions = revisions
-        for row in rows:
-            file = (
-                ctrl.state / "deployments" / doc.namespace / doc.name / f"rev-{row.revision}.yaml"
-            )
-            if not file.exists():
-                write_revision_file(file, row.spec)
-            dep.revision_files[row.revision] = file
-            dep.revision_hashes[row.revision] = revision_hash(row.spec)
-        if data.get("autoscale"):
-            dep.autoscale_state = PolicyState.from_json(data["autoscale"])
-        dep.port = int(data["port"])
+        dep = _restored_deployment(ctrl, key, data, rows)
+        ctrl.configure_router(dep, loops.demand_callback(ctrl, dep))
+        events = []
         try:
-            await start_router(dep)
+            await ctrl.listen(dep, dep.port)
         except OSError as error:
-            ctrl.event(dep, "Warning", "PortInUse", f"cannot listen on {dep.port}: {error}")
-        ctrl.deployments[key] = dep
+            events.append(Event("Warning", "PortInUse", f"cannot listen on {dep.port}: {error}"))
+        ctrl.add(dep, *events)
         for saved in ctrl.store.replicas(key):
             _restore_replica(ctrl, dep, saved, now)
 
 
+def _restored_deployment(
+    ctrl: Controller, key: str, data: dict[str, Any], rows: list[RevisionRow]
+) -> Deployment:
+    """A deployment as the store holds it, its revision files written again where missing."""
+    revisions = {row.revision: ModelDeployment.model_validate(row.spec) for row in rows}
+    # The applied spec (replicas, autoscaling, rollout...) beside its revisions, which
+    # hold the template sections only; a state from before it was kept has the newest.
+    doc = (
+        ModelDeployment.model_validate(data["spec"])
+        if "spec" in data
+        else revisions[max(revisions)]
+    )
+    files = {}
+    for row in rows:
+        file = ctrl.state / "deployments" / doc.namespace / doc.name / f"rev-{row.revision}.yaml"
+        if not file.exists():
+            write_revision_file(file, row.spec)
+        files[row.revision] = file
+    return Deployment(
+        key=key,
+        doc=doc,
+        router=ctrl.new_router(key),
+        rollout=RolloutState.from_json(data["rollout"]),
+        desired=int(data["desired"]),
+        revisions=revisions,
+        revision_files=files,
+        revision_hashes={row.revision: revision_hash(row.spec) for row in rows},
+        autoscale_state=PolicyState.from_json(data["autoscale"]) if data.get("autoscale") else None,
+        port=int(data["port"]),
+    )
+
+
 def _restore_replica(ctrl: Controller, dep: Deployment, row: dict[str, Any], now: float) -> None:
-    replica = Replica.from_json(row)
-    if replica.revision not in dep.revisions:
+    saved = Replica.from_json(row)
+    if saved.revision not in dep.revisions:
         return
     handle = None
     if row.get("pid") is not None and row.get("startTime") is not None:
         handle = supervisor.adopt(int(row["pid"]), float(row["startTime"]))
+    replica, event = restored_replica(saved, handle, now)
+    ctrl.add_replica(dep, replica, event)
+
+
+def restored_replica(
+    saved: Replica, handle: ProcessHandle | None, now: float
+) -> tuple[Replica, Event]:
+    """A replica read back from the store, with its process when it was re-adopted (Starting:
+    the probes say when it is Ready) or without (Pending: admitted and started again). Pure."""
     if handle is not None:
-        replica.handle = handle
-        replica.phase = Phase.STARTING
-        replica.started_at = replica.started_at or now
-        ctrl.event(dep, "Normal", "Adopted", f"replica {replica.name} pid {handle.pid} re-adopted")
-    else:
-        replica.phase = Phase.PENDING
-        replica.last_reason = "lost while the controller was down"
-        ctrl.event(dep, "Warning", "Lost", f"replica {replica.name} was gone; starting it again")
-    dep.replicas[replica.name] = replica
+        adopted = replace(
+            saved, handle=handle, phase=Phase.STARTING, started_at=saved.started_at or now
+        )
+        message = f"replica {saved.name} pid {handle.pid} re-adopted"
+        return adopted, Event("Normal", "Adopted", message)
+    lost = replace(saved, phase=Phase.PENDING, last_reason="lost while the controller was down")
+    return lost, Event("Warning", "Lost", f"replica {saved.name} was gone; starting it again")

@@ -1,7 +1,8 @@
 """What the control API does: apply, scale, down, status, events, usage, rollout
 status/history/undo.
 
-Each handler changes the controller's desired state and lets the reconcile loop act; only
+Each handler decides what changes in the controller's desired state and hands the changes
+(``changes``) to the controller, the one writer, then lets the reconcile loop act; only
 ``down`` waits, for the replicas it stops.
 """
 
@@ -13,7 +14,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from mlkube.backends.local.controller import monitoring
-from mlkube.backends.local.controller.controller import Controller, start_router
+from mlkube.backends.local.controller.changes import (
+    AddRevision,
+    Change,
+    Event,
+    SetDesired,
+    SetRollout,
+    SetSpec,
+)
+from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import (
     APPLIED_FILE,
     Deployment,
@@ -33,7 +42,6 @@ from mlkube.backends.local.decisions.rollout import (
 )
 from mlkube.backends.local.ports import PortInUseError, check_free
 from mlkube.backends.local.prometheus import running as prometheus_running
-from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.store import RevisionRow
 from mlkube.desired.revision import revision_hash
 from mlkube.desired.scaling import replicas_after_apply
@@ -138,36 +146,28 @@ def _check_port(ctrl: Controller, port: int, key: str) -> None:
 
 async def _bind(ctrl: Controller, dep: Deployment, port: int) -> None:
     _check_port(ctrl, port, dep.key)
-    dep.port = port
     try:
-        await start_router(dep)
+        await ctrl.listen(dep, port)
     except OSError as error:
         raise PortInUseError(port, f"deployment '{dep.key}'", str(error)) from error
 
 
 async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str, Any]:
-    router = ctrl.new_router(key)
-    dep = Deployment(key=key, doc=doc, router=router, rollout=RolloutState(stable=1), desired=0)
-    dep.desired = doc.spec.initial_replicas
-    router.on_demand = demand_callback(ctrl, dep)
-    apply_hold(router, doc, ctrl.settings.hold_s)
+    dep = Deployment(
+        key=key,
+        doc=doc,
+        router=ctrl.new_router(key),
+        rollout=RolloutState(stable=1),
+        desired=doc.spec.initial_replicas,
+    )
+    ctrl.configure_router(dep, demand_callback(ctrl, dep))
     await _bind(ctrl, dep, doc.spec.service.port)
-    add_revision(ctrl, dep, 1, revision_of(doc), doc.source_dir)
-    ctrl.deployments[key] = dep
+    ctrl.apply(dep, [AddRevision(1, revision_of(doc), doc.source_dir)])
+    created = f"revision 1, {dep.desired} replicas, port {dep.port}"
+    ctrl.add(dep, Event("Normal", "Created", created))
     write_applied(ctrl, dep)
-    ctrl.event(dep, "Normal", "Created", f"revision 1, {dep.desired} replicas, port {dep.port}")
     ctrl.persist(dep)
     return {"kind": "ModelDeployment", "name": key, "action": "created", "revision": 1}
-
-
-def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
-    """How long the router holds requests with no ready replica: the spec's activationTimeout
-    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
-    autoscaling = doc.spec.autoscaling
-    if autoscaling is not None and autoscaling.scale_to_zero is not None:
-        router.hold_s = autoscaling.scale_to_zero.activation_timeout
-    else:
-        router.hold_s = default_s
 
 
 def write_applied(ctrl: Controller, dep: Deployment) -> None:
@@ -177,61 +177,56 @@ def write_applied(ctrl: Controller, dep: Deployment) -> None:
     write_revision_file(folder / APPLIED_FILE, data)
 
 
-def add_revision(
-    ctrl: Controller, dep: Deployment, revision: int, data: dict[str, Any], source_dir: str
-) -> None:
-    file = ctrl.state / "deployments" / dep.namespace / dep.name / f"rev-{revision}.yaml"
-    write_revision_file(file, data)
-    doc = ModelDeployment.model_validate(data)
-    dep.revisions[revision] = doc
-    dep.revision_files[revision] = file
-    dep.revision_hashes[revision] = revision_hash(data)
-    row = RevisionRow(revision, data, source_dir, ctrl.clock.wall(), "", "")
-    ctrl.store.add_revision(dep.key, row)
-
-
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
     data = revision_of(doc)
     old = dep.doc
     result: dict[str, Any] = {"kind": "ModelDeployment", "name": dep.key, "action": "unchanged"}
     if doc.spec.service.port != dep.port:
-        if dep.server is not None:
-            dep.server.close()
+        ctrl.stop_listening(dep)
         await _bind(ctrl, dep, doc.spec.service.port)
     if doc.spec != old.spec:
         result["action"] = "configured"
-    dep.doc = doc
+    ctrl.apply(dep, [SetSpec(doc)])
     write_applied(ctrl, dep)
-    apply_hold(dep.router, doc, ctrl.settings.hold_s)
     # As on a cluster: the autoscaler's count survives an apply (clamped into new bounds).
     desired = replicas_after_apply(old.spec, doc.spec, dep.desired)
     if desired != dep.desired:
-        ctrl.event(
-            dep, "Normal", "ScalingReplicaSet", f"scaled from {dep.desired} to {desired}: apply"
-        )
-        dep.desired = desired
-    identity = revision_hash(data)
-    newest = dep.newest_revision
-    if identity == dep.revision_hashes.get(dep.rollout.stable):
-        if dep.rollout.active:
-            dep.rollout = abort_rollout(dep.rollout, "the applied spec matches the stable revision")
-            ctrl.event(dep, "Normal", "RolloutAborted", dep.rollout.reason)
-            result["action"] = "configured"
-        return result
-    if dep.rollout.active and identity == dep.revision_hashes.get(newest):
-        return result
-    revision = newest + 1
-    add_revision(ctrl, dep, revision, data, doc.source_dir)
-    dep.rollout = start_rollout(dep.rollout, revision, doc.spec.rollout.strategy, now=now)
-    ctrl.event(
-        dep,
-        "Normal",
-        "RolloutStarted",
-        f"{doc.spec.rollout.strategy} from revision {dep.rollout.stable} to {revision}",
-    )
-    result.update(action="configured", revision=revision)
+        ctrl.apply(dep, [SetDesired(desired, "apply")])
+    changes, outcome = rollout_on_apply(dep, data, doc, now)
+    ctrl.apply(dep, changes)
+    result.update(outcome)
     return result
+
+
+def rollout_on_apply(
+    dep: Deployment, data: dict[str, Any], doc: ModelDeployment, now: float
+) -> tuple[list[Change], dict[str, Any]]:
+    """What applying ``doc`` (its revision document ``data``) does to the rollout. Pure.
+
+    The changes and what the apply's result says besides: nothing when the template is the
+    stable one with no rollout, or the one already rolling out; ``configured`` when it is the
+    stable one again (the rollout is aborted); ``configured`` and the new revision's number
+    otherwise (a revision is cut and its rollout starts).
+    """
+    identity = revision_hash(data)
+    rollout = dep.rollout
+    if identity == dep.revision_hashes.get(rollout.stable):
+        if not rollout.active:
+            return [], {}
+        state = abort_rollout(rollout, "the applied spec matches the stable revision")
+        aborted = SetRollout(state, (Event("Normal", "RolloutAborted", state.reason),))
+        return [aborted], {"action": "configured"}
+    newest = dep.newest_revision
+    if rollout.active and identity == dep.revision_hashes.get(newest):
+        return [], {}
+    revision = newest + 1
+    strategy = doc.spec.rollout.strategy
+    state = start_rollout(rollout, revision, strategy, now=now)
+    message = f"{strategy} from revision {state.stable} to {revision}"
+    started = SetRollout(state, (Event("Normal", "RolloutStarted", message),))
+    cut = AddRevision(revision, data, doc.source_dir)
+    return [cut, started], {"action": "configured", "revision": revision}
 
 
 # scale, down -------------------------------------------------------------------------------
@@ -239,17 +234,16 @@ def scale(ctrl: Controller, name: str, replicas: int) -> dict[str, Any]:
     if replicas < 0:
         raise BackendError(f"replicas must be >= 0, got {replicas}")
     dep = find(ctrl, name)
-    ctrl.event(
-        dep, "Normal", "ScalingReplicaSet", f"scaled from {dep.desired} to {replicas}: manual"
-    )
-    dep.desired = replicas
+    changes: list[Change] = [SetDesired(replicas, "manual")]
     if dep.doc.spec.autoscaling is not None:
-        ctrl.event(
-            dep,
-            "Normal",
-            "AutoscalerActive",
-            "autoscaling is on: the autoscaler may change this count at its next sync",
+        changes.append(
+            Event(
+                "Normal",
+                "AutoscalerActive",
+                "autoscaling is on: the autoscaler may change this count at its next sync",
+            )
         )
+    ctrl.apply(dep, changes)
     ctrl.reconcile()
     return {"name": dep.key, "replicas": replicas}
 
@@ -257,18 +251,12 @@ def scale(ctrl: Controller, name: str, replicas: int) -> dict[str, Any]:
 async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
     targets = [find(ctrl, name)] if name else list(ctrl.deployments.values())
     for dep in targets:
-        ctrl.deployments.pop(dep.key, None)
-        for replica in list(dep.replicas.values()):
-            ctrl.begin_stop(dep, replica, "deployment deleted")
+        ctrl.begin_delete(dep)
     deadline = ctrl.clock.monotonic() + 60.0
     while any(d.replicas for d in targets) and ctrl.clock.monotonic() < deadline:
         await ctrl.clock.sleep(0.05)
     for dep in targets:
-        if dep.server is not None:
-            dep.server.close()
-        ctrl.store.delete_deployment(dep.key)
-        ctrl.store.delete_usage(dep.key)
-        ctrl.metrics.forget(dep.namespace, dep.name)
+        ctrl.end_delete(dep)
     ctrl.write_targets()
     exiting = not ctrl.deployments
     prometheus_stopped = False
@@ -310,10 +298,31 @@ def rollout_status(dep: Deployment) -> dict[str, Any]:
 def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
     if dep.rollout.active:
-        dep.rollout = abort_rollout(dep.rollout, "rollout undone by the user")
-        ctrl.event(dep, "Normal", "RolloutAborted", f"back to revision {dep.rollout.stable}")
-        return {"name": dep.key, "revision": dep.rollout.stable, "action": "aborted"}
-    rows = ctrl.store.revisions(dep.key)
+        state = abort_rollout(dep.rollout, "rollout undone by the user")
+        aborted = Event("Normal", "RolloutAborted", f"back to revision {state.stable}")
+        ctrl.apply(dep, [SetRollout(state, (aborted,))])
+        return {"name": dep.key, "revision": state.stable, "action": "aborted"}
+    target = _undo_target(dep, ctrl.store.revisions(dep.key), revision)
+    if dep.rollout.previous == target and now < dep.rollout.previous_until:
+        state = RolloutState(
+            stable=target, previous=dep.rollout.stable, previous_until=now + BLUE_GREEN_KEEP_S
+        )
+        back = Event("Normal", "RolledBack", f"traffic switched back to revision {target}")
+        ctrl.apply(dep, [SetRollout(state, (back,))])
+        return {"name": dep.key, "revision": target, "action": "switched"}
+    strategy = dep.doc.spec.rollout.strategy
+    if strategy in (RolloutStrategy.CANARY, RolloutStrategy.AB_TEST):
+        strategy = RolloutStrategy.ROLLING_UPDATE  # an undo goes straight back, no analysis
+    state = start_rollout(dep.rollout, target, strategy, now=now)
+    started = Event("Normal", "RolloutStarted", f"undo: {strategy} back to revision {target}")
+    ctrl.apply(dep, [SetRollout(state, (started,))])
+    ctrl.reconcile()
+    return {"name": dep.key, "revision": target, "action": "rolling back"}
+
+
+def _undo_target(dep: Deployment, rows: list[RevisionRow], revision: int | None) -> int:
+    """The revision an undo goes back to: the one asked for, else the newest good one
+    before the stable one."""
     good = [
         r.revision
         for r in rows
@@ -327,19 +336,7 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
     )
     if target is None or target not in dep.revisions:
         raise BackendError(f"deployment '{dep.key}' has no earlier revision to go back to")
-    if dep.rollout.previous == target and now < dep.rollout.previous_until:
-        dep.rollout = RolloutState(
-            stable=target, previous=dep.rollout.stable, previous_until=now + BLUE_GREEN_KEEP_S
-        )
-        ctrl.event(dep, "Normal", "RolledBack", f"traffic switched back to revision {target}")
-        return {"name": dep.key, "revision": target, "action": "switched"}
-    strategy = dep.doc.spec.rollout.strategy
-    if strategy in (RolloutStrategy.CANARY, RolloutStrategy.AB_TEST):
-        strategy = RolloutStrategy.ROLLING_UPDATE  # an undo goes straight back, no analysis
-    dep.rollout = start_rollout(dep.rollout, target, strategy, now=now)
-    ctrl.event(dep, "Normal", "RolloutStarted", f"undo: {strategy} back to revision {target}")
-    ctrl.reconcile()
-    return {"name": dep.key, "revision": target, "action": "rolling back"}
+    return target
 
 
 # status ------------------------------------------------------------------------------------
