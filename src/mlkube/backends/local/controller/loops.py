@@ -1,5 +1,6 @@
 """The controller's loops: reconcile, readiness probes, metrics scrapes with canary analysis,
-and the autoscaler. Each loop is thin: it observes, calls a pure decision, and acts.
+and the autoscaler. Each loop is thin: it observes, calls a pure decision, and hands the
+changes it returns (``changes``) to ``Controller.apply``, the one writer of the records.
 """
 
 from __future__ import annotations
@@ -10,7 +11,25 @@ from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
-from mlkube.autoscale.api import Observation, ReplicaMetrics, decide, should_activate
+from mlkube.autoscale.api import (
+    Decision,
+    Observation,
+    PolicyState,
+    ReplicaMetrics,
+    decide,
+    should_activate,
+)
+from mlkube.backends.local.controller.changes import (
+    AnalysisBaseline,
+    AnalysisResult,
+    AutoscalerRan,
+    Change,
+    Event,
+    ProbeResult,
+    Scraped,
+    SetDesired,
+    TrafficSeen,
+)
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.probe import http_get
@@ -29,7 +48,6 @@ from mlkube.spec.rollout import RolloutStrategy
 
 logger = logging.getLogger(__name__)
 
-SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
 _RUNNING = (Phase.STARTING, Phase.READY, Phase.NOT_READY)
 
 
@@ -61,37 +79,67 @@ async def probe_tick(ctrl: Controller) -> None:
         *(http_get(r.port, "/v2/health/ready", timeout_s=timeout) for _, r in jobs)
     )
     now = ctrl.clock.monotonic()
+    threshold = ctrl.settings.failure_threshold
     changed = set()
     for (dep, replica), (status, _) in zip(jobs, results, strict=True):
         if replica.phase not in _RUNNING:
             continue
-        if _apply_probe(ctrl, dep, replica, status == 200, now):
+        result = probe_transition(replica, status == 200, now, threshold)
+        if result is None:
+            continue
+        routed = result.phase is not replica.phase
+        ctrl.apply(dep, [result])
+        if routed:
             changed.add(dep.key)
     if changed:
         ctrl.reconcile()
 
 
-def _apply_probe(ctrl: Controller, dep: Deployment, replica: Replica, ok: bool, now: float) -> bool:
+def probe_transition(replica: Replica, ok: bool, now: float, threshold: int) -> ProbeResult | None:
+    """A running replica's readiness after one probe (None: nothing changes). Pure.
+
+    A success makes it Ready (the Ready event the first time) and clears its failures; a
+    failure of a Ready replica counts, and ``threshold`` of them in a row make it NotReady.
+    """
+    result = ProbeResult(
+        replica.name,
+        replica.phase,
+        replica.probe_failures,
+        replica.unready_since,
+        replica.ready_at,
+        replica.ever_ready,
+        replica.last_reason,
+    )
     if ok:
-        replica.probe_failures = 0
-        replica.unready_since = None
         if replica.phase is Phase.READY:
-            return False
-        if not replica.ever_ready:
-            replica.ready_at = now
-            ctrl.event(dep, "Normal", "Ready", f"replica {replica.name} is ready")
-        replica.ever_ready = True
-        replica.phase = Phase.READY
-        return True
-    if replica.phase is Phase.READY:
-        replica.probe_failures += 1
-        if replica.probe_failures >= ctrl.settings.failure_threshold:
-            replica.phase = Phase.NOT_READY
-            replica.unready_since = now
-            replica.last_reason = "readiness probe failed"
-            ctrl.event(dep, "Warning", "Unhealthy", f"replica {replica.name} readiness failed")
-            return True
-    return False
+            cleared = replace(result, probe_failures=0, unready_since=None)
+            return cleared if cleared != result else None
+        if replica.ever_ready:
+            return replace(result, phase=Phase.READY, probe_failures=0, unready_since=None)
+        ready = Event("Normal", "Ready", f"replica {replica.name} is ready")
+        return replace(
+            result,
+            phase=Phase.READY,
+            probe_failures=0,
+            unready_since=None,
+            ready_at=now,
+            ever_ready=True,
+            event=ready,
+        )
+    if replica.phase is not Phase.READY:
+        return None
+    failures = replica.probe_failures + 1
+    if failures < threshold:
+        return replace(result, probe_failures=failures)
+    unhealthy = Event("Warning", "Unhealthy", f"replica {replica.name} readiness failed")
+    return replace(
+        result,
+        phase=Phase.NOT_READY,
+        probe_failures=failures,
+        unready_since=now,
+        last_reason="readiness probe failed",
+        event=unhealthy,
+    )
 
 
 # metrics and canary analysis ------------------------------------------------------------
@@ -106,7 +154,7 @@ async def scrape_tick(ctrl: Controller) -> None:
         *(http_get(r.port, "/metrics", timeout_s=ctrl.settings.probe_timeout_s) for _, r in jobs)
     )
     now = ctrl.clock.monotonic()
-    for (_, replica), (status, body) in zip(jobs, results, strict=True):
+    for (dep, replica), (status, body) in zip(jobs, results, strict=True):
         if status != 200 or replica.handle is None:
             continue
         snapshot = parse_metrics(body.decode(errors="replace"), at=now)
@@ -114,10 +162,9 @@ async def scrape_tick(ctrl: Controller) -> None:
             usage = replica.handle.rss_and_cpu()
             if usage is not None:
                 snapshot = _with_usage(snapshot, usage)
-        replica.snapshots.append(snapshot)
-        del replica.snapshots[:-SNAPSHOTS_KEPT]
+        ctrl.apply(dep, [Scraped(replica.name, snapshot)])
     for dep in ctrl.deployments.values():
-        _lb_rate(dep, now)
+        ctrl.apply(dep, [traffic_seen(dep, now)])
         _canary_analysis(ctrl, dep, now)
     record_usage(ctrl, now)
 
@@ -127,11 +174,14 @@ def _with_usage(snapshot: Snapshot, usage: tuple[int, float]) -> Snapshot:
     return replace(snapshot, rss_bytes=rss, cpu_seconds=cpu)
 
 
-def _lb_rate(dep: Deployment, now: float) -> None:
+def traffic_seen(dep: Deployment, now: float) -> TrafficSeen:
+    """The load balancer's requests per second since the last look (kept until a second
+    look). Pure."""
     total = dep.router.stats.requests
+    rps = dep.rps
     if dep.lb_seen_at:
-        dep.rps = (total - dep.lb_requests_seen) / max(now - dep.lb_seen_at, 1e-9)
-    dep.lb_requests_seen, dep.lb_seen_at = total, now
+        rps = (total - dep.lb_requests_seen) / max(now - dep.lb_seen_at, 1e-9)
+    return TrafficSeen(total, now, rps)
 
 
 def _canary_analysis(ctrl: Controller, dep: Deployment, now: float) -> None:
@@ -148,9 +198,13 @@ def _canary_analysis(ctrl: Controller, dep: Deployment, now: float) -> None:
         r for r in dep.replicas.values() if r.revision == rollout.target and r.phase is Phase.READY
     ]
     if dep.next_analysis_at is None:
-        dep.next_analysis_at = now + analysis.interval
-        for replica in canaries:
-            replica.analysis_base = replica.snapshots[-1] if replica.snapshots else None
+        changes: list[Change] = [
+            AnalysisResult(dep.analysis_failure, dep.analysis_passed, now + analysis.interval)
+        ]
+        changes += [
+            AnalysisBaseline(r.name, r.snapshots[-1] if r.snapshots else None) for r in canaries
+        ]
+        ctrl.apply(dep, changes)
         _mark_lb_base(dep, canaries)
         return
     if now < dep.next_analysis_at:
@@ -162,18 +216,28 @@ def _canary_analysis(ctrl: Controller, dep: Deployment, now: float) -> None:
         max_p99_ms=analysis.max_p99_latency_ms,
         min_requests=analysis.min_requests,
     )
+    ctrl.apply(dep, [analysis_verdict(dep, rollout.target, merged, enough, failure)])
+
+
+def analysis_verdict(
+    dep: Deployment, target: int, merged: Rates, enough: bool, failure: str | None
+) -> AnalysisResult:
+    """The canary analysis after an interval judged by ``judge_canary``. Pure.
+
+    A failure is kept (the rollout step rolls back); enough good traffic passes it, with an
+    event; either way the next interval is unscheduled, and starts at the next scrape.
+    """
     if failure is not None:
-        dep.analysis_failure = failure
-    elif enough:
-        dep.analysis_passed = True
-        ctrl.event(
-            dep,
-            "Normal",
-            "AnalysisPassed",
-            f"canary revision {rollout.target}: error rate {merged.error_rate:.3f} over "
-            f"{merged.requests:.0f} requests, p99 {merged.p99_ms or 0:.1f} ms",
-        )
-    dep.next_analysis_at = None
+        return AnalysisResult(failure, dep.analysis_passed, None)
+    if not enough:
+        return AnalysisResult(dep.analysis_failure, dep.analysis_passed, None)
+    passed = Event(
+        "Normal",
+        "AnalysisPassed",
+        f"canary revision {target}: error rate {merged.error_rate:.3f} over "
+        f"{merged.requests:.0f} requests, p99 {merged.p99_ms or 0:.1f} ms",
+    )
+    return AnalysisResult(dep.analysis_failure, True, None, passed)
 
 
 _LB_BASE: dict[str, tuple[int, int]] = {}
@@ -224,32 +288,42 @@ async def autoscale_tick(ctrl: Controller) -> None:
                 continue
         if now < dep.next_autoscale_at:
             continue
-        dep.next_autoscale_at = now + spec.tick_seconds()
         observation = _observation(dep, now)
-        decision, dep.autoscale_state = decide(spec, observation, dep.autoscale_state)
+        decision, state = decide(spec, observation, dep.autoscale_state)
         ctrl.metrics.decision(
             dep.namespace, dep.name, before=dep.desired, after=decision.desired_replicas
         )
-        previous = dep.last_decision
-        dep.last_decision = {
-            "desiredReplicas": decision.desired_replicas,
-            "reason": decision.reason,
-            "metrics": decision.metric_values,
-            "limitedBy": decision.limited_by,
-            "conditions": [list(c) for c in decision.conditions],
-        }
-        if _news(previous, dep.last_decision, dep.desired):
-            inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
-            limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
-            ctrl.event(
-                dep,
-                "Normal",
-                "AutoscalerDecision",
-                f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} "
-                f"({inputs}{limit})",
-            )
-        if decision.desired_replicas != dep.desired:
-            _scale(ctrl, dep, decision.desired_replicas, decision.reason)
+        changes = autoscaler_ran(dep, decision, state, now + spec.tick_seconds())
+        ctrl.apply(dep, changes)
+        if any(isinstance(change, SetDesired) for change in changes):
+            ctrl.reconcile()
+
+
+def autoscaler_ran(
+    dep: Deployment, decision: Decision, state: PolicyState | None, next_at: float
+) -> list[Change]:
+    """What one autoscaler sync changes: its state and decision, the AutoscalerDecision event
+    when the decision is news (``_news``), and the count when the decision changes it. Pure."""
+    shown = {
+        "desiredReplicas": decision.desired_replicas,
+        "reason": decision.reason,
+        "metrics": decision.metric_values,
+        "limitedBy": decision.limited_by,
+        "conditions": [list(c) for c in decision.conditions],
+    }
+    event = None
+    if _news(dep.last_decision, shown, dep.desired):
+        inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
+        limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
+        event = Event(
+            "Normal",
+            "AutoscalerDecision",
+            f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} ({inputs}{limit})",
+        )
+    changes: list[Change] = [AutoscalerRan(state, shown, next_at, event)]
+    if decision.desired_replicas != dep.desired:
+        changes.append(SetDesired(decision.desired_replicas, decision.reason))
+    return changes
 
 
 def _news(previous: dict[str, Any] | None, decision: dict[str, Any], current: int) -> bool:
@@ -263,10 +337,7 @@ def _news(previous: dict[str, Any] | None, decision: dict[str, Any], current: in
 
 
 def _scale(ctrl: Controller, dep: Deployment, replicas: int, reason: str) -> None:
-    ctrl.event(
-        dep, "Normal", "ScalingReplicaSet", f"scaled from {dep.desired} to {replicas}: {reason}"
-    )
-    dep.desired = replicas
+    ctrl.apply(dep, [SetDesired(replicas, reason)])
     ctrl.reconcile()
 
 

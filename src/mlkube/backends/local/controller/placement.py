@@ -1,6 +1,7 @@
 """Admission of Pending replicas: requests vs allocatable, quotas, priorities, GPUs.
 
-Thin: gathers claims from every deployment and asks ``backends.local.admission.admit``.
+Thin: gathers claims from every deployment, asks ``backends.local.admission.admit``, and hands
+what it decided (``Unschedulable``, ``Placed``, preemption events) to ``Controller.apply``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from mlkube.backends.local.controller.changes import Event, Placed, Unschedulable
 from mlkube.backends.local.decisions.admission import Capacity, Claim, QuotaLimits, admit
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.gpu import detect_gpus
@@ -128,17 +130,16 @@ def admit_all(ctrl: Controller) -> None:
         verdict = admit(claim, placed, capacity, quotas)
         if not verdict.admitted:
             if replica.pending_reason != verdict.reason:
-                replica.pending_reason = verdict.reason
-                ctrl.event(dep, "Warning", "FailedScheduling", f"{replica.name}: {verdict.reason}")
+                ctrl.apply(dep, [Unschedulable(replica.name, verdict.reason)])
             continue
         for victim in verdict.victims:
             victim_dep, victim_replica = owners[victim]
             message = f"replica {victim} preempted by {replica.name} (priority {claim.priority})"
-            ctrl.event(victim_dep, "Warning", "Preempted", message)
+            ctrl.apply(victim_dep, [Event("Warning", "Preempted", message)])
             if victim_dep is not dep:
-                ctrl.event(dep, "Normal", "Preempting", message)
+                ctrl.apply(dep, [Event("Normal", "Preempting", message)])
             ctrl.begin_stop(victim_dep, victim_replica, "preempted")
             placed = [c for c in placed if c.replica != victim]
-        replica.gpus = verdict.gpus
+        ctrl.apply(dep, [Placed(replica.name, verdict.gpus)])
         ctrl.spawn(dep, replica)
         placed.append(claim_of(ctrl, dep, replica))
