@@ -271,7 +271,10 @@ def writes(tree: ast.Module, containers: frozenset[str]) -> list[tuple[int, str]
 
 
 def _package() -> dict[str, ast.Module]:
-    return {path.name: ast.parse(path.read_text()) for path in sorted(PACKAGE.glob("*.py"))}
+    return {
+        str(path.relative_to(PACKAGE)): ast.parse(path.read_text())
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
 
 
 def _containers() -> frozenset[str]:
