@@ -155,6 +155,7 @@ class ModelDeployment(SpecModel):
     kind: Literal["ModelDeployment"] = "ModelDeployment"
     metadata: Metadata
     spec: ModelDeploymentSpec
+    _source_file: str = PrivateAttr(default="<string>")
     _source_dir: str = PrivateAttr(default=".")
     """The directory of the spec file; relative model paths are resolved against it."""
 
@@ -224,6 +225,7 @@ class Quota(SpecModel):
     kind: Literal["Quota"] = "Quota"
     metadata: Metadata
     spec: QuotaSpec
+    _source_file: str = PrivateAttr(default="<string>")
 
 
 class PriorityClassSpec(SpecModel):
@@ -242,6 +244,7 @@ class PriorityClass(SpecModel):
     kind: Literal["PriorityClass"] = "PriorityClass"
     metadata: Metadata
     spec: PriorityClassSpec
+    _source_file: str = PrivateAttr(default="<string>")
 
 
 Document = Annotated[ModelDeployment | Quota | PriorityClass, Field(discriminator="kind")]
