@@ -4,7 +4,7 @@
 The controller writes ``<state>/token`` (mode 0600, created that way: never readable by
 others even for an instant) and ``<state>/controller.json`` (pid, port). A client reads both;
 only a user who can read the token file can drive the controller. The server side is a small
-asyncio handler (a handful of requests per second at most), the client side plain urllib.
+asyncio handler (a handful of requests per second at most), the client side httpx.
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import json
 import logging
 import os
 import secrets
-import urllib.error
-import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+
+import httpx
 
 from mlkube.errors import BackendError
 
@@ -128,7 +129,12 @@ async def _handle(
 
 
 class Client:
-    """Talks to the controller of one state directory."""
+    """Talks to the controller of one state directory.
+
+    ``call`` answers the parsed JSON; a refusal is a ``BackendError`` with the controller's
+    message, no answer at all a ``ControllerNotRunningError``. No connection is kept between
+    calls, so a client that is never closed leaves no socket behind.
+    """
 
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -139,23 +145,45 @@ class Client:
             self.token = read_token(state)
         except (OSError, ValueError, KeyError) as error:
             raise ControllerNotRunningError(state) from error
+        self._http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=CLIENT_TIMEOUT_S,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,  # loopback: never through a proxy from the environment
+        )
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
+        """``method path`` with ``body`` as JSON; the answer's JSON."""
+        headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                message = json.loads(error.read()).get("error", str(error))
-            except ValueError:
-                message = str(error)
-            raise BackendError(message) from error
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            response = self._http.request(method, path, json=body, headers=headers)
+        except httpx.TransportError as error:
             raise ControllerNotRunningError(self.state) from error
+        if response.is_error:
+            raise BackendError(_error_message(response))
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The controller's ``{"error": ...}``, or the status line when the body is not that."""
+    try:
+        message = response.json().get("error")
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        return message
+    return f"the controller answered {response.status_code} {response.reason_phrase}"
