@@ -3,8 +3,11 @@ import stat
 
 import pytest
 
-from mlkube.backends.local.controller.api import Client, serve_api, write_token
+from mlkube.backends.local.controller.api import Client, write_token
+from mlkube.backends.local.controller.controller import Controller
+from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.errors import BackendError
+from mlkube.testing.control_api import served
 
 
 def test_token_file_is_created_readable_by_its_owner_only(tmp_path):
@@ -25,18 +28,13 @@ def test_client_refuses_a_token_file_others_can_read(tmp_path):
 
 @pytest.mark.integration
 async def test_requests_without_the_token_are_refused(tmp_path):
-    token = write_token(tmp_path)
-
-    async def handler(method, path, body):
-        return 200, {"path": path}
-
-    server = await serve_api(handler, token)
-    port = server.sockets[0].getsockname()[1]
-    (tmp_path / "controller.json").write_text(f'{{"pid": 1, "port": {port}}}')
-    good = Client(tmp_path)
-    assert await asyncio.to_thread(good.call, "GET", "/status") == {"path": "/status"}
-    bad = Client(tmp_path)
-    bad.token = "wrong"  # noqa: S105 - a deliberately wrong token
-    with pytest.raises(BackendError, match="missing or wrong token"):
-        await asyncio.to_thread(bad.call, "GET", "/status")
-    server.close()
+    ctrl = Controller(tmp_path, ControllerSettings())
+    try:
+        async with served(ctrl) as good:
+            assert await asyncio.to_thread(good.call, "GET", "/healthz") == {"ok": True}
+            with Client(tmp_path) as bad:
+                bad.token = "wrong"  # noqa: S105 - a deliberately wrong token
+                with pytest.raises(BackendError, match="missing or wrong token"):
+                    await asyncio.to_thread(bad.call, "GET", "/status")
+    finally:
+        ctrl.store.close()
