@@ -26,7 +26,7 @@ from mlkube.backends.local.controller.api import (
     write_token,
 )
 from mlkube.backends.local.controller.controller import Controller
-from mlkube.backends.local.controller.deployment import Deployment, revision_document
+from mlkube.backends.local.controller.deployment import Deployment, revision_of
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.server import INTERNAL_ERROR
 from mlkube.backends.local.controller.settings import ControllerSettings
@@ -95,7 +95,7 @@ def _deployment(ctrl: Controller) -> Deployment:
         dep.replicas[name] = Replica(name, 1, 0, 0.0, phase=phase, last_reason="OOMKilled")
     dep.weights = {1: 100.0}
     dep.last_decision = {"desiredReplicas": 2, "reason": "steady", "metrics": {"cpu": 0.5}}
-    handlers.add_revision(ctrl, dep, 1, revision_document(doc), "/specs")
+    handlers.add_revision(ctrl, dep, 1, revision_of(doc), "/specs")
     ctrl.deployments[dep.key] = dep
     ctrl.event(dep, "Normal", "Created", "revision 1, 2 replicas")
     ctrl.event(dep, "Warning", "BackOff", "iris-1-b: OOMKilled")
