@@ -54,6 +54,9 @@ class SpecError(MlkubeError):
 
     def __str__(self) -> str:
         count = len(self.issues)
+        if count == 1 and not self.issues[0].path and self.issues[0].line is None:
+            # A problem with the file itself (missing, unreadable, empty): one line says it.
+            return f"{self.source}: {self.issues[0].message}"
         head = f"{self.source}: {count} problem{'s' if count != 1 else ''} in the spec"
         return "\n".join([head, *("  " + issue.render(self.source) for issue in self.issues)])
 

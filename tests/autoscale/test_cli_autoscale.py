@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def test_simulate_prints_policies_side_by_side_and_writes_plots(tmp_path: Path) 
     assert "hpa-cpu70" in result.output
     assert png.read_bytes().startswith(b"\x89PNG")
     assert "data:image/png;base64," in page.read_text()
+    # The capacity is a built-in guess unless measured: the output says so and what to do.
+    assert "(built-in replica model)" in result.output
+    assert "a built-in default, not your model" in result.output
+    assert f"measure yours: mlkube profile {GUIDE} --out profile.json" in result.output
+    # Plots are ordinary files, not 0600 temporaries.
+    umask = os.umask(0)
+    os.umask(umask)
+    assert png.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_simulate_json_with_a_trace_file_and_overrides(tmp_path: Path) -> None:
@@ -38,6 +47,7 @@ def test_simulate_json_with_a_trace_file_and_overrides(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     data = json.loads(result.output)
     assert data["model"]["capacity_rps"] == 30
+    assert data["capacitySource"] == "from --capacity-rps"
     assert data["model"]["startup_s"] == 3
     (only,) = data["results"]
     assert only["policy"] == "spec"

@@ -17,7 +17,6 @@ from mlkube.autoscale.api import Recommendation, ScaleEvent
 from mlkube.autoscale.hpa import behavior as bh
 from mlkube.autoscale.hpa import calculator as calc
 from mlkube.autoscale.hpa.controller import (
-    Behavior,
     HpaMemory,
     HpaObserved,
     HpaSpec,
@@ -34,6 +33,7 @@ from mlkube.autoscale.hpa.pods import (
     group_pods,
     resource_samples,
 )
+from mlkube.desired.scaling import Behavior
 
 VECTORS_PATH = Path(
     os.environ.get("MLKUBE_HPA_VECTORS", Path(__file__).parent / "data" / "hpa_vectors.json")

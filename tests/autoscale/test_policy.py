@@ -54,6 +54,17 @@ def test_missing_cpu_request_is_a_failed_metric_that_holds_the_count() -> None:
     assert "missing request for cpu" in decision.reason
 
 
+def test_the_first_decision_without_a_sample_says_so_in_plain_words() -> None:
+    obs = observation(0.0, [replica("a", cpu=None), replica("b", cpu=None)])
+    decision, _ = decide(spec(**CPU70), obs, None)
+    assert decision.desired_replicas == 2
+    assert (
+        decision.reason
+        == "holding at 2: no metric sample yet (a replica reports after one sync period)"
+    )
+    assert "resource metrics API" not in decision.reason
+
+
 def test_an_invalid_metric_blocks_scale_down_but_not_scale_up() -> None:
     both = {
         "minReplicas": 1,

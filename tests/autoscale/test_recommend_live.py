@@ -25,10 +25,9 @@ import yaml
 from mlkube.autoscale.rightsize import parse_samples, recommend
 from mlkube.autoscale.vpa import POD_MIN_CPU, POD_MIN_MEMORY
 from mlkube.backends.local.controller import usage
-from mlkube.backends.local.controller.api import Client, serve_api, write_token
+from mlkube.backends.local.controller.api import Client
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
-from mlkube.backends.local.controller.handlers import NotFoundError, handle
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
@@ -40,6 +39,7 @@ from mlkube.clock import ManualClock
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import load_spec, parse_documents
+from mlkube.testing.control_api import served
 from mlkube.testing.local import LocalController
 from mlkube.testing.models import iris_classifier, save_onnx
 
@@ -126,6 +126,7 @@ def test_an_oom_kill_is_recorded_once_with_at_least_the_limit(ctrl):
     assert [k.restart for k in ctrl.store.ooms(dep.key)] == [1, 2]
 
 
+@pytest.mark.integration
 async def test_usage_route_returns_samples_the_recommender_reads(ctrl):
     dep = _deployment(ctrl)
     replica = dep.replicas["iris-1-a"]
@@ -133,49 +134,41 @@ async def test_usage_route_returns_samples_the_recommender_reads(ctrl):
         _scrape(replica, float(i), 0.3 * i * i, (100 + 10 * i) * MI, 10.0 * i)
         usage.record(ctrl, float(i))
         ctrl.clock.advance(1.0)
-    status, body = await handle(ctrl, "GET", "/usage?name=iris", {})
-    assert status == 200
+    async with served(ctrl) as client:
+        body = await asyncio.to_thread(client.call, "GET", "/usage?name=iris")
+        since = ctrl.store.usage(dep.key)[3].ts
+        later = await asyncio.to_thread(client.call, "GET", f"/usage?name=ml/iris&since={since}")
     assert body["name"] == "ml/iris" and len(body["samples"]) == 5
     assert {s["replica"] for s in body["samples"]} == {"iris-1-a"}
     assert ModelDeployment.model_validate(body["spec"]).name == "iris"
-    samples, ooms = parse_samples(json.loads(json.dumps(body)), "route")
+    samples, ooms = parse_samples(body, "route")
     rec = recommend(samples, ooms, deployment=dep.doc, slo_ms=500.0)
     assert rec.memory_request_bytes >= max(150 * MI * 1.15, POD_MIN_MEMORY)
     assert rec.cpu_request_milli >= max(0.3 * 9 * 1150, POD_MIN_CPU * 1000)  # p90 ≥ 2.7 cores
-    since = ctrl.store.usage(dep.key)[3].ts
-    _, later = await handle(ctrl, "GET", f"/usage?name=ml/iris&since={since}", {})
     assert len(later["samples"]) == 2
 
 
+@pytest.mark.integration
 async def test_usage_route_refuses_bad_requests(ctrl):
     _deployment(ctrl)
-    assert (await handle(ctrl, "GET", "/usage", {}))[0] == 400
-    status, body = await handle(ctrl, "GET", "/usage?name=iris&since=yesterday", {})
-    assert status == 400 and "yesterday" in body["error"]
-    with pytest.raises(NotFoundError, match="no deployment named 'nope'"):
-        await handle(ctrl, "GET", "/usage?name=nope", {})
+    async with served(ctrl) as client:
+        with pytest.raises(BackendError, match="name: Field required"):
+            await asyncio.to_thread(client.call, "GET", "/usage")
+        with pytest.raises(BackendError, match=r"since: .*'yesterday'"):
+            await asyncio.to_thread(client.call, "GET", "/usage?name=iris&since=yesterday")
+        with pytest.raises(BackendError, match="no deployment named 'nope'"):
+            await asyncio.to_thread(client.call, "GET", "/usage?name=nope")
 
 
 @pytest.mark.integration
-async def test_usage_route_needs_the_token(ctrl, tmp_path):
+async def test_usage_route_needs_the_token(ctrl):
     _deployment(ctrl)
-    token = write_token(tmp_path)
-
-    async def handler(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return await handle(ctrl, method, path, body)
-
-    server = await serve_api(handler, token)
-    port = server.sockets[0].getsockname()[1]
-    (tmp_path / "controller.json").write_text(f'{{"pid": 1, "port": {port}}}')
-    try:
-        client = Client(tmp_path)
+    async with served(ctrl) as client:
         data = await asyncio.to_thread(client.call, "GET", "/usage?name=iris")
         assert data["samples"] == [] and data["name"] == "ml/iris"
         client.token = "wrong"  # noqa: S105 - a deliberately wrong token
         with pytest.raises(BackendError, match="missing or wrong token"):
             await asyncio.to_thread(client.call, "GET", "/usage?name=iris")
-    finally:
-        server.close()
 
 
 # integration: a real `mlkube up` -----------------------------------------------------------

@@ -201,10 +201,9 @@ def check_steps(doc: ModelDeployment) -> None:
     if rollout.strategy not in (RolloutStrategy.CANARY, RolloutStrategy.AB_TEST):
         return
     n = replicas_after_apply(None, doc.spec, 0)
+    pairs: list[tuple[int, int | None]] = [(0, None)]
     if rollout.strategy is RolloutStrategy.CANARY:
         pairs = [(i, step.weight) for i, step in enumerate(rollout.steps)]
-    else:
-        pairs = [(0, None)]
     # Without a Gateway the cluster splits by replica ratio and cannot route by header.
     said = {"spec.rollout.steps", "spec.rollout.abTest.header"}
     approximated = bool(said & _fields(doc, BackendKind.KUBERNETES))
@@ -297,15 +296,14 @@ def test_the_same_changes_cut_a_revision_on_both_backends(name, change):
 
 # hypothesis: random specs, all checks ------------------------------------------------------
 weights = st.integers(0, 100)
-metric = st.sampled_from(
-    [
-        {"type": "cpu", "targetUtilization": 70},
-        {"type": "memory", "targetAverageValue": "1Gi"},
-        {"type": "concurrency", "target": 4},
-        {"type": "rps", "target": 20},
-        {"type": "queueDepth", "target": 5},
-    ]
-)
+METRICS: list[dict[str, Any]] = [
+    {"type": "cpu", "targetUtilization": 70},
+    {"type": "memory", "targetAverageValue": "1Gi"},
+    {"type": "concurrency", "target": 4},
+    {"type": "rps", "target": 20},
+    {"type": "queueDepth", "target": 5},
+]
+metric = st.sampled_from(METRICS)
 rules = st.fixed_dictionaries(
     {},
     optional={

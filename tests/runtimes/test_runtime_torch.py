@@ -8,6 +8,8 @@ import pytest
 
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec
+from mlkube.runtimes.loader import load_runtime
+from mlkube.spec import ModelDeployment
 from mlkube.testing import models
 from mlkube.testing.checks import assert_batch_invariant, assert_close, serve
 
@@ -77,3 +79,15 @@ def test_sidecar_can_turn_batching_off(tmp_path: Path) -> None:
     io = json.loads(sidecar.read_text())
     sidecar.write_text(json.dumps({**io, "supportsBatching": False}))
     assert not serve(built).supports_batching
+
+
+@pytest.mark.parametrize("what", ["state_dict", "module"])
+def test_a_torch_save_file_says_how_to_save_a_runnable_model(tmp_path: Path, what: str) -> None:
+    module = torch.nn.Linear(4, 3)
+    path = tmp_path / "weights.pt"
+    torch.save(module.state_dict() if what == "state_dict" else module, path)
+    deployment = ModelDeployment.model_validate(
+        {"metadata": {"name": "m"}, "spec": {"model": {"uri": str(path), "format": "pytorch"}}}
+    )
+    with pytest.raises(ModelLoadError, match=r"torch\.save .* torch\.jit\.script\(model\)\.save"):
+        load_runtime(deployment)

@@ -64,6 +64,14 @@ from mlkube.serving.routes import Action, resolve
             id="v2-infer-version",
         ),
         pytest.param("GET", "/metrics", Action.METRICS, None, None, id="metrics"),
+        pytest.param(
+            "POST",
+            "/v1/models/iris:classify",
+            Action.V1_UNSUPPORTED,
+            "iris",
+            None,
+            id="v1-classify",
+        ),
     ],
 )
 def test_known_paths(method, path, action, model, version):

@@ -173,7 +173,18 @@ MALFORMED = [
     pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": "x"}', 400, id="v2-inputs-string"),
     pytest.param("GET", "/v2/models/{m}/versions/3", b"", 404, id="v2-unknown-version"),
     pytest.param("GET", "/nothing/here", b"", 404, id="unknown-path"),
+    pytest.param("POST", "/v1/models/{m}:classify", b'{"examples": []}', 400, id="tf-classify"),
+    pytest.param("POST", "/v1/models/{m}:regress", b'{"examples": []}', 400, id="tf-regress"),
 ]
+
+
+@pytest.mark.parametrize("verb", ["classify", "regress", "explain"])
+def test_tf_serving_verbs_we_do_not_serve_say_so(onnx_replica, verb):
+    replica, name = onnx_replica
+    with httpx.Client(base_url=replica.url) as client:
+        response = client.post(f"/v1/models/{name}:{verb}", content=b'{"examples": []}')
+    assert response.status_code == 400
+    assert f":{verb} is not supported" in response.json()["error"]
 
 
 @pytest.fixture(scope="module")

@@ -40,6 +40,9 @@ _LIMITS = {
     "ScaleUpLimit": "ScaleUpLimit",
     "ScaleDownLimit": "ScaleDownLimit",
 }
+NO_SAMPLES = "no metrics returned from resource metrics API"
+"""The HPA calculator's error when no pod has a sample (``calculator.py``)."""
+
 _STABILIZED = {
     "ScaleDownStabilized": "scaleDown stabilization window",
     "ScaleUpStabilized": "scaleUp stabilization window",
@@ -283,6 +286,12 @@ def _decision(outcome: HpaOutcome, obs: Observation, values: dict[str, float]) -
     if outcome.error is not None and outcome.metric_desired in (None, -1):
         why = reasons.get("ScalingActive", "metrics failed")
         sentence = f"holding at {outcome.desired}: {why} ({outcome.error})"
+        if NO_SAMPLES in outcome.error:
+            # The HPA's words for what, locally, is only the first sync period of a replica.
+            sentence = (
+                f"holding at {outcome.desired}: no metric sample yet (a replica reports "
+                "after one sync period)"
+            )
     elif driver is None:
         bound = limited or "within range"
         sentence = f"{current} → {outcome.desired}: bounds applied before metrics ({bound})"

@@ -47,6 +47,10 @@ def _write(path: str, data: bytes | str) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(raw)
+        # mkstemp creates 0600; a plot or report is an ordinary file (umask decides).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         Path(tmp).replace(target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -163,7 +167,10 @@ def simulate_command(
     results = [
         simulate(presets.policy(p, model, autoscaling), rates, model, trace=name) for p in chosen
     ]
+    source = _capacity_source(profile_path, capacity_rps)
     title = f"{deployment.name}: trace {name}, SLO p95 {model.slo_ms:.0f} ms"
+    if profile_path is None and capacity_rps is None:
+        title += " (built-in replica model)"
     if plot_path or html_path:
         from mlkube.autoscale.plot import render_html, render_png
 
@@ -175,10 +182,23 @@ def simulate_command(
             _write(html_path, render_html(results, png, title))
             print_status(f"wrote {html_path}")
     if output == "json":
-        print_data(_simulation_json(results, model), "json")
+        print_data({**_simulation_json(results, model), "capacitySource": source}, "json")
     else:
-        print_info(f"{title}; replica capacity at SLO {model.capacity_at_slo():.1f} req/s")
+        print_info(title)
+        print_info(f"replica capacity at SLO {model.capacity_at_slo():.1f} req/s: {source}")
+        if profile_path is None and capacity_rps is None:
+            print_info(f"  measure yours: mlkube profile {spec} --out profile.json")
+            print_info("  then: mlkube simulate ... --profile profile.json")
         print_info(_table(results))
+
+
+def _capacity_source(profile_path: str | None, capacity_rps: float | None) -> str:
+    """Where the replica model's capacity comes from, in words a user can act on."""
+    if capacity_rps is not None:
+        return "from --capacity-rps"
+    if profile_path is not None:
+        return f"measured: {profile_path}"
+    return "a built-in default, not your model"
 
 
 def _simulation_json(results: list[SimResult], model: ReplicaModel) -> dict[str, Any]:

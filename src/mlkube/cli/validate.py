@@ -12,6 +12,7 @@ from mlkube.cli.output import print_error, print_info
 from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import SpecError
 from mlkube.spec import ModelDeployment, load_documents
+from mlkube.spec.loading import spec_files
 from mlkube.spec.schema import spec_json_schema
 
 
@@ -36,7 +37,12 @@ def validate(paths: tuple[str, ...], target: str | None) -> None:
     """
     kind = BackendKind(target) if target is not None else None
     failed = False
-    for path in paths:
+    try:
+        files = spec_files(paths)
+    except SpecError as error:
+        print_error(str(error))
+        raise SystemExit(1) from error
+    for path in files:
         try:
             documents = load_documents(path)
         except SpecError as error:
@@ -50,6 +56,12 @@ def validate(paths: tuple[str, ...], target: str | None) -> None:
             print_info(f"{path}: {document.kind} '{document.metadata.name}' is valid{detail}")
             if kind is not None:
                 failed = _check_target(document, kind) or failed
+    if not failed:
+        try:  # the same document in two files: one would silently replace the other
+            load_documents(*files)
+        except SpecError as error:
+            print_error(str(error))
+            failed = True
     if failed:
         raise SystemExit(1)
 

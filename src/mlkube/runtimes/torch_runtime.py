@@ -30,6 +30,7 @@ batch size), so merged-rows and per-row predictions agree to ~1e-7 relative, not
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -141,9 +142,29 @@ def _load_module(torch: Any, file: Path, device: str) -> tuple[Any, tuple[Tensor
     try:
         module = torch.jit.load(path, map_location=device)
     except Exception as error:
+        if _saved_with_torch_save(file):
+            raise ModelLoadError(
+                path,
+                FORMAT,
+                "the file was written by torch.save (weights or a pickled module), which holds "
+                "no program to run; save the model with torch.jit.script(model).save(PATH) "
+                "(TorchScript) or torch.export.save(torch.export.export(model, example), "
+                "PATH.pt2)",
+            ) from error
         raise load_failed(path, FORMAT, "TorchScript file", error) from error
     module.eval()
     return module, ()
+
+
+def _saved_with_torch_save(file: Path) -> bool:
+    """A ``torch.save`` archive (a pickle in a zip, no ``code/``), not TorchScript."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            names = archive.namelist()
+    except (OSError, zipfile.BadZipFile):
+        return False
+    pickled = any(name.endswith("/data.pkl") for name in names)
+    return pickled and not any("/code/" in name for name in names)
 
 
 def _program_inputs(program: Any) -> tuple[TensorSpec, ...]:

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from mlkube.batching.batcher import Batcher
 from mlkube.clock import Clock
 from mlkube.errors import (
+    InvalidInputError,
     MethodNotAllowedError,
     ModelNotFoundError,
     ModelNotReadyError,
@@ -133,6 +134,12 @@ class InferenceApp:
             )
         if action is Action.NOT_FOUND:
             raise ModelNotFoundError(f"no endpoint at {request.path}")
+        if action is Action.V1_UNSUPPORTED:
+            verb = request.path.rsplit(":", 1)[-1]
+            raise InvalidInputError(
+                f"TF Serving's :{verb} is not supported by mlkube; use :predict (the model's "
+                "outputs carry what classify and regress would return)"
+            )
         return self._model_endpoint(route)
 
     def _model_endpoint(self, route: Route) -> Response:

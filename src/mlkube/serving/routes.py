@@ -17,6 +17,8 @@ class Action(enum.StrEnum):
     V1_STATUS = "v1_status"
     V1_METADATA = "v1_metadata"
     V1_PREDICT = "v1_predict"
+    V1_UNSUPPORTED = "v1_unsupported"
+    """A TF Serving verb mlkube does not serve (``:classify``, ``:regress``, ``:explain``...)."""
     V2_SERVER = "v2_server"
     V2_LIVE = "v2_live"
     V2_READY = "v2_ready"
@@ -29,6 +31,7 @@ class Action(enum.StrEnum):
 
 _METHODS = {
     Action.V1_PREDICT: "POST",
+    Action.V1_UNSUPPORTED: "POST",
     Action.V2_INFER: "POST",
 }
 
@@ -86,6 +89,8 @@ def _v1(rest: str) -> Route:
     action = Action.V1_STATUS
     if rest.endswith(":predict"):
         action, rest = Action.V1_PREDICT, rest[: -len(":predict")]
+    elif ":" in rest:  # model names hold no colon: any other verb is one we do not serve
+        action, rest = Action.V1_UNSUPPORTED, rest[: rest.rindex(":")]
     elif rest.endswith("/metadata"):
         action, rest = Action.V1_METADATA, rest[: -len("/metadata")]
     parts = rest.split("/")

@@ -80,6 +80,7 @@ class CpuMetric(SpecModel):
     """Average CPU across replicas, as a percent of requests or an absolute value."""
 
     type: Literal["cpu"]
+    """Always `cpu`."""
     target_utilization: Annotated[int, Field(gt=0)] | None = None
     """Percent of ``resources.requests.cpu`` (needs a CPU request)."""
 
@@ -96,6 +97,7 @@ class MemoryMetric(SpecModel):
     """Average memory across replicas, as a percent of requests or an absolute value."""
 
     type: Literal["memory"]
+    """Always `memory`."""
     target_utilization: Annotated[int, Field(gt=0)] | None = None
     """Percent of ``resources.requests.memory`` (needs a memory request)."""
 
@@ -112,6 +114,7 @@ class ConcurrencyMetric(SpecModel):
     """In-flight requests per replica (Knative-style, with panic mode)."""
 
     type: Literal["concurrency"]
+    """Always `concurrency`."""
     target: Annotated[float, Field(ge=0.01)]
     """Average in-flight requests per replica to aim for (Knative's target, minimum 0.01)."""
 
@@ -120,6 +123,7 @@ class RpsMetric(SpecModel):
     """Requests per second per replica."""
 
     type: Literal["rps"]
+    """Always `rps`."""
     target: Annotated[float, Field(ge=0.01)]
     """Requests per second per replica to aim for."""
 
@@ -128,6 +132,7 @@ class LatencyMetric(SpecModel):
     """A latency percentile against an SLO."""
 
     type: Literal["latency"]
+    """Always `latency`."""
     target_ms: Annotated[float, Field(gt=0)]
     """The SLO: scale out while the percentile is above it."""
 
@@ -139,6 +144,7 @@ class QueueDepthMetric(SpecModel):
     """Requests waiting for the model, per replica."""
 
     type: Literal["queueDepth"]
+    """Always `queueDepth`."""
     target: Annotated[float, Field(gt=0)]
     """Waiting requests per replica to aim for."""
 
@@ -175,7 +181,9 @@ class AutoscalingSpec(SpecModel):
     """How the replica count follows load."""
 
     min_replicas: Annotated[int, Field(ge=0)] = 1
+    """Fewest replicas (0 only with scaleToZero)."""
     max_replicas: Annotated[int, Field(ge=1)] = 3
+    """Most replicas; must be at least minReplicas."""
     metrics: tuple[MetricSpec, ...] = (CpuMetric(type="cpu", target_utilization=70),)
     """Several metrics → the largest desired count wins, as in HPA."""
 

@@ -33,8 +33,11 @@ class Metadata(SpecModel):
     """A DNS label; at most 53 characters so derived names (name-canary-xxxxx) fit in 63."""
 
     namespace: Annotated[str, Field(pattern=DNS_LABEL, max_length=63)] = DEFAULT_NAMESPACE
+    """The namespace (a DNS label); `default` when unset."""
     labels: dict[str, str] = Field(default_factory=dict)
+    """Labels copied onto every rendered object and pod."""
     annotations: dict[str, str] = Field(default_factory=dict)
+    """Annotations copied onto the rendered Deployments and their pods."""
 
 
 class KubernetesSpec(SpecModel):
@@ -44,7 +47,9 @@ class KubernetesSpec(SpecModel):
     """Container image; defaults to the mlkube server image (TF Serving for tensorflow)."""
 
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    """Always, IfNotPresent (default) or Never, as on a container."""
     service_account_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)] | None = None
+    """The pods' service account (for pulling from private registries or reading buckets)."""
     create_namespace: bool = False
     """Also render the Namespace object (applied first)."""
 
@@ -110,17 +115,20 @@ class ModelDeploymentSpec(SpecModel):
 
     model: ModelSpec
     protocol: tuple[Protocol, ...] = (Protocol.V1, Protocol.V2)
+    """The APIs served: `v1` (TF Serving REST) and/or `v2` (Open Inference Protocol)."""
     replicas: Annotated[int, Field(ge=0)] = 1
     """Replicas when autoscaling is off; the starting count when it is on."""
 
     resources: ResourcesSpec = ResourcesSpec()
     autoscaling: AutoscalingSpec | None = None
+    """Scale the replica count with load; unset: a fixed `replicas`."""
     batching: BatchingSpec = BatchingSpec()
     server: ServerSpec = ServerSpec()
     rollout: RolloutSpec = RolloutSpec()
     placement: PlacementSpec = PlacementSpec()
     service: ServiceSpec = ServiceSpec()
     storage: StorageSpec | None = None
+    """Where a cluster finds the model: a PersistentVolumeClaim (and volume)."""
     monitoring: MonitoringSpec = MonitoringSpec()
     logging: LoggingSpec = LoggingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
@@ -152,9 +160,12 @@ class ModelDeployment(SpecModel):
     """A model endpoint: the top-level document of a spec file."""
 
     api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    """Always `mlkube.dev/v1alpha1`."""
     kind: Literal["ModelDeployment"] = "ModelDeployment"
+    """Always `ModelDeployment`."""
     metadata: Metadata
     spec: ModelDeploymentSpec
+    _source_file: str = PrivateAttr(default="<string>")
     _source_dir: str = PrivateAttr(default=".")
     """The directory of the spec file; relative model paths are resolved against it."""
 
@@ -221,27 +232,37 @@ class Quota(SpecModel):
     """A namespace's resource quota, shared by every deployment in it."""
 
     api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    """Always `mlkube.dev/v1alpha1`."""
     kind: Literal["Quota"] = "Quota"
+    """Always `Quota`."""
     metadata: Metadata
     spec: QuotaSpec
+    _source_file: str = PrivateAttr(default="<string>")
 
 
 class PriorityClassSpec(SpecModel):
     """A scheduling priority, as a Kubernetes PriorityClass."""
 
     value: Annotated[int, Field(ge=-2147483648, le=1000000000)]
+    """Higher values are admitted first and may preempt lower ones."""
     preemption_policy: Literal["PreemptLowerPriority", "Never"] = "PreemptLowerPriority"
+    """PreemptLowerPriority (default) or Never."""
     description: str = ""
+    """Free text for people."""
     global_default: bool = False
+    """Used by deployments that name no priorityClassName."""
 
 
 class PriorityClass(SpecModel):
     """A named priority that deployments refer to with placement.priorityClassName."""
 
     api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    """Always `mlkube.dev/v1alpha1`."""
     kind: Literal["PriorityClass"] = "PriorityClass"
+    """Always `PriorityClass`."""
     metadata: Metadata
     spec: PriorityClassSpec
+    _source_file: str = PrivateAttr(default="<string>")
 
 
 Document = Annotated[ModelDeployment | Quota | PriorityClass, Field(discriminator="kind")]

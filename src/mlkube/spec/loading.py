@@ -78,9 +78,12 @@ def load_documents(*paths: str | os.PathLike[str]) -> list[SpecDocument]:
             problems.append(error)
             continue
         for document in parsed:
+            document._source_file = str(file)
             if isinstance(document, ModelDeployment):
                 document._source_dir = str(file.parent.resolve())
         documents.extend(parsed)
+    if not problems:
+        problems.extend(_duplicates_across_files(documents))
     if problems:
         if len(problems) == 1:
             raise problems[0]
@@ -108,12 +111,45 @@ def _located(error: SpecError) -> Iterator[SpecIssue]:
         yield SpecIssue(issue.path, f"{where}: {issue.message}", None, issue.found)
 
 
+def _duplicates_across_files(documents: list[SpecDocument]) -> list[SpecError]:
+    """Two files defining the same document (kind, namespace, name): one would hide the other."""
+    first: dict[tuple[str, str, str], str] = {}
+    problems: list[SpecError] = []
+    for document in documents:
+        key = (document.kind, document.metadata.namespace, document.metadata.name)
+        source = document_source(document)
+        if key in first and first[key] != source:
+            message = f"{key[0]} '{key[2]}' in namespace '{key[1]}' is also defined in {first[key]}"
+            problems.append(SpecError(source, [SpecIssue("metadata.name", message)]))
+        first.setdefault(key, source)
+    return problems
+
+
+def document_source(document: SpecDocument) -> str:
+    """The file a loaded document came from (``<string>`` when parsed from text)."""
+    return document._source_file
+
+
+def spec_files(paths: tuple[str | os.PathLike[str], ...]) -> list[Path]:
+    """The spec files ``paths`` name: files as given, folders searched recursively.
+
+    Every ``.yaml``/``.yml`` below a folder, sorted by path; hidden folders are skipped.
+    """
+    return _spec_files(paths)
+
+
 def _spec_files(paths: tuple[str | os.PathLike[str], ...]) -> list[Path]:
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix in SPEC_SUFFIXES)
+            found = sorted(
+                p
+                for p in path.rglob("*")
+                if p.suffix in SPEC_SUFFIXES
+                and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
             if not found:
                 raise SpecError(str(path), [SpecIssue("", "the folder holds no .yaml file")])
             files.extend(found)

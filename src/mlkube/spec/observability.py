@@ -102,6 +102,7 @@ class MonitoringSpec(SpecModel):
     """Metrics and alerts."""
 
     enabled: bool = True
+    """Render metrics scraping and alert rules (ServiceMonitor, PrometheusRule)."""
     alerts: AlertsSpec = AlertsSpec()
     scrape_interval: Seconds = 15.0
 
@@ -119,6 +120,7 @@ class RequestLoggingSpec(SpecModel):
     """Also log request and response bodies (sampled with payloadSampleRate, redacted)."""
 
     payload_sample_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Share of requests (0-1) whose payloads are logged when `payloads` is on."""
     redact_fields: tuple[str, ...] = ()
     """JSON field names whose values are replaced by "[REDACTED]" in payload logs."""
 
@@ -147,6 +149,8 @@ class LoggingSpec(SpecModel):
     """Logs of every process."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level logged: debug, info (default), warning or error."""
     format: Literal["json", "text"] = "json"
+    """json (one object per line, default) or text."""
     requests: RequestLoggingSpec = RequestLoggingSpec()
     files: LogFilesSpec = LogFilesSpec()

@@ -19,10 +19,15 @@ class Toleration(SpecModel):
     """A Kubernetes toleration (also honoured locally: it has no effect there)."""
 
     key: str | None = None
+    """The taint key; unset with operator Exists: every taint."""
     operator: Literal["Exists", "Equal"] = "Equal"
+    """Equal (default: key and value match) or Exists (key only)."""
     value: str | None = None
+    """The taint value (operator Equal)."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """NoSchedule, PreferNoSchedule or NoExecute; unset: every effect."""
     toleration_seconds: int | None = None
+    """NoExecute only: how long the pod stays after the taint appears."""
 
     @model_validator(mode="after")
     def _operator_rules(self) -> Toleration:
@@ -39,7 +44,9 @@ class PlacementSpec(SpecModel):
     """Scheduling constraints and priority."""
 
     node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels a replica's node must have (a cluster only)."""
     tolerations: tuple[Toleration, ...] = ()
+    """Taints the replicas tolerate, as on a pod (a cluster only)."""
     affinity: dict[str, Any] = Field(default_factory=dict)
     """A Kubernetes Affinity object (nodeAffinity, podAffinity, podAntiAffinity), as is."""
 
@@ -63,6 +70,7 @@ class ServiceSpec(SpecModel):
 
     type: ServiceType = ServiceType.CLUSTER_IP
     port: Port = 8501
+    """The port clients connect to (locally on 127.0.0.1; the Service port on a cluster)."""
     node_port: Annotated[int, Field(ge=30000, le=32767)] | None = None
     """Only with NodePort or LoadBalancer; the default Kubernetes range is 30000-32767."""
 
@@ -83,17 +91,23 @@ class PersistentVolumeSpec(SpecModel):
     """A statically provisioned volume (the guide's hostPath PV)."""
 
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)] | None = None
+    """The PersistentVolume's name; default: the claim's name."""
     host_path: str
+    """The directory on the node that backs the volume (absolute path)."""
     reclaim_policy: Literal["Retain", "Delete", "Recycle"] = "Retain"
+    """Retain (default), Delete or Recycle, as on a PersistentVolume."""
 
 
 class PvcSpec(SpecModel):
     """A PersistentVolumeClaim holding the model files."""
 
     name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)]
+    """The claim's name (referenced by `pvc://NAME/path` model URIs)."""
     size: Quantity = Quantity.parse("5Gi")
     access_modes: tuple[AccessMode, ...] = ("ReadWriteOnce",)
+    """ReadWriteOnce (default), ReadOnlyMany or ReadWriteMany."""
     storage_class_name: str | None = None
+    """The storage class; unset: the cluster's default class."""
     create: bool = True
     """False: the claim exists already; mlkube only mounts it."""
 
@@ -102,8 +116,11 @@ class StorageSpec(SpecModel):
     """Model storage on a cluster."""
 
     pvc: PvcSpec | None = None
+    """A PersistentVolumeClaim holding the model."""
     persistent_volume: PersistentVolumeSpec | None = None
+    """A hostPath PersistentVolume for the claim (single-node clusters, as in the guide)."""
     mount_path: str = "/models"
+    """Where the claim is mounted in the pod."""
 
     @model_validator(mode="after")
     def _pv_needs_pvc(self) -> StorageSpec:

@@ -59,17 +59,20 @@ class ResourcesSpec(SpecModel):
 
     @model_validator(mode="after")
     def _requests_within_limits(self) -> ResourcesSpec:
+        problems: list[str] = []
         for name, request in self.requests.items():
             limit = self.limits.get(name)
             if limit is not None and request.value > limit.value:
-                raise ValueError(
+                problems.append(
                     f"requests.{name} ({request.text}) must not exceed limits.{name} ({limit.text})"
                 )
             if name not in _STANDARD and (limit is None or limit.value != request.value):
-                raise ValueError(
+                problems.append(
                     f"{name} is an extended resource: Kubernetes requires limits.{name} "
                     f"equal to requests.{name} ({request.text})"
                 )
+        if problems:  # every one at once, not the first
+            raise ValueError("; ".join(problems))
         return self
 
     @property

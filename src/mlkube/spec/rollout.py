@@ -33,14 +33,18 @@ class CanaryStep(SpecModel):
     """
 
     weight: Annotated[int, Field(ge=0, le=100)]
+    """Percent of requests sent to the new revision during this step (0-100)."""
     pause: Seconds | None = None
+    """How long the step lasts (e.g. 60s) before the next; unset: one passed analysis interval."""
 
 
 class AnalysisSpec(SpecModel):
     """Thresholds the canary's own metrics must stay within, or it is rolled back."""
 
     max_error_rate: Annotated[float, Field(ge=0, le=1)] = 0.01
+    """Highest 5xx share of the canary's requests in an interval (0-1) before it is rolled back."""
     max_p99_latency_ms: Annotated[float, Field(gt=0)] | None = None
+    """Highest p99 latency of the canary in an interval, in milliseconds; unset: not judged."""
     interval: Seconds = 10.0
     min_requests: Annotated[int, Field(ge=0)] = 20
     """Fewer requests than this in an interval: no verdict yet."""
@@ -50,8 +54,11 @@ class ABTestSpec(SpecModel):
     """A fixed split: by weight, or every request with ``header`` set goes to the new one."""
 
     weight: Annotated[int, Field(ge=0, le=100)] = 50
+    """Percent of requests sent to the new revision when no header is set (0-100)."""
     header: str | None = None
+    """Route by this request header instead of by weight (case-insensitive)."""
     header_value: str | None = None
+    """The value the header must have; unset: any value of the header matches."""
 
 
 class RolloutSpec(SpecModel):
@@ -59,10 +66,15 @@ class RolloutSpec(SpecModel):
 
     strategy: RolloutStrategy = RolloutStrategy.ROLLING_UPDATE
     max_surge: int | str = "25%"
+    """Replicas above the desired count during a rolling update: a count or a percent (25%)."""
     max_unavailable: int | str = "25%"
+    """Replicas that may be unready during a rolling update: a count or a percent (25%)."""
     steps: tuple[CanaryStep, ...] = ()
+    """Canary only: the weight steps, in order; the last passing step promotes the canary."""
     analysis: AnalysisSpec | None = None
+    """Canary only: thresholds the canary's own metrics must meet at each interval."""
     ab_test: ABTestSpec | None = None
+    """ABTest only: the fixed split, by weight or by header."""
     progress_deadline: Seconds = 600.0
     """A rollout not done by then is marked failed (Deployment's progressDeadlineSeconds)."""
 

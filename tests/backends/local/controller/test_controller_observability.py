@@ -16,7 +16,6 @@ from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
 from mlkube.backends.local import prometheus
-from mlkube.backends.local.controller.api import Client, serve_api, write_token
 from mlkube.backends.local.controller.controller import Controller, err_path
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.metrics import deployment_state, exposition, new_metrics
@@ -30,6 +29,7 @@ from mlkube.cli.local import autoscaler_line
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents
+from mlkube.testing.control_api import served
 
 
 def doc(**spec: Any) -> ModelDeployment:
@@ -158,35 +158,23 @@ def test_log_tail_prefers_the_error_on_stderr_over_progress_lines(controller):
 
 
 @pytest.mark.integration
-async def test_metrics_need_no_token_and_everything_else_still_does(tmp_path):
-    token = write_token(tmp_path)
-
-    async def handler(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return 200, {"path": path}
-
-    server = await serve_api(handler, token, metrics=lambda: b"mlkube_up 1\n")
-    port = server.sockets[0].getsockname()[1]
-
-    def fetch(path: str) -> tuple[int, str, bytes]:
+async def test_metrics_need_no_token_and_everything_else_still_does(controller):
+    def fetch(port: int, path: str) -> tuple[int, str, bytes]:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
                 return r.status, r.headers["Content-Type"], r.read()
         except urllib.error.HTTPError as error:
             return error.code, error.headers["Content-Type"], error.read()
 
-    try:
-        status, kind, body = await asyncio.to_thread(fetch, "/metrics")
+    async with served(controller, metrics=lambda: b"mlkube_up 1\n") as client:
+        status, kind, body = await asyncio.to_thread(fetch, client.port, "/metrics")
         assert (status, body) == (200, b"mlkube_up 1\n")
         assert kind.startswith("text/plain")
-        status, _, body = await asyncio.to_thread(fetch, "/status")
+        status, _, body = await asyncio.to_thread(fetch, client.port, "/status")
         assert status == 401 and b"token" in body
-        (tmp_path / "controller.json").write_text(f'{{"pid": 1, "port": {port}}}')
-        bad = Client(tmp_path)
-        bad.token = "wrong"  # noqa: S105 - a deliberately wrong token
+        client.token = "wrong"  # noqa: S105 - a deliberately wrong token
         with pytest.raises(BackendError, match="missing or wrong token"):
-            await asyncio.to_thread(bad.call, "POST", "/down", {})
-    finally:
-        server.close()
+            await asyncio.to_thread(client.call, "POST", "/down", {})
 
 
 def test_autoscaler_line_says_why_the_count_is_what_it_is():

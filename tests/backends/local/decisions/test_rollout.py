@@ -9,6 +9,7 @@ from mlkube.backends.local.decisions.rollout import (
     resolve_surge,
     start_rollout,
     step_rollout,
+    undo_target,
 )
 from mlkube.spec.rollout import RolloutSpec, RolloutStrategy
 
@@ -169,3 +170,35 @@ def test_abort_goes_back_to_stable():
 def test_state_round_trips_through_json():
     state = begin(RolloutStrategy.CANARY, now=5.0)
     assert RolloutState.from_json(state.to_json()) == state
+
+
+@pytest.mark.parametrize(
+    ("revisions", "state", "expected"),
+    [
+        pytest.param(
+            # canary 3 promoted, A/B test 5 never promoted, BlueGreen 6 completed keeping 3
+            {1: "", 2: "Complete", 3: "Complete", 4: "RolledBack", 5: "ABTest", 6: "Complete"},
+            RolloutState(stable=6, previous=3, previous_until=100.0),
+            3,
+            id="blue-green-kept-colour-first",
+        ),
+        pytest.param(
+            {1: "", 2: "Complete", 3: "Complete", 5: "ABTest", 6: "Complete"},
+            RolloutState(stable=6),
+            3,
+            id="skips-an-ab-test-revision",
+        ),
+        pytest.param(
+            {1: "", 2: "Failed", 3: "Complete"}, RolloutState(stable=3), 1, id="skips-failed"
+        ),
+        pytest.param({1: ""}, RolloutState(stable=1), None, id="nothing-earlier"),
+        pytest.param(
+            {1: "", 2: "Complete", 3: "Complete"},
+            RolloutState(stable=3, previous=2, previous_until=5.0),
+            2,
+            id="kept-colour-expired-falls-back-to-history",
+        ),
+    ],
+)
+def test_undo_target(revisions, state, expected):
+    assert undo_target(revisions, state, now=50.0) == expected

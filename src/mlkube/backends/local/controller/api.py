@@ -1,38 +1,31 @@
-"""The local control API: JSON over loopback HTTP, every request carrying the owner's token
-(except ``GET /metrics``, the controller's read-only Prometheus metrics).
+"""The local control API's two ends: JSON over loopback HTTP, every request carrying the
+owner's token (except ``GET /metrics``, the controller's read-only Prometheus metrics).
 
 The controller writes ``<state>/token`` (mode 0600, created that way: never readable by
 others even for an instant) and ``<state>/controller.json`` (pid, port). A client reads both;
-only a user who can read the token file can drive the controller. The server side is a small
-asyncio handler (a handful of requests per second at most), the client side plain urllib.
+only a user who can read the token file can drive the controller. The server is a Starlette
+app under uvicorn in the controller's loop (``server.py``, routes in ``routes.py``, the
+contract in ``api_models.py``); the client here is ``httpx``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import hmac
 import json
-import logging
 import os
 import secrets
-import urllib.error
-import urllib.request
-from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
-from mlkube.errors import BackendError
+import httpx
 
-logger = logging.getLogger(__name__)
+from mlkube.errors import BackendError
 
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
 CONTROLLER_FILE = "controller.json"
 MAX_BODY_BYTES = 4 * 2**20  # an apply carries file paths, never models
 CLIENT_TIMEOUT_S = 30.0
-
-Handler = Callable[[str, str, dict[str, Any]], Awaitable[tuple[int, Any]]]
-Metrics = Callable[[], bytes]
-METRICS_CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class ControllerNotRunningError(BackendError):
@@ -58,6 +51,7 @@ def write_token(state: Path) -> str:
 
 
 def read_token(state: Path) -> str:
+    """The token of ``state``'s controller; refused when others could read the file."""
     path = state / TOKEN_FILE
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
@@ -68,67 +62,13 @@ def read_token(state: Path) -> str:
     return path.read_text().strip()
 
 
-async def serve_api(
-    handler: Handler, token: str, port: int = 0, *, metrics: Metrics | None = None
-) -> asyncio.Server:
-    """Serve the control API on loopback; ``handler(method, path, body)`` → (status, json).
-
-    ``metrics`` answers ``GET /metrics`` (Prometheus text) — the one route without the token.
-    """
-
-    async def on_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        content_type = b"application/json"
-        try:
-            answer = await _handle(reader, handler, token, metrics)
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError) as error:
-            answer = 400, {"error": f"bad request: {error}"}
-        if isinstance(answer, bytes):
-            status, body, content_type = 200, answer, METRICS_CONTENT_TYPE
-        else:
-            status, body = answer[0], json.dumps(answer[1], default=str).encode()
-        writer.write(
-            b"HTTP/1.1 %d X\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % (status, content_type, len(body)) + body
-        )
-        try:
-            await writer.drain()
-        finally:
-            writer.close()
-
-    return await asyncio.start_server(on_connection, "127.0.0.1", port)
-
-
-async def _handle(
-    reader: asyncio.StreamReader, handler: Handler, token: str, metrics: Metrics | None
-) -> tuple[int, Any] | bytes:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    if metrics is not None and method == "GET" and path.split("?", 1)[0] == "/metrics":
-        # No token here: Prometheus cannot send one, and this route only reads aggregated,
-        # per-deployment numbers (replica counts, rollout phase, autoscaler inputs). It
-        # changes nothing and shows no spec, path, request or token; the socket is loopback.
-        return metrics()
-    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}
-    length = int(headers.get("content-length", "0"))
-    if length > MAX_BODY_BYTES:
-        return 413, {"error": f"request body of {length} bytes is over {MAX_BODY_BYTES}"}
-    raw = await reader.readexactly(length) if length else b""
-    given = headers.get("authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.encode()):
-        return 401, {"error": "missing or wrong token"}
-    body = json.loads(raw) if raw else {}
-    try:
-        return await handler(method, path, body)
-    except BackendError as error:
-        return 409, {"error": str(error)}
-    except Exception:
-        logger.exception("control API request %s %s failed", method, path)
-        return 500, {"error": "internal error in the controller; see controller.log"}
-
-
 class Client:
-    """Talks to the controller of one state directory."""
+    """Talks to the controller of one state directory.
+
+    ``call`` answers the parsed JSON; a refusal is a ``BackendError`` with the controller's
+    message, no answer at all a ``ControllerNotRunningError``. No connection is kept between
+    calls, so a client that is never closed leaves no socket behind.
+    """
 
     def __init__(self, state: Path) -> None:
         self.state = state
@@ -139,23 +79,45 @@ class Client:
             self.token = read_token(state)
         except (OSError, ValueError, KeyError) as error:
             raise ControllerNotRunningError(state) from error
+        self._http = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            timeout=CLIENT_TIMEOUT_S,
+            limits=httpx.Limits(max_keepalive_connections=0),
+            trust_env=False,  # loopback: never through a proxy from the environment
+        )
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
+        """``method path`` with ``body`` as JSON; the answer's JSON."""
+        headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            try:
-                message = json.loads(error.read()).get("error", str(error))
-            except ValueError:
-                message = str(error)
-            raise BackendError(message) from error
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
+            response = self._http.request(method, path, json=body, headers=headers)
+        except httpx.TransportError as error:
             raise ControllerNotRunningError(self.state) from error
+        if response.is_error:
+            raise BackendError(_error_message(response))
+        return response.json()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The controller's ``{"error": ...}``, or the status line when the body is not that."""
+    try:
+        message = response.json().get("error")
+    except (ValueError, AttributeError):
+        message = None
+    if isinstance(message, str) and message:
+        return message
+    return f"the controller answered {response.status_code} {response.reason_phrase}"

@@ -22,12 +22,13 @@ from typing import Any
 from mlkube.autoscale.api import PolicyState
 from mlkube.backends.local import prometheus, supervisor
 from mlkube.backends.local.controller import handlers, loops
-from mlkube.backends.local.controller.api import CONTROLLER_FILE, serve_api, write_token
+from mlkube.backends.local.controller.api import CONTROLLER_FILE, write_token
 from mlkube.backends.local.controller.changes import Event
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
 from mlkube.backends.local.controller.metrics import exposition
 from mlkube.backends.local.controller.replica import Replica
+from mlkube.backends.local.controller.server import build_app, serve_api
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import RolloutState
@@ -43,13 +44,9 @@ async def run(state: Path, settings: ControllerSettings) -> None:
     """Run the controller until ``down`` or a signal."""
     ctrl = Controller(state, settings)
     token = write_token(state)
-
-    async def handler(method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        return await handlers.handle(ctrl, method, path, body)
-
-    api = await serve_api(handler, token, metrics=lambda: exposition(ctrl.metrics))
-    port = api.sockets[0].getsockname()[1]
-    ctrl.api_port = port
+    app = build_app(ctrl, token, metrics=lambda: exposition(ctrl.metrics))
+    api = await serve_api(app)
+    port = ctrl.api_port = api.port
     await restore(ctrl)
     info = {"pid": os.getpid(), "port": port, "enforcement": str(ctrl.enforcer.mode)}
     (state / CONTROLLER_FILE).write_text(json.dumps(info))
@@ -77,8 +74,7 @@ async def run(state: Path, settings: ControllerSettings) -> None:
             group.create_task(loops.every(ctrl, settings.log_rotate_period_s, _rotate_tick(ctrl)))
             await ctrl.stopping.wait()
     finally:
-        await asyncio.sleep(0.1)  # let the last API answer (down) reach its client
-        api.close()
+        await api.stop()  # after the answers in flight (down's among them)
         await asyncio.to_thread(prometheus.stop, state)  # no-op unless --prometheus ran one
         with contextlib.suppress(FileNotFoundError):
             (state / CONTROLLER_FILE).unlink()

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from mlkube.backends.local.controller import monitoring
 from mlkube.backends.local.controller.changes import (
@@ -31,7 +30,6 @@ from mlkube.backends.local.controller.deployment import (
 )
 from mlkube.backends.local.controller.loops import demand_callback
 from mlkube.backends.local.controller.placement import machine_capacity
-from mlkube.backends.local.controller.usage import usage_document
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import (
     BLUE_GREEN_KEEP_S,
@@ -55,54 +53,9 @@ class NotFoundError(BackendError):
     """No deployment of that name."""
 
 
-async def handle(ctrl: Controller, method: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-    """Route one control API request."""
-    url = urlsplit(path)
-    query = {k: v[0] for k, v in parse_qs(url.query).items()}
-    args = {**query, **body}
-    route = (method, url.path)
-    if route == ("GET", "/healthz"):
-        return 200, {"ok": True}
-    if route == ("GET", "/status"):
-        return 200, status(ctrl, args.get("name"))
-    if route == ("POST", "/apply"):
-        return 200, await apply(ctrl, [str(p) for p in args["paths"]])
-    if route == ("POST", "/scale"):
-        return 200, scale(ctrl, str(args["name"]), int(args["replicas"]))
-    if route == ("POST", "/down"):
-        return 200, await down(ctrl, args.get("name"))
-    if route == ("POST", "/prometheus"):
-        binary = args.get("binary")
-        return 200, await monitoring.start(ctrl, str(binary) if binary else None)
-    if route == ("GET", "/events"):
-        dep = find(ctrl, str(args["name"]))
-        return 200, [asdict(e) for e in _events(ctrl, dep, int(args.get("limit", 100)))]
-    if route == ("GET", "/usage"):
-        return _usage(ctrl, args)
-    if route == ("GET", "/rollout/history"):
-        return 200, history(ctrl, find(ctrl, str(args["name"])))
-    if route == ("GET", "/rollout/status"):
-        return 200, rollout_status(find(ctrl, str(args["name"])))
-    if route == ("POST", "/rollout/undo"):
-        revision = args.get("revision")
-        dep = find(ctrl, str(args["name"]))
-        return 200, undo(ctrl, dep, int(revision) if revision is not None else None)
-    return 404, {"error": f"no such API route: {method} {url.path}"}
-
-
-def _usage(ctrl: Controller, args: dict[str, Any]) -> tuple[int, Any]:
-    """A deployment's usage samples and OOM kills (``mlkube recommend NAME``)."""
-    if "name" not in args:
-        return 400, {"error": "GET /usage needs ?name=DEPLOYMENT"}
-    try:
-        since = float(args.get("since", 0.0))
-    except ValueError:
-        return 400, {"error": f"since must be seconds since the epoch, got '{args['since']}'"}
-    return 200, usage_document(ctrl, find(ctrl, str(args["name"])), since)
-
-
-def _events(ctrl: Controller, dep: Deployment, limit: int) -> list[Any]:
-    return ctrl.store.events(dep.key, limit)
+def events(ctrl: Controller, dep: Deployment, limit: int) -> list[dict[str, Any]]:
+    """The latest ``limit`` events of ``dep``, oldest first."""
+    return [asdict(e) for e in ctrl.store.events(dep.key, limit)]
 
 
 def find(ctrl: Controller, name: str) -> Deployment:
@@ -162,7 +115,7 @@ async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str,
     )
     ctrl.configure_router(dep, demand_callback(ctrl, dep))
     await _bind(ctrl, dep, doc.spec.service.port)
-    ctrl.apply(dep, [AddRevision(1, revision_of(doc), doc.source_dir)])
+    add_revision(ctrl, dep, 1, revision_of(doc), doc.source_dir)
     created = f"revision 1, {dep.desired} replicas, port {dep.port}"
     ctrl.add(dep, Event("Normal", "Created", created))
     write_applied(ctrl, dep)
@@ -175,6 +128,14 @@ def write_applied(ctrl: Controller, dep: Deployment) -> None:
     folder = ctrl.state / "deployments" / dep.namespace / dep.name
     data = dep.doc.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     write_revision_file(folder / APPLIED_FILE, data)
+
+
+def add_revision(
+    ctrl: Controller, dep: Deployment, revision: int, data: dict[str, Any], source_dir: str
+) -> None:
+    """Cut revision ``revision`` of ``dep`` from ``data``: the controller writes its file, its
+    hash and its store row (``AddRevision``)."""
+    ctrl.apply(dep, [AddRevision(revision, data, source_dir)])
 
 
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:

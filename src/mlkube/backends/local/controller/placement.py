@@ -76,9 +76,13 @@ def quota_limits(quota: Quota) -> QuotaLimits:
 
 def priority_of(ctrl: Controller, dep: Deployment) -> tuple[int, bool]:
     """(priority value, may preempt) from the deployment's priorityClassName."""
+    # A PriorityClass is cluster-scoped: deployments name it by name alone, whatever
+    # namespace its document carried (it is stored as namespace/name like the others).
     classes = {
-        key: PriorityClass.model_validate(data)
-        for key, data in ctrl.store.documents("PriorityClass").items()
+        found.metadata.name: found
+        for found in map(
+            PriorityClass.model_validate, ctrl.store.documents("PriorityClass").values()
+        )
     }
     name = dep.doc.spec.placement.priority_class_name
     chosen = classes.get(name) if name else None

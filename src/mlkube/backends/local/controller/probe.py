@@ -31,7 +31,11 @@ async def _get(port: int, path: str) -> tuple[int, bytes]:
     finally:
         writer.close()
     head, _, body = data.partition(b"\r\n\r\n")
-    status = int(head.split(b" ", 2)[1])
+    parts = head.split(b" ", 2)
+    if len(parts) < 2 or not parts[1].isdigit():
+        # Closed without a status line (a replica stopping mid-probe): a failed probe.
+        return 0, b""
+    status = int(parts[1])
     if b"transfer-encoding: chunked" in head.lower():
         body = _dechunk(body)
     return status, body

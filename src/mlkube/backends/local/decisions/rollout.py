@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from mlkube.desired.traffic import ab_split, ab_test_of, canary_replicas, header_route
@@ -346,3 +347,22 @@ def _ab_text(target: int, stable: int, weight: int, header: str | None) -> str:
 def abort_rollout(state: RolloutState, reason: str) -> RolloutState:
     """Stop an active rollout and go back to the stable revision. Pure."""
     return replace(state, phase=RolloutPhase.ROLLED_BACK, reason=reason)
+
+
+def undo_target(revisions: Mapping[int, str], state: RolloutState, *, now: float) -> int | None:
+    """The revision ``rollout undo`` goes back to, or None when there is none. Pure.
+
+    ``revisions`` maps each revision to its recorded status. While a BlueGreen switch keeps the
+    old colour running, that one (an instant switch back). Otherwise the newest revision below
+    the stable one that once served all traffic: a rollout to it completed, or it was the first.
+    An A/B test's B or a canary that never got promoted is not a revision to go back to.
+    """
+    if state.previous is not None and now < state.previous_until:
+        return state.previous
+    first = min(revisions, default=None)
+    served = [
+        revision
+        for revision, status in revisions.items()
+        if revision < state.stable and (status == RolloutPhase.COMPLETE or revision == first)
+    ]
+    return max(served, default=None)

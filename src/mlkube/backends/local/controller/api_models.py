@@ -1,0 +1,310 @@
+"""The control API's contract: what each route takes and what it answers, as pydantic models.
+
+Requests (bodies and query strings) are strict about their fields: an unknown key, a wrong type
+or a negative count is a 400 naming the field. Responses keep the JSON the routes have always
+answered (camelCase keys, the CLI reads them); they accept keys they do not declare and pass
+them through, so a handler that grows a field does not lose it on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic.alias_generators import to_camel
+
+
+# requests --------------------------------------------------------------------------------
+class ApiRequest(BaseModel):
+    """A request body or query string: declared fields only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ApplyRequest(ApiRequest):
+    """``POST /apply``: spec files, by absolute path on this machine."""
+
+    paths: list[str]
+
+
+class ScaleRequest(ApiRequest):
+    """``POST /scale``: a deployment's replica count."""
+
+    name: str
+    replicas: int = Field(ge=0)
+
+
+class DownRequest(ApiRequest):
+    """``POST /down``: one deployment, or every one (and the controller) without a name."""
+
+    name: str | None = None
+
+
+class UndoRequest(ApiRequest):
+    """``POST /rollout/undo``: back to ``revision``, or to the previous good one."""
+
+    name: str
+    revision: int | None = Field(default=None, ge=1)
+
+
+class PrometheusRequest(ApiRequest):
+    """``POST /prometheus``: start (or reload) the local Prometheus."""
+
+    binary: str | None = None
+
+
+class StatusQuery(ApiRequest):
+    """``GET /status[?name=]``."""
+
+    name: str | None = None
+
+
+class NameQuery(ApiRequest):
+    """``GET /rollout/status?name=``, ``GET /rollout/history?name=``."""
+
+    name: str
+
+
+class EventsQuery(ApiRequest):
+    """``GET /events?name=&limit=``: the latest ``limit`` events, oldest first."""
+
+    name: str
+    limit: int = Field(default=100, ge=0)
+
+
+class UsageQuery(ApiRequest):
+    """``GET /usage?name=&since=``: samples newer than ``since`` (seconds since the epoch)."""
+
+    name: str
+    since: float = Field(default=0.0, allow_inf_nan=False)
+
+
+def validation_message(error: ValidationError) -> str:
+    """Every failed field of ``error`` as ``field: what is wrong (got value)``, one line."""
+    parts = []
+    for issue in error.errors(include_url=False):
+        where = ".".join(str(part) for part in issue["loc"]) or "body"
+        got = f" (got {issue['input']!r})" if issue["type"] not in _NO_INPUT else ""
+        parts.append(f"{where}: {issue['msg']}{got}")
+    return "; ".join(parts)
+
+
+_NO_INPUT = frozenset({"missing", "extra_forbidden", "json_invalid", "model_type", "dict_type"})
+
+
+# responses -------------------------------------------------------------------------------
+class ApiResponse(BaseModel):
+    """An answer: camelCase on the wire; undeclared keys pass through unchanged."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+class Health(ApiResponse):
+    """``GET /healthz``."""
+
+    ok: bool
+
+
+class ApplyResult(ApiResponse):
+    """One applied document; ``revision`` only when one was created."""
+
+    kind: str
+    name: str
+    action: str
+    revision: int | None = None
+
+
+class ApplyResponse(ApiResponse):
+    """``POST /apply``."""
+
+    results: list[ApplyResult]
+
+
+class ScaleResponse(ApiResponse):
+    """``POST /scale``."""
+
+    name: str
+    replicas: int
+
+
+class DownResponse(ApiResponse):
+    """``POST /down``: what stopped, and whether the controller exits now."""
+
+    stopped: list[str]
+    controller_exiting: bool
+    prometheus_stopped: bool
+
+
+class PrometheusResponse(ApiResponse):
+    """``POST /prometheus``."""
+
+    url: str
+    action: str
+
+
+class Allocatable(ApiResponse):
+    """What the controller may place replicas on."""
+
+    cpu_millis: int
+    memory_bytes: int
+    gpus: list[Any]
+
+
+class ControllerInfo(ApiResponse):
+    """The controller part of ``GET /status``."""
+
+    state_dir: str
+    enforcement: str
+    allocatable: Allocatable
+    prometheus_targets: str
+    prometheus: str | None
+    metrics: str
+
+
+class RolloutStatus(ApiResponse):
+    """``GET /rollout/status``: the rollout state, traffic weights and desired count."""
+
+    stable: int
+    target: int | None
+    strategy: str
+    phase: str
+    step: int
+    step_started_at: float | None
+    started_at: float | None
+    reason: str
+    previous: int | None
+    previous_until: float
+    weights: dict[str, float]
+    desired: int
+
+
+class ReplicaStatus(ApiResponse):
+    """One replica in ``GET /status``."""
+
+    name: str
+    revision: int
+    phase: str
+    port: int
+    pid: int | None
+    restarts: int
+    last_reason: str
+    pending_reason: str
+    gpus: list[Any]
+    cpu_cores: float | None
+    memory_bytes: int | None
+    in_flight: float | None
+
+
+class DeploymentStatus(ApiResponse):
+    """One deployment in ``GET /status``."""
+
+    name: str
+    namespace: str
+    port: int
+    desired: int
+    ready: int
+    revision: int
+    rollout: RolloutStatus
+    traffic: dict[str, float]
+    requests_per_second: float
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: int
+    lb_failed: int
+    requests: dict[str, str]
+    limits: dict[str, str]
+    enforcement: str
+    autoscaler: dict[str, Any] | None
+    last_event: str
+    replicas: list[ReplicaStatus]
+
+
+class StatusResponse(ApiResponse):
+    """``GET /status``."""
+
+    controller: ControllerInfo
+    deployments: list[DeploymentStatus]
+
+
+class Event(ApiResponse):
+    """One event, like a Kubernetes Event."""
+
+    ts: float
+    type: str
+    reason: str
+    message: str
+
+
+class EventsResponse(RootModel[list[Event]]):
+    """``GET /events``: oldest first."""
+
+
+class UsageSample(ApiResponse):
+    """One replica's usage over one scrape period."""
+
+    t: float
+    replica: str
+    cpu_cores: float | None
+    memory_bytes: int | None
+    cpu_request_cores: float | None
+    rps: float | None
+    latency_p95_ms: float | None
+
+
+class OomKill(ApiResponse):
+    """A replica killed for memory."""
+
+    t: float
+    replica: str
+    restart: int
+    memory_bytes: int
+    memory_request_bytes: int | None
+
+
+class UsageDeployment(ApiResponse):
+    """The load balancer's view of a deployment now."""
+
+    requests_per_second: float
+    p95_ms: float | None
+
+
+class UsageResponse(ApiResponse):
+    """``GET /usage``: the ``--samples`` file format plus the spec the deployment runs."""
+
+    name: str
+    revision: int
+    spec: dict[str, Any]
+    source_dir: str
+    scrape_period_seconds: float
+    deployment: UsageDeployment
+    samples: list[UsageSample]
+    ooms: list[OomKill]
+
+
+class Revision(ApiResponse):
+    """One row of ``GET /rollout/history``."""
+
+    revision: int
+    created: float
+    status: str
+    reason: str
+    model: str
+    current: bool
+
+
+class HistoryResponse(RootModel[list[Revision]]):
+    """``GET /rollout/history``: oldest first."""
+
+
+class UndoResponse(ApiResponse):
+    """``POST /rollout/undo``: where traffic goes back to, and how."""
+
+    name: str
+    revision: int
+    action: str
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal: ``{"error": "..."}``."""
+
+    error: str

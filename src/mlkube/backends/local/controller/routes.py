@@ -1,0 +1,153 @@
+"""The control API's endpoints: validate the request, call the handler, type the answer.
+
+Each endpoint reads its query or body into an ``api_models`` request (a ``RequestError``, 400
+or 413, when it does not fit), calls the matching function of ``handlers`` and answers the
+response model. ``server.py`` turns the result, and every error, into JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from mlkube.backends.local.controller import handlers, monitoring
+from mlkube.backends.local.controller.api import MAX_BODY_BYTES
+from mlkube.backends.local.controller.api_models import (
+    ApiRequest,
+    ApplyRequest,
+    ApplyResponse,
+    DownRequest,
+    DownResponse,
+    EventsQuery,
+    EventsResponse,
+    Health,
+    HistoryResponse,
+    NameQuery,
+    PrometheusRequest,
+    PrometheusResponse,
+    RolloutStatus,
+    ScaleRequest,
+    ScaleResponse,
+    StatusQuery,
+    StatusResponse,
+    UndoRequest,
+    UndoResponse,
+    UsageQuery,
+    UsageResponse,
+    validation_message,
+)
+from mlkube.backends.local.controller.controller import Controller
+from mlkube.backends.local.controller.usage import usage_document
+
+Model = TypeVar("Model", bound=ApiRequest)
+Endpoint = Callable[[Request], Awaitable[BaseModel]]
+
+
+class RequestError(Exception):
+    """The request itself is wrong: answered with ``status`` and ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def query(request: Request, model: type[Model]) -> Model:
+    """The query string as ``model``; 400 naming the field that does not fit."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as error:
+        raise RequestError(400, f"invalid query: {validation_message(error)}") from error
+
+
+async def body(request: Request, model: type[Model]) -> Model:
+    """The JSON body as ``model`` (empty means ``{}``); 400 when it does not fit, 413 as soon
+    as it is over ``MAX_BODY_BYTES``, however it is sent."""
+    raw = await read_limited(request, MAX_BODY_BYTES)
+    try:
+        return model.model_validate_json(raw or b"{}")
+    except ValidationError as error:
+        raise RequestError(400, f"invalid request body: {validation_message(error)}") from error
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, counted while it streams in (a chunked body has no Content-Length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Endpoints:
+    """The routes of one controller: ``(method, path, endpoint)`` rows in ``table``."""
+
+    def __init__(self, ctrl: Controller) -> None:
+        self.ctrl = ctrl
+
+    def table(self) -> list[tuple[str, str, Endpoint]]:
+        return [
+            ("GET", "/healthz", self.healthz),
+            ("GET", "/status", self.status),
+            ("POST", "/apply", self.apply),
+            ("POST", "/scale", self.scale),
+            ("POST", "/down", self.down),
+            ("POST", "/prometheus", self.prometheus),
+            ("GET", "/events", self.events),
+            ("GET", "/usage", self.usage),
+            ("GET", "/rollout/history", self.history),
+            ("GET", "/rollout/status", self.rollout_status),
+            ("POST", "/rollout/undo", self.undo),
+        ]
+
+    async def healthz(self, request: Request) -> Health:
+        return Health(ok=True)
+
+    async def status(self, request: Request) -> StatusResponse:
+        name = query(request, StatusQuery).name
+        return StatusResponse.model_validate(handlers.status(self.ctrl, name))
+
+    async def apply(self, request: Request) -> ApplyResponse:
+        paths = (await body(request, ApplyRequest)).paths
+        return ApplyResponse.model_validate(await handlers.apply(self.ctrl, paths))
+
+    async def scale(self, request: Request) -> ScaleResponse:
+        ask = await body(request, ScaleRequest)
+        return ScaleResponse.model_validate(handlers.scale(self.ctrl, ask.name, ask.replicas))
+
+    async def down(self, request: Request) -> DownResponse:
+        name = (await body(request, DownRequest)).name
+        return DownResponse.model_validate(await handlers.down(self.ctrl, name))
+
+    async def prometheus(self, request: Request) -> PrometheusResponse:
+        binary = (await body(request, PrometheusRequest)).binary
+        return PrometheusResponse.model_validate(await monitoring.start(self.ctrl, binary or None))
+
+    async def events(self, request: Request) -> EventsResponse:
+        ask = query(request, EventsQuery)
+        dep = handlers.find(self.ctrl, ask.name)
+        return EventsResponse.model_validate(handlers.events(self.ctrl, dep, ask.limit))
+
+    async def usage(self, request: Request) -> UsageResponse:
+        ask = query(request, UsageQuery)
+        dep = handlers.find(self.ctrl, ask.name)
+        return UsageResponse.model_validate(usage_document(self.ctrl, dep, ask.since))
+
+    async def history(self, request: Request) -> HistoryResponse:
+        dep = handlers.find(self.ctrl, query(request, NameQuery).name)
+        return HistoryResponse.model_validate(handlers.history(self.ctrl, dep))
+
+    async def rollout_status(self, request: Request) -> RolloutStatus:
+        dep = handlers.find(self.ctrl, query(request, NameQuery).name)
+        return RolloutStatus.model_validate(handlers.rollout_status(dep))
+
+    async def undo(self, request: Request) -> UndoResponse:
+        ask = await body(request, UndoRequest)
+        dep = handlers.find(self.ctrl, ask.name)
+        return UndoResponse.model_validate(handlers.undo(self.ctrl, dep, ask.revision))
