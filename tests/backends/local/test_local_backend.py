@@ -14,7 +14,7 @@ from mlkube.backends.local import backend as module
 from mlkube.backends.local import supervisor
 from mlkube.backends.local.backend import LocalBackend, RolloutFailedError
 from mlkube.clock import ManualClock
-from mlkube.errors import UnsupportedOperationError
+from mlkube.errors import BackendError, UnsupportedOperationError
 
 Answer = Callable[[str, dict[str, Any] | None], Any]
 
@@ -91,6 +91,7 @@ def test_apply_validates_then_posts_absolute_paths_and_maps_the_results(tmp_path
     ]
     control = ScriptedControl({("POST", "/apply"): {"results": results}})
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "iris.onnx").write_bytes(b"a model")
     report = backend_for(control, tmp_path).apply(["iris.yaml"])
     assert control.requests == [("POST", "/apply", {"paths": [str(spec)]})]
     assert control.closed == 1
@@ -98,6 +99,56 @@ def test_apply_validates_then_posts_absolute_paths_and_maps_the_results(tmp_path
         ObjectChange(ObjectRef("modeldeployment", "default/iris"), "created", 1),
     )
     assert report.pruned is None and not report.dry_run
+
+
+def _spec(tmp_path: Path, **spec: Any) -> Path:
+    path = tmp_path / "spec.yaml"
+    document = {"metadata": {"name": "iris"}, "spec": spec}
+    path.write_text(yaml.safe_dump({"apiVersion": "mlkube.dev/v1alpha1",
+                                    "kind": "ModelDeployment", **document}))  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        pytest.param(
+            {"uri": "s3://b/iris.onnx", "format": "onnx"},
+            "spec.model.uri is unsupported on local",
+            id="remote-uri",
+        ),
+        pytest.param(
+            {"uri": "./saved_model", "format": "tensorflow"},
+            "spec.model.format is unsupported on local",
+            id="tensorflow",
+        ),
+        pytest.param(
+            {"uri": "./missing.onnx", "format": "onnx"},
+            "model.uri: no file or folder at",
+            id="missing-file",
+        ),
+    ],
+)
+def test_a_spec_that_cannot_run_locally_is_refused_before_anything_is_sent(
+    tmp_path, model, message
+):
+    control = ScriptedControl({})
+    with pytest.raises(BackendError, match=message):
+        backend_for(control, tmp_path).apply([str(_spec(tmp_path, model=model))])
+    assert control.requests == []
+
+
+def test_apply_warns_what_the_local_backend_does_not_honour(tmp_path):
+    (tmp_path / "iris.onnx").write_bytes(b"a model")
+    spec = _spec(
+        tmp_path,
+        model={"uri": "iris.onnx", "format": "onnx"},
+        placement={"nodeSelector": {"pool": "gpu"}},
+    )
+    results = [{"kind": "ModelDeployment", "name": "default/iris", "action": "created"}]
+    control = ScriptedControl({("POST", "/apply"): {"results": results}})
+    report = backend_for(control, tmp_path).apply([str(spec)])
+    assert any("spec.placement is ignored on local" in w for w in report.warnings)
 
 
 def test_a_local_dry_run_is_refused_before_anything_is_sent(tmp_path):

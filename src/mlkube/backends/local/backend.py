@@ -35,7 +35,9 @@ from mlkube.backends.local.controller.api import Client, ControllerNotRunningErr
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
+from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
+from mlkube.spec import ModelDeployment
 from mlkube.spec.loading import load_documents
 
 DEPLOYMENT_KIND = "modeldeployment"
@@ -63,6 +65,19 @@ Connect = Callable[[Path], ControlClient]
 
 class RolloutFailedError(BackendError):
     """A local rollout that ``apply --wait`` waited for failed or did not finish in time."""
+
+
+def local_problems(documents: Sequence[Document]) -> list[str]:
+    """What stops a spec locally beyond the capability table: a model file that is missing."""
+    problems = []
+    for document in documents:
+        if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
+            path = document.model_path()
+            if not os.path.exists(path):
+                problems.append(
+                    f"deployment '{document.name}': model.uri: no file or folder at {path}"
+                )
+    return problems
 
 
 class LocalBackend:
@@ -173,13 +188,17 @@ class LocalBackend:
                 "`mlkube render SPEC` shows what a cluster would get",
             )
         resolved = [str(Path(p).resolve()) for p in paths]
-        load_documents(*resolved)  # spec errors are shown here, with exit code 2
+        documents = load_documents(*resolved)  # spec errors are shown here, with exit code 2
+        found = notes(documents, BackendKind.LOCAL)
+        problems = [n.text() for n in found if n.is_error] or local_problems(documents)
+        if problems:  # refused up front: a replica that cannot start would only crash-loop
+            raise BackendError("cannot run locally: " + "; ".join(problems))
         results = self._call("POST", "/apply", {"paths": resolved})["results"]
         changes = tuple(
             ObjectChange(ObjectRef(r["kind"].lower(), r["name"]), r["action"], r.get("revision"))
             for r in results
         )
-        return ApplyReport(changes=changes)
+        return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
         wanted = {
