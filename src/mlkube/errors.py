@@ -14,6 +14,8 @@ Our exception hierarchy::
         RequestTimeoutError    no answer within the deadline: 504
         PredictError           the model itself failed on valid input: 500
       BackendError           a backend could not act (start a replica, apply an object)
+        UnsupportedOperationError   this backend has no such operation (the message says
+                                    what to do instead)
 
 Nothing here imports a third-party package: domain errors must not depend on the web stack.
 """
@@ -73,6 +75,16 @@ class ModelLoadError(MlkubeError):
 
 class BackendError(MlkubeError):
     """A backend could not carry out an action."""
+
+
+class UnsupportedOperationError(BackendError):
+    """The chosen backend cannot do this operation at all; the message says what to do instead."""
+
+    def __init__(self, backend: str, operation: str, instead: str) -> None:
+        self.backend = backend
+        self.operation = operation
+        self.instead = instead
+        super().__init__(f"the {backend} backend cannot {operation}: {instead}")
 
 
 class ServingError(MlkubeError):

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import click
 
@@ -28,14 +30,14 @@ COMMAND_MODULES: dict[str, str] = {
     "capabilities": "capabilities",
     "serve": "serve",
     "up": "local",
-    "down": "local",
-    "delete": "local",
-    "status": "local",
-    "scale": "local",
-    "apply": "local",
-    "rollout": "local",
-    "events": "local",
-    "logs": "local",
+    "down": "deployments",
+    "delete": "deployments",
+    "status": "deployments",
+    "scale": "deployments",
+    "apply": "deployments",
+    "rollout": "deployments",
+    "events": "deployments",
+    "logs": "deployments",
     "simulate": "autoscale",
     "recommend": "autoscale",
     "profile": "autoscale",
@@ -83,10 +85,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj["debug"] = debug
 
 
-def main() -> None:
-    debug = "--debug" in sys.argv[1:]
+def main(args: Sequence[str] | None = None, obj: dict[str, Any] | None = None) -> None:
+    """Run the command line (``args``: default ``sys.argv[1:]``) and turn errors into exit codes.
+
+    ``obj`` becomes the root context's ``ctx.obj``: tests pass ``{"backend_factory": ...}``
+    there to run the shared commands against a backend of their own.
+    """
+    argv = list(args) if args is not None else sys.argv[1:]
+    debug = "--debug" in argv
     try:
-        cli.main(standalone_mode=False)
+        cli.main(args=argv, standalone_mode=False, obj=obj)
     except click.exceptions.Abort:
         print_error("aborted")
         sys.exit(130)

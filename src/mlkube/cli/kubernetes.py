@@ -1,7 +1,8 @@
 """``mlkube render`` and ``mlkube doctor``: specs as Kubernetes objects, and a cluster preflight.
 
-``apply``, ``status``, ``delete``, ``logs`` and ``scale`` are shared with the local backend
-(``cli/local.py``) and call ``mlkube.backends.kubernetes.commands`` for ``--target kubernetes``.
+``apply``, ``status``, ``delete``, ``logs``, ``scale``, ``events`` and ``rollout`` are shared
+with the local backend (``cli/deployments.py``) and get a ``KubernetesBackend`` for
+``--target kubernetes``.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import click
 
@@ -90,11 +89,9 @@ def target_problems(document: Document, kind: BackendKind) -> list[str]:
         except RenderError as error:
             return [str(error)]
         return []
-    if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
-        path = document.model_path()
-        if not os.path.exists(path):
-            return [f"deployment '{document.name}': model.uri: no file or folder at {path}"]
-    return []
+    from mlkube.backends.local.backend import local_problems  # the controller client: lazily
+
+    return local_problems([document])
 
 
 @click.command()

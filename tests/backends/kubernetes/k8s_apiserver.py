@@ -12,13 +12,18 @@ makes, with the semantics a real kube-apiserver gives them:
   409 Conflict naming the other manager, fields a manager stops applying are removed,
   ``metadata.generation`` bumped on spec changes, 422 for objects the official schema rejects
   (unknown fields, as SSA does), 404 ``namespaces "x" not found`` for a missing namespace;
-- get, list with ``labelSelector`` (equality terms), delete, the Deployment ``scale``
+- get, list with ``labelSelector`` (equality terms) and ``fieldSelector`` (``=``, ``==``,
+  ``!=`` on ``metadata.name``/``metadata.namespace``, and for core/v1 Events the
+  ``involvedObject.*``, ``reason``, ``source``, ``type`` and ``reportingComponent`` fields;
+  any other field is 400 ``field label not supported``), delete, the Deployment ``scale``
   subresource (merge patch), pod logs, SelfSubjectAccessReview;
 - RBAC: a configurable set of forbidden (verb, resource) pairs answered 403 with the API
   server's message shape; bearer-token authentication (401 otherwise).
 
 A Deployment's ``status`` is filled in by a simulated controller on reads, according to
-``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline").
+``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline"); like the real
+Deployment controller it sets the ``deployment.kubernetes.io/revision`` annotation, one more
+each time the pod template changes.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ RESOURCES = [
     Res("", "v1", "resourcequotas", "ResourceQuota", True),
     Res("", "v1", "limitranges", "LimitRange", True),
     Res("", "v1", "pods", "Pod", True),
+    Res("", "v1", "events", "Event", True),
     Res("", "v1", "nodes", "Node", False),
     Res("apps", "v1", "deployments", "Deployment", True),
     Res("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
@@ -77,6 +83,22 @@ RESOURCES = [
     Res("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True),
 ]
 CRD_GROUPS = {"monitoring.coreos.com", "keda.sh", "autoscaling.k8s.io", "gateway.networking.k8s.io"}
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+COMMON_FIELDS = {"metadata.name", "metadata.namespace"}
+EVENT_FIELDS = COMMON_FIELDS | {
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+}
+"""The field labels kube-apiserver accepts in a fieldSelector (core/v1 Event: its own too)."""
 
 
 @dataclass
@@ -86,6 +108,9 @@ class Stored:
     obj: dict[str, Any]
     owners: dict[str, set[tuple[str, ...]]] = field(default_factory=dict)
     reads: int = 0
+    template: str = ""
+    """Deployments: the pod template the simulated controller last saw, and its revision."""
+    revision: int = 0
 
 
 @dataclass
@@ -157,6 +182,40 @@ class FakeApiServer:
         obj["metadata"]["resourceVersion"] = str(next(self._rv))
         key = (res.plural, meta.get("namespace", "") if res.namespaced else "", meta["name"])
         self.objects[key] = Stored(obj, {manager: set(_leaves(_owned_part(obj)))})
+
+    def add_event(
+        self,
+        namespace: str,
+        involved: tuple[str, str],
+        reason: str,
+        message: str,
+        *,
+        type_: str = "Normal",
+        last_timestamp: str = "2026-01-01T00:00:00Z",
+        count: int = 1,
+        name: str | None = None,
+    ) -> None:
+        """A core/v1 Event about the (kind, name) object ``involved``."""
+        kind, involved_name = involved
+        self.put(
+            Res("", "v1", "events", "Event", True),
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {
+                    "name": name or f"{involved_name}.{next(self._uids):x}",
+                    "namespace": namespace,
+                },
+                "involvedObject": {"kind": kind, "name": involved_name, "namespace": namespace},
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": count,
+                "firstTimestamp": last_timestamp,
+                "lastTimestamp": last_timestamp,
+                "source": {"component": "test"},
+            },
+        )
 
     def add_namespace(self, name: str) -> None:
         self.put(
@@ -356,7 +415,7 @@ class FakeApiServer:
         if res.plural == "selfsubjectaccessreviews" and method == "POST":
             return self._access_review(json.loads(body))
         if method == "GET" and name is None:
-            return 200, self._list(res, namespace, query), "application/json"
+            return self._list(res, namespace, query)
         assert name is not None
         key = (res.plural, ns_key, name)
         if method == "GET" and sub == "log":
@@ -386,25 +445,40 @@ class FakeApiServer:
             "application/json",
         )
 
-    def _list(self, res: Res, namespace: str | None, query: dict[str, list[str]]) -> dict[str, Any]:
+    def _list(
+        self, res: Res, namespace: str | None, query: dict[str, list[str]]
+    ) -> tuple[int, Any, str]:
         selector = _selector(query.get("labelSelector", [""])[0])
+        fields = _field_selector(query.get("fieldSelector", [""])[0])
+        supported = EVENT_FIELDS if res.kind == "Event" else COMMON_FIELDS
+        unsupported = [path for path, _op, _value in fields if path not in supported]
+        if unsupported:
+            message = (
+                f'Unable to find "{res.group_version}, Resource={res.plural}" that match '
+                f'field selector "{query["fieldSelector"][0]}": '
+                f"field label not supported: {unsupported[0]}"
+            )
+            return 400, _status(400, "BadRequest", message), "application/json"
         items = []
         for (plural, ns, _name), stored in sorted(self.objects.items()):
             if plural != res.plural or (res.namespaced and namespace and ns != namespace):
                 continue
             labels = stored.obj["metadata"].get("labels", {})
-            if all(labels.get(k) == v for k, v in selector.items()):
+            if all(labels.get(k) == v for k, v in selector.items()) and _fields_match(
+                stored.obj, fields
+            ):
                 self._simulate_controller(res, stored)
                 item = copy.deepcopy(stored.obj)
                 item.pop("apiVersion", None)  # list items come without apiVersion/kind
                 item.pop("kind", None)
                 items.append(item)
-        return {
+        body = {
             "apiVersion": res.group_version,
             "kind": f"{res.kind}List",
             "metadata": {"resourceVersion": str(next(self._rv))},
             "items": items,
         }
+        return 200, body, "application/json"
 
     def _access_review(self, review: dict[str, Any]) -> tuple[int, Any, str]:
         attrs = review["spec"]["resourceAttributes"]
@@ -566,13 +640,20 @@ class FakeApiServer:
         )
         if before_spec != after_spec:
             obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
-        return Stored(obj, {m: p for m, p in owners.items() if p}, stored.reads)
+        kept = {m: p for m, p in owners.items() if p}
+        return Stored(obj, kept, stored.reads, stored.template, stored.revision)
 
     def _simulate_controller(self, res: Res, stored: Stored) -> None:
         if res.kind != "Deployment":
             return
         stored.reads += 1
         obj = stored.obj
+        template = json.dumps(obj["spec"].get("template"), sort_keys=True)
+        if template != stored.template:  # a new ReplicaSet: the next revision
+            stored.template = template
+            stored.revision += 1
+        annotations = obj["metadata"].setdefault("annotations", {})
+        annotations[REVISION_ANNOTATION] = str(stored.revision)
         replicas = obj["spec"].get("replicas", 1)
         generation = obj["metadata"].get("generation", 1)
         name = obj["metadata"]["name"]
@@ -695,3 +776,27 @@ def _delete(obj: dict[str, Any], path: tuple[str, ...]) -> None:
 def _selector(text: str) -> dict[str, str]:
     terms = [t for t in text.split(",") if t]
     return dict(t.split("=", 1) for t in terms)
+
+
+def _field_selector(text: str) -> list[tuple[str, str, str]]:
+    """(field path, "=" or "!=", value) terms; ``==`` means ``=`` as on the API server."""
+    terms = []
+    for term in (t for t in text.split(",") if t):
+        if "!=" in term:
+            path, value = term.split("!=", 1)
+            terms.append((path, "!=", value))
+        else:
+            path, value = term.replace("==", "=", 1).split("=", 1)
+            terms.append((path, "=", value))
+    return terms
+
+
+def _fields_match(obj: dict[str, Any], terms: list[tuple[str, str, str]]) -> bool:
+    for path, op, value in terms:
+        found = obj
+        for part in ("source", "component") if path == "source" else path.split("."):
+            found = found.get(part, {}) if isinstance(found, dict) else {}
+        actual = "" if found == {} or found is None else str(found)
+        if (actual == value) != (op == "="):
+            return False
+    return True

@@ -10,7 +10,7 @@ import yaml
 from click.testing import CliRunner
 
 from mlkube.backends.kubernetes.render.formats import escape_helm
-from mlkube.cli import cli
+from mlkube.cli import cli, main
 
 HERE = Path(__file__).resolve().parent
 GUIDE = str(HERE.parents[2] / "examples" / "k8s-ml-guide" / "spec.yaml")
@@ -90,3 +90,67 @@ def test_doctor_cli_exit_code_follows_failures(tmp_path, monkeypatch):
         assert "fix: kubectl -n kube-system logs deploy/metrics-server" in failed.output
     finally:
         server.stop()
+
+
+@pytest.fixture
+def api(tmp_path, monkeypatch):
+    from k8s_apiserver import FakeApiServer  # the API-server test double
+
+    server = FakeApiServer()
+    server.start()
+    config = tmp_path / "kubeconfig"
+    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    yield server
+    server.stop()
+
+
+def _k8s(*args: str):
+    return CliRunner().invoke(cli, [*args, "--target", "kubernetes"])
+
+
+@pytest.mark.integration
+def test_the_shared_commands_reach_a_cluster_with_target_kubernetes(api, capsys):
+    api.ready_after_reads = 1  # rolled out at the first look: --wait never sleeps
+    applied = _k8s("apply", GUIDE, "--wait")
+    assert applied.exit_code == 0, applied.output
+    lines = applied.stdout.splitlines()
+    assert lines[0] == "Namespace/ml applied"
+    assert "Deployment/ml-model in ml applied" in lines
+    assert lines[-2:] == ["7 objects applied, 0 pruned", "ml-model: rolled out (1 available)"]
+
+    status = _k8s("status", "-n", "ml")
+    assert status.exit_code == 0, status.output
+    table = status.stdout.splitlines()
+    assert table[0].split() == [
+        "NAME", "NAMESPACE", "DEPLOYMENT", "READY", "UP-TO-DATE", "AUTOSCALER", "SERVICE"
+    ]  # fmt: skip
+    assert table[1].split()[:6] == ["ml-model", "ml", "ml-model", "1/1", "1", "hpa"]
+    assert "8501:30050" in status.stdout
+    assert max(len(line) for line in table) <= 80
+
+    rollout = _k8s("rollout", "status", "ml-model", "-n", "ml")
+    assert rollout.stdout == (
+        "revision 1 serves all traffic (Complete) ml-model: rolled out (1 available)\n"
+    )
+    api.add_event("ml", ("Deployment", "ml-model"), "ScalingReplicaSet", "Scaled up to 1")
+    events = _k8s("events", "ml-model", "-n", "ml")
+    assert events.stdout == (
+        "00:00:00  Normal   ScalingReplicaSet    Deployment/ml-model: Scaled up to 1\n"
+    )
+
+    with pytest.raises(SystemExit) as exited:
+        main(["rollout", "undo", "ml-model", "--target", "kubernetes", "-n", "ml"])
+    assert exited.value.code == 1
+    assert capsys.readouterr().err == (
+        "error: the kubernetes backend cannot undo a rollout: kubectl rollout undo "
+        "deployment/ml-model -n ml, or apply the previous spec "
+        "(mlkube apply SPEC --target kubernetes)\n"
+    )
+    everything = _k8s("down")
+    assert everything.exit_code == 2
+    assert "give the deployment's NAME" in everything.output
+    deleted = _k8s("delete", "ml-model", "-n", "ml")
+    assert deleted.exit_code == 0, deleted.output
+    assert "Deployment/ml-model in ml deleted" in deleted.stdout.splitlines()
+    assert api.get("deployments", "ml", "ml-model") is None

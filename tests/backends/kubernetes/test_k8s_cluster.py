@@ -1,4 +1,5 @@
-"""apply / prune / wait / status / delete / scale / logs / doctor against an API-server DOUBLE.
+"""apply / prune / wait / status / delete / scale / logs / events / rollout status / doctor
+against an API-server DOUBLE.
 
 ``k8s_apiserver.FakeApiServer`` is a test double of kube-apiserver: a real HTTP server on
 127.0.0.1 implementing the calls mlkube makes with server-side-apply semantics. The code under
@@ -8,21 +9,15 @@ test is the real thing down to lightkube's HTTP client; only the server is fake.
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 import yaml
 from k8s_apiserver import FakeApiServer, Request, Res
 
+from mlkube.backends.base import ObjectRef
+from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.commands import (
-    apply_kubernetes,
-    delete_kubernetes,
-    logs_kubernetes,
-    scale_kubernetes,
-    status_kubernetes,
-)
 from mlkube.backends.kubernetes.doctor import run_doctor
 from mlkube.backends.kubernetes.errors import (
     ApiMissingError,
@@ -34,6 +29,7 @@ from mlkube.backends.kubernetes.errors import (
 )
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.clock import ManualClock
+from mlkube.errors import UnsupportedOperationError
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +50,10 @@ def api(tmp_path, monkeypatch):
     server.stop()
 
 
+def _backend(namespace: str | None = None) -> KubernetesBackend:
+    return KubernetesBackend(namespace=namespace, clock=ManualClock())  # polls without sleeping
+
+
 def _apply(
     path: str,
     *,
@@ -61,18 +61,22 @@ def _apply(
     dry_run: bool = False,
     wait: bool = False,
     timeout_s: float = 5.0,
-) -> None:
-    apply_kubernetes(
-        (path,), context=None, namespace=namespace, dry_run=dry_run, wait=wait, timeout_s=timeout_s
-    )
+) -> list[str]:
+    """Apply (and wait); the progress lines the wait reported."""
+    backend = _backend(namespace)
+    report = backend.apply((path,), dry_run=dry_run)
+    messages: list[str] = []
+    if wait:
+        backend.wait_for_rollouts(report, timeout_s=timeout_s, report=messages.append)
+    return messages
 
 
 def _patches(api: FakeApiServer) -> list[Request]:
     return [r for r in api.requests if r.method == "PATCH"]
 
 
-def test_apply_uses_server_side_apply_in_dependency_order_after_a_dry_run(api, capsys):
-    _apply(GUIDE, wait=True)
+def test_apply_uses_server_side_apply_in_dependency_order_after_a_dry_run(api):
+    messages = _apply(GUIDE, wait=True)
     patches = _patches(api)
     assert {r.content_type for r in patches} == {"application/apply-patch+yaml"}
     assert {r.query["fieldManager"][0] for r in patches} == {"mlkube"}
@@ -94,12 +98,14 @@ def test_apply_uses_server_side_apply_in_dependency_order_after_a_dry_run(api, c
         == "tensorflow/serving:latest"
     )
     assert api.get("services", "ml", "ml-model-service")["spec"]["ports"][0]["nodePort"] == 30050
-    out = capsys.readouterr().out
-    assert "ml-model: rolled out" in out
+    assert messages[-1] == "ml-model: rolled out (1 available)"
 
 
 def test_dry_run_changes_nothing(api):
-    _apply(GUIDE, dry_run=True)
+    report = _backend().apply((GUIDE,), dry_run=True)
+    assert report.dry_run
+    assert ObjectRef("Deployment", "ml-model", "ml") in [c.object for c in report.changes]
+    assert _apply(GUIDE, dry_run=True, wait=True) == []  # nothing to wait for
     assert api.get("deployments", "ml", "ml-model") is None
     real = [r for r in _patches(api) if "dryRun" not in r.query]
     assert real == []
@@ -115,7 +121,9 @@ def test_reapply_prunes_what_the_render_dropped_but_never_claims(api, tmp_path):
     del documents[0]["spec"]["kubernetes"]["gateway"]
     target = tmp_path / "rolling.yaml"
     target.write_text(yaml.safe_dump_all(documents), encoding="utf-8")
-    _apply(str(target))
+    report = _backend().apply((str(target),))
+    assert report.pruned is not None
+    assert ObjectRef("HTTPRoute", "iris", "ml") in report.pruned
     assert api.get("deployments", "ml", "iris-canary") is None
     assert api.get("httproutes", "ml", "iris") is None
     assert api.get("services", "ml", "iris-stable") is None
@@ -219,27 +227,14 @@ def test_wait_gives_up_on_a_stuck_or_failed_rollout(api, rollout, needle):
     assert messages  # progress was reported
 
 
-def test_status_delete_scale_and_logs(api, capsys):
-    _apply(GUIDE, wait=True)
-    capsys.readouterr()
-    status_kubernetes("ml-model", context=None, namespace="ml", output="json")
-    summary = json.loads(capsys.readouterr().out)
-    assert summary[0]["deployments"][0]["name"] == "ml-model"
-    assert summary[0]["autoscalers"][0]["max"] == 3
-    status_kubernetes(None, context=None, namespace="ml", output="table")
-    table = capsys.readouterr().out
-    assert "ml-model-service NodePort 8501:30050" in table
-
-    scale_kubernetes("ml-model", 2, context=None, namespace="ml")
-    assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 2
-
+def _add_pod(api: FakeApiServer, name: str) -> None:
     api.put(
         Res("", "v1", "pods", "Pod", True),
         {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": "ml-model-abc-1",
+                "name": name,
                 "namespace": "ml",
                 "labels": {
                     "app.kubernetes.io/managed-by": "mlkube",
@@ -248,23 +243,136 @@ def test_status_delete_scale_and_logs(api, capsys):
             },
         },
     )
-    api.logs["ml-model-abc-1"] = ['{"msg": "ready"}']
-    capsys.readouterr()
-    logs_kubernetes(
-        "ml-model", context=None, namespace="ml", follow=False, since_s=60, replica=None
-    )
-    assert capsys.readouterr().out.strip() == '{"msg": "ready"}'
-    with pytest.raises(ObjectNotFoundError, match="replica 3 is not one"):
-        logs_kubernetes(
-            "ml-model", context=None, namespace="ml", follow=False, since_s=None, replica=3
-        )
 
-    delete_kubernetes("ml-model", context=None, namespace="ml")
+
+def test_status_delete_scale_and_logs(api):
+    _apply(GUIDE, wait=True)
+    backend = _backend("ml")
+    summary = backend.status("ml-model").document
+    assert summary[0]["deployments"][0]["name"] == "ml-model"
+    assert summary[0]["autoscalers"][0]["max"] == 3
+    (table,) = backend.status(None).tables
+    assert table.rows == (
+        (
+            "ml-model",
+            "ml",
+            "ml-model",
+            "1/1",
+            "1",
+            "hpa 1-3",
+            "ml-model-service NodePort 8501:30050",
+        ),
+    )
+
+    scaled = backend.scale("ml-model", 2)
+    assert api.get("deployments", "ml", "ml-model")["spec"]["replicas"] == 2
+    assert scaled.object == ObjectRef("Deployment", "ml-model", "ml")
+    assert scaled.warnings == (
+        "'ml-model' has an autoscaler; it will move the count back within its bounds",
+    )
+
+    _add_pod(api, "ml-model-abc-1")
+    _add_pod(api, "ml-model-abc-2")
+    api.logs["ml-model-abc-1"] = ['{"msg": "ready"}']
+    api.logs["ml-model-abc-2"] = ['{"msg": "two"}']
+    assert list(backend.logs("ml-model", since_s=60).lines) == [
+        '[ml-model-abc-1] {"msg": "ready"}',
+        '[ml-model-abc-2] {"msg": "two"}',
+    ]
+    assert list(backend.logs("ml-model", replica="1").lines) == ['{"msg": "two"}']
+    assert list(backend.logs("ml-model", replica="ml-model-abc-1").lines) == ['{"msg": "ready"}']
+    followed = backend.logs("ml-model", follow=True)
+    assert followed.warnings == ("following ml-model-abc-1 only; pass --replica N for another pod",)
+    with pytest.raises(ObjectNotFoundError, match="replica 3 is not one"):
+        backend.logs("ml-model", replica="3")
+    with pytest.raises(ObjectNotFoundError, match="no pod 'nope'"):
+        backend.logs("ml-model", replica="nope")
+
+    deleted = backend.delete("ml-model")
+    assert next(str(c.object) for c in deleted.changes if c.action == "deleted") == (
+        "PodDisruptionBudget/ml-model-pdb in ml"
+    )  # the reverse of apply order
+    kept = [c.object.kind for c in deleted.changes if c.action.startswith("kept")]
+    assert kept == ["PersistentVolumeClaim", "PersistentVolume", "Namespace"]
     assert api.get("deployments", "ml", "ml-model") is None
     assert api.get("horizontalpodautoscalers", "ml", "ml-model-hpa") is None
     assert api.get("persistentvolumeclaims", "ml", "ml-model-pvc") is not None  # data kept
     with pytest.raises(ObjectNotFoundError, match="no mlkube deployment 'ml-model'"):
-        status_kubernetes("ml-model", context=None, namespace="ml", output="table")
+        backend.status("ml-model")
+    with pytest.raises(UnsupportedOperationError, match="give the deployment's NAME"):
+        backend.delete(None)
+
+
+def test_events_select_by_involved_object_and_come_oldest_first(api):
+    _apply(GUIDE, wait=True)
+    _add_pod(api, "ml-model-abc-1")
+    api.add_event(
+        "ml",
+        ("Deployment", "ml-model"),
+        "ScalingReplicaSet",
+        "Scaled up to 1",
+        last_timestamp="2026-01-01T00:00:02Z",
+    )
+    api.add_event(
+        "ml",
+        ("Pod", "ml-model-abc-1"),
+        "BackOff",
+        "Back-off restarting",
+        type_="Warning",
+        last_timestamp="2026-01-01T00:00:09Z",
+        count=4,
+    )
+    api.add_event(
+        "ml",
+        ("HorizontalPodAutoscaler", "ml-model-hpa"),
+        "SuccessfulRescale",
+        "New size: 1",
+        last_timestamp="2026-01-01T00:00:05Z",
+    )
+    api.add_event("ml", ("Deployment", "someone-else"), "ScalingReplicaSet", "not ours")
+    rows = _backend("ml").events("ml-model")
+    assert [(r.object, r.reason, r.count) for r in rows] == [
+        ("Deployment/ml-model", "ScalingReplicaSet", 1),
+        ("HorizontalPodAutoscaler/ml-model-hpa", "SuccessfulRescale", 1),
+        ("Pod/ml-model-abc-1", "BackOff", 4),
+    ]
+    assert rows[0].time == 1767225602.0 and rows[2].type == "Warning"
+    assert [r.reason for r in _backend("ml").events("ml-model", limit=1)] == ["BackOff"]
+    selectors = [r.query.get("fieldSelector") for r in api.requests if r.path.endswith("/events")]
+    assert ["involvedObject.name=ml-model"] in selectors
+    with pytest.raises(ObjectNotFoundError, match="no mlkube deployment 'nope'"):
+        _backend("ml").events("nope")
+
+
+def test_the_double_refuses_an_unknown_field_selector(api):
+    from lightkube import Client as LightkubeClient  # the client, to send a selector we never do
+    from lightkube.core.exceptions import ApiError
+    from lightkube.resources.core_v1 import Event
+
+    client = LightkubeClient(namespace="ml")
+    with pytest.raises(ApiError, match=r"field label not supported: spec\.nodeName"):
+        list(client.list(Event, namespace="ml", fields={"spec.nodeName": "x"}))
+
+
+def test_rollout_status_follows_the_deployment_and_history_is_kubectls(api):
+    _apply(GUIDE)
+    backend = _backend("ml")
+    api.rollout = "stuck"
+    progressing = backend.rollout_status("ml-model")
+    assert (progressing.phase, progressing.revision, progressing.target) == ("Progressing", None, 1)
+    assert progressing.reason == "ml-model: 0 of 1 replicas updated"
+    api.rollout = "ready"
+    done = backend.rollout_status("ml-model")
+    assert (done.phase, done.revision, done.target) == ("Complete", 1, None)
+    api.rollout = "deadline"
+    failed = backend.rollout_status("ml-model")
+    assert failed.phase == "Failed" and "progress deadline" in failed.reason
+    with pytest.raises(
+        UnsupportedOperationError, match="kubectl rollout history deployment/x -n ml"
+    ):
+        backend.rollout_history("x")
+    with pytest.raises(UnsupportedOperationError, match="kubectl rollout undo deployment/x -n ml"):
+        backend.rollout_undo("x")
 
 
 def _seed_cluster(api: FakeApiServer) -> None:

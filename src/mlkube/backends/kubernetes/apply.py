@@ -17,7 +17,7 @@ Order of an apply:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
@@ -37,7 +37,6 @@ logger = logging.getLogger(__name__)
 
 NEVER_PRUNED = frozenset({"Namespace", "PersistentVolume", "PersistentVolumeClaim"})
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -64,7 +63,10 @@ class ApplyResult:
     """What an apply did."""
 
     applied: tuple[ObjectKey, ...]
+    """Every object applied (with ``dry_run``: accepted by the server's dry run)."""
+
     pruned: tuple[ObjectKey, ...]
+    warnings: tuple[str, ...] = ()
 
 
 def needed_apis(objects: Iterable[Manifest]) -> list[KindInfo]:
@@ -131,7 +133,6 @@ def apply_objects(
     dry_run: bool,
     force: bool,
     prune: bool,
-    report: Report,
 ) -> ApplyResult:
     """Apply ``objects`` (already in apply order) as described in the module docstring."""
     check_apis(cluster, objects)
@@ -145,18 +146,14 @@ def apply_objects(
     }
     objects = without_autoscaled_replicas(objects, existing)
     _dry_run_all(cluster, objects, force=force)
-    applied: list[ObjectKey] = []
-    for obj in objects:
-        if dry_run:
-            break
-        cluster.apply(obj, dry_run=False, force=force)
-        applied.append(key_of(obj))
-        report(f"{key_of(obj)} applied")
-    if dry_run:
-        report(f"server-side dry run: {len(objects)} objects accepted, nothing changed")
-        applied = [key_of(obj) for obj in objects]
-    pruned = prune_stale(cluster, objects, dry_run=dry_run, report=report) if prune else []
-    return ApplyResult(tuple(applied), tuple(pruned))
+    if not dry_run:
+        for obj in objects:
+            cluster.apply(obj, dry_run=False, force=force)
+    applied = tuple(key_of(obj) for obj in objects)
+    if not prune:
+        return ApplyResult(applied, ())
+    pruned, warnings = prune_stale(cluster, objects, dry_run=dry_run)
+    return ApplyResult(applied, tuple(pruned), tuple(warnings))
 
 
 def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
@@ -183,10 +180,15 @@ def _dry_run_all(cluster: Cluster, objects: Sequence[Manifest], *, force: bool) 
 
 
 def prune_stale(
-    cluster: Cluster, desired: Sequence[Manifest], *, dry_run: bool, report: Report
-) -> list[ObjectKey]:
-    """Delete the objects of the rendered instances that ``desired`` no longer holds."""
+    cluster: Cluster, desired: Sequence[Manifest], *, dry_run: bool
+) -> tuple[list[ObjectKey], list[str]]:
+    """Delete the objects of the rendered instances that ``desired`` no longer holds.
+
+    Returns what was deleted (with ``dry_run``: what would be) and warnings about kinds that
+    could not be listed.
+    """
     live: list[Manifest] = []
+    warnings: list[str] = []
     for namespace, instance in instances(desired):
         labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance}
         for info in KINDS:
@@ -197,9 +199,8 @@ def prune_stale(
             except ApiMissingError:
                 continue  # that API is not installed, so nothing of ours can be there
             except ForbiddenError as error:
-                report(f"warning: not pruning {info.kind} objects: {error}")
+                warnings.append(f"not pruning {info.kind} objects: {error}")
     stale = prune_plan(desired, live)
     for key in stale:
         cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=dry_run)
-        report(f"{key} pruned" + (" (dry run)" if dry_run else ""))
-    return stale
+    return stale, warnings

@@ -31,7 +31,7 @@ try:
     from lightkube.generic_resource import create_global_resource, create_namespaced_resource
     from lightkube.resources.apps_v1 import Deployment
     from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
-    from lightkube.resources.core_v1 import Pod
+    from lightkube.resources.core_v1 import Event, Pod
     from lightkube.types import PatchType
 except ImportError as missing:  # the client is the optional extra mlkube[kubernetes]
     raise BackendError(
@@ -177,6 +177,16 @@ class Cluster:
         with _Translate("list", info, namespace, None):
             pods = self._client.list(Pod, namespace=namespace, labels=dict(labels))
             return [{"apiVersion": "v1", "kind": "Pod", **_as_dict(p)} for p in pods]
+
+    def events(self, namespace: str, involved_name: str) -> list[Manifest]:
+        """core/v1 Events about objects named ``involved_name`` (a field selector on
+        ``involvedObject.name``, as ``kubectl describe`` asks for them)."""
+        info = KindInfo("v1", "Event", "events", namespaced=True)
+        with _Translate("list", info, namespace, None):
+            events = self._client.list(
+                Event, namespace=namespace, fields={"involvedObject.name": involved_name}
+            )
+            return [{"apiVersion": "v1", "kind": "Event", **_as_dict(e)} for e in events]
 
     def raw_get(self, path: str) -> tuple[int, Any]:
         """GET a path (discovery, ``/version``); (status, JSON body or None)."""

@@ -1,15 +1,22 @@
-"""What ``mlkube status --target kubernetes`` shows: one summary per deployment instance.
+"""What ``status``, ``rollout status`` and ``events`` show for ``--target kubernetes``.
 
-Pure: the live objects (JSON) in, plain data out; the command prints it as a table, JSON or YAML.
+Pure: the live objects (JSON) in, plain data out: one summary per deployment instance (printed
+as a table, JSON or YAML), a ``RolloutStatus`` from an instance's Deployments, an ``EventRow``
+from a core/v1 Event.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+from mlkube.backends.base import EventRow, RolloutStatus
 from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest
 from mlkube.backends.kubernetes.wait import rollout_state
+
+REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+"""Set on a Deployment by its controller: the revision of its newest ReplicaSet."""
 
 TABLE_COLUMNS = ("NAME", "NAMESPACE", "DEPLOYMENT", "READY", "UP-TO-DATE", "AUTOSCALER", "SERVICE")
 
@@ -125,3 +132,76 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
                 )
             )
     return rows
+
+
+def rollout_status(name: str, deployments: Sequence[Manifest]) -> RolloutStatus:
+    """The rollout of instance ``name`` from its Deployments (at least one), as kubectl judges
+    each. Pure.
+
+    ``revision`` is set once the rollout is complete (that revision serves everything);
+    while it progresses or after it failed, the revision being rolled out is the ``target``.
+    """
+    states = [rollout_state(d) for d in deployments]
+    main = next((d for d in deployments if d["metadata"]["name"] == name), deployments[0])
+    revision = _revision(main)
+    if any(s.failed for s in states):
+        phase = "Failed"
+    elif all(s.done for s in states):
+        phase = "Complete"
+    else:
+        phase = "Progressing"
+    strategy = ((main.get("spec") or {}).get("strategy") or {}).get("type", "RollingUpdate")
+    return RolloutStatus(
+        name=name,
+        phase=phase,
+        revision=revision if phase == "Complete" else None,
+        target=None if phase == "Complete" else revision,
+        strategy=strategy,
+        reason="; ".join(s.message for s in states),
+    )
+
+
+def _revision(deployment: Manifest) -> int | None:
+    annotations = deployment.get("metadata", {}).get("annotations") or {}
+    value = annotations.get(REVISION_ANNOTATION)
+    return int(value) if value is not None and str(value).isdigit() else None
+
+
+def event_row(event: Manifest) -> EventRow:
+    """One core/v1 Event as an ``EventRow``. Pure.
+
+    Its time is the last time it happened (``lastTimestamp``; ``eventTime`` for events written
+    through events.k8s.io/v1), else when it was first seen or created.
+    """
+    involved = event.get("involvedObject") or {}
+    return EventRow(
+        time=_event_time(event),
+        type=str(event.get("type") or "Normal"),
+        reason=str(event.get("reason") or ""),
+        message=str(event.get("message") or "").strip(),
+        object=f"{involved.get('kind', '?')}/{involved.get('name', '?')}",
+        count=int(event.get("count") or 1),
+    )
+
+
+def _event_time(event: Manifest) -> float:
+    meta = event.get("metadata") or {}
+    for value in (
+        event.get("lastTimestamp"),
+        event.get("eventTime"),
+        event.get("firstTimestamp"),
+        meta.get("creationTimestamp"),
+    ):
+        if value:
+            return _epoch(value)
+    return 0.0
+
+
+def _epoch(value: object) -> float:
+    if isinstance(value, dt.datetime):
+        moment = value
+    else:
+        moment = dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.timestamp()

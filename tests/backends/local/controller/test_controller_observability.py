@@ -24,8 +24,8 @@ from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import RolloutPhase, RolloutState
 from mlkube.backends.local.proxy import Router
+from mlkube.backends.local.status_view import autoscaler_line
 from mlkube.cli import cli
-from mlkube.cli.local import autoscaler_line
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents

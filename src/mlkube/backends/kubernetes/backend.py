@@ -1,0 +1,302 @@
+"""``KubernetesBackend``: the ``Backend`` protocol on a cluster.
+
+Each operation opens a connection (``client.Cluster``) for its kubeconfig context and namespace,
+acts through the thin loops beside it (``apply.apply_objects``, ``wait.wait_for_rollouts``) and
+the pure views (``status``), and returns plain data; nothing here prints. The objects of a
+deployment are found by the labels mlkube puts on everything it renders. Revision history and
+undo are the Deployment controller's (``kubectl rollout history|undo``) and raise
+``UnsupportedOperationError`` naming that command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from mlkube.backends.base import (
+    ApplyReport,
+    DeleteReport,
+    EventRow,
+    LogStream,
+    ObjectChange,
+    ObjectRef,
+    Report,
+    RevisionRow,
+    RolloutStatus,
+    ScaleReport,
+    StatusReport,
+    Table,
+    UndoReport,
+)
+from mlkube.backends.kubernetes import status as views
+from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_objects, key_of
+from mlkube.backends.kubernetes.client import Cluster, Target
+from mlkube.backends.kubernetes.errors import ApiMissingError, ForbiddenError, ObjectNotFoundError
+from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render.manifest import (
+    KINDS,
+    LABEL_INSTANCE,
+    LABEL_MANAGED_BY,
+    MANAGED_BY,
+    Manifest,
+    apply_rank,
+    kind_info,
+)
+from mlkube.backends.kubernetes.wait import wait_for_rollouts
+from mlkube.clock import Clock, SystemClock
+from mlkube.desired.capabilities import BackendKind, notes
+from mlkube.errors import UnsupportedOperationError
+from mlkube.spec import ModelDeployment, load_documents
+
+STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
+SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
+KEPT = "kept (it holds data or other workloads; delete it yourself)"
+
+
+class KubernetesBackend:
+    """Deployments on the cluster of a kubeconfig ``context``, in ``namespace``.
+
+    None for either means the kubeconfig's current context and that context's namespace.
+    """
+
+    def __init__(
+        self,
+        context: str | None = None,
+        namespace: str | None = None,
+        *,
+        kubeconfig: str | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.target = Target(context=context, namespace=namespace, kubeconfig=kubeconfig)
+        self.namespace = namespace
+        self.clock: Clock = clock or SystemClock()
+
+    @contextmanager
+    def _connect(self) -> Iterator[tuple[Cluster, str]]:
+        """A connection and the namespace to act in; closed on the way out."""
+        cluster = Cluster(self.target)
+        try:
+            yield cluster, self.namespace or cluster.namespace
+        finally:
+            cluster.close()
+
+    # apply ---------------------------------------------------------------------------------
+    def apply(self, paths: Sequence[str], *, dry_run: bool = False) -> ApplyReport:
+        """Render the specs, server-side apply them in order and prune what they dropped.
+
+        The warnings name every spec field the cluster does not honour as written.
+        """
+        documents = with_namespace(load_documents(*paths), self.namespace)
+        rendered = render(documents)
+        deployments = [d for d in documents if isinstance(d, ModelDeployment)]
+        force = any(d.spec.kubernetes.force_conflicts for d in deployments)
+        prune = all(d.spec.kubernetes.prune for d in deployments)
+        with self._connect() as (cluster, _):
+            result = apply_objects(
+                cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
+            )
+        unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
+        return ApplyReport(
+            changes=tuple(ObjectChange(_ref(key), "applied") for key in result.applied),
+            pruned=tuple(_ref(key) for key in result.pruned),
+            warnings=(*unsupported, *result.warnings),
+            dry_run=dry_run,
+        )
+
+    def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
+        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``)."""
+        deployments = [
+            (c.object.namespace, c.object.name)
+            for c in applied.changes
+            if c.object.kind == "Deployment"
+        ]
+        if applied.dry_run or not deployments:
+            return
+        with self._connect() as (cluster, _):
+            asyncio.run(
+                wait_for_rollouts(
+                    cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+                )
+            )
+
+    # status, scale, delete -----------------------------------------------------------------
+    def status(self, name: str | None = None) -> StatusReport:
+        """One summary per deployment instance: its Deployments, autoscalers and Services."""
+        with self._connect() as (cluster, namespace):
+            objects, warnings = _owned(cluster, namespace, name, STATUS_KINDS)
+        if name is not None and not any(o["kind"] == "Deployment" for o in objects):
+            raise _not_found(name, namespace, warnings)
+        summaries = views.summarize(objects)
+        table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
+        return StatusReport(document=summaries, tables=(table,), warnings=tuple(warnings))
+
+    def scale(self, name: str, replicas: int) -> ScaleReport:
+        """Set the replica count of the Deployment ``name`` (through its scale subresource)."""
+        with self._connect() as (cluster, namespace):
+            owned, warnings = _owned(cluster, namespace, name, SCALING_KINDS)
+            deployments = [o["metadata"]["name"] for o in owned if o["kind"] == "Deployment"]
+            if not deployments:
+                raise _not_found(name, namespace, warnings)
+            if name not in deployments:
+                raise ObjectNotFoundError(
+                    f"deployment '{name}' runs as {', '.join(sorted(deployments))}; scale one "
+                    "of those with kubectl, or change the spec's replicas and apply"
+                )
+            if any(o["kind"] != "Deployment" for o in owned):
+                warnings.append(
+                    f"'{name}' has an autoscaler; it will move the count back within its bounds"
+                )
+            cluster.scale(name, namespace, replicas)
+        return ScaleReport(ObjectRef("Deployment", name, namespace), replicas, tuple(warnings))
+
+    def delete(self, name: str | None = None) -> DeleteReport:
+        """Delete every object mlkube made for ``name``; claims, volumes, namespaces are kept."""
+        if name is None:
+            raise UnsupportedOperationError(
+                "kubernetes",
+                "delete every deployment at once",
+                "give the deployment's NAME (mlkube delete NAME --target kubernetes)",
+            )
+        changes: list[ObjectChange] = []
+        with self._connect() as (cluster, namespace):
+            objects, warnings = _owned(cluster, namespace, name, [i.kind for i in KINDS])
+            if not objects:
+                raise _not_found(name, namespace, warnings)
+            for obj in sorted(objects, key=lambda o: -apply_rank(o["kind"])):
+                key = key_of(obj)
+                if obj["kind"] in NEVER_PRUNED:
+                    changes.append(ObjectChange(_ref(key), KEPT))
+                    continue
+                cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=False)
+                changes.append(ObjectChange(_ref(key), "deleted"))
+        return DeleteReport(changes=tuple(changes), warnings=tuple(warnings))
+
+    # logs, events --------------------------------------------------------------------------
+    def logs(
+        self,
+        name: str,
+        *,
+        replica: str | None = None,
+        since_s: float | None = None,
+        follow: bool = False,
+    ) -> LogStream:
+        """The logs of the deployment's pods (one pod: ``replica`` is an index or a pod name)."""
+        with self._connect() as (cluster, namespace):
+            pods = sorted(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
+        if not pods:
+            raise ObjectNotFoundError(f"deployment '{name}' has no pods in namespace '{namespace}'")
+        chosen, warnings = _choose_pods(name, pods, replica, follow)
+        return LogStream(
+            lines=self._pod_lines(chosen, namespace, follow=follow, since_s=since_s),
+            warnings=warnings,
+        )
+
+    def _pod_lines(
+        self, pods: list[str], namespace: str, *, follow: bool, since_s: float | None
+    ) -> Iterator[str]:
+        with self._connect() as (cluster, _):
+            for pod in pods:
+                prefix = f"[{pod}] " if len(pods) > 1 else ""
+                for line in cluster.logs(pod, namespace, follow=follow, since_s=since_s):
+                    yield prefix + line.rstrip("\n")
+
+    def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
+        """Events about the deployment's Deployments, autoscalers and pods, oldest first."""
+        with self._connect() as (cluster, namespace):
+            owned, warnings = _owned(cluster, namespace, name, SCALING_KINDS)
+            if not any(o["kind"] == "Deployment" for o in owned):
+                raise _not_found(name, namespace, warnings)
+            names = {o["metadata"]["name"] for o in owned}
+            names.update(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
+            rows = [
+                views.event_row(event)
+                for involved in sorted(names)
+                for event in cluster.events(namespace, involved)
+            ]
+        rows.sort(key=lambda row: row.time)
+        return tuple(rows[-limit:]) if limit > 0 else ()
+
+    # rollouts ------------------------------------------------------------------------------
+    def rollout_status(self, name: str) -> RolloutStatus:
+        """Where the rollout of the deployment's Deployments stands, as kubectl judges it."""
+        with self._connect() as (cluster, namespace):
+            owned, warnings = _owned(cluster, namespace, name, ("Deployment",))
+        if not owned:
+            raise _not_found(name, namespace, warnings)
+        return views.rollout_status(name, owned)
+
+    def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
+        raise UnsupportedOperationError(
+            "kubernetes",
+            "list rollout history",
+            "the Deployment controller keeps it: "
+            f"kubectl rollout history deployment/{name}{self._kubectl_namespace()}",
+        )
+
+    def rollout_undo(self, name: str, *, to_revision: int | None = None) -> UndoReport:
+        revision = f" --to-revision {to_revision}" if to_revision is not None else ""
+        raise UnsupportedOperationError(
+            "kubernetes",
+            "undo a rollout",
+            f"kubectl rollout undo deployment/{name}{self._kubectl_namespace()}{revision}, "
+            "or apply the previous spec (mlkube apply SPEC --target kubernetes)",
+        )
+
+    def _kubectl_namespace(self) -> str:
+        return f" -n {self.namespace}" if self.namespace else ""
+
+
+def _ref(key: ObjectKey) -> ObjectRef:
+    return ObjectRef(key.kind, key.name, key.namespace)
+
+
+def _labels(name: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: name}
+
+
+def _not_found(name: str, namespace: str, warnings: Sequence[str]) -> ObjectNotFoundError:
+    why = f" ({'; '.join(warnings)})" if warnings else ""
+    return ObjectNotFoundError(f"no mlkube deployment '{name}' in namespace '{namespace}'{why}")
+
+
+def _owned(
+    cluster: Cluster, namespace: str, name: str | None, kinds: Sequence[str]
+) -> tuple[list[Manifest], list[str]]:
+    """mlkube's objects of ``kinds`` (of instance ``name``, or of every instance), and a
+    warning for each kind the credentials may not list."""
+    labels = _labels(name) if name is not None else {LABEL_MANAGED_BY: MANAGED_BY}
+    objects: list[Manifest] = []
+    warnings: list[str] = []
+    for kind in kinds:
+        try:
+            objects.extend(cluster.list_objects(kind_info(kind), namespace, labels))
+        except ApiMissingError:
+            continue  # e.g. no KEDA installed: nothing of that kind can be ours
+        except ForbiddenError as error:
+            warnings.append(str(error))
+    if name is None:
+        objects = [o for o in objects if o["kind"] != "Namespace"]
+    return objects, warnings
+
+
+def _choose_pods(
+    name: str, pods: list[str], replica: str | None, follow: bool
+) -> tuple[list[str], tuple[str, ...]]:
+    """The pods to read: ``replica`` by index or name, else all (one when following)."""
+    if replica is None:
+        if follow and len(pods) > 1:
+            return pods[:1], (f"following {pods[0]} only; pass --replica N for another pod",)
+        return pods, ()
+    if replica.isdigit():
+        if int(replica) >= len(pods):
+            raise ObjectNotFoundError(
+                f"deployment '{name}' has {len(pods)} pods; replica {replica} is not one "
+                f"(use 0-{len(pods) - 1})"
+            )
+        return [pods[int(replica)]], ()
+    if replica in pods:
+        return [replica], ()
+    raise ObjectNotFoundError(
+        f"deployment '{name}' has no pod '{replica}' (pods: {', '.join(pods)})"
+    )

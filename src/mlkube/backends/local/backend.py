@@ -1,0 +1,323 @@
+"""``LocalBackend``: the ``Backend`` protocol over the local controller's control API.
+
+Every operation finds the controller through the state directory and calls its token-protected
+loopback API (``controller.api.Client.call``); ``ensure_controller`` starts one first (what
+``mlkube up`` needs). Logs are read straight from the replicas' files, so they can be read after
+the controller stopped. Waiting is done with a ``Clock`` (``sleep_blocking``); nothing here prints.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from mlkube.backends.base import (
+    ApplyReport,
+    DeleteReport,
+    EventRow,
+    LogStream,
+    ObjectChange,
+    ObjectRef,
+    Report,
+    RevisionRow,
+    RolloutStatus,
+    ScaleReport,
+    StatusReport,
+    UndoReport,
+)
+from mlkube.backends.local import replica_logs, supervisor
+from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
+from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
+from mlkube.backends.local.status_view import rollout_progress, status_report
+from mlkube.clock import Clock, SystemClock
+from mlkube.desired.capabilities import BackendKind, Document, notes
+from mlkube.errors import BackendError, UnsupportedOperationError
+from mlkube.spec import ModelDeployment
+from mlkube.spec.loading import load_documents
+
+DEPLOYMENT_KIND = "modeldeployment"
+"""How local output names a ModelDeployment (``modeldeployment/default/iris created``)."""
+
+CONTROLLER_START_TIMEOUT_S = 30.0
+START_POLL_S = 0.1
+EXIT_POLL_S = 0.05
+FOLLOW_POLL_S = 0.2
+WAIT_POLL_S = 0.5
+
+
+class ControlClient(Protocol):
+    """What the backend needs of ``controller.api.Client``."""
+
+    pid: int
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+Connect = Callable[[Path], ControlClient]
+
+
+class RolloutFailedError(BackendError):
+    """A local rollout that ``apply --wait`` waited for failed or did not finish in time."""
+
+
+def local_problems(documents: Sequence[Document]) -> list[str]:
+    """What stops a spec locally beyond the capability table: a model file that is missing."""
+    problems = []
+    for document in documents:
+        if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
+            path = document.model_path()
+            if not os.path.exists(path):
+                problems.append(
+                    f"deployment '{document.name}': model.uri: no file or folder at {path}"
+                )
+    return problems
+
+
+class LocalBackend:
+    """Deployments run by the local controller of one state directory."""
+
+    def __init__(
+        self,
+        state_dir: str | Path | None = None,
+        *,
+        clock: Clock | None = None,
+        connect: Connect = Client,
+    ) -> None:
+        self.state = resolve_state_dir(str(state_dir) if state_dir is not None else None)
+        self.clock: Clock = clock or SystemClock()
+        self._connect = connect
+
+    # the controller ------------------------------------------------------------------------
+    @contextmanager
+    def session(self) -> Iterator[ControlClient]:
+        """A client of the running controller, closed after the block; ControllerNotRunningError
+        when none runs."""
+        client = self._connect(self.state)
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        with self.session() as client:
+            return client.call(method, path, body)
+
+    def is_running(self) -> bool:
+        """Whether a controller runs for the state directory and answers."""
+        try:
+            self._call("GET", "/healthz")
+        except (ControllerNotRunningError, BackendError):
+            return False
+        return True
+
+    def controller_pid(self) -> int:
+        """The process id of the running controller."""
+        with self.session() as client:
+            return client.pid
+
+    def ensure_controller(self) -> bool:
+        """Start a controller unless one runs; True when this call started it."""
+        if self.is_running():
+            return False
+        self._start_controller()
+        return True
+
+    def _start_controller(self) -> None:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "controller.json").unlink(missing_ok=True)
+        log = self.state / "controller.log"
+        handle = supervisor.spawn(
+            [
+                sys.executable,
+                "-m",
+                "mlkube.backends.local.controller",
+                "--state-dir",
+                str(self.state),
+            ],
+            env=dict(os.environ),
+            log_path=log,
+        )
+        deadline = self.clock.monotonic() + CONTROLLER_START_TIMEOUT_S
+        while self.clock.monotonic() < deadline:
+            if self.is_running():
+                return
+            if handle.poll() is not None:
+                break
+            self.clock.sleep_blocking(START_POLL_S)
+        tail = log.read_text(errors="replace").splitlines()[-5:]
+        raise BackendError(f"the controller did not start (see {log}): " + " | ".join(tail))
+
+    def wait_exit(self, pid: int) -> None:
+        """Wait until the controller process has exited (it stops its replicas first)."""
+        deadline = self.clock.monotonic() + CONTROLLER_START_TIMEOUT_S
+        while supervisor.pid_alive(pid) and self.clock.monotonic() < deadline:
+            self.clock.sleep_blocking(EXIT_POLL_S)
+
+    def start_prometheus(self, binary: str) -> tuple[str, str]:
+        """Start (or reload) the local Prometheus; its action (``started``) and URL."""
+        answer = self._call("POST", "/prometheus", {"binary": binary})
+        return str(answer["action"]), str(answer["url"])
+
+    def watch_status(self, keys: Sequence[str], every_s: float) -> Iterator[StatusReport]:
+        """The status of the ``namespace/name`` deployments every ``every_s`` until none runs."""
+        with self.session() as client:
+            while True:
+                document = client.call("GET", "/status")
+                mine = [
+                    d for d in document["deployments"] if f"{d['namespace']}/{d['name']}" in keys
+                ]
+                if not mine:
+                    return
+                yield status_report(document, mine)
+                self.clock.sleep_blocking(every_s)
+
+    # the Backend protocol ----------------------------------------------------------------
+    def apply(self, paths: Sequence[str], *, dry_run: bool = False) -> ApplyReport:
+        if dry_run:
+            raise UnsupportedOperationError(
+                "local",
+                "do a dry run",
+                "`mlkube validate SPEC` checks a spec without running it; "
+                "`mlkube render SPEC` shows what a cluster would get",
+            )
+        resolved = [str(Path(p).resolve()) for p in paths]
+        documents = load_documents(*resolved)  # spec errors are shown here, with exit code 2
+        found = notes(documents, BackendKind.LOCAL)
+        problems = [n.text() for n in found if n.is_error] or local_problems(documents)
+        if problems:  # refused up front: a replica that cannot start would only crash-loop
+            raise BackendError("cannot run locally: " + "; ".join(problems))
+        results = self._call("POST", "/apply", {"paths": resolved})["results"]
+        changes = tuple(
+            ObjectChange(ObjectRef(r["kind"].lower(), r["name"]), r["action"], r.get("revision"))
+            for r in results
+        )
+        return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
+        wanted = {
+            c.object.name: c.revision for c in applied.changes if c.object.kind == DEPLOYMENT_KIND
+        }
+        if applied.dry_run or not wanted:
+            return
+        deadline = self.clock.monotonic() + timeout_s
+        last: dict[str, str] = {}
+        while True:
+            document = self._call("GET", "/status")
+            live = {f"{d['namespace']}/{d['name']}": d for d in document["deployments"]}
+            for key in list(wanted):
+                progress = rollout_progress(key, live.get(key), wanted[key])
+                if last.get(key) != progress.message:
+                    report(progress.message)
+                    last[key] = progress.message
+                if progress.failed:
+                    raise RolloutFailedError(f"rollout failed: {progress.message}")
+                if progress.done:
+                    del wanted[key]
+            if not wanted:
+                return
+            if self.clock.monotonic() >= deadline:
+                raise RolloutFailedError(
+                    f"timed out after {timeout_s:g}s waiting for "
+                    + "; ".join(last[key] for key in wanted)
+                    + " (see `mlkube status` and `mlkube events`)"
+                )
+            self.clock.sleep_blocking(WAIT_POLL_S)
+
+    def status(self, name: str | None = None) -> StatusReport:
+        query = f"?name={quote(name)}" if name else ""
+        document = self._call("GET", f"/status{query}")
+        return status_report(document, document["deployments"])
+
+    def scale(self, name: str, replicas: int) -> ScaleReport:
+        result = self._call("POST", "/scale", {"name": name, "replicas": replicas})
+        return ScaleReport(ObjectRef(DEPLOYMENT_KIND, result["name"]), replicas)
+
+    def delete(self, name: str | None = None) -> DeleteReport:
+        with self.session() as client:
+            pid = client.pid
+            result = client.call("POST", "/down", {"name": name} if name else {})
+        changes = tuple(
+            ObjectChange(ObjectRef(DEPLOYMENT_KIND, key), "stopped") for key in result["stopped"]
+        )
+        processes = ["prometheus"] if result.get("prometheusStopped") else []
+        if result["controllerExiting"]:
+            self.wait_exit(pid)
+            processes.append("controller")
+        return DeleteReport(changes=changes, stopped_processes=tuple(processes))
+
+    def logs(
+        self,
+        name: str,
+        *,
+        replica: str | None = None,
+        since_s: float | None = None,
+        follow: bool = False,
+    ) -> LogStream:
+        files = self._log_files(name, replica)
+        cutoff = self.clock.wall() - since_s if since_s is not None else None
+        return LogStream(lines=self._log_lines(files, cutoff, follow))
+
+    def _log_files(self, name: str, replica: str | None) -> list[Path]:
+        try:
+            dep = self._call("GET", f"/status?name={quote(name)}")["deployments"][0]
+            folder = self.state / "logs" / dep["namespace"] / dep["name"]
+            replicas = [r["name"] for r in dep["replicas"]]
+        except (ControllerNotRunningError, BackendError):
+            folder, replicas = replica_logs.stopped_deployment_folder(self.state, name)
+        return replica_logs.choose_files(folder, replicas, name, replica)
+
+    def _log_lines(self, files: list[Path], cutoff: float | None, follow: bool) -> Iterator[str]:
+        lines, positions = replica_logs.history(files, cutoff)
+        yield from lines
+        while follow:
+            self.clock.sleep_blocking(FOLLOW_POLL_S)
+            for file in files:
+                new, positions[file] = replica_logs.read_new(file, positions[file], cutoff)
+                yield from new
+
+    def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
+        rows = self._call("GET", f"/events?name={quote(name)}&limit={limit}")
+        return tuple(EventRow(r["ts"], r["type"], r["reason"], r["message"]) for r in rows)
+
+    def rollout_status(self, name: str) -> RolloutStatus:
+        data = self._call("GET", f"/rollout/status?name={quote(name)}")
+        return RolloutStatus(
+            name=name,
+            phase=data["phase"],
+            revision=data["stable"],
+            target=data["target"],
+            strategy=data["strategy"],
+            step=data["step"],
+            weights=tuple((str(k), v) for k, v in data["weights"].items()),
+            reason=data["reason"],
+        )
+
+    def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
+        rows = self._call("GET", f"/rollout/history?name={quote(name)}")
+        return tuple(
+            RevisionRow(
+                revision=r["revision"],
+                created=r["created"],
+                status=r["status"],
+                reason=r["reason"],
+                model=r["model"],
+                current=r["current"],
+            )
+            for r in rows
+        )
+
+    def rollout_undo(self, name: str, *, to_revision: int | None = None) -> UndoReport:
+        body: dict[str, Any] = {"name": name}
+        if to_revision is not None:
+            body["revision"] = to_revision
+        result = self._call("POST", "/rollout/undo", body)
+        return UndoReport(
+            ObjectRef(DEPLOYMENT_KIND, result["name"]), result["action"], result["revision"]
+        )

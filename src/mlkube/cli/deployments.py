@@ -1,0 +1,307 @@
+"""``mlkube apply / status / scale / down / delete / logs / events / rollout``: the shared commands.
+
+Each command gets its backend once, from ``--target local|kubernetes`` (``targets.py``), calls
+one method of the ``Backend`` protocol and prints what it returns through ``output``. Which
+backend it is never matters here: an operation a backend cannot do raises
+``UnsupportedOperationError``, printed as ``error: ...`` like every ``MlkubeError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from mlkube.backends.base import (
+    ApplyReport,
+    Backend,
+    DeleteReport,
+    EventRow,
+    ObjectChange,
+    RevisionRow,
+    RolloutStatus,
+)
+from mlkube.cli.output import print_data, print_info, print_tables, print_warning
+from mlkube.cli.targets import backend_options
+from mlkube.errors import UnsupportedOperationError
+from mlkube.spec.quantity import parse_duration
+
+OUTPUT_FORMATS = click.Choice(["table", "json", "yaml"])
+
+
+# what the commands print (pure: data in, lines out) --------------------------------------
+def change_line(change: ObjectChange, *, dry_run: bool = False) -> str:
+    """``modeldeployment/default/iris created (revision 1)``, ``Service/x in ml applied``."""
+    revision = f" (revision {change.revision})" if change.revision is not None else ""
+    return f"{change.object} {change.action}{revision}{' (dry run)' if dry_run else ''}"
+
+
+def apply_lines(report: ApplyReport) -> list[str]:
+    """One line per object applied and pruned, then the totals where the backend prunes."""
+    lines = [change_line(c, dry_run=report.dry_run) for c in report.changes]
+    if report.pruned is None:
+        return lines
+    suffix = " (dry run)" if report.dry_run else ""
+    lines.extend(f"{ref} pruned{suffix}" for ref in report.pruned)
+    lines.append(
+        f"{'dry run: ' if report.dry_run else ''}{len(report.changes)} objects applied, "
+        f"{len(report.pruned)} pruned"
+    )
+    return lines
+
+
+def delete_lines(report: DeleteReport) -> list[str]:
+    """One line per object stopped, deleted or kept, then each process that stopped."""
+    lines = [change_line(c) for c in report.changes]
+    return lines + [f"{process} stopped" for process in report.stopped_processes]
+
+
+def event_line(row: EventRow) -> str:
+    """``12:00:01  Normal   ScalingReplicaSet    scaled from 1 to 2: manual`` (time in UTC)."""
+    when = dt.datetime.fromtimestamp(row.time, tz=dt.UTC).strftime("%H:%M:%S")
+    about = f"{row.object}: " if row.object else ""
+    times = f" (x{row.count})" if row.count > 1 else ""
+    return f"{when}  {row.type:<8} {row.reason:<20} {about}{row.message}{times}"
+
+
+def rollout_line(status: RolloutStatus) -> str:
+    """``revision 2 serves all traffic (Complete)`` or ``Canary 1 → 2: Progressing, step 1 ...``."""
+    if status.target is None and status.revision is not None:
+        serving = f"revision {status.revision} serves all traffic"
+        return f"{serving} ({status.phase}) {status.reason}".rstrip()
+    if status.revision is not None:
+        moving = f"{status.revision} → {status.target}"
+    elif status.target is not None:
+        moving = f"to revision {status.target}"
+    else:
+        moving = "rollout"
+    details = [status.phase]
+    if status.step is not None:
+        details.append(f"step {status.step}")
+    if status.weights is not None:
+        details.append(f"weights {dict(status.weights)}")
+    return f"{status.strategy} {moving}: {', '.join(details)} {status.reason}".rstrip()
+
+
+def history_line(row: RevisionRow) -> str:
+    """``*   2  Complete    models/iris.onnx`` (``*``: the current revision)."""
+    mark = "*" if row.current else " "
+    return f"{mark} {row.revision:>3}  {row.status or '-':<11} {row.model}  {row.reason}".rstrip()
+
+
+def show_apply(report: ApplyReport) -> None:
+    for warning in report.warnings:
+        print_warning(warning)
+    for line in apply_lines(report):
+        print_info(line)
+
+
+def _warn(warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        print_warning(warning)
+
+
+# the commands ----------------------------------------------------------------------------
+@click.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--dry-run", is_flag=True, help="kubernetes: server-side dry run; nothing changes.")
+@click.option("--wait", is_flag=True, help="Wait until the deployments have rolled out.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=300.0,
+    show_default=True,
+    help="Seconds --wait waits before it fails.",
+)
+@backend_options
+def apply(
+    specs: tuple[str, ...], dry_run: bool, wait: bool, timeout_s: float, backend: Backend
+) -> None:
+    """Change running deployments: a changed model or server makes a new revision and a rollout.
+
+    \b
+    Examples:
+      mlkube apply examples/iris/iris.yaml                   the local controller
+      mlkube apply spec.yaml --target kubernetes --wait      server-side apply, then wait
+      mlkube apply spec.yaml --target kubernetes --dry-run   what the API server would accept
+    """
+    report = backend.apply(specs, dry_run=dry_run)
+    show_apply(report)
+    if wait and not dry_run:
+        backend.wait_for_rollouts(report, timeout_s=timeout_s, report=print_info)
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("-o", "--output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@backend_options
+def status(name: str | None, output: str, backend: Backend) -> None:
+    """Show deployments: revisions, replicas, traffic, resources, autoscaler reason.
+
+    \b
+    Examples:
+      mlkube status                                   every local deployment
+      mlkube status iris -o json                      one, for a program
+      mlkube status --target kubernetes -n ml         what runs in namespace ml
+    """
+    report = backend.status(name)
+    _warn(report.warnings)
+    if output != "table":
+        print_data(report.document, output)
+        return
+    print_tables(report.tables, report.notes)
+
+
+@click.command()
+@click.argument("name")
+@click.argument("replicas", type=click.IntRange(min=0))
+@backend_options
+def scale(name: str, replicas: int, backend: Backend) -> None:
+    """Set a deployment's replica count (an autoscaler may change it again).
+
+    \b
+    Examples:
+      mlkube scale iris 3
+      mlkube scale ml-model 2 --target kubernetes -n ml
+    """
+    report = backend.scale(name, replicas)
+    _warn(report.warnings)
+    print_info(f"{report.object} scaled to {report.replicas}")
+
+
+@click.command()
+@click.argument("name", required=False)
+@backend_options
+def down(name: str | None, backend: Backend) -> None:
+    """Stop a deployment (or all, and the controller); no process is left behind.
+
+    \b
+    Examples:
+      mlkube down iris                                stop one local deployment
+      mlkube down                                     stop all, and the controller
+      mlkube delete ml-model --target kubernetes -n ml   delete its objects (claims are kept)
+    """
+    try:
+        report = backend.delete(name)
+    except UnsupportedOperationError as error:
+        if name is None:  # this backend needs a NAME: a usage error, exit 2
+            raise click.UsageError(str(error)) from error
+        raise
+    _warn(report.warnings)
+    for line in delete_lines(report):
+        print_info(line)
+
+
+delete = click.Command(
+    "delete",
+    callback=down.callback,
+    params=down.params,
+    help="Same as `mlkube down NAME`.\n\n\b\nExamples:\n  mlkube delete iris\n"
+    "  mlkube delete ml-model --target kubernetes -n ml",
+)
+
+
+@click.command()
+@click.argument("name")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("--replica", default=None, help="A replica index (0, 1 ...) or name.")
+@click.option("--since", default=None, help="Only lines newer than this (e.g. 5m).")
+@backend_options
+def logs(name: str, follow: bool, replica: str | None, since: str | None, backend: Backend) -> None:
+    """Print the replicas' JSON log lines, merged in time order.
+
+    \b
+    Examples:
+      mlkube logs iris --since 5m
+      mlkube logs iris --replica 0 -f
+      mlkube logs ml-model --target kubernetes -n ml
+    """
+    since_s = parse_duration(since) if since else None
+    stream = backend.logs(name, replica=replica, since_s=since_s, follow=follow)
+    _warn(stream.warnings)
+    for line in stream.lines:
+        print_info(line)
+
+
+@click.command()
+@click.argument("name")
+@click.option("--limit", type=int, default=100, show_default=True, help="The newest N events.")
+@backend_options
+def events(name: str, limit: int, backend: Backend) -> None:
+    """Events of a deployment, oldest first (like kubectl describe); times in UTC.
+
+    \b
+    Examples:
+      mlkube events iris
+      mlkube events ml-model --target kubernetes -n ml --limit 20
+    """
+    for row in backend.events(name, limit=limit):
+        print_info(event_line(row))
+
+
+@click.group()
+def rollout() -> None:
+    """Rollout status, history and undo.
+
+    \b
+    Examples:
+      mlkube rollout status iris
+      mlkube rollout history iris
+      mlkube rollout undo iris --to-revision 1
+    """
+
+
+@rollout.command("status")
+@click.argument("name")
+@backend_options
+def rollout_status(name: str, backend: Backend) -> None:
+    """Where the current rollout stands.
+
+    \b
+    Examples:
+      mlkube rollout status iris
+      mlkube rollout status ml-model --target kubernetes -n ml
+    """
+    print_info(rollout_line(backend.rollout_status(name)))
+
+
+@rollout.command("history")
+@click.argument("name")
+@click.option("-o", "--output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@backend_options
+def rollout_history(name: str, output: str, backend: Backend) -> None:
+    """Every revision, its status and the reason when it failed (``*``: the current one).
+
+    \b
+    Example:
+      mlkube rollout history iris -o yaml
+    """
+    rows = backend.rollout_history(name)
+    if output != "table":
+        document: list[dict[str, Any]] = [asdict(row) for row in rows]
+        print_data(document, output)
+        return
+    for row in rows:
+        print_info(history_line(row))
+
+
+@rollout.command("undo")
+@click.argument("name")
+@click.option("--to-revision", type=int, default=None, help="Default: the previous good one.")
+@backend_options
+def rollout_undo(name: str, to_revision: int | None, backend: Backend) -> None:
+    """Go back to the previous revision (or abort the rollout in progress).
+
+    \b
+    Examples:
+      mlkube rollout undo iris
+      mlkube rollout undo iris --to-revision 1
+    """
+    report = backend.rollout_undo(name, to_revision=to_revision)
+    print_info(f"{report.object}: {report.action} to revision {report.revision}")
+
+
+COMMANDS: list[click.Command] = [down, delete, status, scale, apply, rollout, events, logs]
