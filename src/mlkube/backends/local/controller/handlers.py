@@ -33,10 +33,10 @@ from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.rollout import (
     BLUE_GREEN_KEEP_S,
-    RolloutPhase,
     RolloutState,
     abort_rollout,
     start_rollout,
+    undo_target,
 )
 from mlkube.backends.local.ports import PortInUseError, check_free
 from mlkube.backends.local.prometheus import running as prometheus_running
@@ -263,7 +263,7 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
         aborted = Event("Normal", "RolloutAborted", f"back to revision {state.stable}")
         ctrl.apply(dep, [SetRollout(state, (aborted,))])
         return {"name": dep.key, "revision": state.stable, "action": "aborted"}
-    target = _undo_target(dep, ctrl.store.revisions(dep.key), revision)
+    target = _undo_target(dep, ctrl.store.revisions(dep.key), revision, now=now)
     if dep.rollout.previous == target and now < dep.rollout.previous_until:
         state = RolloutState(
             stable=target, previous=dep.rollout.stable, previous_until=now + BLUE_GREEN_KEEP_S
@@ -281,21 +281,16 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
     return {"name": dep.key, "revision": target, "action": "rolling back"}
 
 
-def _undo_target(dep: Deployment, rows: list[RevisionRow], revision: int | None) -> int:
-    """The revision an undo goes back to: the one asked for, else the newest good one
-    before the stable one."""
-    good = [
-        r.revision
-        for r in rows
-        if r.revision != dep.rollout.stable
-        and r.status not in (str(RolloutPhase.FAILED), str(RolloutPhase.ROLLED_BACK))
-    ]
-    target = (
-        revision
-        if revision is not None
-        else max((r for r in good if r < dep.rollout.stable), default=None)
-    )
-    if target is None or target not in dep.revisions:
+def _undo_target(
+    dep: Deployment, rows: list[RevisionRow], revision: int | None, *, now: float
+) -> int:
+    """The revision an undo goes back to: the one asked for, else ``decisions.rollout.
+    undo_target`` (the kept colour, else the newest revision that served all traffic)."""
+    statuses = {row.revision: row.status for row in rows}
+    target = revision
+    if target is None:
+        target = undo_target(statuses, dep.rollout, now=now)
+    if target is None or target not in dep.revisions or target == dep.rollout.stable:
         raise BackendError(f"deployment '{dep.key}' has no earlier revision to go back to")
     return target
 
