@@ -1,6 +1,9 @@
 import importlib
 import subprocess
 import sys
+from pathlib import Path
+
+from click.testing import CliRunner
 
 from mlkube.cli import COMMAND_MODULES, cli
 
@@ -32,3 +35,13 @@ def test_serve_does_not_import_the_other_backends():
         [sys.executable, "-c", code], check=True, capture_output=True, text=True
     ).stdout
     assert output.strip() == "[]"
+
+
+def test_the_render_example_of_the_main_help_works(monkeypatch):
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # examples/ paths are from the root
+    help_text = CliRunner().invoke(cli, ["--help"]).output
+    lines = [ln.split() for ln in help_text.splitlines() if ln.strip().startswith("mlkube render")]
+    (line,) = lines
+    result = CliRunner().invoke(cli, line[1:3])
+    assert result.exit_code == 0, result.output  # it named the iris example, a local path
+    assert "kind: Deployment" in result.output

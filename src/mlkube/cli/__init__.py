@@ -79,7 +79,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
       mlkube validate examples/iris/iris.yaml     check a spec
       mlkube serve examples/iris/iris.yaml        one replica in the foreground
       mlkube up examples/iris/iris.yaml           replicas, load balancer, autoscaler
-      mlkube render examples/iris/iris.yaml       the same spec as Kubernetes objects
+      mlkube render examples/k8s-ml-guide/spec.yaml   the guide's spec as Kubernetes objects
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
