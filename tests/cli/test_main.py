@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 from click.testing import CliRunner
 
 from mlkube.cli import COMMAND_MODULES, cli
@@ -18,11 +19,25 @@ def test_the_lazy_command_index_matches_every_module():
     assert defined == COMMAND_MODULES
 
 
-def test_every_command_has_help_with_an_example():
+def _commands(command: click.Command, path: list[str]):
+    yield path, command
+    if isinstance(command, click.Group):
+        for name in command.list_commands(None):  # type: ignore[arg-type]
+            sub = command.get_command(None, name)  # type: ignore[arg-type]
+            assert sub is not None
+            yield from _commands(sub, [*path, name])
+
+
+def test_every_command_has_help_with_an_example_of_itself():
     for name in COMMAND_MODULES:
         command = cli.get_command(None, name)  # type: ignore[arg-type]
         assert command is not None, name
-        assert command.help, f"{name} has no help"
+        for path, found in _commands(command, [name]):
+            words = " ".join(path)
+            assert found.help, f"{words} has no help"
+            assert "Example" in found.help, f"`mlkube {words} --help` shows no example"
+            if not isinstance(found, click.Group):
+                assert f"mlkube {words}" in found.help, f"{words}'s example does not run it"
 
 
 def test_serve_does_not_import_the_other_backends():

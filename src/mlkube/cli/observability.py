@@ -131,7 +131,13 @@ def alerts_command(specs: tuple[str, ...], output_format: str, output: str | Non
     show_default=True,
 )
 def metrics_catalogue(output: str | None, output_format: str) -> None:
-    """Every metric mlkube exports: name, type, unit, labels, meaning (docs/metrics.md)."""
+    """Every metric mlkube exports: name, type, unit, labels, meaning (docs/metrics.md).
+
+    \b
+    Examples:
+      mlkube metrics-catalogue -o docs/metrics.md
+      mlkube metrics-catalogue --format json
+    """
     if output_format == "json":
         rows = [
             {
