@@ -7,7 +7,7 @@ prints: lines are returned for the CLI to show.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from mlkube.errors import BackendError
@@ -34,7 +34,9 @@ def choose_files(
             names = [replica]
         else:
             raise BackendError(f"no replica '{replica}' in '{name}' (replicas: {', '.join(names)})")
-    return [folder / f"{n}.log" for n in names]
+    # Each replica's JSON log and its stderr (tracebacks, a model that failed to load): on a
+    # cluster `kubectl logs` shows both streams too.
+    return [folder / f"{n}{suffix}" for n in names for suffix in (".log", ERR_SUFFIX)]
 
 
 def stopped_deployment_folder(state: Path, name: str) -> tuple[Path, list[str]]:
@@ -52,7 +54,7 @@ def history(files: Sequence[Path], cutoff: float | None) -> tuple[list[str], dic
     read, where ``--follow`` goes on from.
     """
     positions = {file: size(file) for file in files}
-    streams = {file.stem: _lines_until(file, positions[file]) for file in files}
+    streams = {file.name: _labelled(file, _lines_until(file, positions[file])) for file in files}
     lines = [line.text for line in merge_log_lines(streams) if cutoff is None or line.ts >= cutoff]
     return lines, positions
 
@@ -69,12 +71,26 @@ def read_new(file: Path, position: int, cutoff: float | None) -> tuple[list[str]
         return [], position
     end = data.rfind(b"\n") + 1
     lines = []
-    for line in data[:end].decode(errors="replace").splitlines():
+    for line in _labelled(file, data[:end].decode(errors="replace").splitlines()):
         ts = line_time(line)
         if cutoff is not None and ts is not None and ts < cutoff:
             continue
         lines.append(line)
     return lines, position + end
+
+
+ERR_SUFFIX = ".err"
+"""A replica's stderr, beside its ``.log`` (the controller's ``err_path``)."""
+
+
+def _labelled(file: Path, lines: Iterable[str]) -> Iterator[str]:
+    """Stderr lines carry no timestamp or replica name: say whose they are."""
+    if file.suffix != ERR_SUFFIX:
+        yield from lines
+        return
+    for line in lines:
+        if line.strip():
+            yield f"[{file.stem} stderr] {line.rstrip()}"
 
 
 def size(file: Path) -> int:

@@ -80,7 +80,8 @@ def replica_row(rep: dict[str, Any]) -> tuple[str, ...]:
         str(rep["restarts"]),
         "-" if rep["cpuCores"] is None else f"{rep['cpuCores']:.2f}",
         "-" if rep["memoryBytes"] is None else f"{rep['memoryBytes'] / 2**20:.0f}Mi",
-        (rep["pendingReason"] or rep["lastReason"])[:REASON_MAX_CHARS],
+        # Why it never became ready (its last error line) says more than "exited with code 1".
+        (rep["pendingReason"] or rep.get("lastError") or rep["lastReason"])[:REASON_MAX_CHARS],
     )
 
 

@@ -188,6 +188,8 @@ class ReplicaStatus(ApiResponse):
     pid: int | None
     restarts: int
     last_reason: str
+    last_error: str | None = None
+    """Why a replica that never became ready failed: its last error line."""
     pending_reason: str
     gpus: list[Any]
     cpu_cores: float | None

@@ -366,6 +366,7 @@ def _replica_status(replica: Any) -> dict[str, Any]:
         "pid": replica.handle.pid if replica.handle else None,
         "restarts": replica.backoff.restart_count,
         "lastReason": replica.last_reason,
+        "lastError": replica.failed_before_ready,
         "pendingReason": replica.pending_reason,
         "gpus": list(replica.gpus),
         "cpuCores": cpu,
