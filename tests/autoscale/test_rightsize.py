@@ -63,6 +63,21 @@ def test_recommendation_keeps_limit_ratios_and_sizes_the_rps_target() -> None:
     assert rec.rps_target == pytest.approx(4.9)
 
 
+def test_bounds_are_quantities_and_never_above_the_machine() -> None:
+    # Five minutes of history: the VPA's upper bound is multiplied by 1 + 1/days ≈ 290.
+    data = {"samples": [{"t": 60.0 * i, "cpuCores": 0.5, "memoryBytes": 300 * 2**20}
+                        for i in range(5)]}  # fmt: skip
+    samples, ooms = parse_samples(data, "usage.json")
+    rec = recommend(samples, ooms, deployment=None, slo_ms=400.0, machine=(2.0, 8 * 2**30))
+    assert rec.resources.cpu.upper > 2.0  # the raw estimate is absurd for this machine
+    shown = rec.to_json()
+    assert shown["cpu"]["upper"] == "2"
+    assert shown["cpu"]["upperCapped"] is True
+    assert shown["memory"]["upper"] == "8192Mi"
+    assert shown["cpu"]["target"].endswith("m")
+    assert shown["memory"]["target"].endswith("Mi")
+
+
 def test_apply_rewrites_only_the_recommended_fields() -> None:
     samples, ooms = parse_samples(_samples(), "usage.json")
     rec = recommend(samples, ooms, deployment=_deployment(SPEC), slo_ms=400.0)

@@ -45,14 +45,32 @@ class Recommendation:
     """Per-replica requests/s for an ``rps`` metric (None: no capacity data)."""
     capacity_at_slo_rps: float | None
     slo_ms: float
+    machine: tuple[float, int] | None = None
+    """(cores, bytes) of the machine the replicas run on: no bound is reported above it."""
 
     def to_json(self) -> dict[str, Any]:
-        """A plain dict for ``-o json``."""
+        """A plain dict for ``-o json``: quantities as Kubernetes writes them.
+
+        With little history the VPA's bounds are very wide (the upper one is multiplied by
+        1 + 1/days of history); an upper bound above the machine is reported as the machine,
+        with ``upperCapped`` saying so.
+        """
         r = self.resources
+        cores, memory = self.machine if self.machine is not None else (math.inf, math.inf)
         return {
-            "cpu": {"lower": r.cpu.lower, "target": r.cpu.target, "upper": r.cpu.upper},
-            "memory": {"lower": r.memory.lower, "target": r.memory.target, "upper": r.memory.upper},
-            "confidenceDays": r.confidence_days,
+            "cpu": {
+                "lower": cpu_text(_milli(r.cpu.lower)),
+                "target": cpu_text(_milli(r.cpu.target)),
+                "upper": cpu_text(_milli(min(r.cpu.upper, cores))),
+                "upperCapped": r.cpu.upper > cores,
+            },
+            "memory": {
+                "lower": memory_text(round(r.memory.lower)),
+                "target": memory_text(round(r.memory.target)),
+                "upper": memory_text(round(min(r.memory.upper, memory))),
+                "upperCapped": r.memory.upper > memory,
+            },
+            "confidenceDays": round(r.confidence_days, 4),
             "samples": r.samples,
             "requests": {
                 "cpu": cpu_text(self.cpu_request_milli),
@@ -77,9 +95,15 @@ class Recommendation:
             "autoscaling": None
             if self.rps_target is None
             else {"type": "rps", "target": self.rps_target},
-            "capacityAtSloRps": self.capacity_at_slo_rps,
+            "capacityAtSloRps": None
+            if self.capacity_at_slo_rps is None
+            else round(self.capacity_at_slo_rps, 2),
             "sloMs": self.slo_ms,
         }
+
+
+def _milli(cores: float) -> int:
+    return max(1, math.ceil(cores * 1000))
 
 
 def cpu_text(milli: int) -> str:
@@ -164,6 +188,7 @@ def recommend(
     deployment: ModelDeployment | None,
     slo_ms: float,
     profile: Profile | None = None,
+    machine: tuple[float, int] | None = None,
 ) -> Recommendation:
     """VPA-style requests (limits keep the spec's limit/request ratio) and the rps target."""
     resources = recommend_resources(samples, ooms)
@@ -185,7 +210,7 @@ def recommend(
     )
     target = None if not capacity else round(TARGET_FRACTION * capacity, 2)
     return Recommendation(
-        resources, cpu_milli, memory, cpu_limit, memory_limit, target, capacity, slo_ms
+        resources, cpu_milli, memory, cpu_limit, memory_limit, target, capacity, slo_ms, machine
     )
 
 

@@ -302,7 +302,7 @@ def recommend_command(
             target, samples_path, spec_path, since, state_dir, apply
         )
     rec = recommend(samples, ooms, deployment=deployment, slo_ms=slo_ms(deployment),
-                    profile=_load_profile(profile_path))  # fmt: skip
+                    profile=_load_profile(profile_path), machine=_machine())  # fmt: skip
     data = rec.to_json()
     if source is not None:
         data["observed"] = {**source, **observed(samples), "ooms": len(ooms)}
@@ -313,6 +313,13 @@ def recommend_command(
         _check_spec_text(updated, spec_file)
         _write(spec_file, updated)
         print_status(f"updated {spec_file}")
+
+
+def _machine() -> tuple[float, int]:
+    """This machine's cores and memory: the ceiling of any bound worth printing."""
+    import psutil
+
+    return float(os.cpu_count() or 1), int(psutil.virtual_memory().total)
 
 
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
