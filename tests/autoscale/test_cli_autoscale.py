@@ -101,3 +101,10 @@ def test_profile_measures_a_real_replica(tmp_path: Path) -> None:
     assert sim.exit_code == 0, sim.output
     assert json.loads(sim.output)["model"]["capacity_rps"] == pytest.approx(data["capacityRps"])
     assert sys.executable  # the profiler started this interpreter's mlkube serve
+    # A fresh profile is enough for a recommendation (it needed --samples before).
+    rec = CliRunner().invoke(cli, ["recommend", str(spec), "--profile", str(out), "-o", "json"])
+    assert rec.exit_code == 0, rec.output
+    recommended = json.loads(rec.output)
+    assert recommended["samples"] >= 1
+    assert recommended["requests"]["cpu"]
+    assert recommended["autoscaling"]["target"] > 0

@@ -108,3 +108,19 @@ def test_apply_rewrites_only_the_recommended_fields() -> None:
 def test_bad_samples_name_the_problem(data: object, message: str) -> None:
     with pytest.raises(SamplesError, match=message):
         parse_samples(data, "usage.json")
+
+
+def test_a_profile_alone_gives_samples_of_its_steps_within_the_slo() -> None:
+    from mlkube.autoscale.profile import LoadPoint, Profile
+    from mlkube.autoscale.rightsize import samples_from_profile
+
+    points = (
+        LoadPoint(1, 50.0, 10.0, 20.0, 0.3, 120 * 2**20),
+        LoadPoint(4, 150.0, 30.0, 90.0, 0.9, 130 * 2**20),
+        LoadPoint(8, 160.0, 80.0, 900.0, 1.0, 140 * 2**20),
+    )
+    profile = Profile("m", 100.0, 1.0, 10.0, 160.0, 150.0, 0.006, 0.01, 130 * 2**20, points)
+    again = Profile.from_json(profile.to_json(), "profile.json")
+    assert again.points == points  # the steps survive the file (they were dropped)
+    samples = samples_from_profile(again)
+    assert [s.cpu_cores for s in samples] == [0.3, 0.9]  # the 900 ms step is over the SLO

@@ -96,9 +96,23 @@ class Profile:
                 cpu_per_request=_non_negative(data, "cpuPerRequest", source),
                 idle_cpu_cores=_non_negative(data, "idleCpuCores", source),
                 memory_bytes=int(_non_negative(data, "memoryBytes", source)),
+                points=tuple(_point(p, source) for p in data.get("points", ())),
             )
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError) as exc:
             raise ProfileError(f"{source}: {exc}") from exc
+
+
+def _point(data: Any, source: str) -> LoadPoint:
+    """One load-test step of a profile file (``to_json``'s ``points``)."""
+    return LoadPoint(
+        concurrency=int(_positive(data, "concurrency", source)),
+        requests_per_second=_non_negative(data, "rps", source),
+        latency_p50_ms=_non_negative(data, "p50Ms", source),
+        latency_p95_ms=_non_negative(data, "p95Ms", source),
+        cpu_cores=_non_negative(data, "cpuCores", source),
+        memory_bytes=int(_non_negative(data, "memoryBytes", source)),
+        errors=int(_non_negative(data, "errors", source)) if "errors" in data else 0,
+    )
 
 
 def _number(data: dict[str, Any], key: str, source: str) -> float:

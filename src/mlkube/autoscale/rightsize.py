@@ -102,6 +102,35 @@ class Recommendation:
         }
 
 
+def samples_from_profile(profile: Profile) -> tuple[UsageSample, ...]:
+    """A load test's steps within the SLO as usage samples: requests sized for a replica that
+    serves its capacity at the SLO. Pure. Without such a step, the first one."""
+    within = [p for p in profile.points if p.latency_p95_ms <= profile.slo_ms] or list(
+        profile.points[:1]
+    )
+    if not within:  # a profile without its steps: its summary at the capacity at the SLO
+        cpu = profile.idle_cpu_cores + profile.cpu_per_request * profile.capacity_at_slo_rps
+        return (
+            UsageSample(
+                at=0.0,
+                cpu_cores=cpu,
+                memory_bytes=profile.memory_bytes,
+                requests_per_second=profile.capacity_at_slo_rps,
+                latency_p95_ms=profile.slo_ms,
+            ),
+        )
+    return tuple(
+        UsageSample(
+            at=60.0 * index,
+            cpu_cores=point.cpu_cores,
+            memory_bytes=point.memory_bytes,
+            requests_per_second=point.requests_per_second,
+            latency_p95_ms=point.latency_p95_ms,
+        )
+        for index, point in enumerate(within)
+    )
+
+
 def _milli(cores: float) -> int:
     return max(1, math.ceil(cores * 1000))
 

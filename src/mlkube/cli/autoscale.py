@@ -296,7 +296,9 @@ def recommend_command(
     from mlkube.autoscale.rightsize import apply_to_yaml, observed, recommend
 
     if Path(target).is_file() or target.endswith(SPEC_SUFFIXES):
-        spec_file, deployment, samples, ooms, source = _from_file(target, samples_path, spec_path)
+        spec_file, deployment, samples, ooms, source = _from_file(
+            target, samples_path, spec_path, profile_path
+        )
     else:
         spec_file, deployment, samples, ooms, source = _from_controller(
             target, samples_path, spec_path, since, state_dir, apply
@@ -334,15 +336,22 @@ _Inputs = tuple[
 ]
 
 
-def _from_file(spec: str, samples_path: str | None, spec_path: str | None) -> _Inputs:
-    if samples_path is None:
-        raise MlkubeError(
-            f"'{spec}' is a spec file: give its usage with --samples FILE, or name a deployment "
-            "that 'mlkube up' runs to use the samples its controller recorded"
-        )
+def _from_file(
+    spec: str, samples_path: str | None, spec_path: str | None, profile_path: str | None
+) -> _Inputs:
     if spec_path is not None:
         raise MlkubeError(f"--spec is for a deployment NAME; '{spec}' is already a spec file")
-    from mlkube.autoscale.rightsize import parse_samples
+    from mlkube.autoscale.rightsize import parse_samples, samples_from_profile
+
+    if samples_path is None and profile_path is not None:
+        profile = Profile.from_json(_read_json(profile_path, "profile"), profile_path)
+        return spec, load_spec(spec), samples_from_profile(profile), (), None
+    if samples_path is None:
+        raise MlkubeError(
+            f"'{spec}' is a spec file: give its usage with --samples FILE or a load test with "
+            "--profile FILE (mlkube profile), or name a deployment that 'mlkube up' runs to use "
+            "the samples its controller recorded"
+        )
 
     samples, ooms = parse_samples(_read_json(samples_path, "samples file"), samples_path)
     return spec, load_spec(spec), samples, ooms, None
