@@ -135,12 +135,13 @@ def test_rollout_status_history_and_undo(spec):
     run(fake, "apply", spec)
     moving = run(fake, "rollout", "status", "iris")
     assert moving.stdout == (
-        "Canary 1 → 2: Progressing, step 1, weights {'1': 90.0, '2': 10.0} analysing\n"
+        "Canary 1 → 2: Progressing, step 1, traffic: revision 1 90%, revision 2 10% analysing\n"
     )
     history = run(fake, "rollout", "history", "iris")
     assert history.stdout.splitlines() == [
-        "    1  -           model-1.onnx",
-        "*   2  Complete    model-2.onnx",
+        "  REV  STATUS      CHANGE            MODEL",
+        "    1  -           -                 model-1.onnx",
+        "*   2  Complete    -                 model-2.onnx",
     ]
     rows = json.loads(run(fake, "rollout", "history", "iris", "-o", "json").stdout)
     assert rows[1] == {
@@ -150,6 +151,7 @@ def test_rollout_status_history_and_undo(spec):
         "reason": "",
         "model": "model-2.onnx",
         "current": True,
+        "change": "",
     }
     undo = run(fake, "rollout", "undo", "iris", "--to-revision", "1")
     assert undo.exit_code == 0, undo.output

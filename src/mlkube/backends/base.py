@@ -168,6 +168,8 @@ class RevisionRow:
     reason: str
     model: str
     current: bool
+    change: str = ""
+    """What differs from the revision before, e.g. ``model, batching`` ("" when unknown)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,14 +81,24 @@ def rollout_line(status: RolloutStatus) -> str:
     if status.step is not None:
         details.append(f"step {status.step}")
     if status.weights is not None:
-        details.append(f"weights {dict(status.weights)}")
+        total = sum(weight for _, weight in status.weights) or 1.0
+        shares = ", ".join(
+            f"revision {revision} {100 * weight / total:.0f}%"
+            for revision, weight in status.weights
+        )
+        details.append(f"traffic: {shares}")
     return f"{status.strategy} {moving}: {', '.join(details)} {status.reason}".rstrip()
 
 
+HISTORY_HEADER = "  REV  STATUS      CHANGE            MODEL"
+
+
 def history_line(row: RevisionRow) -> str:
-    """``*   2  Complete    models/iris.onnx`` (``*``: the current revision)."""
+    """``*   2  Complete    batching          models/iris.onnx`` (``*``: the current one)."""
     mark = "*" if row.current else " "
-    return f"{mark} {row.revision:>3}  {row.status or '-':<11} {row.model}  {row.reason}".rstrip()
+    change = row.change or "-"
+    text = f"{mark} {row.revision:>3}  {row.status or '-':<11} {change:<17} {row.model}"
+    return f"{text}  {row.reason}".rstrip()
 
 
 def show_apply(report: ApplyReport) -> None:
@@ -284,6 +294,7 @@ def rollout_history(name: str, output: str, backend: Backend) -> None:
         document: list[dict[str, Any]] = [asdict(row) for row in rows]
         print_data(document, output)
         return
+    print_info(HISTORY_HEADER)
     for row in rows:
         print_info(history_line(row))
 

@@ -309,6 +309,7 @@ class LocalBackend:
                 reason=r["reason"],
                 model=r["model"],
                 current=r["current"],
+                change=r.get("change", ""),
             )
             for r in rows
         )

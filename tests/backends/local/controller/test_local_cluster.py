@@ -84,8 +84,10 @@ def test_rolling_update_under_load_loses_nothing(local, tmp_path, iris_onnx, onn
         time.sleep(0.5)
     assert load.total > 100
     assert load.failed == 0, (load.codes, load.errors)
-    history = local.cli("rollout", "history", "iris").stdout
-    assert "Complete" in history
+    history = local.cli("rollout", "history", "iris").stdout.splitlines()
+    assert history[0].split() == ["REV", "STATUS", "CHANGE", "MODEL"]
+    assert history[1].split()[:3] == ["1", "-", "created"]
+    assert history[2].split()[:4] == ["*", "2", "Complete", "batching"]  # what the apply changed
 
 
 def test_scale_one_four_one_under_load_loses_nothing(

@@ -292,6 +292,8 @@ class Revision(ApiResponse):
     reason: str
     model: str
     current: bool
+    change: str = ""
+    """The template sections that differ from the revision before (``model, batching``)."""
 
 
 class HistoryResponse(RootModel[list[Revision]]):

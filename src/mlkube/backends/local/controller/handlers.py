@@ -244,9 +244,18 @@ def history(ctrl: Controller, dep: Deployment) -> list[dict[str, Any]]:
             "reason": row.reason,
             "model": row.spec["spec"]["model"]["uri"],
             "current": row.revision == dep.rollout.stable,
+            "change": changed_sections(before.spec if before else None, row.spec),
         }
-        for row in rows
+        for before, row in zip([None, *rows[:-1]], rows, strict=True)
     ]
+
+
+def changed_sections(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
+    """The spec sections in which two revision documents differ: ``model, batching``. Pure."""
+    if before is None:
+        return "created"
+    old, new = before.get("spec", {}), after.get("spec", {})
+    return ", ".join(k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
 
 
 def rollout_status(dep: Deployment) -> dict[str, Any]:
