@@ -231,3 +231,21 @@ def test_the_cached_validator_agrees_with_kubernetes_validate(version):
         assert validate(broken, version)
         with pytest.raises(kubernetes_validate.ValidationError):
             official_validate(broken, version)
+
+
+def test_flipping_the_active_colour_changes_only_the_services():
+    documents = load_documents(HERE / "specs" / "bluegreen-hostpath.yaml")
+    deployment = documents[0]
+    assert isinstance(deployment, ModelDeployment)
+    other = "blue" if deployment.spec.kubernetes.active_color == "green" else "green"
+    kube = deployment.spec.kubernetes.model_copy(update={"active_color": other})
+    flipped = deployment.model_copy(
+        update={"spec": deployment.spec.model_copy(update={"kubernetes": kube})}
+    )
+    before = render(documents).objects
+    after = render([flipped, *documents[1:]]).objects
+    changed = [
+        (a["kind"], a["metadata"]["name"]) for a, b in zip(before, after, strict=True) if a != b
+    ]
+    # Both colours restarted before: their ConfigMaps and pod templates held the whole spec.
+    assert changed == [("Service", "churn"), ("Service", "churn-preview")]
