@@ -30,8 +30,23 @@ VIEW_REFRESH_S = 1.0
     help="Also run a local Prometheus (installed separately) that scrapes every replica and "
     "the controller, with the alert rules; it stops with the controller.",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="With -d: return once every deployment serves all its replicas (exit 1 on failure).",
+)
+@click.option(
+    "--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="--wait limit (s)."
+)
 @state_dir_option
-def up(specs: tuple[str, ...], detach: bool, with_prometheus: bool, state_dir: str | None) -> None:
+def up(
+    specs: tuple[str, ...],
+    detach: bool,
+    with_prometheus: bool,
+    wait: bool,
+    timeout_s: float,
+    state_dir: str | None,
+) -> None:
     """Run deployments on this machine: replicas, load balancer, autoscaler, rollouts.
 
     \b
@@ -39,7 +54,10 @@ def up(specs: tuple[str, ...], detach: bool, with_prometheus: bool, state_dir: s
       mlkube up examples/iris/iris.yaml           live status; Ctrl-C stops everything
       mlkube up -d examples/iris/                 in the background; `mlkube down` stops
       mlkube up -d --prometheus examples/iris/    with a local Prometheus (prints its URL)
+      mlkube up -d --wait examples/iris/          return once every replica is ready
     """
+    if wait and not detach:
+        raise click.UsageError("--wait goes with -d (the live view already shows progress)")
     backend = LocalBackend(state_dir)
     load_documents(*specs)
     binary = prometheus.find_binary() if with_prometheus else None  # fail before any start
@@ -56,6 +74,8 @@ def up(specs: tuple[str, ...], detach: bool, with_prometheus: bool, state_dir: s
         raise
     keys = [c.object.name for c in applied.changes if c.object.kind == DEPLOYMENT_KIND]
     if detach:
+        if wait:
+            backend.wait_for_rollouts(applied, timeout_s=timeout_s, report=print_info)
         print_info(f"controller pid {backend.controller_pid()}; state in {backend.state}")
         return
     try:
