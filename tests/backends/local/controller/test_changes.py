@@ -276,6 +276,20 @@ def _shown(decision: Decision) -> dict[str, Any]:
             False,
             id="a-new-limit-is-news",
         ),
+        pytest.param(
+            _decision(2),
+            _decision(2, "scaleDown stabilization window"),
+            None,
+            False,
+            id="an-idle-metric-flickering-under-the-window-is-quiet",
+        ),
+        pytest.param(
+            _decision(2, "scaleDown stabilization window"),
+            _decision(2),
+            None,
+            False,
+            id="and-back-is-quiet-too",
+        ),
     ],
 )
 def test_autoscaler_ran(previous, decision, event, scaled):

@@ -327,13 +327,23 @@ def autoscaler_ran(
 
 
 def _news(previous: dict[str, Any] | None, decision: dict[str, Any], current: int) -> bool:
-    """Whether a decision is worth an event: it changes the count, or its outcome or limiting
-    rule differs from the last decision. A steady hold is not repeated every tick (it would
-    bury every other event); ``status`` always shows the latest decision with its inputs."""
+    """Whether a decision is worth an event: it changes the count, or what holds it differs
+    from the last decision. A steady hold is not repeated every tick (it would bury every other
+    event); ``status`` always shows the latest decision with its inputs."""
     if previous is None or decision["desiredReplicas"] != current:
         return True
-    keys = ("desiredReplicas", "limitedBy", "conditions")
-    return any(previous[k] != decision[k] for k in keys)
+    return _outcome(previous) != _outcome(decision)
+
+
+def _outcome(decision: dict[str, Any]) -> tuple[object, ...]:
+    """What makes two holds different: the count, a bound or rate limit that holds it, and
+    whether the metrics worked. A stabilization window that merely smooths an idle metric
+    flickering between 0 and 1 replica's worth is not news (it flipped every tick)."""
+    limited = decision["limitedBy"]
+    if limited is not None and "stabilization window" in limited:
+        limited = None
+    active = [c for c in decision["conditions"] if c[0] == "ScalingActive"]
+    return decision["desiredReplicas"], limited, active
 
 
 def _scale(ctrl: Controller, dep: Deployment, replicas: int, reason: str) -> None:
