@@ -30,6 +30,8 @@ def test_simulate_prints_policies_side_by_side_and_writes_plots(tmp_path: Path) 
     assert "(built-in replica model)" in result.output
     assert "a built-in default, not your model" in result.output
     assert f"measure yours: mlkube profile {GUIDE} --out profile.json" in result.output
+    table = result.output[result.output.index("policy") :].splitlines()
+    assert all(len(line) <= 80 for line in table), table
     # Plots are ordinary files, not 0600 temporaries.
     umask = os.umask(0)
     os.umask(umask)

@@ -123,7 +123,7 @@ class SimResult:
             "secondsOverSlo": self.seconds_over_slo,
             "replicaSeconds": self.replica_seconds,
             "maxReplicas": max((s.replicas for s in self.seconds), default=0),
-            "meanReplicas": self.replica_seconds / max(1, len(self.seconds)),
+            "meanReplicas": round(self.replica_seconds / max(1, len(self.seconds)), 3),
             "maxBacklog": round(self.max_backlog, 3),
             "p99OfP95Ms": round(p99_of_p95, 1),
             "scaleChanges": len(self.decisions),

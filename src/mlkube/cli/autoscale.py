@@ -70,13 +70,27 @@ def _rates(trace: str, model: ReplicaModel) -> tuple[str, tuple[float, ...]]:
     return Path(trace).stem, traces.parse_trace(text, trace)
 
 
+TABLE_COLUMNS = (
+    ("policy", "policy"),
+    ("secondsOverSlo", "s over SLO"),
+    ("replicaSeconds", "replica-s"),
+    ("maxReplicas", "max"),
+    ("meanReplicas", "mean"),
+    ("maxBacklog", "backlog"),
+    ("p99OfP95Ms", "p99 ms"),
+    ("scaleChanges", "changes"),
+)
+"""Summary key → a header short enough for the table to fit 80 columns (-o json has the keys)."""
+
+
 def _table(results: list[SimResult]) -> str:
-    columns = ("policy", "secondsOverSlo", "replicaSeconds", "maxReplicas", "meanReplicas",
-               "maxBacklog", "p99OfP95Ms", "scaleChanges")  # fmt: skip
-    rows = [[_cell(r.summary()[c]) for c in columns] for r in results]
-    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in rows]
+    headers = [label for _, label in TABLE_COLUMNS]
+    rows = [[_cell(r.summary()[key]) for key, _ in TABLE_COLUMNS] for r in results]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
     return "\n".join(lines)
 
 
@@ -204,7 +218,7 @@ def _capacity_source(profile_path: str | None, capacity_rps: float | None) -> st
 def _simulation_json(results: list[SimResult], model: ReplicaModel) -> dict[str, Any]:
     return {
         "model": {k: getattr(model, k) for k in model.__dataclass_fields__},
-        "capacityAtSloRps": model.capacity_at_slo(),
+        "capacityAtSloRps": round(model.capacity_at_slo(), 3),
         "results": [
             {
                 **r.summary(),
