@@ -154,3 +154,28 @@ def test_the_shared_commands_reach_a_cluster_with_target_kubernetes(api, capsys)
     assert deleted.exit_code == 0, deleted.output
     assert "Deployment/ml-model in ml deleted" in deleted.stdout.splitlines()
     assert api.get("deployments", "ml", "ml-model") is None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        pytest.param(
+            "apiVersion: v1\nclusters: [ {name: x\n  bad: : :\n",
+            "the kubeconfig is not valid YAML (line 3)",
+            id="not-yaml",
+        ),
+        pytest.param(
+            "apiVersion: v1\nkind: Config\ncurrent-context: a\ncontexts: 7\n",
+            "the kubeconfig has no usable current context",
+            id="malformed",
+        ),
+    ],
+)
+def test_a_broken_kubeconfig_is_one_clear_line(tmp_path, monkeypatch, text, message):
+    config = tmp_path / "kubeconfig"
+    config.write_text(text)
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    result = CliRunner().invoke(cli, ["status", "--target", "kubernetes"])
+    # An MlkubeError: `mlkube` prints it as one `error: ...` line (a YAML traceback before).
+    assert isinstance(result.exception, ClusterUnreachableError)
+    assert message in str(result.exception)

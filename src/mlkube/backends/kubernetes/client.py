@@ -20,6 +20,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
 from mlkube.errors import BackendError
 
 try:
@@ -84,9 +86,16 @@ class Cluster:
             raise ClusterUnreachableError(
                 f"cannot load a kubeconfig: {error} (set KUBECONFIG or use --context)"
             ) from error
-        except (KeyError, ValueError) as error:
+        except yaml.YAMLError as error:
+            where = getattr(error, "problem_mark", None)
+            at = f" (line {where.line + 1})" if where is not None else ""
             raise ClusterUnreachableError(
-                f"kubeconfig has no context {target.context!r}: {error}"
+                f"the kubeconfig is not valid YAML{at}: {getattr(error, 'problem', error)}"
+            ) from error
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            which = f"context {target.context!r}" if target.context else "current context"
+            raise ClusterUnreachableError(
+                f"the kubeconfig has no usable {which}: missing or malformed {error}"
             ) from error
         if single is None:
             raise ClusterUnreachableError("the kubeconfig names no current context")
