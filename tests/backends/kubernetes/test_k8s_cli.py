@@ -9,6 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from mlkube.backends.kubernetes.errors import ClusterUnreachableError
 from mlkube.backends.kubernetes.render.formats import escape_helm
 from mlkube.cli import cli, main
 
