@@ -108,13 +108,12 @@ def test_down_without_a_name_where_the_backend_needs_one_is_a_usage_error():
 
 def test_logs_pass_the_options_and_print_every_line():
     fake = FakeBackend()
-    done = run(fake, "logs", "iris", "--replica", "1", "--since", "5m", "-f")
+    done = run(fake, "logs", "iris", "--replica", "1", "--since", "5m", "-f", "--stderr")
     assert done.exit_code == 0, done.output
     assert done.stdout.splitlines() == ['{"msg": "ready"}', '{"msg": "served"}']
     assert "warning: following is fake" in done.stderr
-    assert fake.calls == [
-        Call("logs", ("iris",), {"replica": "1", "since_s": 300.0, "follow": True})
-    ]
+    options = {"replica": "1", "since_s": 300.0, "follow": True, "stderr": True}
+    assert fake.calls == [Call("logs", ("iris",), options)]
 
 
 def test_events_print_utc_time_type_reason_object_and_repeats():

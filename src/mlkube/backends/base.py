@@ -215,8 +215,10 @@ class Backend(Protocol):
         replica: str | None = None,
         since_s: float | None = None,
         follow: bool = False,
+        stderr: bool = False,
     ) -> LogStream:
-        """Log lines of a deployment's replicas (one replica by index or name)."""
+        """Log lines of a deployment's replicas (one replica by index or name); ``stderr``
+        adds what they wrote to stderr, labelled (a cluster's container logs always hold it)."""
         ...
 
     def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:

@@ -219,18 +219,32 @@ delete = click.Command(
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--replica", default=None, help="A replica index (0, 1 ...) or name.")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 5m).")
+@click.option(
+    "--stderr",
+    is_flag=True,
+    help="Also the replicas' stderr (tracebacks, a model that failed to load), labelled and "
+    "not JSON. On a cluster the container logs hold it already.",
+)
 @backend_options
-def logs(name: str, follow: bool, replica: str | None, since: str | None, backend: Backend) -> None:
+def logs(
+    name: str,
+    follow: bool,
+    replica: str | None,
+    since: str | None,
+    stderr: bool,
+    backend: Backend,
+) -> None:
     """Print the replicas' JSON log lines, merged in time order.
 
     \b
     Examples:
       mlkube logs iris --since 5m
       mlkube logs iris --replica 0 -f
+      mlkube logs iris --stderr        also what replicas wrote to stderr (a failed load)
       mlkube logs ml-model --target kubernetes -n ml
     """
     since_s = parse_duration(since) if since else None
-    stream = backend.logs(name, replica=replica, since_s=since_s, follow=follow)
+    stream = backend.logs(name, replica=replica, since_s=since_s, follow=follow, stderr=stderr)
     _warn(stream.warnings)
     for line in stream.lines:
         print_info(line)

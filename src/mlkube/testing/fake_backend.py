@@ -143,8 +143,9 @@ class FakeBackend:
         replica: str | None = None,
         since_s: float | None = None,
         follow: bool = False,
+        stderr: bool = False,
     ) -> LogStream:
-        self._record("logs", name, replica=replica, since_s=since_s, follow=follow)
+        self._record("logs", name, replica=replica, since_s=since_s, follow=follow, stderr=stderr)
         self._known(name)
         return LogStream(lines=self._lines(), warnings=("following is fake",) if follow else ())
 

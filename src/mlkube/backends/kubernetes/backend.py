@@ -180,6 +180,7 @@ class KubernetesBackend:
         replica: str | None = None,
         since_s: float | None = None,
         follow: bool = False,
+        stderr: bool = False,
     ) -> LogStream:
         """The logs of the deployment's pods (one pod: ``replica`` is an index or a pod name)."""
         with self._connect() as (cluster, namespace):

@@ -259,19 +259,20 @@ class LocalBackend:
         replica: str | None = None,
         since_s: float | None = None,
         follow: bool = False,
+        stderr: bool = False,
     ) -> LogStream:
-        files = self._log_files(name, replica)
+        files = self._log_files(name, replica, stderr=stderr)
         cutoff = self.clock.wall() - since_s if since_s is not None else None
         return LogStream(lines=self._log_lines(files, cutoff, follow))
 
-    def _log_files(self, name: str, replica: str | None) -> list[Path]:
+    def _log_files(self, name: str, replica: str | None, *, stderr: bool) -> list[Path]:
         try:
             dep = self._call("GET", f"/status?name={quote(name)}")["deployments"][0]
             folder = self.state / "logs" / dep["namespace"] / dep["name"]
             replicas = [r["name"] for r in dep["replicas"]]
         except (ControllerNotRunningError, BackendError):
             folder, replicas = replica_logs.stopped_deployment_folder(self.state, name)
-        return replica_logs.choose_files(folder, replicas, name, replica)
+        return replica_logs.choose_files(folder, replicas, name, replica, stderr=stderr)
 
     def _log_lines(self, files: list[Path], cutoff: float | None, follow: bool) -> Iterator[str]:
         lines, positions = replica_logs.history(files, cutoff)

@@ -16,7 +16,7 @@ from mlkube.observability.logs import line_time, merge_log_lines
 
 
 def choose_files(
-    folder: Path, replicas: Sequence[str], name: str, replica: str | None
+    folder: Path, replicas: Sequence[str], name: str, replica: str | None, *, stderr: bool = False
 ) -> list[Path]:
     """The log files of ``replicas`` in ``folder``, or of the one ``replica`` names.
 
@@ -34,9 +34,10 @@ def choose_files(
             names = [replica]
         else:
             raise BackendError(f"no replica '{replica}' in '{name}' (replicas: {', '.join(names)})")
-    # Each replica's JSON log and its stderr (tracebacks, a model that failed to load): on a
-    # cluster `kubectl logs` shows both streams too.
-    return [folder / f"{n}{suffix}" for n in names for suffix in (".log", ERR_SUFFIX)]
+    # The JSON log (every line parses), or with ``stderr`` its stderr too (tracebacks, a model
+    # that failed to load), labelled: on a cluster `kubectl logs` shows both streams.
+    suffixes = (".log", ERR_SUFFIX) if stderr else (".log",)
+    return [folder / f"{n}{suffix}" for n in names for suffix in suffixes]
 
 
 def stopped_deployment_folder(state: Path, name: str) -> tuple[Path, list[str]]:
