@@ -150,6 +150,8 @@ class Controller:
                 replica.unready_since = change.unready_since
                 replica.ready_at = change.ready_at
                 replica.ever_ready = change.ever_ready
+                if change.ever_ready:  # the error of a failed start is history once ready
+                    replica.failed_before_ready = None
                 replica.last_reason = change.last_reason
                 self.record(dep, *_present(change.event))
             case Scraped():
@@ -386,7 +388,8 @@ class Controller:
         replica.started_at = now
         replica.probe_failures = 0
         replica.snapshots = []
-        replica.failed_before_ready = None
+        # failed_before_ready stays until the replica is ready: a crash-looping replica keeps
+        # showing why (status' lastError) between its restarts.
         replica.pending_reason = ""
         self.event(
             dep,
