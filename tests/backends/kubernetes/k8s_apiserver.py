@@ -11,7 +11,8 @@ makes, with the semantics a real kube-apiserver gives them:
   manager at leaf granularity (lists are atomic here, a simplification of associative lists),
   409 Conflict naming the other manager, fields a manager stops applying are removed,
   ``metadata.generation`` bumped on spec changes, 422 for objects the official schema rejects
-  (unknown fields, as SSA does), 404 ``namespaces "x" not found`` for a missing namespace;
+  (unknown fields, as SSA does), 404 ``namespaces "x" not found`` for a missing namespace,
+  422 ``field is immutable`` when an update changes a Deployment's selector;
 - get, list with ``labelSelector`` (equality terms) and ``fieldSelector`` (``=``, ``==``,
   ``!=`` on ``metadata.name``/``metadata.namespace``, and for core/v1 Events the
   ``involvedObject.*``, ``reason``, ``source``, ``type`` and ``reportingComponent`` fields;
@@ -577,6 +578,10 @@ class FakeApiServer:
                     "application/json",
                 )
             result = self._merge(stored, config, applied, manager)
+            immutable = _immutable_change(res, stored.obj, result.obj)
+            if immutable is not None:
+                message = f'{res.kind}.{res.group or "core"} "{name}" is invalid: {immutable}'
+                return 422, _status(422, "Invalid", message), "application/json"
         result.obj["metadata"]["resourceVersion"] = str(next(self._rv))
         result.obj["metadata"]["managedFields"] = [
             {
@@ -800,3 +805,26 @@ def _fields_match(obj: dict[str, Any], terms: list[tuple[str, str, str]]) -> boo
         if (actual == value) != (op == "="):
             return False
     return True
+
+
+IMMUTABLE_FIELDS = {"Deployment": ("spec", "selector")}
+"""Fields the API server refuses to change once set. A Deployment's selector: "In API version
+apps/v1, a Deployment's label selector is immutable after it gets created"
+(https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#label-selector-updates).
+Not modelled: the immutable fields of other kinds we do not change (Service clusterIP, PVC
+storageClassName...)."""
+
+
+def _immutable_change(res: Res, before: dict[str, Any], after: dict[str, Any]) -> str | None:
+    """The API server's ``field is immutable`` message when an update changes such a field."""
+    path = IMMUTABLE_FIELDS.get(res.kind)
+    if path is None:
+        return None
+    old: Any = before
+    new: Any = after
+    for part in path:
+        old = old.get(part) if isinstance(old, dict) else None
+        new = new.get(part) if isinstance(new, dict) else None
+    if old == new:
+        return None
+    return f"{'.'.join(path)}: Invalid value: {json.dumps(new)}: field is immutable"

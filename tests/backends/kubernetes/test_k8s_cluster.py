@@ -456,3 +456,43 @@ def test_doctor_on_an_unreachable_cluster_is_one_failed_check(tmp_path, monkeypa
     finally:
         cluster.close()
     assert [(c.name, c.verdict) for c in checks] == [("API server", "fail")]
+
+
+_SWITCH = """\
+apiVersion: mlkube.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: ranker, namespace: ml}
+spec:
+  model: {uri: "s3://models/ranker.onnx", format: onnx}
+  kubernetes: {createNamespace: true}
+"""
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        "{strategy: Canary, steps: [{weight: 10}]}",
+        "{strategy: ABTest, abTest: {weight: 30}}",
+    ],
+)
+def test_switching_from_rolling_update_to_a_split_is_an_in_place_update(api, tmp_path, rollout):
+    spec = tmp_path / "ranker.yaml"
+    spec.write_text(_SWITCH)
+    _apply(str(spec))
+    spec.write_text(_SWITCH + f"  rollout: {rollout}\n")
+    _apply(str(spec))  # failed with "spec.selector ... field is immutable" before
+    assert api.get("deployments", "ml", "ranker-canary") is not None
+
+
+def test_the_double_refuses_a_changed_deployment_selector_as_the_api_server_does(api, tmp_path):
+    spec = tmp_path / "ranker.yaml"
+    spec.write_text(_SWITCH)
+    _apply(str(spec))
+    stored = api.get("deployments", "ml", "ranker")
+    selector = {"matchLabels": {"app": "ranker"}}  # the track label left out: still matches
+    changed = {**stored, "spec": {**stored["spec"], "selector": selector}}
+    for key in ("managedFields", "resourceVersion", "uid", "generation", "creationTimestamp"):
+        changed["metadata"].pop(key, None)
+    changed.pop("status", None)
+    with pytest.raises(ApplyError, match="field is immutable"):
+        Cluster(Target()).apply(changed, dry_run=False, force=True)

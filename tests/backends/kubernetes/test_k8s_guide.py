@@ -27,6 +27,9 @@ DOCUMENTED_ADDITIONS: dict[str, str] = {
     "*.metadata.namespace": "everything lives in namespace ml, where the guide's HPA is",
     "Deployment.spec.revisionHistoryLimit": "bounded ReplicaSet history",
     "Deployment.spec.progressDeadlineSeconds": "rollout.progressDeadline",
+    "Deployment.spec.selector.matchLabels.mlkube.dev/track": (
+        "the stable track's selector for every strategy (selectors are immutable)"
+    ),
     "Deployment.spec.strategy*": "rollout.maxSurge / maxUnavailable, explicit",
     "Deployment.spec.template.metadata.labels.*": "standard labels on pods",
     "Deployment.spec.template.metadata.annotations*": "config hash (mlkube server only)",

@@ -249,3 +249,27 @@ def test_flipping_the_active_colour_changes_only_the_services():
     ]
     # Both colours restarted before: their ConfigMaps and pod templates held the whole spec.
     assert changed == [("Service", "churn"), ("Service", "churn-preview")]
+
+
+STRATEGIES = {
+    "RollingUpdate": "  rollout: {strategy: RollingUpdate}\n",
+    "Canary": "  rollout: {strategy: Canary, steps: [{weight: 10}]}\n",
+    "ABTest": "  rollout: {strategy: ABTest, abTest: {weight: 30}}\n",
+    "BlueGreen": "  rollout: {strategy: BlueGreen}\n",
+}
+
+
+@pytest.mark.parametrize("before", sorted(STRATEGIES))
+@pytest.mark.parametrize("after", sorted(STRATEGIES))
+def test_every_strategy_switch_keeps_the_selectors_of_the_deployments_it_keeps(before, after):
+    # A Deployment's spec.selector is immutable: a switch that changed it needed a delete
+    # (RollingUpdate → Canary failed with "field is immutable" on a real API server).
+    def selectors(strategy: str) -> dict[str, Any]:
+        text = _BASE.replace("NAME", "m").replace("URI", "s3://b/m.onnx") + STRATEGIES[strategy]
+        objects = render(parse_documents(text)).objects
+        return {o["metadata"]["name"]: o["spec"]["selector"] for o in objects
+                if o["kind"] == "Deployment"}  # fmt: skip
+
+    old, new = selectors(before), selectors(after)
+    for name in old.keys() & new.keys():
+        assert old[name] == new[name], name
