@@ -63,8 +63,8 @@ def tracks_of(deployment: ModelDeployment) -> tuple[Track, ...]:
     if strategy is RolloutStrategy.ROLLING_UPDATE:
         # The same selector as the stable track of a Canary/ABTest: a Deployment's selector is
         # immutable, so switching strategy must not change it (the switch is an in-place update).
-        stable = {LABEL_TRACK: "stable"}
-        return (Track(name, "", stable, spec.model.uri, 100, initial, low, high),)
+        selector = {LABEL_TRACK: "stable"}
+        return (Track(name, "", selector, spec.model.uri, 100, initial, low, high),)
     if strategy is RolloutStrategy.BLUE_GREEN:
         active = spec.kubernetes.active_color
         return tuple(
