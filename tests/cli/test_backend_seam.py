@@ -213,3 +213,22 @@ def test_every_shared_command_help_has_an_example(name):
     if isinstance(command, click.Group):
         for sub in command.commands.values():
             assert "Example" in (sub.help or ""), f"{name} {sub.name}"
+
+
+def test_status_watch_asks_for_a_fresh_status_every_interval():
+    from mlkube.cli.deployments import watch_frames
+    from mlkube.clock import ManualClock
+
+    fake, clock = FakeBackend(), ManualClock(start=0.0)
+    frames = list(watch_frames(fake, "iris", 2.0, clock, limit=3))
+    assert len(frames) == 3
+    assert [c.method for c in fake.calls] == ["status"] * 3
+    assert clock.now == 4.0  # two waits between three frames
+    tables, _notes = frames[0]
+    assert tables  # what `status` prints, redrawn
+
+
+def test_status_watch_does_not_go_with_an_output_format():
+    done = run(FakeBackend(), "status", "--watch", "-o", "json")
+    assert done.exit_code == 2
+    assert "--watch redraws the table" in done.output

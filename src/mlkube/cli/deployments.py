@@ -8,7 +8,9 @@ backend it is never matters here: an operation a backend cannot do raises
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -22,9 +24,11 @@ from mlkube.backends.base import (
     ObjectChange,
     RevisionRow,
     RolloutStatus,
+    Table,
 )
-from mlkube.cli.output import print_data, print_info, print_tables, print_warning
+from mlkube.cli.output import print_data, print_info, print_tables, print_warning, show_live
 from mlkube.cli.targets import backend_options
+from mlkube.clock import Clock, SystemClock
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec.quantity import parse_duration
 
@@ -144,19 +148,44 @@ def apply(
         backend.wait_for_rollouts(report, timeout_s=timeout_s, report=print_info)
 
 
+def watch_frames(
+    backend: Backend, name: str | None, every_s: float, clock: Clock, limit: int | None = None
+) -> Iterator[tuple[Sequence[Table], Sequence[str]]]:
+    """The status tables every ``every_s`` (``limit`` frames, or until interrupted)."""
+    shown = 0
+    while limit is None or shown < limit:
+        report = backend.status(name)
+        yield report.tables, (*report.notes, *report.warnings)
+        shown += 1
+        if limit is None or shown < limit:
+            clock.sleep_blocking(every_s)
+
+
 @click.command()
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=OUTPUT_FORMATS, default="table", show_default=True)
+@click.option("-w", "--watch", is_flag=True, help="Redraw the tables until Ctrl-C.")
+@click.option(
+    "--interval", "interval_s", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+    help="--watch: seconds between redraws.",
+)  # fmt: skip
 @backend_options
-def status(name: str | None, output: str, backend: Backend) -> None:
+def status(name: str | None, output: str, watch: bool, interval_s: float, backend: Backend) -> None:
     """Show deployments: revisions, replicas, traffic, resources, autoscaler reason.
 
     \b
     Examples:
       mlkube status                                   every local deployment
       mlkube status iris -o json                      one, for a program
+      mlkube status iris --watch                      redrawn every 2 s until Ctrl-C
       mlkube status --target kubernetes -n ml         what runs in namespace ml
     """
+    if watch:
+        if output != "table":
+            raise click.UsageError("--watch redraws the table; it does not go with -o")
+        with contextlib.suppress(KeyboardInterrupt):
+            show_live(watch_frames(backend, name, interval_s, SystemClock()))
+        return
     report = backend.status(name)
     _warn(report.warnings)
     if output != "table":
