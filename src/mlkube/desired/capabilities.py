@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
-from mlkube.desired.traffic import header_route
+from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
 from mlkube.spec.deployment import (
     KubernetesSpec,
@@ -149,16 +149,8 @@ def _header_without_gateway(doc: ModelDeployment) -> bool:
 
 
 def _replica_share(doc: ModelDeployment) -> str:
-    # Imported here: the renderer's choice of the current step is the one to describe.
-    from mlkube.desired.traffic import ab_split, ab_test_of, split
-
     n = doc.spec.initial_replicas
-    rollout = doc.spec.rollout
-    if rollout.strategy is RolloutStrategy.AB_TEST:
-        now = ab_split(ab_test_of(rollout), n)
-    else:
-        weight = doc.spec.kubernetes.canary_weight
-        now = split(n, rollout.steps[0].weight if weight is None else weight)
+    now = current_split(doc, n)  # the step the renderer runs
     return (
         f"at {n} replicas: {now.stable_replicas} stable + {now.canary_replicas} new = "
         f"{now.replica_share:.0f}% to the new revision instead of {now.weight}%"

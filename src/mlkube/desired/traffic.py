@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.rollout import ABTestSpec, RolloutSpec, RolloutStrategy
 
 
@@ -89,3 +90,16 @@ def header_route(rollout: RolloutSpec) -> HeaderRoute | None:
     if ab.header is None:
         return None
     return HeaderRoute(ab.header.lower(), ab.header_value)
+
+
+def current_split(deployment: ModelDeployment, replicas: int) -> TrafficSplit:
+    """The split a cluster runs now for ``replicas`` stable replicas. Pure.
+
+    ABTest: its one split. Canary: the step at ``kubernetes.canaryWeight``, else the first
+    step (a cluster moves to the next step when the spec is applied again).
+    """
+    rollout = deployment.spec.rollout
+    if rollout.strategy is RolloutStrategy.AB_TEST:
+        return ab_split(ab_test_of(rollout), replicas)
+    weight = deployment.spec.kubernetes.canary_weight
+    return split(replicas, rollout.steps[0].weight if weight is None else weight)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mlkube.backends.kubernetes.render.manifest import LABEL_COLOR, LABEL_TRACK
-from mlkube.desired.traffic import TrafficSplit, ab_split, ab_test_of, split
+from mlkube.desired.traffic import current_split
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -95,19 +95,6 @@ def tracks_of(deployment: ModelDeployment) -> tuple[Track, ...]:
         current_split(deployment, high).canary_replicas,
     )
     return (stable, canary)
-
-
-def current_split(deployment: ModelDeployment, replicas: int) -> TrafficSplit:
-    """The split a cluster runs now for ``replicas`` stable replicas. Pure.
-
-    ABTest: its one split. Canary: the step at ``kubernetes.canaryWeight``, else the first
-    step (a cluster moves to the next step when the spec is applied again).
-    """
-    rollout = deployment.spec.rollout
-    if rollout.strategy is RolloutStrategy.AB_TEST:
-        return ab_split(ab_test_of(rollout), replicas)
-    weight = deployment.spec.kubernetes.canary_weight
-    return split(replicas, rollout.steps[0].weight if weight is None else weight)
 
 
 def _bounds(deployment: ModelDeployment) -> tuple[int, int]:
