@@ -13,7 +13,7 @@ row of its own or of a section above it.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
@@ -636,8 +636,3 @@ def _document_uses(document: Quota | PriorityClass, field: str) -> bool:
             return False
         node = node[part]
     return bool(node)
-
-
-def rows_for(field: str) -> Sequence[Capability]:
-    """The rows that name ``field`` exactly."""
-    return [row for row in CAPABILITIES if row.field == field]
