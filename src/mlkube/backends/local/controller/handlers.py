@@ -31,17 +31,17 @@ from mlkube.backends.local.controller.deployment import (
 from mlkube.backends.local.controller.loops import demand_callback
 from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import (
+from mlkube.backends.local.ports import PortInUseError, check_free
+from mlkube.backends.local.prometheus import running as prometheus_running
+from mlkube.backends.local.store import RevisionRow
+from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import (
     BLUE_GREEN_KEEP_S,
     RolloutState,
     abort_rollout,
     start_rollout,
     undo_target,
 )
-from mlkube.backends.local.ports import PortInUseError, check_free
-from mlkube.backends.local.prometheus import running as prometheus_running
-from mlkube.backends.local.store import RevisionRow
-from mlkube.desired.revision import revision_hash
 from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
@@ -293,7 +293,7 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
 def _undo_target(
     dep: Deployment, rows: list[RevisionRow], revision: int | None, *, now: float
 ) -> int:
-    """The revision an undo goes back to: the one asked for, else ``decisions.rollout.
+    """The revision an undo goes back to: the one asked for, else ``desired.rollout.
     undo_target`` (the kept colour, else the newest revision that served all traffic)."""
     statuses = {row.revision: row.status for row in rows}
     target = revision
