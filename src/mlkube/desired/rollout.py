@@ -2,8 +2,8 @@
 
 Pure: no I/O, no clock. Both backends run it: the local controller on every tick, and the
 cluster's rollout driver (``backends.kubernetes.progression``) for Canary steps and analysis.
-``step_rollout`` is called with what was observed; it returns the replica targets per revision, the traffic weights per revision, the
-new rollout state and the events to record. The strategies:
+``step_rollout`` is called with what was observed; it returns the replica targets and the
+traffic weights per revision, the new rollout state and the events to record. The strategies:
 
 - RollingUpdate: surge new replicas, remove old ones as new ones pass readiness, never below
   ``replicas - maxUnavailable`` ready (Deployment semantics).
