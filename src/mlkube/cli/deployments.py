@@ -27,7 +27,7 @@ from mlkube.backends.base import (
     Table,
 )
 from mlkube.cli.output import print_data, print_info, print_tables, print_warning, show_live
-from mlkube.cli.targets import backend_options
+from mlkube.cli.targets import backend_options, prometheus_option
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec.quantity import parse_duration
@@ -87,11 +87,15 @@ def rollout_line(status: RolloutStatus) -> str:
     if status.weights is not None:
         total = sum(weight for _, weight in status.weights) or 1.0
         shares = ", ".join(
-            f"revision {revision} {100 * weight / total:.0f}%"
-            for revision, weight in status.weights
+            f"{_track(revision)} {100 * weight / total:.0f}%" for revision, weight in status.weights
         )
         details.append(f"traffic: {shares}")
     return f"{status.strategy} {moving}: {', '.join(details)} {status.reason}".rstrip()
+
+
+def _track(revision: str) -> str:
+    """``revision 2`` locally; a cluster's tracks by name (``stable``, ``canary``)."""
+    return f"revision {revision}" if revision.isdigit() else revision
 
 
 HISTORY_HEADER = "  REV  STATUS      CHANGE            MODEL"
@@ -297,28 +301,87 @@ def events(name: str, limit: int, backend: Backend) -> None:
 
 @click.group()
 def rollout() -> None:
-    """Rollout status, history and undo.
+    """Rollout status, history, undo, and a canary's promote and abort.
 
     \b
     Examples:
       mlkube rollout status iris
       mlkube rollout history iris
       mlkube rollout undo iris --to-revision 1
+      mlkube rollout promote iris
     """
 
 
 @rollout.command("status")
 @click.argument("name")
+@click.option(
+    "--watch", "-w", is_flag=True, help="Print each change until the rollout ends (Ctrl-C stops)."
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between looks with --watch.",
+)
 @backend_options
-def rollout_status(name: str, backend: Backend) -> None:
+@prometheus_option
+def rollout_status(name: str, watch: bool, interval: float, backend: Backend) -> None:
     """Where the current rollout stands.
+
+    On a cluster, this is also what moves a Canary's steps and runs its analysis (against
+    --prometheus, or MLKUBE_PROMETHEUS_URL): keep --watch running until the rollout ends.
 
     \b
     Examples:
       mlkube rollout status iris
-      mlkube rollout status ml-model --target kubernetes -n ml
+      mlkube rollout status iris --watch
+      mlkube rollout status ml-model --target kubernetes -n ml --watch
     """
-    print_info(rollout_line(backend.rollout_status(name)))
+    status = backend.rollout_status(name)
+    print_info(rollout_line(status))
+    if not watch:
+        return
+    clock = SystemClock()
+    line = rollout_line(status)
+    with contextlib.suppress(KeyboardInterrupt):
+        while status.phase in ("Progressing",):
+            clock.sleep_blocking(interval)
+            status = backend.rollout_status(name)
+            if rollout_line(status) != line:
+                line = rollout_line(status)
+                print_info(line)
+
+
+@rollout.command("promote")
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Skip every remaining step: promote now.")
+@backend_options
+@prometheus_option
+def rollout_promote(name: str, full: bool, backend: Backend) -> None:
+    """End the canary's current step now, without waiting for its pause or analysis.
+
+    \b
+    Examples:
+      mlkube rollout promote iris
+      mlkube rollout promote iris --full
+      mlkube rollout promote ml-model --target kubernetes -n ml
+    """
+    print_info(rollout_line(backend.rollout_promote(name, full=full)))
+
+
+@rollout.command("abort")
+@click.argument("name")
+@backend_options
+def rollout_abort(name: str, backend: Backend) -> None:
+    """Stop the rollout in progress: every request goes back to the stable revision.
+
+    \b
+    Examples:
+      mlkube rollout abort iris
+      mlkube rollout abort ml-model --target kubernetes -n ml
+    """
+    print_info(rollout_line(backend.rollout_abort(name)))
 
 
 @rollout.command("history")

@@ -346,6 +346,15 @@ def _ab_text(target: int, stable: int, weight: int, header: str | None) -> str:
     return f"A/B test: {weight}% to revision {target}, {100 - weight}% to revision {stable}"
 
 
+def skip_step(spec: RolloutSpec, state: RolloutState, *, full: bool) -> RolloutState:
+    """``rollout promote``: end the canary's current step now, its pause and analysis not
+    awaited (``full``: every remaining step, straight to promotion). Pure."""
+    if not state.active or state.strategy is not RolloutStrategy.CANARY:
+        return state
+    step = len(spec.steps) if full else min(state.step + 1, len(spec.steps))
+    return replace(state, step=step, step_started_at=None)
+
+
 def abort_rollout(state: RolloutState, reason: str) -> RolloutState:
     """Stop an active rollout and go back to the stable revision. Pure."""
     return replace(state, phase=RolloutPhase.ROLLED_BACK, reason=reason)

@@ -15,6 +15,7 @@ from typing import Any
 from mlkube.backends.local.controller import monitoring
 from mlkube.backends.local.controller.changes import (
     AddRevision,
+    AnalysisResult,
     Change,
     Event,
     SetDesired,
@@ -39,6 +40,7 @@ from mlkube.desired.rollout import (
     BLUE_GREEN_KEEP_S,
     RolloutState,
     abort_rollout,
+    skip_step,
     start_rollout,
     undo_target,
 )
@@ -288,6 +290,35 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
     ctrl.apply(dep, [SetRollout(state, (started,))])
     ctrl.reconcile()
     return {"name": dep.key, "revision": target, "action": "rolling back"}
+
+
+def promote(ctrl: Controller, dep: Deployment, *, full: bool) -> dict[str, Any]:
+    """End the canary's current step now (``full``: every step); the analysis starts over."""
+    state = dep.rollout
+    if not state.active or state.strategy is not RolloutStrategy.CANARY:
+        raise BackendError(
+            f"deployment '{dep.key}' has no canary in progress ({state.phase}); "
+            "promote moves a Canary's steps"
+        )
+    skipped = skip_step(dep.doc.spec.rollout, state, full=full)
+    what = "every step" if full else f"step {state.step + 1}"
+    event = Event("Normal", "CanaryPromoted", f"rollout promote: {what} ended by the user")
+    ctrl.apply(dep, [SetRollout(skipped, (event,)), AnalysisResult(None, False, None)])
+    ctrl.reconcile()
+    return rollout_status(dep)
+
+
+def abort(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
+    """Stop the rollout in progress: all traffic back to the stable revision."""
+    if not dep.rollout.active:
+        raise BackendError(
+            f"deployment '{dep.key}' has no rollout in progress to abort ({dep.rollout.phase})"
+        )
+    state = abort_rollout(dep.rollout, "aborted by rollout abort")
+    aborted = Event("Warning", "RolloutAborted", f"back to revision {state.stable}")
+    ctrl.apply(dep, [SetRollout(state, (aborted,))])
+    ctrl.reconcile()
+    return rollout_status(dep)
 
 
 def _undo_target(
