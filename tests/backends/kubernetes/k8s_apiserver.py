@@ -17,7 +17,8 @@ makes, with the semantics a real kube-apiserver gives them:
   ``!=`` on ``metadata.name``/``metadata.namespace``, and for core/v1 Events the
   ``involvedObject.*``, ``reason``, ``source``, ``type`` and ``reportingComponent`` fields;
   any other field is 400 ``field label not supported``), delete, the Deployment ``scale``
-  subresource (merge patch), pod logs, SelfSubjectAccessReview;
+  subresource (merge patch), JSON merge patches of whole objects as an Update by their
+  ``fieldManager`` (the rollout driver's writes), pod logs, SelfSubjectAccessReview;
 - RBAC: a configurable set of forbidden (verb, resource) pairs answered 403 with the API
   server's message shape; bearer-token authentication (401 otherwise).
 
@@ -438,6 +439,8 @@ class FakeApiServer:
             )
         if method == "PATCH" and sub == "scale":
             return self._scale(res, key, name, body, content_type)
+        if method == "PATCH" and sub is None and content_type == "application/merge-patch+json":
+            return self._merge_patch(res, key, name, query, body)
         if method == "PATCH":
             return self._apply(res, key, namespace, name, query, content_type, body)
         return (
@@ -597,6 +600,63 @@ class FakeApiServer:
             self.objects[key] = result
         return 200, _out(res, result.obj), "application/json"
 
+    def _merge_patch(
+        self,
+        res: Res,
+        key: tuple[str, str, str],
+        name: str,
+        query: dict[str, list[str]],
+        body: bytes,
+    ) -> tuple[int, Any, str]:
+        """A JSON merge patch (RFC 7386: maps merge, lists are replaced, null deletes), as an
+        Update by ``fieldManager``, which takes ownership of every field it sets.
+
+        Models https://kubernetes.io/docs/tasks/manage-kubernetes-objects/update-api-object-kubectl-patch/
+        (merge patch) and the Update operation of
+        https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management .
+        The merged object is validated like an applied one (422), and immutable fields too.
+        """
+        stored = self.objects.get(key)
+        if stored is None:
+            return 404, _not_found(res, name), "application/json"
+        manager = query.get("fieldManager", [""])[0] or "unknown"
+        patch = json.loads(body)
+        obj = copy.deepcopy(stored.obj)
+        _merge_json(obj, patch)
+        checked = {k: v for k, v in obj.items() if k != "status"}
+        checked["metadata"] = {
+            k: v
+            for k, v in obj["metadata"].items()
+            if k in ("name", "namespace", "labels", "annotations")
+        }
+        problems = validate(checked, "1.33.0")
+        if problems:
+            message = f'{res.kind} "{name}" is invalid: {"; ".join(problems)}'
+            return 422, _status(422, "Invalid", message), "application/json"
+        immutable = _immutable_change(res, stored.obj, obj)
+        if immutable is not None:
+            message = f'{res.kind}.{res.group or "core"} "{name}" is invalid: {immutable}'
+            return 422, _status(422, "Invalid", message), "application/json"
+        before_spec = json.dumps(stored.obj.get("spec"), sort_keys=True)
+        if json.dumps(obj.get("spec"), sort_keys=True) != before_spec:
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        owners = {m: set(p) for m, p in stored.owners.items()}
+        for path in _leaves(_owned_part(patch)):
+            if _get(patch, path) is None:
+                continue
+            for owned in owners.values():
+                owned.discard(path)
+            owners.setdefault(manager, set()).add(path)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = Stored(
+            obj,
+            {m: p for m, p in owners.items() if p},
+            stored.reads,
+            stored.template,
+            stored.revision,
+        )
+        return 200, _out(res, obj), "application/json"
+
     def _invalid(self, res: Res, config: Any, namespace: str | None, name: str) -> list[str]:
         if not isinstance(config, dict) or config.get("kind") != res.kind:
             found = config.get("kind") if isinstance(config, dict) else None
@@ -750,6 +810,17 @@ def _leaves(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     if isinstance(value, dict) and value:
         return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
     return [prefix] if prefix else []
+
+
+def _merge_json(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386 JSON merge patch, in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_json(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def _get(obj: Any, path: tuple[str, ...]) -> Any:
