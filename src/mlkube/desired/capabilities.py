@@ -456,8 +456,9 @@ CAPABILITIES: tuple[Capability, ...] = (
         "spec.rollout.steps",
         HONOURED,
         approximated(
-            "a cluster runs one step at a time, kubernetes.canaryWeight (default the first "
-            "step's weight): apply again with the next weight to move on; pauses are not timed"
+            "the steps and pauses move while `mlkube rollout status NAME --target kubernetes "
+            "--watch` runs (a client-side driver; no in-cluster controller); with "
+            "kubernetes.canaryWeight set, the weight is yours: apply again to move it"
         ),
         "Canary",
         _strategy(RolloutStrategy.CANARY),
@@ -476,9 +477,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "spec.rollout.analysis",
         HONOURED,
-        ignored(
-            "no analysis runs on a cluster; the canary alerts (mlkube alerts) watch the same "
-            "thresholds"
+        approximated(
+            "judged by the same driver against the cluster's Prometheus (rollout status "
+            "--prometheus URL); without one, a step that waits for analysis does not move"
         ),
         "set",
         lambda d: d.spec.rollout.analysis is not None,

@@ -261,8 +261,9 @@ class KubernetesBackend:
         tracks = rollout_driver.read_tracks(cluster, namespace, name)
         if tracks is None:
             raise ObjectNotFoundError(
-                f"deployment '{name}' in namespace '{namespace}' runs no Canary (promote and "
-                "abort move a Canary's steps; other strategies roll out as Deployments do)"
+                f"deployment '{name}' in namespace '{namespace}' runs no Canary steps (promote "
+                "and abort move a Canary's steps; with kubernetes.canaryWeight you move the "
+                "weight by applying, and other strategies roll out as Deployments do)"
             )
         return tracks
 

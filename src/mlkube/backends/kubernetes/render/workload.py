@@ -109,8 +109,12 @@ def deployment_object(
     if annotations:
         template_meta["annotations"] = dict(sorted(annotations.items()))
     object_annotations = dict(deployment.metadata.annotations)
-    if track.suffix == "canary" and spec.rollout.strategy is RolloutStrategy.CANARY:
-        # The steps the rollout driver runs (``mlkube rollout status --target kubernetes``).
+    driven = (
+        spec.rollout.strategy is RolloutStrategy.CANARY and spec.kubernetes.canary_weight is None
+    )
+    if track.suffix == "canary" and driven:
+        # The steps the rollout driver runs (``mlkube rollout status --target kubernetes``);
+        # with kubernetes.canaryWeight the user moves the weight by applying instead.
         rollout = spec.rollout.model_dump(by_alias=True, mode="json", exclude_none=True)
         object_annotations[ANNOTATION_ROLLOUT] = json.dumps(
             rollout, sort_keys=True, separators=(",", ":")
