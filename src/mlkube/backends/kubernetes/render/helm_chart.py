@@ -43,13 +43,13 @@ class _Knob:
     """One field of one object that a value in ``values.yaml`` sets."""
 
     field: Path
-    value: tuple[str, ...]
+    key: tuple[str, ...]
     """Key path inside ``values.yaml``."""
 
 
 @dataclass(slots=True)
 class _Values:
-    """``values.yaml`` as it is built, and each object's knobs."""
+    """``values.yaml`` as it is built: each key's default is the rendered field's value."""
 
     tree: dict[str, Any] = field(default_factory=dict)
 
@@ -203,7 +203,7 @@ def _template(obj: Manifest, knobs: list[_Knob]) -> str:
         _set(marked, knob.field, token)
     text = escape_helm(yaml.safe_dump(marked, sort_keys=False, default_flow_style=False))
     for token, knob in tokens.items():
-        text = text.replace(token, _expression(knob.value, defaults[token]))
+        text = text.replace(token, _expression(knob.key, defaults[token]))
     return text
 
 
