@@ -50,7 +50,7 @@ class FakePrometheus:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 query = parse_qs(urlsplit(self.path).query)["query"][0]
                 outer.queries.append(query)
                 body = json.dumps(outer.answer(query)).encode()
