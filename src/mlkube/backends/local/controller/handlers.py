@@ -304,8 +304,7 @@ def promote(ctrl: Controller, dep: Deployment, *, full: bool) -> dict[str, Any]:
     what = "every step" if full else f"step {state.step + 1}"
     event = Event("Normal", "CanaryPromoted", f"rollout promote: {what} ended by the user")
     ctrl.apply(dep, [SetRollout(skipped, (event,)), AnalysisResult(None, False, None)])
-    ctrl.reconcile()
-    return rollout_status(dep)
+    return rollout_status(dep)  # the next tick scales the canary to the new step
 
 
 def abort(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
@@ -317,8 +316,7 @@ def abort(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
     state = abort_rollout(dep.rollout, "aborted by rollout abort")
     aborted = Event("Warning", "RolloutAborted", f"back to revision {state.stable}")
     ctrl.apply(dep, [SetRollout(state, (aborted,))])
-    ctrl.reconcile()
-    return rollout_status(dep)
+    return rollout_status(dep)  # the next tick stops the new revision's replicas
 
 
 def _undo_target(
