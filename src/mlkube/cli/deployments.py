@@ -19,6 +19,7 @@ import click
 from mlkube.backends.base import (
     ApplyReport,
     Backend,
+    BackendSelection,
     DeleteReport,
     EventRow,
     ObjectChange,
@@ -27,9 +28,9 @@ from mlkube.backends.base import (
     Table,
 )
 from mlkube.cli.output import print_data, print_info, print_tables, print_warning, show_live
-from mlkube.cli.targets import backend_options, prometheus_option
+from mlkube.cli.targets import backend_options, open_backend, prometheus_option
 from mlkube.clock import Clock, SystemClock
-from mlkube.errors import UnsupportedOperationError
+from mlkube.errors import MlkubeError, UnsupportedOperationError
 from mlkube.spec.quantity import parse_duration
 
 OUTPUT_FORMATS = click.Choice(["table", "json", "yaml"])
@@ -382,6 +383,57 @@ def rollout_abort(name: str, backend: Backend) -> None:
       mlkube rollout abort ml-model --target kubernetes -n ml
     """
     print_info(rollout_line(backend.rollout_abort(name)))
+
+
+@rollout.command("controller")
+@click.argument("name")
+@click.option("--namespace", "-n", default=None, help="The namespace [default: the context's].")
+@click.option("--context", default=None, help="The kubeconfig context [default: current].")
+@click.option(
+    "--interval", type=float, default=10.0, show_default=True, help="Seconds between steps."
+)
+@click.option(
+    "--ticks", type=int, default=None, help="Stop after this many steps [default: never]."
+)
+@prometheus_option
+def rollout_controller(
+    name: str,
+    namespace: str | None,
+    context: str | None,
+    interval: float,
+    ticks: int | None,
+    prometheus: str | None,
+) -> None:
+    """Drive a Canary's steps on a cluster until stopped: what the in-cluster rollout
+    controller runs (kubernetes.rolloutController: true renders it, with a Role that may
+    only patch this deployment's objects). In a pod it uses the service account.
+
+    A failed step (the API server briefly unreachable) is printed and retried at the next
+    interval; the controller keeps running.
+
+    \b
+    Examples:
+      mlkube rollout controller iris -n ml
+      mlkube rollout controller iris -n ml --ticks 3 --interval 1
+    """
+    backend = open_backend(BackendSelection("kubernetes", None, context, namespace, prometheus))
+    clock = SystemClock()
+    line = ""
+    done = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        while ticks is None or done < ticks:
+            if done:
+                clock.sleep_blocking(interval)
+            done += 1
+            try:
+                now = rollout_line(backend.rollout_status(name))
+            except MlkubeError as failed:
+                print_warning(f"step failed, retrying in {interval:g}s: {failed}")
+                continue
+            if now != line:
+                line = now
+                stamp = dt.datetime.fromtimestamp(clock.wall(), dt.UTC).strftime("%H:%M:%S")
+                print_info(f"{stamp}  {line}")
 
 
 @rollout.command("history")

@@ -20,7 +20,8 @@ makes, with the semantics a real kube-apiserver gives them:
   subresource (merge patch), JSON merge patches of whole objects as an Update by their
   ``fieldManager`` (the rollout driver's writes), pod logs, SelfSubjectAccessReview;
 - RBAC: a configurable set of forbidden (verb, resource) pairs answered 403 with the API
-  server's message shape; bearer-token authentication (401 otherwise).
+  server's message shape, or (``restrict_to``) exactly the rules of one Role, resourceNames
+  included; bearer-token authentication (401 otherwise).
 
 A Deployment's ``status`` is filled in by a simulated controller on reads, according to
 ``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline"); like the real
@@ -72,6 +73,9 @@ RESOURCES = [
     Res("", "v1", "pods", "Pod", True),
     Res("", "v1", "events", "Event", True),
     Res("", "v1", "nodes", "Node", False),
+    Res("", "v1", "serviceaccounts", "ServiceAccount", True),
+    Res("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Res("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     Res("apps", "v1", "deployments", "Deployment", True),
     Res("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
     Res("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
@@ -132,6 +136,8 @@ class FakeApiServer:
         self.metrics_status = 200
         self.forbidden: set[tuple[str, str]] = set()
         """(verb, resource[.group]) pairs RBAC denies."""
+        self.role_rules: list[dict[str, Any]] | None = None
+        """When set, the caller holds exactly this Role (``restrict_to``)."""
         self.rollout = "ready"
         self.ready_after_reads = 2
         self.objects: dict[tuple[str, str, str], Stored] = {}
@@ -378,11 +384,40 @@ class FakeApiServer:
                 return res, namespace, name, sub
         return None
 
+    def restrict_to(self, rules: list[dict[str, Any]]) -> None:
+        """Authorize every later request by these Role rules alone, as RBAC does: allowed when
+        some rule lists the API group, the resource (``scale`` as ``deployments/scale``) and
+        the verb, and, when it has ``resourceNames``, the object's name; a list, watch or
+        create is never allowed by a rule with ``resourceNames``.
+        https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources
+        """
+        self.role_rules = rules
+
+    def _allowed_by_role(self, verb: str, res: Res, name: str | None, sub: str | None) -> bool:
+        assert self.role_rules is not None
+        resource = f"{res.plural}/{sub}" if sub else res.plural
+        for rule in self.role_rules:
+            names = rule.get("resourceNames")
+            if (
+                res.group in rule.get("apiGroups", [])
+                and resource in rule.get("resources", [])
+                and verb in rule.get("verbs", [])
+                and (not names or (name is not None and name in names))
+            ):
+                return True
+        return False
+
     def _forbidden(
-        self, verb: str, res: Res, namespace: str | None, name: str | None
+        self,
+        verb: str,
+        res: Res,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None = None,
     ) -> tuple[int, Any, str] | None:
         resource = f"{res.plural}.{res.group}" if res.group else res.plural
-        if (verb, resource) not in self.forbidden:
+        by_role = self.role_rules is not None and not self._allowed_by_role(verb, res, name, sub)
+        if (verb, resource) not in self.forbidden and not by_role:
             return None
         what = f'{resource} "{name}"' if name else resource
         group = f'"{res.group}"' if res.group else '""'
@@ -410,7 +445,7 @@ class FakeApiServer:
             "DELETE": "delete",
             "POST": "create",
         }[method]
-        denied = self._forbidden(verb, res, namespace, name)
+        denied = self._forbidden(verb, res, namespace, name, sub)
         if denied:
             return denied
         ns_key = (namespace or "") if res.namespaced else ""

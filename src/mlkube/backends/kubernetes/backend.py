@@ -40,6 +40,7 @@ from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
+    LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -47,6 +48,7 @@ from mlkube.backends.kubernetes.render.manifest import (
     apply_rank,
     kind_info,
 )
+from mlkube.backends.kubernetes.render.rollout_controller import COMPONENT
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, notes
@@ -318,6 +320,10 @@ def _owned(
             warnings.append(str(error))
     if name is None:
         objects = [o for o in objects if o["kind"] != "Namespace"]
+    # The in-cluster rollout controller is the deployment's helper, not one of its tracks.
+    objects = [
+        o for o in objects if o["metadata"].get("labels", {}).get(LABEL_COMPONENT) != COMPONENT
+    ]
     return objects, warnings
 
 

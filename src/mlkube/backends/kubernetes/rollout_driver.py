@@ -27,7 +27,7 @@ from typing import Any
 
 from mlkube.backends.base import RolloutStatus
 from mlkube.backends.kubernetes.client import Cluster
-from mlkube.backends.kubernetes.errors import ObjectNotFoundError
+from mlkube.backends.kubernetes.errors import ApiMissingError, ForbiddenError, ObjectNotFoundError
 from mlkube.backends.kubernetes.progression import (
     ClusterRollout,
     Tick,
@@ -256,8 +256,12 @@ def _set_canary_bounds(cluster: Cluster, tracks: CanaryTracks, weight: int) -> N
     if weight <= 0:
         return
     hpas = kind_info("HorizontalPodAutoscaler")
-    stable_hpa = cluster.get(hpas, f"{tracks.name}-hpa", tracks.namespace)
-    canary_hpa = cluster.get(hpas, f"{tracks.name}-canary-hpa", tracks.namespace)
+    try:
+        stable_hpa = cluster.get(hpas, f"{tracks.name}-hpa", tracks.namespace)
+        canary_hpa = cluster.get(hpas, f"{tracks.name}-canary-hpa", tracks.namespace)
+    except ForbiddenError:
+        # The in-cluster controller's Role grants HPAs only when the spec renders them.
+        return
     if stable_hpa is None or canary_hpa is None:
         return
     low = int(stable_hpa["spec"].get("minReplicas", 1))
@@ -279,7 +283,11 @@ def _set_canary_bounds(cluster: Cluster, tracks: CanaryTracks, weight: int) -> N
 def _set_route_weights(cluster: Cluster, tracks: CanaryTracks, weight: int) -> None:
     """The HTTPRoute's weighted rule (the last one: a header rule comes first) gets the split."""
     routes = kind_info("HTTPRoute")
-    route = cluster.get(routes, tracks.name, tracks.namespace)
+    try:
+        route = cluster.get(routes, tracks.name, tracks.namespace)
+    except (ApiMissingError, ForbiddenError):
+        # No Gateway API on the cluster, or (the controller's Role) no HTTPRoute rendered.
+        return
     if route is None:
         return
     rules: list[Manifest] = copy.deepcopy(route["spec"].get("rules") or [])

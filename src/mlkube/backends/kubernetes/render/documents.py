@@ -23,6 +23,7 @@ from mlkube.backends.kubernetes.render.cluster import (
 )
 from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render.network import network_objects
+from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
 from mlkube.backends.kubernetes.render.scaling import scaling_objects
 from mlkube.backends.kubernetes.render.tracks import tracks_of
 from mlkube.backends.kubernetes.render.workload import workload_objects
@@ -74,6 +75,7 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
     objects.extend(network_objects(deployment, tracks))
     objects.extend(scaling_objects(deployment, tracks))
     objects.extend(monitoring_objects(deployment))
+    objects.extend(rollout_controller_objects(deployment))
     return Rendered(tuple(sort_objects(_unique(objects))))
 
 
