@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
 from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
+from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
     KubernetesSpec,
     ModelDeployment,
-    PriorityClass,
-    Quota,
 )
+from mlkube.spec.loading import SpecDocument
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.placement import ServiceType
 from mlkube.spec.rollout import RolloutStrategy
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 
-Document = ModelDeployment | Quota | PriorityClass
+Document = SpecDocument
 
 
 class BackendKind(enum.StrEnum):
@@ -628,7 +628,7 @@ def notes(documents: Iterable[Document], target: BackendKind) -> list[Note]:
     return found
 
 
-def _document_uses(document: Quota | PriorityClass, field: str) -> bool:
+def _document_uses(document: SpecModel, field: str) -> bool:
     """Whether a Quota/PriorityClass sets the field a row names (rows there are per field)."""
     data = document.model_dump(by_alias=True, exclude_defaults=True)
     node: object = data

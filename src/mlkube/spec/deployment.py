@@ -283,5 +283,4 @@ class PriorityClass(SpecModel):
     _source_file: str = PrivateAttr(default="<string>")
 
 
-Document = Annotated[ModelDeployment | Quota | PriorityClass, Field(discriminator="kind")]
-KINDS = ("ModelDeployment", "Quota", "PriorityClass")
+KINDS = ("ModelDeployment", "Quota", "PriorityClass", "TrainingJob", "BatchInference")

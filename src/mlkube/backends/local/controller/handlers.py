@@ -83,6 +83,10 @@ async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
             ctrl.store.put_document(doc.kind, key, doc.model_dump(mode="json", by_alias=True))
             results.append({"kind": doc.kind, "name": key, "action": "configured"})
             continue
+        if not isinstance(doc, ModelDeployment):
+            raise BackendError(
+                f"{doc.kind} '{doc.metadata.name}' is a job: submit it with mlkube run, not apply"
+            )
         if key in ctrl.deployments:
             results.append(await _update(ctrl, ctrl.deployments[key], doc))
         else:
