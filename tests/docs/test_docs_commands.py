@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from mlkube.backends.local import supervisor
+
 from .conftest import SKIPPED_PROPERTY
 from .doc_commands import (
     Command,
@@ -138,3 +140,36 @@ def test_the_commands_of_a_page_run_as_documented(
         result.failures
     )
     assert [r.command for r in result.ran] == page.commands  # nothing was left out
+
+
+BROKEN_PAGE = """\
+```sh
+python examples/iris/train.py
+mlkube up -d --wait examples/iris/
+mlkube scale no-such-deployment 2
+```
+
+```console
+$ mlkube validate examples/iris/iris.yaml
+examples/iris/iris.yaml: ModelDeployment 'iris' is valid ...
+ModelDeployment 'iris' is perfect
+```
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_walk_reports_what_differs_and_stops_what_the_page_started(tmp_path: Path) -> None:
+    workspace = Workspace(tmp_path)
+    result = walk(parse_page(BROKEN_PAGE, "broken.md"), workspace)
+    assert len(result.failures) == 2, result.failures
+    scale, validate = result.failures
+    assert scale.startswith("broken.md:4: `mlkube scale no-such-deployment 2` exited 1")
+    assert "no deployment named 'no-such-deployment'" in scale
+    assert validate.startswith("broken.md:8: `mlkube validate examples/iris/iris.yaml` did not")
+    assert "ModelDeployment 'iris' is perfect" in validate
+    assert "is valid" not in validate.split("it printed")[0]  # that line matched
+    started = sorted(workspace.controller.pids)
+    assert started, "the walk saw the controller and replicas it started"
+    assert [pid for pid in started if supervisor.pid_alive(pid)] == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import json
 import os
 import re
 import select
@@ -29,6 +30,8 @@ import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 from mlkube.testing.local import LocalController
 
@@ -207,10 +210,14 @@ class Workspace:
         return code, _clean(seen)
 
     def _note_pids(self) -> None:
-        """Remember every controller and replica pid, so cleanup can end them."""
+        """Remember every controller, replica and Prometheus pid, so cleanup can end them."""
         with contextlib.suppress(Exception):
             self.controller.pids.add(self.controller.controller_pid())
             self.controller.status()
+        with contextlib.suppress(Exception):
+            recorded = json.loads((self.state / "prometheus" / "prometheus.json").read_text())
+            if "prometheus" in psutil.Process(int(recorded["pid"])).name():  # not a reused pid
+                self.controller.pids.add(int(recorded["pid"]))
 
     def cleanup(self) -> None:
         """``mlkube down`` and then SIGKILL to anything of this walk that is left."""
