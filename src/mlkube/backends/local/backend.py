@@ -46,6 +46,9 @@ DEPLOYMENT_KIND = "modeldeployment"
 CONTROLLER_START_TIMEOUT_S = 30.0
 START_POLL_S = 0.1
 EXIT_POLL_S = 0.05
+EXIT_QUIET_S = 1.0
+"""``down`` says what it waits for only after this long (the controller exits just after it
+answers: nothing to report then)."""
 DOWN_TIMEOUT_S = 120.0
 """How long ``down`` waits for the processes it stopped (a replica drains for up to its
 ``server.drainTimeout``, then gets SIGTERM and, ``MLKUBE_STOP_GRACE_S`` later, SIGKILL)."""
@@ -175,18 +178,20 @@ class LocalBackend:
         replica draining longer than that deadline, the controller itself). Raises a
         BackendError naming what still runs after ``timeout_s``.
         """
-        deadline = self.clock.monotonic() + timeout_s
+        start = self.clock.monotonic()
+        deadline = start + timeout_s
         shown: tuple[int, ...] = ()
         while True:
             running = tuple(pid for pid in pids if supervisor.pid_alive(pid))
             if not running:
                 return
-            if self.clock.monotonic() >= deadline:
+            now = self.clock.monotonic()
+            if now >= deadline:
                 raise BackendError(
                     f"{_processes(running)} still running {timeout_s:g}s after `down`: the "
                     f"controller keeps stopping them (see {self.state / 'controller.log'})"
                 )
-            if report is not None and running != shown:
+            if report is not None and running != shown and now - start >= EXIT_QUIET_S:
                 report(f"waiting for {_processes(running)} to exit")
                 shown = running
             self.clock.sleep_blocking(EXIT_POLL_S)
