@@ -8,7 +8,7 @@ The convention a page follows:
   next line; blank lines and lines starting with ``#`` are skipped).
 - HTML comments right before a block (blank lines between are fine) change how it is run:
 
-  ``<!-- docs-test: skip REASON -->``
+  ``<!-- docs-test: skip REASON -->`` (or ``skip reason=REASON``)
       not run; the walk counts and lists it with REASON (a cluster, a synopsis ...).
   ``<!-- docs-test: exit=N -->``
       every command of the block exits with N (an error shown on purpose).
@@ -167,7 +167,9 @@ def _find(lines: list[str], start: int, end: str, name: str, number: int) -> int
 def _read_marker(body: str, markers: _Markers, name: str, number: int) -> None:
     key, _, value = body.partition("=") if "=" in body.split(" ", 1)[0] else (body, "", "")
     if body.startswith("skip"):
-        markers.skip = body[len("skip") :].strip() or "no reason given"
+        reason = body[len("skip") :].strip()
+        reason = reason.removeprefix("reason=").strip().strip('"')
+        markers.skip = reason or "no reason given"
     elif key == "exit":
         markers.exit = int(value)
     elif key == "interrupt-when":
