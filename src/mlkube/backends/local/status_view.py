@@ -49,7 +49,9 @@ def status_report(document: dict[str, Any], deployments: Sequence[dict[str, Any]
         for r in d["replicas"]
         if (reason := replica_reason(r))
     ]
-    notes.extend(f"{d['name']}: last event: {d['lastEvent']}" for d in deployments if d["lastEvent"])
+    notes.extend(
+        f"{d['name']}: last event: {d['lastEvent']}" for d in deployments if d["lastEvent"]
+    )
     notes.extend(line for line in map(autoscaler_line, deployments) if line is not None)
     if controller.get("prometheus"):
         notes.append(f"prometheus: {controller['prometheus']}")
