@@ -30,9 +30,8 @@ def main() -> None:
     torch.manual_seed(0)
     inputs = torch.randn(64, 4)
     targets = inputs @ torch.tensor([[1.5], [-2.0], [0.5], [3.0]]) + 0.1 * torch.randn(64, 1)
-    model: torch.nn.Module = torch.nn.Linear(4, 1)
-    if world > 1:
-        model = DistributedDataParallel(model)
+    linear = torch.nn.Linear(4, 1)
+    model: torch.nn.Module = DistributedDataParallel(linear) if world > 1 else linear
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     mine, theirs = inputs[rank::world], targets[rank::world]
     loss = torch.tensor(0.0)
@@ -43,7 +42,6 @@ def main() -> None:
         optimizer.step()
     if rank == 0:
         out = os.environ["MLKUBE_OUTPUT_DIR"]
-        linear = model.module if world > 1 else model
         weights = [float(v) for v in linear.weight.detach().flatten()]
         with open(os.path.join(out, "weights.json"), "w") as file:
             json.dump([*weights, float(linear.bias.detach())], file)
