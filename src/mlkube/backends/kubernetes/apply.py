@@ -1,7 +1,8 @@
 """Server-side apply of rendered objects, in order, then pruning of what the render dropped.
 
 The decisions are pure functions (``prune_plan``, ``without_autoscaled_replicas``,
-``needed_apis``); ``apply_objects`` is the thin loop that asks the cluster and acts.
+``needed_apis``, ``ownership.replicas_handovers``); ``apply_objects`` is the thin loop that
+asks the cluster and acts.
 
 Order of an apply:
 1. every CRD-served API the objects need is checked by discovery, so a missing KEDA, VPA,
@@ -10,8 +11,11 @@ Order of an apply:
    reject, again before anything is changed (objects in a namespace this apply creates are
    skipped in that pass: the namespace does not exist yet);
 3. the objects are applied for real with field manager ``mlkube``, in dependency order; a
-   conflict with mlkube's own other writers only (``mlkube scale``, the rollout driver) is
-   taken back with force, and a canary whose steps the driver runs keeps its replica count;
+   conflict with mlkube's own other writers only (``mlkube scale``, the rollout driver, the
+   replicas handover) is taken back with force, and a canary whose steps the driver runs keeps
+   its replica count; a Deployment that stops sending ``spec.replicas`` (an autoscaler or the
+   driver owns the count now) while ``mlkube`` is that field's only owner first hands it over
+   (``ownership.replicas_handovers``), so the count never falls back to the default of 1;
 4. objects labelled as this deployment's that the render no longer holds are deleted, in
    reverse order. PersistentVolumes, claims and Namespaces are never pruned: they hold data.
 """
@@ -28,6 +32,11 @@ from mlkube.backends.kubernetes.errors import (
     ApplyError,
     ConflictError,
     ForbiddenError,
+)
+from mlkube.backends.kubernetes.ownership import (
+    HANDOVER_MANAGER,
+    ReplicasHandover,
+    replicas_handovers,
 )
 from mlkube.backends.kubernetes.progression import ClusterRollout
 from mlkube.backends.kubernetes.render.manifest import (
@@ -149,18 +158,14 @@ def apply_objects(
 ) -> ApplyResult:
     """Apply ``objects`` (already in apply order) as described in the module docstring."""
     check_apis(cluster, objects)
-    existing = {
-        key_of(obj)
-        for obj in objects
-        if obj["kind"] == "Deployment"
-        and cluster.get(
-            kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"]
-        )
-    }
+    live = _live_deployments(cluster, objects)
+    existing = {ObjectKey("Deployment", namespace, name) for namespace, name in live}
     objects = without_autoscaled_replicas(objects, existing)
     objects = without_driven_replicas(objects, _live_rollouts(cluster, objects))
+    handovers = replicas_handovers(objects, live)
     _dry_run_all(cluster, objects, force=force)
     if not dry_run:
+        _hand_over_replicas(cluster, handovers)
         for obj in objects:
             apply_taking_back(cluster, obj, dry_run=False, force=force)
     applied = tuple(key_of(obj) for obj in objects)
@@ -170,9 +175,10 @@ def apply_objects(
     return ApplyResult(applied, tuple(pruned), tuple(warnings))
 
 
-OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER})
-"""mlkube's other writers: ``mlkube scale`` (manager ``mlkube``, subresource ``scale``) and the
-rollout driver. A conflict with them alone is taken back: the spec is the source of truth."""
+OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER, HANDOVER_MANAGER})
+"""mlkube's other writers: ``mlkube scale`` (manager ``mlkube``, subresource ``scale``), the
+rollout driver and the replicas handover. A conflict with them alone is taken back: the spec
+is the source of truth."""
 
 
 def apply_taking_back(cluster: Cluster, obj: Manifest, *, dry_run: bool, force: bool) -> None:
@@ -231,14 +237,45 @@ def _template_hash(obj: Manifest) -> str:
     return str((template.get("annotations") or {}).get(ANNOTATION_CONFIG_HASH, ""))
 
 
+def _live_deployments(
+    cluster: Cluster, objects: Sequence[Manifest]
+) -> dict[tuple[str, str], Manifest]:
+    """The live Deployments among ``objects``, by (namespace, name)."""
+    live = {}
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        where = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        found = cluster.get(kind_info("Deployment"), where[1], where[0])
+        if found is not None:
+            live[where] = found
+    return live
+
+
+def _hand_over_replicas(cluster: Cluster, handovers: Sequence[ReplicasHandover]) -> None:
+    """Apply ``{spec: {replicas: <live count>}}`` as ``HANDOVER_MANAGER`` for each handover."""
+    for handover in handovers:
+        try:
+            cluster.apply_fields(
+                "Deployment",
+                handover.name,
+                handover.namespace,
+                {"spec": {"replicas": handover.replicas}},
+                manager=HANDOVER_MANAGER,
+            )
+        except ConflictError:
+            # The documented rule: the autoscaler wrote the field first and owns it already.
+            logger.info(
+                "%s/%s: replicas have another owner already", handover.namespace, handover.name
+            )
+
+
 def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
     """Raise ApiMissingError for the first CRD-served kind the cluster does not serve."""
-    for info in needed_apis(objects):
-        status, body = cluster.raw_get(f"/apis/{info.api_version}")
-        served = status == 200 and any(
-            r.get("name") == info.plural for r in (body or {}).get("resources", [])
-        )
-        if not served:
+    needed = needed_apis(objects)
+    served = cluster.served(needed)
+    for info in needed:
+        if info not in served:
             raise ApiMissingError(info.api_version, info.kind)
 
 
@@ -266,13 +303,11 @@ def prune_stale(
     warnings: list[str] = []
     for namespace, instance in instances(desired):
         labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance}
-        for info in KINDS:
-            if info.kind in NEVER_PRUNED:
-                continue
+        # Only kinds the cluster serves (discovery): an API that is not installed holds
+        # nothing of ours, and asking for it is a plain-text 404.
+        for info in cluster.served(i for i in KINDS if i.kind not in NEVER_PRUNED):
             try:
                 live.extend(cluster.list_objects(info, namespace or None, labels))
-            except ApiMissingError:
-                continue  # that API is not installed, so nothing of ours can be there
             except ForbiddenError as error:
                 warnings.append(f"not pruning {info.kind} objects: {error}")
     stale = prune_plan(desired, live)
