@@ -237,3 +237,13 @@ def test_a_firing_rule_reaches_a_webhook_through_prometheus_and_alertmanager(tmp
             stopped = alertmanager.stop(state)
     assert stopped is True
     assert alertmanager.running(state) is None and not pid_alive(am.pid)
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).parents[2] / "deploy" / "alertmanager").glob("*.yml")),
+    ids=lambda p: p.name,
+)
+def test_the_shipped_routing_examples_pass_as_the_users_own_config(path):
+    """`up --alertmanager-config deploy/alertmanager/slack.yml` (docs/alerts.md) is accepted."""
+    assert alertmanager.user_config(path)["route"]["receiver"]
