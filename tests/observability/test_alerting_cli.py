@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mlkube.backends.local import alertmanager
 from mlkube.cli import main
+from mlkube.cli.observability import print_monitoring
 
 from .conftest import tool
 
@@ -76,3 +78,23 @@ def test_a_wrong_receiver_is_one_line_and_starts_nothing(tmp_path, capsys, args,
     (line,) = [line for line in output.splitlines() if line.strip()]
     assert line.startswith("error: ") and message in line
     assert_nothing_started(tmp_path)
+
+
+def test_up_prints_where_each_listens_and_where_the_alerts_go(capsys):
+    answer = {
+        "url": "http://127.0.0.1:9090",
+        "action": "reloaded",
+        "alertmanagerUrl": "http://127.0.0.1:9093",
+        "alertmanagerAction": "started",
+    }
+    own = Path(__file__).parents[2] / "deploy" / "alertmanager" / "alertmanager.yml"
+    print_monitoring(answer, {"config": alertmanager.user_config(own)})
+    assert capsys.readouterr().out.splitlines() == [
+        "prometheus reloaded: http://127.0.0.1:9090",
+        "alertmanager started: http://127.0.0.1:9093",
+        "  alerts to receiver slack-ml: slack",
+        "  alerts to receiver pagerduty-ml: pagerduty",
+        "  alerts to receiver email-ml-team: email",
+    ]
+    print_monitoring({"url": "http://127.0.0.1:9090", "action": "started"}, None)
+    assert capsys.readouterr().out == "prometheus started: http://127.0.0.1:9090\n"

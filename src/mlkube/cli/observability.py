@@ -218,9 +218,14 @@ def print_monitoring(answer: dict[str, Any], request: dict[str, Any] | None) -> 
         return
     print_info(f"alertmanager {answer['alertmanagerAction']}: {answer['alertmanagerUrl']}")
     for receiver in request["config"]["receivers"]:
-        urls = [w.get("url") for w in receiver.get("webhook_configs") or () if w.get("url")]
-        targets = ", ".join(urls) or "see the config"
-        print_info(f"  alerts to receiver {receiver['name']}: {targets}")
+        print_info(f"  alerts to receiver {receiver['name']}: {_destinations(receiver)}")
+
+
+def _destinations(receiver: dict[str, Any]) -> str:
+    """A webhook receiver's URLs; the kinds of any other (``slack, email``)."""
+    urls = [w.get("url") for w in receiver.get("webhook_configs") or () if isinstance(w, dict)]
+    kinds = [key.removesuffix("_configs") for key in receiver if key.endswith("_configs")]
+    return ", ".join(u for u in urls if u) or ", ".join(kinds) or "nowhere (no configs)"
 
 
 COMMANDS: list[click.Command] = [dashboard, alerts_command, metrics_catalogue]
