@@ -237,6 +237,18 @@ def test_a_firing_rule_reaches_a_webhook_through_prometheus_and_alertmanager(tmp
             stopped = alertmanager.stop(state)
     assert stopped is True
     assert alertmanager.running(state) is None and not pid_alive(am.pid)
+    # Everything Alertmanager and we wrote (config, log, silences, notification log) is
+    # this user's only: receivers carry keys.
+    folder = alertmanager.Layout.of(state).folder
+    modes = {
+        str(p.relative_to(folder)): stat.S_IMODE(p.stat().st_mode)
+        for p in [folder, *folder.rglob("*")]
+    }
+    assert {"alertmanager.yml", "alertmanager.log", "data"} <= modes.keys()
+    assert len(modes) > 4  # Alertmanager's own files under data/ too
+    assert all(mode == (0o700 if (folder / p).is_dir() else 0o600) for p, mode in modes.items()), (
+        modes
+    )
 
 
 @pytest.mark.parametrize(

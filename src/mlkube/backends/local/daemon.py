@@ -1,8 +1,8 @@
 """A loopback HTTP daemon that ``mlkube up`` starts and ``mlkube down`` stops.
 
 Prometheus and Alertmanager run the same way: one Debian binary on 127.0.0.1 and a free
-port, its files in one folder of the state directory (folder 0700, files 0600: an
-Alertmanager config may hold a Slack or PagerDuty key), started through
+port, its files in one folder of the state directory (folder 0700, files 0600, the daemon's
+own included: an Alertmanager config may hold a Slack or PagerDuty key), started through
 ``backends.local.supervisor`` (the one module that spawns), ready once ``GET /-/ready``
 answers 200, and recorded in a JSON file (pid, start time, port, URL) so ``mlkube down`` in
 another process stops exactly the process that ``up`` started and never a process that
@@ -79,7 +79,8 @@ def start(
     from mlkube.backends.local import supervisor
     from mlkube.backends.local.ports import LOOPBACK
 
-    handle = supervisor.spawn(argv, env=dict(os.environ), log_path=log)
+    os.close(os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE))
+    handle = supervisor.spawn(argv, env=dict(os.environ), log_path=log, preexec=_private_umask)
     url = f"http://{LOOPBACK}:{port}"
     if not _wait_ready(url, handle, timeout_s):
         handle.kill()
@@ -166,6 +167,11 @@ def log_tail(path: Path, lines: int = 3) -> str:
         return " | ".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _private_umask() -> None:
+    """In the child: what the daemon creates (TSDB, silences, notification log) is 0600/0700."""
+    os.umask(0o077)
 
 
 def _wait_ready(url: str, handle: Any, timeout_s: float) -> bool:
