@@ -58,9 +58,9 @@ def up(
       mlkube up examples/iris/iris.yaml           live status; Ctrl-C stops everything
       mlkube up -d examples/iris/                 in the background; `mlkube down` stops
       mlkube up -d --prometheus examples/iris/    with a local Prometheus (prints its URL)
-      mlkube up -d --prometheus --alert-webhook http://127.0.0.1:9000/ \\
-        examples/iris/                            ... posting alerts there
       mlkube up -d --wait examples/iris/          return once every replica is ready
+    Alerts to a webhook, through a local Alertmanager (docs/alerts.md):
+      mlkube up --prometheus --alert-webhook http://127.0.0.1:9000/ examples/iris/
     """
     if wait and not detach:
         raise click.UsageError("--wait goes with -d (the live view already shows progress)")
