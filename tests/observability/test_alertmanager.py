@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import stat
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from mlkube.backends.local import alertmanager, prometheus
+from mlkube.backends.local import alertmanager, daemon, prometheus
 from mlkube.backends.local.supervisor import pid_alive
 from mlkube.errors import BackendError
 
@@ -136,6 +137,30 @@ def test_files_are_private_since_receivers_carry_keys(tmp_path):
     assert stat.S_IMODE(prom.folder.stat().st_mode) == 0o700
     assert stat.S_IMODE(prom.config.stat().st_mode) == 0o600
     assert stat.S_IMODE(prom.rules.stat().st_mode) == 0o600
+
+
+def test_private_files_are_replaced_whole_by_writers_at_once(tmp_path):
+    """An apply and an `up` may rewrite prometheus.yml at the same moment."""
+    target = tmp_path / "prometheus.yml"
+    texts = [f"writer {i}\n" * 1000 for i in range(6)]
+    errors: list[BaseException] = []
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(30):
+                daemon.write_private(target, text)
+        except BaseException as error:  # collected: the assertion below names it
+            errors.append(error)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert errors == []
+    assert target.read_text() in texts
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["prometheus.yml"]  # no temporary left
 
 
 def test_prometheus_sends_alerts_only_where_an_alertmanager_is_given(tmp_path):

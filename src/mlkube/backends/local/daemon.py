@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -53,13 +54,19 @@ def private_folder(folder: Path) -> Path:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, mode 0600 from the first byte."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(text)
-    tmp.replace(path)
+    """Replace ``path`` atomically with ``text``, mode 0600 from the first byte.
+
+    A fresh temporary name per call (``mkstemp`` creates it 0600), so two writers at once (an
+    apply and an ``up``) each replace the file whole and neither fails.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def start(
