@@ -92,3 +92,16 @@ def test_down_stops_the_balancer_too(local: Local, tmp_path: Path, iris_onnx: Pa
     local.cli("down")
     local.wait("every process to exit", lambda: not any(alive(p) for p in pids), 15)
     assert not (local.state / "balancer.json").exists()
+
+
+def test_down_after_a_controller_crash_stops_what_it_left_serving(
+    local: Local, tmp_path: Path, iris_onnx: Path
+) -> None:
+    port = free_port()
+    local.cli("up", "-d", str(_spec(tmp_path, iris_onnx, port, replicas=1)))
+    local.wait_ready("iris", 1)
+    pids = set(_pids(local).values()) | {local.balancer_pid()}
+    os.kill(local.controller_pid(), signal.SIGKILL)
+    out = local.cli("down").stdout
+    assert "controller stopped" in out
+    local.wait("every process to exit", lambda: not any(alive(p) for p in pids), 15)
