@@ -457,7 +457,7 @@ class Controller:
         backend = dep.router.backends.get(replica.name)
         await self.refresh_traffic()
         while backend is not None and backend.in_flight > 0 and self.clock.monotonic() < deadline:
-            await self.clock.sleep(0.02)
+            await self.clock.sleep(0.05)
             await self.refresh_traffic()
         handle = replica.handle
         if handle is not None:
