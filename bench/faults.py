@@ -19,6 +19,7 @@ Faults (``--fault NAME``, repeatable; all by default, in this order):
   query-of-death      one request that kills the replica serving it
   slowloris           --slow-clients connections sending headers one byte a second
   oversized           one --oversized-mb upload; the balancer's RSS is sampled during it
+  balancer-kill       SIGKILL the balancer process (the controller starts a new one)
 
 Usage: .venv/bin/python bench/faults.py [--fault NAME]... [--rate 60] [--out PATH]
 Prints a table (80 columns) and writes JSON (default bench/results/faults.json).
@@ -62,6 +63,7 @@ FAULTS = (
     "query-of-death",
     "slowloris",
     "oversized",
+    "balancer-kill",
 )
 REPLICAS = 2
 POISON = -666.0
@@ -418,6 +420,30 @@ def oversized(bench: Bench, megabytes: int) -> None:
     bench.notes["oversized"] = f"{megabytes} MB: {answer}; balancer RSS +{grow:.0f} MiB"
 
 
+def balancer_kill(bench: Bench) -> None:
+    first = bench.local.balancer_pid()
+    os.kill(first, signal.SIGKILL)
+
+    def replaced() -> bool:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            return bench.local.balancer_pid() != first and _answers(bench.port)
+        return False
+
+    bench.wait("a new balancer", replaced)
+    bench.notes["balancer-kill"] = "a new balancer took every route"
+
+
+def _answers(port: int) -> bool:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("POST", "/v1/models/faults:predict", json.dumps({"instances": [ROW]}))
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
 def _revision(bench: Bench) -> int:
     dep = bench.deployment()
     return int(dep["revision"]) if dep else 0
@@ -476,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
         "query-of-death": lambda: query_of_death(bench),
         "slowloris": lambda: slowloris(bench, args.slow_clients, args.slow_seconds),
         "oversized": lambda: oversized(bench, args.oversized_mb),
+        "balancer-kill": lambda: balancer_kill(bench),
     }
     results: dict[str, dict[str, Any]] = {}
     try:
