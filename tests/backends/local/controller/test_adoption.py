@@ -25,11 +25,11 @@ from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.store import RevisionRow
 from mlkube.clock import ManualClock, SystemClock
+from mlkube.desired.rollout import RolloutState
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents
 
