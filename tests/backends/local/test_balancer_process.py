@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from mlkube.backends.local.balancer.protocol import BALANCER_FILE, encode, read_info
+from mlkube.backends.local.controller import balancer_link
 from mlkube.backends.local.controller.balancer_link import BalancerLink
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Backend
@@ -106,3 +109,21 @@ async def test_a_wrong_token_is_refused(link: BalancerLink, tmp_path: Path) -> N
     assert answer == {"id": 1, "ok": False, "error": "bad token"}
     assert await reader.read() == b""  # and the connection is closed
     writer.close()
+
+
+async def test_a_balancer_that_does_not_answer_is_replaced(
+    link: BalancerLink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(balancer_link, "ANSWER_TIMEOUT_S", 1.0)
+    stuck = link.pid
+    assert stuck is not None and link.handle is not None
+    os.kill(stuck, signal.SIGSTOP)  # alive, holding its ports, answering nothing
+    second = BalancerLink(tmp_path, SystemClock())
+    try:
+        assert await second.attach() is False  # a new balancer, not the stuck one
+        assert second.pid != stuck
+        assert link.handle.poll() is not None  # the stuck one was killed (its ports freed)
+        port = free_port()
+        await second.serve("ml/iris", "127.0.0.1", port)
+    finally:
+        await second.exit()

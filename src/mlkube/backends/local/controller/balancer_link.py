@@ -87,6 +87,9 @@ class BalancerLink:
                 self.handle, self.adopted = handle, True
                 logger.info("re-attached to balancer pid %d", info.pid)
                 return True
+            if handle is not None:  # alive but not answering: it would keep the ports
+                logger.warning("balancer pid %d does not answer; replacing it", info.pid)
+                handle.kill()
         handle = self._spawn()
         deadline = self.clock.monotonic() + START_TIMEOUT_S
         while self.clock.monotonic() < deadline and handle.poll() is None:
