@@ -36,33 +36,93 @@ from mlkube.autoscale.simulator import ReplicaModel, simulate
 from mlkube.spec.autoscaling import AutoscalingSpec
 
 RESULTS = Path(__file__).parent / "results" / "autoscale.json"
-SWEEP_STARTUPS = (2.0, 5.0, 10.0, 20.0)
+SWEEP_STARTUPS = (2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+DONE_STARTUPS = (10.0, 30.0, 60.0)
+"""Issue 19's criterion: at these start-ups, on the step and spike traces, the new policy
+with standby has at most half HPA's seconds over the SLO for no more replica-seconds."""
+DONE_TRACES = ("step", "spike")
+POLICIES = (
+    ("mlkube", "mlkube"),
+    ("mlkubePredictive", "mlkube-predictive"),
+    ("mlkubeStandby", "mlkube-standby"),
+    ("hpaCpu70", "hpa-cpu70"),
+)
+"""(JSON key, preset name): the reactive default, with the forecast, with the forecast and
+one warm standby replica, and HPA at 70% CPU."""
 
 
 def compare(model: ReplicaModel) -> list[dict[str, Any]]:
     rows = []
     for trace in traces.BUILTIN:
         rates = traces.builtin(trace, model.capacity_at_slo())
-        ours = simulate(presets.policy("mlkube", model, None), rates, model, trace=trace)
-        hpa = simulate(presets.policy("hpa-cpu70", model, None), rates, model, trace=trace)
-        rows.append(
-            {
-                "trace": trace,
-                "mlkube": ours.summary(),
-                "hpaCpu70": hpa.summary(),
-                "sloSecondsRatio": _ratio(ours.seconds_over_slo, hpa.seconds_over_slo),
-                "replicaSecondsRatio": ours.replica_seconds / hpa.replica_seconds,
-                "beatsHpa": ours.seconds_over_slo * 2 <= hpa.seconds_over_slo
-                and ours.replica_seconds <= hpa.replica_seconds,
-            }
-        )
+        results = {
+            key: simulate(presets.policy(name, model, None), rates, model, trace=trace)
+            for key, name in POLICIES
+        }
+        hpa = results["hpaCpu70"]
+        row: dict[str, Any] = {"trace": trace, "startupSeconds": model.startup_s}
+        for key, result in results.items():
+            row[key] = result.summary()
+        for key in ("mlkube", "mlkubePredictive", "mlkubeStandby"):
+            ours = results[key]
+            row[key]["sloSecondsRatio"] = _ratio(ours.seconds_over_slo, hpa.seconds_over_slo)
+            row[key]["replicaSecondsRatio"] = round(ours.replica_seconds / hpa.replica_seconds, 3)
+            row[key]["beatsHpa"] = _beats(ours.seconds_over_slo, hpa.seconds_over_slo) and (
+                ours.replica_seconds <= hpa.replica_seconds
+            )
+        row["beatsHpa"] = row["mlkube"]["beatsHpa"]
+        rows.append(row)
     return rows
+
+
+def _beats(ours: int, hpa: int) -> bool:
+    return ours * 2 <= hpa
 
 
 def _ratio(a: float, b: float) -> float | None:
     if b == 0:
         return 0.0 if a == 0 else None
-    return a / b
+    return round(a / b, 3)
+
+
+def done_when(sweep: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 19's criterion, one entry per start-up and trace it names."""
+    out = []
+    for entry in sweep:
+        if entry["startupSeconds"] not in DONE_STARTUPS:
+            continue
+        for row in entry["rows"]:
+            if row["trace"] not in DONE_TRACES:
+                continue
+            ours, hpa = row["mlkubeStandby"], row["hpaCpu70"]
+            out.append(
+                {
+                    "startupSeconds": entry["startupSeconds"],
+                    "trace": row["trace"],
+                    "secondsOverSlo": [ours["secondsOverSlo"], hpa["secondsOverSlo"]],
+                    "replicaSeconds": [ours["replicaSeconds"], hpa["replicaSeconds"]],
+                    "halfTheSloSeconds": _beats(ours["secondsOverSlo"], hpa["secondsOverSlo"]),
+                    "noMoreReplicaSeconds": ours["replicaSeconds"] <= hpa["replicaSeconds"],
+                    "met": ours["beatsHpa"],
+                }
+            )
+    return out
+
+
+def print_sweep(sweep: list[dict[str, Any]]) -> None:
+    """One line per start-up and trace: seconds over the SLO / replica-seconds per policy."""
+    print("start-up sweep: seconds over the SLO / replica-seconds (standby counted)")
+    header = f"{'start':>5} {'trace':8}" + "".join(f" {name[:12]:>12}" for _, name in POLICIES)
+    print(header + "  new+sb")
+    print("-" * (len(header) + 8))
+    for entry in sweep:
+        for row in entry["rows"]:
+            cells = "".join(
+                f" {row[key]['secondsOverSlo']:>5}/{row[key]['replicaSeconds']:<6.0f}"
+                for key, _ in POLICIES
+            )
+            verdict = "beats" if row["mlkubeStandby"]["beatsHpa"] else "-"
+            print(f"{entry['startupSeconds']:>4.0f}s {row['trace']:8}{cells}  {verdict}")
 
 
 # the short real local run --------------------------------------------------------------
@@ -384,46 +444,41 @@ def main() -> int:
         f"at SLO {model.capacity_at_slo():.1f}, start-up {model.startup_s:.1f}s, "
         f"SLO p95 {model.slo_ms:.0f} ms"
     )
-    header = f"{'trace':9} {'policy':10} {'s over SLO':>10} {'replica-s':>10} {'max':>4}  verdict"
+    header = f"{'trace':9} {'policy':17} {'s over SLO':>10} {'replica-s':>10} {'max':>4}  verdict"
     print(header)
     print("-" * len(header))
     for row in rows:
-        for key, label in (("mlkube", "mlkube"), ("hpaCpu70", "hpa-cpu70")):
+        for key, label in POLICIES:
             s = row[key]
-            verdict = (
-                ("beats HPA" if row["beatsHpa"] else "DOES NOT beat HPA") if key == "mlkube" else ""
-            )
+            verdict = ""
+            if key != "hpaCpu70":
+                verdict = "beats HPA" if s["beatsHpa"] else "DOES NOT beat HPA"
             print(
-                f"{row['trace']:9} {label:10} {s['secondsOverSlo']:>10} "
+                f"{row['trace']:9} {label:17} {s['secondsOverSlo']:>10} "
                 f"{s['replicaSeconds']:>10.0f} {s['maxReplicas']:>4}  {verdict}"
             )
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for startup in SWEEP_STARTUPS:
         swept = compare(replace(model, startup_s=startup))
-        per_trace = {
-            r["trace"]: {
-                "mlkubeSecondsOverSlo": r["mlkube"]["secondsOverSlo"],
-                "hpaSecondsOverSlo": r["hpaCpu70"]["secondsOverSlo"],
-                "replicaSecondsRatio": round(r["replicaSecondsRatio"], 3),
-            }
-            for r in swept
+        beats = {
+            key: all(r[key]["beatsHpa"] for r in swept)
+            for key in ("mlkube", "mlkubePredictive", "mlkubeStandby")
         }
-        sweep.append(
-            {
-                "startupSeconds": startup,
-                "allBeatHpa": all(r["beatsHpa"] for r in swept),
-                "traces": per_trace,
-            }
+        sweep.append({"startupSeconds": startup, "allBeatHpa": beats, "rows": swept})
+    print_sweep(sweep)
+    criterion = done_when(sweep)
+    print("issue 19 criterion (mlkube-standby vs hpa-cpu70, s over SLO and replica-s):")
+    for c in criterion:
+        (ours, hpa), (ours_rs, hpa_rs) = c["secondsOverSlo"], c["replicaSeconds"]
+        print(
+            f"  {c['startupSeconds']:>3.0f}s {c['trace']:6} {ours:>4} vs {hpa:<4} "
+            f"{ours_rs:>6.0f} vs {hpa_rs:<6.0f} {'met' if c['met'] else 'NOT met'}"
         )
-    print(
-        "start-up sweep:",
-        ", ".join(
-            f"{s['startupSeconds']:.0f}s {'ok' if s['allBeatHpa'] else 'FAILS'}" for s in sweep
-        ),
-    )
     real = real_local_run() if args.real else None
     if real is not None:
         print_real(real)
+    else:
+        real = _previous_real_run()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -433,17 +488,28 @@ def main() -> int:
                 "machine": platform.machine(),
                 "model": {k: getattr(model, k) for k in model.__dataclass_fields__},
                 "capacityAtSloRps": model.capacity_at_slo(),
+                "standbyReplicas": presets.DEFAULT_STANDBY,
                 "simulated": rows,
                 "startupSweep": sweep,
-                "realLocalRun": real
-                if real is not None
-                else {"status": "not run", "why": "run with --real"},
+                "issue19Criterion": criterion,
+                "realLocalRun": real,
             },
             indent=2,
         )
     )
     print(f"wrote {RESULTS}")
     return 0 if all(r["beatsHpa"] for r in rows) else 1
+
+
+def _previous_real_run() -> dict[str, Any]:
+    """The last real run's section of the results file (the simulation does not redo it)."""
+    try:
+        previous: dict[str, Any] = json.loads(RESULTS.read_text())["realLocalRun"]
+    except (OSError, ValueError, KeyError):
+        return {"status": "not run", "why": "run with --real"}
+    if previous.get("status") == "run":
+        previous["note"] = "from an earlier --real run (only the simulation was rerun)"
+    return previous
 
 
 if __name__ == "__main__":
