@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from autoscale_helpers import observation, replica, spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -175,3 +177,12 @@ def test_the_standby_pool_never_exceeds_what_could_be_promoted(
 ) -> None:
     s = spec(minReplicas=1, maxReplicas=3, metrics=RPS, standby=standby)
     assert standby_pool(s, serving) == expected
+
+
+def test_the_documented_predictive_fields_are_the_defaults() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "autoscaling.md").read_text(encoding="utf-8")
+    block = page.split("```yaml\n", 1)[1].split("```", 1)[0]
+    documented = yaml.safe_load(block)["autoscaling"]
+    ours = spec(predictive=documented["predictive"], standby=documented["standby"])
+    assert ours.predictive == spec(predictive={}).predictive
+    assert ours.standby == spec().standby == 0
