@@ -164,3 +164,10 @@ def test_start_ups_are_measured_once_per_replica_and_the_median_is_the_horizon()
     assert second == (("a", 5.0), ("b", 5.0), ("slow", 60.0))
     assert startup_seconds(second) == 5.0
     assert startup_seconds(()) is None
+
+
+def test_a_history_shorter_than_half_the_window_has_no_trend() -> None:
+    # Ten seconds after a start, a slope fitted to noise would be extrapolated a start-up ahead.
+    samples = [(float(t), 10.0 + (3.0 if t % 2 else -3.0) + t) for t in range(1, 11)]
+    assert linear_trend(samples, 10, 60) is None
+    assert linear_trend(samples, 10, 16) is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 
 import pytest
@@ -99,3 +100,33 @@ def test_standby_keeps_scale_to_zero_at_zero() -> None:
     result = simulate(SimPolicy("z", s), rates, MODEL)
     assert result.seconds[-1].replicas == 0
     assert result.seconds[-1].standby == 0
+
+
+def test_replica_start_ups_vary_and_the_horizon_is_their_median() -> None:
+    model = replace(MODEL, startup_s=40.0, startup_spread=0.5)
+    startups = [model.startup_of(k) for k in range(1, 7)]
+    assert min(startups) < 33 and max(startups) > 46
+    result = simulate(
+        presets.policy("mlkube-predictive", model, None), traces.builtin("sawtooth", UNIT), model
+    )
+    horizons = {
+        reason.split(" in ", 1)[1].split("s (", 1)[0]
+        for _, _, reason in result.decisions
+        if "forecast" in reason
+    }
+    # The first replica alone, then the median of the replicas started since, plus 2 s.
+    assert len(horizons) > 1
+    first = round(model.startup_of(1) + 2)
+    assert str(first) in horizons
+
+
+def test_noise_on_a_flat_load_does_not_make_the_forecast_flap() -> None:
+    model = replace(MODEL, startup_s=30.0)
+    noise = random.Random(7)
+    for level in (0.8, 1.5):
+        mean = level * UNIT
+        rates = tuple(max(0.0, noise.gauss(mean, mean**0.5)) for _ in range(1800))
+        plain = simulate(presets.policy("mlkube", model, None), rates, model)
+        ours = simulate(presets.policy("mlkube-predictive", model, None), rates, model)
+        assert len(ours.decisions) <= len(plain.decisions) + 1
+        assert ours.replica_seconds <= 1.01 * plain.replica_seconds

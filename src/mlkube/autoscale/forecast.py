@@ -64,9 +64,10 @@ def level(samples: Sequence[RateSample], now: float) -> float:
 
 def linear_trend(samples: Sequence[RateSample], now: float, window: float) -> float | None:
     """Least-squares slope (req/s per second) over the last ``window`` seconds; None when
-    there are too few samples or they all share one time."""
+    there are too few samples or they cover less than half the window (a slope fitted to a
+    few noisy seconds, as right after a start, is mostly noise)."""
     recent = _between(samples, now - window, now)
-    if len(recent) < MIN_TREND_SAMPLES:
+    if len(recent) < MIN_TREND_SAMPLES or recent[-1][0] - recent[0][0] < window / 2:
         return None
     n = len(recent)
     mean_t = sum(t for t, _ in recent) / n

@@ -31,6 +31,9 @@ PROMOTION_S = 0.2
 """Standby to serving: the load balancer adds an already-ready replica (well under a second);
 with one-second steps the promoted replica serves from the next second."""
 
+GOLDEN = (math.sqrt(5) - 1) / 2
+"""Steps of the low-discrepancy sequence that spreads start-ups between replicas."""
+
 MAX_UTILIZATION = 0.99
 """ρ is capped here so a saturated replica's latency stays finite (the backlog adds the rest)."""
 
@@ -44,7 +47,10 @@ class ReplicaModel:
     base_latency_ms: float = 50.0
     """Service time of one request on an idle replica."""
     startup_s: float = 5.0
-    """From asking for a replica to it being ready."""
+    """From asking for a replica to it being ready (the median over replicas)."""
+    startup_spread: float = 0.0
+    """Replica k's start-up is ``startup_s × (1 + spread × (u_k − 0.5))``, u_k spread evenly
+    over [0, 1) (golden-ratio sequence): deterministic variation between replicas."""
     cpu_per_request: float = 0.05
     """Core-seconds one request costs."""
     idle_cpu_cores: float = 0.02
@@ -55,6 +61,11 @@ class ReplicaModel:
     memory_request_bytes: int | None = 512 * 2**20
     slo_ms: float = 500.0
     """The latency SLO the report counts against (p95)."""
+
+    def startup_of(self, k: int) -> float:
+        """The start-up of the k-th replica started (k from 1)."""
+        u = (k * GOLDEN) % 1.0
+        return max(0.0, self.startup_s * (1.0 + self.startup_spread * (u - 0.5)))
 
     def p95_ms(self, utilization: float) -> float:
         """Steady-state p95 latency at ``utilization`` (0 ≤ ρ)."""
@@ -172,7 +183,7 @@ class _World:
 
     def _new(self, now: float) -> _Replica:
         self.counter += 1
-        return _Replica(f"r{self.counter}", now, now + self.model.startup_s)
+        return _Replica(f"r{self.counter}", now, now + self.model.startup_of(self.counter))
 
     def add(self, now: float) -> None:
         """One more serving replica: a standby one if any (warm first), else a cold start."""
