@@ -122,7 +122,7 @@ def test_replica_start_ups_vary_and_the_horizon_is_their_median() -> None:
 
 def test_noise_on_a_flat_load_does_not_make_the_forecast_flap() -> None:
     model = replace(MODEL, startup_s=30.0)
-    noise = random.Random(7)
+    noise = random.Random(7)  # noqa: S311 - a reproducible load trace, not a secret
     for level in (0.8, 1.5):
         mean = level * UNIT
         rates = tuple(max(0.0, noise.gauss(mean, mean**0.5)) for _ in range(1800))
