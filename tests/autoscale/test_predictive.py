@@ -186,3 +186,13 @@ def test_the_documented_predictive_fields_are_the_defaults() -> None:
     ours = spec(predictive=documented["predictive"], standby=documented["standby"])
     assert ours.predictive == spec(predictive={}).predictive
     assert ours.standby == spec().standby == 0
+
+
+def test_a_held_ask_respects_a_lowered_max_replicas() -> None:
+    rising = _ramp_history(100, slope=0.2)
+    first, state = decide(_spec(predictive={}), _obs(100, 25.0, count=3), None, rising)
+    assert first.desired_replicas == 4
+    lowered = _spec(predictive={}, maxReplicas=3)
+    flat = LoadHistory(104, [(float(t), 25.0) for t in range(1, 105)], 60.0)
+    after, _ = decide(lowered, _obs(104, 25.0, count=4), state, flat)
+    assert after.desired_replicas == 3

@@ -74,7 +74,8 @@ def apply_forecast(
     ask = min(wanted, spec.max_replicas)
     asks = tuple(r for r in state.forecast_asks if obs.now - r.at < spec.stable_window)
     asks = (*asks, Recommendation(ask, obs.now))
-    held = max(r.replicas for r in asks)
+    # An ask remembered from before maxReplicas was lowered must not exceed the new bound.
+    held = min(max(r.replicas for r in asks), spec.max_replicas)
     final = max(reactive.desired_replicas, held)
     values = dict(reactive.metric_values)
     values.update(
