@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +17,7 @@ from mlkube.autoscale.history import (
     BUCKET_S,
     KEEP_S,
     RECENT_S,
+    LoadTracker,
     RateHistory,
     measured_startups,
     startup_seconds,
@@ -171,3 +173,16 @@ def test_a_history_shorter_than_half_the_window_has_no_trend() -> None:
     samples = [(float(t), 10.0 + (3.0 if t % 2 else -3.0) + t) for t in range(1, 11)]
     assert linear_trend(samples, 10, 60) is None
     assert linear_trend(samples, 10, 16) is not None
+
+
+def test_a_load_tracker_builds_the_policy_input_and_survives_a_restart() -> None:
+    tracker = LoadTracker()
+    cold = [replica("a", started_at=0.0), replica("b", started_at=3.0)]
+    for t in range(1, 11):
+        history = tracker.observe(1000.0 + t, 2.0 * t, cold)
+    assert history.now == 1010.0
+    assert history.rates[-1] == (1010.0, 20.0)
+    assert len(history.rates) == 10
+    assert history.startup_seconds == 5.0
+    restored = LoadTracker.from_json(json.loads(json.dumps(tracker.to_json())))
+    assert restored.observe(1011.0, 22.0, cold) == tracker.observe(1011.0, 22.0, cold)

@@ -114,3 +114,39 @@ class RateHistory:
             recent=[(float(t), float(r)) for t, r in data.get("recent", ())],
             buckets=[(float(t), float(r)) for t, r in data.get("buckets", ())],
         )
+
+
+@dataclass
+class LoadTracker:
+    """What a loop keeps per deployment to build each tick's ``LoadHistory``. Mutable.
+
+    Each tick: ``history = tracker.observe(wall_now, arriving_rps, cold_replicas)``, then
+    ``decide(spec, observation, state, history)``; persist ``to_json()`` with the state.
+    """
+
+    rates: RateHistory = field(default_factory=RateHistory)
+    startups: Startups = ()
+
+    def observe(
+        self, now: float, arriving_rps: float, replicas: Iterable[ReplicaMetrics]
+    ) -> LoadHistory:
+        """Record this tick's arriving rate and newly ready replicas; the policy's input.
+
+        ``now`` is wall-clock seconds; ``replicas`` are the observation's replicas that
+        started cold (leave out ones promoted from standby).
+        """
+        self.rates.record(now, arriving_rps)
+        self.startups = measured_startups(replicas, self.startups)
+        return LoadHistory(now, self.rates.samples(), startup_seconds(self.startups))
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain dict for the loop's store."""
+        return {"rates": self.rates.to_json(), "startups": [list(s) for s in self.startups]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LoadTracker:
+        """The inverse of ``to_json``."""
+        return cls(
+            RateHistory.from_json(data.get("rates", {})),
+            tuple((str(n), float(s)) for n, s in data.get("startups", ())),
+        )
