@@ -22,11 +22,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES, METRICS_CONTENT_TYPE
 from mlkube.backends.local.controller.api_models import ErrorResponse
+from mlkube.backends.local.controller.console import Console, console_routes, is_console
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.routes import Endpoint, Endpoints, RequestError
 from mlkube.errors import BackendError
@@ -40,11 +41,13 @@ SHUTDOWN_GRACE_S = 5.0
 
 def build_app(ctrl: Controller, token: str, *, metrics: Metrics) -> Starlette:
     """The control API of ``ctrl``; ``metrics`` answers ``GET /metrics`` (Prometheus text)."""
-    routes = [
+    routes: list[BaseRoute] = [
         Route(path, _json_endpoint(endpoint), methods=[method])
         for method, path, endpoint in Endpoints(ctrl).table()
     ]
     routes.append(Route("/metrics", _metrics_endpoint(metrics), methods=["GET"]))
+    # The web console: its own guard (a session cookie; see console.py), mounted here.
+    routes += console_routes(Console(ctrl, token))
     app = Starlette(
         routes=routes,
         middleware=[Middleware(TokenGuard, token=token)],
@@ -124,7 +127,7 @@ class TokenGuard:
         self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_metrics(scope):
+        if scope["type"] != "http" or _is_metrics(scope) or is_console(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
