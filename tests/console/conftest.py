@@ -62,17 +62,31 @@ class Model:
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/console/#code=[\w-]+")
 
 
-def write_spec(folder: Path, name: str, port: int, **spec: Any) -> Path:
-    """A ModelDeployment of ``MODEL`` on ``port`` with a concurrency autoscaler (1-3)."""
-    model_dir = folder / "model"
-    model_dir.mkdir(exist_ok=True)
-    (model_dir / "test_model.py").write_text(MODEL)
+AUTOSCALING = {
+    "minReplicas": 1,
+    "maxReplicas": 3,
+    "metrics": [{"type": "concurrency", "target": 2}],
+    "syncPeriod": "1s",
+    "stableWindow": "6s",
+}
+
+
+def write_spec(
+    folder: Path, name: str, port: int, model: str = MODEL, model_dir: str = "model", **spec: Any
+) -> Path:
+    """A ModelDeployment of ``model`` on ``port``; by default with a concurrency autoscaler
+    (1-3 replicas). ``model_dir`` names its folder: a new folder is a new revision."""
+    folder = folder.resolve()
+    source = folder / model_dir
+    source.mkdir(exist_ok=True)
+    (source / "test_model.py").write_text(model)
+    sections: dict[str, Any] = {"autoscaling": AUTOSCALING, **spec}
     document = {
         "apiVersion": "mlkube.dev/v1alpha1",
         "kind": "ModelDeployment",
         "metadata": {"name": name},
         "spec": {
-            "model": {"uri": str(model_dir), "format": "python", "entrypoint": "test_model:Model"},
+            "model": {"uri": str(source), "format": "python", "entrypoint": "test_model:Model"},
             "service": {"port": port},
             "server": {"drainTimeout": "5s"},
             "batching": {"maxBatchSize": 1, "maxLatencyMs": 0},
@@ -80,14 +94,7 @@ def write_spec(folder: Path, name: str, port: int, **spec: Any) -> Path:
                 "requests": {"cpu": "100m", "memory": "128Mi"},
                 "limits": {"cpu": "1", "memory": "1Gi"},
             },
-            "autoscaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "metrics": [{"type": "concurrency", "target": 2}],
-                "syncPeriod": "1s",
-                "stableWindow": "6s",
-            },
-            **spec,
+            **{k: v for k, v in sections.items() if v is not None},
         },
     }
     path = folder / f"{name}.yaml"
@@ -105,9 +112,15 @@ class Platform(LocalController):
         self.tmp = tmp
         self.port = free_port()
 
-    def start(self) -> None:
-        self.run("up", "-d", str(write_spec(self.tmp, self.name, self.port)))
-        self.wait("one ready replica", lambda: self.deployment(self.name)["ready"] == 1, 60)
+    def start(self, **spec: Any) -> Path:
+        """``mlkube up`` of ``write_spec(**spec)``; waits for its replicas to be ready."""
+        path = write_spec(self.tmp, self.name, self.port, **spec)
+        self.run("up", "-d", str(path))
+        count = int(spec.get("replicas", 1))
+        self.wait(
+            f"{count} ready replicas", lambda: self.deployment(self.name)["ready"] == count, 90
+        )
+        return path
 
     def login_link(self) -> str:
         """What `mlkube console` prints: a one-time link."""
@@ -121,13 +134,20 @@ class Platform(LocalController):
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
-    running = Platform(tmp_path)
+def stopped_platform(tmp_path: Path) -> Iterator[Platform]:
+    """A platform the test starts itself (``start(**spec)``); cleaned up after it."""
+    made = Platform(tmp_path)
     try:
-        running.start()
-        yield running
+        yield made
     finally:
-        running.cleanup()
+        made.cleanup()
+
+
+@pytest.fixture
+def platform(stopped_platform: Platform) -> Platform:
+    """A running platform: ``conc`` with its autoscaler, one ready replica."""
+    stopped_platform.start()
+    return stopped_platform
 
 
 @pytest.fixture

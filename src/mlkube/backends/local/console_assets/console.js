@@ -130,7 +130,7 @@ function markersPlugin(getMarkers) {
         for (const marker of getMarkers()) {
           if (marker.ts < lo || marker.ts > hi) continue;
           const x = Math.round(u.valToPos(marker.ts, "x", true));
-          ctx.strokeStyle = marker.reason === "AutoscalerDecision" ? "#b00020" : "#8a5300";
+          ctx.strokeStyle = marker.reason === "AutoscalerDecision" ? "#b00020" : marker.reason === "ScalingReplicaSet" ? "#8a5300" : "#8a3ffc";
           ctx.setLineDash([4, 3]);
           ctx.lineWidth = 1.5;
           ctx.beginPath();
@@ -150,7 +150,7 @@ function makeChart(target, series, data, markers, time = true) {
     width, height: 200,
     series: [{}, ...series.map(([label, stroke, scale]) => ({ label, stroke, width: 2, scale: scale || "y", spanGaps: true }))],
     scales: { x: { time } },
-    axes: [{}, { scale: "y", size: 64 }],
+    axes: [time ? { space: 90, values: (u, ticks) => ticks.map((t) => fmtTime(t)) } : {}, { scale: "y", size: 64 }],
     legend: { live: false },
     plugins: markers ? [markersPlugin(markers)] : [],
   };
@@ -180,6 +180,12 @@ function drawCharts() {
   }
 }
 
+// Why the replica count or the serving revision changed: drawn on the charts' timeline.
+const MARKER_PREFIXES = ["Autoscaler", "ScalingReplicaSet", "Rollout", "Canary", "RolledBack"];
+function isMarker(e) {
+  return e.reason !== "AutoscalerActive" && MARKER_PREFIXES.some((p) => e.reason.startsWith(p));
+}
+
 // deployment page ------------------------------------------------------------------------------
 function renderStatus(s) {
   dep.status = s;
@@ -190,12 +196,13 @@ function renderStatus(s) {
   $("dep-endpoint").textContent = `127.0.0.1:${s.port}`;
   if (document.activeElement !== $("scale-to") && $("scale-to").value === "") $("scale-to").value = s.desired;
   const rollout = s.rollout || {};
-  const active = rollout.phase && !["Complete", "Stable", "Idle", ""].includes(rollout.phase) && rollout.target;
+  const active = ["Progressing", "ABTest"].includes(rollout.phase) && rollout.target !== null;
   $("promote").disabled = !active;
   $("abort").disabled = !active;
   let step = `phase ${rollout.phase || "–"}, stable revision ${rollout.stable ?? "–"}`;
   if (rollout.target) step += `, target revision ${rollout.target}`;
-  if (rollout.step !== undefined && rollout.step !== null) step += `, step ${rollout.step}`;
+  if (active) step += `, ${rollout.strategy} step ${rollout.step + 1}`;
+  if (rollout.reason) step += ` (${rollout.reason})`;
   $("rollout-step").textContent = step;
   const weights = Object.entries(s.traffic || {});
   $("weights").setAttribute("aria-label", "Traffic weights: " + (weights.map(([r, w]) => `revision ${r} ${w}%`).join(", ") || "none"));
@@ -215,7 +222,7 @@ function renderStatus(s) {
 
 function renderEvents() {
   fill($("events").tBodies[0], dep.events.slice().reverse().slice(0, 200).map((e) => row([fmtTime(e.ts), e.type, e.reason, e.message])));
-  dep.markers = dep.events.filter((e) => e.reason === "AutoscalerDecision" || e.reason === "ScalingReplicaSet");
+  dep.markers = dep.events.filter(isMarker);
   fill($("decisions"), dep.markers.slice().reverse().map((m) => el("li", `${fmtTime(m.ts)} · ${m.reason}: ${m.message}`)));
 }
 
@@ -262,7 +269,7 @@ async function deploymentPage(namespace, name) {
       renderEvents();
     }
     drawCharts();
-    if (update.status.revision !== revisionsSeen || update.events.some((e) => e.reason.startsWith("Rollout") || e.reason.includes("Revision"))) {
+    if (update.status.revision !== revisionsSeen || update.events.length) {
       revisionsSeen = update.status.revision;
       renderRevisions((await api(`/deployment?name=${encodeURIComponent(dep.key)}&since=${Date.now() / 1000}`)).history);
     }

@@ -63,8 +63,6 @@ MAX_BODY_BYTES = 64 * 1024
 ACTION_HEADER = "x-mlkube-console"
 STREAM_PERIOD_S = 1.0
 LOG_TAIL_BYTES = 16 * 1024
-MARKER_REASONS = ("AutoscalerDecision", "ScalingReplicaSet")
-"""Events drawn on the charts' timeline: why the replica count changed."""
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -305,7 +303,6 @@ class Console:
                 "columns": list(COLUMNS),
                 "points": [p.row() for p in self.history.points(dep.key, since)],
                 "events": events,
-                "markers": [e for e in events if e["reason"] in MARKER_REASONS],
             }
         )
 
