@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hmac
 import json
+import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -47,11 +48,13 @@ from mlkube.backends.local.controller.console_history import (
     SAMPLE_PERIOD_S,
     History,
 )
+from mlkube.backends.local.controller.console_simulate import input_problem, run_simulation
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.errors import MlkubeError
 from mlkube.observability.logs import line_time
 
+logger = logging.getLogger(__name__)
 ASSETS = Path(__file__).resolve().parent.parent / "console_assets"
 ASSET_TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
 COOKIE = "mlkube_console"
@@ -190,7 +193,10 @@ class Console:
 
     async def _sample_forever(self) -> None:
         while not self.ctrl.stopping.is_set():
-            self.history.sample(self.ctrl.deployments.values(), self.ctrl.clock.wall())
+            try:
+                self.history.sample(self.ctrl.deployments.values(), self.ctrl.clock.wall())
+            except Exception:  # a chart gap, never a dead sampler
+                logger.exception("the console's history sample failed")
             await self.ctrl.clock.sleep(SAMPLE_PERIOD_S)
 
     # guards ---------------------------------------------------------------------------------
@@ -201,6 +207,8 @@ class Console:
                 response = await handler(request)
             except ConsoleRefusalError as refused:
                 response = _error(refused.status, refused.message)
+            except handlers.NotFoundError as missing:
+                response = _error(404, str(missing))
             except MlkubeError as failed:
                 response = _error(409, str(failed))
             response.headers.update(SECURITY_HEADERS)
@@ -378,13 +386,14 @@ class Console:
     async def simulate(self, request: Request) -> Response:
         body = await _body(request, SimulateBody)
         dep = self._find(body.name)
+        problem = input_problem(body.trace, body.policies)
+        if problem is not None:
+            raise ConsoleRefusalError(400, problem)
         if self._simulating.locked():
             raise ConsoleRefusalError(
                 409, "a simulation is already running; try again when it ends"
             )
         async with self._simulating:
-            from mlkube.backends.local.controller.console_simulate import run_simulation
-
             result = await asyncio.to_thread(run_simulation, dep.doc, body.trace, body.policies)
         return JSONResponse(result)
 

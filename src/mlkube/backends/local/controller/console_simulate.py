@@ -16,18 +16,22 @@ from mlkube.errors import MlkubeError
 from mlkube.spec.deployment import ModelDeployment
 
 
-def run_simulation(doc: ModelDeployment, trace: str, policies: list[str]) -> dict[str, Any]:
-    """Each policy on the built-in ``trace``: summaries, series and decisions (JSON)."""
+def input_problem(trace: str, policies: list[str]) -> str | None:
+    """What is wrong with a simulate request's trace or policies, or None. Pure."""
     if trace not in traces.BUILTIN:
-        raise MlkubeError(
-            f"unknown trace '{trace}'; built-in traces are {', '.join(traces.BUILTIN)}"
-        )
+        return f"unknown trace '{trace}'; built-in traces are {', '.join(traces.BUILTIN)}"
     unknown = [p for p in policies if p not in presets.NAMES]
     if unknown or not policies:
-        raise MlkubeError(
-            f"unknown policy '{', '.join(unknown) or '(none)'}'; "
-            f"policies are {', '.join(presets.NAMES)}"
-        )
+        named = ", ".join(unknown) or "(none)"
+        return f"unknown policy '{named}'; policies are {', '.join(presets.NAMES)}"
+    return None
+
+
+def run_simulation(doc: ModelDeployment, trace: str, policies: list[str]) -> dict[str, Any]:
+    """Each policy on the built-in ``trace``: summaries, series and decisions (JSON)."""
+    problem = input_problem(trace, policies)
+    if problem is not None:
+        raise MlkubeError(problem)
     model = model_from(doc)
     rates = traces.builtin(trace, model.capacity_at_slo())
     results = [
