@@ -19,7 +19,7 @@ from mlkube.backends.local.controller.console_history import COLUMNS, History, q
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.scrape import Snapshot
+from mlkube.backends.local.decisions.scrape import Snapshot, parse_metrics
 from mlkube.backends.local.proxy import LATENCY_BUCKETS_MS, Router
 from mlkube.desired.rollout import RolloutState
 from mlkube.spec import ModelDeployment
@@ -98,6 +98,32 @@ def test_a_counter_reset_starts_a_new_baseline_and_gone_deployments_are_dropped(
     assert len(history.points("default/m")) == 3  # bounded
     history.sample([], now=11.0)
     assert history.points("default/m") == []
+
+
+BATCH_TEXT = """# TYPE mlkube_batch_size histogram
+mlkube_batch_size_bucket{model="m",revision="1",le="+Inf"} %(calls)s
+mlkube_batch_size_sum{model="m",revision="1"} %(rows)s
+mlkube_batch_size_count{model="m",revision="1"} %(calls)s
+"""
+
+
+def test_the_batch_size_is_rows_per_predict_call_over_the_interval() -> None:
+    dep = deployment()
+    replica = Replica(name="m-1", revision=1, port=1, created_at=0.0, phase=Phase.READY)
+    dep.replicas["m-1"] = replica
+    history = History()
+
+    def scrape(rows: int, calls: int, now: float) -> None:
+        text = BATCH_TEXT % {"rows": rows, "calls": calls}
+        replica.snapshots.append(parse_metrics(text, at=now))
+        history.sample([dep], now=now)
+
+    scrape(rows=1000, calls=1000, now=1.0)  # a long history of single rows: baseline
+    scrape(rows=1000 + 80, calls=1000 + 10, now=2.0)
+    (point,) = history.points("default/m")
+    assert point.batch_size == pytest.approx(8.0)
+    scrape(rows=5, calls=5, now=3.0)  # the replica restarted: a new baseline, no figure
+    assert history.points("default/m")[-1].batch_size is None
 
 
 def test_quantiles_read_the_bucket_upper_bounds() -> None:

@@ -168,7 +168,8 @@ const CHARTS = [
   ["chart-traffic", [["req/s", "#0b4f9c", "rps"], ["errors/s", "#b00020", "errorsPerSecond"]]],
   ["chart-latency", [["p50 ms", "#1b6e1b", "p50Ms"], ["p99 ms", "#8a3ffc", "p99Ms"]]],
   ["chart-replicas", [["desired", "#8a5300", "desired"], ["ready", "#0b4f9c", "ready"],
-    ["in flight", "#1b6e1b", "inFlight"], ["queue", "#b00020", "queueDepth"]]],
+    ["in flight", "#1b6e1b", "inFlight"], ["queue", "#b00020", "queueDepth"],
+    ["batch size", "#8a3ffc", "batchSize"]]],
 ];
 
 function drawCharts() {

@@ -38,6 +38,8 @@ class Point:
     """Requests in the replicas at their last scrape (the concurrency the autoscaler sees)."""
     queue_depth: float
     """Requests waiting in the replicas' batchers at their last scrape."""
+    batch_size: float | None = None
+    """Mean rows per predict call over the replicas' scrapes in this interval (None: none)."""
 
     def row(self) -> list[float | int | None]:
         """The point as the JSON row the console's charts read (``COLUMNS`` order)."""
@@ -51,6 +53,7 @@ class Point:
             self.ready,
             round(self.in_flight, 3),
             round(self.queue_depth, 3),
+            None if self.batch_size is None else round(self.batch_size, 3),
         ]
 
 
@@ -64,6 +67,7 @@ COLUMNS = (
     "ready",
     "inFlight",
     "queueDepth",
+    "batchSize",
 )
 
 
@@ -95,15 +99,20 @@ class History:
     max_points: int = int(HISTORY_S / SAMPLE_PERIOD_S)
     series: dict[str, deque[Point]] = field(default_factory=dict)
     _last: dict[str, _Counters] = field(default_factory=dict)
+    _batches: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per replica: (rows, predict calls) at its scrape the previous sample saw."""
 
     def sample(self, deployments: Iterable[Deployment], now: float) -> None:
         """Append one point per deployment; forget the deployments that are gone."""
-        seen = set()
+        seen: set[str] = set()
+        replicas: set[str] = set()
         for dep in deployments:
             seen.add(dep.key)
+            replicas.update(f"{dep.key}/{name}" for name in dep.replicas)
             point = self._point(dep, now)
             if point is not None:
                 self.series.setdefault(dep.key, deque(maxlen=self.max_points)).append(point)
+        self._batches = {k: v for k, v in self._batches.items() if k in replicas}
         for key in set(self.series) - seen:
             del self.series[key]
             self._last.pop(key, None)
@@ -116,6 +125,7 @@ class History:
         return ring[-1] if ring else None
 
     def _point(self, dep: Deployment, now: float) -> Point | None:
+        batch_size = self._batch_size(dep)  # its baselines move with every sample
         stats = dep.router.stats
         current = _Counters(now, stats.requests, stats.errors, list(stats.latency_counts))
         before = self._last.get(dep.key)
@@ -140,4 +150,22 @@ class History:
             ready=sum(1 for r in replicas if r.phase is Phase.READY),
             in_flight=sum(s.in_flight for s in last),
             queue_depth=sum(s.queue_depth for s in last),
+            batch_size=batch_size,
         )
+
+    def _batch_size(self, dep: Deployment) -> float | None:
+        """Rows per predict call since the previous sample, over ``dep``'s replicas; a replica
+        whose counters went back (restarted) only sets its new baseline."""
+        rows = calls = 0.0
+        for name, replica in dep.replicas.items():
+            if not replica.snapshots:
+                continue
+            latest = replica.snapshots[-1]
+            key = f"{dep.key}/{name}"
+            before = self._batches.get(key)
+            self._batches[key] = (latest.batch_rows, latest.batches)
+            if before is None or latest.batches < before[1] or latest.batch_rows < before[0]:
+                continue
+            rows += latest.batch_rows - before[0]
+            calls += latest.batches - before[1]
+        return rows / calls if calls > 0 else None

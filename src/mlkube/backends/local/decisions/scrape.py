@@ -30,11 +30,25 @@ class Snapshot:
     queue_depth: float = 0.0
     cpu_seconds: float | None = None
     rss_bytes: int | None = None
+    batch_rows: float = 0.0
+    """Rows over every predict call so far (``mlkube_batch_size_sum``; the console's chart)."""
+    batches: float = 0.0
+    """Predict calls so far (``mlkube_batch_size_count``)."""
+
+
+SUMMED = {
+    "mlkube_in_flight_requests": "in_flight",
+    "mlkube_queue_depth": "queue_depth",
+    "mlkube_batch_size_sum": "batch_rows",
+    "mlkube_batch_size_count": "batches",
+}
+"""Series summed over their labels into the ``Snapshot`` field named."""
 
 
 def parse_metrics(text: str, *, at: float) -> Snapshot:
     """The snapshot in a Prometheus text exposition. Pure; unknown series are ignored."""
-    requests = errors = in_flight = queue = 0.0
+    requests = errors = 0.0
+    sums = dict.fromkeys(SUMMED.values(), 0.0)
     cpu: float | None = None
     rss: int | None = None
     buckets: dict[float, float] = {}
@@ -57,15 +71,13 @@ def parse_metrics(text: str, *, at: float) -> Snapshot:
         elif name == "mlkube_request_duration_seconds_bucket":
             bound = float(dict(_LABEL.findall(labels)).get("le", "+Inf"))
             buckets[bound] = buckets.get(bound, 0.0) + value
-        elif name == "mlkube_in_flight_requests":
-            in_flight += value
-        elif name == "mlkube_queue_depth":
-            queue += value
+        elif name in SUMMED:
+            sums[SUMMED[name]] += value
         elif name == "process_cpu_seconds_total":
             cpu = value
         elif name == "process_resident_memory_bytes":
             rss = int(value)
-    return Snapshot(at, requests, errors, buckets, in_flight, queue, cpu, rss)
+    return Snapshot(at, requests, errors, buckets, cpu_seconds=cpu, rss_bytes=rss, **sums)
 
 
 @dataclass(frozen=True, slots=True)
