@@ -78,7 +78,19 @@ class Model:
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/console/#code=[\w-]+")
 
 
-def write_spec(folder: Path, port: int) -> Path:
+def start(ctl: LocalController, spec: Path, tries: int = 3) -> int:
+    """``mlkube up -d`` of ``spec`` on a free port; another on a clash (a shared machine)."""
+    for _ in range(tries):
+        port = free_port()
+        document = yaml.safe_load(spec.read_text())
+        document["spec"]["service"] = {"port": port}
+        spec.write_text(yaml.safe_dump(document, sort_keys=False))
+        if ctl.run("up", "-d", str(spec), check=False).returncode == 0:
+            return port
+    raise SystemExit(f"mlkube up failed {tries} times: {ctl.run('status', check=False).stderr}")
+
+
+def write_spec(folder: Path) -> Path:
     model = folder / "model"
     model.mkdir()
     (model / "bench_model.py").write_text(MODEL)
@@ -88,7 +100,6 @@ def write_spec(folder: Path, port: int) -> Path:
         "metadata": {"name": "bench"},
         "spec": {
             "model": {"uri": str(model), "format": "python", "entrypoint": "bench_model:Model"},
-            "service": {"port": port},
             "batching": {"maxBatchSize": 1, "maxLatencyMs": 0},
             "replicas": 1,
         },
@@ -182,9 +193,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="mlkube-console-bench-") as tmp:
         folder = Path(tmp)
         ctl = LocalController(folder / "state")
-        port = free_port()
+        spec = write_spec(folder)
         try:
-            ctl.run("up", "-d", str(write_spec(folder, port)))
+            port = start(ctl, spec)
             ctl.wait("a ready replica", lambda: ctl.deployment("bench")["ready"] == 1, 90)
             pid = ctl.controller_pid()
             info = json.loads((ctl.state / "controller.json").read_text())
