@@ -14,7 +14,12 @@ from typing import Any
 import httpx
 import pytest
 
-from mlkube.backends.local.controller.console import CODE_TTL_S, SESSION_TTL_S, Sessions
+from mlkube.backends.local.controller.console import (
+    CODE_TTL_S,
+    SESSION_TTL_S,
+    Sessions,
+    health,
+)
 from mlkube.backends.local.controller.console_history import COLUMNS, History, quantile_ms
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.replica import Replica
@@ -53,6 +58,16 @@ def test_codes_and_sessions_expire() -> None:
     assert session is not None
     assert not sessions.valid(session, now=1.0 + SESSION_TTL_S + 1)
     assert not sessions.valid("made-up", now=1.0)
+
+
+def test_health_at_a_glance() -> None:
+    def dep(ready: int, desired: int, *phases: str) -> dict[str, Any]:
+        return {"ready": ready, "desired": desired, "replicas": [{"phase": p} for p in phases]}
+
+    assert health(dep(2, 2, "Ready", "Ready")) == "healthy"
+    assert health(dep(1, 2, "Ready", "Starting")) == "progressing"
+    assert health(dep(1, 1, "Ready", "CrashLoopBackOff")) == "failing"
+    assert health(dep(1, 2, "Ready", "NotReady")) == "failing"
 
 
 # history (pure) ----------------------------------------------------------------------------

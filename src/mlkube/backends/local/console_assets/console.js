@@ -68,12 +68,6 @@ function healthBadge(health) {
   return el("span", symbol + health, { class: `health health-${health}` });
 }
 
-function healthOf(status) {
-  const failing = status.replicas.some((r) => !["Ready", "Starting", "Pending", "Terminating"].includes(r.phase));
-  if (failing) return "failing";
-  return status.ready < status.desired ? "progressing" : "healthy";
-}
-
 // sign-in: the one-time code comes in the URL fragment, which no server ever sees ----------
 async function signInFromFragment() {
   const params = new URLSearchParams(location.hash.slice(1));
@@ -188,10 +182,10 @@ function isMarker(e) {
 }
 
 // deployment page ------------------------------------------------------------------------------
-function renderStatus(s) {
+function renderStatus(s, health) {
   dep.status = s;
   $("dep-title").textContent = `${s.namespace}/${s.name}`;
-  $("dep-health").replaceChildren(healthBadge(healthOf(s)));
+  $("dep-health").replaceChildren(healthBadge(health));
   $("dep-replicas").textContent = `${s.ready} ready of ${s.desired}`;
   $("dep-revision").textContent = String(s.revision);
   $("dep-endpoint").textContent = `127.0.0.1:${s.port}`;
@@ -251,7 +245,7 @@ async function deploymentPage(namespace, name) {
   dep.columns = data.columns;
   dep.rows = data.points;
   dep.events = data.events;
-  renderStatus(data.status);
+  renderStatus(data.status, data.health);
   renderRevisions(data.history);
   renderEvents();
   drawCharts();
@@ -259,7 +253,7 @@ async function deploymentPage(namespace, name) {
   setInterval(refreshLogs, 2000);
   let revisionsSeen = data.status.revision;
   openStream(`?name=${encodeURIComponent(dep.key)}`, async (update) => {
-    renderStatus(update.status);
+    renderStatus(update.status, update.health);
     if (update.point && (dep.rows.length === 0 || update.point[0] > dep.rows[dep.rows.length - 1][0])) {
       dep.rows.push(update.point);
       if (dep.rows.length > MAX_POINTS) dep.rows.shift();

@@ -307,6 +307,7 @@ class Console:
             {
                 "key": dep.key,
                 "status": status,
+                "health": health(status),
                 "history": handlers.history(self.ctrl, dep),
                 "columns": list(COLUMNS),
                 "points": [p.row() for p in self.history.points(dep.key, since)],
@@ -354,8 +355,10 @@ class Console:
                 point = self.history.latest(key)
                 events = [e for e in handlers.events(self.ctrl, dep, 20) if e["ts"] > last_event]
                 last_event = max([last_event, *(e["ts"] for e in events)])
+                status = handlers.status(self.ctrl, key)["deployments"][0]
                 data = {
-                    "status": handlers.status(self.ctrl, key)["deployments"][0],
+                    "status": status,
+                    "health": health(status),
                     "point": point.row() if point else None,
                     "events": events,
                 }
@@ -423,16 +426,17 @@ async def _to_console_root(request: Request) -> Response:
     return RedirectResponse("/console/", 307)
 
 
+def health(dep: dict[str, Any]) -> str:
+    """A deployment at a glance, from its ``status`` document: ``failing`` when a replica is
+    NotReady or in CrashLoopBackOff, else ``progressing`` while fewer are ready than desired,
+    else ``healthy``. Pure."""
+    if any(r["phase"] in ("NotReady", "CrashLoopBackOff") for r in dep["replicas"]):
+        return "failing"
+    return "progressing" if dep["ready"] < dep["desired"] else "healthy"
+
+
 def _summary(dep: dict[str, Any]) -> dict[str, Any]:
-    """One overview row: the health at a glance of ``status``'s deployment document."""
-    phases = [r["phase"] for r in dep["replicas"]]
-    failing = [p for p in phases if p not in ("Ready", "Starting", "Pending", "Terminating")]
-    if failing:
-        health = "failing"
-    elif dep["ready"] < dep["desired"]:
-        health = "progressing"
-    else:
-        health = "healthy"
+    """One overview row of ``status``'s deployment document."""
     return {
         "name": dep["name"],
         "namespace": dep["namespace"],
@@ -445,7 +449,7 @@ def _summary(dep: dict[str, Any]) -> dict[str, Any]:
         "requestsPerSecond": dep["requestsPerSecond"],
         "p99Ms": dep["p99Ms"],
         "errors": dep["errors"],
-        "health": health,
+        "health": health(dep),
         "lastEvent": dep["lastEvent"],
     }
 
