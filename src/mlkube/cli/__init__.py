@@ -46,6 +46,7 @@ COMMAND_MODULES: dict[str, str] = {
     "dashboard": "observability",
     "alerts": "observability",
     "metrics-catalogue": "observability",
+    "models": "models",
 }
 
 

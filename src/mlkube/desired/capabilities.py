@@ -21,6 +21,7 @@ from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
 from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
+    MODELS_SCHEME,
     KubernetesSpec,
     ModelDeployment,
 )
@@ -165,10 +166,14 @@ def _kubernetes_set(doc: ModelDeployment) -> bool:
     return doc.spec.kubernetes != KubernetesSpec()
 
 
+def _registry_uri(doc: ModelDeployment) -> bool:
+    return doc.spec.model.uri.startswith(MODELS_SCHEME)
+
+
 def _local_model_path(doc: ModelDeployment) -> bool:
     uri = doc.spec.model.uri
     return (
-        not uri.startswith(REMOTE_SCHEMES)
+        not uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME))
         and doc.spec.storage is None
         and doc.spec.kubernetes.model_host_path is None
     )
@@ -227,6 +232,17 @@ CAPABILITIES: tuple[Capability, ...] = (
         ),
         "a local path with no storage and no kubernetes.modelHostPath",
         _local_model_path,
+    ),
+    Capability(
+        "spec.model.uri",
+        HONOURED,
+        unsupported(
+            "the model registry is on this machine and a cluster cannot read it: copy the "
+            "version's file (`mlkube models show NAME`) to a bucket or claim and use s3://, "
+            "gs://, https:// or pvc://"
+        ),
+        "models:/NAME/VERSION or models:/NAME/latest",
+        _registry_uri,
     ),
     Capability(
         "spec.model.format",

@@ -25,11 +25,27 @@ from mlkube.registry.uri import (
     is_model_uri,
     parse_model_uri,
 )
+from mlkube.spec.model import ModelFormat
 
 
 def open_registry(state_dir: str | Path | None = None) -> Registry:
     """The registry for ``state_dir`` (see ``registry_root``)."""
     return Registry(registry_root(state_dir))
+
+
+def resolve_model(
+    uri: str, expected: ModelFormat | str, state_dir: str | Path | None = None
+) -> ModelVersion:
+    """The version ``uri`` names, checked against the format the spec expects."""
+    version = open_registry(state_dir).resolve(uri)
+    if version.format != expected:
+        raise RegistryError(
+            f"{uri} was registered as format {version.format}, not {expected} "
+            f"(set model.format: {version.format})"
+        )
+    if not version.path.exists():
+        raise RegistryError(f"{uri}: the registered file {version.path} is missing")
+    return version
 
 
 __all__ = [
@@ -46,4 +62,5 @@ __all__ = [
     "open_registry",
     "parse_model_uri",
     "registry_root",
+    "resolve_model",
 ]

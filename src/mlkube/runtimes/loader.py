@@ -8,6 +8,7 @@ and the error then names the extra to install.
 from __future__ import annotations
 
 from mlkube.errors import ModelLoadError
+from mlkube.registry import RegistryError, is_model_uri, resolve_model
 from mlkube.runtimes.base import Runtime
 from mlkube.spec import ModelDeployment, ModelFormat
 
@@ -32,6 +33,11 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
         )
     check_local(model.uri, str(model_format))
     path = deployment.model_path()
+    if is_model_uri(path):  # `mlkube serve` on a registry URI (replicas get the file's path)
+        try:
+            path = str(resolve_model(path, model_format).path)
+        except RegistryError as error:
+            raise ModelLoadError(model.uri, str(model_format), str(error)) from error
     if model_format is ModelFormat.ONNX:
         from mlkube.runtimes.onnx_runtime import OnnxRuntime
 

@@ -37,6 +37,7 @@ from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
+from mlkube.registry import RegistryError, is_model_uri, resolve_model
 from mlkube.spec import ModelDeployment
 from mlkube.spec.loading import load_documents
 
@@ -81,11 +82,17 @@ class RolloutFailedError(BackendError):
     """A local rollout that ``apply --wait`` waited for failed or did not finish in time."""
 
 
-def local_problems(documents: Sequence[Document]) -> list[str]:
-    """What stops a spec locally beyond the capability table: a model file that is missing."""
+def local_problems(documents: Sequence[Document], state_dir: Path | None = None) -> list[str]:
+    """What stops a spec locally beyond the capability table: a model file that is missing,
+    or a ``models:/`` version that ``state_dir``'s registry does not hold."""
     problems = []
     for document in documents:
-        if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
+        if isinstance(document, ModelDeployment) and is_model_uri(document.spec.model.uri):
+            try:
+                resolve_model(document.spec.model.uri, document.spec.model.format, state_dir)
+            except RegistryError as error:
+                problems.append(f"deployment '{document.name}': model.uri: {error}")
+        elif isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
             path = document.model_path()
             if not os.path.exists(path):
                 problems.append(
@@ -226,7 +233,7 @@ class LocalBackend:
         resolved = [str(Path(p).resolve()) for p in paths]
         documents = load_documents(*resolved)  # spec errors are shown here, with exit code 2
         found = notes(documents, BackendKind.LOCAL)
-        problems = [n.text() for n in found if n.is_error] or local_problems(documents)
+        problems = [n.text() for n in found if n.is_error] or local_problems(documents, self.state)
         if problems:  # refused up front: a replica that cannot start would only crash-loop
             raise BackendError("cannot run locally: " + "; ".join(problems))
         results = self._call("POST", "/apply", {"paths": resolved})["results"]

@@ -121,7 +121,7 @@ async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str,
     )
     ctrl.configure_router(dep, demand_callback(ctrl, dep))
     await _bind(ctrl, dep, doc.spec.service.port)
-    add_revision(ctrl, dep, 1, revision_of(doc), doc.source_dir)
+    add_revision(ctrl, dep, 1, revision_of(doc, ctrl.state), doc.source_dir)
     created = f"revision 1, {dep.desired} replicas, port {dep.port}"
     ctrl.add(dep, Event("Normal", "Created", created))
     write_applied(ctrl, dep)
@@ -146,7 +146,7 @@ def add_revision(
 
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
-    data = revision_of(doc)
+    data = revision_of(doc, ctrl.state)
     old = dep.doc
     result: dict[str, Any] = {"kind": "ModelDeployment", "name": dep.key, "action": "unchanged"}
     if doc.spec.service.port != dep.port:
