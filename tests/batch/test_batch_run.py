@@ -17,7 +17,7 @@ from mlkube.batch.plan import Progress
 from mlkube.batch.runner import BatchError, run_batch
 from mlkube.registry import Registry, registry_root
 
-from .conftest import BatchSetup, assert_matches, read_outputs
+from .conftest import COLUMNS, BatchSetup, assert_matches, read_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -138,3 +138,21 @@ def test_jsonl_input_with_default_ids(setup: BatchSetup):
     records = read_outputs(setup.folder / "out")
     assert [r["id"] for r in records] == [f"rows.jsonl:{i}" for i in range(10)]
     assert [r["label"] for r in records] == setup.expected()["label"][:10].tolist()
+
+
+def test_parquet_in_and_out(setup: BatchSetup):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    rounded = np.round(setup.rows[:500], 3)
+    folder = setup.folder / "input"
+    folder.mkdir()
+    columns = {name: rounded[:, i] for i, name in enumerate(COLUMNS)}
+    ids = [f"r{i}" for i in range(500)]
+    pq.write_table(pa.table({"row_id": ids, **columns}), folder / "rows.parquet")
+    job = setup.job(output={"path": "out", "format": "parquet"}, shardRows=200)
+    assert run_batch(job).shards == 3
+    table = pa.concat_tables(
+        [pq.read_table(p) for p in sorted((setup.folder / "out").glob("part-*.parquet"))]
+    )
+    assert table.column("row_id").to_pylist() == ids
+    assert table.column("label").to_pylist() == setup.expected()["label"][:500].tolist()

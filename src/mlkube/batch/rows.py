@@ -40,7 +40,7 @@ class Rows:
 
 def _pyarrow_parquet() -> Any:
     try:
-        import pyarrow.parquet as pq  # type: ignore[import-not-found, unused-ignore]
+        import pyarrow.parquet as pq
     except ImportError as error:
         raise BatchInputError("Parquet needs pyarrow: pip install 'mlkube[parquet]'") from error
     return pq
@@ -138,7 +138,7 @@ def write_shard(
     try:
         if fmt == "parquet":
             pq = _pyarrow_parquet()
-            import pyarrow as pa  # type: ignore[import-not-found, unused-ignore]
+            import pyarrow as pa
 
             pq.write_table(pa.table({id_column: list(ids), **outputs}), str(temp))
         else:
