@@ -13,6 +13,7 @@ import numpy as np
 import orjson
 import pytest
 
+from mlkube.batch.__main__ import main as batch_main
 from mlkube.batch.plan import Progress
 from mlkube.batch.runner import BatchError, run_batch
 from mlkube.registry import Registry, registry_root
@@ -156,3 +157,21 @@ def test_parquet_in_and_out(setup: BatchSetup):
     )
     assert table.column("row_id").to_pylist() == ids
     assert table.column("label").to_pylist() == setup.expected()["label"][:500].tolist()
+
+
+def test_the_entry_point_reports_progress_and_errors(setup: BatchSetup, capsys):
+    setup.write_csv(rows=setup.rows[:300])
+    spec = setup.spec(shardRows=100)
+    assert batch_main([str(spec), "--json"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    events = [orjson.loads(line) for line in out[:-1]]
+    assert events[-1]["shardsDone"] == events[-1]["shardsTotal"] == 3
+    assert events[-1]["rowsDone"] == 300
+    assert out[-1].startswith("default/score: 3 shards, 300 rows: 3 predicted now, 0 already")
+    assert batch_main([str(spec), "--plain"]) == 0  # again: nothing left to do
+    captured = capsys.readouterr()
+    assert "3/3 shards, 300/300 rows" in captured.err
+    assert "0 predicted now, 3 already done" in captured.out
+    (setup.folder / "input/rows.csv").unlink()
+    assert batch_main([str(spec)]) == 1
+    assert capsys.readouterr().err.splitlines()[-1].startswith("error: input.path: no files at ")

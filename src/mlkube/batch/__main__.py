@@ -11,6 +11,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+import orjson
+
 from mlkube.batch.plan import Progress
 from mlkube.batch.runner import BatchResult, run_batch
 from mlkube.errors import MlkubeError
@@ -36,8 +38,28 @@ def result_line(name: str, result: BatchResult) -> str:
     )
 
 
-def run_with_bar(job: BatchInference, state_dir: str | None, plain: bool) -> BatchResult:
-    """``run_batch`` with a rich progress bar on stderr (or a line per update: ``plain``)."""
+def progress_json(name: str, progress: Progress) -> str:
+    """One JSON line per update (``--json``), for a program reading the job's log."""
+    return orjson.dumps(
+        {
+            "job": name,
+            "shardsTotal": progress.shards_total,
+            "shardsDone": progress.shards_done,
+            "shardsSkipped": progress.shards_skipped,
+            "rowsTotal": progress.rows_total,
+            "rowsDone": progress.rows_done,
+            "rowsPerSecond": round(progress.rows_per_s, 1),
+            "retries": progress.retries,
+            "running": progress.running,
+        }
+    ).decode()
+
+
+def run_with_bar(
+    job: BatchInference, state_dir: str | None, plain: bool, as_json: bool = False
+) -> BatchResult:
+    """``run_batch`` with a rich progress bar on stderr (or a line per update: ``plain``; a
+    JSON line on stdout: ``as_json``)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
     from rich.progress import Progress as Bar
@@ -50,13 +72,15 @@ def run_with_bar(job: BatchInference, state_dir: str | None, plain: bool) -> Bat
         MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"),
     )
-    with Bar(*columns, console=console, disable=plain) as bar:
+    with Bar(*columns, console=console, disable=plain or as_json) as bar:
         task = bar.add_task(name, total=None, rate="")
 
         def show(progress: Progress) -> None:
             rate = f"shards {progress.rows_per_s:,.0f} rows/s"
             bar.update(task, total=progress.shards_total, completed=progress.shards_done, rate=rate)
-            if plain:
+            if as_json:
+                _say(progress_json(name, progress), sys.stdout)
+            elif plain:
                 _say(progress_line(name, progress))
 
         return run_batch(job, state_dir=state_dir, on_progress=show)
@@ -67,13 +91,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("file", help="a spec file holding BatchInference documents")
     parser.add_argument("--state-dir", default=None, help="whose model registry to use")
     parser.add_argument("--plain", action="store_true", help="progress as lines, no bar")
+    parser.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
     args = parser.parse_args(argv)
     try:
         jobs = [d for d in load_documents(args.file) if isinstance(d, BatchInference)]
         if not jobs:
             raise MlkubeError(f"{args.file}: no BatchInference document")
         for job in jobs:
-            result = run_with_bar(job, args.state_dir, args.plain)
+            result = run_with_bar(job, args.state_dir, args.plain, args.json)
             _say(result_line(f"{job.namespace}/{job.metadata.name}", result), sys.stdout)
     except KeyboardInterrupt:
         _say("error: interrupted; run it again to resume")

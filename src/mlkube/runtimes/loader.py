@@ -8,9 +8,9 @@ and the error then names the extra to install.
 from __future__ import annotations
 
 from mlkube.errors import ModelLoadError
-from mlkube.registry import RegistryError, is_model_uri, resolve_model
 from mlkube.runtimes.base import Runtime
 from mlkube.spec import ModelDeployment, ModelFormat
+from mlkube.spec.deployment import MODELS_SCHEME
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 """URI schemes that name a model somewhere else; local mode serves local files only."""
@@ -33,7 +33,9 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
         )
     check_local(model.uri, str(model_format))
     path = deployment.model_path()
-    if is_model_uri(path):  # `mlkube serve` on a registry URI (replicas get the file's path)
+    if path.startswith(MODELS_SCHEME):  # `mlkube serve` on it (replicas get the file's path)
+        from mlkube.registry import RegistryError, resolve_model  # only then: cold start
+
         try:
             path = str(resolve_model(path, model_format).path)
         except RegistryError as error:
