@@ -173,3 +173,14 @@ def test_location_follows_the_state_dir(tmp_path, monkeypatch):
 def test_location_defaults_match_the_controllers():
     assert location.DEFAULT_STATE_DIR == settings.DEFAULT_STATE_DIR
     assert location.STATE_DIR_ENV == settings.STATE_DIR_ENV
+
+
+def test_damage_is_reported_not_a_traceback(tmp_path):
+    root = tmp_path / "reg"
+    registry = Registry(root)
+    registry.register("iris", _model(tmp_path), "onnx")
+    (root / "models" / ".junk").mkdir()  # a stray folder is not a model
+    assert [m.name for m in registry.list()] == ["iris"]
+    (root / "models/iris/version-1/meta.yaml").write_text("name: iris\n")
+    with pytest.raises(RegistryError, match="damaged metadata"):
+        registry.resolve("models:/iris/1")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
@@ -34,7 +35,7 @@ from typing import Any
 import yaml
 
 from mlkube.clock import Clock, SystemClock
-from mlkube.registry.uri import RegistryError, check_name, parse_model_uri
+from mlkube.registry.uri import NAME_PATTERN, RegistryError, check_name, parse_model_uri
 from mlkube.spec.model import ModelFormat
 
 EXPERIMENT_ID = "1"
@@ -56,6 +57,7 @@ LINEAGE_TAGS = {
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 _CHUNK = 1 << 20
+NAME_RE = re.compile(NAME_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +228,8 @@ class Registry:
             return []
         found = []
         for model_dir in sorted(folder.iterdir()):
+            if not NAME_RE.match(model_dir.name):  # not a model's folder: not ours to read
+                continue
             numbers = self._versions(model_dir.name)
             if not numbers:
                 continue
@@ -252,6 +256,12 @@ class Registry:
 
     def _read_version(self, name: str, version: int) -> ModelVersion:
         version_dir = self.root / MODELS_DIR / name / f"{VERSION_PREFIX}{version}"
+        try:
+            return self._parse_version(name, version, version_dir)
+        except (KeyError, ValueError, IndexError) as error:
+            raise RegistryError(f"{version_dir}: damaged metadata ({error!r})") from None
+
+    def _parse_version(self, name: str, version: int, version_dir: Path) -> ModelVersion:
         meta = _read_yaml(version_dir / "meta.yaml")
         tags = _read_folder(version_dir / "tags")
         run_id = str(meta["run_id"])
