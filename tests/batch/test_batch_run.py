@@ -172,6 +172,9 @@ def test_the_entry_point_reports_progress_and_errors(setup: BatchSetup, capsys):
     captured = capsys.readouterr()
     assert "3/3 shards, 300/300 rows" in captured.err
     assert "0 predicted now, 3 already done" in captured.out
+    assert batch_main([str(spec), "--plain", "--name", "default/score"]) == 0
+    assert batch_main([str(spec), "--name", "other"]) == 1
+    assert capsys.readouterr().err.endswith("no BatchInference document named other\n")
     (setup.folder / "input/rows.csv").unlink()
     assert batch_main([str(spec)]) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: input.path: no files at ")

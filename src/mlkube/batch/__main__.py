@@ -92,11 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--state-dir", default=None, help="whose model registry to use")
     parser.add_argument("--plain", action="store_true", help="progress as lines, no bar")
     parser.add_argument("--json", action="store_true", help="progress as JSON lines on stdout")
+    parser.add_argument("--name", default=None, help="only this job (NAME or NAMESPACE/NAME)")
     args = parser.parse_args(argv)
     try:
         jobs = [d for d in load_documents(args.file) if isinstance(d, BatchInference)]
+        if args.name is not None:
+            jobs = [
+                j
+                for j in jobs
+                if args.name in (j.metadata.name, f"{j.namespace}/{j.metadata.name}")
+            ]
         if not jobs:
-            raise MlkubeError(f"{args.file}: no BatchInference document")
+            named = f" named {args.name}" if args.name else ""
+            raise MlkubeError(f"{args.file}: no BatchInference document{named}")
         for job in jobs:
             result = run_with_bar(job, args.state_dir, args.plain, args.json)
             _say(result_line(f"{job.namespace}/{job.metadata.name}", result), sys.stdout)
