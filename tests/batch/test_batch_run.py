@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import psutil
 import pytest
 
 from mlkube.batch.__main__ import main as batch_main
@@ -178,3 +179,32 @@ def test_the_entry_point_reports_progress_and_errors(setup: BatchSetup, capsys):
     (setup.folder / "input/rows.csv").unlink()
     assert batch_main([str(spec)]) == 1
     assert capsys.readouterr().err.splitlines()[-1].startswith("error: input.path: no files at ")
+
+
+def test_sigterm_stops_the_workers_and_a_rerun_resumes(setup: BatchSetup):
+    setup.write_csv()
+    spec = setup.spec(workers=2, shardRows=5_000, batchSize=500)
+    out = setup.folder / "out"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "mlkube.batch", str(spec), "--plain"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait("a finished shard", lambda: len(_snapshot(out)) >= 1 if out.exists() else False)
+        runner.send_signal(signal.SIGTERM)
+        _, err = runner.communicate(timeout=30)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130
+    assert "error: interrupted; run it again to resume" in err
+    plan = str(out / ".mlkube" / "plan.json")
+    workers = [p for p in psutil.process_iter(["cmdline"]) if plan in (p.info["cmdline"] or [])]
+    assert workers == []  # the runner killed its workers and waited for them before exiting
+    assert not list(out.glob(".part-*"))
+    before = _snapshot(out)
+    result = run_batch(setup.job(workers=2, shardRows=5_000, batchSize=500))
+    assert result.skipped == len(before)
+    assert_matches(read_outputs(out), setup.expected(), 100_000)
