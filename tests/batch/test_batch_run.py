@@ -16,7 +16,7 @@ import pytest
 
 from mlkube.batch.__main__ import main as batch_main
 from mlkube.batch.plan import Progress
-from mlkube.batch.runner import BatchError, run_batch
+from mlkube.batch.runner import BatchError, output_lock, run_batch
 from mlkube.registry import Registry, registry_root
 
 from .conftest import COLUMNS, BatchSetup, assert_matches, read_outputs
@@ -208,3 +208,11 @@ def test_sigterm_stops_the_workers_and_a_rerun_resumes(setup: BatchSetup):
     result = run_batch(setup.job(workers=2, shardRows=5_000, batchSize=500))
     assert result.skipped == len(before)
     assert_matches(read_outputs(out), setup.expected(), 100_000)
+
+
+def test_a_second_run_at_the_same_time_is_refused(setup: BatchSetup):
+    setup.write_csv(rows=setup.rows[:10])
+    in_use = rf"out is in use by another run .*pid {os.getpid()}"
+    with output_lock(setup.folder / "out"), pytest.raises(BatchError, match=in_use):
+        run_batch(setup.job())
+    assert run_batch(setup.job()).ran == 1  # released with its holder

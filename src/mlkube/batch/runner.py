@@ -9,13 +9,15 @@ finishes only what was left.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import os
 import signal
 import sys
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from mlkube.spec.job import BatchInference
 POLL_S = 0.05
 PROGRESS_EVERY_S = 0.5
 WORKER_MODULE = "mlkube.batch.worker"
+LOCK_FILE = "lock"
 
 
 class BatchError(MlkubeError):
@@ -189,6 +192,7 @@ class _Run:
         self.running: list[_Attempt] = []
         self.started = clock.monotonic()
         self.last_report = float("-inf")
+        self.interrupted = False
 
     def progress(self) -> Progress:
         return Progress(
@@ -242,9 +246,14 @@ class _Run:
             )
         self.todo.append(shard)
 
+    def interrupt(self, signum: int, frame: object) -> None:
+        self.interrupted = True
+
     def loop(self) -> None:
         self.report(force=True)
         while self.todo or self.running:
+            if self.interrupted:
+                raise KeyboardInterrupt
             while self.todo and len(self.running) < self.workers:
                 self.start(self.todo.popleft())
             for attempt in list(self.running):
@@ -297,19 +306,10 @@ def run_batch(
     """
     clock = clock or SystemClock()
     plan = make_plan(job, state_dir)
-    plan_path = prepare_output(plan)
-    run = _Run(plan, plan_path, job.spec.workers, job.spec.backoff_limit, clock, on_progress)
-    # SIGTERM ends the run like Ctrl-C (workers killed); only the main thread may set it
-    handle_term = threading.current_thread() is threading.main_thread()
-    previous = signal.getsignal(signal.SIGTERM) if handle_term else None
-    if previous is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        run.loop()
-    finally:
-        run.stop_all()
-        if previous is signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    with output_lock(Path(plan.output_dir)):
+        plan_path = prepare_output(plan)
+        run = _Run(plan, plan_path, job.spec.workers, job.spec.backoff_limit, clock, on_progress)
+        _run_loop(run)
     return BatchResult(
         shards=len(run.shards),
         skipped=run.skipped,
@@ -321,5 +321,47 @@ def run_batch(
     )
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def output_lock(folder: Path) -> Iterator[None]:
+    """Hold the output folder for this run: a second run of the job at the same time would
+    predict the same shards and remove the first one's half-written files. The lock goes
+    with the process (flock), so a killed run never leaves it behind."""
+    (folder / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    with open(folder / STATE_DIR / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "?"
+            raise BatchError(
+                f"{folder} is in use by another run of this job (pid {holder}); wait for it "
+                "or stop it"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+STOP_SIGNALS = {signal.SIGTERM: signal.SIG_DFL, signal.SIGINT: signal.default_int_handler}
+"""Signals that end a run (workers killed, KeyboardInterrupt raised), when their handler is
+still Python's default: an embedding program's own handlers are left alone."""
+
+
+def _run_loop(run: _Run) -> None:
+    """``run.loop()``, with SIGTERM and Ctrl-C noted and acted on between two steps (raising
+    at any point could lose a worker just spawned); only the main thread may set handlers."""
+    replaced = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum, default in STOP_SIGNALS.items():
+            if signal.getsignal(signum) is default:
+                replaced[signum] = signal.signal(signum, run.interrupt)
+    try:
+        run.loop()
+    finally:
+        run.stop_all()
+        for signum, previous in replaced.items():
+            signal.signal(signum, previous)
