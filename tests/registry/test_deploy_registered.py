@@ -14,6 +14,7 @@ from mlkube.errors import ModelLoadError
 from mlkube.registry import Registry, registry_root
 from mlkube.runtimes.loader import load_runtime
 from mlkube.spec import load_spec
+from mlkube.spec.loading import load_documents
 from mlkube.testing.local import LocalController
 from mlkube.testing.models import iris_classifier, save_onnx
 
@@ -67,6 +68,29 @@ def test_preflight_names_what_the_registry_lacks(tmp_path, registered):
     assert wrong == [
         "deployment 'iris': model.uri: models:/iris/2 was registered as format onnx, "
         "not sklearn (set model.format: onnx)"
+    ]
+
+
+def test_preflight_checks_a_batch_jobs_version_too(tmp_path, registered):
+    state, _ = registered
+    path = tmp_path / "batch.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "mlkube.dev/v1alpha1",
+                "kind": "BatchInference",
+                "metadata": {"name": "score"},
+                "spec": {
+                    "model": {"uri": "models:/rose/1", "format": "onnx"},
+                    "input": {"path": "data/"},
+                },
+            }
+        )
+    )
+    problems = local_problems(load_documents(path), state)
+    assert problems == [
+        "batch job 'score': model.uri: no registered model 'rose' in "
+        f"{registry_root(state)} (registered: iris)"
     ]
 
 

@@ -39,6 +39,7 @@ from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
 from mlkube.registry import RegistryError, is_model_uri, resolve_model
 from mlkube.spec import ModelDeployment
+from mlkube.spec.job import BatchInference
 from mlkube.spec.loading import load_documents
 
 DEPLOYMENT_KIND = "modeldeployment"
@@ -87,11 +88,14 @@ def local_problems(documents: Sequence[Document], state_dir: Path | None = None)
     or a ``models:/`` version that ``state_dir``'s registry does not hold."""
     problems = []
     for document in documents:
-        if isinstance(document, ModelDeployment) and is_model_uri(document.spec.model.uri):
+        if isinstance(document, ModelDeployment | BatchInference) and is_model_uri(
+            document.spec.model.uri
+        ):
+            what = "deployment" if isinstance(document, ModelDeployment) else "batch job"
             try:
                 resolve_model(document.spec.model.uri, document.spec.model.format, state_dir)
             except RegistryError as error:
-                problems.append(f"deployment '{document.name}': model.uri: {error}")
+                problems.append(f"{what} '{document.metadata.name}': model.uri: {error}")
         elif isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
             path = document.model_path()
             if not os.path.exists(path):
