@@ -43,6 +43,7 @@ from mlkube.backends.local.controller.changes import (
     Unschedulable,
 )
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
+from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
@@ -100,6 +101,8 @@ class Controller:
         ``dep.router`` is the controller's copy of its router: the routes sent, the counters
         read back (``refresh_traffic``)."""
         self.balancer.on_demand = self._demand
+        self.job_queue = JobQueue(self)
+        """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -274,6 +277,7 @@ class Controller:
             self._observe_exits(dep, now)
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
+        self.job_queue.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)
