@@ -30,9 +30,21 @@ from mlkube.backends.base import (
     UndoReport,
 )
 from mlkube.backends.kubernetes import status as views
-from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_objects, key_of
+from mlkube.backends.kubernetes.apply import (
+    NEVER_PRUNED,
+    ObjectKey,
+    apply_objects,
+    key_of,
+    prune_now,
+)
 from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.errors import ApiMissingError, ForbiddenError, ObjectNotFoundError
+from mlkube.backends.kubernetes.diagnose import collect_instances
+from mlkube.backends.kubernetes.errors import (
+    ApiMissingError,
+    ForbiddenError,
+    ObjectNotFoundError,
+    RolloutError,
+)
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
@@ -52,6 +64,12 @@ from mlkube.spec import ModelDeployment, load_documents
 STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
+ACCEPTED = "accepted"
+"""A dry run's action: the API server's dry run accepted the object."""
+NOT_CHECKED = "not checked"
+"""A dry run's action for an object in a namespace that does not exist yet (never sent)."""
+KEPT_UNTIL_READY = "kept until ready"
+"""An object to prune, kept until the new Deployments are rolled out."""
 
 
 class KubernetesBackend:
@@ -97,39 +115,64 @@ class KubernetesBackend:
                 cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
             )
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
+        done = ACCEPTED if dry_run else "applied"
         return ApplyReport(
-            changes=tuple(ObjectChange(_ref(key), "applied") for key in result.applied),
+            changes=(
+                *(ObjectChange(_ref(key), done) for key in result.applied),
+                *(ObjectChange(_ref(key), NOT_CHECKED) for key in result.unchecked),
+                *(ObjectChange(_ref(key), KEPT_UNTIL_READY) for key in result.kept),
+            ),
             pruned=tuple(_ref(key) for key in result.pruned),
             warnings=(*unsupported, *result.warnings),
             dry_run=dry_run,
         )
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
-        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``)."""
+        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``),
+        then prune the objects ``apply`` kept until then."""
         deployments = [
             (c.object.namespace, c.object.name)
             for c in applied.changes
-            if c.object.kind == "Deployment"
+            if c.object.kind == "Deployment" and c.action == "applied"
         ]
-        if applied.dry_run or not deployments:
+        kept = [c.object for c in applied.changes if c.action == KEPT_UNTIL_READY]
+        if applied.dry_run or not (deployments or kept):
             return
         with self._connect() as (cluster, _):
-            asyncio.run(
-                wait_for_rollouts(
-                    cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+            try:
+                asyncio.run(
+                    wait_for_rollouts(
+                        cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+                    )
                 )
-            )
+            except RolloutError as error:
+                if kept:
+                    names = ", ".join(map(str, kept))
+                    raise RolloutError(
+                        f"{error}; not pruned, as nothing new serves: {names}"
+                    ) from error
+                raise
+            stale = [ObjectKey(ref.kind, ref.namespace, ref.name) for ref in kept]
+            prune_now(cluster, stale, dry_run=False)
+        for ref in kept:
+            report(f"{ref} pruned (the new Deployments are rolled out)")
 
     # status, scale, delete -----------------------------------------------------------------
     def status(self, name: str | None = None) -> StatusReport:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
             objects, warnings = _owned(cluster, namespace, name, STATUS_KINDS)
-        if name is not None and not any(o["kind"] == "Deployment" for o in objects):
-            raise _not_found(name, namespace, warnings)
-        summaries = views.summarize(objects)
+            if name is not None and not any(o["kind"] == "Deployment" for o in objects):
+                raise _not_found(name, namespace, warnings)
+            why = collect_instances(cluster, objects, views.not_rolled_out(objects))
+        summaries = views.summarize(objects, why)
         table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
-        return StatusReport(document=summaries, tables=(table,), warnings=tuple(warnings))
+        return StatusReport(
+            document=summaries,
+            tables=(table,),
+            notes=tuple(views.problem_notes(summaries, why)),
+            warnings=tuple(warnings),
+        )
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
         """Set the replica count of the Deployment ``name`` (through its scale subresource)."""
