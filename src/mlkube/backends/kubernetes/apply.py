@@ -107,6 +107,7 @@ class PartialApplyError(ApplyError):
         not_applied: tuple[ObjectKey, ...],
     ) -> None:
         self.failed = failed
+        self.cause = error
         self.applied = applied
         self.not_applied = (failed, *not_applied)
         done = ", ".join(map(str, applied)) or "none"
@@ -205,7 +206,11 @@ def apply_objects(
         warnings.append(unchecked_warning(missing, len(unchecked)))
     elif later:
         namespaces = [o for o in objects if o["kind"] == "Namespace" and key_of(o).name in missing]
-        created = _apply_in_order(cluster, namespaces, force=force, done=())
+        try:
+            created = _apply_in_order(cluster, namespaces, force=force, done=())
+        except PartialApplyError as error:  # name every object left, not only the namespaces
+            rest = tuple(k for k in map(key_of, objects) if k not in (*error.applied, error.failed))
+            raise PartialApplyError(error.failed, error.cause, error.applied, rest) from error
         _dry_run(cluster, later, force=force, created=created)
     if dry_run:
         applied = tuple(key_of(obj) for obj in checkable)
@@ -236,11 +241,16 @@ def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
 def missing_namespaces(cluster: Cluster, objects: Sequence[Manifest]) -> set[str]:
     """The Namespaces among ``objects`` that the cluster does not have yet."""
     info = kind_info("Namespace")
-    return {
-        obj["metadata"]["name"]
-        for obj in objects
-        if obj["kind"] == "Namespace" and cluster.get(info, obj["metadata"]["name"], None) is None
-    }
+    missing = set()
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            continue
+        try:
+            if cluster.get(info, obj["metadata"]["name"], None) is None:
+                missing.add(obj["metadata"]["name"])
+        except ForbiddenError:
+            continue  # may not read namespaces: take it as there; the dry run answers 404 if not
+    return missing
 
 
 def split_by_namespace(
