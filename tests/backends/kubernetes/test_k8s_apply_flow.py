@@ -83,7 +83,7 @@ def test_a_rejection_in_a_new_namespace_stops_the_apply_before_any_object_is_sen
     with pytest.raises(ApplyError) as raised:
         _backend().apply((GUIDE,))
     message = str(raised.value)
-    assert "dry run rejected 1 of 5 objects" in message
+    assert "dry run rejected 1 of the 5 objects it checked" in message
     assert "nodePort: Invalid value: 30050: provided port is already allocated" in message
     assert "Namespace/ml was created first" in message
     # Before: the namespaced objects skipped the dry run, the Deployment was created and the
@@ -119,7 +119,9 @@ def test_dry_run_reports_every_rejected_object_at_once(api):
     api.add_namespace("ml")
     _take_node_port(api, 30050)
     api.sim.fail_real_apply("deployments", "ml", "ml-model", 422, "never reached")
-    with pytest.raises(ApplyError, match="rejected 1 of 7 objects, so nothing was changed"):
+    with pytest.raises(
+        ApplyError, match="rejected 1 of the 7 objects it checked, so nothing was changed"
+    ):
         _backend().apply((GUIDE,))
     assert _real(api) == []
 
@@ -288,6 +290,20 @@ def test_wait_shows_the_quota_that_refused_the_pods(api):
     assert "exceeded quota: ml-quota" in error  # the failure says why, not only the count
     assert max(len(line) for line in messages) <= 80
     assert len(messages) == len(set(messages))  # each reason once, not at every poll
+
+
+def test_diagnosing_asks_only_for_what_the_cluster_serves_and_allows(api):
+    api.served_crd_groups.discard("keda.sh")
+    api.forbidden.add(("list", "events"))
+    _stuck_guide(api, deployment_condition("ReplicaFailure", "True", "FailedCreate", QUOTA))
+    backend = _backend()
+    report = backend.apply((GUIDE,))
+    before = len(api.requests)
+    with pytest.raises(RolloutError, match="exceeded quota: ml-quota"):  # still says why
+        backend.wait_for_rollouts(report, timeout_s=6, report=lambda _: None)
+    asked = [r.path for r in api.requests[before:]]
+    assert "/api/v1/namespaces/ml/events" in asked  # refused (403), and left out
+    assert not [path for path in asked if path.startswith("/apis/keda.sh/v1alpha1/")]
 
 
 def test_wait_shows_a_missing_service_account_from_the_replica_sets_events(api):

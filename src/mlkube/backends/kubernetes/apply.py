@@ -307,7 +307,8 @@ def dry_run_failure(
     )
     reasons = "; ".join(f"{key}: {why}" for key, why in rejected)
     return (
-        f"the server's dry run rejected {len(rejected)} of {total} objects, so {changed}: {reasons}"
+        f"the server's dry run rejected {len(rejected)} of the {total} objects it checked, so "
+        f"{changed}: {reasons}"
     )
 
 

@@ -31,7 +31,12 @@ from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import ClusterError
-from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest, kind_info
+from mlkube.backends.kubernetes.render.manifest import (
+    LABEL_INSTANCE,
+    KindInfo,
+    Manifest,
+    kind_info,
+)
 
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 MAX_EVENTS = 5
@@ -203,36 +208,55 @@ def _when(event: Manifest) -> str:
     return str((event.get("metadata") or {}).get("creationTimestamp") or "")
 
 
-def collect(cluster: Cluster, namespace: str, deployment: Manifest) -> list[Problem]:
-    """Read the pods, autoscalers and Warning events of ``deployment`` and say what is wrong.
+def collect(
+    cluster: Cluster,
+    namespace: str,
+    deployment: Manifest,
+    autoscalers: Sequence[Manifest] | None = None,
+) -> list[Problem]:
+    """Read the pods and Warning events of ``deployment`` (and its autoscalers, unless given)
+    and say what is wrong.
 
-    Best effort: a list the credentials may not make (or an API not served) leaves that part
-    out; diagnosing must never be what fails a command.
+    Best effort: a list the credentials may not make leaves that part out, and an autoscaler
+    API the cluster does not serve (no KEDA) is not asked for; diagnosing must never be what
+    fails a command.
     """
     spec = deployment.get("spec") or {}
-    meta = deployment.get("metadata") or {}
     selector = (spec.get("selector") or {}).get("matchLabels") or {}
-    instance = (meta.get("labels") or {}).get(LABEL_INSTANCE)
     pods: list[Manifest] = []
-    autoscalers: list[Manifest] = []
     events: list[Manifest] = []
     with contextlib.suppress(ClusterError):
         pods = cluster.pods(namespace, selector) if selector else []
-    for kind in AUTOSCALER_KINDS:
-        if instance is None:
-            break
-        try:
-            found = cluster.list_objects(kind_info(kind), namespace, {LABEL_INSTANCE: instance})
-        except ClusterError:
-            continue
-        autoscalers.extend(
-            a
-            for a in found
-            if (a.get("spec") or {}).get("scaleTargetRef", {}).get("name") == meta.get("name")
-        )
+    if autoscalers is None:
+        autoscalers = _autoscalers(cluster, namespace, deployment)
     with contextlib.suppress(ClusterError):
         events = cluster.warning_events(namespace)
     return problems(deployment, pods=pods, autoscalers=autoscalers, events=events)
+
+
+def _autoscalers(cluster: Cluster, namespace: str, deployment: Manifest) -> list[Manifest]:
+    meta = deployment.get("metadata") or {}
+    instance = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+    found: list[Manifest] = []
+    for kind in AUTOSCALER_KINDS if instance is not None else ():
+        info = kind_info(kind)
+        if info.crd and not _served(cluster, info):
+            continue
+        with contextlib.suppress(ClusterError):
+            found.extend(cluster.list_objects(info, namespace, {LABEL_INSTANCE: instance}))
+    return [a for a in found if targets(a, meta.get("name"))]
+
+
+def _served(cluster: Cluster, info: KindInfo) -> bool:
+    """Discovery: whether the cluster serves ``info``'s resource (a CRD may be missing)."""
+    status, body = cluster.raw_get(f"/apis/{info.api_version}")
+    resources = (body or {}).get("resources", []) if isinstance(body, dict) else []
+    return status == 200 and any(r.get("name") == info.plural for r in resources)
+
+
+def targets(autoscaler: Manifest, deployment: object) -> bool:
+    """Whether an HPA or ScaledObject scales the Deployment named ``deployment``. Pure."""
+    return bool((autoscaler.get("spec") or {}).get("scaleTargetRef", {}).get("name") == deployment)
 
 
 def collect_instances(
@@ -247,16 +271,16 @@ def collect_instances(
         meta = deployment["metadata"]
         namespace = meta.get("namespace", "")
         instance = (meta.get("labels") or {}).get(LABEL_INSTANCE, meta["name"])
+        autoscalers = [
+            a
+            for a in objects
+            if a["kind"] in AUTOSCALER_KINDS
+            and a["metadata"].get("namespace", "") == namespace
+            and targets(a, meta["name"])
+        ]
         if (namespace, meta["name"]) in slow:
-            seen = collect(cluster, namespace, deployment)
+            seen = collect(cluster, namespace, deployment, autoscalers)
         else:
-            autoscalers = [
-                a
-                for a in objects
-                if a["kind"] in AUTOSCALER_KINDS
-                and a["metadata"].get("namespace", "") == namespace
-                and (a.get("spec") or {}).get("scaleTargetRef", {}).get("name") == meta["name"]
-            ]
             seen = problems(deployment, autoscalers=autoscalers)
         if seen:
             found.setdefault((namespace, instance), []).extend(seen)
