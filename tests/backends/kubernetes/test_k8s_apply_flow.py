@@ -241,7 +241,10 @@ def test_a_failed_wait_keeps_the_old_objects_and_says_so(api, tmp_path):
     start = len(api.sim.timeline)
     backend = _backend()
     report = backend.apply((str(spec),))
-    with pytest.raises(RolloutError, match="not pruned, as nothing new serves: Deployment/"):
+    with pytest.raises(
+        RolloutError,
+        match="kept, not pruned, until the new Deployments are rolled out: Deployment/",
+    ):
         backend.wait_for_rollouts(report, timeout_s=6, report=lambda _: None)
     assert api.get("deployments", "ml", "ranker") is not None
     assert min(api.sim.serving("ml", RANKER)[start:]) > 0

@@ -149,7 +149,8 @@ class KubernetesBackend:
                 if kept:
                     names = ", ".join(map(str, kept))
                     raise RolloutError(
-                        f"{error}; not pruned, as nothing new serves: {names}"
+                        f"{error}; kept, not pruned, until the new Deployments are rolled out: "
+                        f"{names}"
                     ) from error
                 raise
             stale = [ObjectKey(ref.kind, ref.namespace, ref.name) for ref in kept]

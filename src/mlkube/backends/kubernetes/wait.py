@@ -110,7 +110,7 @@ async def wait_for_rollouts(
             if state.failed:
                 raise RolloutError(
                     f"rollout of Deployment '{name}' in '{namespace}' failed: {state.message}"
-                    + _because(why.get(key, []))
+                    + _because([p for p in why.get(key, []) if p.message not in state.message])
                 )
             if not state.done:
                 still.append(key)
