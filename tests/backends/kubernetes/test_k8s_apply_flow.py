@@ -15,6 +15,7 @@ from k8s_apiserver import FakeApiServer, Request, Res
 from k8s_cluster_sim import Step, deployment_condition
 
 from mlkube.backends.base import ObjectRef
+from mlkube.backends.kubernetes import wait
 from mlkube.backends.kubernetes.apply import PartialApplyError
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.errors import ApplyError, RolloutError
@@ -293,6 +294,20 @@ def test_wait_shows_the_quota_that_refused_the_pods(api):
     assert "exceeded quota: ml-quota" in error  # the failure says why, not only the count
     assert max(len(line) for line in messages) <= 80
     assert len(messages) == len(set(messages))  # each reason once, not at every poll
+
+
+def test_apply_wait_prints_the_reason_and_fails_with_it(api, capsys, monkeypatch):
+    monkeypatch.setattr(wait, "POLL_INTERVAL_S", 0.01)  # the CLI's clock is the system's
+    _stuck_guide(api, deployment_condition("ReplicaFailure", "True", "FailedCreate", QUOTA))
+    with pytest.raises(SystemExit) as exited:
+        main(["apply", GUIDE, "--target", "kubernetes", "--wait", "--timeout", "0.05"])
+    assert exited.value.code == 1
+    out, err = capsys.readouterr()
+    progress = out.splitlines()[out.splitlines().index("ml-model: 0 of 1 replicas updated") :]
+    assert progress[1].startswith("  Deployment/ml-model ReplicaFailure FailedCreate: Error")
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert err.startswith("error: timed out after 0.05s waiting for ml/ml-model")
+    assert "exceeded quota: ml-quota" in err
 
 
 def test_diagnosing_asks_only_for_what_the_cluster_serves_and_allows(api):
