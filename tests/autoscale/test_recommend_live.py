@@ -31,11 +31,11 @@ from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.decisions.scrape import Snapshot
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Backend, Router
 from mlkube.clock import ManualClock
+from mlkube.desired.rollout import RolloutState
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import load_spec, parse_documents

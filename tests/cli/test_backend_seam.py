@@ -9,7 +9,7 @@ import pytest
 import yaml
 from click.testing import CliRunner, Result
 
-from mlkube.backends.base import BackendSelection, Table
+from mlkube.backends.base import BackendSelection, RolloutStatus, Table
 from mlkube.cli import cli, main
 from mlkube.cli.output import print_tables
 from mlkube.testing.fake_backend import Call, FakeBackend
@@ -232,3 +232,38 @@ def test_status_watch_does_not_go_with_an_output_format():
     done = run(FakeBackend(), "status", "--watch", "-o", "json")
     assert done.exit_code == 2
     assert "--watch redraws the table" in done.output
+
+
+def test_rollout_promote_and_abort_print_where_the_rollout_stands(spec):
+    fake = FakeBackend()
+    refused = run(fake, "rollout", "promote", "iris")
+    assert "no canary in progress" in str(refused.exception)
+    run(fake, "apply", spec)
+    promoted = run(fake, "rollout", "promote", "iris")
+    assert promoted.stdout == (
+        "Canary 1 → 2: Progressing, step 2, traffic: revision 1 50%, revision 2 50% promoted\n"
+    )
+    aborted = run(fake, "rollout", "abort", "iris")
+    assert aborted.stdout == "revision 1 serves all traffic (RolledBack) aborted\n"
+    run(fake, "apply", spec)
+    run(fake, "rollout", "promote", "iris", "--full", "--prometheus", "http://127.0.0.1:9")
+    assert fake.calls[-1] == Call("rollout_promote", ("iris",), {"full": True})
+    assert fake.selections[-1].prometheus_url == "http://127.0.0.1:9"
+
+
+def test_rollout_status_watch_prints_each_change_until_the_rollout_ends(spec):
+    fake = FakeBackend()
+    run(fake, "apply", spec)
+    phases = iter(["Progressing", "Progressing", "Complete"])
+
+    def status(name: str) -> RolloutStatus:
+        phase = next(phases)
+        return RolloutStatus(name, phase, 1, 2 if phase == "Progressing" else None, "Canary")
+
+    fake.rollout_status = status  # type: ignore[method-assign]
+    watched = run(fake, "rollout", "status", "iris", "--watch", "--interval", "0")
+    assert watched.exit_code == 0, watched.output
+    assert watched.stdout.splitlines() == [
+        "Canary 1 → 2: Progressing",
+        "revision 1 serves all traffic (Complete)",
+    ]

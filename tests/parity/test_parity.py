@@ -25,16 +25,16 @@ from hypothesis import strategies as st
 from mlkube.autoscale.hpa_mapping import hpa_spec
 from mlkube.backends.kubernetes.render import render
 from mlkube.backends.local.controller.deployment import revision_of
-from mlkube.backends.local.decisions.rollout import (
+from mlkube.backends.local.limits import limits_of
+from mlkube.desired.capabilities import BackendKind, notes
+from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import (
     Observed,
     RevisionCounts,
     RolloutState,
     start_rollout,
     step_rollout,
 )
-from mlkube.backends.local.limits import limits_of
-from mlkube.desired.capabilities import BackendKind, notes
-from mlkube.desired.revision import revision_hash
 from mlkube.desired.scaling import Behavior, Policy, Rules, replicas_after_apply
 from mlkube.spec import ModelDeployment, load_documents
 from mlkube.spec.autoscaling import CpuMetric, MemoryMetric

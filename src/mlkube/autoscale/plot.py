@@ -10,16 +10,36 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mlkube.autoscale.simulator import ReplicaModel, SimResult
 from mlkube.errors import MlkubeError
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 STYLES = ("-", "--", ":", "-.", "-")
+DPI = 110
 
 
 def render_png(results: Sequence[SimResult], model: ReplicaModel, title: str) -> bytes:
-    """Three stacked panels: offered load vs capacity, replicas, p95 latency vs the SLO."""
+    """The figure of ``results`` (``figure``) as PNG bytes."""
+    fig = figure(results, model, title)  # raises MlkubeError without matplotlib
+    from matplotlib import pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def figure(results: Sequence[SimResult], model: ReplicaModel, title: str) -> Figure:
+    """Three stacked panels: offered load vs capacity, replicas, p95 latency vs the SLO.
+
+    Each panel's legend sits to its right, outside the plotting area: inside it covered the
+    lines it names. The caller closes the figure (``pyplot.close``).
+    """
     try:
         import matplotlib
 
@@ -28,7 +48,7 @@ def render_png(results: Sequence[SimResult], model: ReplicaModel, title: str) ->
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise MlkubeError("--plot needs matplotlib: pip install matplotlib") from exc
 
-    fig, (load_ax, rep_ax, lat_ax) = plt.subplots(3, 1, figsize=(11, 8.5), sharex=True)
+    fig, (load_ax, rep_ax, lat_ax) = plt.subplots(3, 1, figsize=(13, 8.5), sharex=True)
     first = results[0]
     t = [s.t for s in first.seconds]
     load_ax.plot(t, [s.rate for s in first.seconds], color="black", lw=1.2, label="offered req/s")
@@ -51,13 +71,10 @@ def render_png(results: Sequence[SimResult], model: ReplicaModel, title: str) ->
     lat_ax.set_xlabel("seconds")
     for ax in (load_ax, rep_ax, lat_ax):
         ax.grid(alpha=0.3)
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    return buffer.getvalue()
+    fig.tight_layout()  # counts the legends, so the panels shrink to leave them room
+    return fig
 
 
 def render_html(results: Sequence[SimResult], png: bytes, title: str) -> str:

@@ -29,6 +29,8 @@ class BackendSelection:
     state_dir: str | None = None
     context: str | None = None
     namespace: str | None = None
+    prometheus_url: str | None = None
+    """kubernetes: the cluster's Prometheus, which canary analysis queries (rollout commands)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +185,11 @@ class UndoReport:
 
 
 class Backend(Protocol):
-    """What the shared commands (apply, status, scale, delete, logs, events, rollout) need."""
+    """What the shared commands (apply, status, scale, delete, logs, events, rollout) need.
+
+    ``rollout_status`` on a cluster also moves a Canary's steps (the cluster has no mlkube
+    controller of its own): see ``backends.kubernetes.rollout_driver``.
+    """
 
     def apply(self, paths: Sequence[str], *, dry_run: bool = False) -> ApplyReport:
         """Apply the spec files (a dry run changes nothing); spec errors raise SpecError."""
@@ -235,6 +241,15 @@ class Backend(Protocol):
 
     def rollout_undo(self, name: str, *, to_revision: int | None = None) -> UndoReport:
         """Go back to ``to_revision`` (default: the previous good one), or abort a rollout."""
+        ...
+
+    def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
+        """End the canary's current step now, its pause and analysis not awaited (``full``:
+        every step); BackendError when no canary is in progress."""
+        ...
+
+    def rollout_abort(self, name: str) -> RolloutStatus:
+        """Stop the rollout in progress: every request back to the stable revision."""
         ...
 
 

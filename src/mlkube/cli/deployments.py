@@ -20,6 +20,7 @@ import click
 from mlkube.backends.base import (
     ApplyReport,
     Backend,
+    BackendSelection,
     DeleteReport,
     EventRow,
     ObjectChange,
@@ -28,9 +29,9 @@ from mlkube.backends.base import (
     Table,
 )
 from mlkube.cli.output import print_data, print_info, print_tables, print_warning, show_live
-from mlkube.cli.targets import backend_options
+from mlkube.cli.targets import backend_options, open_backend, prometheus_option
 from mlkube.clock import Clock, SystemClock
-from mlkube.errors import UnsupportedOperationError
+from mlkube.errors import MlkubeError, UnsupportedOperationError
 from mlkube.spec.quantity import parse_duration
 
 OUTPUT_FORMATS = click.Choice(["table", "json", "yaml"])
@@ -94,11 +95,15 @@ def rollout_line(status: RolloutStatus) -> str:
     if status.weights is not None:
         total = sum(weight for _, weight in status.weights) or 1.0
         shares = ", ".join(
-            f"revision {revision} {100 * weight / total:.0f}%"
-            for revision, weight in status.weights
+            f"{_track(revision)} {100 * weight / total:.0f}%" for revision, weight in status.weights
         )
         details.append(f"traffic: {shares}")
     return f"{status.strategy} {moving}: {', '.join(details)} {status.reason}".rstrip()
+
+
+def _track(revision: str) -> str:
+    """``revision 2`` locally; a cluster's tracks by name (``stable``, ``canary``)."""
+    return f"revision {revision}" if revision.isdigit() else revision
 
 
 HISTORY_HEADER = "  REV  STATUS      CHANGE            MODEL"
@@ -304,28 +309,138 @@ def events(name: str, limit: int, backend: Backend) -> None:
 
 @click.group()
 def rollout() -> None:
-    """Rollout status, history and undo.
+    """Rollout status, history, undo, and a canary's promote and abort.
 
     \b
     Examples:
       mlkube rollout status iris
       mlkube rollout history iris
       mlkube rollout undo iris --to-revision 1
+      mlkube rollout promote iris
     """
 
 
 @rollout.command("status")
 @click.argument("name")
+@click.option(
+    "--watch", "-w", is_flag=True, help="Print each change until the rollout ends (Ctrl-C stops)."
+)
+@click.option(
+    "--interval",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds between looks with --watch.",
+)
 @backend_options
-def rollout_status(name: str, backend: Backend) -> None:
+@prometheus_option
+def rollout_status(name: str, watch: bool, interval: float, backend: Backend) -> None:
     """Where the current rollout stands.
+
+    On a cluster, this is also what moves a Canary's steps and runs its analysis (against
+    --prometheus, or MLKUBE_PROMETHEUS_URL): keep --watch running until the rollout ends.
 
     \b
     Examples:
       mlkube rollout status iris
-      mlkube rollout status ml-model --target kubernetes -n ml
+      mlkube rollout status iris --watch
+      mlkube rollout status ml-model --target kubernetes -n ml --watch
     """
-    print_info(rollout_line(backend.rollout_status(name)))
+    status = backend.rollout_status(name)
+    print_info(rollout_line(status))
+    if not watch:
+        return
+    clock = SystemClock()
+    line = rollout_line(status)
+    with contextlib.suppress(KeyboardInterrupt):
+        while status.phase in ("Progressing",):
+            clock.sleep_blocking(interval)
+            status = backend.rollout_status(name)
+            if rollout_line(status) != line:
+                line = rollout_line(status)
+                print_info(line)
+
+
+@rollout.command("promote")
+@click.argument("name")
+@click.option("--full", is_flag=True, help="Skip every remaining step: promote now.")
+@backend_options
+@prometheus_option
+def rollout_promote(name: str, full: bool, backend: Backend) -> None:
+    """End the canary's current step now, without waiting for its pause or analysis.
+
+    \b
+    Examples:
+      mlkube rollout promote iris
+      mlkube rollout promote iris --full
+      mlkube rollout promote ml-model --target kubernetes -n ml
+    """
+    print_info(rollout_line(backend.rollout_promote(name, full=full)))
+
+
+@rollout.command("abort")
+@click.argument("name")
+@backend_options
+def rollout_abort(name: str, backend: Backend) -> None:
+    """Stop the rollout in progress: every request goes back to the stable revision.
+
+    \b
+    Examples:
+      mlkube rollout abort iris
+      mlkube rollout abort ml-model --target kubernetes -n ml
+    """
+    print_info(rollout_line(backend.rollout_abort(name)))
+
+
+@rollout.command("controller")
+@click.argument("name")
+@click.option("--namespace", "-n", default=None, help="The namespace [default: the context's].")
+@click.option("--context", default=None, help="The kubeconfig context [default: current].")
+@click.option(
+    "--interval", type=float, default=10.0, show_default=True, help="Seconds between steps."
+)
+@click.option(
+    "--ticks", type=int, default=None, help="Stop after this many steps [default: never]."
+)
+@prometheus_option
+def rollout_controller(
+    name: str,
+    namespace: str | None,
+    context: str | None,
+    interval: float,
+    ticks: int | None,
+    prometheus: str | None,
+) -> None:
+    """Drive a Canary's steps on a cluster until stopped: what the in-cluster rollout
+    controller runs (kubernetes.rolloutController: true renders it, with a Role that may
+    only patch this deployment's objects). In a pod it uses the service account.
+
+    A failed step (the API server briefly unreachable) is printed and retried at the next
+    interval; the controller keeps running.
+
+    \b
+    Examples:
+      mlkube rollout controller iris -n ml
+      mlkube rollout controller iris -n ml --ticks 3 --interval 1
+    """
+    backend = open_backend(BackendSelection("kubernetes", None, context, namespace, prometheus))
+    clock = SystemClock()
+    line = ""
+    done = 0
+    with contextlib.suppress(KeyboardInterrupt):
+        while ticks is None or done < ticks:
+            if done:
+                clock.sleep_blocking(interval)
+            done += 1
+            try:
+                now = rollout_line(backend.rollout_status(name))
+            except MlkubeError as failed:
+                print_warning(f"step failed, retrying in {interval:g}s: {failed}")
+                continue
+            if now != line:
+                line = now
+                stamp = dt.datetime.fromtimestamp(clock.wall(), dt.UTC).strftime("%H:%M:%S")
+                print_info(f"{stamp}  {line}")
 
 
 @rollout.command("history")

@@ -17,7 +17,7 @@ from mlkube.backends.kubernetes.render.formats import Format, as_files, to_yaml
 from mlkube.cli.output import print_info, print_warning
 from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import MlkubeError
-from mlkube.spec import load_documents
+from mlkube.spec import ModelDeployment, load_documents
 
 _MARKS = {"pass": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
@@ -61,7 +61,8 @@ def render_command(
         print_info(to_yaml(rendered.objects).rstrip("\n"))
         return
     name = Path(paths[0]).stem if len(paths) == 1 else "mlkube"
-    files = as_files(rendered.objects, cast(Format, fmt), name)
+    deployments = [d for d in documents if isinstance(d, ModelDeployment)]
+    files = as_files(rendered.objects, cast(Format, fmt), name, deployments)
     root = Path(output_dir)
     for relative, text in sorted(files.items()):
         target = root / relative

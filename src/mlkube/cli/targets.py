@@ -28,7 +28,9 @@ def make_backend(selection: BackendSelection) -> Backend:
     if selection.target == "kubernetes":
         from mlkube.backends.kubernetes.backend import KubernetesBackend
 
-        return KubernetesBackend(selection.context, selection.namespace)
+        return KubernetesBackend(
+            selection.context, selection.namespace, prometheus_url=selection.prometheus_url
+        )
     from mlkube.backends.local.backend import LocalBackend
 
     return LocalBackend(selection.state_dir)
@@ -66,7 +68,8 @@ def backend_options(func: Callable[..., None]) -> Callable[..., None]:
         namespace: str | None,
         **kwargs: Any,
     ) -> None:
-        selection = BackendSelection(target, state_dir, context, namespace)
+        prometheus = kwargs.pop("prometheus", None)
+        selection = BackendSelection(target, state_dir, context, namespace, prometheus)
         func(*args, backend=open_backend(selection), **kwargs)
 
     decorated: Callable[..., None] = state_dir_option(with_backend)
@@ -86,3 +89,16 @@ def backend_options(func: Callable[..., None]) -> Callable[..., None]:
         show_default=True,
         help="Where the deployment runs.",
     )(decorated)
+
+
+def prometheus_option(func: F) -> F:
+    """``--prometheus URL`` (env MLKUBE_PROMETHEUS_URL) for the rollout commands: the
+    cluster's Prometheus that canary analysis queries. Put it under ``backend_options``."""
+    return click.option(
+        "--prometheus",
+        default=None,
+        envvar="MLKUBE_PROMETHEUS_URL",
+        metavar="URL",
+        help="kubernetes: the cluster's Prometheus (e.g. http://localhost:9090 through "
+        "kubectl port-forward); canary analysis needs it.",
+    )(func)

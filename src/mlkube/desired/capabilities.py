@@ -19,19 +19,19 @@ from dataclasses import dataclass
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
 from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
+from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
     KubernetesSpec,
     ModelDeployment,
-    PriorityClass,
-    Quota,
 )
+from mlkube.spec.loading import SpecDocument
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.placement import ServiceType
 from mlkube.spec.rollout import RolloutStrategy
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 
-Document = ModelDeployment | Quota | PriorityClass
+Document = SpecDocument
 
 
 class BackendKind(enum.StrEnum):
@@ -456,8 +456,9 @@ CAPABILITIES: tuple[Capability, ...] = (
         "spec.rollout.steps",
         HONOURED,
         approximated(
-            "a cluster runs one step at a time, kubernetes.canaryWeight (default the first "
-            "step's weight): apply again with the next weight to move on; pauses are not timed"
+            "the steps and pauses move while `mlkube rollout status NAME --target kubernetes "
+            "--watch` runs (a client-side driver; no in-cluster controller); with "
+            "kubernetes.canaryWeight set, the weight is yours: apply again to move it"
         ),
         "Canary",
         _strategy(RolloutStrategy.CANARY),
@@ -476,9 +477,9 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "spec.rollout.analysis",
         HONOURED,
-        ignored(
-            "no analysis runs on a cluster; the canary alerts (mlkube alerts) watch the same "
-            "thresholds"
+        approximated(
+            "judged by the same driver against the cluster's Prometheus (rollout status "
+            "--prometheus URL); without one, a step that waits for analysis does not move"
         ),
         "set",
         lambda d: d.spec.rollout.analysis is not None,
@@ -627,7 +628,7 @@ def notes(documents: Iterable[Document], target: BackendKind) -> list[Note]:
     return found
 
 
-def _document_uses(document: Quota | PriorityClass, field: str) -> bool:
+def _document_uses(document: SpecModel, field: str) -> bool:
     """Whether a Quota/PriorityClass sets the field a row names (rows there are per field)."""
     data = document.model_dump(by_alias=True, exclude_defaults=True)
     node: object = data

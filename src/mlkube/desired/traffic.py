@@ -96,7 +96,7 @@ def current_split(deployment: ModelDeployment, replicas: int) -> TrafficSplit:
     """The split a cluster runs now for ``replicas`` stable replicas. Pure.
 
     ABTest: its one split. Canary: the step at ``kubernetes.canaryWeight``, else the first
-    step (a cluster moves to the next step when the spec is applied again).
+    step (the rollout driver moves the steps on from there).
     """
     rollout = deployment.spec.rollout
     if rollout.strategy is RolloutStrategy.AB_TEST:

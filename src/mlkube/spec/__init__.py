@@ -8,13 +8,16 @@ from mlkube.spec.deployment import (
     PriorityClass,
     Quota,
 )
+from mlkube.spec.job import BatchInference, JobDocument, TrainingJob
 from mlkube.spec.loading import SpecDocument, load_documents, load_spec, parse_documents
 from mlkube.spec.model import BatchingSpec, ModelFormat, ModelSpec, Protocol, ServerSpec
 from mlkube.spec.quantity import Quantity, parse_duration, parse_quantity
 
 __all__ = [
     "API_VERSION",
+    "BatchInference",
     "BatchingSpec",
+    "JobDocument",
     "Metadata",
     "ModelDeployment",
     "ModelDeploymentSpec",
@@ -26,6 +29,7 @@ __all__ = [
     "Quota",
     "ServerSpec",
     "SpecDocument",
+    "TrainingJob",
     "load_documents",
     "load_spec",
     "parse_documents",

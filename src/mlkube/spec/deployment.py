@@ -93,7 +93,8 @@ class KubernetesSpec(SpecModel):
     prometheus_url: Annotated[str, Field(pattern=r"^https?://")] = (
         "http://prometheus-operated.monitoring.svc:9090"
     )
-    """Where KEDA's Prometheus triggers query (engine keda with request metrics)."""
+    """Where KEDA's Prometheus triggers and the in-cluster rollout controller's canary analysis
+    query."""
 
     force_conflicts: bool = False
     """Server-side apply with force: take over fields another manager owns (kubectl edit,
@@ -101,6 +102,12 @@ class KubernetesSpec(SpecModel):
 
     prune: bool = True
     """After apply, delete objects of this deployment that the new render no longer holds."""
+
+    rollout_controller: bool = False
+    """Canary: run the steps and analysis in the cluster, in a small `<name>-rollout`
+    Deployment (`mlkube rollout controller`) whose Role may only read and patch this
+    deployment's own objects, so a rollout does not need a laptop running
+    `mlkube rollout status --watch`. Its analysis queries `prometheusUrl`."""
 
     @field_validator("model_host_path")
     @classmethod
@@ -145,6 +152,17 @@ class ModelDeploymentSpec(SpecModel):
             and self.autoscaling.min_replicas == 0
         ):
             raise ValueError("BlueGreen needs at least one replica per colour; minReplicas is 0")
+        if self.kubernetes.rollout_controller:
+            if self.rollout.strategy is not RolloutStrategy.CANARY:
+                raise ValueError(
+                    "kubernetes.rolloutController runs a Canary's steps; the strategy is "
+                    f"{self.rollout.strategy}"
+                )
+            if self.kubernetes.canary_weight is not None:
+                raise ValueError(
+                    "kubernetes.rolloutController moves the canary's weight itself; remove "
+                    "kubernetes.canaryWeight (or the controller, to keep the weight manual)"
+                )
         return self
 
     @property
@@ -265,5 +283,4 @@ class PriorityClass(SpecModel):
     _source_file: str = PrivateAttr(default="<string>")
 
 
-Document = Annotated[ModelDeployment | Quota | PriorityClass, Field(discriminator="kind")]
-KINDS = ("ModelDeployment", "Quota", "PriorityClass")
+KINDS = ("ModelDeployment", "Quota", "PriorityClass", "TrainingJob", "BatchInference")

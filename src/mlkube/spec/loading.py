@@ -21,12 +21,15 @@ from pydantic_core import ErrorDetails
 from mlkube.errors import SpecError, SpecIssue
 from mlkube.spec.base import DNS_LABEL, DNS_SUBDOMAIN
 from mlkube.spec.deployment import API_VERSION, KINDS, ModelDeployment, PriorityClass, Quota
+from mlkube.spec.job import BatchInference, TrainingJob
 
-SpecDocument = ModelDeployment | Quota | PriorityClass
-_CLASSES: dict[str, type[ModelDeployment] | type[Quota] | type[PriorityClass]] = {
+SpecDocument = ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference
+_CLASSES: dict[str, type[SpecDocument]] = {
     "ModelDeployment": ModelDeployment,
     "Quota": Quota,
     "PriorityClass": PriorityClass,
+    "TrainingJob": TrainingJob,
+    "BatchInference": BatchInference,
 }
 _PATTERN_WORDS = {
     DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', "
@@ -79,7 +82,7 @@ def load_documents(*paths: str | os.PathLike[str]) -> list[SpecDocument]:
             continue
         for document in parsed:
             document._source_file = str(file)
-            if isinstance(document, ModelDeployment):
+            if isinstance(document, ModelDeployment | TrainingJob | BatchInference):
                 document._source_dir = str(file.parent.resolve())
         documents.extend(parsed)
     if not problems:

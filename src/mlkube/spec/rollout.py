@@ -29,7 +29,7 @@ class CanaryStep(SpecModel):
     """Send ``weight`` percent to the new revision, then wait ``pause``.
 
     Without ``pause`` the step ends after one passed analysis interval (at once when there is
-    no analysis). On Kubernetes, canary weights move only when the spec is applied again.
+    no analysis). On Kubernetes the steps move while `mlkube rollout status --watch` runs.
     """
 
     weight: Annotated[int, Field(ge=0, le=100)]

@@ -10,17 +10,25 @@ import ast
 import inspect
 import itertools
 import textwrap
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import TypeAdapter
+from pydantic import Field, TypeAdapter
 
 from mlkube.spec.base import SpecModel
-from mlkube.spec.deployment import Document, ModelDeployment, PriorityClass, Quota
+from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
+from mlkube.spec.job import BatchInference, TrainingJob
+
+Document = Annotated[
+    ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference,
+    Field(discriminator="kind"),
+]
 
 _BY_KIND: dict[str, Any] = {
     "ModelDeployment": ModelDeployment,
     "Quota": Quota,
     "PriorityClass": PriorityClass,
+    "TrainingJob": TrainingJob,
+    "BatchInference": BatchInference,
 }
 
 

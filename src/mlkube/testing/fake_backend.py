@@ -202,3 +202,25 @@ class FakeBackend:
             raise BackendError(f"deployment '{name}' has no earlier revision to go back to")
         self.revisions[name] = target
         return UndoReport(ObjectRef(KIND, name), "rolling back", target)
+
+    def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
+        self._record("rollout_promote", name, full=full)
+        self._known(name)
+        revision = self.revisions[name]
+        if revision == 1:
+            raise BackendError(f"deployment '{name}' has no canary in progress (Complete)")
+        if full:
+            return RolloutStatus(name, "Complete", revision=revision, strategy="Canary")
+        weights = ((str(revision - 1), 50.0), (str(revision), 50.0))
+        return RolloutStatus(
+            name, "Progressing", revision - 1, revision, "Canary", 2, weights, "promoted"
+        )
+
+    def rollout_abort(self, name: str) -> RolloutStatus:
+        self._record("rollout_abort", name)
+        self._known(name)
+        if self.revisions[name] == 1:
+            raise BackendError(f"deployment '{name}' has no rollout in progress to abort")
+        self.revisions[name] -= 1
+        stable = self.revisions[name]
+        return RolloutStatus(name, "RolledBack", stable, strategy="Canary", reason="aborted")

@@ -17,9 +17,11 @@ makes, with the semantics a real kube-apiserver gives them:
   ``!=`` on ``metadata.name``/``metadata.namespace``, and for core/v1 Events the
   ``involvedObject.*``, ``reason``, ``source``, ``type`` and ``reportingComponent`` fields;
   any other field is 400 ``field label not supported``), delete, the Deployment ``scale``
-  subresource (merge patch), pod logs, SelfSubjectAccessReview;
+  subresource (merge patch), JSON merge patches of whole objects as an Update by their
+  ``fieldManager`` (the rollout driver's writes), pod logs, SelfSubjectAccessReview;
 - RBAC: a configurable set of forbidden (verb, resource) pairs answered 403 with the API
-  server's message shape; bearer-token authentication (401 otherwise).
+  server's message shape, or (``restrict_to``) exactly the rules of one Role, resourceNames
+  included; bearer-token authentication (401 otherwise).
 
 A Deployment's ``status`` is filled in by a simulated controller on reads, according to
 ``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline") or to a test's
@@ -73,6 +75,9 @@ RESOURCES = [
     Res("", "v1", "pods", "Pod", True),
     Res("", "v1", "events", "Event", True),
     Res("", "v1", "nodes", "Node", False),
+    Res("", "v1", "serviceaccounts", "ServiceAccount", True),
+    Res("rbac.authorization.k8s.io", "v1", "roles", "Role", True),
+    Res("rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", True),
     Res("apps", "v1", "deployments", "Deployment", True),
     Res("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", True),
     Res("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", True),
@@ -133,6 +138,8 @@ class FakeApiServer:
         self.metrics_status = 200
         self.forbidden: set[tuple[str, str]] = set()
         """(verb, resource[.group]) pairs RBAC denies."""
+        self.role_rules: list[dict[str, Any]] | None = None
+        """When set, the caller holds exactly this Role (``restrict_to``)."""
         self.rollout = "ready"
         self.ready_after_reads = 2
         self.objects: dict[tuple[str, str, str], Stored] = {}
@@ -383,11 +390,40 @@ class FakeApiServer:
                 return res, namespace, name, sub
         return None
 
+    def restrict_to(self, rules: list[dict[str, Any]]) -> None:
+        """Authorize every later request by these Role rules alone, as RBAC does: allowed when
+        some rule lists the API group, the resource (``scale`` as ``deployments/scale``) and
+        the verb, and, when it has ``resourceNames``, the object's name; a list, watch or
+        create is never allowed by a rule with ``resourceNames``.
+        https://kubernetes.io/docs/reference/access-authn-authz/rbac/#referring-to-resources
+        """
+        self.role_rules = rules
+
+    def _allowed_by_role(self, verb: str, res: Res, name: str | None, sub: str | None) -> bool:
+        assert self.role_rules is not None
+        resource = f"{res.plural}/{sub}" if sub else res.plural
+        for rule in self.role_rules:
+            names = rule.get("resourceNames")
+            if (
+                res.group in rule.get("apiGroups", [])
+                and resource in rule.get("resources", [])
+                and verb in rule.get("verbs", [])
+                and (not names or (name is not None and name in names))
+            ):
+                return True
+        return False
+
     def _forbidden(
-        self, verb: str, res: Res, namespace: str | None, name: str | None
+        self,
+        verb: str,
+        res: Res,
+        namespace: str | None,
+        name: str | None,
+        sub: str | None = None,
     ) -> tuple[int, Any, str] | None:
         resource = f"{res.plural}.{res.group}" if res.group else res.plural
-        if (verb, resource) not in self.forbidden:
+        by_role = self.role_rules is not None and not self._allowed_by_role(verb, res, name, sub)
+        if (verb, resource) not in self.forbidden and not by_role:
             return None
         what = f'{resource} "{name}"' if name else resource
         group = f'"{res.group}"' if res.group else '""'
@@ -415,7 +451,7 @@ class FakeApiServer:
             "DELETE": "delete",
             "POST": "create",
         }[method]
-        denied = self._forbidden(verb, res, namespace, name)
+        denied = self._forbidden(verb, res, namespace, name, sub)
         if denied:
             return denied
         ns_key = (namespace or "") if res.namespaced else ""
@@ -444,6 +480,8 @@ class FakeApiServer:
             )
         if method == "PATCH" and sub == "scale":
             return self._scale(res, key, name, body, content_type)
+        if method == "PATCH" and sub is None and content_type == "application/merge-patch+json":
+            return self._merge_patch(res, key, name, query, body)
         if method == "PATCH":
             return self._apply(res, key, namespace, name, query, content_type, body)
         return (
@@ -611,6 +649,63 @@ class FakeApiServer:
             self.objects[key] = result
         return 200, _out(res, result.obj), "application/json"
 
+    def _merge_patch(
+        self,
+        res: Res,
+        key: tuple[str, str, str],
+        name: str,
+        query: dict[str, list[str]],
+        body: bytes,
+    ) -> tuple[int, Any, str]:
+        """A JSON merge patch (RFC 7386: maps merge, lists are replaced, null deletes), as an
+        Update by ``fieldManager``, which takes ownership of every field it sets.
+
+        Models https://kubernetes.io/docs/tasks/manage-kubernetes-objects/update-api-object-kubectl-patch/
+        (merge patch) and the Update operation of
+        https://kubernetes.io/docs/reference/using-api/server-side-apply/#field-management .
+        The merged object is validated like an applied one (422), and immutable fields too.
+        """
+        stored = self.objects.get(key)
+        if stored is None:
+            return 404, _not_found(res, name), "application/json"
+        manager = query.get("fieldManager", [""])[0] or "unknown"
+        patch = json.loads(body)
+        obj = copy.deepcopy(stored.obj)
+        _merge_json(obj, patch)
+        checked = {k: v for k, v in obj.items() if k != "status"}
+        checked["metadata"] = {
+            k: v
+            for k, v in obj["metadata"].items()
+            if k in ("name", "namespace", "labels", "annotations")
+        }
+        problems = validate(checked, "1.33.0")
+        if problems:
+            message = f'{res.kind} "{name}" is invalid: {"; ".join(problems)}'
+            return 422, _status(422, "Invalid", message), "application/json"
+        immutable = _immutable_change(res, stored.obj, obj)
+        if immutable is not None:
+            message = f'{res.kind}.{res.group or "core"} "{name}" is invalid: {immutable}'
+            return 422, _status(422, "Invalid", message), "application/json"
+        before_spec = json.dumps(stored.obj.get("spec"), sort_keys=True)
+        if json.dumps(obj.get("spec"), sort_keys=True) != before_spec:
+            obj["metadata"]["generation"] = obj["metadata"].get("generation", 1) + 1
+        owners = {m: set(p) for m, p in stored.owners.items()}
+        for path in _leaves(_owned_part(patch)):
+            if _get(patch, path) is None:
+                continue
+            for owned in owners.values():
+                owned.discard(path)
+            owners.setdefault(manager, set()).add(path)
+        obj["metadata"]["resourceVersion"] = str(next(self._rv))
+        self.objects[key] = Stored(
+            obj,
+            {m: p for m, p in owners.items() if p},
+            stored.reads,
+            stored.template,
+            stored.revision,
+        )
+        return 200, _out(res, obj), "application/json"
+
     def _invalid(self, res: Res, config: Any, namespace: str | None, name: str) -> list[str]:
         if not isinstance(config, dict) or config.get("kind") != res.kind:
             found = config.get("kind") if isinstance(config, dict) else None
@@ -768,6 +863,17 @@ def _leaves(value: Any, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     if isinstance(value, dict) and value:
         return [leaf for k, v in value.items() for leaf in _leaves(v, (*prefix, k))]
     return [prefix] if prefix else []
+
+
+def _merge_json(target: dict[str, Any], patch: dict[str, Any]) -> None:
+    """RFC 7386 JSON merge patch, in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge_json(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
 
 
 def _get(obj: Any, path: tuple[str, ...]) -> Any:

@@ -46,19 +46,6 @@ def test_render_kustomize_lists_every_file_in_apply_order(tmp_path):
     ]
 
 
-def test_render_helm_chart_escapes_template_braces(tmp_path):
-    result = CliRunner().invoke(cli, ["render", KEDA, "-o", str(tmp_path), "--format", "helm"])
-    assert result.exit_code == 0, result.output
-    chart = yaml.safe_load((tmp_path / "Chart.yaml").read_text(encoding="utf-8"))
-    assert chart["apiVersion"] == "v2" and chart["name"] == "keda-gpu"
-    templates = sorted((tmp_path / "templates").iterdir())
-    assert templates
-    for template in templates:
-        text = template.read_text(encoding="utf-8")
-        # Every brace pair left in a template is one of our escapes.
-        assert re.sub(r'\{\{ "(\{\{|\}\})" \}\}', "", text).count("{{") == 0
-
-
 def test_escape_helm_round_trips():
     text = 'summary: "{{ $labels.deployment }} is {{ $value }}"'
     escaped = escape_helm(text)

@@ -16,7 +16,9 @@ Order of an apply:
    them: it reports those objects as not checked, never as accepted;
 3. the objects are applied for real with field manager ``mlkube``, in dependency order. If the
    server still rejects one part-way (something changed since the dry run),
-   ``PartialApplyError`` names what was applied and what was not;
+   ``PartialApplyError`` names what was applied and what was not. A conflict with
+   mlkube's own other writers only (``mlkube scale``, the rollout driver) is taken back with
+   force, and a canary whose steps the driver runs keeps its replica count;
 4. objects labelled as this deployment's that the render no longer holds are deleted, in
    reverse order, but only once every Deployment of the new set is rolled out: a strategy
    switch must not delete the Deployment that serves while its replacement has no available
@@ -36,13 +38,20 @@ from mlkube.backends.kubernetes.errors import (
     ApiMissingError,
     ApplyError,
     ClusterError,
+    ConflictError,
     ForbiddenError,
 )
+from mlkube.backends.kubernetes.progression import ClusterRollout
 from mlkube.backends.kubernetes.render.manifest import (
+    ANNOTATION_CONFIG_HASH,
+    ANNOTATION_ROLLOUT,
+    ANNOTATION_ROLLOUT_STATE,
+    FIELD_MANAGER,
     KINDS,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    ROLLOUT_MANAGER,
     KindInfo,
     Manifest,
     apply_rank,
@@ -195,6 +204,7 @@ def apply_objects(
         )
     }
     objects = without_autoscaled_replicas(objects, existing)
+    objects = without_driven_replicas(objects, _live_rollouts(cluster, objects))
     missing = missing_namespaces(cluster, objects)
     checkable, later = split_by_namespace(objects, missing)
     _dry_run(cluster, checkable, force=force, created=())
@@ -225,6 +235,67 @@ def apply_objects(
         return ApplyResult(applied, (), tuple(warnings), unchecked, kept=tuple(stale))
     prune_now(cluster, stale, dry_run=dry_run)
     return ApplyResult(applied, tuple(stale), tuple(warnings), unchecked)
+
+
+OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER})
+"""mlkube's other writers: ``mlkube scale`` (manager ``mlkube``, subresource ``scale``) and the
+rollout driver. A conflict with them alone is taken back: the spec is the source of truth."""
+
+
+def apply_taking_back(cluster: Cluster, obj: Manifest, *, dry_run: bool, force: bool) -> None:
+    """Server-side apply ``obj``; when it conflicts only with mlkube's own other writers, apply
+    again with force (never over another tool's fields unless ``force``)."""
+    try:
+        cluster.apply(obj, dry_run=dry_run, force=force)
+    except ConflictError as conflict:
+        if force or not conflict.managers or not set(conflict.managers) <= OWN_MANAGERS:
+            raise
+        cluster.apply(obj, dry_run=dry_run, force=True)
+
+
+def without_driven_replicas(
+    objects: Sequence[Manifest], live: dict[ObjectKey, ClusterRollout]
+) -> list[Manifest]:
+    """Drop ``spec.replicas`` from a canary Deployment whose steps the rollout driver is
+    running for this very revision (``live``: the driver's records). Pure.
+
+    Applying the same spec mid-rollout must not send the canary back to the first step; a
+    spec with a new model (a new revision hash) does start over, with the rendered count.
+    """
+    out: list[Manifest] = []
+    for obj in objects:
+        record = live.get(key_of(obj)) if obj["kind"] == "Deployment" else None
+        driven = record is not None and (record.state.active or record.promoting)
+        if driven and record is not None and record.target_hash == _template_hash(obj):
+            obj = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"}}
+        out.append(obj)
+    return out
+
+
+def _live_rollouts(
+    cluster: Cluster, objects: Sequence[Manifest]
+) -> dict[ObjectKey, ClusterRollout]:
+    """The rollout driver's records on the live canary Deployments among ``objects``."""
+    records: dict[ObjectKey, ClusterRollout] = {}
+    for obj in objects:
+        annotations = obj["metadata"].get("annotations") or {}
+        if obj["kind"] != "Deployment" or ANNOTATION_ROLLOUT not in annotations:
+            continue
+        live = cluster.get(
+            kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"]
+        )
+        text = ((live or {}).get("metadata", {}).get("annotations") or {}).get(
+            ANNOTATION_ROLLOUT_STATE
+        )
+        record = None if text is None else ClusterRollout.from_json(text)
+        if record is not None:
+            records[key_of(obj)] = record
+    return records
+
+
+def _template_hash(obj: Manifest) -> str:
+    template = obj["spec"].get("template", {}).get("metadata", {})
+    return str((template.get("annotations") or {}).get(ANNOTATION_CONFIG_HASH, ""))
 
 
 def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
@@ -288,7 +359,7 @@ def _dry_run(
     rejected: list[tuple[ObjectKey, str]] = []
     for obj in objects:
         try:
-            cluster.apply(obj, dry_run=True, force=force)
+            apply_taking_back(cluster, obj, dry_run=True, force=force)
         except ApplyError as error:
             rejected.append((key_of(obj), str(error)))
     if rejected:
@@ -322,7 +393,7 @@ def _apply_in_order(
         if key in done:
             continue
         try:
-            cluster.apply(obj, dry_run=False, force=force)
+            apply_taking_back(cluster, obj, dry_run=False, force=force)
         except ClusterError as error:
             rest = [key_of(o) for o in objects[index + 1 :] if key_of(o) not in done]
             raise PartialApplyError(key, error, tuple(applied), tuple(rest)) from error

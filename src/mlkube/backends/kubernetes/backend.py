@@ -2,7 +2,8 @@
 
 Each operation opens a connection (``client.Cluster``) for its kubeconfig context and namespace,
 acts through the thin loops beside it (``apply.apply_objects``, ``wait.wait_for_rollouts``) and
-the pure views (``status``), and returns plain data; nothing here prints. The objects of a
+the pure views (``status``), and returns plain data; nothing here prints. A Canary's steps
+and analysis run in ``rollout_driver`` (``rollout status|promote|abort``). The objects of a
 deployment are found by the labels mlkube puts on everything it renders. Revision history and
 undo are the Deployment controller's (``kubectl rollout history|undo``) and raise
 ``UnsupportedOperationError`` naming that command.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 
 from mlkube.backends.base import (
     ApplyReport,
@@ -29,6 +31,7 @@ from mlkube.backends.base import (
     Table,
     UndoReport,
 )
+from mlkube.backends.kubernetes import rollout_driver
 from mlkube.backends.kubernetes import status as views
 from mlkube.backends.kubernetes.apply import (
     NEVER_PRUNED,
@@ -45,9 +48,11 @@ from mlkube.backends.kubernetes.errors import (
     ObjectNotFoundError,
     RolloutError,
 )
+from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
+    LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
@@ -55,6 +60,7 @@ from mlkube.backends.kubernetes.render.manifest import (
     apply_rank,
     kind_info,
 )
+from mlkube.backends.kubernetes.render.rollout_controller import COMPONENT
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, notes
@@ -85,10 +91,13 @@ class KubernetesBackend:
         *,
         kubeconfig: str | None = None,
         clock: Clock | None = None,
+        prometheus_url: str | None = None,
     ) -> None:
         self.target = Target(context=context, namespace=namespace, kubeconfig=kubeconfig)
         self.namespace = namespace
         self.clock: Clock = clock or SystemClock()
+        self.measure = None if prometheus_url is None else PrometheusCanary(prometheus_url)
+        """Canary analysis: the cluster's Prometheus, when the user names one."""
 
     @contextmanager
     def _connect(self) -> Iterator[tuple[Cluster, str]]:
@@ -264,12 +273,45 @@ class KubernetesBackend:
 
     # rollouts ------------------------------------------------------------------------------
     def rollout_status(self, name: str) -> RolloutStatus:
-        """Where the rollout of the deployment's Deployments stands, as kubectl judges it."""
+        """Where the rollout stands; for a Canary, one tick of the rollout driver first (the
+        steps move while someone runs this, e.g. ``rollout status --watch``)."""
         with self._connect() as (cluster, namespace):
+            tracks = rollout_driver.read_tracks(cluster, namespace, name)
+            if tracks is not None:
+                return rollout_driver.advance(
+                    cluster, tracks, now=self.clock.wall(), measure=self.measure
+                )
             owned, warnings = _owned(cluster, namespace, name, ("Deployment",))
         if not owned:
             raise _not_found(name, namespace, warnings)
         return views.rollout_status(name, owned)
+
+    def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
+        """End the canary's step now (``full``: every step), then tick."""
+        with self._connect() as (cluster, namespace):
+            tracks = self._canary(cluster, namespace, name)
+            record = rollout_driver.promote_rollout(cluster, tracks, full=full)
+            tracks = replace(tracks, record=record)
+            return rollout_driver.advance(
+                cluster, tracks, now=self.clock.wall(), measure=self.measure
+            )
+
+    def rollout_abort(self, name: str) -> RolloutStatus:
+        """Every request back to the stable Deployment; the canary goes to zero."""
+        with self._connect() as (cluster, namespace):
+            tracks = self._canary(cluster, namespace, name)
+            record = rollout_driver.abort_rollout(cluster, tracks)
+        return rollout_driver.status_of(name, record, 0, self.measure is None)
+
+    def _canary(self, cluster: Cluster, namespace: str, name: str) -> rollout_driver.CanaryTracks:
+        tracks = rollout_driver.read_tracks(cluster, namespace, name)
+        if tracks is None:
+            raise ObjectNotFoundError(
+                f"deployment '{name}' in namespace '{namespace}' runs no Canary steps (promote "
+                "and abort move a Canary's steps; with kubernetes.canaryWeight you move the "
+                "weight by applying, and other strategies roll out as Deployments do)"
+            )
+        return tracks
 
     def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
         raise UnsupportedOperationError(
@@ -322,6 +364,10 @@ def _owned(
             warnings.append(str(error))
     if name is None:
         objects = [o for o in objects if o["kind"] != "Namespace"]
+    # The in-cluster rollout controller is the deployment's helper, not one of its tracks.
+    objects = [
+        o for o in objects if o["metadata"].get("labels", {}).get(LABEL_COMPONENT) != COMPONENT
+    ]
     return objects, warnings
 
 

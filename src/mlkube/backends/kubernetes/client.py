@@ -16,6 +16,7 @@ the backend's errors here, with the API server's own message kept.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -46,12 +47,16 @@ from mlkube.backends.kubernetes.errors import (
     ApplyError,
     ClusterError,
     ClusterUnreachableError,
+    ConflictError,
     ForbiddenError,
     ObjectNotFoundError,
 )
 from mlkube.backends.kubernetes.render.manifest import FIELD_MANAGER, KINDS, KindInfo, Manifest
 
 logger = logging.getLogger(__name__)
+
+_CONFLICT_MANAGER = re.compile(r'conflict with "([^"]+)"')
+"""How a 409 from server-side apply names each manager: ``conflict with "kubectl" using ...``."""
 
 API_NOT_SERVED = "the server could not find the requested resource"
 """The API server's 404 message when a group/version/resource is not served at all."""
@@ -170,6 +175,23 @@ class Cluster:
                 namespace=namespace,
                 patch_type=PatchType.MERGE,
             )
+
+    def merge_patch(
+        self, info: KindInfo, name: str, namespace: str | None, patch: Manifest, *, manager: str
+    ) -> Manifest:
+        """A JSON merge patch (RFC 7386) as field manager ``manager``: maps merge, lists are
+        replaced whole. For the few fields another actor than ``mlkube apply`` owns (the
+        rollout driver's annotation, a canary's weights); returns the server's object."""
+        with _Translate("patch", info, namespace, name):
+            result = self._client.patch(
+                _resource(info),
+                name,
+                patch,
+                namespace=_ns(info, namespace),
+                patch_type=PatchType.MERGE,
+                field_manager=manager,
+            )
+        return _as_dict(result)
 
     def logs(
         self, pod: str, namespace: str, *, follow: bool, since_s: float | None
@@ -324,9 +346,10 @@ class _Translate:
                 return ApiMissingError(self.info.api_version, self.info.kind)
             return ObjectNotFoundError(f"{what} not found{where}")
         if code == 409:
-            return ApplyError(
+            return ConflictError(
                 f"conflict applying {what}{where}: {message} (another field manager owns these "
-                "fields; set kubernetes.forceConflicts: true to take them over)"
+                "fields; set kubernetes.forceConflicts: true to take them over)",
+                tuple(sorted(set(_CONFLICT_MANAGER.findall(error.status.message or "")))),
             )
         if code == 422:
             return ApplyError(f"the API server rejected {what}{where}: {message}")

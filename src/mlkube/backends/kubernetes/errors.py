@@ -59,6 +59,15 @@ class ApplyError(ClusterError):
     """The API server rejected an object."""
 
 
+class ConflictError(ApplyError):
+    """Server-side apply found fields other field managers own (409 Conflict)."""
+
+    def __init__(self, message: str, managers: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.managers = managers
+        """The managers named in the conflict, e.g. ``("mlkube-rollout",)``."""
+
+
 class ObjectNotFoundError(ClusterError):
     """The named object is not in the cluster."""
 

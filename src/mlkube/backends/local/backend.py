@@ -288,17 +288,14 @@ class LocalBackend:
         return tuple(EventRow(r["ts"], r["type"], r["reason"], r["message"]) for r in rows)
 
     def rollout_status(self, name: str) -> RolloutStatus:
-        data = self._call("GET", f"/rollout/status?name={quote(name)}")
-        return RolloutStatus(
-            name=name,
-            phase=data["phase"],
-            revision=data["stable"],
-            target=data["target"],
-            strategy=data["strategy"],
-            step=data["step"],
-            weights=tuple((str(k), v) for k, v in data["weights"].items()),
-            reason=data["reason"],
-        )
+        return _rollout_status(name, self._call("GET", f"/rollout/status?name={quote(name)}"))
+
+    def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
+        data = self._call("POST", "/rollout/promote", {"name": name, "full": full})
+        return _rollout_status(name, data)
+
+    def rollout_abort(self, name: str) -> RolloutStatus:
+        return _rollout_status(name, self._call("POST", "/rollout/abort", {"name": name}))
 
     def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
         rows = self._call("GET", f"/rollout/history?name={quote(name)}")
@@ -323,3 +320,17 @@ class LocalBackend:
         return UndoReport(
             ObjectRef(DEPLOYMENT_KIND, result["name"]), result["action"], result["revision"]
         )
+
+
+def _rollout_status(name: str, data: Any) -> RolloutStatus:
+    """A ``RolloutStatus`` from the control API's ``/rollout/*`` answer."""
+    return RolloutStatus(
+        name=name,
+        phase=data["phase"],
+        revision=data["stable"],
+        target=data["target"],
+        strategy=data["strategy"],
+        step=data["step"],
+        weights=tuple((str(k), v) for k, v in data["weights"].items()),
+        reason=data["reason"],
+    )

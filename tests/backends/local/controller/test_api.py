@@ -31,9 +31,9 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.server import INTERNAL_ERROR
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Router
+from mlkube.desired.rollout import RolloutState
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents

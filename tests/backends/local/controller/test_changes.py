@@ -41,12 +41,12 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.backoff import BackoffState
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutPhase, RolloutState
 from mlkube.backends.local.decisions.scrape import Rates, Snapshot
 from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.supervisor import ProcessHandle
 from mlkube.clock import ManualClock
 from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import RolloutPhase, RolloutState
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents
 from mlkube.spec.rollout import RolloutStrategy

@@ -22,10 +22,10 @@ from mlkube.backends.local.controller.metrics import deployment_state, expositio
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutPhase, RolloutState
 from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.status_view import autoscaler_line
 from mlkube.cli import cli
+from mlkube.desired.rollout import RolloutPhase, RolloutState
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.loading import parse_documents

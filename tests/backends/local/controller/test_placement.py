@@ -11,8 +11,8 @@ from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.placement import priority_of
 from mlkube.backends.local.controller.settings import ControllerSettings
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.proxy import Router
+from mlkube.desired.rollout import RolloutState
 from mlkube.spec import ModelDeployment, PriorityClass, parse_documents
 
 DOCS = """

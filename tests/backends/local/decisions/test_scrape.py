@@ -1,6 +1,7 @@
 import pytest
 
-from mlkube.backends.local.decisions.scrape import judge_canary, merge, parse_metrics, rates
+from mlkube.backends.local.decisions.scrape import merge, parse_metrics, rates
+from mlkube.desired.rollout import judge_canary
 
 TEXT = """# HELP mlkube_requests_total Requests.
 # TYPE mlkube_requests_total counter

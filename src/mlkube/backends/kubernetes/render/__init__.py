@@ -8,12 +8,12 @@ The I/O side of the backend (client, apply, wait, status, doctor) sits beside th
 
 from mlkube.backends.kubernetes.render.documents import (
     Rendered,
-    SpecDocument,
     render,
     render_deployment,
     sort_objects,
     with_namespace,
 )
+from mlkube.spec.loading import SpecDocument
 
 __all__ = [
     "Rendered",

@@ -23,12 +23,12 @@ from mlkube.backends.kubernetes.render.cluster import (
 )
 from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render.network import network_objects
+from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
 from mlkube.backends.kubernetes.render.scaling import scaling_objects
 from mlkube.backends.kubernetes.render.tracks import tracks_of
 from mlkube.backends.kubernetes.render.workload import workload_objects
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
-
-SpecDocument = ModelDeployment | Quota | PriorityClass
+from mlkube.spec.loading import SpecDocument
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +51,13 @@ def render(documents: Sequence[SpecDocument]) -> Rendered:
         elif isinstance(document, Quota):
             objects.append(resource_quota(document))
             objects.extend(limit_range(document))
-        else:
+        elif isinstance(document, PriorityClass):
             objects.append(priority_class(document))
+        else:
+            raise RenderError(
+                f"{document.kind} '{document.metadata.name}': jobs do not render to a "
+                "cluster yet (run them locally with mlkube run)"
+            )
     return Rendered(tuple(sort_objects(_unique(objects))))
 
 
@@ -74,6 +79,7 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
     objects.extend(network_objects(deployment, tracks))
     objects.extend(scaling_objects(deployment, tracks))
     objects.extend(monitoring_objects(deployment))
+    objects.extend(rollout_controller_objects(deployment))
     return Rendered(tuple(sort_objects(_unique(objects))))
 
 

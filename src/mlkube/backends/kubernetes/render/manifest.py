@@ -27,6 +27,13 @@ LABEL_TRACK = "mlkube.dev/track"
 LABEL_COLOR = "mlkube.dev/color"
 LABEL_METRICS = "mlkube.dev/metrics"
 ANNOTATION_CONFIG_HASH = "mlkube.dev/config-hash"
+ANNOTATION_ROLLOUT = "mlkube.dev/rollout"
+"""On a Canary's ``<name>-canary`` Deployment: the spec's ``rollout`` section as JSON, the steps
+and analysis the rollout driver runs (no CRD needed)."""
+ANNOTATION_ROLLOUT_STATE = "mlkube.dev/rollout-state"
+"""On the same Deployment: where the driver's rollout stands, written by ``ROLLOUT_MANAGER``."""
+ROLLOUT_MANAGER = "mlkube-rollout"
+"""The field manager of the rollout driver's writes, so ``mlkube apply`` never clears them."""
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _LABEL_PART = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
@@ -51,6 +58,9 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("v1", "LimitRange", "limitranges", namespaced=True),
     KindInfo("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     KindInfo("v1", "PersistentVolumeClaim", "persistentvolumeclaims", namespaced=True),
+    KindInfo("v1", "ServiceAccount", "serviceaccounts", namespaced=True),
+    KindInfo("rbac.authorization.k8s.io/v1", "Role", "roles", namespaced=True),
+    KindInfo("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings", namespaced=True),
     KindInfo("v1", "ConfigMap", "configmaps", namespaced=True),
     KindInfo("apps/v1", "Deployment", "deployments", namespaced=True),
     KindInfo("v1", "Service", "services", namespaced=True),

@@ -7,6 +7,7 @@ endpoints, with a termination grace period longer than the server's drain timeou
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from mlkube.backends.kubernetes.render.manifest import (
     ANNOTATION_CONFIG_HASH,
+    ANNOTATION_ROLLOUT,
     LABEL_VERSION,
     Manifest,
     metadata,
@@ -26,6 +28,7 @@ from mlkube.desired.revision import revision_document, revision_hash
 from mlkube.spec.deployment import ModelDeployment
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.resources import GPU
+from mlkube.spec.rollout import RolloutStrategy
 
 CONFIG_DIR = "/etc/mlkube"
 SPEC_FILE = "spec.yaml"
@@ -105,6 +108,17 @@ def deployment_object(
     template_meta: dict[str, Any] = {"labels": pod_labels(deployment, track)}
     if annotations:
         template_meta["annotations"] = dict(sorted(annotations.items()))
+    object_annotations = dict(deployment.metadata.annotations)
+    driven = (
+        spec.rollout.strategy is RolloutStrategy.CANARY and spec.kubernetes.canary_weight is None
+    )
+    if track.suffix == "canary" and driven:
+        # The steps the rollout driver runs (``mlkube rollout status --target kubernetes``);
+        # with kubernetes.canaryWeight the user moves the weight by applying instead.
+        rollout = spec.rollout.model_dump(by_alias=True, mode="json", exclude_none=True)
+        object_annotations[ANNOTATION_ROLLOUT] = json.dumps(
+            rollout, sort_keys=True, separators=(",", ":")
+        )
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -112,7 +126,7 @@ def deployment_object(
             track.deployment_name,
             deployment.namespace,
             {**object_labels(deployment, "model-server"), **track.selector},
-            deployment.metadata.annotations,
+            object_annotations,
         ),
         "spec": {
             "replicas": track.replicas,

@@ -47,6 +47,19 @@ class UndoRequest(ApiRequest):
     revision: int | None = Field(default=None, ge=1)
 
 
+class AbortRequest(ApiRequest):
+    """``POST /rollout/abort``: stop the rollout in progress, back to the stable revision."""
+
+    name: str
+
+
+class PromoteRequest(ApiRequest):
+    """``POST /rollout/promote``: end the canary's step now (``full``: every step)."""
+
+    name: str
+    full: bool = False
+
+
 class PrometheusRequest(ApiRequest):
     """``POST /prometheus``: start (or reload) the local Prometheus."""
 

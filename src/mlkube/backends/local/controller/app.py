@@ -31,10 +31,10 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.server import build_app, serve_api
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.store import RevisionRow
 from mlkube.backends.local.supervisor import ProcessHandle
 from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import RolloutState
 from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)

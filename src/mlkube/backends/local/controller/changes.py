@@ -14,8 +14,8 @@ from typing import Any
 
 from mlkube.autoscale.api import PolicyState
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.decisions.scrape import Snapshot
+from mlkube.desired.rollout import RolloutState
 from mlkube.spec.deployment import ModelDeployment
 
 

@@ -48,12 +48,6 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.backoff import BackoffPolicy, next_restart
 from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, plan_actions
-from mlkube.backends.local.decisions.rollout import (
-    Observed,
-    RevisionCounts,
-    RolloutPhase,
-    step_rollout,
-)
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
@@ -61,6 +55,12 @@ from mlkube.backends.local.proxy import Backend, Router, serve
 from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import (
+    Observed,
+    RevisionCounts,
+    RolloutPhase,
+    step_rollout,
+)
 from mlkube.observability.logfiles import rotate_copytruncate
 from mlkube.spec.deployment import ModelDeployment
 

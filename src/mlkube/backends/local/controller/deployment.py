@@ -12,9 +12,9 @@ import yaml
 
 from mlkube.autoscale.api import PolicyState
 from mlkube.backends.local.controller.replica import Replica
-from mlkube.backends.local.decisions.rollout import HeaderRule, RolloutState
 from mlkube.backends.local.proxy import Router
 from mlkube.desired.revision import revision_document
+from mlkube.desired.rollout import HeaderRule, RolloutState
 from mlkube.spec.deployment import ModelDeployment
 
 

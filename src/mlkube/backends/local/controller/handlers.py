@@ -15,6 +15,7 @@ from typing import Any
 from mlkube.backends.local.controller import monitoring
 from mlkube.backends.local.controller.changes import (
     AddRevision,
+    AnalysisResult,
     Change,
     Event,
     SetDesired,
@@ -31,17 +32,18 @@ from mlkube.backends.local.controller.deployment import (
 from mlkube.backends.local.controller.loops import demand_callback
 from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
-from mlkube.backends.local.decisions.rollout import (
-    BLUE_GREEN_KEEP_S,
-    RolloutState,
-    abort_rollout,
-    start_rollout,
-    undo_target,
-)
 from mlkube.backends.local.ports import PortInUseError, check_free
 from mlkube.backends.local.prometheus import running as prometheus_running
 from mlkube.backends.local.store import RevisionRow
 from mlkube.desired.revision import revision_hash
+from mlkube.desired.rollout import (
+    BLUE_GREEN_KEEP_S,
+    RolloutState,
+    abort_rollout,
+    skip_step,
+    start_rollout,
+    undo_target,
+)
 from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
@@ -81,6 +83,10 @@ async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
             ctrl.store.put_document(doc.kind, key, doc.model_dump(mode="json", by_alias=True))
             results.append({"kind": doc.kind, "name": key, "action": "configured"})
             continue
+        if not isinstance(doc, ModelDeployment):
+            raise BackendError(
+                f"{doc.kind} '{doc.metadata.name}' is a job: submit it with mlkube run, not apply"
+            )
         if key in ctrl.deployments:
             results.append(await _update(ctrl, ctrl.deployments[key], doc))
         else:
@@ -290,10 +296,37 @@ def undo(ctrl: Controller, dep: Deployment, revision: int | None) -> dict[str, A
     return {"name": dep.key, "revision": target, "action": "rolling back"}
 
 
+def promote(ctrl: Controller, dep: Deployment, *, full: bool) -> dict[str, Any]:
+    """End the canary's current step now (``full``: every step); the analysis starts over."""
+    state = dep.rollout
+    if not state.active or state.strategy is not RolloutStrategy.CANARY:
+        raise BackendError(
+            f"deployment '{dep.key}' has no canary in progress ({state.phase}); "
+            "promote moves a Canary's steps"
+        )
+    skipped = skip_step(dep.doc.spec.rollout, state, full=full)
+    what = "every step" if full else f"step {state.step + 1}"
+    event = Event("Normal", "CanaryPromoted", f"rollout promote: {what} ended by the user")
+    ctrl.apply(dep, [SetRollout(skipped, (event,)), AnalysisResult(None, False, None)])
+    return rollout_status(dep)  # the next tick scales the canary to the new step
+
+
+def abort(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
+    """Stop the rollout in progress: all traffic back to the stable revision."""
+    if not dep.rollout.active:
+        raise BackendError(
+            f"deployment '{dep.key}' has no rollout in progress to abort ({dep.rollout.phase})"
+        )
+    state = abort_rollout(dep.rollout, "aborted by rollout abort")
+    aborted = Event("Warning", "RolloutAborted", f"back to revision {state.stable}")
+    ctrl.apply(dep, [SetRollout(state, (aborted,))])
+    return rollout_status(dep)  # the next tick stops the new revision's replicas
+
+
 def _undo_target(
     dep: Deployment, rows: list[RevisionRow], revision: int | None, *, now: float
 ) -> int:
-    """The revision an undo goes back to: the one asked for, else ``decisions.rollout.
+    """The revision an undo goes back to: the one asked for, else ``desired.rollout.
     undo_target`` (the kept colour, else the newest revision that served all traffic)."""
     statuses = {row.revision: row.status for row in rows}
     target = revision

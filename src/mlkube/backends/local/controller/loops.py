@@ -39,11 +39,11 @@ from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.scrape import (
     Rates,
     Snapshot,
-    judge_canary,
     merge,
     parse_metrics,
     rates,
 )
+from mlkube.desired.rollout import judge_canary
 from mlkube.spec.rollout import RolloutStrategy
 
 logger = logging.getLogger(__name__)

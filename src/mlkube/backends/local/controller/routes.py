@@ -16,6 +16,7 @@ from starlette.requests import Request
 from mlkube.backends.local.controller import handlers, monitoring
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES
 from mlkube.backends.local.controller.api_models import (
+    AbortRequest,
     ApiRequest,
     ApplyRequest,
     ApplyResponse,
@@ -28,6 +29,7 @@ from mlkube.backends.local.controller.api_models import (
     NameQuery,
     PrometheusRequest,
     PrometheusResponse,
+    PromoteRequest,
     RolloutStatus,
     ScaleRequest,
     ScaleResponse,
@@ -104,6 +106,8 @@ class Endpoints:
             ("GET", "/rollout/history", self.history),
             ("GET", "/rollout/status", self.rollout_status),
             ("POST", "/rollout/undo", self.undo),
+            ("POST", "/rollout/promote", self.promote),
+            ("POST", "/rollout/abort", self.abort),
         ]
 
     async def healthz(self, request: Request) -> Health:
@@ -146,6 +150,15 @@ class Endpoints:
     async def rollout_status(self, request: Request) -> RolloutStatus:
         dep = handlers.find(self.ctrl, query(request, NameQuery).name)
         return RolloutStatus.model_validate(handlers.rollout_status(dep))
+
+    async def promote(self, request: Request) -> RolloutStatus:
+        ask = await body(request, PromoteRequest)
+        dep = handlers.find(self.ctrl, ask.name)
+        return RolloutStatus.model_validate(handlers.promote(self.ctrl, dep, full=ask.full))
+
+    async def abort(self, request: Request) -> RolloutStatus:
+        dep = handlers.find(self.ctrl, (await body(request, AbortRequest)).name)
+        return RolloutStatus.model_validate(handlers.abort(self.ctrl, dep))
 
     async def undo(self, request: Request) -> UndoResponse:
         ask = await body(request, UndoRequest)

@@ -143,19 +143,3 @@ def _quantile_ms(q: float, buckets: dict[float, float]) -> float | None:
             return (lower_bound + (bound - lower_bound) * fraction) * 1000.0
         lower_bound, lower_count = bound, count
     return lower_bound * 1000.0
-
-
-def judge_canary(
-    merged: Rates, *, max_error_rate: float, max_p99_ms: float | None, min_requests: int
-) -> tuple[bool, str | None]:
-    """(enough data, failure reason or None) for one analysis interval. Pure."""
-    if merged.requests < max(1, min_requests):
-        return False, None
-    if merged.error_rate > max_error_rate:
-        return True, (
-            f"error rate {merged.error_rate:.3f} over {merged.requests:.0f} requests "
-            f"exceeds maxErrorRate {max_error_rate:g}"
-        )
-    if max_p99_ms is not None and merged.p99_ms is not None and merged.p99_ms > max_p99_ms:
-        return True, f"p99 latency {merged.p99_ms:.1f} ms exceeds maxP99LatencyMs {max_p99_ms:g}"
-    return True, None

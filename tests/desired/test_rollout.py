@@ -1,6 +1,6 @@
 import pytest
 
-from mlkube.backends.local.decisions.rollout import (
+from mlkube.desired.rollout import (
     Observed,
     RevisionCounts,
     RolloutPhase,

@@ -1,8 +1,9 @@
 """Rollouts as a pure state machine: how many replicas of each revision, and who gets traffic.
 
-Pure: no I/O, no clock. ``step_rollout`` is called on every controller tick with what was
-observed; it returns the replica targets per revision, the traffic weights per revision, the
-new rollout state and the events to record. The strategies:
+Pure: no I/O, no clock. Both backends run it: the local controller on every tick, and the
+cluster's rollout driver (``backends.kubernetes.progression``) for Canary steps and analysis.
+``step_rollout`` is called with what was observed; it returns the replica targets and the
+traffic weights per revision, the new rollout state and the events to record. The strategies:
 
 - RollingUpdate: surge new replicas, remove old ones as new ones pass readiness, never below
   ``replicas - maxUnavailable`` ready (Deployment semantics).
@@ -22,6 +23,7 @@ import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from mlkube.desired.traffic import ab_split, ab_test_of, canary_replicas, header_route
 from mlkube.spec.rollout import RolloutSpec, RolloutStrategy
@@ -344,6 +346,15 @@ def _ab_text(target: int, stable: int, weight: int, header: str | None) -> str:
     return f"A/B test: {weight}% to revision {target}, {100 - weight}% to revision {stable}"
 
 
+def skip_step(spec: RolloutSpec, state: RolloutState, *, full: bool) -> RolloutState:
+    """``rollout promote``: end the canary's current step now, its pause and analysis not
+    awaited (``full``: every remaining step, straight to promotion). Pure."""
+    if not state.active or state.strategy is not RolloutStrategy.CANARY:
+        return state
+    step = len(spec.steps) if full else min(state.step + 1, len(spec.steps))
+    return replace(state, step=step, step_started_at=None)
+
+
 def abort_rollout(state: RolloutState, reason: str) -> RolloutState:
     """Stop an active rollout and go back to the stable revision. Pure."""
     return replace(state, phase=RolloutPhase.ROLLED_BACK, reason=reason)
@@ -366,3 +377,33 @@ def undo_target(revisions: Mapping[int, str], state: RolloutState, *, now: float
         if revision < state.stable and (status == RolloutPhase.COMPLETE or revision == first)
     ]
     return max(served, default=None)
+
+
+class CanaryRates(Protocol):
+    """What one analysis interval measured of the canary (local scrapes or a cluster's
+    Prometheus)."""
+
+    @property
+    def requests(self) -> float: ...
+
+    @property
+    def error_rate(self) -> float: ...
+
+    @property
+    def p99_ms(self) -> float | None: ...
+
+
+def judge_canary(
+    merged: CanaryRates, *, max_error_rate: float, max_p99_ms: float | None, min_requests: int
+) -> tuple[bool, str | None]:
+    """(enough data, failure reason or None) for one analysis interval. Pure."""
+    if merged.requests < max(1, min_requests):
+        return False, None
+    if merged.error_rate > max_error_rate:
+        return True, (
+            f"error rate {merged.error_rate:.3f} over {merged.requests:.0f} requests "
+            f"exceeds maxErrorRate {max_error_rate:g}"
+        )
+    if max_p99_ms is not None and merged.p99_ms is not None and merged.p99_ms > max_p99_ms:
+        return True, f"p99 latency {merged.p99_ms:.1f} ms exceeds maxP99LatencyMs {max_p99_ms:g}"
+    return True, None
