@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from k8s_apiserver import FakeApiServer, Request, Res
 from k8s_cluster_sim import Step, deployment_condition
 
-from mlkube.backends.base import ObjectRef
+from mlkube.backends.base import ObjectChange, ObjectRef
 from mlkube.backends.kubernetes import wait
 from mlkube.backends.kubernetes.apply import PartialApplyError
 from mlkube.backends.kubernetes.backend import KubernetesBackend
@@ -244,26 +244,38 @@ def test_a_failed_wait_keeps_the_old_objects_and_says_so(api, tmp_path):
     report = backend.apply((str(spec),))
     with pytest.raises(
         RolloutError,
-        match="kept, not pruned, until the new Deployments are rolled out: Deployment/",
+        match="kept as they were until the new Deployments are rolled out: Service/ranker",
     ):
         backend.wait_for_rollouts(report, timeout_s=6, report=lambda _: None)
     assert api.get("deployments", "ml", "ranker") is not None
     assert min(api.sim.serving("ml", RANKER)[start:]) > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="not fixed here: the Service 'ranker' changes its selector to the green pods in the "
-    "same apply, before green has a ready pod (apply order, not prune); the strategy-switch "
-    "design of issue 12 item 4 owns it",
-)
 def test_a_strategy_switch_keeps_endpoints_on_the_service(api, tmp_path):
     spec = _canary_then_blue_green(api, tmp_path)
     start = len(api.sim.timeline)
     backend = _backend()
     backend.wait_for_rollouts(backend.apply((str(spec),)), timeout_s=30, report=print)
     endpoints = [m.endpoints.get("ml/ranker", 0) for m in api.sim.timeline[start:]]
+    # Before: the Service switched to the blue pods in the same apply, while blue had none.
     assert min(endpoints) > 0, endpoints
+    assert api.get("services", "ml", "ranker")["spec"]["selector"]["mlkube.dev/color"] == "blue"
+
+
+def test_without_wait_the_service_keeps_its_old_selector_until_an_apply_finds_blue_ready(
+    api, tmp_path
+):
+    spec = _canary_then_blue_green(api, tmp_path)
+    report = _backend().apply((str(spec),))
+    assert ObjectChange(ObjectRef("Service", "ranker", "ml"), "held until ready") in (
+        report.changes
+    )
+    assert "mlkube.dev/color" not in api.get("services", "ml", "ranker")["spec"]["selector"]
+    _backend("ml").status("ranker")  # reads: blue and green come up
+    _backend("ml").status("ranker")
+    again = _backend().apply((str(spec),))
+    assert ObjectChange(ObjectRef("Service", "ranker", "ml"), "applied") in again.changes
+    assert api.get("services", "ml", "ranker")["spec"]["selector"]["mlkube.dev/color"] == "blue"
 
 
 # defect 7: why a rollout is stuck ----------------------------------------------------------

@@ -19,7 +19,10 @@ Order of an apply:
    ``PartialApplyError`` names what was applied and what was not. A conflict with
    mlkube's own other writers only (``mlkube scale``, the rollout driver) is taken back with
    force, and a canary whose steps the driver runs keeps its replica count;
-4. objects labelled as this deployment's that the render no longer holds are deleted, in
+4. a live Service whose new selector would match no available pod while its old one does (a
+   strategy switch to Deployments that have not started) is held back, keeping its old
+   selector and endpoints, until the new Deployments are rolled out (``ApplyResult.held``);
+5. objects labelled as this deployment's that the render no longer holds are deleted, in
    reverse order, but only once every Deployment of the new set is rolled out: a strategy
    switch must not delete the Deployment that serves while its replacement has no available
    pod. When they are not rolled out yet, the old objects are kept (``ApplyResult.kept``):
@@ -30,7 +33,7 @@ Order of an apply:
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
@@ -63,6 +66,11 @@ logger = logging.getLogger(__name__)
 
 NEVER_PRUNED = frozenset({"Namespace", "PersistentVolume", "PersistentVolumeClaim"})
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
+HELD_WARNING = (
+    "a Service whose new selector matches no available pod yet keeps its old selector until "
+    "the new Deployments are rolled out, so that it keeps endpoints: `apply --wait` applies "
+    "it then, or apply again later"
+)
 KEPT_WARNING = (
     "objects the specs no longer hold are kept until every new Deployment is rolled out "
     "(so that something keeps serving): `apply --wait` prunes them once the rollout is done, "
@@ -103,6 +111,10 @@ class ApplyResult:
 
     kept: tuple[ObjectKey, ...] = ()
     """Objects to prune that were kept because the new Deployments are not rolled out yet."""
+
+    held: tuple[Manifest, ...] = ()
+    """Services not applied yet: their new selector matches no available pod (see
+    ``services_to_hold``); apply them once the new Deployments are rolled out."""
 
 
 class PartialApplyError(ApplyError):
@@ -222,19 +234,64 @@ def apply_objects(
             rest = tuple(k for k in map(key_of, objects) if k not in (*error.applied, error.failed))
             raise PartialApplyError(error.failed, error.cause, error.applied, rest) from error
         _dry_run(cluster, later, force=force, created=created)
+    held: tuple[Manifest, ...] = ()
     if dry_run:
         applied = tuple(key_of(obj) for obj in checkable)
     else:
-        applied = _apply_in_order(cluster, objects, force=force, done=created)
+        hold = services_to_hold(cluster, objects)
+        held = tuple(o for o in objects if key_of(o) in hold)
+        now = [o for o in objects if key_of(o) not in hold]
+        applied = _apply_in_order(cluster, now, force=force, done=created)
+        if held:
+            warnings.append(HELD_WARNING)
     if not prune:
-        return ApplyResult(applied, (), tuple(warnings), unchecked)
+        return ApplyResult(applied, (), tuple(warnings), unchecked, held=held)
     stale, prune_warnings = stale_objects(cluster, objects)
     warnings.extend(prune_warnings)
-    if stale and not dry_run and not rolled_out(cluster, objects):
+    if stale and not dry_run and (held or not rolled_out(cluster, objects)):
         warnings.append(KEPT_WARNING)
-        return ApplyResult(applied, (), tuple(warnings), unchecked, kept=tuple(stale))
+        return ApplyResult(applied, (), tuple(warnings), unchecked, tuple(stale), held)
     prune_now(cluster, stale, dry_run=dry_run)
-    return ApplyResult(applied, tuple(stale), tuple(warnings), unchecked)
+    return ApplyResult(applied, tuple(stale), tuple(warnings), unchecked, held=held)
+
+
+def services_to_hold(cluster: Cluster, objects: Sequence[Manifest]) -> set[ObjectKey]:
+    """The live Services whose new selector would match no available pod while their live
+    selector does (a switch to Deployments that have not started yet, such as Canary →
+    BlueGreen): applying them now would empty their endpoints."""
+    held: set[ObjectKey] = set()
+    pods: dict[str, list[Manifest]] = {}
+    for obj in objects:
+        if obj["kind"] != "Service":
+            continue
+        namespace = obj["metadata"].get("namespace", "")
+        live = cluster.get(kind_info("Service"), obj["metadata"]["name"], namespace)
+        before = ((live or {}).get("spec") or {}).get("selector") or {}
+        after = (obj.get("spec") or {}).get("selector") or {}
+        if live is None or before == after or not after:
+            continue
+        if namespace not in pods:
+            try:
+                pods[namespace] = cluster.list_objects(kind_info("Deployment"), namespace, {})
+            except ForbiddenError:
+                pods[namespace] = []  # cannot tell: apply as rendered
+        if serving(before, pods[namespace]) > 0 and serving(after, pods[namespace]) == 0:
+            held.add(key_of(obj))
+    return held
+
+
+def serving(selector: Mapping[str, str], deployments: Iterable[Manifest]) -> int:
+    """The available pods a Service ``selector`` matches among the Deployments' pods (each
+    Deployment's pods carry its pod template's labels). Pure."""
+    return sum(
+        int((d.get("status") or {}).get("availableReplicas") or 0)
+        for d in deployments
+        if selector
+        and all(
+            ((d["spec"].get("template") or {}).get("metadata") or {}).get("labels", {}).get(k) == v
+            for k, v in selector.items()
+        )
+    )
 
 
 OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER})

@@ -37,6 +37,7 @@ from mlkube.backends.kubernetes.apply import (
     NEVER_PRUNED,
     ObjectKey,
     apply_objects,
+    apply_taking_back,
     key_of,
     prune_now,
 )
@@ -76,6 +77,9 @@ NOT_CHECKED = "not checked"
 """A dry run's action for an object in a namespace that does not exist yet (never sent)."""
 KEPT_UNTIL_READY = "kept until ready"
 """An object to prune, kept until the new Deployments are rolled out."""
+HELD_UNTIL_READY = "held until ready"
+"""A Service not applied yet (its new selector matches no available pod), until the new
+Deployments are rolled out."""
 
 
 class KubernetesBackend:
@@ -98,6 +102,9 @@ class KubernetesBackend:
         self.clock: Clock = clock or SystemClock()
         self.measure = None if prometheus_url is None else PrometheusCanary(prometheus_url)
         """Canary analysis: the cluster's Prometheus, when the user names one."""
+        self._held: dict[ObjectRef, Manifest] = {}
+        """The Services the last ``apply`` held back (``HELD_UNTIL_READY``), as rendered: its
+        ``wait_for_rollouts`` applies them once the new Deployments are rolled out."""
 
     @contextmanager
     def _connect(self) -> Iterator[tuple[Cluster, str]]:
@@ -125,10 +132,12 @@ class KubernetesBackend:
             )
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
         done = ACCEPTED if dry_run else "applied"
+        self._held = {_ref(key_of(obj)): obj for obj in result.held}
         return ApplyReport(
             changes=(
                 *(ObjectChange(_ref(key), done) for key in result.applied),
                 *(ObjectChange(_ref(key), NOT_CHECKED) for key in result.unchecked),
+                *(ObjectChange(ref, HELD_UNTIL_READY) for ref in self._held),
                 *(ObjectChange(_ref(key), KEPT_UNTIL_READY) for key in result.kept),
             ),
             pruned=tuple(_ref(key) for key in result.pruned),
@@ -145,7 +154,12 @@ class KubernetesBackend:
             if c.object.kind == "Deployment" and c.action == "applied"
         ]
         kept = [c.object for c in applied.changes if c.action == KEPT_UNTIL_READY]
-        if applied.dry_run or not (deployments or kept):
+        held = [
+            self._held[c.object]
+            for c in applied.changes
+            if c.action == HELD_UNTIL_READY and c.object in self._held
+        ]
+        if applied.dry_run or not (deployments or kept or held):
             return
         with self._connect() as (cluster, _):
             try:
@@ -155,13 +169,16 @@ class KubernetesBackend:
                     )
                 )
             except RolloutError as error:
-                if kept:
-                    names = ", ".join(map(str, kept))
+                waiting = [str(_ref(key_of(obj))) for obj in held] + [str(r) for r in kept]
+                if waiting:
                     raise RolloutError(
-                        f"{error}; kept, not pruned, until the new Deployments are rolled out: "
-                        f"{names}"
+                        f"{error}; kept as they were until the new Deployments are rolled out: "
+                        f"{', '.join(waiting)}"
                     ) from error
                 raise
+            for obj in held:  # the Services' switch, now that the new pods serve
+                apply_taking_back(cluster, obj, dry_run=False, force=False)
+                report(f"{_ref(key_of(obj))} applied (the new Deployments are rolled out)")
             stale = [ObjectKey(ref.kind, ref.namespace, ref.name) for ref in kept]
             prune_now(cluster, stale, dry_run=False)
         for ref in kept:
