@@ -438,3 +438,38 @@ def test_a_healthy_deployment_has_no_problems_and_status_reads_no_events(api):
     assert report.notes == ()
     assert report.document[0]["problems"] == []
     assert not [r for r in api.requests[before:] if r.path.endswith("/events")]
+
+
+STRATEGIES = {
+    "RollingUpdate": "  rollout: {strategy: RollingUpdate}\n",
+    "Canary": CANARY,
+    "ABTest": "  rollout: {strategy: ABTest, abTest: {weight: 30}}\n",
+    "BlueGreen": BLUE_GREEN,
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "target"),
+    [(a, b) for a in STRATEGIES for b in STRATEGIES if a != b],
+)
+def test_every_strategy_switch_keeps_pods_and_endpoints_serving(api, tmp_path, source, target):
+    spec = tmp_path / "ranker.yaml"
+    spec.write_text(_SPEC + STRATEGIES[source])
+    backend = _backend()
+    backend.wait_for_rollouts(backend.apply((str(spec),)), timeout_s=30, report=lambda _: None)
+    before = {name for (_, name) in _deployments(api)}
+    spec.write_text(_SPEC + STRATEGIES[target])
+    for name in {"ranker", "ranker-canary", "ranker-blue", "ranker-green"} - before:
+        api.sim.script_rollout("ml", name, [Step(0), Step(0), Step(0), Step(1)])
+    start = len(api.sim.timeline)
+    backend = _backend()
+    backend.wait_for_rollouts(backend.apply((str(spec),)), timeout_s=30, report=lambda _: None)
+    # from the state the switch starts in (Canary <-> ABTest changes no count at all)
+    serving = api.sim.serving("ml", RANKER)[start - 1 :]
+    endpoints = [m.endpoints.get("ml/ranker", 0) for m in api.sim.timeline[start - 1 :]]
+    assert min(serving) > 0, serving
+    assert min(endpoints) > 0, endpoints
+
+
+def _deployments(api: FakeApiServer) -> set[tuple[str, str]]:
+    return {(ns, name) for (plural, ns, name) in api.objects if plural == "deployments"}
