@@ -210,8 +210,14 @@ class Backend(Protocol):
         """Set a deployment's replica count."""
         ...
 
-    def delete(self, name: str | None = None) -> DeleteReport:
-        """Stop and remove one deployment; None: all of them (where the backend can)."""
+    def delete(
+        self, name: str | None = None, *, timeout_s: float = 120.0, report: Report | None = None
+    ) -> DeleteReport:
+        """Stop and remove one deployment; None: all of them (where the backend can).
+
+        A backend that runs the processes itself returns once they have exited (waiting up to
+        ``timeout_s``, progress to ``report``); a cluster deletes in the background.
+        """
         ...
 
     def logs(

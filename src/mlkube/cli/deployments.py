@@ -225,9 +225,20 @@ def scale(name: str, replicas: int, backend: Backend) -> None:
 
 @click.command()
 @click.argument("name", required=False)
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0),
+    default=120.0,
+    show_default=True,
+    help="local: seconds to wait for the replicas (and the controller) to exit.",
+)
 @backend_options
-def down(name: str | None, backend: Backend) -> None:
+def down(name: str | None, timeout_s: float, backend: Backend) -> None:
     """Stop a deployment (or all, and the controller); no process is left behind.
+
+    Locally it returns once every replica process it stopped (and the controller, when it
+    stops too) has exited, or fails after --timeout naming what still runs.
 
     \b
     Examples:
@@ -236,7 +247,7 @@ def down(name: str | None, backend: Backend) -> None:
       mlkube delete ml-model --target kubernetes -n ml   delete its objects (claims are kept)
     """
     try:
-        report = backend.delete(name)
+        report = backend.delete(name, timeout_s=timeout_s, report=print_info)
     except UnsupportedOperationError as error:
         if name is None:  # this backend needs a NAME: a usage error, exit 2
             raise click.UsageError(str(error)) from error

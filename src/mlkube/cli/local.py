@@ -82,7 +82,7 @@ def up(
         show_live((r.tables, r.notes) for r in backend.watch_status(keys, VIEW_REFRESH_S))
     except KeyboardInterrupt:
         for key in keys:  # the last one stops the controller, its replicas and Prometheus
-            backend.delete(key)
+            backend.delete(key, report=print_info)
         print_info("stopped " + ", ".join(keys))
 
 

@@ -125,7 +125,9 @@ class FakeBackend:
         self.deployments[name] = replicas
         return ScaleReport(ObjectRef(KIND, name), replicas)
 
-    def delete(self, name: str | None = None) -> DeleteReport:
+    def delete(
+        self, name: str | None = None, *, timeout_s: float = 120.0, report: Report | None = None
+    ) -> DeleteReport:
         self._record("delete", name)
         names = [name] if name is not None else sorted(self.deployments)
         for n in names:

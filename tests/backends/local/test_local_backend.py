@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -197,16 +199,65 @@ def test_wait_gives_up_at_the_timeout(tmp_path):
         )
 
 
+NO_REPLICAS = {"controller": {"enforcement": "none"}, "deployments": []}
+
+
+def with_replicas(*pids: int) -> dict[str, Any]:
+    """``GET /status`` with one deployment whose replicas have ``pids``."""
+    replicas = [{"name": f"iris-{pid}", "pid": pid} for pid in pids]
+    return {"controller": {"enforcement": "none"}, "deployments": [{"replicas": replicas}]}
+
+
 def test_delete_of_the_last_deployment_waits_for_the_controller(tmp_path, monkeypatch):
     answer = {"stopped": ["default/iris"], "controllerExiting": True, "prometheusStopped": True}
-    control = ScriptedControl({("POST", "/down"): answer})
+    control = ScriptedControl({("POST", "/down"): answer, ("GET", "/status"): NO_REPLICAS})
     alive = iter([True, True, False])
     monkeypatch.setattr(supervisor, "pid_alive", lambda pid: next(alive))
     report = backend_for(control, tmp_path).delete(None)
-    assert control.requests == [("POST", "/down", {})]
+    assert control.requests == [("GET", "/status", None), ("POST", "/down", {})]
     assert [str(c.object) for c in report.changes] == ["modeldeployment/default/iris"]
     assert report.stopped_processes == ("prometheus", "controller")
     assert next(alive, "done") == "done"  # it polled until the controller had exited
+
+
+def test_delete_returns_only_once_the_replica_processes_have_exited(tmp_path):
+    # A replica still on its way out when the controller answers `POST /down` (the controller
+    # answers after its own deadline, or right after SIGKILL): here a real process that exits
+    # by itself a moment later. `down` must not return before it has.
+    replica = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(1.5)"], start_new_session=True
+    )
+    try:
+        answer = {"stopped": ["default/iris"], "controllerExiting": False}
+        control = ScriptedControl(
+            {("GET", "/status"): with_replicas(replica.pid), ("POST", "/down"): answer}
+        )
+        lines: list[str] = []
+        backend = LocalBackend(tmp_path, connect=lambda _state: control)
+        report = backend.delete("iris", timeout_s=60, report=lines.append)
+        assert not supervisor.pid_alive(replica.pid)
+        assert lines == [f"waiting for 1 process (pid {replica.pid}) to exit"]
+        assert control.requests[0] == ("GET", "/status?name=iris", None)
+        assert report.stopped_processes == ()
+    finally:
+        replica.kill()
+        replica.wait()
+
+
+def test_delete_names_what_still_runs_after_the_timeout(tmp_path, monkeypatch):
+    answer = {"stopped": ["default/iris"], "controllerExiting": True}
+    control = ScriptedControl(
+        {("GET", "/status"): with_replicas(11, 12), ("POST", "/down"): answer}
+    )
+    monkeypatch.setattr(supervisor, "pid_alive", lambda pid: pid != 11)
+    lines: list[str] = []
+    with pytest.raises(BackendError) as raised:
+        backend_for(control, tmp_path).delete(None, timeout_s=5, report=lines.append)
+    assert str(raised.value).startswith(
+        "2 processes (pids 12, 4242) still running 5s after `down`: the controller keeps "
+        "stopping them (see "
+    )
+    assert lines == ["waiting for 2 processes (pids 12, 4242) to exit"]  # once, not every poll
 
 
 def test_rollout_status_history_and_undo_map_the_control_api(tmp_path):

@@ -220,8 +220,14 @@ class KubernetesBackend:
             cluster.scale(name, namespace, replicas)
         return ScaleReport(ObjectRef("Deployment", name, namespace), replicas, tuple(warnings))
 
-    def delete(self, name: str | None = None) -> DeleteReport:
-        """Delete every object mlkube made for ``name``; claims, volumes, namespaces are kept."""
+    def delete(
+        self, name: str | None = None, *, timeout_s: float = 120.0, report: Report | None = None
+    ) -> DeleteReport:
+        """Delete every object mlkube made for ``name``; claims, volumes, namespaces are kept.
+
+        The API server deletes pods in the background (as ``kubectl delete --wait=false``):
+        nothing here waits, so ``timeout_s`` and ``report`` are unused.
+        """
         if name is None:
             raise UnsupportedOperationError(
                 "kubernetes",

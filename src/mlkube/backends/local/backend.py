@@ -46,8 +46,22 @@ DEPLOYMENT_KIND = "modeldeployment"
 CONTROLLER_START_TIMEOUT_S = 30.0
 START_POLL_S = 0.1
 EXIT_POLL_S = 0.05
+EXIT_QUIET_S = 1.0
+"""``down`` says what it waits for only after this long (the controller exits just after it
+answers: nothing to report then)."""
+DOWN_TIMEOUT_S = 120.0
+"""How long ``down`` waits for the processes it stopped (a replica drains for up to its
+``server.drainTimeout``, then gets SIGTERM and, ``MLKUBE_STOP_GRACE_S`` later, SIGKILL)."""
 FOLLOW_POLL_S = 0.2
 WAIT_POLL_S = 0.5
+
+
+def _processes(pids: Sequence[int]) -> str:
+    """``1 process (pid 12)``, ``3 processes (pids 12, 13, 14)``."""
+    listed = ", ".join(map(str, pids))
+    if len(pids) == 1:
+        return f"1 process (pid {listed})"
+    return f"{len(pids)} processes (pids {listed})"
 
 
 class ControlClient(Protocol):
@@ -154,10 +168,32 @@ class LocalBackend:
         tail = log.read_text(errors="replace").splitlines()[-5:]
         raise BackendError(f"the controller did not start (see {log}): " + " | ".join(tail))
 
-    def wait_exit(self, pid: int) -> None:
-        """Wait until the controller process has exited (it stops its replicas first)."""
-        deadline = self.clock.monotonic() + CONTROLLER_START_TIMEOUT_S
-        while supervisor.pid_alive(pid) and self.clock.monotonic() < deadline:
+    def wait_exit(
+        self, pids: Sequence[int], *, timeout_s: float, report: Report | None = None
+    ) -> None:
+        """Return once none of ``pids`` runs; progress to ``report`` while some still do.
+
+        The controller answers ``POST /down`` once it has stopped the replicas or after its own
+        deadline, and exits after answering; a process can still be on its way out then (a
+        replica draining longer than that deadline, the controller itself). Raises a
+        BackendError naming what still runs after ``timeout_s``.
+        """
+        start = self.clock.monotonic()
+        deadline = start + timeout_s
+        shown: tuple[int, ...] = ()
+        while True:
+            running = tuple(pid for pid in pids if supervisor.pid_alive(pid))
+            if not running:
+                return
+            now = self.clock.monotonic()
+            if now >= deadline:
+                raise BackendError(
+                    f"{_processes(running)} still running {timeout_s:g}s after `down`: the "
+                    f"controller keeps stopping them (see {self.state / 'controller.log'})"
+                )
+            if report is not None and running != shown and now - start >= EXIT_QUIET_S:
+                report(f"waiting for {_processes(running)} to exit")
+                shown = running
             self.clock.sleep_blocking(EXIT_POLL_S)
 
     def start_prometheus(self, binary: str) -> tuple[str, str]:
@@ -239,16 +275,30 @@ class LocalBackend:
         result = self._call("POST", "/scale", {"name": name, "replicas": replicas})
         return ScaleReport(ObjectRef(DEPLOYMENT_KIND, result["name"]), replicas)
 
-    def delete(self, name: str | None = None) -> DeleteReport:
+    def delete(
+        self,
+        name: str | None = None,
+        *,
+        timeout_s: float = DOWN_TIMEOUT_S,
+        report: Report | None = None,
+    ) -> DeleteReport:
+        """Stop ``name`` (None: everything, and the controller exits), and return only once
+        their replica processes (and the controller) have exited."""
         with self.session() as client:
             pid = client.pid
+            query = f"?name={quote(name)}" if name else ""
+            deployments = client.call("GET", f"/status{query}")["deployments"]
+            replica_pids = [r["pid"] for d in deployments for r in d["replicas"] if r.get("pid")]
             result = client.call("POST", "/down", {"name": name} if name else {})
         changes = tuple(
             ObjectChange(ObjectRef(DEPLOYMENT_KIND, key), "stopped") for key in result["stopped"]
         )
         processes = ["prometheus"] if result.get("prometheusStopped") else []
-        if result["controllerExiting"]:
-            self.wait_exit(pid)
+        exiting = bool(result["controllerExiting"])
+        self.wait_exit(
+            [*replica_pids, *([pid] if exiting else [])], timeout_s=timeout_s, report=report
+        )
+        if exiting:
             processes.append("controller")
         return DeleteReport(changes=changes, stopped_processes=tuple(processes))
 

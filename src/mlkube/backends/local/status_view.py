@@ -2,9 +2,10 @@
 
 ``status_report`` turns ``GET /status`` (what ``-o json`` prints unchanged) into a
 ``StatusReport``: a table of deployments, a table of their replicas, and lines under them with
-each deployment's last event and why the autoscaler chose its count (the tables stay within
-80 columns). ``rollout_progress`` judges whether a
-deployment has rolled out after an apply (``apply --wait``).
+why a replica is not ready, each deployment's last event and why the autoscaler chose its
+count. The tables are narrow enough for 80 columns (the live view of ``mlkube up`` and
+``status --watch`` draws the same ones). ``rollout_progress`` judges whether a deployment has
+rolled out after an apply (``apply --wait``).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ DEPLOYMENT_COLUMNS = (
     "cpu",
     "memory",
 )
-REPLICA_COLUMNS = ("replica", "rev", "phase", "port", "pid", "restarts", "cpu", "memory", "reason")
-REASON_MAX_CHARS = 60
+REPLICA_COLUMNS = ("replica", "rev", "phase", "port", "pid", "restarts", "cpu", "memory")
+# Why a replica is not ready goes under the tables, one line each: as a column its long words
+# (a model path) squeezed the names and phases of every row at 80 columns.
+REASON_MAX_CHARS = 200
 
 
 def status_report(document: dict[str, Any], deployments: Sequence[dict[str, Any]]) -> StatusReport:
@@ -40,7 +43,15 @@ def status_report(document: dict[str, Any], deployments: Sequence[dict[str, Any]
         REPLICA_COLUMNS,
         tuple(replica_row(r) for d in deployments for r in d["replicas"]),
     )
-    notes = [f"{d['name']}: last event: {d['lastEvent']}" for d in deployments if d["lastEvent"]]
+    notes = [
+        f"{r['name']}: {reason}"
+        for d in deployments
+        for r in d["replicas"]
+        if (reason := replica_reason(r))
+    ]
+    notes.extend(
+        f"{d['name']}: last event: {d['lastEvent']}" for d in deployments if d["lastEvent"]
+    )
     notes.extend(line for line in map(autoscaler_line, deployments) if line is not None)
     if controller.get("prometheus"):
         notes.append(f"prometheus: {controller['prometheus']}")
@@ -80,9 +91,14 @@ def replica_row(rep: dict[str, Any]) -> tuple[str, ...]:
         str(rep["restarts"]),
         "-" if rep["cpuCores"] is None else f"{rep['cpuCores']:.2f}",
         "-" if rep["memoryBytes"] is None else f"{rep['memoryBytes'] / 2**20:.0f}Mi",
-        # Why it never became ready (its last error line) says more than "exited with code 1".
-        (rep["pendingReason"] or rep.get("lastError") or rep["lastReason"])[:REASON_MAX_CHARS],
     )
+
+
+def replica_reason(rep: dict[str, Any]) -> str:
+    """Why a replica waits or failed last ("" when nothing to say): the last error line it
+    wrote says more than "exited with code 1"."""
+    reason = rep["pendingReason"] or rep.get("lastError") or rep["lastReason"] or ""
+    return str(reason)[:REASON_MAX_CHARS]
 
 
 def autoscaler_line(dep: dict[str, Any]) -> str | None:
