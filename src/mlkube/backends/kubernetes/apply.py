@@ -1,8 +1,8 @@
 """Server-side apply of rendered objects, in order, then pruning of what the render dropped.
 
 The decisions are pure functions (``prune_plan``, ``without_autoscaled_replicas``,
-``needed_apis``, ``split_by_namespace``); ``apply_objects`` is the thin loop that asks the
-cluster and acts.
+``needed_apis``, ``split_by_namespace``, ``ownership.replicas_handovers``); ``apply_objects``
+is the thin loop that asks the cluster and acts.
 
 Order of an apply:
 1. every CRD-served API the objects need is checked by discovery, so a missing KEDA, VPA,
@@ -17,8 +17,11 @@ Order of an apply:
 3. the objects are applied for real with field manager ``mlkube``, in dependency order. If the
    server still rejects one part-way (something changed since the dry run),
    ``PartialApplyError`` names what was applied and what was not. A conflict with
-   mlkube's own other writers only (``mlkube scale``, the rollout driver) is taken back with
-   force, and a canary whose steps the driver runs keeps its replica count;
+   mlkube's own other writers only (``mlkube scale``, the rollout driver, the replicas
+   handover) is taken back with force, and a canary whose steps the driver runs keeps its
+   replica count; a Deployment that stops sending ``spec.replicas`` (an autoscaler or the
+   driver owns the count now) while ``mlkube`` is that field's only owner first hands it over
+   (``ownership.replicas_handovers``), so the count never falls back to the default of 1;
 4. a live Service whose new selector would match no available pod while its old one does (a
    strategy switch to Deployments that have not started) is held back, keeping its old
    selector and endpoints, until the new Deployments are rolled out (``ApplyResult.held``);
@@ -43,6 +46,11 @@ from mlkube.backends.kubernetes.errors import (
     ClusterError,
     ConflictError,
     ForbiddenError,
+)
+from mlkube.backends.kubernetes.ownership import (
+    HANDOVER_MANAGER,
+    ReplicasHandover,
+    replicas_handovers,
 )
 from mlkube.backends.kubernetes.progression import ClusterRollout
 from mlkube.backends.kubernetes.render.manifest import (
@@ -207,16 +215,11 @@ def apply_objects(
 ) -> ApplyResult:
     """Apply ``objects`` (already in apply order) as described in the module docstring."""
     check_apis(cluster, objects)
-    existing = {
-        key_of(obj)
-        for obj in objects
-        if obj["kind"] == "Deployment"
-        and cluster.get(
-            kind_info("Deployment"), obj["metadata"]["name"], obj["metadata"]["namespace"]
-        )
-    }
+    live = _live_deployments(cluster, objects)
+    existing = {ObjectKey("Deployment", namespace, name) for namespace, name in live}
     objects = without_autoscaled_replicas(objects, existing)
     objects = without_driven_replicas(objects, _live_rollouts(cluster, objects))
+    handovers = replicas_handovers(objects, live)
     missing = missing_namespaces(cluster, objects)
     checkable, later = split_by_namespace(objects, missing)
     _dry_run(cluster, checkable, force=force, created=())
@@ -241,6 +244,7 @@ def apply_objects(
         hold = services_to_hold(cluster, objects)
         held = tuple(o for o in objects if key_of(o) in hold)
         now = [o for o in objects if key_of(o) not in hold]
+        _hand_over_replicas(cluster, handovers)
         applied = _apply_in_order(cluster, now, force=force, done=created)
         if held:
             warnings.append(HELD_WARNING)
@@ -294,9 +298,10 @@ def serving(selector: Mapping[str, str], deployments: Iterable[Manifest]) -> int
     )
 
 
-OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER})
-"""mlkube's other writers: ``mlkube scale`` (manager ``mlkube``, subresource ``scale``) and the
-rollout driver. A conflict with them alone is taken back: the spec is the source of truth."""
+OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER, HANDOVER_MANAGER})
+"""mlkube's other writers: ``mlkube scale`` (manager ``mlkube``, subresource ``scale``), the
+rollout driver and the replicas handover. A conflict with them alone is taken back: the spec
+is the source of truth."""
 
 
 def apply_taking_back(cluster: Cluster, obj: Manifest, *, dry_run: bool, force: bool) -> None:
@@ -355,14 +360,45 @@ def _template_hash(obj: Manifest) -> str:
     return str((template.get("annotations") or {}).get(ANNOTATION_CONFIG_HASH, ""))
 
 
+def _live_deployments(
+    cluster: Cluster, objects: Sequence[Manifest]
+) -> dict[tuple[str, str], Manifest]:
+    """The live Deployments among ``objects``, by (namespace, name)."""
+    live = {}
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        where = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+        found = cluster.get(kind_info("Deployment"), where[1], where[0])
+        if found is not None:
+            live[where] = found
+    return live
+
+
+def _hand_over_replicas(cluster: Cluster, handovers: Sequence[ReplicasHandover]) -> None:
+    """Apply ``{spec: {replicas: <live count>}}`` as ``HANDOVER_MANAGER`` for each handover."""
+    for handover in handovers:
+        try:
+            cluster.apply_fields(
+                "Deployment",
+                handover.name,
+                handover.namespace,
+                {"spec": {"replicas": handover.replicas}},
+                manager=HANDOVER_MANAGER,
+            )
+        except ConflictError:
+            # The documented rule: the autoscaler wrote the field first and owns it already.
+            logger.info(
+                "%s/%s: replicas have another owner already", handover.namespace, handover.name
+            )
+
+
 def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
     """Raise ApiMissingError for the first CRD-served kind the cluster does not serve."""
-    for info in needed_apis(objects):
-        status, body = cluster.raw_get(f"/apis/{info.api_version}")
-        served = status == 200 and any(
-            r.get("name") == info.plural for r in (body or {}).get("resources", [])
-        )
-        if not served:
+    needed = needed_apis(objects)
+    served = cluster.served(needed)
+    for info in needed:
+        if info not in served:
             raise ApiMissingError(info.api_version, info.kind)
 
 
@@ -412,15 +448,21 @@ def _dry_run(
     force: bool,
     created: Sequence[ObjectKey],
 ) -> None:
-    """Dry-run every object; raise one ApplyError naming every object the server rejected."""
+    """Dry-run every object; raise one error naming every object the server rejected, of the
+    first rejection's class (a ConflictError stays one, with its managers)."""
     rejected: list[tuple[ObjectKey, str]] = []
+    first: ApplyError | None = None
     for obj in objects:
         try:
             apply_taking_back(cluster, obj, dry_run=True, force=force)
         except ApplyError as error:
             rejected.append((key_of(obj), str(error)))
-    if rejected:
-        raise ApplyError(dry_run_failure(rejected, len(objects), created))
+            first = first or error
+    if first is not None:
+        raised = type(first).__new__(type(first))
+        raised.__dict__.update(first.__dict__)  # e.g. a ConflictError's managers
+        raised.args = (dry_run_failure(rejected, len(objects), created),)
+        raise raised from first
 
 
 def dry_run_failure(
@@ -486,13 +528,11 @@ def stale_objects(
     warnings: list[str] = []
     for namespace, instance in instances(desired):
         labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: instance}
-        for info in KINDS:
-            if info.kind in NEVER_PRUNED:
-                continue
+        # Only kinds the cluster serves (discovery): an API that is not installed holds
+        # nothing of ours, and asking for it is a plain-text 404.
+        for info in cluster.served(i for i in KINDS if i.kind not in NEVER_PRUNED):
             try:
                 live.extend(cluster.list_objects(info, namespace or None, labels))
-            except ApiMissingError:
-                continue  # that API is not installed, so nothing of ours can be there
             except ForbiddenError as error:
                 warnings.append(f"not pruning {info.kind} objects: {error}")
     return prune_plan(desired, live), warnings

@@ -43,12 +43,7 @@ from mlkube.backends.kubernetes.apply import (
 )
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.diagnose import collect_instances
-from mlkube.backends.kubernetes.errors import (
-    ApiMissingError,
-    ForbiddenError,
-    ObjectNotFoundError,
-    RolloutError,
-)
+from mlkube.backends.kubernetes.errors import ObjectNotFoundError, RolloutError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
@@ -188,31 +183,29 @@ class KubernetesBackend:
     def status(self, name: str | None = None) -> StatusReport:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
-            objects, warnings = _owned(cluster, namespace, name, STATUS_KINDS)
+            objects = _owned(cluster, namespace, name, STATUS_KINDS)
             if name is not None and not any(o["kind"] == "Deployment" for o in objects):
-                raise _not_found(name, namespace, warnings)
+                raise _not_found(name, namespace)
             why = collect_instances(cluster, objects, views.not_rolled_out(objects))
         summaries = views.summarize(objects, why)
         table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
         return StatusReport(
-            document=summaries,
-            tables=(table,),
-            notes=tuple(views.problem_notes(summaries, why)),
-            warnings=tuple(warnings),
+            document=summaries, tables=(table,), notes=tuple(views.problem_notes(summaries, why))
         )
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
         """Set the replica count of the Deployment ``name`` (through its scale subresource)."""
         with self._connect() as (cluster, namespace):
-            owned, warnings = _owned(cluster, namespace, name, SCALING_KINDS)
+            owned = _owned(cluster, namespace, name, SCALING_KINDS)
             deployments = [o["metadata"]["name"] for o in owned if o["kind"] == "Deployment"]
             if not deployments:
-                raise _not_found(name, namespace, warnings)
+                raise _not_found(name, namespace)
             if name not in deployments:
                 raise ObjectNotFoundError(
                     f"deployment '{name}' runs as {', '.join(sorted(deployments))}; scale one "
                     "of those with kubectl, or change the spec's replicas and apply"
                 )
+            warnings = []
             if any(o["kind"] != "Deployment" for o in owned):
                 warnings.append(
                     f"'{name}' has an autoscaler; it will move the count back within its bounds"
@@ -234,19 +227,26 @@ class KubernetesBackend:
                 "delete every deployment at once",
                 "give the deployment's NAME (mlkube delete NAME --target kubernetes)",
             )
-        changes: list[ObjectChange] = []
         with self._connect() as (cluster, namespace):
-            objects, warnings = _owned(cluster, namespace, name, [i.kind for i in KINDS])
+            # Every kind is listed before anything is deleted: a kind we may not list raises
+            # ForbiddenError here, instead of a delete that leaves those objects behind.
+            objects = _owned(cluster, namespace, name, [i.kind for i in KINDS])
             if not objects:
-                raise _not_found(name, namespace, warnings)
-            for obj in sorted(objects, key=lambda o: -apply_rank(o["kind"])):
-                key = key_of(obj)
-                if obj["kind"] in NEVER_PRUNED:
-                    changes.append(ObjectChange(_ref(key), KEPT))
-                    continue
-                cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=False)
-                changes.append(ObjectChange(_ref(key), "deleted"))
-        return DeleteReport(changes=tuple(changes), warnings=tuple(warnings))
+                raise _not_found(name, namespace)
+            ordered = [key_of(o) for o in sorted(objects, key=lambda o: -apply_rank(o["kind"]))]
+            doomed = [key for key in ordered if key.kind not in NEVER_PRUNED]
+            # A server-side dry run of every delete first: one the credentials may not do
+            # fails here, before anything is gone, instead of half way through.
+            for dry_run in (True, False):
+                for key in doomed:
+                    cluster.delete(
+                        kind_info(key.kind), key.name, key.namespace or None, dry_run=dry_run
+                    )
+            changes = [
+                ObjectChange(_ref(key), KEPT if key.kind in NEVER_PRUNED else "deleted")
+                for key in ordered
+            ]
+        return DeleteReport(changes=tuple(changes))
 
     # logs, events --------------------------------------------------------------------------
     def logs(
@@ -281,9 +281,9 @@ class KubernetesBackend:
     def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
         """Events about the deployment's Deployments, autoscalers and pods, oldest first."""
         with self._connect() as (cluster, namespace):
-            owned, warnings = _owned(cluster, namespace, name, SCALING_KINDS)
+            owned = _owned(cluster, namespace, name, SCALING_KINDS)
             if not any(o["kind"] == "Deployment" for o in owned):
-                raise _not_found(name, namespace, warnings)
+                raise _not_found(name, namespace)
             names = {o["metadata"]["name"] for o in owned}
             names.update(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
             rows = [
@@ -304,9 +304,9 @@ class KubernetesBackend:
                 return rollout_driver.advance(
                     cluster, tracks, now=self.clock.wall(), measure=self.measure
                 )
-            owned, warnings = _owned(cluster, namespace, name, ("Deployment",))
+            owned = _owned(cluster, namespace, name, ("Deployment",))
         if not owned:
-            raise _not_found(name, namespace, warnings)
+            raise _not_found(name, namespace)
         return views.rollout_status(name, owned)
 
     def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
@@ -365,33 +365,27 @@ def _labels(name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_INSTANCE: name}
 
 
-def _not_found(name: str, namespace: str, warnings: Sequence[str]) -> ObjectNotFoundError:
-    why = f" ({'; '.join(warnings)})" if warnings else ""
-    return ObjectNotFoundError(f"no mlkube deployment '{name}' in namespace '{namespace}'{why}")
+def _not_found(name: str, namespace: str) -> ObjectNotFoundError:
+    return ObjectNotFoundError(f"no mlkube deployment '{name}' in namespace '{namespace}'")
 
 
 def _owned(
     cluster: Cluster, namespace: str, name: str | None, kinds: Sequence[str]
-) -> tuple[list[Manifest], list[str]]:
-    """mlkube's objects of ``kinds`` (of instance ``name``, or of every instance), and a
-    warning for each kind the credentials may not list."""
+) -> list[Manifest]:
+    """mlkube's objects of ``kinds`` (of instance ``name``, or of every instance).
+
+    Only kinds the cluster serves are listed (discovery): without KEDA or the Gateway API
+    nothing of those kinds can be ours. A kind the credentials may not list raises
+    ``ForbiddenError``: showing, scaling or deleting what could be seen as if the rest were
+    absent would be wrong (an empty table, "no mlkube deployment", half a delete)."""
     labels = _labels(name) if name is not None else {LABEL_MANAGED_BY: MANAGED_BY}
     objects: list[Manifest] = []
-    warnings: list[str] = []
-    for kind in kinds:
-        try:
-            objects.extend(cluster.list_objects(kind_info(kind), namespace, labels))
-        except ApiMissingError:
-            continue  # e.g. no KEDA installed: nothing of that kind can be ours
-        except ForbiddenError as error:
-            warnings.append(str(error))
+    for info in cluster.served(kind_info(kind) for kind in kinds):
+        objects.extend(cluster.list_objects(info, namespace, labels))
     if name is None:
         objects = [o for o in objects if o["kind"] != "Namespace"]
     # The in-cluster rollout controller is the deployment's helper, not one of its tracks.
-    objects = [
-        o for o in objects if o["metadata"].get("labels", {}).get(LABEL_COMPONENT) != COMPONENT
-    ]
-    return objects, warnings
+    return [o for o in objects if o["metadata"].get("labels", {}).get(LABEL_COMPONENT) != COMPONENT]
 
 
 def _choose_pods(

@@ -31,12 +31,7 @@ from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import ClusterError
-from mlkube.backends.kubernetes.render.manifest import (
-    LABEL_INSTANCE,
-    KindInfo,
-    Manifest,
-    kind_info,
-)
+from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest, kind_info
 
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
 MAX_EVENTS = 5
@@ -237,21 +232,14 @@ def collect(
 def _autoscalers(cluster: Cluster, namespace: str, deployment: Manifest) -> list[Manifest]:
     meta = deployment.get("metadata") or {}
     instance = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+    if instance is None:
+        return []
     found: list[Manifest] = []
-    for kind in AUTOSCALER_KINDS if instance is not None else ():
-        info = kind_info(kind)
-        if info.crd and not _served(cluster, info):
-            continue
-        with contextlib.suppress(ClusterError):
-            found.extend(cluster.list_objects(info, namespace, {LABEL_INSTANCE: instance}))
+    with contextlib.suppress(ClusterError):  # discovery (cached per connection) skips no-KEDA
+        for info in cluster.served(kind_info(kind) for kind in AUTOSCALER_KINDS):
+            with contextlib.suppress(ClusterError):
+                found.extend(cluster.list_objects(info, namespace, {LABEL_INSTANCE: instance}))
     return [a for a in found if targets(a, meta.get("name"))]
-
-
-def _served(cluster: Cluster, info: KindInfo) -> bool:
-    """Discovery: whether the cluster serves ``info``'s resource (a CRD may be missing)."""
-    status, body = cluster.raw_get(f"/apis/{info.api_version}")
-    resources = (body or {}).get("resources", []) if isinstance(body, dict) else []
-    return status == 200 and any(r.get("name") == info.plural for r in resources)
 
 
 def targets(autoscaler: Manifest, deployment: object) -> bool:

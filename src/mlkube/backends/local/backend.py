@@ -196,10 +196,15 @@ class LocalBackend:
                 shown = running
             self.clock.sleep_blocking(EXIT_POLL_S)
 
-    def start_prometheus(self, binary: str) -> tuple[str, str]:
-        """Start (or reload) the local Prometheus; its action (``started``) and URL."""
-        answer = self._call("POST", "/prometheus", {"binary": binary})
-        return str(answer["action"]), str(answer["url"])
+    def start_prometheus(
+        self, binary: str, alertmanager: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start (or reload) the local Prometheus, and an Alertmanager when ``alertmanager``
+        (``{"binary": ..., "config": alertmanager.yml}``) is given: ``url``, ``action``,
+        ``alertmanagerUrl``, ``alertmanagerAction``."""
+        body = {"binary": binary, **({"alertmanager": alertmanager} if alertmanager else {})}
+        answer: dict[str, Any] = self._call("POST", "/prometheus", body)
+        return answer
 
     def watch_status(self, keys: Sequence[str], every_s: float) -> Iterator[StatusReport]:
         """The status of the ``namespace/name`` deployments every ``every_s`` until none runs."""
@@ -293,7 +298,7 @@ class LocalBackend:
         changes = tuple(
             ObjectChange(ObjectRef(DEPLOYMENT_KIND, key), "stopped") for key in result["stopped"]
         )
-        processes = ["prometheus"] if result.get("prometheusStopped") else []
+        processes = [p for p in ("prometheus", "alertmanager") if result.get(f"{p}Stopped")]
         exiting = bool(result["controllerExiting"])
         self.wait_exit(
             [*replica_pids, *([pid] if exiting else [])], timeout_s=timeout_s, report=report

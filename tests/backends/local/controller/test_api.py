@@ -447,7 +447,12 @@ async def test_down_answers_before_the_controller_stops(api, ctrl):
     dep = _deployment(ctrl)
     dep.replicas.clear()
     answer = await call(api, "POST", "/down", {})
-    assert answer == {"stopped": ["ml/iris"], "controllerExiting": True, "prometheusStopped": False}
+    assert answer == {
+        "stopped": ["ml/iris"],
+        "controllerExiting": True,
+        "prometheusStopped": False,
+        "alertmanagerStopped": False,
+    }
     assert ctrl.stopping.is_set()
 
 

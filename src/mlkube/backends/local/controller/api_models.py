@@ -60,10 +60,18 @@ class PromoteRequest(ApiRequest):
     full: bool = False
 
 
-class PrometheusRequest(ApiRequest):
-    """``POST /prometheus``: start (or reload) the local Prometheus."""
+class AlertmanagerRequest(ApiRequest):
+    """The Alertmanager part of ``POST /prometheus``: its binary and alertmanager.yml."""
 
     binary: str | None = None
+    config: dict[str, Any]
+
+
+class PrometheusRequest(ApiRequest):
+    """``POST /prometheus``: start (or reload) the local Prometheus, and an Alertmanager."""
+
+    binary: str | None = None
+    alertmanager: AlertmanagerRequest | None = None
 
 
 class StatusQuery(ApiRequest):
@@ -146,6 +154,7 @@ class DownResponse(ApiResponse):
     stopped: list[str]
     controller_exiting: bool
     prometheus_stopped: bool
+    alertmanager_stopped: bool = False
 
 
 class PrometheusResponse(ApiResponse):
@@ -153,6 +162,8 @@ class PrometheusResponse(ApiResponse):
 
     url: str
     action: str
+    alertmanager_url: str | None = None
+    alertmanager_action: str | None = None
 
 
 class Allocatable(ApiResponse):
@@ -171,6 +182,7 @@ class ControllerInfo(ApiResponse):
     allocatable: Allocatable
     prometheus_targets: str
     prometheus: str | None
+    alertmanager: str | None = None
     metrics: str
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.autoscale.api import PolicyState
-from mlkube.backends.local import prometheus, supervisor
+from mlkube.backends.local import alertmanager, prometheus, supervisor
 from mlkube.backends.local.controller import handlers, loops
 from mlkube.backends.local.controller.api import CONTROLLER_FILE, write_token
 from mlkube.backends.local.controller.changes import Event
@@ -76,6 +76,7 @@ async def run(state: Path, settings: ControllerSettings) -> None:
     finally:
         await api.stop()  # after the answers in flight (down's among them)
         await asyncio.to_thread(prometheus.stop, state)  # no-op unless --prometheus ran one
+        await asyncio.to_thread(alertmanager.stop, state)  # after it: no alert sent in vain
         with contextlib.suppress(FileNotFoundError):
             (state / CONTROLLER_FILE).unlink()
         ctrl.store.close()

@@ -226,16 +226,16 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
         ctrl.end_delete(dep)
     ctrl.write_targets()
     exiting = not ctrl.deployments
-    prometheus_stopped = False
+    stopped = {"prometheusStopped": False, "alertmanagerStopped": False}
     if exiting:
-        prometheus_stopped = await monitoring.stop(ctrl)
+        stopped = await monitoring.stop(ctrl)
         ctrl.stopping.set()
     else:
         await monitoring.refresh(ctrl)
     return {
         "stopped": [d.key for d in targets],
         "controllerExiting": exiting,
-        "prometheusStopped": prometheus_stopped,
+        **stopped,
     }
 
 
@@ -354,6 +354,7 @@ def status(ctrl: Controller, name: str | None) -> dict[str, Any]:
             },
             "prometheusTargets": str(Path(ctrl.state) / "prometheus" / "targets.json"),
             "prometheus": prometheus_url(ctrl.state),
+            "alertmanager": monitoring.alertmanager_url(ctrl.state),
             "metrics": f"http://127.0.0.1:{ctrl.api_port}/metrics",
         },
         "deployments": [_deployment_status(ctrl, d) for d in deps],

@@ -130,8 +130,9 @@ class Endpoints:
         return DownResponse.model_validate(await handlers.down(self.ctrl, name))
 
     async def prometheus(self, request: Request) -> PrometheusResponse:
-        binary = (await body(request, PrometheusRequest)).binary
-        return PrometheusResponse.model_validate(await monitoring.start(self.ctrl, binary or None))
+        ask = await body(request, PrometheusRequest)
+        answer = await monitoring.start(self.ctrl, ask.binary or None, ask.alertmanager)
+        return PrometheusResponse.model_validate(answer)
 
     async def events(self, request: Request) -> EventsResponse:
         ask = query(request, EventsQuery)
