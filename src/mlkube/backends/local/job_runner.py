@@ -110,15 +110,26 @@ class Gang:
         self.poll()
         return [r for r, h in self.handles.items() if r not in self.exits or h.group_alive()]
 
-    def stop(self, clock: Clock, *, grace_s: float) -> None:
-        """SIGTERM every worker's group, wait up to ``grace_s``, then SIGKILL what is left."""
+    def terminate(self) -> None:
+        """SIGTERM every worker's process group (a worker may checkpoint, then exit)."""
         for handle in self.handles.values():
             handle.signal_group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL what is left of every worker's process group."""
+        for rank in self.running():
+            self.handles[rank].signal_group(signal.SIGKILL)
+
+    def stop(self, clock: Clock, *, grace_s: float) -> None:
+        """Terminate, wait up to ``grace_s``, then kill what is left; returns once all exited.
+
+        Blocking: for ``run_to_end``; the controller's tick does the same steps over ticks.
+        """
+        self.terminate()
         deadline = clock.monotonic() + grace_s
         while self.running() and clock.monotonic() < deadline:
             clock.sleep_blocking(POLL_S)
-        for rank in self.running():
-            self.handles[rank].signal_group(signal.SIGKILL)
+        self.kill()
         while self.running():
             clock.sleep_blocking(0.02)
 
