@@ -21,7 +21,7 @@ from mlkube.clock import SystemClock
 from mlkube.errors import BackendError
 
 FINISHED = ("Succeeded", "Failed", "Cancelled")
-REASON_WIDTH = 30
+WIDTH = 80
 
 
 @click.command()
@@ -106,11 +106,11 @@ JOBS_HEADER = f"{'NAME':<20} {'STATE':<10} {'WORKERS':>7} {'PRIO':>5} {'AGE':>6}
 
 def job_line(row: JobRow, *, now: float) -> str:
     """One row of ``mlkube jobs``, within 80 columns."""
-    reason = row.reason if len(row.reason) <= REASON_WIDTH else row.reason[: REASON_WIDTH - 1] + "…"
     age = _age(now - row.submitted)
-    return (
-        f"{row.name[:20]:<20} {row.phase:<10} {row.workers:>7} {row.priority:>5} {age:>6}  {reason}"
-    ).rstrip()
+    start = f"{row.name[:20]:<20} {row.phase:<10} {row.workers:>7} {row.priority:>5} {age:>6}  "
+    room = WIDTH - len(start)
+    reason = row.reason if len(row.reason) <= room else row.reason[: room - 1] + "…"
+    return (start + reason).rstrip()
 
 
 def outcome_line(row: JobRow) -> str:
