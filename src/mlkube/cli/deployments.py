@@ -270,6 +270,7 @@ delete = click.Command(
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--replica", default=None, help="A replica index (0, 1 ...) or name.")
+@click.option("--worker", default=None, help="job/NAME: one worker's rank (default: all).")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 5m).")
 @click.option(
     "--stderr",
@@ -282,11 +283,12 @@ def logs(
     name: str,
     follow: bool,
     replica: str | None,
+    worker: str | None,
     since: str | None,
     stderr: bool,
     backend: Backend,
 ) -> None:
-    """Print the replicas' JSON log lines, merged in time order.
+    """Print the replicas' JSON log lines, merged in time order (job/NAME: a job's workers).
 
     \b
     Examples:
@@ -294,7 +296,9 @@ def logs(
       mlkube logs iris --replica 0 -f
       mlkube logs iris --stderr        also what replicas wrote to stderr (a failed load)
       mlkube logs ml-model --target kubernetes -n ml
+      mlkube logs job/train-iris --worker 1
     """
+    replica = worker if worker is not None else replica
     since_s = parse_duration(since) if since else None
     stream = backend.logs(name, replica=replica, since_s=since_s, follow=follow, stderr=stderr)
     _warn(stream.warnings)

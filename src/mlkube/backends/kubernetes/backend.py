@@ -20,6 +20,7 @@ from mlkube.backends.base import (
     ApplyReport,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -52,6 +53,7 @@ from mlkube.backends.kubernetes.render.manifest import (
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
+    KindInfo,
     Manifest,
     apply_rank,
     kind_info,
@@ -63,6 +65,7 @@ from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec import ModelDeployment, load_documents
 
+JOB_KIND = KindInfo("batch/v1", "Job", "jobs", namespaced=True)
 STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
@@ -335,6 +338,28 @@ class KubernetesBackend:
                 "weight by applying, and other strategies roll out as Deployments do)"
             )
         return tracks
+
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Jobs are objects like any other on a cluster: applied, then the Job controller (or
+        Kueue) queues them."""
+        return self.apply(paths)
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        """mlkube's Jobs in the namespace, from their status (active, succeeded, failed)."""
+        with self._connect() as (cluster, namespace):
+            labels = _labels(name) if name is not None else {LABEL_MANAGED_BY: MANAGED_BY}
+            found = cluster.list_objects(JOB_KIND, namespace, labels)
+        if name is not None and not found:
+            raise ObjectNotFoundError(f"no mlkube job '{name}' in namespace '{namespace}'")
+        return tuple(views.job_row(job) for job in found)
+
+    def cancel(self, name: str) -> JobRow:
+        """Delete the Job (in the background: its pods go with it)."""
+        (row,) = self.jobs(name)
+        with self._connect() as (cluster, namespace):
+            cluster.delete(JOB_KIND, name, namespace, dry_run=False)
+        return replace(row, phase="Cancelled", reason="deleted")
 
     def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
         raise UnsupportedOperationError(

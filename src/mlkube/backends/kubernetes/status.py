@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mlkube.backends.base import EventRow, RolloutStatus
+from mlkube.backends.base import EventRow, JobRow, RolloutStatus
 from mlkube.backends.kubernetes.diagnose import Problem, lines
 from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest
 from mlkube.backends.kubernetes.wait import rollout_state
@@ -235,3 +235,40 @@ def _epoch(value: object) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.timestamp()
+
+
+def job_row(job: Manifest) -> JobRow:
+    """A batch/v1 Job as ``mlkube jobs`` shows it: its phase from the status and conditions
+    (Complete, Failed with their reason), as ``kubectl get jobs`` judges it. Pure."""
+    meta, spec = job["metadata"], job.get("spec", {})
+    status = job.get("status") or {}
+    conditions = {
+        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
+    }
+    if "Complete" in conditions:
+        phase, reason = "Succeeded", ""
+    elif "Failed" in conditions:
+        failed = conditions["Failed"]
+        phase, reason = "Failed", f"{failed.get('reason', '')}: {failed.get('message', '')}"
+    elif spec.get("suspend"):
+        phase, reason = "Queued", "suspended (waiting for Kueue to admit it)"
+    elif status.get("active"):
+        phase, reason = "Running", ""
+    else:
+        phase, reason = "Queued", "no pod started yet"
+    return JobRow(
+        name=meta["name"],
+        kind=str(meta.get("labels", {}).get("mlkube.dev/kind", "TrainingJob")),
+        phase=phase,
+        workers=int(spec.get("parallelism", 1)),
+        priority=0,
+        submitted=_epoch_or_none(meta.get("creationTimestamp")) or 0.0,
+        started=_epoch_or_none(status.get("startTime")),
+        finished=_epoch_or_none(status.get("completionTime")),
+        restarts=int(status.get("failed", 0)),
+        reason=reason.strip(": "),
+    )
+
+
+def _epoch_or_none(stamp: str | None) -> float | None:
+    return _epoch(stamp) if stamp else None

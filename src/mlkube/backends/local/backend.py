@@ -20,6 +20,7 @@ from mlkube.backends.base import (
     ApplyReport,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -38,7 +39,7 @@ from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
-from mlkube.spec import ModelDeployment
+from mlkube.spec import BatchInference, ModelDeployment, TrainingJob
 from mlkube.spec.loading import load_documents
 
 DEPLOYMENT_KIND = "modeldeployment"
@@ -242,6 +243,56 @@ class LocalBackend:
         )
         return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
 
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Queue the jobs of ``paths`` with the controller (started when none runs)."""
+        resolved = [str(Path(p).resolve()) for p in paths]
+        documents = load_documents(*resolved)
+        others = [d for d in documents if not isinstance(d, TrainingJob | BatchInference)]
+        if others:
+            raise BackendError(
+                f"{others[0].kind} '{others[0].metadata.name}' is not a job: "
+                "mlkube run takes TrainingJob and BatchInference (use mlkube up or apply)"
+            )
+        found = notes(documents, BackendKind.LOCAL)
+        problems = [n.text() for n in found if n.is_error]
+        if problems:
+            raise BackendError("cannot run locally: " + "; ".join(problems))
+        self.ensure_controller()
+        results = self._call("POST", "/jobs", {"paths": resolved})["results"]
+        changes = tuple(ObjectChange(ObjectRef(r["kind"], r["name"]), r["action"]) for r in results)
+        return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        query = f"?name={quote(name)}" if name is not None else ""
+        return tuple(job_row(r) for r in self._call("GET", f"/jobs{query}")["jobs"])
+
+    def cancel(self, name: str) -> JobRow:
+        return job_row(self._call("POST", "/jobs/cancel", {"name": name}))
+
+    def _job_log_lines(self, name: str, worker: str | None, follow: bool) -> Iterator[str]:
+        (row,) = self._call("GET", f"/jobs?name={quote(name)}")["jobs"]
+        folder = self.state / "jobs" / row["namespace"] / row["name"] / "logs"
+        ranks = range(int(row["workers"])) if worker is None else [int(worker)]
+        files = [folder / f"worker-{rank}.log" for rank in ranks]
+        positions = dict.fromkeys(files, 0)
+        while True:
+            for file in files:
+                try:
+                    with open(file, "rb") as handle:
+                        handle.seek(positions[file])
+                        data = handle.read()
+                except FileNotFoundError:
+                    continue
+                complete = data[: data.rfind(b"\n") + 1]
+                positions[file] += len(complete)
+                prefix = f"[worker {file.stem.split('-')[1]}] " if len(files) > 1 else ""
+                for line in complete.decode("utf-8", "replace").splitlines():
+                    yield prefix + line
+            if not follow:
+                return
+            self.clock.sleep_blocking(FOLLOW_POLL_S)
+
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
         wanted = {
             c.object.name: c.revision for c in applied.changes if c.object.kind == DEPLOYMENT_KIND
@@ -321,6 +372,8 @@ class LocalBackend:
         follow: bool = False,
         stderr: bool = False,
     ) -> LogStream:
+        if name.startswith("job/"):
+            return LogStream(lines=self._job_log_lines(name[4:], replica, follow))
         files = self._log_files(name, replica, stderr=stderr)
         cutoff = self.clock.wall() - since_s if since_s is not None else None
         return LogStream(lines=self._log_lines(files, cutoff, follow))
@@ -393,4 +446,23 @@ def _rollout_status(name: str, data: Any) -> RolloutStatus:
         step=data["step"],
         weights=tuple((str(k), v) for k, v in data["weights"].items()),
         reason=data["reason"],
+    )
+
+
+def job_row(data: Any) -> JobRow:
+    """A ``JobRow`` from the control API's ``/jobs`` answer."""
+    return JobRow(
+        name=data["name"],
+        kind=data["kind"],
+        phase=data["phase"],
+        workers=data["workers"],
+        priority=data["priority"],
+        submitted=data["submitted"],
+        started=data.get("started"),
+        finished=data.get("finished"),
+        restarts=data.get("restarts", 0),
+        preemptions=data.get("preemptions", 0),
+        reason=data.get("reason", ""),
+        metrics=tuple((str(k), float(v)) for k, v in (data.get("metrics") or {}).items()),
+        model_version=data.get("modelVersion", ""),
     )
