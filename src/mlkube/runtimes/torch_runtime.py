@@ -66,6 +66,7 @@ class TorchRuntime:
     """A TorchScript module or exported program served in process."""
 
     platform = "pytorch"
+    runs_user_code = False
 
     def __init__(self, path: str) -> None:
         file = check_file(path, FORMAT)

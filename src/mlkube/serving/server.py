@@ -175,6 +175,7 @@ class Replica:
                 max_queue=spec.server.max_queue_size,
                 timeout_s=spec.server.request_timeout,
                 enabled=batching,
+                inline=not runtime.runs_user_code,
             ),
             clock=self.clock,
             observer=self.metrics,
