@@ -160,18 +160,29 @@ MALFORMED = [
     pytest.param(
         "POST",
         "/v2/models/{m}/infer",
-        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}',
         400,
         id="v2-shape-mismatch",
     ),
     pytest.param(
         "POST",
         "/v2/models/{m}/infer",
-        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FLOAT", "data": [1, 2, 3, 4]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FLOAT", '
+        b'"data": [1, 2, 3, 4]}]}',
         400,
         id="v2-bad-datatype",
     ),
     pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": "x"}', 400, id="v2-inputs-string"),
+    pytest.param(
+        "POST",
+        "/v2/models/{m}/infer",
+        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+        400,
+        id="v2-unknown-input-name",
+    ),
+    pytest.param(
+        "POST", "/v1/models/{m}:predict", b'{"instances": [[1, true, 3, 4]]}', 400, id="v1-bool"
+    ),
     pytest.param("GET", "/v2/models/{m}/versions/3", b"", 404, id="v2-unknown-version"),
     pytest.param("GET", "/nothing/here", b"", 404, id="unknown-path"),
     pytest.param("POST", "/v1/models/{m}:classify", b'{"examples": []}', 400, id="tf-classify"),
