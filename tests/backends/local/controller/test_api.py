@@ -264,6 +264,11 @@ async def test_invalid_json_is_a_400(api):
         ("/down", {"name": 3}, "name: Input should be a valid string"),
         ("/prometheus", {"binary": ["prometheus"]}, "binary: Input should be a valid string"),
         ("/down", ["iris"], "body: Input should be an object"),
+        ("/scale", {"name": "iris", "replicas": True}, "replicas: Input should be a valid integer"),
+        ("/scale", {"name": "iris", "replicas": "3"}, "replicas: Input should be a valid integer"),
+        ("/scale", {"name": "iris", "replicas": 10**30}, "replicas: Input should be less than"),
+        ("/rollout/undo", {"name": "iris", "revision": 10**30}, "revision: Input should be less"),
+        ("/down", {"name": True}, "name: Input should be a valid string"),
     ],
 )
 async def test_a_body_that_does_not_fit_its_model_is_a_400_naming_the_field(api, path, body, field):
@@ -283,6 +288,8 @@ async def test_a_body_that_does_not_fit_its_model_is_a_400_naming_the_field(api,
         ("/usage", "name: Field required"),
         ("/rollout/history", "name: Field required"),
         ("/status?nmae=iris", "nmae: Extra inputs are not permitted"),
+        ("/events?name=iris&limit=99999999999999999999", "limit: Input should be less than"),
+        ("/status?name=iris&name=other", "name given more than once"),
     ],
 )
 async def test_a_query_that_does_not_parse_is_a_400_naming_the_field(api, ctrl, path, field):
@@ -309,6 +316,30 @@ async def test_unknown_routes_are_404_and_wrong_methods_405(api):
     status, headers, body = await raw(api, request("GET", "/scale", api.token))
     assert status == 405 and headers["allow"] == "POST"
     assert json.loads(body) == {"error": "method not allowed: GET /scale (allowed: POST)"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("hello: [1, 2\n", "in the spec"),
+        ("just a string\n", "expected a mapping with apiVersion, kind, metadata and spec"),
+        (None, "no such file or folder"),
+    ],
+    ids=["not-yaml", "not-a-spec", "missing"],
+)
+async def test_a_file_that_is_no_spec_is_a_400_naming_it(api, tmp_path, content, message):
+    path = tmp_path / "mine.yaml"
+    if content is not None:
+        path.write_text(content)
+    refused = await refusal(api, "POST", "/apply", {"paths": [str(path)]})
+    assert str(path) in refused
+    assert message in refused
+    data = json.dumps({"paths": [str(path)]}).encode()
+    status, _, _ = await raw(
+        api, request("POST", "/apply", api.token, f"Content-Length: {len(data)}", body=data)
+    )
+    assert status == 400
 
 
 # handler failures ----------------------------------------------------------------------------
@@ -391,11 +422,56 @@ def _endless_header(port: int) -> bytes:
 
 
 @pytest.mark.integration
-async def test_an_endless_header_is_cut_off_not_buffered(api):
-    # uvicorn's h11 protocol bounds an incomplete header at 16 KiB (httptools would not).
+async def test_an_endless_header_gets_a_431_the_client_can_read(api):
+    # The server stops buffering at 16 KiB, answers, and keeps reading (discarding) what the
+    # client still sends for a while (lingering close): the client reads the 431, no reset.
     answer = await asyncio.to_thread(_endless_header, api.port)
-    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert json.loads(body) == {"error": "the request head is over 16384 bytes"}
     assert await call(api, "GET", "/healthz") == {"ok": True}
+
+
+@pytest.mark.integration
+async def test_a_whole_head_over_the_limit_is_a_431(api):
+    big = "X-Big: " + "a" * 20_000
+    status, headers, body = await raw(api, request("GET", "/status", api.token, big))
+    assert status == 431 and headers["connection"] == "close"
+    assert json.loads(body) == {"error": "the request head is over 16384 bytes"}
+
+
+def _stalled(port: int, data: bytes) -> bytes:
+    """Send ``data`` (an unfinished request, or nothing), then read what the server says."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        if data:
+            sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GET /status HTTP/1.1\r\nHost: x\r\n",
+        b"POST /apply HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["silent-connection", "unfinished-head", "unfinished-body"],
+)
+async def test_a_request_not_sent_in_time_gets_a_408_and_the_connection_closes(ctrl, data):
+    async with served(ctrl, read_timeout_s=0.3) as client:
+        if b"POST" in data:
+            data = data.replace(
+                b"Host: x", b"Host: x\r\nAuthorization: Bearer " + client.token.encode()
+            )
+        answer = await asyncio.to_thread(_stalled, client.port, data)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answer
+        assert json.loads(body) == {"error": "the request was not received within 0.3 s"}
+        assert await call(client, "GET", "/healthz") == {"ok": True}
 
 
 @pytest.mark.integration

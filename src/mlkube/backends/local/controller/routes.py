@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from mlkube.backends.local.controller import handlers, monitoring
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES
@@ -63,8 +63,12 @@ class RequestError(Exception):
 
 def query(request: Request, model: type[Model]) -> Model:
     """The query string as ``model``; 400 naming the field that does not fit."""
+    params = request.query_params
+    repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+    if repeated:
+        raise RequestError(400, f"invalid query: {', '.join(repeated)} given more than once")
     try:
-        return model.model_validate(dict(request.query_params))
+        return model.model_validate(dict(params))
     except ValidationError as error:
         raise RequestError(400, f"invalid query: {validation_message(error)}") from error
 
@@ -83,11 +87,14 @@ async def read_limited(request: Request, limit: int) -> bytes:
     """The body, counted while it streams in (a chunked body has no Content-Length)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or its read timed out (408 already sent)
+        raise RequestError(408, "the client stopped sending the request body") from None
     return b"".join(chunks)
 
 

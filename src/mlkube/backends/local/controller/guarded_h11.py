@@ -1,0 +1,112 @@
+"""uvicorn's h11 protocol with the limits a control API on a shared machine needs.
+
+What uvicorn leaves open, and this class closes:
+
+- **Read timeout.** A connection must deliver a whole request (head and body) within
+  ``read_timeout_s`` of its first byte (or of connecting): a client that stalls gets 408 and
+  the connection closes. uvicorn only times out idle keep-alive connections.
+- **Head limit.** A head larger than ``MAX_HEAD_BYTES`` that never ends makes h11 give up; uvicorn
+  then answers a plain-text 400 and closes at once, so a client still sending gets a reset and
+  never reads it. Here it is a 431 in the API's error shape. (A complete head over the limit is
+  refused by the app's guard, ``server.TokenGuard``.)
+- **Lingering close.** Every refusal here writes its answer, half-closes (FIN), then reads and
+  discards what the client still sends for up to ``LINGER_S`` before closing, as nginx does,
+  so the client reads the answer instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from http import HTTPStatus
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+MAX_HEAD_BYTES = 16 * 1024
+"""Longest request line plus headers accepted (uvicorn's h11 default for an incomplete head)."""
+READ_TIMEOUT_S = 10.0
+"""Time a client has to send a whole request once it starts (or once it connects)."""
+LINGER_S = 2.0
+"""How long a refused connection keeps reading (and discarding) before it closes."""
+
+_WAITING_FOR_CLIENT = (h11.IDLE, h11.SEND_BODY)
+_NOTHING_SENT = (h11.IDLE, h11.SEND_RESPONSE)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """One connection of the control API (see the module docstring)."""
+
+    read_timeout_s = READ_TIMEOUT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_read_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return  # lingering: read and drop until the client stops or LINGER_S passes
+        if self._read_timer is None and self.conn.their_state is h11.IDLE:
+            self._arm_read_timer()  # the first bytes of a new request
+        super().data_received(data)
+        if self.conn.their_state not in _WAITING_FOR_CLIENT:
+            self._disarm_read_timer()  # the whole request is in (or the connection failed)
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self.transport.close()  # the client is done sending: the lingering can end
+
+    def send_400_response(self, msg: str) -> None:
+        """h11 could not parse the request: 431 when the head outgrew the limit, else 400."""
+        buffered = len(self.conn.trailing_data[0])
+        if buffered >= MAX_HEAD_BYTES:
+            self.refuse(431, f"the request head is over {MAX_HEAD_BYTES} bytes")
+        else:
+            self.refuse(400, "malformed HTTP request")
+
+    def refuse(self, status: int, message: str) -> None:
+        """Answer ``status`` with ``{"error": message}`` and close the lingering way."""
+        self._disarm_read_timer()
+        if self._refused or self.transport.is_closing():
+            return
+        self._refused = True
+        body = json.dumps({"error": message}).encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            "content-type: application/json\r\n"
+            f"content-length: {len(body)}\r\n"
+            "connection: close\r\n\r\n"
+        ).encode()
+        self.transport.write(head + body)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+        self.loop.call_later(LINGER_S, self.transport.close)
+
+    def _read_timed_out(self) -> None:
+        self._read_timer = None
+        if self.conn.their_state not in _WAITING_FOR_CLIENT or self.transport.is_closing():
+            return
+        if self.conn.our_state in _NOTHING_SENT:
+            self.refuse(408, f"the request was not received within {self.read_timeout_s:g} s")
+        else:
+            self.transport.close()
+
+    def _arm_read_timer(self) -> None:
+        self._disarm_read_timer()
+        self._read_timer = self.loop.call_later(self.read_timeout_s, self._read_timed_out)
+
+    def _disarm_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
