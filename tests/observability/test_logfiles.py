@@ -95,6 +95,25 @@ def test_copytruncate_with_an_appending_writer(tmp_path):
     assert rotate_copytruncate(tmp_path / "missing.log", max_bytes=1, backups=1) is False
 
 
+def test_log_files_and_their_rotations_are_owner_only(tmp_path):
+    import stat
+
+    sink = RotatingFile(tmp_path / "r.log", max_bytes=10, backups=2)
+    for i in range(5):
+        sink.write(f"line {i} with a payload\n".encode())
+    sink.close()
+    appended = tmp_path / "a.log"
+    with open(appended, "ab") as writer:
+        os.fchmod(writer.fileno(), 0o600)
+        writer.write(b"x" * 100 + b"\n")
+    assert rotate_copytruncate(appended, max_bytes=10, backups=1)
+    files = [*rotated_files(tmp_path / "r.log"), *rotated_files(appended)]
+    assert len(files) == 5
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {
+        path.name: 0o600 for path in files
+    }
+
+
 def test_redact_any_depth_case_insensitive_without_changing_the_input():
     body: dict[str, Any] = {
         "instances": [{"SSN": "1", "x": 2}],
