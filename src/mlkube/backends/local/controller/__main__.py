@@ -25,7 +25,11 @@ def main() -> None:
         format='{"ts": "%(asctime)s", "level": "%(levelname)s", "logger": "%(name)s", '
         '"msg": "%(message)s"}',
     )
-    coro = run(state_dir(args.state_dir), ControllerSettings.from_env())
+    try:
+        settings = ControllerSettings.from_env()
+    except ValueError as error:  # a malformed MLKUBE_* variable: one line, no traceback
+        parser.exit(2, f"error: {error}\n")
+    coro = run(state_dir(args.state_dir), settings)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
