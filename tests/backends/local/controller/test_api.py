@@ -342,6 +342,21 @@ async def test_a_file_that_is_no_spec_is_a_400_naming_it(api, tmp_path, content,
     assert status == 400
 
 
+@pytest.mark.integration
+async def test_apply_refuses_paths_it_cannot_use_with_a_400(api, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a: " + b"x" * 2**21)
+    cases = {
+        "relative.yaml": "paths must be absolute",
+        "/" + "a" * 5000: "cannot read: File name too long",
+        "/dev/zero": "not a regular file or folder",
+        str(big): "a spec file is at most 1048576",
+    }
+    for path, message in cases.items():
+        refused = await refusal(api, "POST", "/apply", {"paths": [path]})
+        assert message in refused, refused
+
+
 # handler failures ----------------------------------------------------------------------------
 @pytest.mark.integration
 async def test_a_backend_error_is_a_409_with_its_message(api, ctrl):

@@ -7,6 +7,8 @@ response model. ``server.py`` turns the result, and every error, into JSON.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -49,6 +51,9 @@ from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.usage import usage_document
 
 Model = TypeVar("Model", bound=ApiRequest)
+MAX_SPEC_FILE_BYTES = 2**20
+"""Largest spec file ``/apply`` reads: specs are a few KiB, and parsing runs on the loop that
+also serves every balancer."""
 Endpoint = Callable[[Request], Awaitable[BaseModel]]
 
 
@@ -98,6 +103,30 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def checked_spec_paths(paths: list[str]) -> list[str]:
+    """``paths`` when each is absolute and names a folder or a regular file of a readable
+    size; 400 naming the first that does not (a missing one is left to the spec loader)."""
+    for raw in paths:
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        if "\0" in raw or not os.path.isabs(raw):
+            raise RequestError(400, f"paths must be absolute paths on this machine: {shown!r}")
+        try:
+            info = os.stat(raw)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise RequestError(400, f"{shown}: cannot read: {error.strerror}") from None
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise RequestError(400, f"{shown}: not a regular file or folder")
+        if info.st_size > MAX_SPEC_FILE_BYTES:
+            raise RequestError(
+                400, f"{shown}: {info.st_size} bytes; a spec file is at most {MAX_SPEC_FILE_BYTES}"
+            )
+    return paths
+
+
 class Endpoints:
     """The routes of one controller: ``(method, path, endpoint)`` rows in ``table``."""
 
@@ -132,7 +161,7 @@ class Endpoints:
         return StatusResponse.model_validate(handlers.status(self.ctrl, name))
 
     async def apply(self, request: Request) -> ApplyResponse:
-        paths = (await body(request, ApplyRequest)).paths
+        paths = checked_spec_paths((await body(request, ApplyRequest)).paths)
         return ApplyResponse.model_validate(await handlers.apply(self.ctrl, paths))
 
     async def submit_jobs(self, request: Request) -> ApplyResponse:
