@@ -136,7 +136,8 @@ class TokenGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        head = len(scope["raw_path"]) + len(scope["query_string"])
+        target = scope.get("raw_path") or scope["path"].encode()  # raw_path is optional in ASGI
+        head = len(target) + len(scope["query_string"])
         head += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
         if head > MAX_HEAD_BYTES:
             too_long = error(431, f"the request head is over {MAX_HEAD_BYTES} bytes", close=True)
