@@ -3,9 +3,9 @@ import pytest
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.settings import ControllerSettings, state_dir
-from mlkube.backends.local.decisions.rollout import RolloutState
 from mlkube.backends.local.ports import free_port
 from mlkube.backends.local.proxy import Router
+from mlkube.desired.rollout import RolloutState
 
 
 def test_settings_come_from_mlkube_variables():
