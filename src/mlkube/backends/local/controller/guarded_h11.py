@@ -10,8 +10,9 @@ What uvicorn leaves open, and this class closes:
   never reads it. Here it is a 431 in the API's error shape. (A complete head over the limit is
   refused by the app's guard, ``server.TokenGuard``.)
 - **Lingering close.** Every refusal here writes its answer, half-closes (FIN), then reads and
-  discards what the client still sends for up to ``LINGER_S`` before closing, as nginx does,
-  so the client reads the answer instead of a connection reset.
+  discards what the client still sends, as nginx does (``lingering_timeout`` and
+  ``lingering_time``): it closes once the client is quiet for ``LINGER_IDLE_S`` or after
+  ``LINGER_MAX_S`` in all, so a client still uploading reads the answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ MAX_HEAD_BYTES = 16 * 1024
 """Longest request line plus headers accepted (uvicorn's h11 default for an incomplete head)."""
 READ_TIMEOUT_S = 10.0
 """Time a client has to send a whole request once it starts (or once it connects)."""
-LINGER_S = 2.0
-"""How long a refused connection keeps reading (and discarding) before it closes."""
+LINGER_IDLE_S = 2.0
+"""A refused connection closes when the client sent nothing for this long..."""
+LINGER_MAX_S = 30.0
+"""...or this long after the refusal, whatever the client still sends."""
 
 _WAITING_FOR_CLIENT = (h11.IDLE, h11.SEND_BODY)
 _NOTHING_SENT = (h11.IDLE, h11.SEND_RESPONSE)
@@ -44,6 +47,8 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(*args, **kwargs)
         self._read_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_until = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,11 +56,14 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            return  # lingering: read and drop until the client stops or LINGER_S passes
+            self._linger()  # read and drop: the client is still sending
+            return
         if self._read_timer is None and self.conn.their_state is h11.IDLE:
             self._arm_read_timer()  # the first bytes of a new request
         super().data_received(data)
@@ -91,7 +99,17 @@ class GuardedH11Protocol(H11Protocol):
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.transport.resume_reading()
-        self.loop.call_later(LINGER_S, self.transport.close)
+        self._linger_until = self.loop.time() + LINGER_MAX_S
+        self._linger()
+
+    def _linger(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        wait = min(LINGER_IDLE_S, self._linger_until - self.loop.time())
+        if wait <= 0:
+            self.transport.close()
+            return
+        self._linger_timer = self.loop.call_later(wait, self.transport.close)
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
