@@ -208,6 +208,32 @@ async def test_a_body_announced_over_4_mib_is_refused_before_it_is_sent(api):
     assert str(MAX_BODY_BYTES) in json.loads(body)["error"]
 
 
+def _upload(port: int, token: str, size: int) -> tuple[int, bytes]:
+    """urllib sends the whole body before it reads the answer, as many clients do."""
+    import urllib.error
+    import urllib.request
+
+    sent = urllib.request.Request(
+        f"http://127.0.0.1:{port}/apply",
+        data=b"x" * size,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(sent, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+@pytest.mark.integration
+async def test_a_30_mb_upload_reads_its_413_instead_of_a_reset(api):
+    status, body = await asyncio.to_thread(_upload, api.port, api.token, 30 * 2**20)
+    assert status == 413
+    assert str(MAX_BODY_BYTES) in json.loads(body)["error"]
+    assert await call(api, "GET", "/healthz") == {"ok": True}
+
+
 @pytest.mark.integration
 async def test_a_chunked_body_over_4_mib_is_refused_while_it_streams(api):
     # Exactly one byte over the limit, and no final chunk: the server must stop on its count,

@@ -9,10 +9,12 @@ What uvicorn leaves open, and this class closes:
   then answers a plain-text 400 and closes at once, so a client still sending gets a reset and
   never reads it. Here it is a 431 in the API's error shape. (A complete head over the limit is
   refused by the app's guard, ``server.TokenGuard``.)
-- **Lingering close.** Every refusal here writes its answer, half-closes (FIN), then reads and
-  discards what the client still sends, as nginx does (``lingering_timeout`` and
-  ``lingering_time``): it closes once the client is quiet for ``LINGER_IDLE_S`` or after
-  ``LINGER_MAX_S`` in all, so a client still uploading reads the answer instead of a reset.
+- **Lingering close.** Every refusal here, and every answer the app closes the connection
+  after while the client is still sending its body (a 413), is followed by a half-close (FIN);
+  then the connection reads and discards what the client still sends, as nginx does
+  (``lingering_timeout``, ``lingering_time``): it closes once the client is quiet for
+  ``LINGER_IDLE_S`` or after ``LINGER_MAX_S`` in all, so a client still uploading reads the
+  answer instead of a reset.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -51,8 +53,27 @@ class GuardedH11Protocol(H11Protocol):
         self._linger_until = 0.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self._raw = transport
+        # uvicorn closes ``self.transport`` after an answer with ``Connection: close``; the
+        # proxy turns that into a lingering close while the client is still sending.
+        super().connection_made(cast(asyncio.Transport, _LingeringTransport(transport, self)))
         self._arm_read_timer()
+
+    def shutdown(self) -> None:
+        """The server stops: no lingering, close at once."""
+        self._refused = True
+        super().shutdown()
+        self._raw.close()
+
+    def close_after_answer(self) -> None:
+        """The answer is written and the connection must close: linger when the client has
+        not finished sending its request (it would read a reset instead of the answer)."""
+        if self._refused or self._raw.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            self._raw.close()
+            return
+        self._disarm_read_timer()
+        self._refused = True
+        self._half_close_and_linger()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_timer()
@@ -72,7 +93,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def eof_received(self) -> None:
         if self._refused:
-            self.transport.close()  # the client is done sending: the lingering can end
+            self._raw.close()  # the client is done sending: the lingering can end
 
     def send_400_response(self, msg: str) -> None:
         """h11 could not parse the request: 431 when the head outgrew the limit, else 400."""
@@ -85,7 +106,7 @@ class GuardedH11Protocol(H11Protocol):
     def refuse(self, status: int, message: str) -> None:
         """Answer ``status`` with ``{"error": message}`` and close the lingering way."""
         self._disarm_read_timer()
-        if self._refused or self.transport.is_closing():
+        if self._refused or self._raw.is_closing():
             return
         self._refused = True
         body = json.dumps({"error": message}).encode()
@@ -95,10 +116,13 @@ class GuardedH11Protocol(H11Protocol):
             f"content-length: {len(body)}\r\n"
             "connection: close\r\n\r\n"
         ).encode()
-        self.transport.write(head + body)
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.transport.resume_reading()
+        self._raw.write(head + body)
+        self._half_close_and_linger()
+
+    def _half_close_and_linger(self) -> None:
+        if self._raw.can_write_eof():
+            self._raw.write_eof()
+        self._raw.resume_reading()
         self._linger_until = self.loop.time() + LINGER_MAX_S
         self._linger()
 
@@ -107,18 +131,18 @@ class GuardedH11Protocol(H11Protocol):
             self._linger_timer.cancel()
         wait = min(LINGER_IDLE_S, self._linger_until - self.loop.time())
         if wait <= 0:
-            self.transport.close()
+            self._raw.close()
             return
-        self._linger_timer = self.loop.call_later(wait, self.transport.close)
+        self._linger_timer = self.loop.call_later(wait, self._raw.close)
 
     def _read_timed_out(self) -> None:
         self._read_timer = None
-        if self.conn.their_state not in _WAITING_FOR_CLIENT or self.transport.is_closing():
+        if self.conn.their_state not in _WAITING_FOR_CLIENT or self._raw.is_closing():
             return
         if self.conn.our_state in _NOTHING_SENT:
             self.refuse(408, f"the request was not received within {self.read_timeout_s:g} s")
         else:
-            self.transport.close()
+            self._raw.close()
 
     def _arm_read_timer(self) -> None:
         self._disarm_read_timer()
@@ -128,3 +152,18 @@ class GuardedH11Protocol(H11Protocol):
         if self._read_timer is not None:
             self._read_timer.cancel()
             self._read_timer = None
+
+
+class _LingeringTransport:
+    """The connection's transport as uvicorn uses it, except that ``close`` asks the protocol
+    (``close_after_answer``); everything else is the real transport's."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+
+    def close(self) -> None:
+        self._protocol.close_after_answer()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
