@@ -128,7 +128,7 @@ class Replica:
     def _state(self) -> tuple[int, int, bool, float]:
         batcher = self.app.batcher
         queue = batcher.queue_depth if batcher is not None else 0
-        ready = self.app.ready and not self.app.draining
+        ready = self.app.ready and not self.app.draining and self.app.peers_ready()
         return self.app.predicting, queue, ready, self.load_seconds
 
     async def run(self, stop: asyncio.Event) -> bool:
