@@ -28,7 +28,7 @@ from mlkube.backends.local.controller.api import (
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment, revision_of
 from mlkube.backends.local.controller.replica import Replica
-from mlkube.backends.local.controller.server import INTERNAL_ERROR
+from mlkube.backends.local.controller.server import INTERNAL_ERROR, build_app, serve_api
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.ports import free_port
@@ -599,3 +599,25 @@ async def test_stopping_the_server_frees_the_port(ctrl):
         await call(after, "GET", "/healthz")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # nothing holds it any more
+
+
+@pytest.mark.integration
+async def test_an_answer_in_progress_completes_when_the_server_stops(ctrl, monkeypatch):
+    started = asyncio.Event()
+
+    async def slow_down(ctrl: Controller, name: str | None) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(0.3)
+        return {"stopped": [], "controllerExiting": True, "prometheusStopped": False}
+
+    monkeypatch.setattr(handlers, "down", slow_down)
+    token = write_token(ctrl.state)
+    server = await serve_api(build_app(ctrl, token, metrics=lambda: METRICS))
+    data = b"{}"
+    sent = request("POST", "/down", token, f"Content-Length: {len(data)}", body=data)
+    answer = asyncio.create_task(asyncio.to_thread(_exchange, server.port, sent))
+    await started.wait()
+    await server.stop()  # while /down is still being answered
+    head, _, body = (await answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["controllerExiting"] is True

@@ -51,6 +51,7 @@ class GuardedH11Protocol(H11Protocol):
         self._refused = False
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_until = 0.0
+        self._stopping = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._raw = transport
@@ -60,15 +61,19 @@ class GuardedH11Protocol(H11Protocol):
         self._arm_read_timer()
 
     def shutdown(self) -> None:
-        """The server stops: no lingering, close at once."""
-        self._refused = True
+        """The server stops: an answer in progress still completes (uvicorn closes after it),
+        but nothing lingers."""
+        self._stopping = True
+        if self._refused:
+            self._raw.close()
+            return
         super().shutdown()
-        self._raw.close()
 
     def close_after_answer(self) -> None:
         """The answer is written and the connection must close: linger when the client has
         not finished sending its request (it would read a reset instead of the answer)."""
-        if self._refused or self._raw.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+        still_sending = self.conn.their_state is h11.SEND_BODY
+        if self._refused or self._stopping or self._raw.is_closing() or not still_sending:
             self._raw.close()
             return
         self._disarm_read_timer()
