@@ -4,7 +4,8 @@ A merged batch fails as a whole when any one of its requests trips the model (a 
 model cannot handle, a row that makes user code raise). ``predict_apart`` then bisects: each
 half is predicted again, down to single requests, so only a request that fails on its own
 gets an error, and the error it gets is its own. With k failing requests among n, that costs
-about 2·k·log2(n/k) extra calls, and none when nothing fails.
+about 2·k·log2(n/k) extra calls (2n−1 calls in all when every request fails, e.g. a model
+that is broken for any input), and none when nothing fails.
 
 Pure apart from calling ``predict``: no clock, no event loop; the batcher runs it inline or in
 its predict thread.
