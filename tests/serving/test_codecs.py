@@ -193,3 +193,13 @@ def test_v2_values_are_checked_against_the_models_datatype_too():
     }
     with pytest.raises(InvalidInputError, match="expected integers"):
         v2.parse_infer(body(fraction_for_int), TWO_INPUTS, OUTPUTS)
+
+
+@pytest.mark.filterwarnings("error")
+def test_finite_values_whose_sum_overflows_the_dtype_are_accepted():
+    # Found by test_codecs_fuzz: the FP32 sum of two large finite values overflowed with a
+    # RuntimeWarning (an error under pytest's warning filter) instead of being accepted.
+    spec = (TensorSpec("x", Datatype.FP32, (-1,)),)
+    values = [1.7014116824866205e38, 1.7014117838986683e38]
+    batch, _ = v1.parse_predict(body({"instances": values}), spec)
+    np.testing.assert_array_equal(batch["x"], np.asarray(values, np.float32))

@@ -77,7 +77,7 @@ def _numeric_array(value: Any, datatype: Datatype, what: str, booleans: bool) ->
     if target.kind in "iu" and raw.dtype.kind == "f":
         raise InvalidInputError(f"{what}: expected integers ({datatype}), found fractions")
     # A finite sum proves every value finite; only when it is not do we look closer.
-    if raw.dtype.kind == "f" and not math.isfinite(raw.sum()) and not np.isfinite(raw).all():
+    if raw.dtype.kind == "f" and not _finite_sum(raw) and not np.isfinite(raw).all():
         raise InvalidInputError(f"{what}: NaN and Infinity are not valid inputs")
     if target.kind in "iu" and raw.size:
         info = np.iinfo(target)
@@ -88,11 +88,18 @@ def _numeric_array(value: Any, datatype: Datatype, what: str, booleans: bool) ->
     if (
         target.kind == "f"
         and target.itemsize < raw.dtype.itemsize
-        and not math.isfinite(array.sum())
+        and not _finite_sum(array)
         and not np.isfinite(array).all()
     ):
         raise InvalidInputError(f"{what}: values too large for {datatype}")
     return array
+
+
+def _finite_sum(array: Array) -> bool:
+    """Whether the sum is finite; finite values may still add up past the dtype's largest
+    (1.7e38 + 1.7e38 in FP32), which is no error of theirs: numpy's warning is silenced."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(array.sum())
 
 
 def _holds_booleans(value: list[Any]) -> bool:
