@@ -1,3 +1,5 @@
+import asyncio
+
 import pytest
 
 from mlkube.backends.local.controller.controller import Controller
@@ -43,10 +45,14 @@ async def test_the_load_balancer_binds_the_configured_host(tmp_path):
 
     ctrl = Controller(tmp_path, ControllerSettings(balancer_host="127.0.0.2"))
     dep = Deployment("ml/iris", _doc(), Router("ml/iris", hold_s=1.0), RolloutState(stable=1), 1)
+    port = free_port()
     try:
-        await ctrl.listen(dep, free_port())
-        assert dep.server is not None
-        assert dep.server.sockets[0].getsockname()[0] == "127.0.0.2"
+        await ctrl.balancer.attach()  # the real balancer process
+        await ctrl.listen(dep, port)
+        _, writer = await asyncio.open_connection("127.0.0.2", port)  # listening there
+        writer.close()
+        with pytest.raises(ConnectionRefusedError):  # and not on 127.0.0.1
+            await asyncio.open_connection("127.0.0.1", port)
     finally:
-        ctrl.stop_listening(dep)
+        await ctrl.balancer.exit()
         ctrl.store.close()
