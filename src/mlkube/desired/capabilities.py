@@ -558,7 +558,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.service", HONOURED, HONOURED),
     Capability(
         "spec.service.type",
-        approximated("the load balancer listens on 127.0.0.1:service.port whatever the type"),
+        approximated(
+            "the load balancer listens on service.port of 127.0.0.1 whatever the type; "
+            "set MLKUBE_BALANCER_HOST (e.g. 0.0.0.0) to let other machines reach it"
+        ),
         HONOURED,
         "NodePort or LoadBalancer",
         lambda d: d.spec.service.type is not ServiceType.CLUSTER_IP,

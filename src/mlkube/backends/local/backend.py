@@ -35,6 +35,7 @@ from mlkube.backends.local import replica_logs, supervisor
 from mlkube.backends.local.balancer.protocol import BALANCER_FILE
 from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
+from mlkube.backends.local.private import private_dir, private_file
 from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, Document, notes
@@ -146,9 +147,9 @@ class LocalBackend:
         return True
 
     def _start_controller(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state)
         (self.state / "controller.json").unlink(missing_ok=True)
-        log = self.state / "controller.log"
+        log = private_file(self.state / "controller.log")
         handle = supervisor.spawn(
             [
                 sys.executable,

@@ -71,7 +71,6 @@ logger = logging.getLogger(__name__)
 LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
 PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
 REASON_MAX_CHARS = 300
-SERVICE_HOST = "127.0.0.1"  # the balancer serves deployments on loopback only
 SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
 
 
@@ -203,7 +202,7 @@ class Controller:
         """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
         bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await self.balancer.serve(dep.key, SERVICE_HOST, port)
+        await self.balancer.serve(dep.key, self.settings.balancer_host, port)
 
     def stop_listening(self, dep: Deployment) -> None:
         self.balancer.close(dep.key)
