@@ -63,6 +63,7 @@ from mlkube.desired.rollout import (
     RolloutPhase,
     step_rollout,
 )
+from mlkube.observability.job_metrics import JobCollector
 from mlkube.observability.logfiles import rotate_copytruncate
 from mlkube.spec.deployment import ModelDeployment
 
@@ -102,6 +103,7 @@ class Controller:
         self.balancer.on_demand = self._demand
         self.job_queue = JobQueue(self)
         """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
+        self.metrics.registry.register(JobCollector(self.job_queue.snapshots))
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:

@@ -36,6 +36,7 @@ from mlkube.backends.local.decisions.jobs import (
 from mlkube.backends.local.job_runner import Gang, JobPaths, read_metrics
 from mlkube.backends.local.store import EventRow
 from mlkube.errors import BackendError
+from mlkube.observability.job_metrics import JobSnapshot
 from mlkube.spec.job import TrainingJob
 
 if TYPE_CHECKING:
@@ -304,6 +305,28 @@ class JobQueue:
                 for e in self.events(job)
             ],
         }
+
+    def snapshots(self) -> list[JobSnapshot]:
+        """Every job as plain values, for ``/metrics``."""
+        now = self.ctrl.clock.wall()
+        out = []
+        for job in self.jobs.values():
+            state = job.state
+            queued = now - state.submitted_at if state.phase is JobPhase.QUEUED else 0.0
+            end = state.finished_at if state.finished_at is not None else now
+            run = end - state.started_at if state.started_at is not None else 0.0
+            out.append(
+                JobSnapshot(
+                    job.doc.namespace,
+                    job.doc.metadata.name,
+                    str(state.phase),
+                    max(0.0, queued),
+                    max(0.0, run),
+                    state.restarts,
+                    state.preemptions,
+                )
+            )
+        return out
 
     def rows(self) -> list[dict[str, Any]]:
         """Queued first in admission order, then running, then finished (newest first)."""
