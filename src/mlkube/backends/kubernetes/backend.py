@@ -12,6 +12,7 @@ undo are the Deployment controller's (``kubectl rollout history|undo``) and rais
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -35,7 +36,7 @@ from mlkube.backends.kubernetes import rollout_driver
 from mlkube.backends.kubernetes import status as views
 from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_objects, key_of
 from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.errors import ObjectNotFoundError
+from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
@@ -54,8 +55,17 @@ from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec import ModelDeployment, load_documents
+from mlkube.spec.job import TrainingJob
 
-STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
+STATUS_KINDS = (
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "Service",
+    *views.JOB_KINDS,
+)
+WORKLOAD_KINDS = ("Deployment", *views.JOB_KINDS)
+"""What makes a name an mlkube deployment or job on the cluster."""
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
 
@@ -97,14 +107,19 @@ class KubernetesBackend:
         The warnings name every spec field the cluster does not honour as written.
         """
         documents = with_namespace(load_documents(*paths), self.namespace)
-        rendered = render(documents)
+        render(documents)  # a spec the cluster cannot express fails before connecting
         deployments = [d for d in documents if isinstance(d, ModelDeployment)]
         force = any(d.spec.kubernetes.force_conflicts for d in deployments)
         prune = all(d.spec.kubernetes.prune for d in deployments)
         with self._connect() as (cluster, _):
-            result = apply_objects(
-                cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
-            )
+            served = _pytorch_job_served(cluster, documents)
+            rendered = render(documents, pytorch_job_served=served)
+            try:
+                result = apply_objects(
+                    cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
+                )
+            except ApplyError as error:
+                raise _job_template_changed(error) or error from error
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
         return ApplyReport(
             changes=tuple(ObjectChange(_ref(key), "applied") for key in result.applied),
@@ -134,11 +149,17 @@ class KubernetesBackend:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
             objects = _owned(cluster, namespace, name, STATUS_KINDS)
-        if name is not None and not any(o["kind"] == "Deployment" for o in objects):
+        if name is not None and not any(o["kind"] in WORKLOAD_KINDS for o in objects):
             raise _not_found(name, namespace)
         summaries = views.summarize(objects)
-        table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
-        return StatusReport(document=summaries, tables=(table,))
+        rows = tuple(views.table_rows(summaries))
+        job_rows = tuple(views.job_rows(summaries))
+        tables = []
+        if rows or not job_rows:
+            tables.append(Table(views.TABLE_COLUMNS, rows))
+        if job_rows:
+            tables.append(Table(views.JOB_COLUMNS, job_rows, title="jobs"))
+        return StatusReport(document=summaries, tables=tuple(tables))
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
         """Set the replica count of the Deployment ``name`` (through its scale subresource)."""
@@ -302,6 +323,36 @@ class KubernetesBackend:
 
     def _kubectl_namespace(self) -> str:
         return f" -n {self.namespace}" if self.namespace else ""
+
+
+def _pytorch_job_served(cluster: Cluster, documents: Sequence[object]) -> bool:
+    """Whether a TrainingJob of ``kubernetes.kind: Auto`` becomes a PyTorchJob here: the
+    cluster serves kubeflow.org/v1 pytorchjobs (discovery). Asked only when one is Auto."""
+    if not any(isinstance(d, TrainingJob) and d.spec.kubernetes.kind == "Auto" for d in documents):
+        return False
+    return bool(cluster.served([kind_info("PyTorchJob")]))
+
+
+_IMMUTABLE_JOB = re.compile(
+    r"rejected Job '([^']+)'(?: in namespace '([^']+)')?: .*field is immutable"
+)
+
+
+def _job_template_changed(error: ApplyError) -> ApplyError | None:
+    """The API server's "field is immutable" for a Job, said as what to do. A Job's pod
+    template cannot change once created; mlkube does not delete and re-create it on its own,
+    since that would throw away a running job's pods and logs."""
+    match = _IMMUTABLE_JOB.search(str(error))
+    if match is None:
+        return None
+    name, namespace = match.group(1), match.group(2)
+    where = f" in namespace '{namespace}'" if namespace else ""
+    flag = f" -n {namespace}" if namespace else ""
+    return ApplyError(
+        f"Job '{name}'{where} already exists with another spec, and Kubernetes cannot change "
+        f"a Job's pods once it is created; to run the new spec, delete it first (mlkube delete "
+        f"{name} --target kubernetes{flag}; its pods and logs go too), then apply again"
+    )
 
 
 def _ref(key: ObjectKey) -> ObjectRef:

@@ -19,6 +19,8 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 """Set on a Deployment by its controller: the revision of its newest ReplicaSet."""
 
 TABLE_COLUMNS = ("NAME", "NAMESPACE", "DEPLOYMENT", "READY", "UP-TO-DATE", "AUTOSCALER", "SERVICE")
+JOB_COLUMNS = ("NAME", "NAMESPACE", "KIND", "STATE", "ACTIVE", "SUCCEEDED", "FAILED", "REASON")
+JOB_KINDS = ("Job", "PyTorchJob")
 
 
 def summarize(objects: Sequence[Manifest]) -> list[dict[str, Any]]:
@@ -35,6 +37,7 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
     deployments = []
     autoscalers = []
     services = []
+    jobs = []
     for obj in sorted(objects, key=lambda o: (o["kind"], o["metadata"]["name"])):
         kind = obj["kind"]
         status = obj.get("status") or {}
@@ -72,6 +75,8 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
                     "active": _condition(status, "Active"),
                 }
             )
+        elif kind in JOB_KINDS:
+            jobs.append(job_view(obj))
         elif kind == "Service":
             ports = [
                 f"{p.get('port')}" + (f":{p['nodePort']}" if p.get("nodePort") else "")
@@ -90,7 +95,75 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
         "deployments": deployments,
         "autoscalers": autoscalers,
         "services": services,
+        "jobs": jobs,
     }
+
+
+def job_view(obj: Manifest) -> dict[str, Any]:
+    """Where a Job or PyTorchJob stands: its state, pod counts and the reason. Pure.
+
+    A Job's state is its condition that is True (Complete, Failed with its reason such as
+    BackoffLimitExceeded or DeadlineExceeded, Suspended while Kueue holds it), else Running
+    with active pods, else Pending
+    (https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup).
+    A PyTorchJob's is its latest True condition (Created, Running, Restarting, Succeeded,
+    Failed), its counts the sum over its replica types.
+    """
+    status = obj.get("status") or {}
+    true = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+    if obj["kind"] == "PyTorchJob":
+        counts = {"active": 0, "succeeded": 0, "failed": 0}
+        for replica in (status.get("replicaStatuses") or {}).values():
+            for key in counts:
+                counts[key] += int(replica.get(key) or 0)
+        states = {"Succeeded": "Complete", "Failed": "Failed", "Restarting": "Restarting"}
+        last = true[-1] if true else None
+        state = states.get(str(last.get("type")), "Running") if last else "Pending"
+        if last is not None and last.get("type") == "Created":
+            state = "Pending"
+    else:
+        counts = {key: int(status.get(key) or 0) for key in ("active", "succeeded", "failed")}
+        by_type = {str(c.get("type")): c for c in true}
+        last = next(
+            (
+                by_type[t]
+                for t in ("Failed", "Complete", "Suspended", "FailureTarget")
+                if t in by_type
+            ),
+            None,
+        )
+        if last is not None:
+            state = {"FailureTarget": "Failing"}.get(str(last["type"]), str(last["type"]))
+        else:
+            state = "Running" if counts["active"] else "Pending"
+    reason = ""
+    if last is not None and state not in ("Running", "Complete"):
+        reason = ": ".join(str(x) for x in (last.get("reason"), last.get("message")) if x)
+    return {
+        "name": obj["metadata"]["name"],
+        "kind": obj["kind"],
+        "state": state,
+        **counts,
+        "reason": reason,
+    }
+
+
+def job_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Rows under ``JOB_COLUMNS``: one per Job or PyTorchJob. Pure."""
+    return [
+        (
+            summary["name"],
+            summary["namespace"],
+            job["kind"],
+            job["state"],
+            str(job["active"]),
+            str(job["succeeded"]),
+            str(job["failed"]),
+            job["reason"] or "-",
+        )
+        for summary in summaries
+        for job in summary.get("jobs", [])
+    ]
 
 
 def _condition(status: Manifest, kind: str) -> str | None:
@@ -104,6 +177,8 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Rows under ``TABLE_COLUMNS``: one per Deployment of each instance. Pure."""
     rows: list[tuple[str, ...]] = []
     for summary in summaries:
+        if summary.get("jobs") and not summary["deployments"]:
+            continue  # a job's instance: its row is in the jobs table
         autoscaler = (
             ", ".join(
                 f"{(a['kind'] == 'ScaledObject' and 'keda') or 'hpa'} {a['min']}-{a['max']}"
