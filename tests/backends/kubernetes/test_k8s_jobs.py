@@ -16,8 +16,8 @@ from k8s_validation import VERSIONS, validate
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.doctor import run_doctor
-from mlkube.backends.kubernetes.errors import ApplyError, RenderError
-from mlkube.backends.kubernetes.render import render
+from mlkube.backends.kubernetes.errors import ApiMissingError, ApplyError, RenderError
+from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.jobs import COMPLETION_INDEX, KUEUE_QUEUE_LABEL
 from mlkube.cli import cli
 from mlkube.clock import ManualClock
@@ -325,7 +325,12 @@ def test_status_of_a_pytorchjob_sums_its_replicas(api, tmp_path):
 
 
 def _pod(name: str, job: str) -> Obj:
-    labels = {"batch.kubernetes.io/job-name": job, "app.kubernetes.io/instance": job}
+    # the template's labels, plus the one the Job controller adds
+    labels = {
+        "batch.kubernetes.io/job-name": job,
+        "app.kubernetes.io/instance": job,
+        "app.kubernetes.io/managed-by": "mlkube",
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -388,3 +393,39 @@ def test_doctor_checks_the_training_operator_and_kueue(api):
     assert operator.verdict == "warn" and "training-operator" in operator.fix
     assert "kind Auto makes an Indexed Job" in operator.detail
     assert kueue.verdict == "warn" and "kueue" in kueue.fix and "ResourceQuota" in kueue.detail
+
+
+def test_an_auto_job_running_as_a_job_stays_one_when_the_operator_arrives(api, tmp_path):
+    api.served_crd_groups.discard("kubeflow.org")
+    path = _write(tmp_path, _job_text())
+    _backend().apply((path,))
+    api.served_crd_groups.add("kubeflow.org")
+    report = _backend().apply((path,))  # the same spec: no second run as a PyTorchJob
+    assert [c.object.kind for c in report.changes] == ["Service", "Job"]
+    assert api.get("pytorchjobs", "ml", "mnist") is None
+
+
+def test_events_of_a_job_cover_the_job_and_its_pods(api, tmp_path):
+    api.served_crd_groups.discard("kubeflow.org")
+    _backend().apply((_write(tmp_path, _job_text()),))
+    api.put(Res("", "v1", "pods", "Pod", True), _pod("mnist-0-abcde", "mnist"))
+    api.add_event("ml", ("Job", "mnist"), "SuccessfulCreate", "Created pod: mnist-0-abcde")
+    api.add_event("ml", ("Pod", "mnist-0-abcde"), "Scheduled", "assigned to node-1")
+    rows = _backend().events("mnist")
+    assert {(row.object, row.reason) for row in rows} == {
+        ("Job/mnist", "SuccessfulCreate"),
+        ("Pod/mnist-0-abcde", "Scheduled"),
+    }
+
+
+def test_namespace_flag_moves_jobs_too():
+    moved = with_namespace([_training()], "team-b")
+    assert {o["metadata"]["namespace"] for o in _objects(*moved)} == {"team-b"}
+
+
+def test_kind_pytorchjob_without_the_operator_fails_before_anything_changes(api, tmp_path):
+    api.served_crd_groups.discard("kubeflow.org")
+    path = _write(tmp_path, _job_text() + "  kubernetes: {kind: PyTorchJob}\n")
+    with pytest.raises(ApiMissingError, match=r"PyTorchJob \(kubeflow.org/v1\)"):
+        _backend().apply((path,))
+    assert not [r for r in api.requests if r.method == "PATCH"]

@@ -38,7 +38,7 @@ from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_obje
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
-from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render import SpecDocument, render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
     LABEL_COMPONENT,
@@ -112,6 +112,7 @@ class KubernetesBackend:
         force = any(d.spec.kubernetes.force_conflicts for d in deployments)
         prune = all(d.spec.kubernetes.prune for d in deployments)
         with self._connect() as (cluster, _):
+            documents = _keep_live_job_kinds(cluster, documents)
             served = _pytorch_job_served(cluster, documents)
             rendered = render(documents, pytorch_job_served=served)
             try:
@@ -247,10 +248,11 @@ class KubernetesBackend:
                     yield prefix + line.rstrip("\n")
 
     def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
-        """Events about the deployment's Deployments, autoscalers and pods, oldest first."""
+        """Events about the deployment's Deployments, autoscalers and pods (or the job's Job
+        and pods), oldest first."""
         with self._connect() as (cluster, namespace):
-            owned = _owned(cluster, namespace, name, SCALING_KINDS)
-            if not any(o["kind"] == "Deployment" for o in owned):
+            owned = _owned(cluster, namespace, name, (*SCALING_KINDS, *views.JOB_KINDS))
+            if not any(o["kind"] in WORKLOAD_KINDS for o in owned):
                 raise _not_found(name, namespace)
             names = {o["metadata"]["name"] for o in owned}
             names.update(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
@@ -323,6 +325,23 @@ class KubernetesBackend:
 
     def _kubectl_namespace(self) -> str:
         return f" -n {self.namespace}" if self.namespace else ""
+
+
+def _keep_live_job_kinds(cluster: Cluster, documents: list[SpecDocument]) -> list[SpecDocument]:
+    """TrainingJobs of ``kubernetes.kind: Auto`` that already run as a Job or a PyTorchJob stay
+    that kind: installing the training-operator later must not start the same job a second
+    time as a PyTorchJob beside the running Job."""
+    out: list[SpecDocument] = []
+    for document in documents:
+        if isinstance(document, TrainingJob) and document.spec.kubernetes.kind == "Auto":
+            for info in cluster.served([kind_info("Job"), kind_info("PyTorchJob")]):
+                if cluster.get(info, document.metadata.name, document.namespace) is not None:
+                    kube = document.spec.kubernetes.model_copy(update={"kind": info.kind})
+                    spec = document.spec.model_copy(update={"kubernetes": kube})
+                    document = document.model_copy(update={"spec": spec})
+                    break
+        out.append(document)
+    return out
 
 
 def _pytorch_job_served(cluster: Cluster, documents: Sequence[object]) -> bool:
