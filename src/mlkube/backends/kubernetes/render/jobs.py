@@ -155,7 +155,7 @@ def indexed_training_job(job: TrainingJob) -> Manifest:
     if spec.active_deadline_seconds is not None:
         job_spec["activeDeadlineSeconds"] = math.ceil(spec.active_deadline_seconds)
     job_spec["podFailurePolicy"] = _disruptions_do_not_count()
-    job_spec["template"] = {"metadata": {"labels": _pod_labels(job, TRAINING)}, "spec": pod}
+    job_spec["template"] = {"metadata": {"labels": _labels(job, TRAINING)}, "spec": pod}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -185,7 +185,7 @@ def pytorch_job(job: TrainingJob) -> Manifest:
         _training_mounts(),
     )
     template = {
-        "metadata": {"labels": _pod_labels(job, TRAINING)},
+        "metadata": {"labels": _labels(job, TRAINING)},
         "spec": _pod_spec(job, container, _training_volumes(job), restart_policy=None),
     }
     # OnFailure: a failed worker's container restarts in place, counted by backoffLimit
@@ -295,10 +295,11 @@ def batch_job(batch: BatchInference) -> Manifest:
             "completions": spec.workers,
             "parallelism": spec.workers,
             # Each worker's shards are retried on their own: one bad index does not use up
-            # the retries of the others (restartPolicy Never is required for this).
+            # the retries of the others (restartPolicy Never is required for this; beta and
+            # on by default from 1.29, GA in 1.33).
             "backoffLimitPerIndex": spec.backoff_limit,
             "podFailurePolicy": _disruptions_do_not_count(),
-            "template": {"metadata": {"labels": _pod_labels(batch, BATCH)}, "spec": pod},
+            "template": {"metadata": {"labels": _labels(batch, BATCH)}, "spec": pod},
         },
     }
 
@@ -322,10 +323,6 @@ def _check_names(document: JobDocument) -> None:
 
 def _labels(document: JobDocument, component: str) -> dict[str, str]:
     return standard_labels(document.metadata.name, component, dict(document.metadata.labels))
-
-
-def _pod_labels(document: JobDocument, component: str) -> dict[str, str]:
-    return _labels(document, component)
 
 
 def _job_metadata(document: JobDocument, component: str) -> Manifest:
