@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -44,16 +45,22 @@ def change_line(change: ObjectChange, *, dry_run: bool = False) -> str:
 
 
 def apply_lines(report: ApplyReport) -> list[str]:
-    """One line per object applied and pruned, then the totals where the backend prunes."""
+    """One line per object applied (accepted, not checked, kept) and pruned, then the totals
+    by action where the backend prunes."""
     lines = [change_line(c, dry_run=report.dry_run) for c in report.changes]
     if report.pruned is None:
         return lines
     suffix = " (dry run)" if report.dry_run else ""
     lines.extend(f"{ref} pruned{suffix}" for ref in report.pruned)
-    lines.append(
-        f"{'dry run: ' if report.dry_run else ''}{len(report.changes)} objects applied, "
-        f"{len(report.pruned)} pruned"
-    )
+    counts = Counter(c.action for c in report.changes) or Counter({"applied": 0})
+    if len(counts) == 1:
+        ((action, count),) = counts.items()
+        done = f"{count} objects {action}"
+    else:  # e.g. a dry run: "9 objects: 2 accepted, 7 not checked"
+        done = f"{len(report.changes)} objects: " + ", ".join(
+            f"{count} {action}" for action, count in counts.items()
+        )
+    lines.append(f"{'dry run: ' if report.dry_run else ''}{done}, {len(report.pruned)} pruned")
     return lines
 
 

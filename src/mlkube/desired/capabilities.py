@@ -19,7 +19,7 @@ from typing import Any
 
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
 from mlkube.desired.traffic import current_split, header_route
-from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
+from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric, RpsMetric
 from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
     KubernetesSpec,
@@ -161,6 +161,16 @@ def _replica_share(doc: ModelDeployment) -> str:
     )
 
 
+def _predictive(scaling: AutoscalingSpec) -> bool:
+    return scaling.predictive is not None and scaling.predictive.enabled
+
+
+def _forecast_trigger(scaling: AutoscalingSpec) -> bool:
+    """KEDA renders the forecast: predictive on, engine keda, an rps target to size by."""
+    has_rps = any(isinstance(m, RpsMetric) for m in scaling.metrics)
+    return _predictive(scaling) and scaling.engine is AutoscalerEngine.KEDA and has_rps
+
+
 def _request_metrics(scaling: AutoscalingSpec) -> bool:
     return not only_resource_metrics(scaling)
 
@@ -193,6 +203,10 @@ ONE_MACHINE = "one machine: replicas are processes on this host"
 K8S_ONLY = "settings of the Kubernetes backend only"
 NO_PANIC = "HPA and KEDA have no panic mode; scale-up has no stabilization window instead"
 CLUSTER_FLAG = "a controller-manager flag on a cluster, the same for every HPA"
+LOCAL_REACTIVE = (
+    "the local controller passes the policy no load history, so it scales reactively; "
+    "`mlkube simulate` and bench/autoscale.py run the forecast"
+)
 
 
 # --- TrainingJob and BatchInference ---------------------------------------------------------
@@ -621,6 +635,39 @@ CAPABILITIES: tuple[Capability, ...] = (
         ),
         "scale to zero",
         _autoscaled(lambda s: s.scale_to_zero is not None),
+    ),
+    Capability(
+        "spec.autoscaling.predictive",
+        ignored(LOCAL_REACTIVE),
+        approximated(
+            "KEDA Prometheus triggers: predict_linear of the request rate over trendWindow, "
+            "capped at maxGrowth x the current rate; horizon auto is the pods' median "
+            "spawn-to-ready from kube-state-metrics (60 s without it) plus the polling "
+            "interval; the daily profile is yesterday's rate only (locally: the median of "
+            "up to 7 days)"
+        ),
+        "enabled, engine keda with an rps metric",
+        _autoscaled(_forecast_trigger),
+    ),
+    Capability(
+        "spec.autoscaling.predictive",
+        ignored(LOCAL_REACTIVE),
+        ignored(
+            "the forecast is rendered only as KEDA Prometheus triggers sized by an rps "
+            "target: use engine keda with an rps metric"
+        ),
+        "enabled, engine hpa or no rps metric",
+        _autoscaled(lambda s: _predictive(s) and not _forecast_trigger(s)),
+    ),
+    Capability(
+        "spec.autoscaling.standby",
+        ignored(
+            "the local controller starts no standby processes; `mlkube simulate` and "
+            "bench/autoscale.py model the pool and count its replica-seconds"
+        ),
+        ignored("no standby Deployment is rendered: every replica is a serving pod"),
+        "above 0",
+        _autoscaled(lambda s: s.standby > 0),
     ),
     Capability(
         "spec.autoscaling.engine",

@@ -53,7 +53,9 @@ real behaviour is documented (``test_k8s_double.py`` checks each against the dou
   (https://kubernetes.io/docs/reference/access-authn-authz/authorization/#checking-api-access).
 
 A Deployment's ``status`` is filled in by a simulated controller on reads, according to
-``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline"); like the real
+``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline") or to a test's
+scripted steps (``k8s_cluster_sim``: conditions, available counts, the pod-count timeline of
+available pods and Service endpoints, node-port allocation); like the real
 Deployment controller it sets the ``deployment.kubernetes.io/revision`` annotation, one more
 each time the pod template changes
 (https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#deployment-status).
@@ -79,6 +81,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from k8s_cluster_sim import ClusterSim
 from k8s_validation import validate
 
 TOKEN = "test-token"  # noqa: S105 - a fake token for the fake server
@@ -214,6 +217,8 @@ class FakeApiServer:
         self._user_agent = ""
         self.requests: list[Request] = []
         self.logs: dict[str, list[str]] = {}
+        self.sim = ClusterSim()
+        """Controllers' behaviour for apply, wait and status: see k8s_cluster_sim."""
         self.lock = threading.Lock()
         self._uids = itertools.count(1)
         self._rv = itertools.count(100)
@@ -380,7 +385,9 @@ class FakeApiServer:
             self._user_agent = headers.get("user-agent", "")
             if headers.get("authorization") != f"Bearer {TOKEN}":
                 return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
-            return self._route(method, parts.path, query, content_type, body)
+            answer = self._route(method, parts.path, query, content_type, body)
+            self.sim.record(self.objects, f"{method} {parts.path}")  # the pod-count timeline
+            return answer
 
     def _route(
         self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes
@@ -730,6 +737,14 @@ class FakeApiServer:
             return 404, _status(404, "NotFound", message, details), "application/json"
         force = query.get("force", ["false"])[0] == "true"
         dry_run = query.get("dryRun", [""])[0] == "All"
+        refused = self.sim.refuse_apply(self.objects, res.plural, key[1], config, dry_run)
+        if refused is not None:  # node ports, changes between dry run and apply: k8s_cluster_sim
+            code, message = refused
+            return (
+                code,
+                _status(code, "Invalid" if code == 422 else "Forbidden", message),
+                ("application/json"),
+            )
         stored = self.objects.get(key)
         applied = set(_leaves(_owned_part(config)))
         if stored is None:
@@ -899,6 +914,10 @@ class FakeApiServer:
             stored.revision += 1
         annotations = obj["metadata"].setdefault("annotations", {})
         annotations[REVISION_ANNOTATION] = str(stored.revision)
+        scripted = self.sim.deployment_status(obj)  # a test's pod-count timeline
+        if scripted is not None:
+            obj["status"] = scripted
+            return
         replicas = obj["spec"].get("replicas", 1)
         generation = obj["metadata"].get("generation", 1)
         name = obj["metadata"]["name"]

@@ -34,9 +34,17 @@ from mlkube.backends.base import (
 )
 from mlkube.backends.kubernetes import rollout_driver
 from mlkube.backends.kubernetes import status as views
-from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_objects, key_of
+from mlkube.backends.kubernetes.apply import (
+    NEVER_PRUNED,
+    ObjectKey,
+    apply_objects,
+    apply_taking_back,
+    key_of,
+    prune_now,
+)
 from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError
+from mlkube.backends.kubernetes.diagnose import collect_instances
+from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError, RolloutError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
 from mlkube.backends.kubernetes.render import SpecDocument, render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
@@ -68,6 +76,15 @@ WORKLOAD_KINDS = ("Deployment", *views.JOB_KINDS)
 """What makes a name an mlkube deployment or job on the cluster."""
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
+ACCEPTED = "accepted"
+"""A dry run's action: the API server's dry run accepted the object."""
+NOT_CHECKED = "not checked"
+"""A dry run's action for an object in a namespace that does not exist yet (never sent)."""
+KEPT_UNTIL_READY = "kept until ready"
+"""An object to prune, kept until the new Deployments are rolled out."""
+HELD_UNTIL_READY = "held until ready"
+"""A Service not applied yet (its new selector matches no available pod), until the new
+Deployments are rolled out."""
 
 
 class KubernetesBackend:
@@ -90,6 +107,9 @@ class KubernetesBackend:
         self.clock: Clock = clock or SystemClock()
         self.measure = None if prometheus_url is None else PrometheusCanary(prometheus_url)
         """Canary analysis: the cluster's Prometheus, when the user names one."""
+        self._held: dict[ObjectRef, Manifest] = {}
+        """The Services the last ``apply`` held back (``HELD_UNTIL_READY``), as rendered: its
+        ``wait_for_rollouts`` applies them once the new Deployments are rolled out."""
 
     @contextmanager
     def _connect(self) -> Iterator[tuple[Cluster, str]]:
@@ -122,37 +142,68 @@ class KubernetesBackend:
             except ApplyError as error:
                 raise _job_template_changed(error) or error from error
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
+        done = ACCEPTED if dry_run else "applied"
+        self._held = {_ref(key_of(obj)): obj for obj in result.held}
         return ApplyReport(
-            changes=tuple(ObjectChange(_ref(key), "applied") for key in result.applied),
+            changes=(
+                *(ObjectChange(_ref(key), done) for key in result.applied),
+                *(ObjectChange(_ref(key), NOT_CHECKED) for key in result.unchecked),
+                *(ObjectChange(ref, HELD_UNTIL_READY) for ref in self._held),
+                *(ObjectChange(_ref(key), KEPT_UNTIL_READY) for key in result.kept),
+            ),
             pruned=tuple(_ref(key) for key in result.pruned),
             warnings=(*unsupported, *result.warnings),
             dry_run=dry_run,
         )
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
-        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``)."""
+        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``),
+        then prune the objects ``apply`` kept until then."""
         deployments = [
             (c.object.namespace, c.object.name)
             for c in applied.changes
-            if c.object.kind == "Deployment"
+            if c.object.kind == "Deployment" and c.action == "applied"
         ]
-        if applied.dry_run or not deployments:
+        kept = [c.object for c in applied.changes if c.action == KEPT_UNTIL_READY]
+        held = [
+            self._held[c.object]
+            for c in applied.changes
+            if c.action == HELD_UNTIL_READY and c.object in self._held
+        ]
+        if applied.dry_run or not (deployments or kept or held):
             return
         with self._connect() as (cluster, _):
-            asyncio.run(
-                wait_for_rollouts(
-                    cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+            try:
+                asyncio.run(
+                    wait_for_rollouts(
+                        cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+                    )
                 )
-            )
+            except RolloutError as error:
+                waiting = [str(_ref(key_of(obj))) for obj in held] + [str(r) for r in kept]
+                if waiting:
+                    raise RolloutError(
+                        f"{error}; kept as they were until the new Deployments are rolled out: "
+                        f"{', '.join(waiting)}"
+                    ) from error
+                raise
+            for obj in held:  # the Services' switch, now that the new pods serve
+                apply_taking_back(cluster, obj, dry_run=False, force=False)
+                report(f"{_ref(key_of(obj))} applied (the new Deployments are rolled out)")
+            stale = [ObjectKey(ref.kind, ref.namespace, ref.name) for ref in kept]
+            prune_now(cluster, stale, dry_run=False)
+        for ref in kept:
+            report(f"{ref} pruned (the new Deployments are rolled out)")
 
     # status, scale, delete -----------------------------------------------------------------
     def status(self, name: str | None = None) -> StatusReport:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
             objects = _owned(cluster, namespace, name, STATUS_KINDS)
-        if name is not None and not any(o["kind"] in WORKLOAD_KINDS for o in objects):
-            raise _not_found(name, namespace)
-        summaries = views.summarize(objects)
+            if name is not None and not any(o["kind"] in WORKLOAD_KINDS for o in objects):
+                raise _not_found(name, namespace)
+            why = collect_instances(cluster, objects, views.not_rolled_out(objects))
+        summaries = views.summarize(objects, why)
         rows = tuple(views.table_rows(summaries))
         job_rows = tuple(views.job_rows(summaries))
         tables = []
@@ -160,7 +211,11 @@ class KubernetesBackend:
             tables.append(Table(views.TABLE_COLUMNS, rows))
         if job_rows:
             tables.append(Table(views.JOB_COLUMNS, job_rows, title="jobs"))
-        return StatusReport(document=summaries, tables=tuple(tables))
+        return StatusReport(
+            document=summaries,
+            tables=tuple(tables),
+            notes=tuple(views.problem_notes(summaries, why)),
+        )
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
         """Set the replica count of the Deployment ``name`` (through its scale subresource)."""

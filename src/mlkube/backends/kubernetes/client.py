@@ -309,6 +309,14 @@ class Cluster:
             )
             return [{"apiVersion": "v1", "kind": "Event", **_as_dict(e)} for e in events]
 
+    def warning_events(self, namespace: str) -> list[Manifest]:
+        """core/v1 Events of type Warning in ``namespace`` (a field selector on ``type``), for
+        saying why a rollout is stuck (``diagnose``)."""
+        info = KindInfo("v1", "Event", "events", namespaced=True)
+        with self._translate("list", info, namespace, None):
+            events = self._client.list(Event, namespace=namespace, fields={"type": "Warning"})
+            return [{"apiVersion": "v1", "kind": "Event", **_as_dict(e)} for e in events]
+
     def raw_get(self, path: str) -> tuple[int, Any]:
         """GET a path (discovery, ``/version``); (status, JSON body or None)."""
         try:

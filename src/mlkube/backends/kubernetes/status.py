@@ -1,17 +1,19 @@
 """What ``status``, ``rollout status`` and ``events`` show for ``--target kubernetes``.
 
 Pure: the live objects (JSON) in, plain data out: one summary per deployment instance (printed
-as a table, JSON or YAML), a ``RolloutStatus`` from an instance's Deployments, an ``EventRow``
-from a core/v1 Event.
+as a table, JSON or YAML) with the problems ``diagnose`` found (conditions and Warning events:
+the reason behind the counts, shown under the table), a ``RolloutStatus`` from an instance's
+Deployments, an ``EventRow`` from a core/v1 Event.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mlkube.backends.base import EventRow, RolloutStatus
+from mlkube.backends.kubernetes.diagnose import Problem, lines
 from mlkube.backends.kubernetes.render.manifest import LABEL_INSTANCE, Manifest
 from mlkube.backends.kubernetes.wait import rollout_state
 
@@ -23,14 +25,42 @@ JOB_COLUMNS = ("NAME", "NAMESPACE", "KIND", "STATE", "ACTIVE", "SUCCEEDED", "FAI
 JOB_KINDS = ("Job", "PyTorchJob")
 
 
-def summarize(objects: Sequence[Manifest]) -> list[dict[str, Any]]:
-    """One entry per instance: its Deployments, autoscalers and Services, by name. Pure."""
+def summarize(
+    objects: Sequence[Manifest],
+    problems: Mapping[tuple[str, str], Sequence[Problem]] | None = None,
+) -> list[dict[str, Any]]:
+    """One entry per instance: its Deployments, autoscalers and Services, by name, and the
+    ``problems`` found for it (keyed by (namespace, instance)). Pure."""
     by_instance: dict[tuple[str, str], list[Manifest]] = {}
     for obj in objects:
         meta = obj["metadata"]
         instance = meta.get("labels", {}).get(LABEL_INSTANCE, meta["name"])
         by_instance.setdefault((meta.get("namespace", ""), instance), []).append(obj)
-    return [_instance(ns, name, objs) for (ns, name), objs in sorted(by_instance.items())]
+    found = problems or {}
+    return [
+        {**_instance(ns, name, objs), "problems": [p.text() for p in found.get((ns, name), ())]}
+        for (ns, name), objs in sorted(by_instance.items())
+    ]
+
+
+def not_rolled_out(objects: Sequence[Manifest]) -> list[Manifest]:
+    """The Deployments among ``objects`` that are not rolled out. Pure."""
+    return [o for o in objects if o["kind"] == "Deployment" and not rollout_state(o).done]
+
+
+def problem_notes(
+    summaries: Sequence[dict[str, Any]],
+    problems: Mapping[tuple[str, str], Sequence[Problem]],
+) -> list[str]:
+    """Lines under the table: for each instance with problems, each one wrapped to 80
+    columns. Pure."""
+    notes: list[str] = []
+    for summary in summaries:
+        found = problems.get((summary["namespace"], summary["name"]), ())
+        if found:
+            notes.append(f"why {summary['name']} is not healthy:")
+            notes.extend(line for problem in found for line in lines(problem))
+    return notes
 
 
 def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from mlkube.backends.base import (
     UndoReport,
 )
 from mlkube.backends.local import replica_logs, supervisor
+from mlkube.backends.local.balancer.protocol import BALANCER_FILE
 from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.backends.local.status_view import rollout_progress, status_report
@@ -289,6 +290,10 @@ class LocalBackend:
     ) -> DeleteReport:
         """Stop ``name`` (None: everything, and the controller exits), and return only once
         their replica processes (and the controller) have exited."""
+        if (self.state / BALANCER_FILE).exists() and not self.is_running():
+            # The controller died and left the data plane serving (the balancer and the
+            # replicas outlive it): a new controller re-adopts them, so down can stop them.
+            self._start_controller()
         with self.session() as client:
             pid = client.pid
             query = f"?name={quote(name)}" if name else ""

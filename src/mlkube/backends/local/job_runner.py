@@ -64,11 +64,14 @@ class Gang:
         *,
         attempt: int,
         base_env: Mapping[str, str] | None = None,
+        worker_env: Mapping[int, Mapping[str, str]] | None = None,
     ) -> None:
         self.job = job
         self.paths = paths
         self.attempt = attempt
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.worker_env = dict(worker_env or {})
+        """Per rank, on top of the rest (a worker's CUDA_VISIBLE_DEVICES)."""
         self.handles: dict[int, supervisor.ProcessHandle] = {}
         self.exits: dict[int, WorkerExit] = {}
 
@@ -87,6 +90,7 @@ class Gang:
                 "MLKUBE_JOB_NAME": self.job.metadata.name,
                 "MLKUBE_JOB_ATTEMPT": str(self.attempt),
                 "PYTHONUNBUFFERED": "1",
+                **self.worker_env.get(rank, {}),
             }
             log = self.paths.worker_log(rank)
             with open(log, "ab") as header:
@@ -110,15 +114,26 @@ class Gang:
         self.poll()
         return [r for r, h in self.handles.items() if r not in self.exits or h.group_alive()]
 
-    def stop(self, clock: Clock, *, grace_s: float) -> None:
-        """SIGTERM every worker's group, wait up to ``grace_s``, then SIGKILL what is left."""
+    def terminate(self) -> None:
+        """SIGTERM every worker's process group (a worker may checkpoint, then exit)."""
         for handle in self.handles.values():
             handle.signal_group(signal.SIGTERM)
+
+    def kill(self) -> None:
+        """SIGKILL what is left of every worker's process group."""
+        for rank in self.running():
+            self.handles[rank].signal_group(signal.SIGKILL)
+
+    def stop(self, clock: Clock, *, grace_s: float) -> None:
+        """Terminate, wait up to ``grace_s``, then kill what is left; returns once all exited.
+
+        Blocking: for ``run_to_end``; the controller's tick does the same steps over ticks.
+        """
+        self.terminate()
         deadline = clock.monotonic() + grace_s
         while self.running() and clock.monotonic() < deadline:
             clock.sleep_blocking(POLL_S)
-        for rank in self.running():
-            self.handles[rank].signal_group(signal.SIGKILL)
+        self.kill()
         while self.running():
             clock.sleep_blocking(0.02)
 

@@ -27,6 +27,18 @@ class ApplyRequest(ApiRequest):
     paths: list[str]
 
 
+class JobsQuery(ApiRequest):
+    """``GET /jobs?name=``: every job, or one by name (or namespace/name)."""
+
+    name: str | None = None
+
+
+class CancelRequest(ApiRequest):
+    """``POST /jobs/cancel``: stop a queued or running job."""
+
+    name: str
+
+
 class ScaleRequest(ApiRequest):
     """``POST /scale``: a deployment's replica count."""
 
@@ -139,6 +151,32 @@ class ApplyResponse(ApiResponse):
     """``POST /apply``."""
 
     results: list[ApplyResult]
+
+
+class JobRow(ApiResponse):
+    """One job in ``GET /jobs`` (``mlkube jobs``), with its recent events."""
+
+    name: str
+    namespace: str
+    kind: str
+    phase: str
+    workers: int
+    priority: int
+    submitted: float
+    started: float | None
+    finished: float | None
+    restarts: int
+    preemptions: int
+    reason: str
+    metrics: dict[str, float]
+    model_version: str
+    events: list[dict[str, Any]]
+
+
+class JobsResponse(ApiResponse):
+    """``GET /jobs``: queued jobs first in admission order, then running, then finished."""
+
+    jobs: list[JobRow]
 
 
 class ScaleResponse(ApiResponse):

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mlkube.backends.local import supervisor
+from mlkube.backends.local.controller.balancer_link import BalancerLink, mirror_stats
 from mlkube.backends.local.controller.changes import (
     AddRevision,
     AnalysisBaseline,
@@ -42,6 +43,7 @@ from mlkube.backends.local.controller.changes import (
     Unschedulable,
 )
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
+from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
@@ -51,7 +53,7 @@ from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, pl
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
-from mlkube.backends.local.proxy import Backend, Router, serve
+from mlkube.backends.local.proxy import Backend, Router
 from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.revision import revision_hash
@@ -69,6 +71,7 @@ logger = logging.getLogger(__name__)
 LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
 PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
 REASON_MAX_CHARS = 300
+SERVICE_HOST = "127.0.0.1"  # the balancer serves deployments on loopback only
 SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
 
 
@@ -93,6 +96,13 @@ class Controller:
         self.metrics = new_metrics(lambda: self.deployments.values())
         self.api_port = 0
         """The control API's port (set once it listens): Prometheus scrapes /metrics there."""
+        self.balancer = BalancerLink(state, self.clock)
+        """The balancer process that serves every deployment's port (``balancer.process``);
+        ``dep.router`` is the controller's copy of its router: the routes sent, the counters
+        read back (``refresh_traffic``)."""
+        self.balancer.on_demand = self._demand
+        self.job_queue = JobQueue(self)
+        """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -190,13 +200,42 @@ class Controller:
         apply_hold(dep.router, dep.doc, self.settings.hold_s)
 
     async def listen(self, dep: Deployment, port: int) -> None:
-        """Serve the deployment on ``port`` (raises ``OSError`` when it cannot bind)."""
+        """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
+        bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await start_router(dep)
+        await self.balancer.serve(dep.key, SERVICE_HOST, port)
 
     def stop_listening(self, dep: Deployment) -> None:
-        if dep.server is not None:
-            dep.server.close()
+        self.balancer.close(dep.key)
+
+    async def attach_balancer(self) -> None:
+        """Attach to the balancer (re-attach to a running one, or start one), then have it
+        serve every deployment and take every route again."""
+        await self.balancer.attach()
+        for dep in self.deployments.values():
+            try:
+                await self.listen(dep, dep.port)
+            except OSError as error:
+                self.event(dep, "Warning", "PortInUse", f"cannot listen on {dep.port}: {error}")
+            dep.routing_signature = ""
+            self.route(dep)
+
+    async def refresh_traffic(self) -> None:
+        """Read every router's counters back from the balancer."""
+        routers = await self.balancer.stats()
+        if routers is None:
+            return
+        for dep in self.deployments.values():
+            data = routers.get(dep.key)
+            if data is not None:
+                mirror_stats(dep.router, data)
+
+    def _demand(self, key: str) -> None:
+        """The balancer holds a request of ``key`` with no routable replica."""
+        dep = self.deployments.get(key)
+        if dep is not None and dep.router.on_demand is not None:
+            dep.router.holding = max(dep.router.holding, 1)
+            dep.router.on_demand()
 
     def add(self, dep: Deployment, *events: Event) -> None:
         """Take over a deployment built by ``apply`` or restored from the store."""
@@ -238,6 +277,7 @@ class Controller:
             self._observe_exits(dep, now)
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
+        self.job_queue.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)
@@ -279,7 +319,7 @@ class Controller:
             if replica.handle is None:
                 continue
             reason = ""
-            started = replica.started_at or now
+            started = max(replica.started_at or now, replica.adopted_at or 0.0)
             if replica.phase is Phase.STARTING and now - started > self.settings.startup_timeout_s:
                 reason = (
                     f"failed readiness: not ready {self.settings.startup_timeout_s:g}s after start"
@@ -409,6 +449,7 @@ class Controller:
             return
         replica.phase = Phase.TERMINATING
         dep.router.drain(replica.name)
+        self.balancer.drain(dep.key, replica.name)
         self.event(dep, "Normal", "Killing", f"stopping replica {replica.name}: {reason}")
         self.spawn_task(self.stop(dep, replica))
 
@@ -418,8 +459,10 @@ class Controller:
         drain_s = doc.spec.server.drain_timeout
         deadline = self.clock.monotonic() + drain_s
         backend = dep.router.backends.get(replica.name)
+        await self.refresh_traffic()
         while backend is not None and backend.in_flight > 0 and self.clock.monotonic() < deadline:
-            await self.clock.sleep(0.02)
+            await self.clock.sleep(0.05)
+            await self.refresh_traffic()
         handle = replica.handle
         if handle is not None:
             handle.terminate()
@@ -460,11 +503,13 @@ class Controller:
                 sorted(weights.items()),
                 sorted((b.name, b.port, b.draining) for b in backends),
                 sorted(rule[2]) if rule else None,
+                dep.router.hold_s,
             ],
         )
         if signature != dep.routing_signature:
             dep.routing_signature = signature
             dep.router.configure(backends, weights, rule)
+            self.balancer.configure(dep.key, backends, weights, rule, dep.router.hold_s)
 
     # persistence ---------------------------------------------------------------------------
     def persist(self, dep: Deployment) -> None:
@@ -594,8 +639,3 @@ def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
 
 def rollout_failed(phase: RolloutPhase) -> bool:
     return phase in (RolloutPhase.FAILED, RolloutPhase.ROLLED_BACK)
-
-
-async def start_router(dep: Deployment) -> None:
-    """Bind the deployment's service port."""
-    dep.server = await serve(dep.router, "127.0.0.1", dep.port)

@@ -20,12 +20,16 @@ from mlkube.backends.local.controller.api_models import (
     ApiRequest,
     ApplyRequest,
     ApplyResponse,
+    CancelRequest,
     DownRequest,
     DownResponse,
     EventsQuery,
     EventsResponse,
     Health,
     HistoryResponse,
+    JobRow,
+    JobsQuery,
+    JobsResponse,
     NameQuery,
     PrometheusRequest,
     PrometheusResponse,
@@ -106,6 +110,9 @@ class Endpoints:
             ("GET", "/rollout/history", self.history),
             ("GET", "/rollout/status", self.rollout_status),
             ("POST", "/rollout/undo", self.undo),
+            ("POST", "/jobs", self.submit_jobs),
+            ("GET", "/jobs", self.jobs),
+            ("POST", "/jobs/cancel", self.cancel_job),
             ("POST", "/rollout/promote", self.promote),
             ("POST", "/rollout/abort", self.abort),
         ]
@@ -120,6 +127,23 @@ class Endpoints:
     async def apply(self, request: Request) -> ApplyResponse:
         paths = (await body(request, ApplyRequest)).paths
         return ApplyResponse.model_validate(await handlers.apply(self.ctrl, paths))
+
+    async def submit_jobs(self, request: Request) -> ApplyResponse:
+        paths = (await body(request, ApplyRequest)).paths
+        return ApplyResponse.model_validate(handlers.submit_jobs(self.ctrl, paths))
+
+    async def jobs(self, request: Request) -> JobsResponse:
+        name = query(request, JobsQuery).name
+        queue = self.ctrl.job_queue
+        found = [queue.row(queue.find(name))] if name is not None else queue.rows()
+        return JobsResponse.model_validate({"jobs": found})
+
+    async def cancel_job(self, request: Request) -> JobRow:
+        name = (await body(request, CancelRequest)).name
+        queue = self.ctrl.job_queue
+        job = queue.cancel(name)
+        self.ctrl.reconcile()  # the room it held goes to the next in the queue at once
+        return JobRow.model_validate(queue.row(job))
 
     async def scale(self, request: Request) -> ScaleResponse:
         ask = await body(request, ScaleRequest)

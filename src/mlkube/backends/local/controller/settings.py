@@ -43,6 +43,9 @@ class ControllerSettings:
     """How long the load balancer holds a request while no replica is ready (not at zero)."""
     log_rotate_period_s: float = 1.0
     """How often replica log files are checked against ``logging.files.maxSize``."""
+    balancer_period_s: float = 0.25
+    """How often the balancer process is checked (started again if it died) and its counters
+    read back (the autoscaler, canary analysis and status read them)."""
     stop_grace_s: float = 5.0
     """After drainTimeout, how long a replica has to exit before SIGKILL."""
     cpu_reserve_millis: int = 250
