@@ -9,7 +9,7 @@ import pytest
 from mlkube.backends.kubernetes.status import job_row
 
 
-def _job(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
+def _job(status: dict[str, Any], **spec: Any) -> dict[str, Any]:  # a batch/v1 Job
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -22,8 +22,13 @@ def _job(status: dict[str, Any], **spec: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("status", "spec", "phase", "reason"),
     [
-        ({}, {}, "Queued", "no pod started yet"),
-        ({}, {"suspend": True}, "Queued", "suspended (waiting for Kueue to admit it)"),
+        ({}, {}, "Queued", ""),
+        (
+            {"conditions": [{"type": "Suspended", "status": "True"}]},
+            {"suspend": True},
+            "Queued",
+            "suspended (waiting for Kueue to admit it)",
+        ),
         ({"active": 2, "startTime": "2026-01-01T00:00:05Z"}, {}, "Running", ""),
         (
             {"succeeded": 2, "conditions": [{"type": "Complete", "status": "True"}]},

@@ -12,6 +12,7 @@ undo are the Deployment controller's (``kubectl rollout history|undo``) and rais
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -44,16 +45,15 @@ from mlkube.backends.kubernetes.apply import (
 )
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.diagnose import collect_instances
-from mlkube.backends.kubernetes.errors import ObjectNotFoundError, RolloutError
+from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError, RolloutError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
-from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render import SpecDocument, render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
     LABEL_COMPONENT,
     LABEL_INSTANCE,
     LABEL_MANAGED_BY,
     MANAGED_BY,
-    KindInfo,
     Manifest,
     apply_rank,
     kind_info,
@@ -64,9 +64,17 @@ from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec import ModelDeployment, load_documents
+from mlkube.spec.job import TrainingJob
 
-JOB_KIND = KindInfo("batch/v1", "Job", "jobs", namespaced=True)
-STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
+STATUS_KINDS = (
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "Service",
+    *views.JOB_KINDS,
+)
+WORKLOAD_KINDS = ("Deployment", *views.JOB_KINDS)
+"""What makes a name an mlkube deployment or job on the cluster."""
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
 ACCEPTED = "accepted"
@@ -120,14 +128,20 @@ class KubernetesBackend:
         The warnings name every spec field the cluster does not honour as written.
         """
         documents = with_namespace(load_documents(*paths), self.namespace)
-        rendered = render(documents)
+        render(documents)  # a spec the cluster cannot express fails before connecting
         deployments = [d for d in documents if isinstance(d, ModelDeployment)]
         force = any(d.spec.kubernetes.force_conflicts for d in deployments)
         prune = all(d.spec.kubernetes.prune for d in deployments)
         with self._connect() as (cluster, _):
-            result = apply_objects(
-                cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
-            )
+            documents = _keep_live_job_kinds(cluster, documents)
+            served = _pytorch_job_served(cluster, documents)
+            rendered = render(documents, pytorch_job_served=served)
+            try:
+                result = apply_objects(
+                    cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
+                )
+            except ApplyError as error:
+                raise _job_template_changed(error) or error from error
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
         done = ACCEPTED if dry_run else "applied"
         self._held = {_ref(key_of(obj)): obj for obj in result.held}
@@ -187,13 +201,21 @@ class KubernetesBackend:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
             objects = _owned(cluster, namespace, name, STATUS_KINDS)
-            if name is not None and not any(o["kind"] == "Deployment" for o in objects):
+            if name is not None and not any(o["kind"] in WORKLOAD_KINDS for o in objects):
                 raise _not_found(name, namespace)
             why = collect_instances(cluster, objects, views.not_rolled_out(objects))
         summaries = views.summarize(objects, why)
-        table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
+        rows = tuple(views.table_rows(summaries))
+        job_rows = tuple(views.job_rows(summaries))
+        tables = []
+        if rows or not job_rows:
+            tables.append(Table(views.TABLE_COLUMNS, rows))
+        if job_rows:
+            tables.append(Table(views.JOB_COLUMNS, job_rows, title="jobs"))
         return StatusReport(
-            document=summaries, tables=(table,), notes=tuple(views.problem_notes(summaries, why))
+            document=summaries,
+            tables=tuple(tables),
+            notes=tuple(views.problem_notes(summaries, why)),
         )
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
@@ -282,10 +304,11 @@ class KubernetesBackend:
                     yield prefix + line.rstrip("\n")
 
     def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
-        """Events about the deployment's Deployments, autoscalers and pods, oldest first."""
+        """Events about the deployment's Deployments, autoscalers and pods (or the job's Job
+        and pods), oldest first."""
         with self._connect() as (cluster, namespace):
-            owned = _owned(cluster, namespace, name, SCALING_KINDS)
-            if not any(o["kind"] == "Deployment" for o in owned):
+            owned = _owned(cluster, namespace, name, (*SCALING_KINDS, *views.JOB_KINDS))
+            if not any(o["kind"] in WORKLOAD_KINDS for o in owned):
                 raise _not_found(name, namespace)
             names = {o["metadata"]["name"] for o in owned}
             names.update(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
@@ -346,19 +369,18 @@ class KubernetesBackend:
         return self.apply(paths)
 
     def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
-        """mlkube's Jobs in the namespace, from their status (active, succeeded, failed)."""
+        """mlkube's Jobs and PyTorchJobs in the namespace, from their status."""
         with self._connect() as (cluster, namespace):
-            labels = _labels(name) if name is not None else {LABEL_MANAGED_BY: MANAGED_BY}
-            found = cluster.list_objects(JOB_KIND, namespace, labels)
+            found = _owned(cluster, namespace, name, views.JOB_KINDS)
         if name is not None and not found:
             raise ObjectNotFoundError(f"no mlkube job '{name}' in namespace '{namespace}'")
         return tuple(views.job_row(job) for job in found)
 
     def cancel(self, name: str) -> JobRow:
-        """Delete the Job (in the background: its pods go with it)."""
+        """Delete the job (in the background: its pods go with it)."""
         (row,) = self.jobs(name)
         with self._connect() as (cluster, namespace):
-            cluster.delete(JOB_KIND, name, namespace, dry_run=False)
+            cluster.delete(kind_info(row.kind), name, namespace, dry_run=False)
         return replace(row, phase="Cancelled", reason="deleted")
 
     def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
@@ -380,6 +402,53 @@ class KubernetesBackend:
 
     def _kubectl_namespace(self) -> str:
         return f" -n {self.namespace}" if self.namespace else ""
+
+
+def _keep_live_job_kinds(cluster: Cluster, documents: list[SpecDocument]) -> list[SpecDocument]:
+    """TrainingJobs of ``kubernetes.kind: Auto`` that already run as a Job or a PyTorchJob stay
+    that kind: installing the training-operator later must not start the same job a second
+    time as a PyTorchJob beside the running Job."""
+    out: list[SpecDocument] = []
+    for document in documents:
+        if isinstance(document, TrainingJob) and document.spec.kubernetes.kind == "Auto":
+            for info in cluster.served([kind_info("Job"), kind_info("PyTorchJob")]):
+                if cluster.get(info, document.metadata.name, document.namespace) is not None:
+                    kube = document.spec.kubernetes.model_copy(update={"kind": info.kind})
+                    spec = document.spec.model_copy(update={"kubernetes": kube})
+                    document = document.model_copy(update={"spec": spec})
+                    break
+        out.append(document)
+    return out
+
+
+def _pytorch_job_served(cluster: Cluster, documents: Sequence[object]) -> bool:
+    """Whether a TrainingJob of ``kubernetes.kind: Auto`` becomes a PyTorchJob here: the
+    cluster serves kubeflow.org/v1 pytorchjobs (discovery). Asked only when one is Auto."""
+    if not any(isinstance(d, TrainingJob) and d.spec.kubernetes.kind == "Auto" for d in documents):
+        return False
+    return bool(cluster.served([kind_info("PyTorchJob")]))
+
+
+_IMMUTABLE_JOB = re.compile(
+    r"rejected Job '([^']+)'(?: in namespace '([^']+)')?: .*field is immutable"
+)
+
+
+def _job_template_changed(error: ApplyError) -> ApplyError | None:
+    """The API server's "field is immutable" for a Job, said as what to do. A Job's pod
+    template cannot change once created; mlkube does not delete and re-create it on its own,
+    since that would throw away a running job's pods and logs."""
+    match = _IMMUTABLE_JOB.search(str(error))
+    if match is None:
+        return None
+    name, namespace = match.group(1), match.group(2)
+    where = f" in namespace '{namespace}'" if namespace else ""
+    flag = f" -n {namespace}" if namespace else ""
+    return ApplyError(
+        f"Job '{name}'{where} already exists with another spec, and Kubernetes cannot change "
+        f"a Job's pods once it is created; to run the new spec, delete it first (mlkube delete "
+        f"{name} --target kubernetes{flag}; its pods and logs go too), then apply again"
+    )
 
 
 def _ref(key: ObjectKey) -> ObjectRef:

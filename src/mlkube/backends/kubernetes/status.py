@@ -21,6 +21,8 @@ REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 """Set on a Deployment by its controller: the revision of its newest ReplicaSet."""
 
 TABLE_COLUMNS = ("NAME", "NAMESPACE", "DEPLOYMENT", "READY", "UP-TO-DATE", "AUTOSCALER", "SERVICE")
+JOB_COLUMNS = ("NAME", "NAMESPACE", "KIND", "STATE", "ACTIVE", "SUCCEEDED", "FAILED", "REASON")
+JOB_KINDS = ("Job", "PyTorchJob")
 
 
 def summarize(
@@ -65,6 +67,7 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
     deployments = []
     autoscalers = []
     services = []
+    jobs = []
     for obj in sorted(objects, key=lambda o: (o["kind"], o["metadata"]["name"])):
         kind = obj["kind"]
         status = obj.get("status") or {}
@@ -102,6 +105,8 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
                     "active": _condition(status, "Active"),
                 }
             )
+        elif kind in JOB_KINDS:
+            jobs.append(job_view(obj))
         elif kind == "Service":
             ports = [
                 f"{p.get('port')}" + (f":{p['nodePort']}" if p.get("nodePort") else "")
@@ -120,7 +125,75 @@ def _instance(namespace: str, name: str, objects: list[Manifest]) -> dict[str, A
         "deployments": deployments,
         "autoscalers": autoscalers,
         "services": services,
+        "jobs": jobs,
     }
+
+
+def job_view(obj: Manifest) -> dict[str, Any]:
+    """Where a Job or PyTorchJob stands: its state, pod counts and the reason. Pure.
+
+    A Job's state is its condition that is True (Complete, Failed with its reason such as
+    BackoffLimitExceeded or DeadlineExceeded, Suspended while Kueue holds it), else Running
+    with active pods, else Pending
+    (https://kubernetes.io/docs/concepts/workloads/controllers/job/#job-termination-and-cleanup).
+    A PyTorchJob's is its latest True condition (Created, Running, Restarting, Succeeded,
+    Failed), its counts the sum over its replica types.
+    """
+    status = obj.get("status") or {}
+    true = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+    if obj["kind"] == "PyTorchJob":
+        counts = {"active": 0, "succeeded": 0, "failed": 0}
+        for replica in (status.get("replicaStatuses") or {}).values():
+            for key in counts:
+                counts[key] += int(replica.get(key) or 0)
+        states = {"Succeeded": "Complete", "Failed": "Failed", "Restarting": "Restarting"}
+        last = true[-1] if true else None
+        state = states.get(str(last.get("type")), "Running") if last else "Pending"
+        if last is not None and last.get("type") == "Created":
+            state = "Pending"
+    else:
+        counts = {key: int(status.get(key) or 0) for key in ("active", "succeeded", "failed")}
+        by_type = {str(c.get("type")): c for c in true}
+        last = next(
+            (
+                by_type[t]
+                for t in ("Failed", "Complete", "Suspended", "FailureTarget")
+                if t in by_type
+            ),
+            None,
+        )
+        if last is not None:
+            state = {"FailureTarget": "Failing"}.get(str(last["type"]), str(last["type"]))
+        else:
+            state = "Running" if counts["active"] else "Pending"
+    reason = ""
+    if last is not None and state not in ("Running", "Complete"):
+        reason = ": ".join(str(x) for x in (last.get("reason"), last.get("message")) if x)
+    return {
+        "name": obj["metadata"]["name"],
+        "kind": obj["kind"],
+        "state": state,
+        **counts,
+        "reason": reason,
+    }
+
+
+def job_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Rows under ``JOB_COLUMNS``: one per Job or PyTorchJob. Pure."""
+    return [
+        (
+            summary["name"],
+            summary["namespace"],
+            job["kind"],
+            job["state"],
+            str(job["active"]),
+            str(job["succeeded"]),
+            str(job["failed"]),
+            job["reason"] or "-",
+        )
+        for summary in summaries
+        for job in summary.get("jobs", [])
+    ]
 
 
 def _condition(status: Manifest, kind: str) -> str | None:
@@ -134,6 +207,8 @@ def table_rows(summaries: Sequence[dict[str, Any]]) -> list[tuple[str, ...]]:
     """Rows under ``TABLE_COLUMNS``: one per Deployment of each instance. Pure."""
     rows: list[tuple[str, ...]] = []
     for summary in summaries:
+        if summary.get("jobs") and not summary["deployments"]:
+            continue  # a job's instance: its row is in the jobs table
         autoscaler = (
             ", ".join(
                 f"{(a['kind'] == 'ScaledObject' and 'keda') or 'hpa'} {a['min']}-{a['max']}"
@@ -238,35 +313,34 @@ def _epoch(value: object) -> float:
 
 
 def job_row(job: Manifest) -> JobRow:
-    """A batch/v1 Job as ``mlkube jobs`` shows it: its phase from the status and conditions
-    (Complete, Failed with their reason), as ``kubectl get jobs`` judges it. Pure."""
-    meta, spec = job["metadata"], job.get("spec", {})
+    """A Job or PyTorchJob as ``mlkube jobs`` shows it, in the local queue's phases: the
+    cluster's state (``job_view``) read as Queued, Running, Succeeded or Failed. Pure."""
+    view = job_view(job)
+    phase = {
+        "Complete": "Succeeded",
+        "Failed": "Failed",
+        "Suspended": "Queued",
+        "Pending": "Queued",
+    }.get(view["state"], "Running")
+    reason = view["reason"]
+    if view["state"] == "Suspended" and not reason:
+        reason = "suspended (waiting for Kueue to admit it)"
+    meta, spec = job["metadata"], job.get("spec") or {}
     status = job.get("status") or {}
-    conditions = {
-        c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
-    }
-    if "Complete" in conditions:
-        phase, reason = "Succeeded", ""
-    elif "Failed" in conditions:
-        failed = conditions["Failed"]
-        phase, reason = "Failed", f"{failed.get('reason', '')}: {failed.get('message', '')}"
-    elif spec.get("suspend"):
-        phase, reason = "Queued", "suspended (waiting for Kueue to admit it)"
-    elif status.get("active"):
-        phase, reason = "Running", ""
-    else:
-        phase, reason = "Queued", "no pod started yet"
+    workers = int(spec.get("parallelism") or 0) or sum(
+        int(r.get("replicas") or 0) for r in (spec.get("pytorchReplicaSpecs") or {}).values()
+    )
     return JobRow(
         name=meta["name"],
-        kind=str(meta.get("labels", {}).get("mlkube.dev/kind", "TrainingJob")),
+        kind=job["kind"],
         phase=phase,
-        workers=int(spec.get("parallelism", 1)),
+        workers=workers or 1,
         priority=0,
         submitted=_epoch_or_none(meta.get("creationTimestamp")) or 0.0,
         started=_epoch_or_none(status.get("startTime")),
         finished=_epoch_or_none(status.get("completionTime")),
-        restarts=int(status.get("failed", 0)),
-        reason=reason.strip(": "),
+        restarts=int(view["failed"]),
+        reason=reason,
     )
 
 
