@@ -41,6 +41,8 @@ from mlkube.backends.local.decisions.weights import SmoothWeightedPicker
 from mlkube.serving.httpcore import errors
 from mlkube.serving.httpcore.connection import (
     DISCARD,
+    HOP_BY_HOP,
+    IDLE,
     PAUSED_BUFFER,
     PAUSED_PIPELINE,
     PAUSED_UPSTREAM,
@@ -64,20 +66,6 @@ REPLAY_MAX = 64 * 1024  # a GET/HEAD request is kept for a retry when it is at m
 UPSTREAM_GRACE_S = 5.0  # the balancer waits this much longer than the replica's own timeout
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Hop-by-hop headers (RFC 9110 §7.6.1) and the framing ones, which are rebuilt.
-_DROPPED = frozenset(
-    (
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-        b"expect",
-        b"content-length",
-    )
-)
 _IDEMPOTENT = frozenset((b"GET", b"HEAD"))
 
 
@@ -306,12 +294,12 @@ class _Upstream(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
-    def start(self, client: _Client, is_head: bool) -> None:
+    def start(self, client: _Client, is_head: bool, now: float) -> None:
         self.client = client
         self.responded = False
         self.is_head = is_head
         self.status = 0
-        self.last_io = self.loop.time()
+        self.last_io = now
 
     def write(self, data: bytes) -> None:
         if self.transport is not None:
@@ -382,9 +370,9 @@ class _Upstream(asyncio.Protocol):
 
     def to_pool(self) -> None:
         backend = self.backend
-        self.hold_reads(False)
+        if self.reads_held:
+            self.hold_reads(False)
         if not self.closed and not self.full and len(backend.idle) < MAX_IDLE_PER_BACKEND:
-            self.last_io = self.loop.time()
             backend.idle.append(self)
         else:
             self.close()
@@ -417,18 +405,34 @@ class _Exchange:
         "expect_continue",
         "head",
         "header_match",
+        "headers",
         "is_head",
         "keep_alive",
+        "method",
         "parts",
+        "raw_ok",
         "replay",
         "started",
         "tried",
         "upstream",
+        "url",
         "written",
     )
 
-    def __init__(self, head: bytes, method: bytes, header_match: bool, expect: bool) -> None:
-        self.head = head
+    def __init__(
+        self,
+        method: bytes,
+        url: bytes,
+        headers: list[tuple[bytes, bytes]],
+        header_match: bool,
+        expect: bool,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.head: bytes | None = None
+        self.raw_ok = False
+        """The request may be forwarded as the bytes it came in (no hop-by-hop header)."""
         self.is_head = method == b"HEAD"
         self.header_match = header_match
         self.expect_continue = expect
@@ -448,9 +452,16 @@ class _Exchange:
         self.backend: Backend | None = None
         self.upstream: _Upstream | None = None
 
+    def head_bytes(self) -> bytes:
+        """The head sent to the replica: as read, less hop-by-hop headers."""
+        if self.head is None:
+            lines = b"".join([b"%s: %s\r\n" % pair for pair in self.headers])
+            self.head = b"%s %s HTTP/1.1\r\n%s\r\n" % (self.method, self.url, lines)
+        return self.head
+
 
 def _error_exchange(error: HttpError) -> _Exchange:
-    exchange = _Exchange(b"", b"", False, False)
+    exchange = _Exchange(b"", b"", [], False, False)
     exchange.error = error
     exchange.complete = True
     exchange.keep_alive = False
@@ -468,9 +479,54 @@ class _Client(HttpServerConnection):
         self.receiving: _Exchange | None = None
         self.buffered = 0
         self.writes_paused_since = 0.0
+        # While one read is parsed, what goes to the replica is gathered and written once:
+        # a small request's head and body cost one send, not two.
+        self._feeding = False
+        self._out: list[bytes] = []
+        self._out_to: _Upstream | None = None
+        self._out_head: _Exchange | None = None
 
     def busy(self) -> bool:
         return self.active is not None
+
+    def data_received(self, data: bytes) -> None:
+        self._feeding = True
+        at_boundary = self.phase == IDLE
+        begun = self.begun
+        try:
+            super().data_received(data)
+        finally:
+            self._feeding = False
+            upstream = self._out_to
+            if upstream is not None:
+                self._flush_out(upstream, data, at_boundary and self.begun == begun + 1)
+
+    def _flush_out(self, upstream: _Upstream, data: bytes, one_request: bool) -> None:
+        out = self._out
+        head_of = self._out_head
+        self._out = []
+        self._out_to = None
+        self._out_head = None
+        if (
+            one_request
+            and head_of is not None
+            and head_of.raw_ok
+            and head_of.complete
+            and self.phase == IDLE
+        ):
+            upstream.write(data)  # the read was exactly this one request: sent as it came
+            return
+        if head_of is not None:
+            out.insert(0, head_of.head_bytes())
+        if out:
+            upstream.write(out[0] if len(out) == 1 else b"".join(out))
+
+    def _send(self, upstream: _Upstream, data: bytes) -> None:
+        if self._feeding and (self._out_to is upstream or self._out_to is None):
+            self._out_to = upstream
+            self._out.append(data)
+        else:
+            upstream.write(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
@@ -494,26 +550,24 @@ class _Client(HttpServerConnection):
 
     # the core's hooks -------------------------------------------------------------------------
     def head_complete(self, method: bytes) -> None:
+        # The head is forwarded as read, less hop-by-hop headers; the framing headers stay
+        # (the body is sent as it came: Content-Length, or chunked re-chunked).
         router = self.router
+        headers = self.headers
+        if self.hop_by_hop:
+            headers = [h for h in headers if h[0].lower() not in HOP_BY_HOP]
+        if self.hosts == 0:  # HTTP/1.0 may leave it out; the replica speaks HTTP/1.1
+            headers.append((b"host", b"127.0.0.1"))
         match = False
-        parts = [method, b" ", self.url, b" HTTP/1.1\r\n"]
         header = router.header
-        for name, value in self.headers:
-            lower = name.lower()
-            if lower in _DROPPED:
-                continue
-            if lower == header:
-                wanted = router.header_value
-                match = wanted is None or value == wanted
-            parts += (name, b": ", value, b"\r\n")
-        if self.chunked:
-            parts.append(b"transfer-encoding: chunked\r\n\r\n")
-        elif self.content_length >= 0:
-            parts.append(b"content-length: %d\r\n\r\n" % self.content_length)
-        else:
-            parts.append(b"\r\n")
+        if header is not None:
+            wanted = router.header_value
+            for name, value in headers:
+                if name.lower() == header:
+                    match = wanted is None or value == wanted
         expect = self.expect_continue and (self.chunked or self.content_length > 0)
-        exchange = _Exchange(b"".join(parts), method, match, expect)
+        exchange = _Exchange(method, self.url, headers, match, expect)
+        exchange.raw_ok = not self.hop_by_hop and self.hosts == 1
         self.receiving = exchange
         if self.active is None:
             self._start(exchange)
@@ -585,7 +639,7 @@ class _Client(HttpServerConnection):
                 replay.append(data)
         upstream = exchange.upstream
         if upstream is not None and not upstream.full:
-            upstream.write(data)
+            self._send(upstream, data)
             exchange.written = True
             exchange.body_sent += len(data)
             return
@@ -597,17 +651,18 @@ class _Client(HttpServerConnection):
 
     def _start(self, exchange: _Exchange) -> None:
         self.active = exchange
-        exchange.started = self.loop.time()
+        exchange.started = self.last_active
         if exchange.error is not None:
             self._answer_locally(exchange, exchange.error)
             return
         if exchange.expect_continue and exchange is self.receiving and not exchange.buffered:
             self.write(CONTINUE)  # our turn: the client may send its body now
-        self._dispatch(exchange)
+        self._dispatch(exchange, self.last_active)
 
-    def _dispatch(self, exchange: _Exchange) -> None:
+    def _dispatch(self, exchange: _Exchange, now: float = 0.0) -> None:
         router = self.router
-        backend = router.pick(exchange.tried, exchange.header_match, self.loop.time())
+        now = now or self.loop.time()
+        backend = router.pick(exchange.tried, exchange.header_match, now)
         if backend is None:
             self.loop.create_task(self._hold(exchange))
             return
@@ -618,7 +673,7 @@ class _Client(HttpServerConnection):
         while idle:
             upstream = idle.pop()
             if not upstream.closed:
-                self._attach(exchange, upstream)
+                self._attach(exchange, upstream, now)
                 return
         self.loop.create_task(self._connect(exchange, backend))
 
@@ -661,19 +716,24 @@ class _Client(HttpServerConnection):
         if self.active is not exchange or exchange.backend is not backend:
             upstream.to_pool()  # the client left meanwhile; the connection is still good
             return
-        self._attach(exchange, upstream)
+        self._attach(exchange, upstream, self.loop.time())
 
-    def _attach(self, exchange: _Exchange, upstream: _Upstream) -> None:
+    def _attach(self, exchange: _Exchange, upstream: _Upstream, now: float) -> None:
         exchange.upstream = upstream
-        upstream.start(self, exchange.is_head)
+        upstream.start(self, exchange.is_head, now)
         if self.writes_paused_since:
             upstream.hold_reads(True)
-        upstream.write(exchange.head)
+        if self._feeding and self._out_to is None and exchange is self.receiving:
+            # Sent when this read is parsed: the read itself when it held just this request.
+            self._out_to = upstream
+            self._out_head = exchange
+        else:
+            self._send(upstream, exchange.head_bytes())
         exchange.written = True
         parts = exchange.parts
         while parts:
             data = parts.popleft()
-            upstream.write(data)
+            self._send(upstream, data)
             exchange.body_sent += len(data)
         self.buffered -= exchange.buffered
         exchange.buffered = 0
@@ -708,10 +768,14 @@ class _Client(HttpServerConnection):
         backend = upstream.backend
         backend.requests += 1
         backend.failures = 0
-        if upstream.status >= 500:
+        backend.in_flight -= 1
+        status = upstream.status
+        if status >= 500:
             backend.errors += 1
-        router.budget.deposit()
-        router.stats.observe(upstream.status, (self.loop.time() - exchange.started) * 1000.0)
+        budget = router.budget
+        if budget.balance < budget.cap:
+            budget.deposit()
+        router.stats.observe(status, (upstream.last_io - exchange.started) * 1000.0)
         if not exchange.complete:
             # Answered before the request ended (a replica's 413): that connection expects
             # the rest, and so would this one; both close, the client's by lingering.
@@ -720,13 +784,16 @@ class _Client(HttpServerConnection):
             self.phase = DISCARD
             self.linger_wanted = True
         exchange.upstream = None
-        self._release(exchange)
-        self._drop_parts(exchange)
+        exchange.backend = None
+        if exchange.buffered:
+            self._drop_parts(exchange)
+        if self.paused_by & PAUSED_UPSTREAM:
+            self.resume(PAUSED_UPSTREAM)
         if keep:
             upstream.to_pool()
         else:
             upstream.close()
-        self._next(exchange.keep_alive and keep)
+        self._next(exchange.keep_alive and keep, upstream.last_io)
 
     def upstream_failed(self, upstream: _Upstream, *, timeout: bool) -> None:
         exchange = self.active
@@ -802,6 +869,10 @@ class _Client(HttpServerConnection):
         if upstream is not None:
             upstream.client = None
             upstream.close()
+            if self._out_to is upstream:
+                self._out.clear()
+                self._out_to = None
+                self._out_head = None
         if self.paused_by & PAUSED_UPSTREAM:
             self.resume(PAUSED_UPSTREAM)
 
@@ -817,9 +888,9 @@ class _Client(HttpServerConnection):
         self._release(exchange)
         self._drop_parts(exchange)
 
-    def _next(self, keep_alive: bool) -> None:
+    def _next(self, keep_alive: bool, now: float = 0.0) -> None:
         self.active = None
-        self.last_active = self.loop.time()
+        self.last_active = now or self.loop.time()
         if not keep_alive:
             self.queue.clear()
             self.close_after_answer()

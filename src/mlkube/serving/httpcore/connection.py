@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import TypeVar, cast
+from typing import cast
 
 import httptools
 
@@ -48,7 +48,12 @@ PAUSED_BUFFER = 2
 PAUSED_UPSTREAM = 4
 
 
-_T = TypeVar("_T")
+# Headers that concern one connection only (RFC 9110 §7.6.1), which a proxy drops.
+HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"upgrade", b"expect")
+)
+_WATCHED = HOP_BY_HOP | {b"host", b"transfer-encoding", b"content-length"}
+_WATCHED_LENGTHS = frozenset(len(name) for name in _WATCHED)
 
 
 class _StopParsingError(Exception):
@@ -73,7 +78,7 @@ class HttpServerConnection(asyncio.Protocol):
         self.linger_wanted = False
         """The client may still be sending: close by lingering, not at once."""
         self._error: HttpError | None = None
-        self._begun = 0
+        self.begun = 0
         self._open_head_bytes = 0
         self._linger_until = 0.0
         self._discarded = 0
@@ -88,6 +93,8 @@ class HttpServerConnection(asyncio.Protocol):
         self.chunked = False
         self.expect_continue = False
         self.upgrade = False
+        self.hop_by_hop = False
+        """A hop-by-hop header (Connection, Expect, Upgrade...) is among ``headers``."""
         self.body_bytes = 0
 
     # what subclasses implement ----------------------------------------------------------------
@@ -135,10 +142,12 @@ class HttpServerConnection(asyncio.Protocol):
                 self.transport.close()
             return
         open_head = self.phase == HEAD
-        begun = self._begun
+        begun = self.begun
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserCallbackError:
+        except httptools.HttpParserCallbackError as error:
+            if self._error is None:  # a bug of ours in a hook, never the client's fault
+                logger.error("HTTP request hook failed: %r", error.__context__ or error)
             self.fail(self._error or errors.internal())
             return
         except httptools.HttpParserUpgrade:
@@ -150,7 +159,7 @@ class HttpServerConnection(asyncio.Protocol):
         except httptools.HttpParserError as error:
             self.fail(errors.malformed(str(error) or type(error).__name__))
             return
-        if open_head and self.phase == HEAD and begun == self._begun:
+        if open_head and self.phase == HEAD and begun == self.begun:
             # The whole read belongs to a head that is still open (httptools holds it).
             self._open_head_bytes += len(data)
             if self._open_head_bytes > self.limits.max_header_bytes:
@@ -158,7 +167,7 @@ class HttpServerConnection(asyncio.Protocol):
 
     # httptools callbacks ----------------------------------------------------------------------
     def on_message_begin(self) -> None:
-        self._begun += 1
+        self.begun += 1
         self._reset_head()
         self.phase = HEAD
         self.head_since = self.last_active
@@ -174,8 +183,14 @@ class HttpServerConnection(asyncio.Protocol):
         if self.header_bytes > self.limits.max_header_bytes:
             self._stop(errors.headers_too_large(self.limits.max_header_bytes))
         self.headers.append((name, value))
+        if len(name) not in _WATCHED_LENGTHS:  # most headers: no lower() needed
+            return
         lower = name.lower()
-        if lower == b"host":
+        if lower in HOP_BY_HOP:
+            self.hop_by_hop = True
+            if lower == b"expect":
+                self.expect_continue = value.strip().lower() == b"100-continue"
+        elif lower == b"host":
             self.hosts += 1
         elif lower == b"transfer-encoding":
             # Only "chunked", once: a coding we cannot undo (gzip, chunked) would otherwise
@@ -185,8 +200,6 @@ class HttpServerConnection(asyncio.Protocol):
             self.chunked = True
         elif lower == b"content-length":
             self.content_length = int(value) if value.strip().isdigit() else -1
-        elif lower == b"expect":
-            self.expect_continue = value.strip().lower() == b"100-continue"
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -200,13 +213,13 @@ class HttpServerConnection(asyncio.Protocol):
             self._stop(errors.body_too_large(self.limits.max_body_bytes))
         self.upgrade = parser.should_upgrade()
         self.phase = BODY
-        self._call(self.head_complete, method)
+        self.head_complete(method)
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         if self.body_bytes > self.limits.max_body_bytes:
             self._stop(errors.body_too_large(self.limits.max_body_bytes))
-        self._call(self.body_received, body)
+        self.body_received(body)
 
     def on_message_complete(self) -> None:
         self.phase = IDLE
@@ -215,20 +228,11 @@ class HttpServerConnection(asyncio.Protocol):
             self.phase = DISCARD  # the last request: nothing after it is read
             # After an Upgrade request the client may already send the new protocol.
             self.linger_wanted = self.upgrade
-        self._call(self.request_complete, keep_alive)
+        self.request_complete(keep_alive)
 
     def _stop(self, error: HttpError) -> None:
         self._error = error
         raise _StopParsingError
-
-    def _call(self, hook: Callable[[_T], None], argument: _T) -> None:
-        try:
-            hook(argument)
-        except _StopParsingError:
-            raise
-        except Exception:  # a bug of ours, never the client's fault
-            logger.exception("HTTP request hook failed")
-            self._stop(errors.internal())
 
     # answering --------------------------------------------------------------------------------
     def fail(self, error: HttpError) -> None:
