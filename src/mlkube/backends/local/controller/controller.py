@@ -584,7 +584,12 @@ def _present(event: Event | None) -> tuple[Event, ...]:
 
 def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
     """How long the router holds requests with no ready replica: the spec's activationTimeout
-    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore,
+    with the spec's request size limit and timeout (413 and 504 at the balancer too)."""
+    server = doc.spec.server
+    router.set_server_limits(
+        max_body_bytes=server.max_request_size.whole, request_timeout_s=server.request_timeout
+    )
     autoscaling = doc.spec.autoscaling
     if autoscaling is not None and autoscaling.scale_to_zero is not None:
         router.hold_s = autoscaling.scale_to_zero.activation_timeout
