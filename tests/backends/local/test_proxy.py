@@ -133,6 +133,7 @@ async def test_connection_closed_before_any_byte_retries_a_get_but_never_a_post(
     bad, pbad = await upstream("bad", behaviour="close-before-bytes")
     a, pa = await upstream("a")
     router = Router("t", hold_s=1)
+    router.verdict_wait_s = 0.1  # no controller here to say why "bad" closed
     router.configure([Backend("bad", pbad, 1), Backend("a", pa, 1)], {"bad": 1, "a": 1})
     async with balancer(router) as port:
         gets = [await request(port, method=b"GET") for _ in range(4)]
@@ -249,20 +250,38 @@ async def counting_upstream(received: list[bytes], *, answer: bool) -> tuple[asy
     return server, server.sockets[0].getsockname()[1]
 
 
-async def test_a_query_of_death_reaches_one_replica_not_two():
+@pytest.mark.parametrize(
+    ("caused_by_request", "statuses", "deliveries"),
+    [(True, [502], 1), (False, [200], 2), (None, [502], 1)],
+    ids=["oom-killed", "killed-from-outside", "no-word-from-the-controller"],
+)
+async def test_a_post_its_replica_died_reading_is_retried_only_when_the_death_was_not_its_own(
+    caused_by_request, statuses, deliveries
+):
     # The request kills the replica that reads it (OOM). Retrying it elsewhere would kill
-    # that one too; a POST that was sent is answered 502 instead.
+    # that one too; so a POST that was sent waits for the controller's word on why the
+    # replica died: OOMKilled or a crash → 502, killed from outside (SIGKILL) → retried.
     received: list[bytes] = []
     first, p1 = await counting_upstream(received, answer=False)
-    second, p2 = await counting_upstream(received, answer=False)
+    second, p2 = await counting_upstream(received, answer=caused_by_request is False)
     router = Router("t", hold_s=1)
+    router.verdict_wait_s = 0.3
     router.configure([Backend("1", p1, 1), Backend("2", p2, 1)], {"1": 1, "2": 1})
     async with balancer(router) as port:
-        status, body = await request(port, b"poison")
-    assert status == 502
-    assert json.loads(body) == {"error": "the replica closed the connection before answering"}
-    assert len(received) == 1
-    assert router.stats.retries == 0
+        pending = asyncio.create_task(request(port, b"poison"))
+        for _ in range(500):
+            if router.awaiting_verdict or pending.done():
+                break
+            await asyncio.sleep(0.01)
+        if caused_by_request is not None:
+            (name,) = router.awaiting_verdict
+            router.replica_exited(name, caused_by_request=caused_by_request)
+        status, body = await asyncio.wait_for(pending, 5)
+    assert [status] == statuses
+    if status == 502:
+        assert json.loads(body) == {"error": "the replica closed the connection before answering"}
+    assert len(received) == deliveries
+    assert all(b.in_flight == 0 for b in router.backends.values())
     first.close()
     second.close()
 

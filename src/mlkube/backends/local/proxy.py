@@ -62,7 +62,10 @@ MAX_IDLE_PER_BACKEND = 256  # more idle upstream connections than this are close
 POOL_IDLE_S = 30.0
 MAX_BUFFERED = 256 * 1024  # request bytes held per client connection before it is paused
 MAX_PIPELINED = 32
-REPLAY_MAX = 64 * 1024  # a GET/HEAD request is kept for a retry when it is at most this big
+REPLAY_MAX = 256 * 1024  # a request is kept for a retry when it is at most this big
+# How long a POST whose replica died reading it waits for the controller to say why it died.
+VERDICT_WAIT_S = 5.0
+VERDICT_MEMORY_S = 30.0
 UPSTREAM_GRACE_S = 5.0  # the balancer waits this much longer than the replica's own timeout
 LATENCY_BUCKETS_MS = (1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2000)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -151,6 +154,9 @@ class Router:
         self.connect_timeout_s = 5.0
         self.upstream_timeout_s = 30.0 + UPSTREAM_GRACE_S
         self.budget = RetryBudget()
+        self.verdict_wait_s = VERDICT_WAIT_S
+        self._parked: dict[str, list[tuple[_Client, _Exchange]]] = {}
+        self._verdicts: dict[str, tuple[bool, float]] = {}
         self._picker = SmoothWeightedPicker({})
         self._header_picker: SmoothWeightedPicker | None = None
         self.header: bytes | None = None
@@ -208,6 +214,39 @@ class Router:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
+
+    def replica_exited(self, name: str, *, caused_by_request: bool) -> None:
+        """The controller saw replica ``name`` die, and why. Requests it died reading wait for
+        this: retried elsewhere when it was killed from outside (SIGKILL, SIGTERM), answered
+        502 when the death may be theirs (OOMKilled, a crash): a query of death kills one."""
+        now = asyncio.get_running_loop().time()
+        self._verdicts[name] = (caused_by_request, now)
+        for old, (_, at) in list(self._verdicts.items()):
+            if now - at > VERDICT_MEMORY_S:
+                del self._verdicts[old]
+        for client, exchange in self._parked.pop(name, []):
+            client.verdict(exchange, caused_by_request=caused_by_request)
+
+    def verdict(self, name: str, now: float) -> bool | None:
+        """Whether the last death of ``name`` may have been caused by a request; None: unknown."""
+        known = self._verdicts.get(name)
+        if known is None or now - known[1] > VERDICT_MEMORY_S:
+            return None
+        return known[0]
+
+    @property
+    def awaiting_verdict(self) -> set[str]:
+        """Replicas some request waits to hear about (``replica_exited``)."""
+        return set(self._parked)
+
+    def park(self, name: str, client: _Client, exchange: _Exchange) -> None:
+        self._parked.setdefault(name, []).append((client, exchange))
+
+    def unpark(self, name: str, exchange: _Exchange) -> None:
+        parked = self._parked.get(name, [])
+        self._parked[name] = [(c, e) for c, e in parked if e is not exchange]
+        if not self._parked[name]:
+            del self._parked[name]
 
     def drain(self, name: str) -> None:
         """Stop routing new requests to ``name``."""
@@ -406,6 +445,7 @@ class _Exchange:
         "head",
         "header_match",
         "headers",
+        "idempotent",
         "is_head",
         "keep_alive",
         "method",
@@ -439,8 +479,9 @@ class _Exchange:
         self.parts: deque[bytes] = deque()
         """Request bytes (after the head) read from the client and not yet sent."""
         self.buffered = 0
-        self.replay: list[bytes] | None = [] if method in _IDEMPOTENT else None
-        """Everything sent after the head, kept for a retry (GET/HEAD up to REPLAY_MAX)."""
+        self.idempotent = method in _IDEMPOTENT
+        self.replay: list[bytes] | None = []
+        """Everything sent after the head, kept for a retry (up to REPLAY_MAX)."""
         self.complete = False
         self.keep_alive = True
         self.error: HttpError | None = None
@@ -818,10 +859,43 @@ class _Client(HttpServerConnection):
             exchange.tried = exchange.tried | {backend.name}
         self._release(exchange)
         replay = exchange.replay
-        safe = not exchange.written or (replay is not None and exchange.complete)
+        whole = replay is not None and exchange.complete
+        safe = not exchange.written or (exchange.idempotent and whole)
+        if not safe and not timeout and whole and backend is not None and router.verdict_wait_s:
+            # Did the replica die of this request, or was it killed from outside? Only the
+            # controller knows (OOMKilled or not): wait for its word, a bounded time.
+            caused = router.verdict(backend.name, now)
+            if caused is None:
+                router.park(backend.name, self, exchange)
+                self.loop.call_later(
+                    router.verdict_wait_s, self._no_verdict, backend.name, exchange
+                )
+                return
+            safe = not caused
+        if safe:
+            self._retry(exchange, now)
+            return
+        self._give_up(exchange, timeout=timeout)
+
+    def verdict(self, exchange: _Exchange, *, caused_by_request: bool) -> None:
+        """The controller's word on the replica ``exchange`` was waiting about."""
+        if self.active is not exchange:
+            return
+        if caused_by_request:
+            self._give_up(exchange, timeout=False)
+        else:
+            self._retry(exchange, self.loop.time())
+
+    def _no_verdict(self, name: str, exchange: _Exchange) -> None:
+        self.router.unpark(name, exchange)
+        if self.active is exchange:
+            self._give_up(exchange, timeout=False)
+
+    def _retry(self, exchange: _Exchange, now: float) -> None:
+        router = self.router
+        replay = exchange.replay
         if (
-            safe
-            and exchange.attempts < MAX_ATTEMPTS
+            exchange.attempts < MAX_ATTEMPTS
             and self.transport is not None
             and router.budget.withdraw(now)
         ):
@@ -834,6 +908,10 @@ class _Client(HttpServerConnection):
             router.stats.retries += 1
             self._dispatch(exchange)
             return
+        self._give_up(exchange, timeout=False)
+
+    def _give_up(self, exchange: _Exchange, *, timeout: bool) -> None:
+        router = self.router
         if timeout:
             error = errors.upstream_timeout(router.upstream_timeout_s)
         elif exchange.attempts > 1 and not exchange.written:

@@ -263,6 +263,9 @@ class Controller:
         replica.phase = Phase.BACKOFF
         replica.restart_at = now + delay
         replica.last_reason = reason
+        # Requests the replica died reading wait for this: retried unless it may be theirs.
+        external = reason in ("killed by SIGKILL", "killed by SIGTERM", "killed by SIGINT")
+        dep.router.replica_exited(replica.name, caused_by_request=not external)
         replica.handle = None
         self.enforcer.release(replica.name)
         self.metrics.restart(dep.namespace, dep.name, reason)
