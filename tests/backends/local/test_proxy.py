@@ -433,3 +433,25 @@ async def test_a_400_mb_upload_and_download_stream_through_in_bounded_memory():
     mib = 1 << 20
     assert upload_peak - idle_peak < 32 * mib, (idle_peak // mib, upload_peak // mib)
     assert download_peak - idle_peak < 32 * mib, (idle_peak // mib, download_peak // mib)
+
+
+async def test_an_upload_slower_than_the_upstream_timeout_is_not_cut_while_it_flows():
+    # The upstream timeout measures the replica's silence, not the length of the exchange.
+    a, pa = await upstream("a")
+    router = Router("t", hold_s=1)
+    router.upstream_timeout_s = 0.2
+    router.configure([Backend("a", pa, 1)], {"a": 1})
+    async with balancer(router) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        for digit in b"0123456789":
+            writer.write(bytes([digit]))
+            await writer.drain()
+            await asyncio.sleep(0.06)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        body = await asyncio.wait_for(reader.readexactly(12), 5)
+        writer.close()
+    assert head.startswith(b"HTTP/1.1 200")
+    assert body == b"a:0123456789"
+    assert router.stats.timeouts == 0
+    a.close()

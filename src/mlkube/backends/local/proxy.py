@@ -11,10 +11,13 @@ Semantics:
   sends matching requests to one revision (A/B by header).
 - Memory: request and response bodies stream through bounded buffers; a client that sends
   faster than the replica reads (or reads slower than it answers) is paused, not buffered.
-- Retry: only when nothing of the request reached a replica (connect refused or timed out),
-  or for GET/HEAD whose whole request is still at hand, when no response byte came back; on
-  another replica, at most ``MAX_ATTEMPTS`` tries, and only while the retry budget allows
-  (about one retry per five requests), so a request that kills replicas kills one.
+- Retry: when nothing of the request reached a replica (connect refused or timed out), or
+  for GET/HEAD whose whole request is still at hand, when no response byte came back; on
+  another replica, at most ``MAX_ATTEMPTS`` tries, while the retry budget allows (about one
+  retry per five requests). A POST its replica died reading waits for the controller's word
+  (``Router.replica_exited``): killed from outside → retried; OOMKilled, crashed, or no word
+  within ``verdict_wait_s`` → 502. So a query of death kills one replica, and a SIGKILL fails
+  no request.
 - Timeouts: connecting (``connect_timeout_s``) and waiting for the replica
   (``upstream_timeout_s`` of silence) → 504. A replica that times out, resets or refuses is
   ejected (skipped) for a while, longer when it keeps failing (passive outlier detection).
@@ -540,6 +543,8 @@ class _Client(HttpServerConnection):
             self._feeding = False
             upstream = self._out_to
             if upstream is not None:
+                # Sending counts as activity: a long upload is not a silent replica.
+                upstream.last_io = self.last_active
                 self._flush_out(upstream, data, at_boundary and self.begun == begun + 1)
 
     def _flush_out(self, upstream: _Upstream, data: bytes, one_request: bool) -> None:
@@ -681,6 +686,7 @@ class _Client(HttpServerConnection):
         upstream = exchange.upstream
         if upstream is not None and not upstream.full:
             self._send(upstream, data)
+            upstream.last_io = self.last_active
             exchange.written = True
             exchange.body_sent += len(data)
             return
