@@ -437,30 +437,22 @@ class _Upstream(asyncio.Protocol):
 class _Exchange:
     """One request on a client connection, from its headers to the end of its response."""
 
-    __slots__ = (
-        "attempts",
-        "backend",
-        "body_sent",
-        "buffered",
-        "complete",
-        "error",
-        "expect_continue",
-        "head",
-        "header_match",
-        "headers",
-        "idempotent",
-        "is_head",
-        "keep_alive",
-        "method",
-        "parts",
-        "raw_ok",
-        "replay",
-        "started",
-        "tried",
-        "upstream",
-        "url",
-        "written",
-    )
+    # Class-level defaults: most fields keep them, and one exchange per request is made on
+    # the hot path (setting two dozen slots cost more than the rest of the bookkeeping).
+    head: bytes | None = None
+    raw_ok = False
+    """The request may be forwarded as the bytes it came in (no hop-by-hop header)."""
+    buffered = 0
+    complete = False
+    keep_alive = True
+    error: HttpError | None = None
+    written = False
+    body_sent = 0
+    started = 0.0
+    tried: frozenset[str] = frozenset()
+    attempts = 0
+    backend: Backend | None = None
+    upstream: _Upstream | None = None
 
     def __init__(
         self,
@@ -473,28 +465,14 @@ class _Exchange:
         self.method = method
         self.url = url
         self.headers = headers
-        self.head: bytes | None = None
-        self.raw_ok = False
-        """The request may be forwarded as the bytes it came in (no hop-by-hop header)."""
         self.is_head = method == b"HEAD"
         self.header_match = header_match
         self.expect_continue = expect
         self.parts: deque[bytes] = deque()
         """Request bytes (after the head) read from the client and not yet sent."""
-        self.buffered = 0
         self.idempotent = method in _IDEMPOTENT
         self.replay: list[bytes] | None = []
         """Everything sent after the head, kept for a retry (up to REPLAY_MAX)."""
-        self.complete = False
-        self.keep_alive = True
-        self.error: HttpError | None = None
-        self.written = False
-        self.body_sent = 0
-        self.started = 0.0
-        self.tried: frozenset[str] = frozenset()
-        self.attempts = 0
-        self.backend: Backend | None = None
-        self.upstream: _Upstream | None = None
 
     def head_bytes(self) -> bytes:
         """The head sent to the replica: as read, less hop-by-hop headers."""
