@@ -89,6 +89,7 @@ async def front(kind: str, limits: HttpLimits = LIMITS) -> AsyncIterator[int]:
             yield port
         finally:
             server.close()
+            router.configure([], {})  # closes the pooled replica connections
 
 
 async def exchange(port: int, data: bytes, *, timeout_s: float = 5.0) -> bytes:
@@ -143,6 +144,7 @@ async def test_an_endless_url_gets_414_while_it_is_still_being_sent(kind):
             sent += 4096
             with contextlib.suppress(TimeoutError):
                 answer = await asyncio.wait_for(reader.read(4096), 0.01)
+        answer += await asyncio.wait_for(reader.read(), 5)  # the rest, up to the server's FIN
         writer.close()
     assert statuses(answer) == [414]
     assert sent <= LIMITS.max_url_bytes + 256 * 1024, "answered once the limit was crossed"
@@ -161,6 +163,7 @@ async def test_an_endless_header_gets_431_while_it_is_still_being_sent(kind):
             sent += 4096
             with contextlib.suppress(TimeoutError):
                 answer = await asyncio.wait_for(reader.read(4096), 0.01)
+        answer += await asyncio.wait_for(reader.read(), 5)  # the rest, up to the server's FIN
         writer.close()
     assert statuses(answer) == [431]
     assert sent <= LIMITS.max_header_bytes + 256 * 1024
@@ -189,6 +192,7 @@ async def test_a_chunked_body_gets_413_once_it_crosses_the_limit(kind):
             sent += 4096
             with contextlib.suppress(TimeoutError):
                 answer = await asyncio.wait_for(reader.read(4096), 0.01)
+        answer += await asyncio.wait_for(reader.read(), 5)  # the rest, up to the server's FIN
         writer.close()
     assert statuses(answer) == [413]
     assert sent <= LIMITS.max_body_bytes + 1024 * 1024
@@ -229,6 +233,7 @@ async def test_headers_that_never_end_get_408(kind):
                 answer += await asyncio.wait_for(reader.read(4096), 0.05)
             if answer:
                 break
+        answer += await asyncio.wait_for(reader.read(), 5)
         writer.close()
     assert statuses(answer) == [408]
     assert "request headers not received within 0.3 s" in error_of(answer)

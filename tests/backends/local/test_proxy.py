@@ -80,6 +80,7 @@ async def balancer(router: Router):
         yield port
     finally:
         server.close()
+        router.configure([], {})  # closes the pooled replica connections
 
 
 async def test_weights_spread_requests_and_bodies_pass_through():
@@ -266,7 +267,8 @@ async def test_a_post_its_replica_died_reading_is_retried_only_when_the_death_wa
     second, p2 = await counting_upstream(received, answer=caused_by_request is False)
     router = Router("t", hold_s=1)
     router.verdict_wait_s = 0.3
-    router.configure([Backend("1", p1, 1), Backend("2", p2, 1)], {"1": 1, "2": 1})
+    backends = [Backend("1", p1, 1), Backend("2", p2, 1)]
+    router.configure(backends, {"1": 1, "2": 1})
     async with balancer(router) as port:
         pending = asyncio.create_task(request(port, b"poison"))
         for _ in range(500):
@@ -281,7 +283,7 @@ async def test_a_post_its_replica_died_reading_is_retried_only_when_the_death_wa
     if status == 502:
         assert json.loads(body) == {"error": "the replica closed the connection before answering"}
     assert len(received) == deliveries
-    assert all(b.in_flight == 0 for b in router.backends.values())
+    assert all(b.in_flight == 0 for b in backends)
     first.close()
     second.close()
 
@@ -290,13 +292,14 @@ async def test_a_request_nothing_was_sent_of_is_retried_within_the_budget():
     dead = [free_port() for _ in range(3)]  # nothing listens: connect refused, nothing sent
     router = Router("t", hold_s=0.1)
     router.budget = RetryBudget(ratio=0.0, reserve_per_s=0.0, cap=1.0)
-    router.configure([Backend(str(p), p, 1) for p in dead], {str(p): 1 for p in dead})
+    backends = [Backend(str(p), p, 1) for p in dead]
+    router.configure(backends, {str(p): 1 for p in dead})
     async with balancer(router) as port:
         status, body = await request(port)
     assert status == 502
     assert json.loads(body) == {"error": "no replica answered"}
     assert router.stats.retries == 1, "one retry was in the budget, the second was not"
-    assert all(b.in_flight == 0 for b in router.backends.values())
+    assert all(b.in_flight == 0 for b in backends)
 
 
 @contextlib.contextmanager
@@ -329,9 +332,8 @@ async def test_a_stopped_replica_gets_504_and_is_ejected_so_later_requests_go_el
     with stopped_http_server(tmp_path) as stopped_port:
         router = Router("t", hold_s=1)
         router.upstream_timeout_s = 0.3
-        router.configure(
-            [Backend("stopped", stopped_port, 1), Backend("a", pa, 1)], {"stopped": 1, "a": 1}
-        )
+        backends = {"stopped": Backend("stopped", stopped_port, 1), "a": Backend("a", pa, 1)}
+        router.configure(list(backends.values()), {"stopped": 1, "a": 1})
         async with balancer(router) as port:
             answers = []
             for _ in range(4):  # a hang here fails the test through wait_for
@@ -346,7 +348,7 @@ async def test_a_stopped_replica_gets_504_and_is_ejected_so_later_requests_go_el
     }
     assert router.stats.ejections >= 1
     assert get_status == 200
-    assert router.backends["stopped"].in_flight == 0
+    assert backends["stopped"].in_flight == 0
     a.close()
 
 

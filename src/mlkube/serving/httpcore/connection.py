@@ -211,7 +211,8 @@ class HttpServerConnection(asyncio.Protocol):
         if self.content_length > self.limits.max_body_bytes:
             # Refused before any body byte is read.
             self._stop(errors.body_too_large(self.limits.max_body_bytes))
-        self.upgrade = parser.should_upgrade()
+        # An upgrade needs Connection and Upgrade headers, both hop-by-hop (CONNECT is refused).
+        self.upgrade = self.hop_by_hop and bool(parser.should_upgrade())
         self.phase = BODY
         self.head_complete(method)
 
