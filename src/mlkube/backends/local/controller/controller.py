@@ -53,7 +53,7 @@ from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, pl
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
-from mlkube.backends.local.proxy import Backend, Router
+from mlkube.backends.local.proxy import UPSTREAM_GRACE_S, Backend, Router
 from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.revision import revision_hash
@@ -304,6 +304,10 @@ class Controller:
         replica.phase = Phase.BACKOFF
         replica.restart_at = now + delay
         replica.last_reason = reason
+        # Requests the replica died reading wait for this: retried unless it may be theirs.
+        external = reason in ("killed by SIGKILL", "killed by SIGTERM", "killed by SIGINT")
+        dep.router.replica_exited(replica.name, caused_by_request=not external)
+        self.balancer.replica_exited(dep.key, replica.name, caused_by_request=not external)
         replica.handle = None
         self.enforcer.release(replica.name)
         self.metrics.restart(dep.namespace, dep.name, reason)
@@ -510,7 +514,15 @@ class Controller:
         if signature != dep.routing_signature:
             dep.routing_signature = signature
             dep.router.configure(backends, weights, rule)
-            self.balancer.configure(dep.key, backends, weights, rule, dep.router.hold_s)
+            self.balancer.configure(
+                dep.key,
+                backends,
+                weights,
+                rule,
+                dep.router.hold_s,
+                max_body_bytes=dep.router.limits.max_body_bytes,
+                request_timeout_s=dep.router.upstream_timeout_s - UPSTREAM_GRACE_S,
+            )
 
     # persistence ---------------------------------------------------------------------------
     def persist(self, dep: Deployment) -> None:
@@ -630,7 +642,12 @@ def _present(event: Event | None) -> tuple[Event, ...]:
 
 def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
     """How long the router holds requests with no ready replica: the spec's activationTimeout
-    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore,
+    with the spec's request size limit and timeout (413 and 504 at the balancer too)."""
+    server = doc.spec.server
+    router.set_server_limits(
+        max_body_bytes=server.max_request_size.whole, request_timeout_s=server.request_timeout
+    )
     autoscaling = doc.spec.autoscaling
     if autoscaling is not None and autoscaling.scale_to_zero is not None:
         router.hold_s = autoscaling.scale_to_zero.activation_timeout
