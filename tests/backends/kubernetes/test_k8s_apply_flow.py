@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from k8s_apiserver import FakeApiServer, Request, Res
 from k8s_cluster_sim import Step, deployment_condition
@@ -39,17 +38,6 @@ NO_METRICS = (
     "the HPA was unable to compute the replica count: failed to get cpu utilization: unable "
     "to get metrics for resource cpu: no metrics returned from resource metrics API"
 )
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    server = FakeApiServer()
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
 
 
 def _backend(namespace: str | None = None) -> KubernetesBackend:

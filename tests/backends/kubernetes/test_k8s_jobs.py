@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from k8s_apiserver import FakeApiServer, Res
 from k8s_validation import VERSIONS, validate
@@ -197,15 +196,10 @@ def test_render_says_what_auto_became(tmp_path):
 
 # --- apply / status / delete / doctor on the double ----------------------------------------
 @pytest.fixture
-def api(tmp_path, monkeypatch):
-    server = FakeApiServer()
-    server.add_namespace("ml")
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
+def api(api: FakeApiServer) -> FakeApiServer:
+    """The double (conftest) with namespace ml."""
+    api.add_namespace("ml")
+    return api
 
 
 def _backend() -> KubernetesBackend:
