@@ -1,11 +1,15 @@
-"""Benchmark the default mlkube autoscaling policy against HPA at 70% CPU.
+"""Benchmark the mlkube autoscaling policies against HPA at 70% CPU.
 
-    python bench/autoscale.py [--startup 5] [--profile profile.json]
+    python bench/autoscale.py [--startup 5] [--profile profile.json] [--real [--warmup 20]]
 
-Replays the built-in traces (step, spike, diurnal, sawtooth) through the simulator with both
-policies on the same replica model, prints a table, and writes ``bench/results/autoscale.json``.
-The beat-HPA criterion: at most half the seconds over the SLO, for no more replica-seconds.
-A start-up sensitivity sweep shows where the criterion stops holding.
+Replays the built-in traces (step, spike, diurnal, sawtooth) through the simulator with the
+reactive default (``mlkube``), the start-up-aware forecast (``mlkube-predictive``), the
+forecast with one warm standby replica (``mlkube-standby``) and HPA at 70% CPU on the same
+replica model, prints a table, and writes ``bench/results/autoscale.json``. The beat-HPA
+criterion: at most half the seconds over the SLO, for no more replica-seconds (standby
+counted). A sweep of the start-up from 2 s to 120 s repeats it for every trace and policy,
+and issue 19's criterion (``DONE_STARTUPS`` x ``DONE_TRACES``) is printed as measured. The
+exit status is the reactive default's verdict at the model's own start-up.
 
 ``--real`` adds one short real local run (``real_local_run``): an 80 s step trace replayed by
 an open-loop paced client against ``mlkube up`` twice, once with the default mlkube policy and
@@ -16,7 +20,10 @@ time, failures counted as over) and replica-seconds (running replica processes, 
 polling), next to the simulator's figures for the same trace and replica model. The
 controller runs with its production settings except a 1 s scrape period
 (``REAL_METRICS_PERIOD_S``); everything binds 127.0.0.1 and every process started is ended
-by PID.
+by PID. ``--warmup S`` makes the model's ``load()`` sleep S seconds (a stand-in for a model
+that warms up). The predictive and standby policies are simulated only: the local controller
+does not yet pass the policy a load history or start standby replicas. Without ``--real`` the
+results file keeps the previous real run's section, marked as such.
 """
 
 from __future__ import annotations
@@ -36,33 +43,93 @@ from mlkube.autoscale.simulator import ReplicaModel, simulate
 from mlkube.spec.autoscaling import AutoscalingSpec
 
 RESULTS = Path(__file__).parent / "results" / "autoscale.json"
-SWEEP_STARTUPS = (2.0, 5.0, 10.0, 20.0)
+SWEEP_STARTUPS = (2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+DONE_STARTUPS = (10.0, 30.0, 60.0)
+"""Issue 19's criterion: at these start-ups, on the step and spike traces, the new policy
+with standby has at most half HPA's seconds over the SLO for no more replica-seconds."""
+DONE_TRACES = ("step", "spike")
+POLICIES = (
+    ("mlkube", "mlkube"),
+    ("mlkubePredictive", "mlkube-predictive"),
+    ("mlkubeStandby", "mlkube-standby"),
+    ("hpaCpu70", "hpa-cpu70"),
+)
+"""(JSON key, preset name): the reactive default, with the forecast, with the forecast and
+one warm standby replica, and HPA at 70% CPU."""
 
 
 def compare(model: ReplicaModel) -> list[dict[str, Any]]:
     rows = []
     for trace in traces.BUILTIN:
         rates = traces.builtin(trace, model.capacity_at_slo())
-        ours = simulate(presets.policy("mlkube", model, None), rates, model, trace=trace)
-        hpa = simulate(presets.policy("hpa-cpu70", model, None), rates, model, trace=trace)
-        rows.append(
-            {
-                "trace": trace,
-                "mlkube": ours.summary(),
-                "hpaCpu70": hpa.summary(),
-                "sloSecondsRatio": _ratio(ours.seconds_over_slo, hpa.seconds_over_slo),
-                "replicaSecondsRatio": ours.replica_seconds / hpa.replica_seconds,
-                "beatsHpa": ours.seconds_over_slo * 2 <= hpa.seconds_over_slo
-                and ours.replica_seconds <= hpa.replica_seconds,
-            }
-        )
+        results = {
+            key: simulate(presets.policy(name, model, None), rates, model, trace=trace)
+            for key, name in POLICIES
+        }
+        hpa = results["hpaCpu70"]
+        row: dict[str, Any] = {"trace": trace, "startupSeconds": model.startup_s}
+        for key, result in results.items():
+            row[key] = result.summary()
+        for key in ("mlkube", "mlkubePredictive", "mlkubeStandby"):
+            ours = results[key]
+            row[key]["sloSecondsRatio"] = _ratio(ours.seconds_over_slo, hpa.seconds_over_slo)
+            row[key]["replicaSecondsRatio"] = round(ours.replica_seconds / hpa.replica_seconds, 3)
+            row[key]["beatsHpa"] = _beats(ours.seconds_over_slo, hpa.seconds_over_slo) and (
+                ours.replica_seconds <= hpa.replica_seconds
+            )
+        row["beatsHpa"] = row["mlkube"]["beatsHpa"]
+        rows.append(row)
     return rows
+
+
+def _beats(ours: int, hpa: int) -> bool:
+    return ours * 2 <= hpa
 
 
 def _ratio(a: float, b: float) -> float | None:
     if b == 0:
         return 0.0 if a == 0 else None
-    return a / b
+    return round(a / b, 3)
+
+
+def done_when(sweep: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Issue 19's criterion, one entry per start-up and trace it names."""
+    out = []
+    for entry in sweep:
+        if entry["startupSeconds"] not in DONE_STARTUPS:
+            continue
+        for row in entry["rows"]:
+            if row["trace"] not in DONE_TRACES:
+                continue
+            ours, hpa = row["mlkubeStandby"], row["hpaCpu70"]
+            out.append(
+                {
+                    "startupSeconds": entry["startupSeconds"],
+                    "trace": row["trace"],
+                    "secondsOverSlo": [ours["secondsOverSlo"], hpa["secondsOverSlo"]],
+                    "replicaSeconds": [ours["replicaSeconds"], hpa["replicaSeconds"]],
+                    "halfTheSloSeconds": _beats(ours["secondsOverSlo"], hpa["secondsOverSlo"]),
+                    "noMoreReplicaSeconds": ours["replicaSeconds"] <= hpa["replicaSeconds"],
+                    "met": ours["beatsHpa"],
+                }
+            )
+    return out
+
+
+def print_sweep(sweep: list[dict[str, Any]]) -> None:
+    """One line per start-up and trace: seconds over the SLO / replica-seconds per policy."""
+    print("start-up sweep: seconds over the SLO / replica-seconds (standby counted)")
+    header = f"{'start':>5} {'trace':8}" + "".join(f" {name[:12]:>12}" for _, name in POLICIES)
+    print(header + "  new+sb")
+    print("-" * (len(header) + 8))
+    for entry in sweep:
+        for row in entry["rows"]:
+            cells = "".join(
+                f" {row[key]['secondsOverSlo']:>5}/{row[key]['replicaSeconds']:<6.0f}"
+                for key, _ in POLICIES
+            )
+            verdict = "beats" if row["mlkubeStandby"]["beatsHpa"] else "-"
+            print(f"{entry['startupSeconds']:>4.0f}s {row['trace']:8}{cells}  {verdict}")
 
 
 # the short real local run --------------------------------------------------------------
@@ -77,7 +144,7 @@ class Model:
     outputs = [{"name": "label", "datatype": "INT64", "shape": [-1]}]
 
     def load(self):
-        pass
+        time.sleep(WARMUP_S)  # a stand-in for loading weights and warming up (--warmup)
 
     def predict(self, batch):
         rows = len(batch["input"])
@@ -193,12 +260,18 @@ class PacedClient:
         return sum(1 for p in p95s if p > slo_ms), p95s
 
 
-def _real_spec(folder: Path, name: str, port: int, autoscaling: dict[str, Any]) -> Path:
+def _real_spec(
+    folder: Path, name: str, port: int, autoscaling: dict[str, Any], warmup_s: float = 0.0
+) -> Path:
     import yaml
 
     model_dir = folder / "model"
     model_dir.mkdir(parents=True, exist_ok=True)
-    source = REAL_MODEL.replace("SLEEP_S", repr(REAL_SLEEP_S)).replace("BURN_S", repr(REAL_BURN_S))
+    source = (
+        REAL_MODEL.replace("SLEEP_S", repr(REAL_SLEEP_S))
+        .replace("BURN_S", repr(REAL_BURN_S))
+        .replace("WARMUP_S", repr(warmup_s))
+    )
     (model_dir / "bench_model.py").write_text(source)
     document = {
         "apiVersion": "mlkube.dev/v1alpha1",
@@ -222,7 +295,9 @@ def _autoscaling_yaml(spec: AutoscalingSpec) -> dict[str, Any]:
     return data
 
 
-def _run_policy(label: str, spec: AutoscalingSpec, rates: tuple[float, ...]) -> dict[str, Any]:
+def _run_policy(
+    label: str, spec: AutoscalingSpec, rates: tuple[float, ...], warmup_s: float = 0.0
+) -> dict[str, Any]:
     """One real run of ``rates`` against ``mlkube up`` with the ``spec`` autoscaling section."""
     import contextlib
     import os
@@ -244,7 +319,7 @@ def _run_policy(label: str, spec: AutoscalingSpec, rates: tuple[float, ...]) -> 
             "MLKUBE_METRICS_PERIOD_S": REAL_METRICS_PERIOD_S,
         }
         port = free_port()
-        path = _real_spec(folder, "bench", port, _autoscaling_yaml(spec))
+        path = _real_spec(folder, "bench", port, _autoscaling_yaml(spec), warmup_s)
         pids: set[int] = set()
 
         def cli(*args: str) -> None:
@@ -321,13 +396,21 @@ def _run_policy(label: str, spec: AutoscalingSpec, rates: tuple[float, ...]) -> 
     }
 
 
-def real_local_run() -> dict[str, Any]:
-    """The same short step trace against ``mlkube up``: the default policy, then HPA 70% CPU."""
+def real_local_run(warmup_s: float = 0.0) -> dict[str, Any]:
+    """The same short step trace against ``mlkube up``: the default policy, then HPA 70% CPU.
+
+    ``warmup_s``: the model's ``load()`` sleeps this long, so every replica's start-up is at
+    least that. The predictive and standby policies are not run for real: the local
+    controller passes the policy no load history and starts no standby replicas.
+    """
     model = real_model()
     rates = real_trace(model.capacity_at_slo())
     ours_spec = presets.mlkube_default(model)
     hpa_spec_ = presets.hpa_guide()
-    real = [_run_policy("mlkube", ours_spec, rates), _run_policy("hpa-cpu70", hpa_spec_, rates)]
+    real = [
+        _run_policy("mlkube", ours_spec, rates, warmup_s),
+        _run_policy("hpa-cpu70", hpa_spec_, rates, warmup_s),
+    ]
     startup = sum(r["startupSeconds"] for r in real) / len(real)
     simulated_model = replace(model, startup_s=startup)
     simulated = [
@@ -342,6 +425,7 @@ def real_local_run() -> dict[str, Any]:
         "rps": [round(r, 2) for r in rates],
         "model": {k: getattr(simulated_model, k) for k in simulated_model.__dataclass_fields__},
         "sloMs": model.slo_ms,
+        "warmupSeconds": warmup_s,
         "real": real,
         "simulated": [s.summary() for s in simulated],
     }
@@ -371,6 +455,9 @@ def main() -> int:
     parser.add_argument(
         "--real", action="store_true", help="also run the short real local run (about 4 min)"
     )
+    parser.add_argument(
+        "--warmup", type=float, default=0.0, help="seconds the real run's model warms up"
+    )
     args = parser.parse_args()
     profile = None
     if args.profile:
@@ -384,46 +471,41 @@ def main() -> int:
         f"at SLO {model.capacity_at_slo():.1f}, start-up {model.startup_s:.1f}s, "
         f"SLO p95 {model.slo_ms:.0f} ms"
     )
-    header = f"{'trace':9} {'policy':10} {'s over SLO':>10} {'replica-s':>10} {'max':>4}  verdict"
+    header = f"{'trace':9} {'policy':17} {'s over SLO':>10} {'replica-s':>10} {'max':>4}  verdict"
     print(header)
     print("-" * len(header))
     for row in rows:
-        for key, label in (("mlkube", "mlkube"), ("hpaCpu70", "hpa-cpu70")):
+        for key, label in POLICIES:
             s = row[key]
-            verdict = (
-                ("beats HPA" if row["beatsHpa"] else "DOES NOT beat HPA") if key == "mlkube" else ""
-            )
+            verdict = ""
+            if key != "hpaCpu70":
+                verdict = "beats HPA" if s["beatsHpa"] else "DOES NOT beat HPA"
             print(
-                f"{row['trace']:9} {label:10} {s['secondsOverSlo']:>10} "
+                f"{row['trace']:9} {label:17} {s['secondsOverSlo']:>10} "
                 f"{s['replicaSeconds']:>10.0f} {s['maxReplicas']:>4}  {verdict}"
             )
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for startup in SWEEP_STARTUPS:
         swept = compare(replace(model, startup_s=startup))
-        per_trace = {
-            r["trace"]: {
-                "mlkubeSecondsOverSlo": r["mlkube"]["secondsOverSlo"],
-                "hpaSecondsOverSlo": r["hpaCpu70"]["secondsOverSlo"],
-                "replicaSecondsRatio": round(r["replicaSecondsRatio"], 3),
-            }
-            for r in swept
+        beats = {
+            key: all(r[key]["beatsHpa"] for r in swept)
+            for key in ("mlkube", "mlkubePredictive", "mlkubeStandby")
         }
-        sweep.append(
-            {
-                "startupSeconds": startup,
-                "allBeatHpa": all(r["beatsHpa"] for r in swept),
-                "traces": per_trace,
-            }
+        sweep.append({"startupSeconds": startup, "allBeatHpa": beats, "rows": swept})
+    print_sweep(sweep)
+    criterion = done_when(sweep)
+    print("issue 19 criterion (mlkube-standby vs hpa-cpu70, s over SLO and replica-s):")
+    for c in criterion:
+        (ours, hpa), (ours_rs, hpa_rs) = c["secondsOverSlo"], c["replicaSeconds"]
+        print(
+            f"  {c['startupSeconds']:>3.0f}s {c['trace']:6} {ours:>4} vs {hpa:<4} "
+            f"{ours_rs:>6.0f} vs {hpa_rs:<6.0f} {'met' if c['met'] else 'NOT met'}"
         )
-    print(
-        "start-up sweep:",
-        ", ".join(
-            f"{s['startupSeconds']:.0f}s {'ok' if s['allBeatHpa'] else 'FAILS'}" for s in sweep
-        ),
-    )
-    real = real_local_run() if args.real else None
+    real = real_local_run(args.warmup) if args.real else None
     if real is not None:
         print_real(real)
+    else:
+        real = _previous_real_run()
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         json.dumps(
@@ -433,17 +515,28 @@ def main() -> int:
                 "machine": platform.machine(),
                 "model": {k: getattr(model, k) for k in model.__dataclass_fields__},
                 "capacityAtSloRps": model.capacity_at_slo(),
+                "standbyReplicas": presets.DEFAULT_STANDBY,
                 "simulated": rows,
                 "startupSweep": sweep,
-                "realLocalRun": real
-                if real is not None
-                else {"status": "not run", "why": "run with --real"},
+                "issue19Criterion": criterion,
+                "realLocalRun": real,
             },
             indent=2,
         )
     )
     print(f"wrote {RESULTS}")
     return 0 if all(r["beatsHpa"] for r in rows) else 1
+
+
+def _previous_real_run() -> dict[str, Any]:
+    """The last real run's section of the results file (the simulation does not redo it)."""
+    try:
+        previous: dict[str, Any] = json.loads(RESULTS.read_text())["realLocalRun"]
+    except (OSError, ValueError, KeyError):
+        return {"status": "not run", "why": "run with --real"}
+    if previous.get("status") == "run":
+        previous["note"] = "from an earlier --real run (only the simulation was rerun)"
+    return previous
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from mlkube.testing.local import LocalController
 from .doc_commands import Command, Page, ShownOutput, Skipped, WriteFile, output_matches
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("examples", "scripts", "docs", "README.md", "pyproject.toml")
+COPIED = ("examples", "scripts", "docs", "deploy", "README.md", "pyproject.toml")
 DOCUMENTED_PORT = 8501
 COMMAND_TIMEOUT_S = 240.0
 INTERRUPT_WAIT_S = 180.0

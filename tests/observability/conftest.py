@@ -30,6 +30,10 @@ def tool(name: str) -> str:
     """The path of a Prometheus tool, or a skip that says how to install it."""
     path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/bin")
     if path is None:
-        package = "prometheus-alertmanager" if name == "amtool" else "prometheus"
+        package = (
+            "prometheus-alertmanager"
+            if "alertmanager" in name or name == "amtool"
+            else "prometheus"
+        )
         pytest.skip(f"{name} is not installed (apt-get install {package})")
     return path

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from mlkube.autoscale.history import LoadHistory
     from mlkube.spec.autoscaling import AutoscalingSpec
 
 Condition = tuple[str, str, str]
@@ -67,6 +68,10 @@ class Decision:
     """The rule that changed the metric's wish, e.g. "maxReplicas", "ScaleUpLimit"."""
     conditions: tuple[Condition, ...]
     """HPA-style conditions AbleToScale / ScalingActive / ScalingLimited."""
+    standby: int = 0
+    """Warm standby replicas to keep next to the serving ones: ``autoscaling.standby``, at
+    most ``maxReplicas`` minus ``desired_replicas`` (one that could never be promoted is
+    not kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,8 @@ class PolicyState:
     window: tuple[tuple[float, float, float, float], ...] = field(default=())
     """Recent (time, in-flight demand, rps demand, queued) totals for the stable/panic windows."""
     last_scale_at: float | None = None
+    forecast_asks: tuple[Recommendation, ...] = ()
+    """Recent forecast asks (predictive scaling), held one stable window before a scale-down."""
 
     def to_json(self) -> dict[str, Any]:
         """A plain dict for the loop's SQLite store."""
@@ -116,6 +123,7 @@ class PolicyState:
             "lastActiveAt": self.last_active_at,
             "window": [list(w) for w in self.window],
             "lastScaleAt": self.last_scale_at,
+            "forecastAsks": [[r.replicas, r.at] for r in self.forecast_asks],
         }
 
     @classmethod
@@ -134,6 +142,9 @@ class PolicyState:
                 (float(w[0]), float(w[1]), float(w[2]), float(w[3])) for w in data.get("window", ())
             ),
             last_scale_at=_opt_float(data.get("lastScaleAt")),
+            forecast_asks=tuple(
+                Recommendation(int(r), float(t)) for r, t in data.get("forecastAsks", ())
+            ),
         )
 
 
@@ -142,12 +153,19 @@ def _opt_float(value: object) -> float | None:
 
 
 def decide(
-    spec: AutoscalingSpec, observation: Observation, state: PolicyState | None
+    spec: AutoscalingSpec,
+    observation: Observation,
+    state: PolicyState | None,
+    history: LoadHistory | None = None,
 ) -> tuple[Decision, PolicyState]:
-    """Pure: the desired replica count for ``observation`` under ``spec``, and the new state."""
+    """Pure: the desired replica count for ``observation`` under ``spec``, and the new state.
+
+    ``history`` feeds ``autoscaling.predictive`` (the measured start-up and the request-rate
+    history, see ``autoscale.history``); without it the decision is the reactive one.
+    """
     from mlkube.autoscale.policy import decide as _decide
 
-    return _decide(spec, observation, state)
+    return _decide(spec, observation, state, history)
 
 
 def should_activate(spec: AutoscalingSpec, observation: Observation) -> bool:

@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from mlkube.autoscale import knative
 from mlkube.autoscale.api import Decision, Observation, PolicyState
+from mlkube.autoscale.history import LoadHistory
 from mlkube.autoscale.hpa.controller import (
     HpaOutcome,
     MetricFailure,
@@ -24,6 +25,7 @@ from mlkube.autoscale.hpa.controller import (
     reconcile,
 )
 from mlkube.autoscale.hpa_mapping import hpa_memory, hpa_observed, hpa_spec
+from mlkube.autoscale.predictive import apply_forecast
 from mlkube.spec.autoscaling import (
     AutoscalingSpec,
     ConcurrencyMetric,
@@ -50,9 +52,32 @@ _STABILIZED = {
 
 
 def decide(
+    spec: AutoscalingSpec,
+    observation: Observation,
+    state: PolicyState | None,
+    history: LoadHistory | None = None,
+) -> tuple[Decision, PolicyState]:
+    """The desired replica count for ``observation`` under ``spec``, and the new state.
+
+    With ``autoscaling.predictive`` and a ``history``, the reactive count is raised to the
+    forecast's ask (``autoscale.predictive``); ``Decision.standby`` is the warm pool to keep.
+    """
+    decision, new_state = _reactive(spec, observation, state)
+    decision, new_state = apply_forecast(spec, observation, decision, new_state, history)
+    return replace(decision, standby=standby_pool(spec, decision.desired_replicas)), new_state
+
+
+def standby_pool(spec: AutoscalingSpec, serving: int) -> int:
+    """Warm standby replicas to keep at ``serving`` replicas: ``standby``, at most
+    ``maxReplicas - serving``, none at zero (scale to zero means nothing running)."""
+    if serving == 0:
+        return 0
+    return max(0, min(spec.standby, spec.max_replicas - serving))
+
+
+def _reactive(
     spec: AutoscalingSpec, observation: Observation, state: PolicyState | None
 ) -> tuple[Decision, PolicyState]:
-    """The desired replica count for ``observation`` under ``spec``, and the new state."""
     previous = state or PolicyState()
     active = is_active(observation)
     last_active = (

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mlkube.autoscale.simulator import ReplicaModel, SimPolicy
 from mlkube.errors import MlkubeError
-from mlkube.spec.autoscaling import AutoscalingSpec, CpuMetric, RpsMetric
+from mlkube.spec.autoscaling import AutoscalingSpec, CpuMetric, PredictiveSpec, RpsMetric
 
 TARGET_FRACTION = 0.7
 """The default policy aims each replica at this fraction of its capacity at the SLO."""
@@ -15,7 +15,10 @@ TARGET_FRACTION = 0.7
 METRICS_SERVER_RESOLUTION = 15.0
 """metrics-server's default ``--metric-resolution``: how fresh HPA's CPU figures are."""
 
-NAMES = ("mlkube", "hpa-cpu70", "spec")
+DEFAULT_STANDBY = 1
+"""The warm pool of the ``mlkube-standby`` policy."""
+
+NAMES = ("mlkube", "mlkube-predictive", "mlkube-standby", "hpa-cpu70", "spec")
 """Policies ``mlkube simulate --policy`` knows."""
 
 
@@ -58,10 +61,25 @@ def mlkube_default(
     )
 
 
+def mlkube_predictive(
+    model: ReplicaModel, base: AutoscalingSpec | None = None, *, standby: int = 0
+) -> AutoscalingSpec:
+    """The default policy with ``predictive: {}`` (horizon auto) and ``standby`` replicas."""
+    return mlkube_default(model, base).model_copy(
+        update={"predictive": PredictiveSpec(), "standby": standby}
+    )
+
+
 def policy(name: str, model: ReplicaModel, spec: AutoscalingSpec | None) -> SimPolicy:
-    """The named policy: ``mlkube`` (default), ``hpa-cpu70`` (the guide) or ``spec``."""
+    """The named policy: ``mlkube`` (default, reactive), ``mlkube-predictive`` (with the
+    start-up-aware forecast), ``mlkube-standby`` (forecast and ``DEFAULT_STANDBY`` warm
+    replicas), ``hpa-cpu70`` (the guide) or ``spec``."""
     if name == "mlkube":
         return SimPolicy(name, mlkube_default(model, spec))
+    if name == "mlkube-predictive":
+        return SimPolicy(name, mlkube_predictive(model, spec))
+    if name == "mlkube-standby":
+        return SimPolicy(name, mlkube_predictive(model, spec, standby=DEFAULT_STANDBY))
     if name == "hpa-cpu70":
         return SimPolicy(name, hpa_guide(), metrics_resolution=METRICS_SERVER_RESOLUTION)
     if name == "spec":

@@ -4,7 +4,14 @@ Pure and deterministic: no clock, no randomness. The replica model is a fluid qu
 ready replica serves up to ``capacity_rps``; excess arrivals wait in a backlog. A request's
 p95 latency is an M/M/1 estimate, ``ln(20) · S / (1 - ρ)`` with S the base service time and
 ρ the utilization, plus the backlog's wait. New replicas are ready ``startup_s`` after they are
-asked for. The policy sees the same ``Observation`` the local loop builds, at its own tick.
+asked for. The policy sees the same ``Observation`` the local loop builds, at its own tick, and
+a ``LoadHistory``: the arriving request rate of every past second (what the load balancer
+counts) and the median spawn-to-ready time of the replicas that became ready.
+
+Warm standby (``autoscaling.standby``): the pool the decision asks for is started like any
+replica and serves nothing; a scale-up promotes pool replicas first (serving from the next
+second, ``PROMOTION_S``), then starts cold ones; a scale-down demotes ready replicas into the
+pool while it is short. Pool replicas count in the replica-seconds.
 """
 
 from __future__ import annotations
@@ -13,11 +20,19 @@ import math
 from dataclasses import dataclass, field
 
 from mlkube.autoscale.api import Observation, PolicyState, ReplicaMetrics
+from mlkube.autoscale.history import LoadHistory, Startups, measured_startups, startup_seconds
 from mlkube.autoscale.policy import decide
 from mlkube.spec.autoscaling import AutoscalingSpec
 
 P95_FACTOR = math.log(20)
 """p95 of an exponential response time, in multiples of its mean."""
+
+PROMOTION_S = 0.2
+"""Standby to serving: the load balancer adds an already-ready replica (well under a second);
+with one-second steps the promoted replica serves from the next second."""
+
+GOLDEN = (math.sqrt(5) - 1) / 2
+"""Steps of the low-discrepancy sequence that spreads start-ups between replicas."""
 
 MAX_UTILIZATION = 0.99
 """ρ is capped here so a saturated replica's latency stays finite (the backlog adds the rest)."""
@@ -32,7 +47,10 @@ class ReplicaModel:
     base_latency_ms: float = 50.0
     """Service time of one request on an idle replica."""
     startup_s: float = 5.0
-    """From asking for a replica to it being ready."""
+    """From asking for a replica to it being ready (the median over replicas)."""
+    startup_spread: float = 0.0
+    """Replica k's start-up is ``startup_s × (1 + spread × (u_k − 0.5))``, u_k spread evenly
+    over [0, 1) (golden-ratio sequence): deterministic variation between replicas."""
     cpu_per_request: float = 0.05
     """Core-seconds one request costs."""
     idle_cpu_cores: float = 0.02
@@ -43,6 +61,11 @@ class ReplicaModel:
     memory_request_bytes: int | None = 512 * 2**20
     slo_ms: float = 500.0
     """The latency SLO the report counts against (p95)."""
+
+    def startup_of(self, k: int) -> float:
+        """The start-up of the k-th replica started (k from 1)."""
+        u = (k * GOLDEN) % 1.0
+        return max(0.0, self.startup_s * (1.0 + self.startup_spread * (u - 0.5)))
 
     def p95_ms(self, utilization: float) -> float:
         """Steady-state p95 latency at ``utilization`` (0 ≤ ρ)."""
@@ -82,6 +105,8 @@ class Second:
     rate: float
     replicas: int
     ready: int
+    standby: int
+    """Warm standby replicas (starting or warm), not serving."""
     served: float
     backlog: float
     p95_ms: float
@@ -105,8 +130,13 @@ class SimResult:
 
     @property
     def replica_seconds(self) -> float:
-        """Replicas alive (starting or ready) summed over seconds: the cost."""
-        return float(sum(s.replicas for s in self.seconds))
+        """Replicas alive (starting, ready or standby) summed over seconds: the cost."""
+        return float(sum(s.replicas + s.standby for s in self.seconds))
+
+    @property
+    def standby_seconds(self) -> float:
+        """The standby pool's share of ``replica_seconds``."""
+        return float(sum(s.standby for s in self.seconds))
 
     @property
     def max_backlog(self) -> float:
@@ -122,6 +152,7 @@ class SimResult:
             "trace": self.trace,
             "secondsOverSlo": self.seconds_over_slo,
             "replicaSeconds": self.replica_seconds,
+            "standbySeconds": self.standby_seconds,
             "maxReplicas": max((s.replicas for s in self.seconds), default=0),
             "meanReplicas": round(self.replica_seconds / max(1, len(self.seconds)), 3),
             "maxBacklog": round(self.max_backlog, 3),
@@ -136,25 +167,52 @@ class _Replica:
     started_at: float
     ready_at: float
 
+    promoted: bool = False
+    """Came from the standby pool: its spawn-to-ready is no start-up measurement."""
+
 
 @dataclass
 class _World:
     model: ReplicaModel
     replicas: list[_Replica]
+    standby: list[_Replica] = field(default_factory=list)
     backlog: float = 0.0
     counter: int = 0
     history: list[tuple[float, float, float, float, float]] = field(default_factory=list)
     """Per second, per ready replica: (cpu cores, in-flight, rps, queue, p95 ms)."""
 
-    def add(self, now: float) -> None:
+    def _new(self, now: float) -> _Replica:
         self.counter += 1
-        self.replicas.append(_Replica(f"r{self.counter}", now, now + self.model.startup_s))
+        return _Replica(f"r{self.counter}", now, now + self.model.startup_of(self.counter))
 
-    def remove(self, count: int, now: float) -> None:
+    def add(self, now: float) -> None:
+        """One more serving replica: a standby one if any (warm first), else a cold start."""
+        if self.standby:
+            pick = min(self.standby, key=lambda r: (r.ready_at, r.started_at))
+            self.standby.remove(pick)
+            pick.ready_at = max(pick.ready_at, now + PROMOTION_S)
+            pick.promoted = True
+            self.replicas.append(pick)
+            return
+        self.replicas.append(self._new(now))
+
+    def remove(self, count: int, now: float, pool: int) -> None:
+        """``count`` fewer serving replicas; ready ones fill the standby pool up to ``pool``."""
         # Unready replicas go first, then the newest.
         order = sorted(self.replicas, key=lambda r: (r.ready_at <= now, r.started_at))
         for victim in order[:count]:
             self.replicas.remove(victim)
+            if victim.ready_at <= now and len(self.standby) < pool:
+                self.standby.append(victim)
+
+    def keep_standby(self, pool: int, now: float) -> None:
+        """Start or stop pool replicas so ``pool`` of them exist (unready ones stop first)."""
+        while len(self.standby) < pool:
+            self.standby.append(self._new(now))
+        if len(self.standby) > pool:
+            order = sorted(self.standby, key=lambda r: (r.ready_at <= now, r.started_at))
+            for victim in order[: len(self.standby) - pool]:
+                self.standby.remove(victim)
 
 
 def simulate(
@@ -171,22 +229,29 @@ def simulate(
     decisions: list[tuple[int, int, str]] = []
     next_tick = 0.0
     pending_since_zero = 0.0
+    arrivals: list[tuple[float, float]] = []
+    startups: Startups = ()
     for t, rate in enumerate(rates):
         now = float(t)
         second = _advance(world, t, rate)
         seconds.append(second)
+        arrivals.append((now + 1, rate))
         pending_since_zero = world.backlog if second.ready == 0 else 0.0
         if now + 1 >= next_tick:
             next_tick = now + 1 + tick
             seen = _scraped_upto(policy, now + 1)
             obs = observe(world, now + 1, tick, pending=pending_since_zero, upto=seen)
-            decision, state = decide(spec, obs, state)
+            cold = [r for r, w in zip(obs.replicas, world.replicas, strict=True) if not w.promoted]
+            startups = measured_startups(cold, startups)
+            history = LoadHistory(now + 1, arrivals, startup_seconds(startups))
+            decision, state = decide(spec, obs, state, history)
             current = len(world.replicas)
             if decision.desired_replicas > current:
                 for _ in range(decision.desired_replicas - current):
                     world.add(now + 1)
             elif decision.desired_replicas < current:
-                world.remove(current - decision.desired_replicas, now + 1)
+                world.remove(current - decision.desired_replicas, now + 1, decision.standby)
+            world.keep_standby(decision.standby, now + 1)
             if decision.desired_replicas != current:
                 decisions.append((t + 1, decision.desired_replicas, decision.reason))
     return SimResult(policy.name, trace, tuple(seconds), tuple(decisions))
@@ -221,7 +286,9 @@ def _advance(world: _World, t: int, rate: float) -> Second:
     in_flight = model.in_flight(per_replica_rps) + queue if ready else 0.0
     world.history.append((cpu, in_flight, per_replica_rps, queue, p95 if ready else 0.0))
     shown = p95 if math.isfinite(p95) else 0.0 if not busy else 60_000.0
-    return Second(t, rate, len(world.replicas), ready, served, world.backlog, shown, over)
+    return Second(
+        t, rate, len(world.replicas), ready, len(world.standby), served, world.backlog, shown, over
+    )
 
 
 def observe(

@@ -12,6 +12,7 @@ import click
 from mlkube.backends.local import prometheus
 from mlkube.backends.local.backend import DEPLOYMENT_KIND, LocalBackend
 from mlkube.cli.deployments import show_apply
+from mlkube.cli.observability import alerting_options, alertmanager_request, print_monitoring
 from mlkube.cli.output import print_info, show_live
 from mlkube.cli.targets import state_dir_option
 from mlkube.errors import BackendError
@@ -38,11 +39,14 @@ VIEW_REFRESH_S = 1.0
 @click.option(
     "--timeout", "timeout_s", type=float, default=300.0, show_default=True, help="--wait limit (s)."
 )
+@alerting_options
 @state_dir_option
 def up(
     specs: tuple[str, ...],
     detach: bool,
     with_prometheus: bool,
+    alert_webhooks: tuple[str, ...],
+    alertmanager_config: str | None,
     wait: bool,
     timeout_s: float,
     state_dir: str | None,
@@ -55,19 +59,21 @@ def up(
       mlkube up -d examples/iris/                 in the background; `mlkube down` stops
       mlkube up -d --prometheus examples/iris/    with a local Prometheus (prints its URL)
       mlkube up -d --wait examples/iris/          return once every replica is ready
+    Alerts to a webhook, through a local Alertmanager (docs/alerts.md):
+      mlkube up --prometheus --alert-webhook http://127.0.0.1:9000/ examples/iris/
     """
     if wait and not detach:
         raise click.UsageError("--wait goes with -d (the live view already shows progress)")
     backend = LocalBackend(state_dir)
     load_documents(*specs)
     binary = prometheus.find_binary() if with_prometheus else None  # fail before any start
+    alerting = alertmanager_request(alert_webhooks, alertmanager_config, with_prometheus)
     started = backend.ensure_controller()
     try:
         applied = backend.apply(specs)
         show_apply(applied)
         if binary is not None:
-            action, url = backend.start_prometheus(binary)
-            print_info(f"prometheus {action}: {url}")
+            print_monitoring(backend.start_prometheus(binary, alerting), alerting)
     except BackendError:
         if started:  # leave nothing behind: the controller we started has nothing to run
             backend.delete(None)

@@ -1,18 +1,22 @@
 """``mlkube dashboard / alerts / metrics-catalogue``: generated observability artefacts.
 
 Thin: the dashboards, rules and catalogue are pure functions of ``mlkube.observability``; this
-module only finds the spec, picks the output and writes it.
+module only finds the spec, picks the output and writes it. It also holds the alerting
+options of ``mlkube up`` (``--alert-webhook``, ``--alertmanager-config``), checked here before
+anything starts.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import yaml
 
+from mlkube.backends.local import alertmanager
 from mlkube.backends.local.controller.deployment import APPLIED_FILE
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
 from mlkube.cli.output import print_data, print_info, print_status
@@ -155,6 +159,73 @@ def metrics_catalogue(output: str | None, output_format: str) -> None:
         _write(json.dumps(rows, indent=2), output)
         return
     _write(catalogue.render_markdown(), output)
+
+
+# `mlkube up --prometheus --alert-webhook URL`: where the local alerts go ------------------
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def alerting_options(func: F) -> F:
+    """``--alert-webhook`` (repeatable) and ``--alertmanager-config`` of ``mlkube up``."""
+    func = click.option(
+        "--alertmanager-config",
+        "alertmanager_config",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="With --prometheus: run a local Alertmanager with this alertmanager.yml (any "
+        "receivers: Slack, email, PagerDuty, webhooks).",
+    )(func)
+    return click.option(
+        "--alert-webhook",
+        "alert_webhooks",
+        multiple=True,
+        metavar="URL",
+        help="With --prometheus: run a local Alertmanager that posts firing and resolved "
+        "alerts to URL (repeatable).",
+    )(func)
+
+
+def alertmanager_request(
+    webhooks: tuple[str, ...], config_file: str | None, with_prometheus: bool
+) -> dict[str, Any] | None:
+    """The Alertmanager part of ``up``'s request to the controller, or None when not asked.
+
+    Checked here, before the controller starts: the binary, the URLs, the user's file.
+    """
+    if not webhooks and config_file is None:
+        return None
+    if not with_prometheus:
+        raise click.UsageError(
+            "--alert-webhook and --alertmanager-config go with --prometheus "
+            "(Prometheus evaluates the alert rules)"
+        )
+    if webhooks and config_file is not None:
+        raise click.UsageError(
+            "use --alert-webhook or --alertmanager-config, not both "
+            "(add the webhook to your alertmanager.yml)"
+        )
+    if config_file is not None:
+        config = alertmanager.user_config(Path(config_file))
+    else:
+        config = alertmanager.webhook_config(webhooks)
+    return {"binary": alertmanager.find_binary(), "config": config}
+
+
+def print_monitoring(answer: dict[str, Any], request: dict[str, Any] | None) -> None:
+    """Where Prometheus and Alertmanager listen, and where the alerts go."""
+    print_info(f"prometheus {answer['action']}: {answer['url']}")
+    if request is None or not answer.get("alertmanagerUrl"):
+        return
+    print_info(f"alertmanager {answer['alertmanagerAction']}: {answer['alertmanagerUrl']}")
+    for receiver in request["config"]["receivers"]:
+        print_info(f"  alerts to receiver {receiver['name']}: {_destinations(receiver)}")
+
+
+def _destinations(receiver: dict[str, Any]) -> str:
+    """A webhook receiver's URLs; the kinds of any other (``slack, email``)."""
+    urls = [w.get("url") for w in receiver.get("webhook_configs") or () if isinstance(w, dict)]
+    kinds = [key.removesuffix("_configs") for key in receiver if key.endswith("_configs")]
+    return ", ".join(u for u in urls if u) or ", ".join(kinds) or "nowhere (no configs)"
 
 
 COMMANDS: list[click.Command] = [dashboard, alerts_command, metrics_catalogue]

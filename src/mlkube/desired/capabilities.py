@@ -15,16 +15,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
 from mlkube.desired.traffic import current_split, header_route
-from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric
+from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric, RpsMetric
 from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
     MODELS_SCHEME,
     KubernetesSpec,
     ModelDeployment,
 )
+from mlkube.spec.job import BatchInference, JobKubernetesSpec, TrainingJob
 from mlkube.spec.loading import SpecDocument
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.placement import ServiceType
@@ -90,9 +92,11 @@ class Capability:
     kubernetes: Verdict
     when: str = ""
     """The condition in words, for the docs page ("" means whenever the field is used)."""
-    applies: Callable[[ModelDeployment], bool] = _always
+    applies: Callable[[Any], bool] = _always
+    """When the row applies to a document (of ``kind``); for Quota and PriorityClass rows,
+    which leave it ``_always``: whenever the document sets the field."""
     kind: str = "ModelDeployment"
-    detail: Callable[[ModelDeployment], str] | None = None
+    detail: Callable[[Any], str] | None = None
     """What the row means for this spec (a number), appended to the note."""
 
     def verdict(self, target: BackendKind) -> Verdict:
@@ -158,6 +162,16 @@ def _replica_share(doc: ModelDeployment) -> str:
     )
 
 
+def _predictive(scaling: AutoscalingSpec) -> bool:
+    return scaling.predictive is not None and scaling.predictive.enabled
+
+
+def _forecast_trigger(scaling: AutoscalingSpec) -> bool:
+    """KEDA renders the forecast: predictive on, engine keda, an rps target to size by."""
+    has_rps = any(isinstance(m, RpsMetric) for m in scaling.metrics)
+    return _predictive(scaling) and scaling.engine is AutoscalerEngine.KEDA and has_rps
+
+
 def _request_metrics(scaling: AutoscalingSpec) -> bool:
     return not only_resource_metrics(scaling)
 
@@ -194,6 +208,215 @@ ONE_MACHINE = "one machine: replicas are processes on this host"
 K8S_ONLY = "settings of the Kubernetes backend only"
 NO_PANIC = "HPA and KEDA have no panic mode; scale-up has no stabilization window instead"
 CLUSTER_FLAG = "a controller-manager flag on a cluster, the same for every HPA"
+LOCAL_REACTIVE = (
+    "the local controller passes the policy no load history, so it scales reactively; "
+    "`mlkube simulate` and bench/autoscale.py run the forecast"
+)
+
+
+# --- TrainingJob and BatchInference ---------------------------------------------------------
+GANG_ON_A_JOB = (
+    "an Indexed Job recreates a failed worker's pod alone (the others keep running and "
+    "usually fail on the broken connection) and backoffLimit counts failed pods, not group "
+    "restarts; a PyTorchJob restarts the failed worker's container (restartPolicy "
+    "OnFailure) within runPolicy.backoffLimit; a pod preempted or evicted is not counted"
+)
+QUEUE_ON_A_CLUSTER = (
+    "the label kueue.x-k8s.io/queue-name: Kueue admits the job when its ClusterQueue has "
+    "quota for every worker; without Kueue nothing queues: pods are scheduled by "
+    "priorityClassName and refused by a ResourceQuota when over it"
+)
+
+
+def _job_output_without_claim(doc: Any) -> bool:
+    return isinstance(doc, TrainingJob) and doc.spec.output.claim_name is None
+
+
+def _batch_output_without_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and doc.spec.output.claim_name is None
+
+
+def _batch_input_without_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and doc.spec.input.claim_name is None
+
+
+def _batch_model_off_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and not doc.spec.model.uri.startswith("pvc://")
+
+
+def _job_placement_set(doc: Any) -> bool:
+    placement = doc.spec.placement
+    return bool(
+        placement.node_selector
+        or placement.tolerations
+        or placement.affinity
+        or placement.topology_spread_constraints
+    )
+
+
+def _job_kubernetes_set(doc: Any) -> bool:
+    return bool(doc.spec.kubernetes != JobKubernetesSpec())
+
+
+def _job_rows(kind: str) -> tuple[Capability, ...]:
+    """Rows both job kinds share."""
+    return (
+        Capability("metadata", HONOURED, HONOURED, kind=kind),
+        Capability("spec.workers", HONOURED, HONOURED, kind=kind),
+        Capability("spec.resources", HONOURED, HONOURED, kind=kind),
+        Capability(
+            "spec.placement",
+            ignored(ONE_MACHINE),
+            HONOURED,
+            "nodeSelector, tolerations, affinity or topologySpreadConstraints set",
+            _job_placement_set,
+            kind=kind,
+        ),
+        Capability("spec.placement.priorityClassName", HONOURED, HONOURED, kind=kind),
+        Capability(
+            "spec.queue",
+            HONOURED,
+            approximated(QUEUE_ON_A_CLUSTER),
+            "set",
+            lambda d: d.spec.queue is not None,
+            kind=kind,
+        ),
+        Capability(
+            "spec.kubernetes",
+            ignored(K8S_ONLY),
+            HONOURED,
+            "set",
+            _job_kubernetes_set,
+            kind=kind,
+        ),
+    )
+
+
+JOB_ROWS: tuple[Capability, ...] = (
+    *_job_rows("TrainingJob"),
+    Capability(
+        "spec.run",
+        HONOURED,
+        HONOURED,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.run.image",
+        ignored("the job runs in the Python that runs mlkube"),
+        HONOURED,
+        "set",
+        lambda d: d.spec.run.image is not None,
+        kind="TrainingJob",
+    ),
+    Capability("spec.env", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability(
+        "spec.backoffLimit",
+        HONOURED,
+        approximated(GANG_ON_A_JOB),
+        "more than one worker",
+        lambda d: d.spec.workers > 1,
+        kind="TrainingJob",
+    ),
+    Capability("spec.activeDeadlineSeconds", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability("spec.terminationGracePeriod", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability(
+        "spec.output",
+        HONOURED,
+        approximated(
+            "an emptyDir per pod: the output is gone when the pod is; set output.claimName "
+            "to keep it"
+        ),
+        "without output.claimName",
+        _job_output_without_claim,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.output.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.output.claim_name is not None,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.output.model",
+        HONOURED,
+        ignored(
+            "no model registry on a cluster: the file stays on the output volume (put it on "
+            "output.claimName and serve it as pvc://CLAIM/FILE)"
+        ),
+        "set",
+        lambda d: d.spec.output.model is not None,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.metrics",
+        HONOURED,
+        approximated(
+            "worker 0 writes the file on the output volume; nothing on the cluster reads it"
+        ),
+        kind="TrainingJob",
+        applies=lambda d: True,
+    ),
+    *_job_rows("BatchInference"),
+    Capability(
+        "spec.model",
+        HONOURED,
+        unsupported(
+            "a batch pod mounts its model from a claim: use model.uri pvc://CLAIM/PATH (no "
+            "registry or download step on a cluster)"
+        ),
+        "model.uri not pvc://",
+        _batch_model_off_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.input",
+        HONOURED,
+        unsupported("the pods read the input from a claim: set input.claimName"),
+        "without input.claimName",
+        _batch_input_without_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.input.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.input.claim_name is not None,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.output",
+        HONOURED,
+        approximated(
+            "an emptyDir per pod: the shards are gone when the pod is; set output.claimName"
+        ),
+        "without output.claimName",
+        _batch_output_without_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.output.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.output.claim_name is not None,
+        kind="BatchInference",
+    ),
+    Capability("spec.shardRows", HONOURED, HONOURED, kind="BatchInference"),
+    Capability("spec.batchSize", HONOURED, HONOURED, kind="BatchInference"),
+    Capability(
+        "spec.backoffLimit",
+        HONOURED,
+        approximated(
+            "retries per worker (backoffLimitPerIndex): a worker that fails starts its "
+            "unfinished shards again; finished shard files on output.claimName are kept"
+        ),
+        kind="BatchInference",
+        applies=lambda d: True,
+    ),
+)
 
 
 CAPABILITIES: tuple[Capability, ...] = (
@@ -430,6 +653,39 @@ CAPABILITIES: tuple[Capability, ...] = (
         _autoscaled(lambda s: s.scale_to_zero is not None),
     ),
     Capability(
+        "spec.autoscaling.predictive",
+        ignored(LOCAL_REACTIVE),
+        approximated(
+            "KEDA Prometheus triggers: predict_linear of the request rate over trendWindow, "
+            "capped at maxGrowth x the current rate; horizon auto is the pods' median "
+            "spawn-to-ready from kube-state-metrics (60 s without it) plus the polling "
+            "interval; the daily profile is yesterday's rate only (locally: the median of "
+            "up to 7 days)"
+        ),
+        "enabled, engine keda with an rps metric",
+        _autoscaled(_forecast_trigger),
+    ),
+    Capability(
+        "spec.autoscaling.predictive",
+        ignored(LOCAL_REACTIVE),
+        ignored(
+            "the forecast is rendered only as KEDA Prometheus triggers sized by an rps "
+            "target: use engine keda with an rps metric"
+        ),
+        "enabled, engine hpa or no rps metric",
+        _autoscaled(lambda s: _predictive(s) and not _forecast_trigger(s)),
+    ),
+    Capability(
+        "spec.autoscaling.standby",
+        ignored(
+            "the local controller starts no standby processes; `mlkube simulate` and "
+            "bench/autoscale.py model the pool and count its replica-seconds"
+        ),
+        ignored("no standby Deployment is rendered: every replica is a serving pod"),
+        "above 0",
+        _autoscaled(lambda s: s.standby > 0),
+    ),
+    Capability(
         "spec.autoscaling.engine",
         ignored("the local loop is the autoscaler; it runs the same resolved policy"),
         HONOURED,
@@ -527,7 +783,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.service", HONOURED, HONOURED),
     Capability(
         "spec.service.type",
-        approximated("the load balancer listens on 127.0.0.1:service.port whatever the type"),
+        approximated(
+            "the load balancer listens on service.port of 127.0.0.1 whatever the type; "
+            "set MLKUBE_BALANCER_HOST (e.g. 0.0.0.0) to let other machines reach it"
+        ),
         HONOURED,
         "NodePort or LoadBalancer",
         lambda d: d.spec.service.type is not ServiceType.CLUSTER_IP,
@@ -613,6 +872,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
+    *JOB_ROWS,
 )
 
 
@@ -632,7 +892,7 @@ def notes(documents: Iterable[Document], target: BackendKind) -> list[Note]:
             verdict = row.verdict(target)
             if verdict.support is Support.HONOURED:
                 continue
-            if isinstance(document, ModelDeployment):
+            if isinstance(document, ModelDeployment) or row.applies is not _always:
                 if not row.applies(document):
                     continue
                 detail = row.detail(document) if row.detail is not None else ""

@@ -177,6 +177,37 @@ class ScaleToZeroSpec(SpecModel):
     """How long the load balancer holds a request while a replica starts, then 503."""
 
 
+class PredictiveSpec(SpecModel):
+    """Scale for the load expected when new replicas will be ready, not for the load now."""
+
+    enabled: bool = True
+    """False keeps the section but scales reactively only."""
+
+    horizon: Literal["auto"] | Seconds = "auto"
+    """How far ahead to forecast. ``auto``: the revision's measured start-up (spawn to ready,
+    the median of its recent replicas) plus one decision period."""
+
+    max_growth: Annotated[float, Field(ge=1, le=10)] = 2.0
+    """The forecast never exceeds this many times the current request rate, so a spike's
+    steep first seconds cannot run the count away (the count also never exceeds
+    maxReplicas)."""
+
+    trend_window: Seconds = 60.0
+    """The recent history the linear trend is fitted to (at least 10 s)."""
+
+    seasonality: bool = True
+    """With a day or more of the deployment's own request rate, also scale ahead of the
+    peak seen at the same time one day (and one week) ago."""
+
+    @model_validator(mode="after")
+    def _ranges(self) -> PredictiveSpec:
+        if not 10.0 <= self.trend_window <= 3600.0:
+            raise ValueError(f"trendWindow must be between 10s and 1h, got {self.trend_window}s")
+        if self.horizon != "auto" and not 0 < float(self.horizon) <= 3600.0:
+            raise ValueError(f"horizon must be auto or between 0 and 1h, got {self.horizon}s")
+        return self
+
+
 class AutoscalingSpec(SpecModel):
     """How the replica count follows load."""
 
@@ -228,6 +259,16 @@ class AutoscalingSpec(SpecModel):
 
     engine: AutoscalerEngine = AutoscalerEngine.HPA
     """What renders the autoscaler on Kubernetes."""
+
+    predictive: PredictiveSpec | None = None
+    """Start-up-aware scaling: a bounded forecast over the start-up horizon (and recurring
+    daily peaks) may raise the count, never lower it below the reactive policy's ask."""
+
+    standby: Annotated[int, Field(ge=0, le=100)] = 0
+    """Warm standby replicas: started and warmed, not serving, promoted to serving in well
+    under a second on scale-up. Never more than maxReplicas minus the serving count (a
+    standby that could never be promoted is not kept). They cost replica-seconds like any
+    replica."""
 
     def tick_seconds(self) -> float:
         """How often the loop should call ``decide`` (``sync_period`` or its default)."""

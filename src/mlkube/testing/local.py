@@ -73,6 +73,9 @@ class LocalController:
     def controller_pid(self) -> int:
         return int(json.loads((self.state / "controller.json").read_text())["pid"])
 
+    def balancer_pid(self) -> int:
+        return int(json.loads((self.state / "balancer.json").read_text())["pid"])
+
     def wait(self, what: str, predicate: Callable[[], bool], timeout_s: float = 60.0) -> float:
         """Poll ``predicate`` until true; the seconds it took, or AssertionError naming ``what``."""
         start = time.monotonic()
@@ -88,6 +91,8 @@ class LocalController:
         """``mlkube down``, then SIGKILL every process group and process this driver saw."""
         with contextlib.suppress(Exception):
             self.pids.add(self.controller_pid())
+        with contextlib.suppress(Exception):  # the balancer process outlives a killed controller
+            self.pids.add(self.balancer_pid())
         with contextlib.suppress(Exception):
             self.run("down", check=False)
         for pid in self.pids:

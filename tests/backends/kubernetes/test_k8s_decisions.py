@@ -20,6 +20,7 @@ from mlkube.backends.kubernetes.doctor import (
     check_taints,
     check_version,
 )
+from mlkube.backends.kubernetes.ownership import ReplicasHandover, replicas_handovers
 from mlkube.backends.kubernetes.wait import rollout_state
 
 MINE = {"app.kubernetes.io/managed-by": "mlkube", "app.kubernetes.io/instance": "m"}
@@ -128,6 +129,45 @@ def test_replicas_are_left_to_the_autoscaler_only_for_existing_deployments():
     assert out["b"]["spec"]["replicas"] == 1  # autoscaled but new: starts at the spec's count
     assert out["c"]["spec"]["replicas"] == 1  # exists, not autoscaled
     assert objects[0]["spec"]["replicas"] == 1  # the input is not mutated
+
+
+def _live(replicas: int, *owners: tuple[str, str, str]) -> dict[str, Any]:
+    """A live Deployment whose spec.replicas is owned by ``owners`` (manager, op, subresource)."""
+    entries = [
+        {
+            "manager": manager,
+            "operation": operation,
+            **({"subresource": sub} if sub else {}),
+            "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}},
+        }
+        for manager, operation, sub in owners
+    ]
+    entries.append({"manager": "mlkube", "operation": "Apply", "fieldsV1": {"f:spec": {}}})
+    return {"metadata": {"managedFields": entries}, "spec": {"replicas": replicas}}
+
+
+MLKUBE_APPLY = ("mlkube", "Apply", "")
+HPA = ("kube-controller-manager", "Update", "scale")
+
+
+@pytest.mark.parametrize(
+    ("sent", "live", "handovers"),
+    [
+        pytest.param(False, _live(3, MLKUBE_APPLY), [3], id="mlkube-alone"),
+        pytest.param(False, _live(3, HPA), [], id="hpa-owns"),
+        pytest.param(False, _live(3, MLKUBE_APPLY, HPA), [], id="shared"),
+        pytest.param(False, _live(3, ("mlkube-handover", "Apply", "")), [], id="handed-over"),
+        pytest.param(True, _live(3, MLKUBE_APPLY), [], id="still-sent"),
+        pytest.param(False, None, [], id="new"),
+    ],
+)
+def test_replicas_are_handed_over_only_when_mlkube_alone_owns_them(sent, live, handovers):
+    spec: dict[str, Any] = {"template": {}, **({"replicas": 2} if sent else {})}
+    objects = [_obj("Deployment", "a", spec=spec)]
+    found = {} if live is None else {("ml", "a"): live}
+    assert replicas_handovers(objects, found) == [
+        ReplicasHandover("ml", "a", count) for count in handovers
+    ]
 
 
 def test_needed_apis_lists_crd_kinds_once():

@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlkube.backends.kubernetes.client import Cluster
-from mlkube.backends.kubernetes.errors import ClusterError, ClusterUnreachableError
+from mlkube.backends.kubernetes.errors import (
+    ClusterError,
+    ClusterUnreachableError,
+    UnauthorizedError,
+)
 from mlkube.backends.kubernetes.render.manifest import KINDS, KindInfo, Manifest
 from mlkube.spec.resources import GPU
 
@@ -82,7 +86,41 @@ OPTIONAL_APIS = (
         "kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/"
         "v1.2.1/standard-install.yaml, plus a Gateway controller",
     ),
+    OptionalApi(
+        "Kubeflow training-operator",
+        "kubeflow.org/v1",
+        ("pytorchjobs",),
+        "TrainingJobs as PyTorchJobs (kind Auto makes an Indexed Job without it)",
+        'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/'
+        'manifests/overlays/standalone?ref=v1.8.1"',
+    ),
+    OptionalApi(
+        "Kueue",
+        "kueue.x-k8s.io/v1beta1",
+        ("localqueues", "clusterqueues", "workloads"),
+        "a job's spec.queue (without Kueue jobs are not queued: pods wait for room by "
+        "priority and a ResourceQuota refuses what is over it)",
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/kueue/releases/"
+        "download/v0.10.1/manifests.yaml, then a ClusterQueue and a LocalQueue per queue",
+    ),
 )
+
+
+ACCESS_DENIED = {401: "401 Unauthorized", 403: "403 Forbidden"}
+"""Answers that say nothing about whether an API is served: the request was refused."""
+
+
+def check_refused(name: str, path: str, status: int) -> Check | None:
+    """A check that could not ask (``path`` answered 401/403) says so; it does not claim the
+    API is missing. None when the answer was not a refusal. Pure."""
+    if status not in ACCESS_DENIED:
+        return None
+    return Check(
+        name,
+        "warn",
+        f"could not check: GET {path} answered {ACCESS_DENIED[status]}",
+        "use credentials that may read API discovery (the system:discovery role)",
+    )
 
 
 def check_version(status: int, body: Any) -> Check:
@@ -247,9 +285,27 @@ def run_doctor(cluster: Cluster, namespace: str) -> list[Check]:
         status, body = cluster.raw_get("/version")
     except ClusterUnreachableError as error:
         return [Check("API server", "fail", str(error), "check the kubeconfig context")]
+    if status == 401:  # every later call would be refused too: one clear finding
+        return [
+            Check(
+                "API server",
+                "fail",
+                str(UnauthorizedError(cluster.server)),
+                "check the kubeconfig user (mlkube doctor --context NAME picks another)",
+            )
+        ]
     checks = [check_version(status, body)]
-    checks.append(check_metrics_server(cluster.raw_get("/apis/metrics.k8s.io/v1beta1")[0]))
-    checks.append(check_custom_metrics(cluster.raw_get("/apis/custom.metrics.k8s.io/v1beta1")[0]))
+    checks.append(
+        _discovered(cluster, "metrics-server", "/apis/metrics.k8s.io/v1beta1", check_metrics_server)
+    )
+    checks.append(
+        _discovered(
+            cluster,
+            "custom metrics API",
+            "/apis/custom.metrics.k8s.io/v1beta1",
+            check_custom_metrics,
+        )
+    )
     checks.extend(_guarded("GPUs", lambda: [check_gpus(cluster.list_objects(NODE, None, {}))]))
     checks.extend(
         _guarded("node taints", lambda: [check_taints(cluster.list_objects(NODE, None, {}))])
@@ -261,9 +317,16 @@ def run_doctor(cluster: Cluster, namespace: str) -> list[Check]:
         )
     )
     for api in OPTIONAL_APIS:
-        checks.append(check_api(api, *cluster.raw_get(f"/apis/{api.group_version}")))
+        path = f"/apis/{api.group_version}"
+        status, body = cluster.raw_get(path)
+        checks.append(check_refused(api.name, path, status) or check_api(api, status, body))
     checks.extend(_guarded("RBAC", lambda: [check_rbac(_denied(cluster, namespace), namespace)]))
     return checks
+
+
+def _discovered(cluster: Cluster, name: str, path: str, check: Callable[[int], Check]) -> Check:
+    status = cluster.raw_get(path)[0]
+    return check_refused(name, path, status) or check(status)
 
 
 def _denied(cluster: Cluster, namespace: str) -> list[str]:

@@ -4,9 +4,11 @@ BackendError
   RenderError           the spec cannot be expressed as Kubernetes objects
   ClusterError          talking to the API server failed
     ClusterUnreachableError   no connection (wrong context, cluster down)
+    UnauthorizedError         the API server rejected the credentials (401)
     ForbiddenError            RBAC refused a verb on a resource
     ApiMissingError           a needed API (CRD, group/version) is not served
     ApplyError                the server rejected an object (validation, conflict)
+      ConflictError             another field manager owns a field the apply changes (409)
     ObjectNotFoundError       the named object does not exist
   RolloutError          a rollout failed or did not finish in time
 """
@@ -26,6 +28,17 @@ class ClusterError(BackendError):
 
 class ClusterUnreachableError(ClusterError):
     """The API server could not be reached at all."""
+
+
+class UnauthorizedError(ClusterError):
+    """The API server did not accept the credentials at all (HTTP 401)."""
+
+    def __init__(self, server: str) -> None:
+        super().__init__(
+            f"unauthorized: the API server at {server} rejected the credentials (401 "
+            "Unauthorized): the token or certificate is wrong or expired; refresh it (log in "
+            "again) or pick another context with --context"
+        )
 
 
 class ForbiddenError(ClusterError):

@@ -20,6 +20,7 @@ from mlkube.backends.base import (
     ApplyReport,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -31,15 +32,16 @@ from mlkube.backends.base import (
     UndoReport,
 )
 from mlkube.backends.local import replica_logs, supervisor
+from mlkube.backends.local.balancer.protocol import BALANCER_FILE
 from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
+from mlkube.backends.local.private import private_dir, private_file
 from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
 from mlkube.registry import RegistryError, is_model_uri, resolve_model
-from mlkube.spec import ModelDeployment
-from mlkube.spec.job import BatchInference
+from mlkube.spec import BatchInference, ModelDeployment, TrainingJob
 from mlkube.spec.loading import load_documents
 
 DEPLOYMENT_KIND = "modeldeployment"
@@ -155,9 +157,9 @@ class LocalBackend:
         return True
 
     def _start_controller(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state)
         (self.state / "controller.json").unlink(missing_ok=True)
-        log = self.state / "controller.log"
+        log = private_file(self.state / "controller.log")
         handle = supervisor.spawn(
             [
                 sys.executable,
@@ -207,10 +209,15 @@ class LocalBackend:
                 shown = running
             self.clock.sleep_blocking(EXIT_POLL_S)
 
-    def start_prometheus(self, binary: str) -> tuple[str, str]:
-        """Start (or reload) the local Prometheus; its action (``started``) and URL."""
-        answer = self._call("POST", "/prometheus", {"binary": binary})
-        return str(answer["action"]), str(answer["url"])
+    def start_prometheus(
+        self, binary: str, alertmanager: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start (or reload) the local Prometheus, and an Alertmanager when ``alertmanager``
+        (``{"binary": ..., "config": alertmanager.yml}``) is given: ``url``, ``action``,
+        ``alertmanagerUrl``, ``alertmanagerAction``."""
+        body = {"binary": binary, **({"alertmanager": alertmanager} if alertmanager else {})}
+        answer: dict[str, Any] = self._call("POST", "/prometheus", body)
+        return answer
 
     def watch_status(self, keys: Sequence[str], every_s: float) -> Iterator[StatusReport]:
         """The status of the ``namespace/name`` deployments every ``every_s`` until none runs."""
@@ -246,6 +253,56 @@ class LocalBackend:
             for r in results
         )
         return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Queue the jobs of ``paths`` with the controller (started when none runs)."""
+        resolved = [str(Path(p).resolve()) for p in paths]
+        documents = load_documents(*resolved)
+        others = [d for d in documents if not isinstance(d, TrainingJob | BatchInference)]
+        if others:
+            raise BackendError(
+                f"{others[0].kind} '{others[0].metadata.name}' is not a job: "
+                "mlkube run takes TrainingJob and BatchInference (use mlkube up or apply)"
+            )
+        found = notes(documents, BackendKind.LOCAL)
+        problems = [n.text() for n in found if n.is_error]
+        if problems:
+            raise BackendError("cannot run locally: " + "; ".join(problems))
+        self.ensure_controller()
+        results = self._call("POST", "/jobs", {"paths": resolved})["results"]
+        changes = tuple(ObjectChange(ObjectRef(r["kind"], r["name"]), r["action"]) for r in results)
+        return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        query = f"?name={quote(name)}" if name is not None else ""
+        return tuple(job_row(r) for r in self._call("GET", f"/jobs{query}")["jobs"])
+
+    def cancel(self, name: str) -> JobRow:
+        return job_row(self._call("POST", "/jobs/cancel", {"name": name}))
+
+    def _job_log_lines(self, name: str, worker: str | None, follow: bool) -> Iterator[str]:
+        (row,) = self._call("GET", f"/jobs?name={quote(name)}")["jobs"]
+        folder = self.state / "jobs" / row["namespace"] / row["name"] / "logs"
+        ranks = range(int(row["workers"])) if worker is None else [int(worker)]
+        files = [folder / f"worker-{rank}.log" for rank in ranks]
+        positions = dict.fromkeys(files, 0)
+        while True:
+            for file in files:
+                try:
+                    with open(file, "rb") as handle:
+                        handle.seek(positions[file])
+                        data = handle.read()
+                except FileNotFoundError:
+                    continue
+                complete = data[: data.rfind(b"\n") + 1]
+                positions[file] += len(complete)
+                prefix = f"[worker {file.stem.split('-')[1]}] " if len(files) > 1 else ""
+                for line in complete.decode("utf-8", "replace").splitlines():
+                    yield prefix + line
+            if not follow:
+                return
+            self.clock.sleep_blocking(FOLLOW_POLL_S)
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
         wanted = {
@@ -295,6 +352,10 @@ class LocalBackend:
     ) -> DeleteReport:
         """Stop ``name`` (None: everything, and the controller exits), and return only once
         their replica processes (and the controller) have exited."""
+        if (self.state / BALANCER_FILE).exists() and not self.is_running():
+            # The controller died and left the data plane serving (the balancer and the
+            # replicas outlive it): a new controller re-adopts them, so down can stop them.
+            self._start_controller()
         with self.session() as client:
             pid = client.pid
             query = f"?name={quote(name)}" if name else ""
@@ -304,7 +365,7 @@ class LocalBackend:
         changes = tuple(
             ObjectChange(ObjectRef(DEPLOYMENT_KIND, key), "stopped") for key in result["stopped"]
         )
-        processes = ["prometheus"] if result.get("prometheusStopped") else []
+        processes = [p for p in ("prometheus", "alertmanager") if result.get(f"{p}Stopped")]
         exiting = bool(result["controllerExiting"])
         self.wait_exit(
             [*replica_pids, *([pid] if exiting else [])], timeout_s=timeout_s, report=report
@@ -322,6 +383,8 @@ class LocalBackend:
         follow: bool = False,
         stderr: bool = False,
     ) -> LogStream:
+        if name.startswith("job/"):
+            return LogStream(lines=self._job_log_lines(name[4:], replica, follow))
         files = self._log_files(name, replica, stderr=stderr)
         cutoff = self.clock.wall() - since_s if since_s is not None else None
         return LogStream(lines=self._log_lines(files, cutoff, follow))
@@ -394,4 +457,23 @@ def _rollout_status(name: str, data: Any) -> RolloutStatus:
         step=data["step"],
         weights=tuple((str(k), v) for k, v in data["weights"].items()),
         reason=data["reason"],
+    )
+
+
+def job_row(data: Any) -> JobRow:
+    """A ``JobRow`` from the control API's ``/jobs`` answer."""
+    return JobRow(
+        name=data["name"],
+        kind=data["kind"],
+        phase=data["phase"],
+        workers=data["workers"],
+        priority=data["priority"],
+        submitted=data["submitted"],
+        started=data.get("started"),
+        finished=data.get("finished"),
+        restarts=data.get("restarts", 0),
+        preemptions=data.get("preemptions", 0),
+        reason=data.get("reason", ""),
+        metrics=tuple((str(k), float(v)) for k, v in (data.get("metrics") or {}).items()),
+        model_version=data.get("modelVersion", ""),
     )

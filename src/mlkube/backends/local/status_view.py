@@ -55,6 +55,8 @@ def status_report(document: dict[str, Any], deployments: Sequence[dict[str, Any]
     notes.extend(line for line in map(autoscaler_line, deployments) if line is not None)
     if controller.get("prometheus"):
         notes.append(f"prometheus: {controller['prometheus']}")
+    if controller.get("alertmanager"):
+        notes.append(f"alertmanager: {controller['alertmanager']}")
     return StatusReport(document=document, tables=(top, replicas), notes=tuple(notes))
 
 

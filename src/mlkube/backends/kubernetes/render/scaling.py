@@ -15,6 +15,12 @@ rps             Pods ``mlkube_requests_per_second`` (the      Prometheus: sum(ra
 queueDepth      Pods ``mlkube_queue_depth``                   Prometheus: sum of the gauge
 latency         not expressible: RenderError                  Prometheus: histogram_quantile
 ==============  ===========================================  ==================================
+
+``autoscaling.predictive`` with engine keda and an ``rps`` metric adds Prometheus triggers
+(``forecast_triggers``): the bounded linear trend as ``predict_linear`` over the request rate,
+and with seasonality the rate at the same time yesterday. KEDA's HPA takes the largest
+proposal, so, as locally, a forecast can raise the count but never lower it below the
+reactive triggers' ask. Nothing is added when the field is unset.
 """
 
 from __future__ import annotations
@@ -44,6 +50,10 @@ POD_METRICS = {
     "queueDepth": "mlkube_queue_depth",
 }
 RATE_WINDOW = "1m"
+FORECAST_STEP = "15s"
+"""Resolution of the subqueries the forecast is computed over (the usual scrape interval)."""
+AUTO_HORIZON_FALLBACK_S = 60
+"""``horizon: auto`` without kube-state-metrics' pod times: assume a 60 s start-up."""
 
 
 def scaling_objects(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> list[Manifest]:
@@ -151,6 +161,7 @@ def scaled_object(
 ) -> Manifest:
     """A KEDA ``keda.sh/v1alpha1`` ScaledObject for one track (it owns the HPA it makes)."""
     triggers = [_trigger(deployment, track, metric) for metric in autoscaling.metrics]
+    triggers += forecast_triggers(deployment, autoscaling, track)
     if track.min_replicas == 0 and all(t["type"] in ("cpu", "memory") for t in triggers):
         raise RenderError(
             f"deployment '{deployment.name}': KEDA scales to zero only with a request metric "
@@ -225,6 +236,59 @@ def _trigger(deployment: ModelDeployment, track: Track, metric: MetricSpec) -> M
             "activationThreshold": "0",
         },
     }
+
+
+def forecast_triggers(
+    deployment: ModelDeployment, autoscaling: AutoscalingSpec, track: Track
+) -> list[Manifest]:
+    """KEDA Prometheus triggers for ``autoscaling.predictive`` (needs an ``rps`` target).
+
+    The trend: ``predict_linear`` of the request rate over ``trendWindow``, ``horizon``
+    seconds ahead (``auto``: the median spawn-to-ready of the track's pods from
+    kube-state-metrics, else ``AUTO_HORIZON_FALLBACK_S``, plus the polling interval), at most
+    ``maxGrowth`` times the current rate and at least 0. The daily profile: the mean rate
+    over ``trendWindow`` around the same time yesterday, ``horizon`` ahead (one day only; the
+    local policy takes the median of up to seven).
+    """
+    predictive = autoscaling.predictive
+    targets = [m.target for m in autoscaling.metrics if isinstance(m, RpsMetric)]
+    if predictive is None or not predictive.enabled or not targets:
+        return []
+    selector = _prometheus_selector(deployment, track)
+    current = f"sum(rate(mlkube_requests_total{{{selector}}}[{RATE_WINDOW}]))"
+    window = round(predictive.trend_window)
+    tick = max(1, round(resolve_scaling(autoscaling).sync_period_s))
+    if predictive.horizon == "auto":
+        startup = (
+            f"quantile(0.5, kube_pod_status_ready_time{{{selector}}} "
+            f"- kube_pod_created{{{selector}}})"
+        )
+        horizon = f"(scalar({startup} or vector({AUTO_HORIZON_FALLBACK_S})) + {tick})"
+        lookahead = AUTO_HORIZON_FALLBACK_S + tick
+    else:
+        horizon = str(round(float(predictive.horizon)))
+        lookahead = round(float(predictive.horizon))
+    trend = f"predict_linear({current}[{window}s:{FORECAST_STEP}], {horizon})"
+    cap = f"{_decimal(predictive.max_growth)} * {current}"
+    queries = [("forecast", f"clamp_min(({trend} < {cap}) or {cap}, 0)")]
+    if predictive.seasonality:
+        offset = round(86_400 - lookahead - window / 2)
+        daily = f"avg_over_time({current}[{window}s:{FORECAST_STEP}] offset {offset}s)"
+        queries.append(("daily-profile", daily))
+    return [
+        {
+            "type": "prometheus",
+            "name": name,
+            "metricType": "AverageValue",
+            "metadata": {
+                "serverAddress": deployment.spec.kubernetes.prometheus_url,
+                "query": query,
+                "threshold": _decimal(min(targets)),
+                "activationThreshold": "0",
+            },
+        }
+        for name, query in queries
+    ]
 
 
 def _average_value(metric: CpuMetric | MemoryMetric) -> str:

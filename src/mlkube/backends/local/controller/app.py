@@ -1,9 +1,10 @@
 """Start the controller: token, control API, restore from SQLite, loops; stop cleanly.
 
 ``run`` is what ``python -m mlkube.backends.local.controller`` (spawned by ``mlkube up``)
-executes. SIGTERM or SIGINT stops every replica and exits (like ``mlkube down``); a controller
-that is SIGKILLed leaves its replicas running, and the next controller re-adopts them by pid and
-start time.
+executes. SIGTERM or SIGINT stops every replica and the balancer and exits (like ``mlkube
+down``). A controller that is SIGKILLed (or crashes) leaves its replicas and the balancer
+process running, so traffic keeps flowing; the next controller re-attaches to the balancer and
+re-adopts the replicas by pid and start time, probing them before it routes anew.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.autoscale.api import PolicyState
-from mlkube.backends.local import prometheus, supervisor
+from mlkube.backends.local import alertmanager, prometheus, supervisor
 from mlkube.backends.local.controller import handlers, loops
 from mlkube.backends.local.controller.api import CONTROLLER_FILE, write_token
 from mlkube.backends.local.controller.changes import Event
@@ -47,8 +48,14 @@ async def run(state: Path, settings: ControllerSettings) -> None:
     app = build_app(ctrl, token, metrics=lambda: exposition(ctrl.metrics))
     api = await serve_api(app)
     port = ctrl.api_port = api.port
+    await ctrl.attach_balancer()
     await restore(ctrl)
-    info = {"pid": os.getpid(), "port": port, "enforcement": str(ctrl.enforcer.mode)}
+    info = {
+        "pid": os.getpid(),
+        "port": port,
+        "enforcement": str(ctrl.enforcer.mode),
+        "balancerPid": ctrl.balancer.pid,
+    }
     (state / CONTROLLER_FILE).write_text(json.dumps(info))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -72,10 +79,18 @@ async def run(state: Path, settings: ControllerSettings) -> None:
                 )
             )
             group.create_task(loops.every(ctrl, settings.log_rotate_period_s, _rotate_tick(ctrl)))
+            group.create_task(
+                loops.every(ctrl, settings.balancer_period_s, lambda: loops.balancer_tick(ctrl))
+            )
             await ctrl.stopping.wait()
     finally:
         await api.stop()  # after the answers in flight (down's among them)
+        if ctrl.stopping.is_set():  # down: the data plane goes too
+            await ctrl.balancer.exit()
+        else:  # a crash: the balancer keeps serving until the next controller attaches
+            ctrl.balancer.detach()
         await asyncio.to_thread(prometheus.stop, state)  # no-op unless --prometheus ran one
+        await asyncio.to_thread(alertmanager.stop, state)  # after it: no alert sent in vain
         with contextlib.suppress(FileNotFoundError):
             (state / CONTROLLER_FILE).unlink()
         ctrl.store.close()
@@ -89,7 +104,11 @@ def _rotate_tick(ctrl: Controller) -> Callable[[], Awaitable[None]]:
 
 
 async def restore(ctrl: Controller) -> None:
-    """Rebuild deployments from SQLite; re-adopt live replicas, requeue the others."""
+    """Rebuild deployments from SQLite; re-adopt live replicas, requeue the others.
+
+    The adopted replicas are probed at once, before the first reconcile: the balancer keeps the
+    routes of the last controller until then, and the new routes include every replica that
+    answers (none is dropped for the time it takes a probe period to pass)."""
     now = ctrl.clock.monotonic()
     for key, data in ctrl.store.deployments().items():
         rows = ctrl.store.revisions(key)
@@ -105,6 +124,8 @@ async def restore(ctrl: Controller) -> None:
         ctrl.add(dep, *events)
         for saved in ctrl.store.replicas(key):
             _restore_replica(ctrl, dep, saved, now)
+    ctrl.job_queue.restore()
+    await loops.probe_tick(ctrl)
 
 
 def _restored_deployment(
@@ -154,10 +175,18 @@ def restored_replica(
     saved: Replica, handle: ProcessHandle | None, now: float
 ) -> tuple[Replica, Event]:
     """A replica read back from the store, with its process when it was re-adopted (Starting:
-    the probes say when it is Ready) or without (Pending: admitted and started again). Pure."""
+    the probes say when it is Ready) or without (Pending: admitted and started again). Pure.
+
+    An adopted replica keeps its start time (restart back-off and the autoscaler's view of its
+    age use it) but its startup timeout counts from the adoption (``adopted_at``): a replica
+    started long ago must be probed before it can be judged too slow to start."""
     if handle is not None:
         adopted = replace(
-            saved, handle=handle, phase=Phase.STARTING, started_at=saved.started_at or now
+            saved,
+            handle=handle,
+            phase=Phase.STARTING,
+            started_at=saved.started_at or now,
+            adopted_at=now,
         )
         message = f"replica {saved.name} pid {handle.pid} re-adopted"
         return adopted, Event("Normal", "Adopted", message)

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from mlkube.backends.local import supervisor
+from mlkube.backends.local.controller.balancer_link import BalancerLink, mirror_stats
 from mlkube.backends.local.controller.changes import (
     AddRevision,
     AnalysisBaseline,
@@ -42,6 +43,7 @@ from mlkube.backends.local.controller.changes import (
     Unschedulable,
 )
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
+from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
@@ -51,7 +53,7 @@ from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, pl
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
-from mlkube.backends.local.proxy import Backend, Router, serve
+from mlkube.backends.local.proxy import UPSTREAM_GRACE_S, Backend, Router
 from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.revision import revision_hash
@@ -61,6 +63,7 @@ from mlkube.desired.rollout import (
     RolloutPhase,
     step_rollout,
 )
+from mlkube.observability.job_metrics import JobCollector
 from mlkube.observability.logfiles import rotate_copytruncate
 from mlkube.spec.deployment import ModelDeployment
 
@@ -93,6 +96,14 @@ class Controller:
         self.metrics = new_metrics(lambda: self.deployments.values())
         self.api_port = 0
         """The control API's port (set once it listens): Prometheus scrapes /metrics there."""
+        self.balancer = BalancerLink(state, self.clock)
+        """The balancer process that serves every deployment's port (``balancer.process``);
+        ``dep.router`` is the controller's copy of its router: the routes sent, the counters
+        read back (``refresh_traffic``)."""
+        self.balancer.on_demand = self._demand
+        self.job_queue = JobQueue(self)
+        """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
+        self.metrics.registry.register(JobCollector(self.job_queue.snapshots))
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -190,13 +201,42 @@ class Controller:
         apply_hold(dep.router, dep.doc, self.settings.hold_s)
 
     async def listen(self, dep: Deployment, port: int) -> None:
-        """Serve the deployment on ``port`` (raises ``OSError`` when it cannot bind)."""
+        """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
+        bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await start_router(dep)
+        await self.balancer.serve(dep.key, self.settings.balancer_host, port)
 
     def stop_listening(self, dep: Deployment) -> None:
-        if dep.server is not None:
-            dep.server.close()
+        self.balancer.close(dep.key)
+
+    async def attach_balancer(self) -> None:
+        """Attach to the balancer (re-attach to a running one, or start one), then have it
+        serve every deployment and take every route again."""
+        await self.balancer.attach()
+        for dep in self.deployments.values():
+            try:
+                await self.listen(dep, dep.port)
+            except OSError as error:
+                self.event(dep, "Warning", "PortInUse", f"cannot listen on {dep.port}: {error}")
+            dep.routing_signature = ""
+            self.route(dep)
+
+    async def refresh_traffic(self) -> None:
+        """Read every router's counters back from the balancer."""
+        routers = await self.balancer.stats()
+        if routers is None:
+            return
+        for dep in self.deployments.values():
+            data = routers.get(dep.key)
+            if data is not None:
+                mirror_stats(dep.router, data)
+
+    def _demand(self, key: str) -> None:
+        """The balancer holds a request of ``key`` with no routable replica."""
+        dep = self.deployments.get(key)
+        if dep is not None and dep.router.on_demand is not None:
+            dep.router.holding = max(dep.router.holding, 1)
+            dep.router.on_demand()
 
     def add(self, dep: Deployment, *events: Event) -> None:
         """Take over a deployment built by ``apply`` or restored from the store."""
@@ -238,6 +278,7 @@ class Controller:
             self._observe_exits(dep, now)
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
+        self.job_queue.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)
@@ -263,6 +304,10 @@ class Controller:
         replica.phase = Phase.BACKOFF
         replica.restart_at = now + delay
         replica.last_reason = reason
+        # Requests the replica died reading wait for this: retried unless it may be theirs.
+        external = reason in ("killed by SIGKILL", "killed by SIGTERM", "killed by SIGINT")
+        dep.router.replica_exited(replica.name, caused_by_request=not external)
+        self.balancer.replica_exited(dep.key, replica.name, caused_by_request=not external)
         replica.handle = None
         self.enforcer.release(replica.name)
         self.metrics.restart(dep.namespace, dep.name, reason)
@@ -279,7 +324,7 @@ class Controller:
             if replica.handle is None:
                 continue
             reason = ""
-            started = replica.started_at or now
+            started = max(replica.started_at or now, replica.adopted_at or 0.0)
             if replica.phase is Phase.STARTING and now - started > self.settings.startup_timeout_s:
                 reason = (
                     f"failed readiness: not ready {self.settings.startup_timeout_s:g}s after start"
@@ -409,6 +454,7 @@ class Controller:
             return
         replica.phase = Phase.TERMINATING
         dep.router.drain(replica.name)
+        self.balancer.drain(dep.key, replica.name)
         self.event(dep, "Normal", "Killing", f"stopping replica {replica.name}: {reason}")
         self.spawn_task(self.stop(dep, replica))
 
@@ -418,8 +464,10 @@ class Controller:
         drain_s = doc.spec.server.drain_timeout
         deadline = self.clock.monotonic() + drain_s
         backend = dep.router.backends.get(replica.name)
+        await self.refresh_traffic()
         while backend is not None and backend.in_flight > 0 and self.clock.monotonic() < deadline:
-            await self.clock.sleep(0.02)
+            await self.clock.sleep(0.05)
+            await self.refresh_traffic()
         handle = replica.handle
         if handle is not None:
             handle.terminate()
@@ -460,11 +508,21 @@ class Controller:
                 sorted(weights.items()),
                 sorted((b.name, b.port, b.draining) for b in backends),
                 sorted(rule[2]) if rule else None,
+                dep.router.hold_s,
             ],
         )
         if signature != dep.routing_signature:
             dep.routing_signature = signature
             dep.router.configure(backends, weights, rule)
+            self.balancer.configure(
+                dep.key,
+                backends,
+                weights,
+                rule,
+                dep.router.hold_s,
+                max_body_bytes=dep.router.limits.max_body_bytes,
+                request_timeout_s=dep.router.upstream_timeout_s - UPSTREAM_GRACE_S,
+            )
 
     # persistence ---------------------------------------------------------------------------
     def persist(self, dep: Deployment) -> None:
@@ -584,7 +642,12 @@ def _present(event: Event | None) -> tuple[Event, ...]:
 
 def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
     """How long the router holds requests with no ready replica: the spec's activationTimeout
-    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore,
+    with the spec's request size limit and timeout (413 and 504 at the balancer too)."""
+    server = doc.spec.server
+    router.set_server_limits(
+        max_body_bytes=server.max_request_size.whole, request_timeout_s=server.request_timeout
+    )
     autoscaling = doc.spec.autoscaling
     if autoscaling is not None and autoscaling.scale_to_zero is not None:
         router.hold_s = autoscaling.scale_to_zero.activation_timeout
@@ -594,8 +657,3 @@ def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
 
 def rollout_failed(phase: RolloutPhase) -> bool:
     return phase in (RolloutPhase.FAILED, RolloutPhase.ROLLED_BACK)
-
-
-async def start_router(dep: Deployment) -> None:
-    """Bind the deployment's service port."""
-    dep.server = await serve(dep.router, "127.0.0.1", dep.port)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +61,6 @@ class Deployment:
     revision_hashes: dict[int, str] = field(default_factory=dict)
     """Each revision's ``desired.revision.revision_hash``: a new one is cut when it changes."""
     replicas: dict[str, Replica] = field(default_factory=dict)
-    server: asyncio.Server | None = None
     port: int = 0
     weights: dict[int, float] = field(default_factory=dict)
     header_rule: HeaderRule | None = None

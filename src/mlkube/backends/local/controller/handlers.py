@@ -47,6 +47,7 @@ from mlkube.desired.rollout import (
 from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
+from mlkube.spec.job import TrainingJob
 from mlkube.spec.loading import load_documents
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -93,6 +94,21 @@ async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
             results.append(await _create(ctrl, key, doc))
     ctrl.reconcile()
     await monitoring.refresh(ctrl)
+    return {"results": results}
+
+
+def submit_jobs(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
+    """Queue the TrainingJobs of ``paths``; admission happens at once where they fit."""
+    documents = load_documents(*paths)
+    results = []
+    for doc in documents:
+        if not isinstance(doc, TrainingJob):
+            raise BackendError(
+                f"{doc.kind} '{doc.metadata.name}' cannot be queued: mlkube run takes "
+                "TrainingJob documents"
+            )
+        results.append(ctrl.job_queue.submit(doc))
+    ctrl.reconcile()
     return {"results": results}
 
 
@@ -225,18 +241,30 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
     for dep in targets:
         ctrl.end_delete(dep)
     ctrl.write_targets()
+    if name is None:  # everything goes: jobs are cancelled, their workers stopped
+        await _stop_jobs(ctrl)
     exiting = not ctrl.deployments
-    prometheus_stopped = False
+    stopped = {"prometheusStopped": False, "alertmanagerStopped": False}
     if exiting:
-        prometheus_stopped = await monitoring.stop(ctrl)
+        stopped = await monitoring.stop(ctrl)
         ctrl.stopping.set()
     else:
         await monitoring.refresh(ctrl)
     return {
         "stopped": [d.key for d in targets],
         "controllerExiting": exiting,
-        "prometheusStopped": prometheus_stopped,
+        **stopped,
     }
+
+
+async def _stop_jobs(ctrl: Controller) -> None:
+    queue = ctrl.job_queue
+    for job in list(queue.jobs.values()):
+        if not job.state.phase.finished:
+            queue.cancel(job.key)
+    while any(job.gang is not None for job in queue.jobs.values()):
+        queue.tick()  # SIGKILL follows SIGTERM once a job's grace period has passed
+        await ctrl.clock.sleep(0.05)
 
 
 # rollouts ---------------------------------------------------------------------------------
@@ -354,6 +382,7 @@ def status(ctrl: Controller, name: str | None) -> dict[str, Any]:
             },
             "prometheusTargets": str(Path(ctrl.state) / "prometheus" / "targets.json"),
             "prometheus": prometheus_url(ctrl.state),
+            "alertmanager": monitoring.alertmanager_url(ctrl.state),
             "metrics": f"http://127.0.0.1:{ctrl.api_port}/metrics",
         },
         "deployments": [_deployment_status(ctrl, d) for d in deps],

@@ -65,6 +65,16 @@ async def reconcile_tick(ctrl: Controller) -> None:
     ctrl.reconcile()
 
 
+async def balancer_tick(ctrl: Controller) -> None:
+    """Start the balancer again if it died (it then takes every route again); otherwise read
+    its counters back."""
+    if ctrl.balancer.alive():
+        await ctrl.refresh_traffic()
+        return
+    logger.warning("the balancer is gone; starting it again")
+    await ctrl.attach_balancer()
+
+
 # readiness -----------------------------------------------------------------------------------
 async def probe_tick(ctrl: Controller) -> None:
     """Probe every running replica's /v2/health/ready at once; route on change."""

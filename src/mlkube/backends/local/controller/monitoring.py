@@ -1,17 +1,20 @@
-"""The local Prometheus of ``mlkube up --prometheus``, owned by the controller.
+"""The local Prometheus (and Alertmanager) of ``mlkube up --prometheus``, owned by the controller.
 
-The controller starts it (so it is its parent and reaps it), rewrites its config and alert
-rules whenever the set of deployments changes, and stops it when the controller exits
-(``mlkube down``, SIGTERM, or Ctrl-C in ``mlkube up``). The blocking calls of
-``observability.prometheus`` run in a thread so the control loops keep ticking.
+The controller starts them (so it is their parent and reaps them), rewrites Prometheus's
+config and alert rules whenever the set of deployments changes, and stops both when the
+controller exits (``mlkube down``, SIGTERM, or Ctrl-C in ``mlkube up``). Alertmanager starts
+first, so the Prometheus config written next has its ``alerting:`` block. The blocking calls
+run in a thread so the control loops keep ticking.
 """
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from mlkube.backends.local import prometheus
+from mlkube.backends.local import alertmanager, prometheus
+from mlkube.backends.local.controller.api_models import AlertmanagerRequest
 from mlkube.backends.local.controller.controller import Controller
 
 
@@ -23,8 +26,16 @@ def _write_config(ctrl: Controller) -> None:
     )
 
 
-async def start(ctrl: Controller, binary: str | None) -> dict[str, Any]:
-    """Write the config for every deployment, then reload a running Prometheus or start one."""
+async def start(
+    ctrl: Controller, binary: str | None, alerting: AlertmanagerRequest | None = None
+) -> dict[str, Any]:
+    """Start or reload the Alertmanager (when asked), then Prometheus with every deployment."""
+    answer: dict[str, Any] = {}
+    if alerting is not None:
+        action, receiver = await asyncio.to_thread(
+            alertmanager.start_or_reload, ctrl.state, alerting.config, binary=alerting.binary
+        )
+        answer = {"alertmanagerUrl": receiver.url, "alertmanagerAction": action}
     await asyncio.to_thread(_write_config, ctrl)
     if await asyncio.to_thread(prometheus.reload, ctrl.state):
         action = "reloaded"
@@ -33,7 +44,7 @@ async def start(ctrl: Controller, binary: str | None) -> dict[str, Any]:
         action = "started"
     info = prometheus.read_info(ctrl.state)
     url = info.url if info is not None else ""
-    return {"url": url, "action": action}
+    return {"url": url, "action": action, **answer}
 
 
 async def refresh(ctrl: Controller) -> None:
@@ -44,6 +55,15 @@ async def refresh(ctrl: Controller) -> None:
     await asyncio.to_thread(prometheus.reload, ctrl.state)
 
 
-async def stop(ctrl: Controller) -> bool:
-    """Stop the Prometheus this state directory runs; False when none ran."""
-    return await asyncio.to_thread(prometheus.stop, ctrl.state)
+async def stop(ctrl: Controller) -> dict[str, bool]:
+    """Stop the Prometheus, then the Alertmanager, of this state directory: which ran."""
+    return {
+        "prometheusStopped": await asyncio.to_thread(prometheus.stop, ctrl.state),
+        "alertmanagerStopped": await asyncio.to_thread(alertmanager.stop, ctrl.state),
+    }
+
+
+def alertmanager_url(state: Path) -> str | None:
+    """The URL of the local Alertmanager of ``mlkube up --alert-webhook``, while it runs."""
+    info = alertmanager.running(state)
+    return info.url if info is not None else None

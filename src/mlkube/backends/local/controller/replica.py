@@ -22,6 +22,9 @@ class Replica:
     phase: Phase = Phase.PENDING
     handle: ProcessHandle | None = None
     started_at: float | None = None
+    adopted_at: float | None = None
+    """When a restarted controller re-adopted the process (its startup timeout counts from
+    here, not from ``started_at``)."""
     ready_at: float | None = None
     unready_since: float | None = None
     ever_ready: bool = False

@@ -1,6 +1,7 @@
 """Admission of replicas against the machine's allocatable resources, quotas and priorities.
 
-Pure: no I/O. The machine's allocatable CPU, memory and GPUs (capacity minus a reserve for the
+Pure: no I/O. A job's workers are one ``gang_claim``: all of them fit, or none starts.
+The machine's allocatable CPU, memory and GPUs (capacity minus a reserve for the
 system, as kubelet's ``--system-reserved``) are shared out by *requests*, never by use, as the
 Kubernetes scheduler does. A replica that does not fit is Pending with a reason; a replica of a
 higher priority may preempt lower-priority ones (fewest, lowest first) when that makes it fit.
@@ -37,6 +38,8 @@ class Claim:
     """The GPUs a placed replica holds."""
     preempts: bool = True
     """False for preemptionPolicy: Never."""
+    pods: int = 1
+    """Pods the claim counts as against a quota's ``pods`` (a job's gang: its workers)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,22 @@ def admit(
     return Verdict(False, problem)
 
 
+def gang_claim(name: str, workers: Sequence[Claim]) -> Claim:
+    """The claim of a gang (a job's workers), admitted all together or not at all: the sum of
+    its workers' requests, the highest priority among them, one pod each. Pure."""
+    first = workers[0]
+    return Claim(
+        replica=name,
+        namespace=first.namespace,
+        priority=max(w.priority for w in workers),
+        cpu_millis=sum(w.cpu_millis for w in workers),
+        memory_bytes=sum(w.memory_bytes for w in workers),
+        gpu_count=sum(w.gpu_count for w in workers),
+        preempts=all(w.preempts for w in workers),
+        pods=sum(w.pods for w in workers),
+    )
+
+
 def _fit_problem(claim: Claim, placed: Sequence[Claim], capacity: Capacity) -> str:
     cpu = sum(c.cpu_millis for c in placed)
     memory = sum(c.memory_bytes for c in placed)
@@ -127,7 +146,7 @@ def _quota_problem(claim: Claim, placed: Sequence[Claim], quota: QuotaLimits | N
             claim.memory_bytes,
         ),
         ("requests.nvidia.com/gpu", quota.gpus, sum(c.gpu_count for c in same), claim.gpu_count),
-        ("pods", quota.pods, len(same), 1),
+        ("pods", quota.pods, sum(c.pods for c in same), claim.pods),
     )
     for name, hard, used, asked in checks:
         if hard is not None and used + asked > hard:

@@ -1,0 +1,1 @@
+"""The local data plane: one balancer process per state directory, outliving the controller."""
