@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 from playwright.sync_api import Page, expect
 
 from .conftest import Platform
@@ -178,3 +179,42 @@ def test_accessibility_names_contrast_and_keyboard(
     expect(page.locator("#deployments tbody tr")).to_have_count(1)
     assert unnamed(page) == []
     assert page.evaluate(CONTRAST) == []
+
+
+SLEEPY_JOB = Path(__file__).resolve().parents[1] / "backends" / "local" / "data" / "sleepy_job.py"
+
+
+def test_a_job_is_cancelled_from_the_overview(
+    platform: Platform, page: Page, artefacts: Path, tmp_path: Path
+) -> None:
+    job = tmp_path / "sleepy.yaml"
+    job.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "mlkube.dev/v1alpha1",
+                "kind": "TrainingJob",
+                "metadata": {"name": "sleepy"},
+                "spec": {
+                    "run": {"script": str(SLEEPY_JOB)},
+                    "env": {"JOB_SECONDS": "120"},
+                    "output": {"path": str(tmp_path / "out")},
+                    "terminationGracePeriod": "5s",
+                },
+            }
+        )
+    )
+    platform.run("run", str(job))
+    sign_in(page, platform)
+    row = page.locator("#jobs tbody tr", has_text="default/sleepy")
+    expect(row).to_contain_text("Running", timeout=60_000)
+    page.screenshot(path=artefacts / "overview-with-job.png", full_page=True)
+    row.get_by_role("button", name="Cancel job default/sleepy").click()
+    expect(page.locator("#confirm")).to_contain_text("Cancel job default/sleepy?")
+    page.click("#confirm-ok")
+    expect(page.locator("#job-result")).to_contain_text("Cancel job default/sleepy")
+    expect(row.locator("td").nth(2)).to_have_text("Cancelled", timeout=30_000)
+    expect(row.get_by_role("button")).to_have_count(0)  # nothing left to cancel
+    platform.wait(
+        "the job to be cancelled",
+        lambda: '"phase": "Cancelled"' in platform.run("jobs", "sleepy", "-o", "json").stdout,
+    )

@@ -95,7 +95,16 @@ function openStream(query, onUpdate) {
 }
 
 // overview -------------------------------------------------------------------------------------
+// The overview re-renders a table only when its rows change: a button keeps its focus.
+const shown = { deployments: "", jobs: "" };
 function renderOverview(data) {
+  const deps = JSON.stringify(data.deployments);
+  const jobs = JSON.stringify(data.jobs || []);
+  if (deps !== shown.deployments) { shown.deployments = deps; renderDeployments(data); }
+  if (jobs !== shown.jobs) { shown.jobs = jobs; renderJobs(data.jobs || []); }
+}
+
+function renderDeployments(data) {
   const rows = data.deployments.map((d) => {
     const link = el("a", `${d.namespace}/${d.name}`, { href: `/console/d/${d.namespace}/${d.name}` });
     return row([
@@ -105,6 +114,32 @@ function renderOverview(data) {
   });
   fill($("deployments").tBodies[0], rows);
   $("no-deployments").hidden = data.deployments.length > 0;
+}
+
+function renderJobs(jobs) {
+  fill($("jobs").tBodies[0], jobs.map((j) => {
+    const key = `${j.namespace}/${j.name}`;
+    let action = "";
+    if (["Queued", "Pending", "Running"].includes(j.phase)) {
+      action = el("button", "Cancel…", { type: "button", "aria-label": `Cancel job ${key}` });
+      action.addEventListener("click", () => cancelJob(action, key));
+    }
+    return row([key, j.kind, j.phase, j.workers, fmtTime(j.submitted), j.reason || "", action]);
+  }));
+}
+
+async function cancelJob(button, key) {
+  if (!(await confirmAction("Cancel job", `Cancel job ${key}? Its workers are stopped.`))) return;
+  button.disabled = true;
+  const result = $("job-result");
+  try {
+    const job = await post("/cancel", { name: key });
+    result.className = "";
+    result.textContent = `Cancel job ${key}: ${job.phase}`;
+  } catch (error) {
+    result.className = "error";
+    result.textContent = `Cancel job ${key} failed: ${error.message}`;
+  }
 }
 
 async function overviewPage() {

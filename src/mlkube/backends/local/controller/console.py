@@ -14,8 +14,8 @@ need no credential; everything under ``/console/api`` does:
 - every other ``/console/api`` route needs that cookie (or the bearer token). An action (a
   POST) also needs the ``X-Mlkube-Console`` header, which a cross-site form cannot send.
 
-Read-mostly: the only actions are scale, rollout undo and a canary's promote and abort, each
-the same handler the CLI's command calls (and each confirmed in the page).
+Read-mostly: the only actions are scale, rollout undo, a canary's promote and abort, and a
+job's cancel, each the same handler the CLI's command calls (and each confirmed in the page).
 """
 
 from __future__ import annotations
@@ -65,6 +65,8 @@ MAX_SESSIONS = 256
 MAX_BODY_BYTES = 64 * 1024
 ACTION_HEADER = "x-mlkube-console"
 STREAM_PERIOD_S = 1.0
+JOB_FIELDS = ("name", "namespace", "kind", "phase", "workers", "reason", "submitted")
+"""What the overview shows of each job (``GET /jobs`` has the rest)."""
 LOG_TAIL_BYTES = 16 * 1024
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -180,6 +182,7 @@ class Console:
             Route("/api/undo", self._action(self.undo), methods=["POST"]),
             Route("/api/promote", self._action(self.promote), methods=["POST"]),
             Route("/api/abort", self._action(self.abort), methods=["POST"]),
+            Route("/api/cancel", self._action(self.cancel), methods=["POST"]),
             Route("/api/simulate", self._action(self.simulate), methods=["POST"]),
         ]
         app = Starlette(routes=routes)
@@ -293,8 +296,10 @@ class Console:
 
     def _overview(self) -> dict[str, Any]:
         status = handlers.status(self.ctrl, None)
+        jobs = self.ctrl.job_queue.rows()
         return {
             "deployments": [_summary(d) for d in status["deployments"]],
+            "jobs": [{k: row[k] for k in JOB_FIELDS} for row in jobs],
             "controller": {"stateDir": status["controller"]["stateDir"]},
         }
 
@@ -385,6 +390,14 @@ class Console:
     async def abort(self, request: Request) -> Response:
         dep = self._find((await _body(request, NameBody)).name)
         return JSONResponse(handlers.abort(self.ctrl, dep))
+
+    async def cancel(self, request: Request) -> Response:
+        """Cancel a job, as ``mlkube cancel`` does (its workers get SIGTERM, then SIGKILL)."""
+        name = (await _body(request, NameBody)).name
+        queue = self.ctrl.job_queue
+        job = queue.cancel(name)
+        self.ctrl.reconcile()  # the room it held goes to the next in the queue at once
+        return JSONResponse({k: queue.row(job)[k] for k in JOB_FIELDS})
 
     async def simulate(self, request: Request) -> Response:
         body = await _body(request, SimulateBody)
