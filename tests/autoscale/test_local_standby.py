@@ -62,7 +62,19 @@ def cluster(tmp_path: Path) -> Iterator[LocalController]:
         made.cleanup()
 
 
-def write_spec(folder: Path, name: str, port: int) -> Path:
+STANDBY = {
+    "minReplicas": 1,
+    "maxReplicas": 3,
+    "metrics": [{"type": "concurrency", "target": 2}],
+    "syncPeriod": "1s",
+    "stableWindow": "6s",
+    "standby": 1,
+}
+
+
+def write_spec(
+    folder: Path, name: str, port: int, autoscaling: dict[str, Any] | None = None
+) -> Path:
     model_dir = folder / "model"
     model_dir.mkdir(exist_ok=True)
     (model_dir / "trace_model.py").write_text(MODEL)
@@ -75,14 +87,7 @@ def write_spec(folder: Path, name: str, port: int) -> Path:
             "service": {"port": port},
             "server": {"drainTimeout": "5s"},
             "batching": {"maxBatchSize": 1, "maxLatencyMs": 0},
-            "autoscaling": {
-                "minReplicas": 1,
-                "maxReplicas": 3,
-                "metrics": [{"type": "concurrency", "target": 2}],
-                "syncPeriod": "1s",
-                "stableWindow": "6s",
-                "standby": 1,
-            },
+            "autoscaling": autoscaling or STANDBY,
         },
     }
     path = folder / f"{name}.yaml"
@@ -157,3 +162,36 @@ def test_a_standby_gets_no_traffic_and_is_promoted_on_scale_up_without_a_new_pro
     assert events.index(starts[0]) < up
     document = json.loads(cluster.run("status", "warm", "-o", "json").stdout)
     assert document["deployments"][0]["standby"]["replicaSeconds"] > 0
+
+
+def test_the_controller_passes_the_arriving_rate_and_the_measured_startup_to_the_forecast(
+    tmp_path: Path, cluster: LocalController
+) -> None:
+    port = free_port()
+    autoscaling = {
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "metrics": [{"type": "rps", "target": 50}],
+        "syncPeriod": "1s",
+        "predictive": {},
+    }
+    cluster.run("up", "-d", str(write_spec(tmp_path, "fore", port, autoscaling)))
+    cluster.wait("one ready replica", lambda: cluster.deployment("fore")["ready"] == 1, 60)
+
+    def forecasting() -> bool:
+        metrics = (cluster.deployment("fore")["autoscaler"] or {}).get("metrics") or {}
+        return metrics.get("forecast_level_rps", 0.0) > 0.0
+
+    with LoadClient(port, "fore", 1, 0.05, max_s=30.0, row=ROW) as load:
+        cluster.wait("a forecast from the arriving rate", forecasting, 25)
+    assert load.failed == 0, (load.codes, load.errors)
+    decision = cluster.deployment("fore")["autoscaler"]
+    metrics = decision["metrics"]
+    # The model sleeps 2 s in load(): the measured spawn-to-ready is at least that.
+    assert metrics["startup_s"] >= 2.0, metrics
+    assert metrics["forecast_horizon_s"] >= metrics["startup_s"], metrics
+    assert "forecast" in decision["reason"] and "req/s in" in decision["reason"], decision
+    # A decision event carries the policy's reason, forecast included (a steady hold is
+    # not repeated as an event, so this is the first one or a change of count).
+    said = [e["message"] for e in cluster.events("fore") if e["reason"] == "AutoscalerDecision"]
+    assert said and all("forecast" in m for m in said), said

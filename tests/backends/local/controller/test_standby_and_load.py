@@ -27,6 +27,7 @@ from mlkube.backends.local.decisions.standby import (
     standby_plan,
 )
 from mlkube.backends.local.proxy import Router
+from mlkube.backends.local.status_view import replica_phase, standby_line
 from mlkube.clock import ManualClock
 from mlkube.desired.rollout import RolloutState
 from mlkube.spec import ModelDeployment, parse_documents
@@ -194,3 +195,16 @@ def test_a_standby_never_preempts_and_does_not_fit_where_there_is_no_room() -> N
     )
     verdict = admit(standby, placed, capacity, {})
     assert not verdict.admitted and "insufficient cpu" in verdict.reason
+
+
+# status -------------------------------------------------------------------------------------------
+def test_status_shows_standby_replicas_and_their_cost() -> None:
+    dep = {"name": "iris", "standby": {"replicas": 1, "ready": 1, "replicaSeconds": 42.0}}
+    assert standby_line(dep) == ("iris: standby 1 (1 ready, not serving), cost 42 replica-seconds")
+    assert (
+        standby_line({"name": "iris", "standby": {"replicas": 0, "ready": 0, "replicaSeconds": 0}})
+        is None
+    )
+    assert replica_phase({"phase": "Ready", "standby": True}) == "Standby"
+    assert replica_phase({"phase": "Starting", "standby": True}) == "Warming (Starting)"
+    assert replica_phase({"phase": "Ready", "standby": False}) == "Ready"
