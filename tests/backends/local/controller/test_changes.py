@@ -260,6 +260,7 @@ def _shown(decision: Decision) -> dict[str, Any]:
         "metrics": decision.metric_values,
         "limitedBy": decision.limited_by,
         "conditions": [],
+        "standby": decision.standby,
     }
 
 
@@ -299,6 +300,7 @@ def test_autoscaler_ran(previous, decision, event, scaled):
     ran = changes[0]
     assert isinstance(ran, AutoscalerRan)
     assert (ran.state, ran.decision, ran.next_at) == (state, _shown(decision), NOW + 15)
+    assert ran.standby == decision.standby
     if event is None:
         assert ran.event is None
     else:
