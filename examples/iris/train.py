@@ -1,10 +1,14 @@
 """Train a classifier on scikit-learn's bundled iris data; write ONNX and skops models.
 
 Usage: python examples/iris/train.py [OUTPUT_DIR]   (default: examples/iris/models)
+As a TrainingJob (examples/iris/train-job.yaml) it writes to $MLKUBE_OUTPUT_DIR, with its
+accuracy in metrics.json there.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -27,8 +31,12 @@ def main(output: Path) -> None:
     (output / "iris.onnx").write_bytes(onnx_model.SerializeToString())
     skops.io.dump(model, output / "iris.skops")
     accuracy = model.score(features, labels)
+    (output / "metrics.json").write_text(json.dumps({"accuracy": accuracy}))
     print(f"wrote {output / 'iris.onnx'} and {output / 'iris.skops'} (accuracy {accuracy:.3f})")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parent / "models")
+    if len(sys.argv) > 1:
+        main(Path(sys.argv[1]))
+    else:
+        main(Path(os.environ.get("MLKUBE_OUTPUT_DIR") or Path(__file__).parent / "models"))

@@ -6,7 +6,12 @@ import pytest
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
 from mlkube.clock import SystemClock
-from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError
+from mlkube.errors import (
+    InvalidInputError,
+    OverloadedError,
+    PredictError,
+    RequestTimeoutError,
+)
 from mlkube.runtimes.base import Batch
 
 
@@ -83,24 +88,77 @@ async def test_requests_of_different_shapes_do_not_merge():
     await batcher.close()
 
 
-async def test_a_failing_batch_fails_every_request_in_it():
+async def test_a_model_that_always_fails_fails_every_request_with_its_own_error():
     observer = RecordingObserver()
 
     def broken(batch):
-        raise RuntimeError("boom")
+        raise RuntimeError(f"boom on {batch['x'][:, 0].tolist()}")
 
     batcher = Batcher(broken, BatcherSettings(), clock=SystemClock(), observer=observer)
     futures = [batcher.submit_future(request(i)) for i in range(3)]
-    for outcome in await asyncio.gather(*futures, return_exceptions=True):
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    for i, outcome in enumerate(outcomes):
         assert isinstance(outcome, PredictError)
-        assert "boom" in str(outcome)
-    assert observer.failures == 1
+        assert str(outcome) == f"the model failed to predict: boom on [{float(i)}]"
+    assert observer.failures == 3
+    await batcher.close()
+
+
+def poisoned_below_zero(batch):
+    """Fails the whole batch when any row is negative, naming that row (as user code does)."""
+    values = batch["x"][:, 0]
+    if (values < 0).any():
+        raise ValueError(f"cannot score {values[values < 0].tolist()}")
+    return doubling(batch)
+
+
+@pytest.mark.parametrize("threaded", [False, True])
+async def test_a_failing_request_fails_alone_and_its_batch_mates_get_their_answers(threaded):
+    observer = RecordingObserver()
+    calls: list[int] = []
+
+    def model(batch):
+        calls.append(len(batch["x"]))
+        return poisoned_below_zero(batch)
+
+    batcher = Batcher(
+        model, BatcherSettings(max_batch_size=67), clock=SystemClock(), observer=observer
+    )
+    batcher.set_predict_seconds(1.0 if threaded else 0.0)
+    values = [float(i) for i in range(64)]
+    for poisoned in (5, 30, 60):
+        values.insert(poisoned, -float(poisoned))
+    futures = [batcher.submit_future(request(value)) for value in values]
+    outcomes = await asyncio.gather(*futures, return_exceptions=True)
+    for value, outcome in zip(values, outcomes, strict=True):
+        if value < 0:
+            assert isinstance(outcome, PredictError)
+            # its own error text, never a batch-mate's
+            assert str(outcome) == f"the model failed to predict: cannot score [{value}]"
+        else:
+            assert isinstance(outcome, dict)
+            np.testing.assert_array_equal(outcome["y"], np.full((1, 2), 2 * value))
+    assert observer.failures == 3
+    assert calls[0] == 67 and len(calls) < 67  # bisected, not one call per request
+    await batcher.close()
+
+
+async def test_a_runtimes_verdict_on_the_input_reaches_the_caller_as_is():
+    def model(batch):
+        if batch["x"].shape[1] != 2:
+            raise InvalidInputError("input 'x' must have 2 columns")
+        return doubling(batch)
+
+    batcher = Batcher(model, BatcherSettings(), clock=SystemClock(), observer=RecordingObserver())
+    wide: Batch = {"x": np.ones((1, 3), np.float32)}
+    with pytest.raises(InvalidInputError, match="2 columns"):
+        await batcher.submit_future(wide)
     await batcher.close()
 
 
 async def test_outputs_with_wrong_row_count_are_a_predict_error():
     batcher = Batcher(
-        lambda b: {"y": np.zeros(1)},
+        lambda b: {"y": np.zeros(len(b["x"]) + 1)},
         BatcherSettings(),
         clock=SystemClock(),
         observer=RecordingObserver(),
@@ -169,4 +227,42 @@ async def test_slow_models_run_off_the_event_loop():
     await batcher.submit_future(request(1))
     assert seen[0] != loop_thread
     assert seen[1] == loop_thread
+    await batcher.close()
+
+
+async def test_user_code_never_runs_on_the_event_loop_however_fast():
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    batcher = Batcher(
+        record,
+        BatcherSettings(inline=False),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+    )
+    batcher.set_predict_seconds(0.0)
+    for _ in range(3):
+        await batcher.submit_future(request(1))
+    assert loop_thread not in seen
+    await batcher.close()
+
+
+async def test_a_batch_far_larger_than_those_measured_fast_runs_off_the_loop():
+    loop_thread = threading.get_ident()
+    seen: list[tuple[int, int]] = []
+
+    def record(batch):
+        seen.append((len(batch["x"]), threading.get_ident()))
+        return doubling(batch)
+
+    batcher = Batcher(record, BatcherSettings(), clock=SystemClock(), observer=RecordingObserver())
+    batcher.set_predict_seconds(0.0)
+    await batcher.submit_future(request(1))  # measured fast on one row
+    await batcher.submit_future(request(1, rows=1000))
+    assert seen[0] == (1, loop_thread)
+    assert seen[1][0] == 1000 and seen[1][1] != loop_thread
     await batcher.close()

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from mlkube.testing import models
@@ -200,3 +201,64 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+_SLOW_SECOND_LOADER = """
+import os
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+class Model:
+    inputs = [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
+    outputs = [{"name": "y", "datatype": "FP64", "shape": [-1, 2]}]
+
+    def load(self):
+        # The first process to load is fast; every other one waits for the test's go.
+        try:
+            os.close(os.open(HERE / "first-loader", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            deadline = time.monotonic() + 60
+            while not (HERE / "release").exists() and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+    def predict(self, batch):
+        return {"y": batch["x"] * 2}
+"""
+
+
+def test_a_worker_still_loading_gets_no_connection_and_readiness_waits_for_it(tmp_path):
+    (tmp_path / "slow_second_loader.py").write_text(_SLOW_SECOND_LOADER)
+    no_rows = np.zeros((0, 2))
+    built = models.BuiltModel(
+        tmp_path, "python", None, no_rows, entrypoint="slow_second_loader:Model"
+    )
+    spec = models.write_spec(built, name="slow-second")
+    port = free_port()
+    process = start(spec, "--port", str(port), "--workers", "2")
+    url = f"http://127.0.0.1:{port}"
+    predict = f"{url}/v1/models/slow-second:predict"
+    body = {"instances": [[1, 2]]}
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:  # until the fast worker answers a prediction
+            assert process.poll() is None
+            try:
+                if httpx.post(predict, json=body, timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        # One worker is ready, the other still loading: each request on a new connection.
+        predictions = [httpx.post(predict, json=body, timeout=5).status_code for _ in range(20)]
+        readiness = [httpx.get(f"{url}/v2/health/ready", timeout=5).status_code for _ in range(10)]
+        assert predictions == [200] * 20
+        assert readiness == [503] * 10
+        (tmp_path / "release").touch()
+        wait_ready(url, process)
+    finally:
+        (tmp_path / "release").touch()
+        code, _, err = stop(process)
+    assert code == 0, err
+    assert "2 workers ready" in err

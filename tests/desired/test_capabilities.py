@@ -21,12 +21,15 @@ from mlkube.errors import ModelLoadError
 from mlkube.runtimes.loader import load_runtime
 from mlkube.spec import ModelDeployment, parse_documents
 from mlkube.spec.deployment import PriorityClass, Quota
+from mlkube.spec.job import BatchInference, TrainingJob
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS: dict[str, type[BaseModel]] = {
     "ModelDeployment": ModelDeployment,
     "Quota": Quota,
     "PriorityClass": PriorityClass,
+    "TrainingJob": TrainingJob,
+    "BatchInference": BatchInference,
 }
 
 
@@ -104,6 +107,13 @@ def _doc(extra: str = "", uri: str = "s3://b/m.onnx") -> ModelDeployment:
 # For each row a cluster refuses: a spec that hits it, and the error the renderer raises.
 KUBERNETES_REFUSES = [
     pytest.param("", "./m.onnx", "path on this machine", id="local-path"),
+    pytest.param("", "models:/m/2", "machine's model registry", id="registry-version"),
+    pytest.param(
+        "  storage: {pvc: {name: models}}\n",
+        "models:/m/latest",
+        "machine's model registry",
+        id="registry-latest-with-a-claim",
+    ),
     pytest.param(
         "  autoscaling: {metrics: [{type: latency, targetMs: 100}]}\n",
         "s3://b/m.onnx",
@@ -128,8 +138,40 @@ def test_what_the_table_says_a_cluster_refuses_the_renderer_refuses(extra, uri, 
 
 
 def test_every_unsupported_kubernetes_row_has_a_refusal_test():
-    unsupported = [r for r in CAPABILITIES if r.kubernetes.support is Support.UNSUPPORTED]
-    assert len(unsupported) == len(KUBERNETES_REFUSES)
+    unsupported = [
+        r
+        for r in CAPABILITIES
+        if r.kubernetes.support is Support.UNSUPPORTED and r.kind == "ModelDeployment"
+    ]
+    assert len(unsupported) == len(KUBERNETES_REFUSES) - 1  # the registry row is tested twice
+    job_rows = [r for r in CAPABILITIES if r.kubernetes.support is Support.UNSUPPORTED]
+    assert len(job_rows) - len(unsupported) == len(BATCH_REFUSES)
+
+
+_BATCH = """\
+apiVersion: mlkube.dev/v1alpha1
+kind: BatchInference
+metadata: {name: score}
+spec:
+  model: {uri: MODEL, format: onnx}
+  input: INPUT
+"""
+BATCH_REFUSES = [
+    pytest.param("models:/churn/3", "{path: rows.csv}", "set input.claimName", id="no-input-claim"),
+    pytest.param(
+        "s3://b/m.onnx", "{path: rows.csv, claimName: data}", "pvc://CLAIM/PATH", id="model-uri"
+    ),
+]
+
+
+@pytest.mark.parametrize(("model", "input_", "message"), BATCH_REFUSES)
+def test_what_the_table_says_a_cluster_refuses_for_a_batch_job_the_renderer_refuses(
+    model, input_, message
+):
+    document = parse_documents(_BATCH.replace("MODEL", model).replace("INPUT", input_))[0]
+    assert any(n.is_error for n in notes([document], BackendKind.KUBERNETES))
+    with pytest.raises(RenderError, match=message):
+        render([document])
 
 
 @pytest.mark.parametrize(

@@ -95,6 +95,25 @@ def test_copytruncate_with_an_appending_writer(tmp_path):
     assert rotate_copytruncate(tmp_path / "missing.log", max_bytes=1, backups=1) is False
 
 
+def test_log_files_and_their_rotations_are_owner_only(tmp_path):
+    import stat
+
+    sink = RotatingFile(tmp_path / "r.log", max_bytes=10, backups=2)
+    for i in range(5):
+        sink.write(f"line {i} with a payload\n".encode())
+    sink.close()
+    appended = tmp_path / "a.log"
+    with open(appended, "ab") as writer:
+        os.fchmod(writer.fileno(), 0o600)
+        writer.write(b"x" * 100 + b"\n")
+    assert rotate_copytruncate(appended, max_bytes=10, backups=1)
+    files = [*rotated_files(tmp_path / "r.log"), *rotated_files(appended)]
+    assert len(files) == 5
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in files} == {
+        path.name: 0o600 for path in files
+    }
+
+
 def test_redact_any_depth_case_insensitive_without_changing_the_input():
     body: dict[str, Any] = {
         "instances": [{"SSN": "1", "x": 2}],
@@ -155,8 +174,27 @@ def test_long_and_non_json_bodies_are_cut_after_redaction():
     fields = log.body_fields("request", big)
     assert fields["request_truncated"] is True
     assert "sss" not in fields["request"] and len(fields["request"]) <= 64
-    assert log.body_fields("response", b"plain text") == {"response": "plain text"}
     assert log.body_fields("response", b"") == {"response": None}
+    _, plain = payload_log(io.BytesIO(), payload_sample_rate=1.0, max_payload_bytes=64)
+    assert plain is not None  # nothing to redact: a body that is not JSON is logged as text
+    assert plain.body_fields("response", b"plain text") == {"response": "plain text"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"secret": "hunter2", "x": [1, 2',  # JSON cut short
+        b"secret=hunter2&x=1",  # a form
+        b'{"Secret": "hunter2"} trailing',
+    ],
+    ids=["cut-json", "form", "trailing-bytes"],
+)
+def test_a_body_that_does_not_parse_is_dropped_when_fields_are_redacted(body):
+    _, log = payload_log(io.BytesIO(), payload_sample_rate=1.0, redact_fields=("secret",))
+    assert log is not None
+    fields = log.body_fields("request", body)
+    assert fields == {"request": "[REDACTED]", "request_unparsed_bytes": len(body)}
+    assert "hunter2" not in json.dumps(fields)
 
 
 def test_payload_sampling_rate_is_respected():

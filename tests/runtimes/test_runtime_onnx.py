@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from mlkube.errors import MlkubeError
+from mlkube.errors import InvalidInputError, MlkubeError
 from mlkube.runtimes import Datatype, TensorSpec, example_batch
 from mlkube.runtimes.onnx_runtime import OnnxRuntime
 from mlkube.testing import models
@@ -121,3 +121,20 @@ def test_bad_thread_count_is_refused(
     monkeypatch.setenv("MLKUBE_ORT_THREADS", value)
     with pytest.raises(MlkubeError, match=f"MLKUBE_ORT_THREADS must be a whole number.*'{value}'"):
         OnnxRuntime(str(hgb_onnx.path))
+
+
+def test_a_shape_the_kernel_cannot_use_is_the_callers_mistake(tmp_path: Path) -> None:
+    # x: FLOAT [N, K] with K symbolic, so only MatMul finds out that K must be 4.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "K"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [4, 3], [1.0] * 12)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "matmul", [x], [y], [weights]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "matmul.onnx"))
+    runtime = OnnxRuntime(str(tmp_path / "matmul.onnx"))
+    assert runtime.predict({"x": np.ones((2, 4), np.float32)})["y"].shape == (2, 3)
+    with pytest.raises(InvalidInputError, match=r"the model refused the input: .*dimension"):
+        runtime.predict({"x": np.ones((2, 5), np.float32)})

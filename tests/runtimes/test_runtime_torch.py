@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlkube.errors import ModelLoadError
+from mlkube.errors import InvalidInputError, ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec
 from mlkube.runtimes.loader import load_runtime
 from mlkube.spec import ModelDeployment
@@ -91,3 +91,16 @@ def test_a_torch_save_file_says_how_to_save_a_runnable_model(tmp_path: Path, wha
     )
     with pytest.raises(ModelLoadError, match=r"torch\.save .* torch\.jit\.script\(model\)\.save"):
         load_runtime(deployment)
+
+
+def test_a_shape_the_module_cannot_use_is_the_callers_mistake(tmp_path: Path) -> None:
+    # Inputs declared [-1, -1]: only the module's first matmul finds out it needs 4 columns.
+    built = models.torchscript_model(tmp_path)
+    sidecar = built.path.with_name(built.path.name + ".json")
+    declared = json.loads(sidecar.read_text())
+    declared["inputs"][0]["shape"] = [-1, -1]
+    sidecar.write_text(json.dumps(declared))
+    runtime = serve(built)
+    assert len(runtime.predict({"input": built.rows[:2]})["output"]) == 2
+    with pytest.raises(InvalidInputError, match="the model refused the input: RuntimeError"):
+        runtime.predict({"input": built.rows[:2, :3]})

@@ -51,6 +51,12 @@ def test_v1_instances_as_objects_for_several_inputs():
         pytest.param(b'{"instances": [["a", "b", "c"]]}', "strings", id="strings"),
         pytest.param(b'{"instances": [[true, false, true]]}', "booleans", id="booleans"),
         pytest.param(
+            b'{"instances": [[1, true, 3]]}', "numbers mixed with booleans", id="ints-and-bools"
+        ),
+        pytest.param(
+            b'{"instances": [[1.5, 2, false]]}', "numbers mixed with booleans", id="floats-and-bool"
+        ),
+        pytest.param(
             b'{"instances": [[1, 2, 3]], "inputs": [[1, 2, 3]]}', "exactly one", id="both-formats"
         ),
         pytest.param(b'{"rows": [[1, 2, 3]]}', "unknown field", id="unknown-field"),
@@ -122,6 +128,15 @@ def x_input(**overrides):
             x_input(datatype="INT8", data=[1000, 2, 3]), "out of range", id="int-overflow"
         ),
         pytest.param(x_input(data=["1", "2", "3"]), "strings", id="strings-as-floats"),
+        pytest.param(x_input(data=[1, True, 3]), "mixed with booleans", id="number-and-bool"),
+        pytest.param(
+            x_input(datatype="BOOL", data=[1, True, False]),
+            "mixed with booleans",
+            id="bool-tensor-with-a-number",
+        ),
+        pytest.param(
+            x_input(name="X"), r"unknown input 'X'; this model's inputs are 'x'", id="wrong-name"
+        ),
         pytest.param(x_input(extra=1), "unknown field", id="unknown-tensor-field"),
         pytest.param(
             {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32"}]},
@@ -178,3 +193,13 @@ def test_v2_values_are_checked_against_the_models_datatype_too():
     }
     with pytest.raises(InvalidInputError, match="expected integers"):
         v2.parse_infer(body(fraction_for_int), TWO_INPUTS, OUTPUTS)
+
+
+@pytest.mark.filterwarnings("error")
+def test_finite_values_whose_sum_overflows_the_dtype_are_accepted():
+    # Found by test_codecs_fuzz: the FP32 sum of two large finite values overflowed with a
+    # RuntimeWarning (an error under pytest's warning filter) instead of being accepted.
+    spec = (TensorSpec("x", Datatype.FP32, (-1,)),)
+    values = [1.7014116824866205e38, 1.7014117838986683e38]
+    batch, _ = v1.parse_predict(body({"instances": values}), spec)
+    np.testing.assert_array_equal(batch["x"], np.asarray(values, np.float32))

@@ -9,6 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
+from mlkube.spec import ModelDeployment
 from mlkube.testing.server import running_replica
 
 pytestmark = pytest.mark.integration
@@ -159,18 +160,29 @@ MALFORMED = [
     pytest.param(
         "POST",
         "/v2/models/{m}/infer",
-        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3]}]}',
         400,
         id="v2-shape-mismatch",
     ),
     pytest.param(
         "POST",
         "/v2/models/{m}/infer",
-        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FLOAT", "data": [1, 2, 3, 4]}]}',
+        b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FLOAT", '
+        b'"data": [1, 2, 3, 4]}]}',
         400,
         id="v2-bad-datatype",
     ),
     pytest.param("POST", "/v2/models/{m}/infer", b'{"inputs": "x"}', 400, id="v2-inputs-string"),
+    pytest.param(
+        "POST",
+        "/v2/models/{m}/infer",
+        b'{"inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}',
+        400,
+        id="v2-unknown-input-name",
+    ),
+    pytest.param(
+        "POST", "/v1/models/{m}:predict", b'{"instances": [[1, true, 3, 4]]}', 400, id="v1-bool"
+    ),
     pytest.param("GET", "/v2/models/{m}/versions/3", b"", 404, id="v2-unknown-version"),
     pytest.param("GET", "/nothing/here", b"", 404, id="unknown-path"),
     pytest.param("POST", "/v1/models/{m}:classify", b'{"examples": []}', 400, id="tf-classify"),
@@ -435,3 +447,152 @@ def test_probes_are_logged_only_when_they_fail(served_models):
         client.post(f"/v1/models/{deployment.model_name}:predict", content=b"{")
     paths = [json.loads(line)["path"] for line in stream.getvalue().splitlines()]
     assert paths == ["/v2/models/nope/ready", f"/v1/models/{deployment.model_name}:predict"]
+
+
+def _user_model(folder, module: str, predict_body: str, **server) -> ModelDeployment:
+    """A python model ``module:Model`` (x: FP64 [-1, 2] → y = 2·x) whose predict runs
+    ``predict_body`` first (with ``x`` bound); module-level ENTERED / RELEASE / FINISHED
+    threading events let a test see and steer a call in progress."""
+    import textwrap
+
+    import yaml
+
+    from mlkube.spec import API_VERSION, load_spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = (
+        "import threading\n"
+        "from mlkube.errors import InvalidInputError\n"
+        "ENTERED, RELEASE, FINISHED = threading.Event(), threading.Event(), threading.Event()\n"
+        "class Model:\n"
+        "    inputs = [{'name': 'x', 'datatype': 'FP64', 'shape': [-1, 2]}]\n"
+        "    outputs = [{'name': 'y', 'datatype': 'FP64', 'shape': [-1, 2]}]\n"
+        "    def predict(self, batch):\n"
+        "        x = batch['x']\n"
+        + textwrap.indent(textwrap.dedent(predict_body), " " * 8)
+        + "        return {'y': x * 2}\n"
+    )
+    (folder / f"{module}.py").write_text(source)
+    document = {
+        "apiVersion": API_VERSION,
+        "kind": "ModelDeployment",
+        "metadata": {"name": module.replace("_", "-")},
+        "spec": {
+            "model": {"uri": ".", "format": "python", "entrypoint": f"{module}:Model"},
+            "server": server,
+        },
+    }
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return load_spec(path)
+
+
+def test_probes_and_metrics_answer_while_a_prediction_runs(tmp_path):
+    """The model is fast on the warm-up zeros, then blocks on x == 99 until released: the
+    probes must answer while it is blocked (before the prediction can have finished)."""
+    import sys
+    import threading
+
+    deployment = _user_model(
+        tmp_path / "m",
+        "blocking_probe_model",
+        """
+        if (x == 99).any():
+            ENTERED.set()
+            RELEASE.wait(20)
+            FINISHED.set()
+        """,
+    )
+    with running_replica(deployment) as replica, httpx.Client(base_url=replica.url) as client:
+        model = sys.modules["blocking_probe_model"]
+        answers: list[httpx.Response] = []
+        url = f"/v1/models/{deployment.model_name}:predict"
+        predicting = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(replica.url + url, json={"instances": [[99, 99]]}, timeout=30)
+            )
+        )
+        predicting.start()
+        try:
+            assert model.ENTERED.wait(20)
+            live = client.get("/v2/health/live", timeout=30)
+            metrics = client.get("/metrics", timeout=30)
+            # answered while the model was still blocked: the loop was free
+            assert not model.FINISHED.is_set()
+        finally:
+            model.RELEASE.set()
+            predicting.join(30)
+        assert live.status_code == 200
+        assert metrics.status_code == 200
+        assert answers[0].status_code == 200
+        assert answers[0].json() == {"predictions": [[198.0, 198.0]]}
+
+
+def test_request_timeout_holds_for_a_python_model_fast_on_its_warm_up(tmp_path):
+    import sys
+
+    deployment = _user_model(
+        tmp_path / "m",
+        "sleepy_on_one_input_model",
+        """
+        if (x == 99).any():
+            RELEASE.wait(5)
+        """,
+        requestTimeout="200ms",
+    )
+    with running_replica(deployment) as replica, httpx.Client(base_url=replica.url) as client:
+        url = f"/v1/models/{deployment.model_name}:predict"
+        try:
+            response = client.post(url, json={"instances": [[99, 99]]}, timeout=30)
+            answered_before_release = not sys.modules["sleepy_on_one_input_model"].RELEASE.is_set()
+        finally:
+            sys.modules["sleepy_on_one_input_model"].RELEASE.set()
+        assert response.status_code == 504
+        assert "within 0.2 s" in response.json()["error"]
+        assert answered_before_release
+
+
+def test_poisoned_requests_fail_alone_and_never_leak_their_error(tmp_path):
+    """3 requests the model raises on, among 64 good ones, all sent at once."""
+    deployment = _user_model(
+        tmp_path / "m",
+        "poisoned_model",
+        """
+        import time
+        time.sleep(0.02)  # requests pile up behind each call and merge
+        bad = x[x[:, 0] < 0][:, 0].tolist()
+        if bad:
+            raise ValueError(f"cannot score {bad}")
+        if (x[:, 0] == 1000).any():
+            raise InvalidInputError("x = 1000 is out of range")
+        """,
+    )
+    values = [float(i) for i in range(64)]
+    for poisoned in (5, 30, 60):
+        values.insert(poisoned, -float(poisoned))
+    values.insert(40, 1000.0)
+
+    async def send_all(url: str) -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=80)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+            path = f"/v1/models/{deployment.model_name}:predict"
+            return await asyncio.gather(
+                *(client.post(path, json={"instances": [[v, v]]}) for v in values)
+            )
+
+    with running_replica(deployment) as replica:
+        responses = asyncio.run(send_all(replica.url))
+        batches = replica.replica.registry.get_sample_value(
+            "mlkube_batch_requests_count", {"model": deployment.model_name, "revision": "1"}
+        )
+    for value, response in zip(values, responses, strict=True):
+        if value == 1000:
+            assert response.status_code == 400, response.text
+            assert response.json() == {"error": "x = 1000 is out of range"}
+        elif value < 0:
+            assert response.status_code == 500, response.text
+            assert response.json()["error"].endswith(f"cannot score [{value}]")
+        else:
+            assert response.status_code == 200, response.text
+            assert response.json() == {"predictions": [[2 * value, 2 * value]]}
+    assert batches is not None and batches < len(values)  # requests did share batches

@@ -184,6 +184,32 @@ class UndoReport:
     revision: int
 
 
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """One job (TrainingJob or BatchInference) and where it stands."""
+
+    name: str
+    kind: str
+    phase: str
+    """``Queued``, ``Running``, ``Succeeded``, ``Failed`` or ``Cancelled``."""
+
+    workers: int
+    priority: int
+    submitted: float
+    """Seconds since the epoch, as every time here."""
+
+    started: float | None = None
+    finished: float | None = None
+    restarts: int = 0
+    preemptions: int = 0
+    reason: str = ""
+    """Why it waits, why it failed, or how it ended."""
+
+    metrics: tuple[tuple[str, float], ...] = ()
+    model_version: str = ""
+    """``NAME/VERSION`` of the model version the job registered, if it did."""
+
+
 class Backend(Protocol):
     """What the shared commands (apply, status, scale, delete, logs, events, rollout) need.
 
@@ -256,6 +282,19 @@ class Backend(Protocol):
 
     def rollout_abort(self, name: str) -> RolloutStatus:
         """Stop the rollout in progress: every request back to the stable revision."""
+        ...
+
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Queue the jobs in the spec files (TrainingJob, BatchInference); SpecError when a
+        file holds anything else."""
+        ...
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        """Every job (or one), queued first by admission order, then the running and done."""
+        ...
+
+    def cancel(self, name: str) -> JobRow:
+        """Stop a queued or running job; its workers get SIGTERM and the grace period."""
         ...
 
 

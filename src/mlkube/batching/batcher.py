@@ -6,6 +6,14 @@ futures, on the hot path: each future hop costs an event-loop iteration per requ
 (``submit_future`` wraps a callback in a future for callers that want one).
 Predict calls run one at a time per model; fast models run inline on the event loop (a thread
 hop costs more than the prediction), slow ones in a worker thread so the loop keeps parsing.
+An inline call is bounded: it is allowed only for library runtimes (``inline=False`` for user
+code, which may sleep or loop on one input), only while the moving average is under
+``INLINE_PREDICT_MAX_S``, and only for batches at most twice as large as the largest batch
+measured under that bound; anything else runs in the thread, where the per-request deadline
+answers the caller even when the call never returns.
+
+When a merged batch fails, its requests are predicted again in halves (``isolation``), so
+only a request that fails on its own gets an error, and only its own.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ from dataclasses import dataclass
 from itertools import chain
 from typing import Protocol
 
-from mlkube.batching.assembly import Signature, merge_batches, rows_of, signature, split_outputs
+from mlkube.batching.assembly import Signature, rows_of, signature
+from mlkube.batching.isolation import Outcome, predict_apart
 from mlkube.batching.policy import QueueView, flush_decision
 from mlkube.clock import Clock
-from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError
+from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError, ServingError
 from mlkube.runtimes.base import Batch
 
 logger = logging.getLogger(__name__)
@@ -30,6 +39,9 @@ logger = logging.getLogger(__name__)
 # A predict call faster than this (moving average) runs inline on the event loop: below it the
 # hand-off to a thread and back costs more than the prediction itself (bench/serve.py).
 INLINE_PREDICT_MAX_S = 0.0015
+# An inline batch may be at most this many times the rows of the largest batch measured fast:
+# the moving average says nothing about a batch much larger than those it was measured on.
+INLINE_GROWTH = 2
 # How often queued requests are checked against their deadline.
 DEADLINE_SWEEP_S = 0.05
 _EWMA_WEIGHT = 0.2
@@ -78,19 +90,22 @@ class BatcherSettings:
     max_queue: int = 2048
     timeout_s: float = 30.0
     enabled: bool = True
+    inline: bool = True
+    """Whether fast predict calls may run on the event loop (False for user code)."""
 
 
 @dataclass(slots=True)
 class _Stats:
     predict_s: float = 0.0
     expected_requests: int = 1
+    fast_rows: int = 1
+    """Rows of the largest batch whose call took less than INLINE_PREDICT_MAX_S."""
     running: bool = False
     scheduled: bool = False
     timer: asyncio.TimerHandle | None = None
 
-    @property
-    def inline(self) -> bool:
-        return self.predict_s < INLINE_PREDICT_MAX_S
+    def inline(self, rows: int) -> bool:
+        return self.predict_s < INLINE_PREDICT_MAX_S and rows <= INLINE_GROWTH * self.fast_rows
 
 
 class Batcher:
@@ -229,56 +244,45 @@ class Batcher:
         now = self._clock.monotonic()
         for item in items:
             self._observer.queue_wait(now - item.enqueued_at)
-        merged = merge_batches([item.inputs for item in items])
-        if stats.inline:
+        batches = [item.inputs for item in items]
+        rows = sum(item.rows for item in items)
+        if self._settings.inline and stats.inline(rows):
             started = self._clock.monotonic()
-            try:
-                outputs = self._predict(merged)
-            except Exception as error:
-                self._finish(items, None, error, started)
-            else:
-                self._finish(items, outputs, None, started)
+            self._finish(items, predict_apart(self._predict, batches), started)
             return
         loop = asyncio.get_running_loop()
         started = self._clock.monotonic()
-        future = loop.run_in_executor(self._executor, self._predict, merged)
+        future = loop.run_in_executor(self._executor, predict_apart, self._predict, batches)
         future.add_done_callback(lambda f: self._threaded_done(f, items, started))
 
     def _threaded_done(
-        self, future: asyncio.Future[Batch], items: list[_Item], started: float
+        self, future: asyncio.Future[list[Outcome]], items: list[_Item], started: float
     ) -> None:
-        error = future.exception()
-        self._finish(items, None if error else future.result(), error, started)
+        error = None if future.cancelled() else future.exception()
+        if future.cancelled() or error is not None:  # predict_apart itself failed: our bug
+            failure = error if isinstance(error, Exception) else RuntimeError("cancelled")
+            outcomes: list[Outcome] = [failure] * len(items)
+        else:
+            outcomes = future.result()
+        self._finish(items, outcomes, started)
 
-    def _finish(
-        self,
-        items: list[_Item],
-        outputs: Batch | None,
-        error: BaseException | None,
-        started: float,
-    ) -> None:
+    def _finish(self, items: list[_Item], outcomes: list[Outcome], started: float) -> None:
         stats = self._stats
         elapsed = self._clock.monotonic() - started
         stats.predict_s = (1 - _EWMA_WEIGHT) * stats.predict_s + _EWMA_WEIGHT * elapsed
+        rows = sum(item.rows for item in items)
+        if elapsed < INLINE_PREDICT_MAX_S:
+            stats.fast_rows = max(stats.fast_rows, rows)
         stats.running = False
         self._running = []
-        rows = [item.rows for item in items]
-        self._observer.batch_done(rows=sum(rows), requests=len(items), predict_s=elapsed)
-        parts: list[Batch] | None = None
-        if outputs is not None:
-            try:
-                parts = split_outputs(outputs, rows)
-            except ValueError as split_error:
-                error = split_error
-        if parts is None:
-            self._observer.predict_failed()
-            logger.error("predict failed on a batch of %d rows: %s", sum(rows), error)
-            failure = PredictError(f"the model failed to predict: {error}")
-            for item in items:
-                item.resolve(None, failure)
-        else:
-            for item, part in zip(items, parts, strict=True):
-                item.resolve(part, None)
+        self._observer.batch_done(rows=rows, requests=len(items), predict_s=elapsed)
+        for item, outcome in zip(items, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                self._observer.predict_failed()
+                logger.error("predict failed on a request of %d rows: %s", item.rows, outcome)
+                item.resolve(None, _request_error(outcome))
+            else:
+                item.resolve(outcome, None)
         if self._queue:
             self._schedule(asyncio.get_running_loop())
 
@@ -302,3 +306,10 @@ class Batcher:
             item = self._queue.popleft()
             item.resolve(None, PredictError("the server stopped before predicting"))
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _request_error(error: Exception) -> ServingError:
+    """What the caller is told: a runtime's verdict on the input as is, anything else a 500."""
+    if isinstance(error, ServingError):
+        return error
+    return PredictError(f"the model failed to predict: {error}")

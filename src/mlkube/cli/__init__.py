@@ -38,6 +38,9 @@ COMMAND_MODULES: dict[str, str] = {
     "rollout": "deployments",
     "events": "deployments",
     "logs": "deployments",
+    "run": "jobs",
+    "jobs": "jobs",
+    "cancel": "jobs",
     "simulate": "autoscale",
     "recommend": "autoscale",
     "profile": "autoscale",
@@ -46,6 +49,7 @@ COMMAND_MODULES: dict[str, str] = {
     "dashboard": "observability",
     "alerts": "observability",
     "metrics-catalogue": "observability",
+    "models": "models",
 }
 
 

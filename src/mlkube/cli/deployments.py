@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -44,16 +45,22 @@ def change_line(change: ObjectChange, *, dry_run: bool = False) -> str:
 
 
 def apply_lines(report: ApplyReport) -> list[str]:
-    """One line per object applied and pruned, then the totals where the backend prunes."""
+    """One line per object applied (accepted, not checked, kept) and pruned, then the totals
+    by action where the backend prunes."""
     lines = [change_line(c, dry_run=report.dry_run) for c in report.changes]
     if report.pruned is None:
         return lines
     suffix = " (dry run)" if report.dry_run else ""
     lines.extend(f"{ref} pruned{suffix}" for ref in report.pruned)
-    lines.append(
-        f"{'dry run: ' if report.dry_run else ''}{len(report.changes)} objects applied, "
-        f"{len(report.pruned)} pruned"
-    )
+    counts = Counter(c.action for c in report.changes) or Counter({"applied": 0})
+    if len(counts) == 1:
+        ((action, count),) = counts.items()
+        done = f"{count} objects {action}"
+    else:  # e.g. a dry run: "9 objects: 2 accepted, 7 not checked"
+        done = f"{len(report.changes)} objects: " + ", ".join(
+            f"{count} {action}" for action, count in counts.items()
+        )
+    lines.append(f"{'dry run: ' if report.dry_run else ''}{done}, {len(report.pruned)} pruned")
     return lines
 
 
@@ -263,6 +270,7 @@ delete = click.Command(
 @click.argument("name")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("--replica", default=None, help="A replica index (0, 1 ...) or name.")
+@click.option("--worker", default=None, help="job/NAME: one worker's rank (default: all).")
 @click.option("--since", default=None, help="Only lines newer than this (e.g. 5m).")
 @click.option(
     "--stderr",
@@ -275,11 +283,12 @@ def logs(
     name: str,
     follow: bool,
     replica: str | None,
+    worker: str | None,
     since: str | None,
     stderr: bool,
     backend: Backend,
 ) -> None:
-    """Print the replicas' JSON log lines, merged in time order.
+    """Print the replicas' JSON log lines, merged in time order (job/NAME: a job's workers).
 
     \b
     Examples:
@@ -287,7 +296,9 @@ def logs(
       mlkube logs iris --replica 0 -f
       mlkube logs iris --stderr        also what replicas wrote to stderr (a failed load)
       mlkube logs ml-model --target kubernetes -n ml
+      mlkube logs job/train-iris --worker 1
     """
+    replica = worker if worker is not None else replica
     since_s = parse_duration(since) if since else None
     stream = backend.logs(name, replica=replica, since_s=since_s, follow=follow, stderr=stderr)
     _warn(stream.warnings)

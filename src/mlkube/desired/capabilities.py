@@ -15,15 +15,18 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_resource_metrics
 from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric, RpsMetric
 from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import (
+    MODELS_SCHEME,
     KubernetesSpec,
     ModelDeployment,
 )
+from mlkube.spec.job import BatchInference, JobKubernetesSpec, TrainingJob
 from mlkube.spec.loading import SpecDocument
 from mlkube.spec.model import ModelFormat
 from mlkube.spec.placement import ServiceType
@@ -89,9 +92,11 @@ class Capability:
     kubernetes: Verdict
     when: str = ""
     """The condition in words, for the docs page ("" means whenever the field is used)."""
-    applies: Callable[[ModelDeployment], bool] = _always
+    applies: Callable[[Any], bool] = _always
+    """When the row applies to a document (of ``kind``); for Quota and PriorityClass rows,
+    which leave it ``_always``: whenever the document sets the field."""
     kind: str = "ModelDeployment"
-    detail: Callable[[ModelDeployment], str] | None = None
+    detail: Callable[[Any], str] | None = None
     """What the row means for this spec (a number), appended to the note."""
 
     def verdict(self, target: BackendKind) -> Verdict:
@@ -175,10 +180,14 @@ def _kubernetes_set(doc: ModelDeployment) -> bool:
     return doc.spec.kubernetes != KubernetesSpec()
 
 
+def _registry_uri(doc: ModelDeployment) -> bool:
+    return doc.spec.model.uri.startswith(MODELS_SCHEME)
+
+
 def _local_model_path(doc: ModelDeployment) -> bool:
     uri = doc.spec.model.uri
     return (
-        not uri.startswith(REMOTE_SCHEMES)
+        not uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME))
         and doc.spec.storage is None
         and doc.spec.kubernetes.model_host_path is None
     )
@@ -199,6 +208,211 @@ ONE_MACHINE = "one machine: replicas are processes on this host"
 K8S_ONLY = "settings of the Kubernetes backend only"
 NO_PANIC = "HPA and KEDA have no panic mode; scale-up has no stabilization window instead"
 CLUSTER_FLAG = "a controller-manager flag on a cluster, the same for every HPA"
+
+
+# --- TrainingJob and BatchInference ---------------------------------------------------------
+GANG_ON_A_JOB = (
+    "an Indexed Job recreates a failed worker's pod alone (the others keep running and "
+    "usually fail on the broken connection) and backoffLimit counts failed pods, not group "
+    "restarts; a PyTorchJob restarts the failed worker's container (restartPolicy "
+    "OnFailure) within runPolicy.backoffLimit; a pod preempted or evicted is not counted"
+)
+QUEUE_ON_A_CLUSTER = (
+    "the label kueue.x-k8s.io/queue-name: Kueue admits the job when its ClusterQueue has "
+    "quota for every worker; without Kueue nothing queues: pods are scheduled by "
+    "priorityClassName and refused by a ResourceQuota when over it"
+)
+
+
+def _job_output_without_claim(doc: Any) -> bool:
+    return isinstance(doc, TrainingJob) and doc.spec.output.claim_name is None
+
+
+def _batch_output_without_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and doc.spec.output.claim_name is None
+
+
+def _batch_input_without_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and doc.spec.input.claim_name is None
+
+
+def _batch_model_off_claim(doc: Any) -> bool:
+    return isinstance(doc, BatchInference) and not doc.spec.model.uri.startswith("pvc://")
+
+
+def _job_placement_set(doc: Any) -> bool:
+    placement = doc.spec.placement
+    return bool(
+        placement.node_selector
+        or placement.tolerations
+        or placement.affinity
+        or placement.topology_spread_constraints
+    )
+
+
+def _job_kubernetes_set(doc: Any) -> bool:
+    return bool(doc.spec.kubernetes != JobKubernetesSpec())
+
+
+def _job_rows(kind: str) -> tuple[Capability, ...]:
+    """Rows both job kinds share."""
+    return (
+        Capability("metadata", HONOURED, HONOURED, kind=kind),
+        Capability("spec.workers", HONOURED, HONOURED, kind=kind),
+        Capability("spec.resources", HONOURED, HONOURED, kind=kind),
+        Capability(
+            "spec.placement",
+            ignored(ONE_MACHINE),
+            HONOURED,
+            "nodeSelector, tolerations, affinity or topologySpreadConstraints set",
+            _job_placement_set,
+            kind=kind,
+        ),
+        Capability("spec.placement.priorityClassName", HONOURED, HONOURED, kind=kind),
+        Capability(
+            "spec.queue",
+            HONOURED,
+            approximated(QUEUE_ON_A_CLUSTER),
+            "set",
+            lambda d: d.spec.queue is not None,
+            kind=kind,
+        ),
+        Capability(
+            "spec.kubernetes",
+            ignored(K8S_ONLY),
+            HONOURED,
+            "set",
+            _job_kubernetes_set,
+            kind=kind,
+        ),
+    )
+
+
+JOB_ROWS: tuple[Capability, ...] = (
+    *_job_rows("TrainingJob"),
+    Capability(
+        "spec.run",
+        HONOURED,
+        HONOURED,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.run.image",
+        ignored("the job runs in the Python that runs mlkube"),
+        HONOURED,
+        "set",
+        lambda d: d.spec.run.image is not None,
+        kind="TrainingJob",
+    ),
+    Capability("spec.env", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability(
+        "spec.backoffLimit",
+        HONOURED,
+        approximated(GANG_ON_A_JOB),
+        "more than one worker",
+        lambda d: d.spec.workers > 1,
+        kind="TrainingJob",
+    ),
+    Capability("spec.activeDeadlineSeconds", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability("spec.terminationGracePeriod", HONOURED, HONOURED, kind="TrainingJob"),
+    Capability(
+        "spec.output",
+        HONOURED,
+        approximated(
+            "an emptyDir per pod: the output is gone when the pod is; set output.claimName "
+            "to keep it"
+        ),
+        "without output.claimName",
+        _job_output_without_claim,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.output.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.output.claim_name is not None,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.output.model",
+        HONOURED,
+        ignored(
+            "no model registry on a cluster: the file stays on the output volume (put it on "
+            "output.claimName and serve it as pvc://CLAIM/FILE)"
+        ),
+        "set",
+        lambda d: d.spec.output.model is not None,
+        kind="TrainingJob",
+    ),
+    Capability(
+        "spec.metrics",
+        HONOURED,
+        approximated(
+            "worker 0 writes the file on the output volume; nothing on the cluster reads it"
+        ),
+        kind="TrainingJob",
+        applies=lambda d: True,
+    ),
+    *_job_rows("BatchInference"),
+    Capability(
+        "spec.model",
+        HONOURED,
+        unsupported(
+            "a batch pod mounts its model from a claim: use model.uri pvc://CLAIM/PATH (no "
+            "registry or download step on a cluster)"
+        ),
+        "model.uri not pvc://",
+        _batch_model_off_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.input",
+        HONOURED,
+        unsupported("the pods read the input from a claim: set input.claimName"),
+        "without input.claimName",
+        _batch_input_without_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.input.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.input.claim_name is not None,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.output",
+        HONOURED,
+        approximated(
+            "an emptyDir per pod: the shards are gone when the pod is; set output.claimName"
+        ),
+        "without output.claimName",
+        _batch_output_without_claim,
+        kind="BatchInference",
+    ),
+    Capability(
+        "spec.output.claimName",
+        ignored(K8S_ONLY),
+        HONOURED,
+        "set",
+        lambda d: d.spec.output.claim_name is not None,
+        kind="BatchInference",
+    ),
+    Capability("spec.shardRows", HONOURED, HONOURED, kind="BatchInference"),
+    Capability("spec.batchSize", HONOURED, HONOURED, kind="BatchInference"),
+    Capability(
+        "spec.backoffLimit",
+        HONOURED,
+        approximated(
+            "retries per worker (backoffLimitPerIndex): a worker that fails starts its "
+            "unfinished shards again; finished shard files on output.claimName are kept"
+        ),
+        kind="BatchInference",
+        applies=lambda d: True,
+    ),
+)
 
 
 CAPABILITIES: tuple[Capability, ...] = (
@@ -237,6 +451,17 @@ CAPABILITIES: tuple[Capability, ...] = (
         ),
         "a local path with no storage and no kubernetes.modelHostPath",
         _local_model_path,
+    ),
+    Capability(
+        "spec.model.uri",
+        HONOURED,
+        unsupported(
+            "the model registry is on this machine and a cluster cannot read it: copy the "
+            "version's file (`mlkube models show NAME`) to a bucket or claim and use s3://, "
+            "gs://, https:// or pvc://"
+        ),
+        "models:/NAME/VERSION or models:/NAME/latest",
+        _registry_uri,
     ),
     Capability(
         "spec.model.format",
@@ -554,7 +779,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.service", HONOURED, HONOURED),
     Capability(
         "spec.service.type",
-        approximated("the load balancer listens on 127.0.0.1:service.port whatever the type"),
+        approximated(
+            "the load balancer listens on service.port of 127.0.0.1 whatever the type; "
+            "set MLKUBE_BALANCER_HOST (e.g. 0.0.0.0) to let other machines reach it"
+        ),
         HONOURED,
         "NodePort or LoadBalancer",
         lambda d: d.spec.service.type is not ServiceType.CLUSTER_IP,
@@ -640,6 +868,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
+    *JOB_ROWS,
 )
 
 
@@ -659,7 +888,7 @@ def notes(documents: Iterable[Document], target: BackendKind) -> list[Note]:
             verdict = row.verdict(target)
             if verdict.support is Support.HONOURED:
                 continue
-            if isinstance(document, ModelDeployment):
+            if isinstance(document, ModelDeployment) or row.applies is not _always:
                 if not row.applies(document):
                     continue
                 detail = row.detail(document) if row.detail is not None else ""

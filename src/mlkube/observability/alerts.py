@@ -260,3 +260,49 @@ _BUILDERS: tuple[Callable[[ModelDeployment, AlertsSpec], Rule | None], ...] = (
     _canary_errors,
     _canary_latency,
 )
+
+
+JOB_QUEUED_TOO_LONG_S = 3600.0
+RUNBOOK = "https://github.com/mlkube/mlkube/blob/main/docs/alerts.md"
+
+
+def job_rule_group(runbook_base_url: str = RUNBOOK) -> dict[str, Any]:
+    """Alerts about the local controller's TrainingJobs (``mlkube_job_*``): a job that failed,
+    and one that has waited in its queue for over an hour. Pure."""
+    waited = duration(JOB_QUEUED_TOO_LONG_S)
+    rules = [
+        Rule(
+            "MlkubeJobFailed",
+            'mlkube_job_phase{phase="Failed"} == 1',
+            0.0,
+            "warning",
+            "job {{ $labels.namespace }}/{{ $labels.job }} failed",
+            "The job {{ $labels.namespace }}/{{ $labels.job }} failed after its retries "
+            "(backoffLimit) or its deadline: `mlkube jobs {{ $labels.job }} -o yaml` says why.",
+        ),
+        Rule(
+            "MlkubeJobQueuedTooLong",
+            f"mlkube_job_queued_seconds > {JOB_QUEUED_TOO_LONG_S:g}",
+            0.0,
+            "warning",
+            "job {{ $labels.namespace }}/{{ $labels.job }} waits to be admitted",
+            f"The job {{{{ $labels.namespace }}}}/{{{{ $labels.job }}}} has been queued for over "
+            f"{waited}: its workers do not fit the machine or its namespace's quota.",
+        ),
+    ]
+    objects = []
+    for rule in rules:
+        objects.append(
+            {
+                "alert": rule.name,
+                "expr": rule.expr,
+                "for": duration(rule.for_s),
+                "labels": {"severity": rule.severity},
+                "annotations": {
+                    "summary": rule.summary,
+                    "description": rule.description,
+                    "runbook_url": f"{runbook_base_url}#{rule.name.lower()}",
+                },
+            }
+        )
+    return {"name": "mlkube.jobs", "rules": objects}

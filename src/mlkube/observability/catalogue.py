@@ -176,11 +176,51 @@ CONTROLLER_METRICS: tuple[MetricInfo, ...] = (
     ),
 )
 
+_JOB = ("namespace", "job")
+JOB_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        "mlkube_job_phase",
+        "gauge",
+        "1 for the job's phase",
+        (*_JOB, "phase"),
+        "1 for the phase a job is in (Queued, Running, Succeeded, Failed, Cancelled), else 0.",
+    ),
+    MetricInfo(
+        "mlkube_job_queued_seconds",
+        "gauge",
+        "seconds",
+        _JOB,
+        "How long a queued job has waited to be admitted; 0 once it runs.",
+    ),
+    MetricInfo(
+        "mlkube_job_run_seconds",
+        "gauge",
+        "seconds",
+        _JOB,
+        "How long a job has run since its first start (retries included), or ran in all.",
+    ),
+    MetricInfo(
+        "mlkube_job_restarts_total",
+        "counter",
+        "restarts",
+        _JOB,
+        "Restarts of a job's whole gang of workers after a worker failed.",
+    ),
+    MetricInfo(
+        "mlkube_job_preemptions_total",
+        "counter",
+        "preemptions",
+        _JOB,
+        "Times a job was stopped and requeued for a higher-priority job or replica.",
+    ),
+)
+
 CATALOGUE: tuple[MetricInfo, ...] = (
     *REPLICA_METRICS,
     *PROCESS_METRICS,
     *GPU_METRICS,
     *CONTROLLER_METRICS,
+    *JOB_METRICS,
 )
 """Every metric mlkube exports or relies on, once."""
 
@@ -196,6 +236,11 @@ SECTIONS: tuple[tuple[str, str, tuple[MetricInfo, ...]], ...] = (
         "Deployment (controller)",
         "Exported by the local controller (`mlkube up`), one series set per deployment.",
         CONTROLLER_METRICS,
+    ),
+    (
+        "Job (controller)",
+        "Exported by the local controller for every TrainingJob it knows (`mlkube jobs`).",
+        JOB_METRICS,
     ),
 )
 

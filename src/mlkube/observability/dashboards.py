@@ -138,7 +138,7 @@ def _batching_row(sel: str) -> Row:
                 "Predict errors per second",
                 "ops",
                 [
-                    (f"sum(rate(mlkube_predict_errors_total{{{sel}}}[{RATE}]))", "failed batches"),
+                    (f"sum(rate(mlkube_predict_errors_total{{{sel}}}[{RATE}]))", "failed requests"),
                 ],
                 width=6,
             ),

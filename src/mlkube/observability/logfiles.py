@@ -17,6 +17,7 @@ import asyncio
 import os
 import shutil
 from collections.abc import Iterator
+from io import BufferedWriter
 from pathlib import Path
 
 READ_CHUNK = 64 * 1024
@@ -55,7 +56,7 @@ class RotatingFile:
         self.max_bytes = max_bytes
         self.backups = backups
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(path, "ab")  # noqa: SIM115 - closed by close()
+        self._file = _open_private(path)
         self._size = self._file.tell()
         self._last = b"\n"
         if self._size:
@@ -77,7 +78,7 @@ class RotatingFile:
     def rotate(self) -> None:
         self._file.close()
         shift_backups(self.path, self.backups)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - closed by close()
+        self._file = _open_private(self.path)
         self._size = 0
 
     def close(self) -> None:
@@ -115,12 +116,22 @@ def rotate_copytruncate(path: Path, *, max_bytes: int, backups: int) -> bool:
         os.truncate(path, 0)
         return True
     _shift_numbered(path, backups)
-    with open(path, "rb") as source, open(_backup(path, 1), "wb") as target:
+    backup = _backup(path, 1)
+    with open(path, "rb") as source, os.fdopen(_private_fd(backup, os.O_TRUNC), "wb") as target:
         shutil.copyfileobj(source, target, READ_CHUNK)
         copied = source.tell()
     with open(path, "r+b") as live:
         live.truncate(0)
     return copied > 0
+
+
+def _private_fd(path: Path, flags: int) -> int:
+    """A descriptor for writing ``path``, created owner-only (0600): logs hold payloads."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | flags, 0o600)
+
+
+def _open_private(path: Path) -> BufferedWriter:
+    return os.fdopen(_private_fd(path, os.O_APPEND), "ab")
 
 
 def rotated_files(path: Path) -> list[Path]:

@@ -152,8 +152,11 @@ class PayloadLog:
 
     Lines go through the replica's ``AccessLog`` (same buffer, same flush tick, same context
     fields) with ``msg: "payload"`` and the request id, so they join the access line of the same
-    request. A JSON body is logged as JSON after redaction; other bodies as text. Bodies longer
-    than ``max_bytes`` (after redaction) are cut and marked ``*_truncated: true``.
+    request. A JSON body is logged as JSON after redaction; other bodies as text, unless fields
+    are to be redacted: a body that does not parse cannot be searched for them (a JSON body cut
+    short still holds ``"ssn": ...``), so it is dropped: ``"[REDACTED]"`` and
+    ``*_unparsed_bytes``. Bodies longer than ``max_bytes`` (after redaction) are cut and marked
+    ``*_truncated: true``.
 
     The server calls, for prediction routes only, once the response is known::
 
@@ -199,6 +202,8 @@ class PayloadLog:
         try:
             parsed: Any = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
+            if self._fields:
+                return {name: REDACTED, f"{name}_unparsed_bytes": len(body)}
             text = body[: self._max_bytes].decode(errors="replace")
             return _maybe_truncated(name, text, len(body) > self._max_bytes)
         cleaned = redact(parsed, self._fields)

@@ -94,9 +94,10 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
     MetricInfo(
         "mlkube_predict_errors_total",
         "counter",
-        "batches",
+        "requests",
         ("model", "revision"),
-        "Predict calls that raised (every request of the batch got a 500).",
+        "Requests the model failed on when predicted alone (a failed merged batch is "
+        "predicted again in halves, so batch-mates still get their answers).",
     ),
     MetricInfo(
         "mlkube_queue_depth",

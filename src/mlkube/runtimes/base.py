@@ -91,6 +91,13 @@ class Runtime(Protocol):
         ...
 
     @property
+    def runs_user_code(self) -> bool:
+        """True when predict runs the user's own Python, which may sleep, wait or loop on one
+        input: such calls never run on the server's event loop (library calls that are fast
+        may)."""
+        ...
+
+    @property
     def platform(self) -> str:
         """Short name of the library behind it, e.g. ``onnxruntime`` or ``sklearn``."""
         ...

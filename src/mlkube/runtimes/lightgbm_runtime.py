@@ -42,6 +42,7 @@ class LightGBMRuntime:
     """A LightGBM Booster served in process."""
 
     platform = "lightgbm"
+    runs_user_code = False
     supports_batching = True
 
     def __init__(self, path: str) -> None:

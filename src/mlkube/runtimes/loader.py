@@ -10,6 +10,7 @@ from __future__ import annotations
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Runtime
 from mlkube.spec import ModelDeployment, ModelFormat
+from mlkube.spec.deployment import MODELS_SCHEME
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 """URI schemes that name a model somewhere else; local mode serves local files only."""
@@ -32,6 +33,13 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
         )
     check_local(model.uri, str(model_format))
     path = deployment.model_path()
+    if path.startswith(MODELS_SCHEME):  # `mlkube serve` on it (replicas get the file's path)
+        from mlkube.registry import RegistryError, resolve_model  # only then: cold start
+
+        try:
+            path = str(resolve_model(path, model_format).path)
+        except RegistryError as error:
+            raise ModelLoadError(model.uri, str(model_format), str(error)) from error
     if model_format is ModelFormat.ONNX:
         from mlkube.runtimes.onnx_runtime import OnnxRuntime
 

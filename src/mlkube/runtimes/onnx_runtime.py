@@ -13,13 +13,21 @@ are, without merging requests.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 
-from mlkube.errors import ModelLoadError
+from mlkube.errors import InvalidInputError, ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, TensorSpec
-from mlkube.runtimes.support import as_dtype, check_file, env_threads, load_failed, per_row
+from mlkube.runtimes.support import (
+    as_dtype,
+    check_file,
+    env_threads,
+    library_reason,
+    load_failed,
+    per_row,
+)
 
 THREADS_VARIABLE = "MLKUBE_ORT_THREADS"
 """Environment variable: onnxruntime intra-op and inter-op threads per session (default 1)."""
@@ -62,6 +70,7 @@ class OnnxRuntime:
     """A model served by onnxruntime."""
 
     platform = "onnxruntime"
+    runs_user_code = False
 
     def __init__(self, path: str, model_format: str = "onnx") -> None:
         file = check_file(path, model_format)
@@ -97,13 +106,39 @@ class OnnxRuntime:
 
     def _predict(self, batch: Batch) -> Batch:
         feeds = {name: as_dtype(batch[name], dtype) for name, dtype in self._feeds}
-        results = self._run(self._output_names, feeds, None)
+        try:
+            results = self._run(self._output_names, feeds, None)
+        except Exception as error:
+            refused = _refused_input(error)
+            if refused is None:
+                raise
+            raise refused from error
         if self._zipmap:
             return {
                 name: _maps_to_array(value) if name in self._zipmap else value
                 for name, value in zip(self._output_names, results, strict=True)
             }
         return dict(zip(self._output_names, results, strict=True))
+
+
+# onnxruntime's verdicts that name the input as the problem: a bad argument, or a kernel that
+# found shapes it cannot combine (inner dimensions the graph leaves symbolic are checked only
+# when a kernel runs, e.g. "Compute MatMul dimension mismatch").
+_INPUT_FAULT = re.compile(r"dimension|shape|rank|broadcast", re.IGNORECASE)
+
+
+def _refused_input(error: Exception) -> InvalidInputError | None:
+    """A 400 for a failure onnxruntime blames on the input; None for anything else."""
+    kind = type(error).__name__
+    message = str(error)
+    detail = message.rpartition("Status Message: ")[2] or message
+    if kind == "InvalidArgument" or (
+        kind in ("Fail", "RuntimeException") and _INPUT_FAULT.search(detail)
+    ):
+        return InvalidInputError(
+            f"the model refused the input: {library_reason(Exception(detail))}"
+        )
+    return None
 
 
 def _fast_run(session: Any) -> Any:

@@ -17,6 +17,13 @@ The contract for the class:
   - ``supports_batching`` (default True): whether predict on merged rows answers the same as
     one call per row; set it to False to receive each request on its own.
 
+``predict`` always runs in the replica's predict thread, never on its event loop, so a slow
+call delays no probe and the spec's ``server.requestTimeout`` answers its caller on time. An
+exception from ``predict`` answers 500 with its message; raise
+``mlkube.errors.InvalidInputError("why")`` to answer 400 instead (the input was the problem).
+When a merged batch raises, its requests are predicted again apart: only the request that
+fails on its own gets an error.
+
 Errors raised while importing, creating or loading the class are reported as a ModelLoadError
 naming the error and the file and line where it was raised. A module is imported once per
 process: a replica serves one model, so two models whose modules share a name cannot be loaded
@@ -45,6 +52,7 @@ class PythonRuntime:
     """A user's Python class serving predictions in process."""
 
     platform = "python"
+    runs_user_code = True
 
     def __init__(self, path: str, entrypoint: str) -> None:
         self._path = path

@@ -141,6 +141,7 @@ class SklearnRuntime:
     """A fitted scikit-learn estimator (or pipeline) served in process."""
 
     platform = "sklearn"
+    runs_user_code = False
     supports_batching = True
 
     def __init__(self, model: Any, path: str) -> None:

@@ -30,13 +30,14 @@ batch size), so merged-rows and per-row predictions agree to ~1e-7 relative, not
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mlkube.errors import ModelLoadError
+from mlkube.errors import InvalidInputError, ModelLoadError
 from mlkube.runtimes.base import (
     NUMPY_DTYPES,
     Array,
@@ -60,12 +61,20 @@ FORMAT = "pytorch"
 THREADS_VARIABLE = "MLKUBE_TORCH_THREADS"
 """Environment variable: torch intra-op threads on the CPU (default 1)."""
 DEFAULT_INPUTS = (TensorSpec("input", Datatype.FP32, (-1, -1)),)
+# torch's own words for an input whose shape the module cannot use (it raises a plain
+# RuntimeError): "mat1 and mat2 shapes cannot be multiplied", "The size of tensor a (3) must
+# match ...", "Expected 3D (unbatched) or 4D (batched) input", "expected input ... dimension".
+_INPUT_FAULT = re.compile(
+    r"shapes? cannot be|size of tensor|must match the size|\bdimension|\d+D .*input",
+    re.IGNORECASE,
+)
 
 
 class TorchRuntime:
     """A TorchScript module or exported program served in process."""
 
     platform = "pytorch"
+    runs_user_code = False
 
     def __init__(self, path: str) -> None:
         file = check_file(path, FORMAT)
@@ -89,7 +98,13 @@ class TorchRuntime:
         if self._device != "cpu":
             tensors = [t.to(self._device) for t in tensors]
         with torch.inference_mode():
-            result = self._module(*tensors)
+            try:
+                result = self._module(*tensors)
+            except RuntimeError as error:
+                if not _INPUT_FAULT.search(str(error)):
+                    raise
+                reason = library_reason(error)
+                raise InvalidInputError(f"the model refused the input: {reason}") from error
         return self._named(result)
 
     def _named(self, result: Any) -> Batch:

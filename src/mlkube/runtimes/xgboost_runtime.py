@@ -43,6 +43,7 @@ class XGBoostRuntime:
     """An XGBoost Booster served in process."""
 
     platform = "xgboost"
+    runs_user_code = False
     supports_batching = True
 
     def __init__(self, path: str) -> None:

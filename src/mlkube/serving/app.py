@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,12 +68,15 @@ class InferenceApp:
         metrics: ServerMetrics,
         access_log: AccessLog,
         payload_log: PayloadLog | None = None,
+        peers_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.identity = identity
         self.clock = clock
         self.metrics = metrics
         self.access_log = access_log
         self.payload_log = payload_log
+        self.peers_ready = peers_ready
+        """Whether the other worker processes of this replica are ready (multi-worker)."""
         self.runtime: Runtime | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -147,7 +151,8 @@ class InferenceApp:
         identity = self.identity
         action = route.action
         if action is Action.V1_STATUS:
-            return Response(200, v1.status_body(identity.version, ready=self.ready))
+            ready = self.ready and self.peers_ready()
+            return Response(200, v1.status_body(identity.version, ready=ready))
         if action is Action.V2_MODEL_READY:
             body = orjson.dumps({"name": identity.name, "ready": self._serving()})
             return Response(200 if self._serving() else 503, body)
@@ -168,7 +173,7 @@ class InferenceApp:
         return Response(200, ok) if self._serving() else Response(503, not_ok)
 
     def _serving(self) -> bool:
-        return self.ready and not self.draining
+        return self.ready and not self.draining and self.peers_ready()
 
     def _check_model(self, route: Route) -> None:
         if route.model not in self._names:

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import math
 
-import orjson
-
 from mlkube.errors import ServingError
 from mlkube.serving.http import Response
+from mlkube.serving.httpcore.errors import error_body
 
 
 def error_response(status: int, message: str, protocol: str = "http") -> Response:
-    """A body in the error shape of ``protocol`` (the same shape for v1, v2 and plain HTTP)."""
-    return Response(status, orjson.dumps({"error": message}))
+    """A body in the error shape of ``protocol`` (the same shape for v1, v2 and plain HTTP,
+    and for the refusals of the HTTP core and the load balancer: ``httpcore.errors``)."""
+    return Response(status, error_body(message))
 
 
 def serving_error_response(error: ServingError, protocol: str) -> Response:

@@ -2,8 +2,10 @@
 
 The port is bound before the model loads, so ``/v2/health/live`` answers during a long load
 and a port in use fails at once; ``/v2/health/ready`` turns 200 only after the warm-up
-prediction succeeded. SIGTERM or SIGINT: stop accepting, finish in-flight requests (up to the
-spec's drainTimeout), exit 0.
+prediction succeeded. A worker of a multi-worker replica (``serving/workers.py``) may instead
+listen only once its model is warmed up (``listen_when_ready``), and report ready only when
+every worker is (``peers_ready``). SIGTERM or SIGINT: stop accepting, finish in-flight
+requests (up to the spec's drainTimeout), exit 0.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class ReplicaOptions:
     """Where per-request JSON lines go (default: stdout)."""
     collectors: tuple[Callable[[CollectorRegistry], object], ...] = ()
     """Extra metric collectors, each registered on the replica's registry (GPU metrics)."""
+    listen_when_ready: bool = False
+    """Accept connections only once the model is loaded and warmed up (the workers of a
+    multi-worker replica: a new connection must never reach a worker that is still loading)."""
+    peers_ready: Callable[[], bool] = field(default=lambda: True)
+    """Whether the other workers of this replica are ready too: readiness waits for them."""
 
 
 def load_runtime_for(deployment: ModelDeployment) -> Runtime:
@@ -110,6 +117,7 @@ class Replica:
             metrics=self.metrics,
             access_log=self.access_log,
             payload_log=PayloadLog.from_spec(spec.logging.requests, self.access_log),
+            peers_ready=options.peers_ready,
         )
         self.state = ServerState(
             self.app.handle,
@@ -120,17 +128,13 @@ class Replica:
     def _state(self) -> tuple[int, int, bool, float]:
         batcher = self.app.batcher
         queue = batcher.queue_depth if batcher is not None else 0
-        ready = self.app.ready and not self.app.draining
+        ready = self.app.ready and not self.app.draining and self.app.peers_ready()
         return self.app.predicting, queue, ready, self.load_seconds
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Serve until ``stop`` is set; returns True when the drain finished in time."""
         options = self.options
-        server = await start_server(
-            self.state, host=options.host, port=options.port, reuse_port=options.reuse_port
-        )
-        port = server.sockets[0].getsockname()[1]
-        options.on_listening(f"http://{_url_host(options.host)}:{port}")
+        server = None if options.listen_when_ready else await self._listen()
         flusher = asyncio.create_task(self._flush_logs(stop))
         sweeper = asyncio.create_task(close_idle_connections(self.state))
         loading = asyncio.create_task(self._load())
@@ -138,9 +142,17 @@ class Replica:
         await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
             loading.result()  # a load failure propagates as ModelLoadError
+            if server is None:
+                server = await self._listen()
+            options.on_ready(self.load_seconds)
             await stop_wait
         else:
             loading.cancel()
+        if server is None:  # stopped before it ever listened: nothing to drain
+            flusher.cancel()
+            sweeper.cancel()
+            self.access_log.flush()
+            return True
         self.app.draining = True
         options.on_draining()
         finished = await drain(server, self.state, self.deployment.spec.server.drain_timeout)
@@ -150,6 +162,15 @@ class Replica:
         sweeper.cancel()
         self.access_log.flush()
         return finished
+
+    async def _listen(self) -> asyncio.Server:
+        options = self.options
+        server = await start_server(
+            self.state, host=options.host, port=options.port, reuse_port=options.reuse_port
+        )
+        port = server.sockets[0].getsockname()[1]
+        options.on_listening(f"http://{_url_host(options.host)}:{port}")
+        return server
 
     async def _load(self) -> None:
         started = self.clock.monotonic()
@@ -175,6 +196,7 @@ class Replica:
                 max_queue=spec.server.max_queue_size,
                 timeout_s=spec.server.request_timeout,
                 enabled=batching,
+                inline=not runtime.runs_user_code,
             ),
             clock=self.clock,
             observer=self.metrics,
@@ -185,7 +207,6 @@ class Replica:
         logger.info(
             "model ready", extra={"load_seconds": round(self.load_seconds, 3), "batching": batching}
         )
-        self.options.on_ready(self.load_seconds)
 
     async def _flush_logs(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -39,17 +39,26 @@ def json_object(body: bytes) -> dict[str, Any]:
     return payload
 
 
-def to_array(value: Any, spec: TensorSpec, *, what: str) -> Array:
-    """``value`` (nested JSON lists) as an array of the model's dtype, shape checked."""
+def mentions_booleans(body: bytes) -> bool:
+    """Whether a JSON body could hold true or false at all (a byte search, far cheaper than
+    looking through every parsed value): when not, ``to_array`` skips that scan."""
+    return b"true" in body or b"false" in body
+
+
+def to_array(value: Any, spec: TensorSpec, *, what: str, booleans: bool = True) -> Array:
+    """``value`` (nested JSON lists) as an array of the model's dtype, shape checked.
+
+    ``booleans=False`` promises the JSON held no true/false (see ``mentions_booleans``).
+    """
     if spec.datatype is Datatype.BYTES:
         array = _bytes_array(value, what)
     else:
-        array = _numeric_array(value, spec.datatype, what)
+        array = _numeric_array(value, spec.datatype, what, booleans)
     check_shape(array, spec, what=what)
     return array
 
 
-def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
+def _numeric_array(value: Any, datatype: Datatype, what: str, booleans: bool) -> Array:
     try:
         raw = np.asarray(value)
     except (ValueError, TypeError):
@@ -59,11 +68,16 @@ def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
         raise InvalidInputError(f"{what}: expected numbers ({datatype}), found {found}")
     if raw.dtype.kind == "b" and datatype is not Datatype.BOOL:
         raise InvalidInputError(f"{what}: expected numbers ({datatype}), found booleans")
+    if booleans and raw.dtype.kind != "b" and isinstance(value, list) and _holds_booleans(value):
+        # numpy reads [1, true] as [1, 1]: a row mixing the two is a mistake, not a number.
+        raise InvalidInputError(
+            f"{what}: expected {datatype} values, found numbers mixed with booleans"
+        )
     target = np.dtype(NUMPY_DTYPES[datatype])
     if target.kind in "iu" and raw.dtype.kind == "f":
         raise InvalidInputError(f"{what}: expected integers ({datatype}), found fractions")
     # A finite sum proves every value finite; only when it is not do we look closer.
-    if raw.dtype.kind == "f" and not math.isfinite(raw.sum()) and not np.isfinite(raw).all():
+    if raw.dtype.kind == "f" and not _finite_sum(raw) and not np.isfinite(raw).all():
         raise InvalidInputError(f"{what}: NaN and Infinity are not valid inputs")
     if target.kind in "iu" and raw.size:
         info = np.iinfo(target)
@@ -74,11 +88,29 @@ def _numeric_array(value: Any, datatype: Datatype, what: str) -> Array:
     if (
         target.kind == "f"
         and target.itemsize < raw.dtype.itemsize
-        and not math.isfinite(array.sum())
+        and not _finite_sum(array)
         and not np.isfinite(array).all()
     ):
         raise InvalidInputError(f"{what}: values too large for {datatype}")
     return array
+
+
+def _finite_sum(array: Array) -> bool:
+    """Whether the sum is finite; finite values may still add up past the dtype's largest
+    (1.7e38 + 1.7e38 in FP32), which is no error of theirs: numpy's warning is silenced."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return math.isfinite(array.sum())
+
+
+def _holds_booleans(value: list[Any]) -> bool:
+    """Whether nested lists hold a JSON true/false anywhere (a C-speed scan per level)."""
+    level: list[Any] = value
+    while level:
+        if any(item is True or item is False for item in level):
+            return True
+        lists = [item for item in level if isinstance(item, list)]
+        level = [item for inner in lists for item in inner]
+    return False
 
 
 def _bytes_array(value: Any, what: str) -> Array:

@@ -14,7 +14,7 @@ import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import Batch, TensorSpec
-from mlkube.serving.tensors import json_object, to_array, to_json_value
+from mlkube.serving.tensors import json_object, mentions_booleans, to_array, to_json_value
 
 _TF_DTYPES = {
     "BOOL": "DT_BOOL",
@@ -50,17 +50,19 @@ def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, s
         )
     if ("instances" in payload) == ("inputs" in payload):
         raise InvalidInputError("a predict request needs exactly one of 'instances' or 'inputs'")
+    booleans = mentions_booleans(body)
     if "instances" in payload:
-        return _rows(payload["instances"], inputs), ROW
-    return _columns(payload["inputs"], inputs), COLUMNAR
+        return _rows(payload["instances"], inputs, booleans), ROW
+    return _columns(payload["inputs"], inputs, booleans), COLUMNAR
 
 
-def _rows(instances: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
+def _rows(instances: Any, inputs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
     if not isinstance(instances, list) or not instances:
         raise InvalidInputError("'instances' must be a non-empty list of rows")
     if len(inputs) == 1 and not isinstance(instances[0], dict):
         spec = inputs[0]
-        return {spec.name: to_array(instances, spec, what=f"instances (input '{spec.name}')")}
+        what = f"instances (input '{spec.name}')"
+        return {spec.name: to_array(instances, spec, what=what, booleans=booleans)}
     if not all(isinstance(row, dict) for row in instances):
         names = ", ".join(s.name for s in inputs)
         raise InvalidInputError(
@@ -72,12 +74,12 @@ def _rows(instances: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
             column = [row[spec.name] for row in instances]
         except KeyError:
             raise InvalidInputError(f"an instance lacks input '{spec.name}'") from None
-        batch[spec.name] = to_array(column, spec, what=f"input '{spec.name}'")
+        batch[spec.name] = to_array(column, spec, what=f"input '{spec.name}'", booleans=booleans)
     _reject_unknown(set().union(*(row.keys() for row in instances)), inputs)
     return batch
 
 
-def _columns(columns: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
+def _columns(columns: Any, inputs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
     if not isinstance(columns, dict):
         if len(inputs) != 1:
             names = ", ".join(s.name for s in inputs)
@@ -88,7 +90,9 @@ def _columns(columns: Any, inputs: tuple[TensorSpec, ...]) -> Batch:
     for spec in inputs:
         if spec.name not in columns:
             raise InvalidInputError(f"'inputs' lacks input '{spec.name}'")
-        batch[spec.name] = to_array(columns[spec.name], spec, what=f"input '{spec.name}'")
+        batch[spec.name] = to_array(
+            columns[spec.name], spec, what=f"input '{spec.name}'", booleans=booleans
+        )
     rows = {int(array.shape[0]) for array in batch.values()}
     if len(rows) > 1:
         raise InvalidInputError(f"inputs have different numbers of rows: {sorted(rows)}")

@@ -15,7 +15,13 @@ import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import Batch, Datatype, TensorSpec, datatype_of
-from mlkube.serving.tensors import check_shape, json_object, to_array, to_json_value
+from mlkube.serving.tensors import (
+    check_shape,
+    json_object,
+    mentions_booleans,
+    to_array,
+    to_json_value,
+)
 
 _DATATYPES = {d.value for d in Datatype}
 _ALLOWED_REQUEST = {"id", "parameters", "inputs", "outputs"}
@@ -45,11 +51,11 @@ def parse_infer(
     tensors = payload.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")
-    batch = _inputs(tensors, inputs)
+    batch = _inputs(tensors, inputs, mentions_booleans(body))
     return InferRequest(batch, request_id, _output_names(payload.get("outputs"), outputs))
 
 
-def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...]) -> Batch:
+def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
     by_name = {spec.name: spec for spec in specs}
     batch: Batch = {}
     for position, tensor in enumerate(tensors):
@@ -59,14 +65,14 @@ def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...]) -> Batch:
         if not isinstance(name, str):
             raise InvalidInputError(f"inputs[{position}] needs a string 'name'")
         spec = by_name.get(name)
-        if spec is None and len(specs) == 1 and len(tensors) == 1:
-            spec = specs[0]  # one input: accept whatever the client named it, as MLServer does
         if spec is None:
-            expected = ", ".join(by_name)
-            raise InvalidInputError(f"unknown input '{name}'; this model takes {expected}")
+            # Even for a one-input model: a name the model does not have is a mistake to say,
+            # not a guess to make (it may be meant for another model).
+            expected = ", ".join(f"'{known}'" for known in by_name)
+            raise InvalidInputError(f"unknown input '{name}'; this model's inputs are {expected}")
         if spec.name in batch:
             raise InvalidInputError(f"input '{name}' appears twice")
-        batch[spec.name] = _tensor(tensor, spec, position)
+        batch[spec.name] = _tensor(tensor, spec, booleans)
     missing = [spec.name for spec in specs if spec.name not in batch]
     if missing:
         raise InvalidInputError(f"missing input(s) {missing}")
@@ -76,7 +82,7 @@ def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...]) -> Batch:
     return batch
 
 
-def _tensor(tensor: dict[str, Any], spec: TensorSpec, position: int) -> Any:
+def _tensor(tensor: dict[str, Any], spec: TensorSpec, booleans: bool) -> Any:
     what = f"input '{tensor['name']}'"
     unknown = set(tensor) - _ALLOWED_INPUT
     if unknown:
@@ -102,7 +108,8 @@ def _tensor(tensor: dict[str, Any], spec: TensorSpec, position: int) -> Any:
     data = tensor["data"]
     if not isinstance(data, list):
         data = [data]
-    checked = to_array(data, TensorSpec(spec.name, declared, (-1,) * _depth(data)), what=what)
+    declared_spec = TensorSpec(spec.name, declared, (-1,) * _depth(data))
+    checked = to_array(data, declared_spec, what=what, booleans=booleans)
     flat = checked.reshape(-1)
     expected = math.prod(shape)
     if flat.size != expected:

@@ -3,6 +3,12 @@
 The parent checks the port first (so "port in use" is one clear error, not N), forks the
 workers before anything heavy is loaded, waits until every worker reports ready (or one
 fails), forwards SIGTERM/SIGINT to them and exits with the worst exit code.
+
+Ready means every worker is ready. A worker listens only once its model is loaded and warmed
+up, so a new connection never reaches a worker that would answer 503 "not ready yet" (during
+the load the port refuses connections, which probes read as not ready; Kubernetes' startup
+probe covers that time). Every worker's readiness endpoints say ready only when all workers
+are (a counter shared through the fork), so a probe never marks a half-loaded replica ready.
 """
 
 from __future__ import annotations
@@ -79,10 +85,13 @@ def serve_workers(
     """Fork ``workers`` processes sharing the port; returns the exit code for the parent."""
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
+    ready_count = context.Value("i", 0)
     processes = []
     for index in range(workers):
         process = context.Process(
-            target=_worker_main, args=(deployment, options, index, writer), daemon=False
+            target=_worker_main,
+            args=(deployment, options, index, writer, _ReadyCount(ready_count, workers)),
+            daemon=False,
         )
         process.start()
         processes.append(process)
@@ -122,17 +131,43 @@ def _wait_ready(
     return None
 
 
+class _ReadyCount:
+    """How many workers are ready, in memory shared by every worker (set before the fork)."""
+
+    def __init__(self, value: Any, workers: int) -> None:
+        self._value = value
+        self._workers = workers
+
+    def add_one(self) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+
+    def all_ready(self) -> bool:
+        return bool(self._value.value >= self._workers)
+
+
 def _worker_main(
-    deployment: ModelDeployment, options: ReplicaOptions, index: int, writer: Connection
+    deployment: ModelDeployment,
+    options: ReplicaOptions,
+    index: int,
+    writer: Connection,
+    ready_count: _ReadyCount,
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what it receives
+
+    def ready(seconds: float) -> None:
+        ready_count.add_one()
+        writer.send(("ready", seconds))
+
     worker_options = ReplicaOptions(
         host=options.host,
         port=options.port,
         revision=options.revision,
         replica=f"{options.replica}.{index}",
         reuse_port=True,
-        on_ready=lambda seconds: writer.send(("ready", seconds)),
+        on_ready=ready,
+        listen_when_ready=True,
+        peers_ready=ready_count.all_ready,
     )
     try:
         finished = serve_single(deployment, worker_options)

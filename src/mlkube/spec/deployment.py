@@ -23,6 +23,8 @@ API_VERSION: Final = "mlkube.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_IMAGE = "ghcr.io/mlkube/mlkube-server:0.1.0"
 TF_SERVING_IMAGE = "tensorflow/serving:latest"
+MODELS_SCHEME = "models:/"
+"""A registered model version, ``models:/NAME/VERSION``; mlkube.registry resolves it."""
 _GATEWAY_REF = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 
 
@@ -192,8 +194,13 @@ class ModelDeployment(SpecModel):
         return self._source_dir
 
     def model_path(self) -> str:
-        """The model's local path, resolved against the spec file's directory."""
+        """The model's local path, resolved against the spec file's directory.
+
+        A registry URI (``models:/NAME/VERSION``) is returned as it is: it names no path
+        until ``mlkube.registry.resolve_model`` looks it up."""
         uri = self.spec.model.uri
+        if uri.startswith(MODELS_SCHEME):
+            return uri
         if uri.startswith("file://"):
             uri = uri[len("file://") :]
         return os.path.normpath(os.path.join(self._source_dir, os.path.expanduser(uri)))

@@ -167,6 +167,9 @@ class BatchInputSpec(SpecModel):
     (file and line)."""
     columns: tuple[str, ...] = ()
     """The feature columns, in the model's order; default: every column but the id."""
+    claim_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)] | None = None
+    """On a cluster: a PersistentVolumeClaim holding the input, mounted read-only; `path` is
+    then relative to the claim's root."""
 
 
 class BatchOutputSpec(SpecModel):
@@ -177,6 +180,9 @@ class BatchOutputSpec(SpecModel):
     interrupted run resumes where it stopped."""
     format: Literal["csv", "jsonl", "parquet"] = "jsonl"
     """The shard files' format."""
+    claim_name: Annotated[str, Field(pattern=DNS_SUBDOMAIN)] | None = None
+    """On a cluster: a PersistentVolumeClaim the shards are written to (every worker mounts
+    it, so it needs ReadWriteMany with several workers); `path` is relative to its root."""
 
 
 class BatchInferenceSpec(SpecModel):

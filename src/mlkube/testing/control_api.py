@@ -23,10 +23,17 @@ def _no_metrics() -> bytes:
 
 
 @contextlib.asynccontextmanager
-async def served(ctrl: Controller, metrics: Metrics = _no_metrics) -> AsyncIterator[Client]:
-    """Serve ``ctrl``'s control API until the block ends; a client with the right token."""
+async def served(
+    ctrl: Controller, metrics: Metrics = _no_metrics, *, read_timeout_s: float | None = None
+) -> AsyncIterator[Client]:
+    """Serve ``ctrl``'s control API until the block ends; a client with the right token.
+    ``read_timeout_s`` shortens the time a client has to send a whole request."""
     token = write_token(ctrl.state)
-    server = await serve_api(build_app(ctrl, token, metrics=metrics))
+    app = build_app(ctrl, token, metrics=metrics)
+    if read_timeout_s is None:
+        server = await serve_api(app)
+    else:
+        server = await serve_api(app, read_timeout_s=read_timeout_s)
     ctrl.api_port = server.port
     info = {"pid": os.getpid(), "port": server.port}
     (ctrl.state / CONTROLLER_FILE).write_text(json.dumps(info))

@@ -12,7 +12,7 @@ instead. To make the shared commands use it, hand its ``factory`` to the CLI::
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from mlkube.backends.base import (
     BackendSelection,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -67,6 +68,9 @@ class FakeBackend:
         self.log_lines = tuple(log_lines)
         self.calls: list[Call] = []
         self.selections: list[BackendSelection] = []
+        self.job_rows: dict[str, JobRow] = {}
+        self.job_outcome = "Succeeded"
+        """Where a submitted job ends: each ``jobs`` call moves it one phase on."""
 
     def factory(self, selection: BackendSelection) -> Backend:
         """A ``BackendFactory`` that records what the options chose and returns this fake."""
@@ -226,3 +230,32 @@ class FakeBackend:
         self.revisions[name] -= 1
         stable = self.revisions[name]
         return RolloutStatus(name, "RolledBack", stable, strategy="Canary", reason="aborted")
+
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        self._record("submit", tuple(paths))
+        changes = []
+        for path in paths:
+            name = Path(path).stem
+            self.job_rows[name] = JobRow(name, "TrainingJob", "Queued", 1, 0, 1767225600.0)
+            changes.append(ObjectChange(ObjectRef("TrainingJob", name), "submitted"))
+        return ApplyReport(changes=tuple(changes))
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        self._record("jobs", name)
+        if name is not None and name not in self.job_rows:
+            raise BackendError(f"no job named '{name}'")
+        names = [name] if name is not None else sorted(self.job_rows)
+        for n in names:
+            row = self.job_rows[n]
+            after = {"Queued": "Running", "Running": self.job_outcome}.get(row.phase, row.phase)
+            reason = "worker 0 exited with code 1" if after == "Failed" else ""
+            metrics = (("accuracy", 0.97),) if after == "Succeeded" else ()
+            self.job_rows[n] = replace(row, phase=after, reason=reason, metrics=metrics)
+        return tuple(self.job_rows[n] for n in names)
+
+    def cancel(self, name: str) -> JobRow:
+        self._record("cancel", name)
+        if name not in self.job_rows:
+            raise BackendError(f"no job named '{name}'")
+        self.job_rows[name] = replace(self.job_rows[name], phase="Cancelled", reason="cancelled")
+        return self.job_rows[name]

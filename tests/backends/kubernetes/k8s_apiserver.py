@@ -53,7 +53,9 @@ real behaviour is documented (``test_k8s_double.py`` checks each against the dou
   (https://kubernetes.io/docs/reference/access-authn-authz/authorization/#checking-api-access).
 
 A Deployment's ``status`` is filled in by a simulated controller on reads, according to
-``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline"); like the real
+``rollout`` ("ready" after ``ready_after_reads`` reads, "stuck", or "deadline") or to a test's
+scripted steps (``k8s_cluster_sim``: conditions, available counts, the pod-count timeline of
+available pods and Service endpoints, node-port allocation); like the real
 Deployment controller it sets the ``deployment.kubernetes.io/revision`` annotation, one more
 each time the pod template changes
 (https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#deployment-status).
@@ -79,6 +81,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import yaml
+from k8s_cluster_sim import ClusterSim
 from k8s_validation import validate
 
 TOKEN = "test-token"  # noqa: S105 - a fake token for the fake server
@@ -128,8 +131,20 @@ RESOURCES = [
     Res("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject", True),
     Res("autoscaling.k8s.io", "v1", "verticalpodautoscalers", "VerticalPodAutoscaler", True),
     Res("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True),
+    Res("batch", "v1", "jobs", "Job", True),
+    Res("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", True),
+    Res("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue", True),
+    Res("kueue.x-k8s.io", "v1beta1", "clusterqueues", "ClusterQueue", False),
+    Res("kueue.x-k8s.io", "v1beta1", "workloads", "Workload", True),
 ]
-CRD_GROUPS = {"monitoring.coreos.com", "keda.sh", "autoscaling.k8s.io", "gateway.networking.k8s.io"}
+CRD_GROUPS = {
+    "monitoring.coreos.com",
+    "keda.sh",
+    "autoscaling.k8s.io",
+    "gateway.networking.k8s.io",
+    "kubeflow.org",
+    "kueue.x-k8s.io",
+}
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 COMMON_FIELDS = {"metadata.name", "metadata.namespace"}
 EVENT_FIELDS = COMMON_FIELDS | {
@@ -202,6 +217,8 @@ class FakeApiServer:
         self._user_agent = ""
         self.requests: list[Request] = []
         self.logs: dict[str, list[str]] = {}
+        self.sim = ClusterSim()
+        """Controllers' behaviour for apply, wait and status: see k8s_cluster_sim."""
         self.lock = threading.Lock()
         self._uids = itertools.count(1)
         self._rv = itertools.count(100)
@@ -328,6 +345,24 @@ class FakeApiServer:
         count its controller works towards, so a test can assert a change never dropped it."""
         return list(self.replicas.get((namespace, name), []))
 
+    def _collect_job_pods(
+        self, res: Res, key: tuple[str, str, str], query: dict[str, list[str]]
+    ) -> None:
+        """The garbage collector's part of deleting a Job: its pods go with a Background or
+        Foreground ``propagationPolicy``; without one a batch/v1 Job's default is to orphan
+        them ("If you delete the Job with the API, ... the pods are orphaned unless you set
+        propagationPolicy", https://kubernetes.io/docs/concepts/workloads/controllers/job/
+        #job-termination-and-cleanup). The pods are found by the controller's
+        ``batch.kubernetes.io/job-name`` label."""
+        policy = query.get("propagationPolicy", ["Orphan"])[0]
+        if res.kind != "Job" or policy not in ("Background", "Foreground"):
+            return
+        _plural, namespace, name = key
+        for pod_key in [k for k in self.objects if k[0] == "pods" and k[1] == namespace]:
+            labels = self.objects[pod_key].obj["metadata"].get("labels") or {}
+            if labels.get("batch.kubernetes.io/job-name") == name:
+                del self.objects[pod_key]
+
     def _record_replicas(
         self, res: Res, key: tuple[str, str, str], obj: dict[str, Any] | None
     ) -> None:
@@ -350,7 +385,9 @@ class FakeApiServer:
             self._user_agent = headers.get("user-agent", "")
             if headers.get("authorization") != f"Bearer {TOKEN}":
                 return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
-            return self._route(method, parts.path, query, content_type, body)
+            answer = self._route(method, parts.path, query, content_type, body)
+            self.sim.record(self.objects, f"{method} {parts.path}")  # the pod-count timeline
+            return answer
 
     def _route(
         self, method: str, path: str, query: dict[str, list[str]], content_type: str, body: bytes
@@ -573,6 +610,7 @@ class FakeApiServer:
         if query.get("dryRun", [""])[0] != "All":  # a dry-run delete deletes nothing
             del self.objects[key]
             self._record_replicas(res, key, None)
+            self._collect_job_pods(res, key, query)
         return (
             200,
             {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}},
@@ -699,6 +737,14 @@ class FakeApiServer:
             return 404, _status(404, "NotFound", message, details), "application/json"
         force = query.get("force", ["false"])[0] == "true"
         dry_run = query.get("dryRun", [""])[0] == "All"
+        refused = self.sim.refuse_apply(self.objects, res.plural, key[1], config, dry_run)
+        if refused is not None:  # node ports, changes between dry run and apply: k8s_cluster_sim
+            code, message = refused
+            return (
+                code,
+                _status(code, "Invalid" if code == 422 else "Forbidden", message),
+                ("application/json"),
+            )
         stored = self.objects.get(key)
         applied = set(_leaves(_owned_part(config)))
         if stored is None:
@@ -868,6 +914,10 @@ class FakeApiServer:
             stored.revision += 1
         annotations = obj["metadata"].setdefault("annotations", {})
         annotations[REVISION_ANNOTATION] = str(stored.revision)
+        scripted = self.sim.deployment_status(obj)  # a test's pod-count timeline
+        if scripted is not None:
+            obj["status"] = scripted
+            return
         replicas = obj["spec"].get("replicas", 1)
         generation = obj["metadata"].get("generation", 1)
         name = obj["metadata"]["name"]
@@ -1198,7 +1248,7 @@ def _immutable_changes(res: Res, before: dict[str, Any], after: dict[str, Any]) 
 
     The other kinds mlkube renders have no immutable spec fields (a PodDisruptionBudget's spec
     is mutable since policy/v1; HPA, ResourceQuota, LimitRange, Namespace; the CRD kinds declare
-    none). mlkube renders no Job or StatefulSet, whose templates are immutable.
+    none); a Job's template, completions and completionMode. mlkube renders no StatefulSet.
     """
     check = IMMUTABLE.get(res.kind)
     return [] if check is None else check(before, after)
@@ -1282,6 +1332,22 @@ def _config_map_immutable(before: dict[str, Any], after: dict[str, Any]) -> list
     ]
 
 
+def _job_immutable(before: dict[str, Any], after: dict[str, Any]) -> list[FieldError]:
+    """A Job's pod template, completions (outside elastic Indexed Jobs, which mlkube does not
+    use) and completionMode are immutable: "field is immutable"
+    (https://kubernetes.io/docs/concepts/workloads/controllers/job/#mutable-scheduling-directives:
+    only a suspended, never-started Job may change its template's scheduling fields)."""
+    old, new = _spec(before), _spec(after)
+    errors: list[FieldError] = []
+    for name in ("completionMode", "completions", "template"):
+        if old.get(name) != new.get(name):
+            value = _go_value(new.get(name))[:200]
+            errors.append(
+                (f"spec.{name}", "FieldValueInvalid", f"Invalid value: {value}: field is immutable")
+            )
+    return errors
+
+
 IMMUTABLE: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[FieldError]]] = {
     "Deployment": _deployment_immutable,
     "Service": _service_immutable,
@@ -1289,4 +1355,5 @@ IMMUTABLE: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[FieldError]
     "PersistentVolume": _volume_immutable,
     "PriorityClass": _priority_class_immutable,
     "ConfigMap": _config_map_immutable,
+    "Job": _job_immutable,
 }

@@ -12,6 +12,12 @@ mlkube uses, the ``openAPIV3Schema`` of:
   ``config/crd/standard/gateway.networking.k8s.io_httproutes.yaml`` (v1), including the CEL
   rules that touch our fields (a Service backendRef needs a port; a path starts with "/"),
   which ``check_cel_rules`` applies in Python.
+- PyTorchJob: kubeflow/training-operator ``manifests/base/crds/kubeflow.org_pytorchjobs.yaml``
+  (v1; the version at commit 04538cc6b1339cba529b512e76e780bdf23c7938, controller-gen
+  v0.6.0): ``spec.pytorchReplicaSpecs`` (a map of replica type to replicas, restartPolicy,
+  template), ``spec.runPolicy`` and ``spec.elasticPolicy`` (listed, not used). Each replica's
+  ``template`` is the CRD's expansion of core/v1 PodTemplateSpec; ``k8s_validation`` checks it
+  against the official PodTemplateSpec schema of each Kubernetes version instead of a copy.
 
 Every object is closed (``additionalProperties: false``) where the CRD lists its properties
 (the API server prunes or, under server-side apply, rejects unknown fields there), so a typo
@@ -426,7 +432,50 @@ HTTP_ROUTE = _document(
     ),
 )
 
+_PYTORCH_REPLICA: Schema = _closed(
+    {
+        "replicas": {"type": "integer", "minimum": -(2**31), "maximum": 2**31 - 1},
+        # "One of Always, OnFailure, Never and ExitCode. Default to Never." (a string in the
+        # CRD; the operator's validation refuses anything else)
+        "restartPolicy": {"enum": ["Always", "OnFailure", "Never", "ExitCode"]},
+        "template": {"type": "object"},  # PodTemplateSpec: checked by k8s_validation
+    }
+)
+PYTORCH_JOB = _document(
+    "kubeflow.org/v1",
+    "PyTorchJob",
+    _closed(
+        {
+            "elasticPolicy": {"type": "object"},
+            "pytorchReplicaSpecs": {
+                "type": "object",
+                # the operator accepts the replica types Master and Worker only
+                "propertyNames": {"enum": ["Master", "Worker"]},
+                "additionalProperties": _PYTORCH_REPLICA,
+            },
+            "runPolicy": _closed(
+                {
+                    "activeDeadlineSeconds": {"type": "integer"},
+                    "backoffLimit": {"type": "integer"},
+                    "cleanPodPolicy": {"type": "string"},
+                    "schedulingPolicy": _closed(
+                        {
+                            "minAvailable": {"type": "integer"},
+                            "minResources": {"type": "object", "additionalProperties": _QUANTITY},
+                            "priorityClass": {"type": "string"},
+                            "queue": {"type": "string"},
+                        }
+                    ),
+                    "ttlSecondsAfterFinished": {"type": "integer"},
+                }
+            ),
+        },
+        ("pytorchReplicaSpecs",),
+    ),
+)
+
 CRD_SCHEMAS: dict[tuple[str, str], Schema] = {
+    ("kubeflow.org/v1", "PyTorchJob"): PYTORCH_JOB,
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE,
     ("keda.sh/v1alpha1", "ScaledObject"): SCALED_OBJECT,

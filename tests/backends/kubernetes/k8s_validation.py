@@ -44,8 +44,39 @@ def validate(obj: dict[str, Any], version: str) -> list[str]:
     else:
         validator = builtin_validator(version, obj["apiVersion"], obj["kind"])
         problems.extend(f"{e.json_path}: {e.message}"[:500] for e in validator.iter_errors(obj))
+    if obj["kind"] == "PyTorchJob":
+        problems.extend(_replica_template_problems(obj, version))
     problems.extend(semantic_problems(obj))
     return [f"{obj['kind']}/{obj['metadata']['name']} ({version}): {p}" for p in problems]
+
+
+def _replica_template_problems(obj: dict[str, Any], version: str) -> list[str]:
+    """A PyTorchJob's pod templates, against the official PodTemplateSpec of ``version`` (the
+    CRD's template schema is that type, expanded by controller-gen)."""
+    validator = definition_validator(version, "io.k8s.api.core.v1.PodTemplateSpec")
+    problems: list[str] = []
+    for kind, replica in sorted(obj["spec"]["pytorchReplicaSpecs"].items()):
+        template = replica.get("template", {})
+        problems.extend(
+            f"pytorchReplicaSpecs.{kind}.template{e.json_path[1:]}: {e.message}"[:500]
+            for e in validator.iter_errors(template)
+        )
+        problems.extend(_pod_problems(template.get("spec", {})))
+        names = [c["name"] for c in template.get("spec", {}).get("containers", [])]
+        if "pytorch" not in names:
+            problems.append(f"{kind}: the training-operator needs a container named pytorch")
+    return problems
+
+
+@functools.lru_cache(maxsize=16)
+def definition_validator(version: str, definition: str) -> jsonschema.Draft202012Validator:
+    """The strict schema of one definition (e.g. PodTemplateSpec) of ``version``."""
+    minor = ".".join(version.split(".")[:2])
+    schema_dir = f"v{minor}.0-local-strict"
+    definitions = schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", version)
+    schema = {"$ref": f"{definitions['$id']}#/$defs/{definition}"}
+    registry: Registry[Any] = Resource.from_contents(definitions) @ Registry()
+    return jsonschema.Draft202012Validator(schema, registry=registry)
 
 
 @functools.lru_cache(maxsize=256)
@@ -79,6 +110,8 @@ def semantic_problems(obj: dict[str, Any]) -> list[str]:
     kind = obj["kind"]
     if kind == "Deployment":
         problems.extend(_deployment_problems(obj))
+    elif kind == "Job":
+        problems.extend(_job_problems(obj))
     elif kind == "Service":
         problems.extend(_service_problems(obj))
     elif kind == "HorizontalPodAutoscaler":
@@ -141,6 +174,48 @@ def _deployment_problems(obj: dict[str, Any]) -> list[str]:
     grace = pod.get("terminationGracePeriodSeconds", 30)
     if grace < 0:
         problems.append("terminationGracePeriodSeconds must be >= 0")
+    return problems
+
+
+def _pod_problems(pod: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    if len(volumes) != len(pod.get("volumes", [])):
+        problems.append("volume names must be unique")
+    for container in pod.get("initContainers", []) + pod.get("containers", []):
+        problems.extend(_container_problems(container, volumes))
+    subdomain = pod.get("subdomain")
+    if subdomain is not None and (not _DNS_LABEL.match(subdomain) or len(subdomain) > 63):
+        problems.append(f"subdomain '{subdomain}' must be a DNS-1123 label")
+    return problems
+
+
+def _job_problems(obj: dict[str, Any]) -> list[str]:
+    """The Job validation rules (pkg/apis/batch/validation) for the fields mlkube sets."""
+    spec = obj["spec"]
+    template = spec["template"]
+    pod = template["spec"]
+    problems = _pod_problems(pod)
+    for key, value in template.get("metadata", {}).get("labels", {}).items():
+        problems.extend(_label_problems(key, value))
+    if pod.get("restartPolicy") not in ("Never", "OnFailure"):
+        problems.append("template.spec.restartPolicy: Unsupported value (Never or OnFailure)")
+    if "podFailurePolicy" in spec and pod.get("restartPolicy") != "Never":
+        problems.append("podFailurePolicy: only allowed with restartPolicy Never")
+    indexed = spec.get("completionMode") == "Indexed"
+    if indexed and spec.get("completions") is None:
+        problems.append("completions: Required value when completionMode is Indexed")
+    if "backoffLimitPerIndex" in spec and not indexed:
+        problems.append("backoffLimitPerIndex: requires completionMode Indexed")
+    if "backoffLimitPerIndex" in spec and pod.get("restartPolicy") != "Never":
+        problems.append("backoffLimitPerIndex: requires restartPolicy Never")
+    if indexed and spec.get("completions", 0) > 100_000:
+        problems.append("completions: must be at most 100000 when completionMode is Indexed")
+    if spec.get("parallelism", 1) > spec.get("completions", spec.get("parallelism", 1)):
+        problems.append("parallelism greater than completions starts pods that never finish")
+    name = obj["metadata"]["name"]
+    if indexed and len(f"{name}-{spec.get('completions', 1) - 1}") > 63:
+        problems.append("pod hostnames <job>-<index> would exceed 63 characters")
     return problems
 
 

@@ -33,17 +33,6 @@ CANARY = str(HERE / "specs" / "canary-gateway.yaml")
 OPTIONAL_GROUPS = ("gateway.networking.k8s.io", "keda.sh", "monitoring.coreos.com")
 
 
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    server = FakeApiServer()
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
-
-
 def _backend(namespace: str | None = None) -> KubernetesBackend:
     return KubernetesBackend(namespace=namespace, clock=ManualClock())
 

@@ -83,15 +83,10 @@ class FakePrometheus:
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    server = FakeApiServer()
-    server.add_namespace("ml")
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
+def api(api: FakeApiServer) -> FakeApiServer:
+    """The double (conftest) with namespace ml."""
+    api.add_namespace("ml")
+    return api
 
 
 @pytest.fixture

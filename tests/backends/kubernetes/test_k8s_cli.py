@@ -80,19 +80,6 @@ def test_doctor_cli_exit_code_follows_failures(tmp_path, monkeypatch):
         server.stop()
 
 
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    from k8s_apiserver import FakeApiServer  # the API-server test double
-
-    server = FakeApiServer()
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
-
-
 def _k8s(*args: str):
     return CliRunner().invoke(cli, [*args, "--target", "kubernetes"])
 

@@ -23,12 +23,10 @@ WRONG = TOKEN + "-expired"  # a token the double rejects
 
 
 @pytest.fixture
-def api():
-    server = FakeApiServer()
-    server.start()
-    server.add_namespace("ml")
-    yield server
-    server.stop()
+def api(api: FakeApiServer) -> FakeApiServer:
+    """The double (conftest) with namespace ml."""
+    api.add_namespace("ml")
+    return api
 
 
 def _call(

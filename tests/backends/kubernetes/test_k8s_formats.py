@@ -36,6 +36,10 @@ CHART_NAMES = {
     "bluegreen-hostpath": "churn",
     "canary-gateway": "iris",
     "keda-gpu": "resnet",
+    # a spec without ModelDeployments: the chart is named after the file
+    "batch-job": "batch-job",
+    "training-job": "training-job",
+    "training-pytorchjob": "training-pytorchjob",
 }
 Obj = dict[str, Any]
 

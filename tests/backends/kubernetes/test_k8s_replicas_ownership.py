@@ -8,7 +8,6 @@ with subresource ``scale``. The double's replicas timeline shows any drop.
 from __future__ import annotations
 
 import pytest
-import yaml
 from k8s_apiserver import FakeApiServer
 
 from mlkube.backends.kubernetes.backend import KubernetesBackend
@@ -31,17 +30,6 @@ AUTOSCALED = SPEC + (
     "  autoscaling: {minReplicas: 2, maxReplicas: 5, "
     "metrics: [{type: cpu, targetUtilization: 70}]}\n"
 )
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    server = FakeApiServer()
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ the double authorizes it by exactly the rendered Role (``FakeApiServer.restrict_
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,15 +103,10 @@ def test_the_controller_is_refused_where_it_cannot_drive(
 
 
 @pytest.fixture
-def api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeApiServer]:
-    server = FakeApiServer()
-    server.add_namespace("ml")
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
+def api(api: FakeApiServer) -> FakeApiServer:
+    """The double (conftest) with namespace ml."""
+    api.add_namespace("ml")
+    return api
 
 
 @pytest.mark.integration

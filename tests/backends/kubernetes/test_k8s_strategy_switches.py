@@ -7,8 +7,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import yaml
-from k8s_apiserver import FakeApiServer
 
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.clock import ManualClock
@@ -32,17 +30,6 @@ STRATEGIES = {
     "Canary": "{strategy: Canary, steps: [{weight: 10}]}",
     "ABTest": "{strategy: ABTest, abTest: {weight: 30}}",
 }
-
-
-@pytest.fixture
-def api(tmp_path, monkeypatch):
-    server = FakeApiServer()
-    server.start()
-    config = tmp_path / "kubeconfig"
-    config.write_text(yaml.safe_dump(server.kubeconfig()), encoding="utf-8")
-    monkeypatch.setenv("KUBECONFIG", str(config))
-    yield server
-    server.stop()
 
 
 @pytest.mark.parametrize(("before", "after"), list(itertools.permutations(STRATEGIES, 2)))

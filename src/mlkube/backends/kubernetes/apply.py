@@ -1,35 +1,49 @@
 """Server-side apply of rendered objects, in order, then pruning of what the render dropped.
 
 The decisions are pure functions (``prune_plan``, ``without_autoscaled_replicas``,
-``needed_apis``, ``ownership.replicas_handovers``); ``apply_objects`` is the thin loop that
-asks the cluster and acts.
+``needed_apis``, ``split_by_namespace``, ``ownership.replicas_handovers``); ``apply_objects``
+is the thin loop that asks the cluster and acts.
 
 Order of an apply:
 1. every CRD-served API the objects need is checked by discovery, so a missing KEDA, VPA,
    Gateway API or Prometheus Operator fails before anything is changed;
-2. a server-side dry run of every object (``dryRun=All``) catches what the API server would
-   reject, again before anything is changed (objects in a namespace this apply creates are
-   skipped in that pass: the namespace does not exist yet);
-3. the objects are applied for real with field manager ``mlkube``, in dependency order; a
-   conflict with mlkube's own other writers only (``mlkube scale``, the rollout driver, the
-   replicas handover) is taken back with force, and a canary whose steps the driver runs keeps
-   its replica count; a Deployment that stops sending ``spec.replicas`` (an autoscaler or the
+2. a server-side dry run (``dryRun=All``) of every object: the API server checks what it would
+   reject (validation, admission, a node port already allocated) and changes nothing. Every
+   rejection is reported, and nothing is applied unless the whole set passed. An object in a
+   namespace that does not exist yet cannot be dry-run (the server answers 404 for the
+   namespace); so the real apply creates those namespaces first, the only change made before
+   everything is checked, and then dry-runs the objects in them. ``--dry-run`` cannot create
+   them: it reports those objects as not checked, never as accepted;
+3. the objects are applied for real with field manager ``mlkube``, in dependency order. If the
+   server still rejects one part-way (something changed since the dry run),
+   ``PartialApplyError`` names what was applied and what was not. A conflict with
+   mlkube's own other writers only (``mlkube scale``, the rollout driver, the replicas
+   handover) is taken back with force, and a canary whose steps the driver runs keeps its
+   replica count; a Deployment that stops sending ``spec.replicas`` (an autoscaler or the
    driver owns the count now) while ``mlkube`` is that field's only owner first hands it over
    (``ownership.replicas_handovers``), so the count never falls back to the default of 1;
-4. objects labelled as this deployment's that the render no longer holds are deleted, in
-   reverse order. PersistentVolumes, claims and Namespaces are never pruned: they hold data.
+4. a live Service whose new selector would match no available pod while its old one does (a
+   strategy switch to Deployments that have not started) is held back, keeping its old
+   selector and endpoints, until the new Deployments are rolled out (``ApplyResult.held``);
+5. objects labelled as this deployment's that the render no longer holds are deleted, in
+   reverse order, but only once every Deployment of the new set is rolled out: a strategy
+   switch must not delete the Deployment that serves while its replacement has no available
+   pod. When they are not rolled out yet, the old objects are kept (``ApplyResult.kept``):
+   ``apply --wait`` prunes them after the wait succeeds, else the next apply does.
+   PersistentVolumes, claims and Namespaces are never pruned: they hold data.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
 from mlkube.backends.kubernetes.errors import (
     ApiMissingError,
     ApplyError,
+    ClusterError,
     ConflictError,
     ForbiddenError,
 )
@@ -54,11 +68,22 @@ from mlkube.backends.kubernetes.render.manifest import (
     apply_rank,
     kind_info,
 )
+from mlkube.backends.kubernetes.wait import rollout_state
 
 logger = logging.getLogger(__name__)
 
 NEVER_PRUNED = frozenset({"Namespace", "PersistentVolume", "PersistentVolumeClaim"})
 AUTOSCALER_KINDS = ("HorizontalPodAutoscaler", "ScaledObject")
+HELD_WARNING = (
+    "a Service whose new selector matches no available pod yet keeps its old selector until "
+    "the new Deployments are rolled out, so that it keeps endpoints: `apply --wait` applies "
+    "it then, or apply again later"
+)
+KEPT_WARNING = (
+    "objects the specs no longer hold are kept until every new Deployment is rolled out "
+    "(so that something keeps serving): `apply --wait` prunes them once the rollout is done, "
+    "or apply again later"
+)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -89,6 +114,38 @@ class ApplyResult:
 
     pruned: tuple[ObjectKey, ...]
     warnings: tuple[str, ...] = ()
+    unchecked: tuple[ObjectKey, ...] = ()
+    """``dry_run`` only: objects never sent, as their namespace does not exist yet."""
+
+    kept: tuple[ObjectKey, ...] = ()
+    """Objects to prune that were kept because the new Deployments are not rolled out yet."""
+
+    held: tuple[Manifest, ...] = ()
+    """Services not applied yet: their new selector matches no available pod (see
+    ``services_to_hold``); apply them once the new Deployments are rolled out."""
+
+
+class PartialApplyError(ApplyError):
+    """The server rejected an object after others were applied for real."""
+
+    def __init__(
+        self,
+        failed: ObjectKey,
+        error: ClusterError,
+        applied: tuple[ObjectKey, ...],
+        not_applied: tuple[ObjectKey, ...],
+    ) -> None:
+        self.failed = failed
+        self.cause = error
+        self.applied = applied
+        self.not_applied = (failed, *not_applied)
+        done = ", ".join(map(str, applied)) or "none"
+        left = ", ".join(map(str, self.not_applied))
+        super().__init__(
+            f"the apply stopped part-way at {failed}: {error}. Applied: {done}. Not applied: "
+            f"{left}. Fix the cause and apply again: applying is idempotent, and nothing was "
+            "pruned."
+        )
 
 
 def needed_apis(objects: Iterable[Manifest]) -> list[KindInfo]:
@@ -163,16 +220,82 @@ def apply_objects(
     objects = without_autoscaled_replicas(objects, existing)
     objects = without_driven_replicas(objects, _live_rollouts(cluster, objects))
     handovers = replicas_handovers(objects, live)
-    _dry_run_all(cluster, objects, force=force)
-    if not dry_run:
+    missing = missing_namespaces(cluster, objects)
+    checkable, later = split_by_namespace(objects, missing)
+    _dry_run(cluster, checkable, force=force, created=())
+    created: tuple[ObjectKey, ...] = ()
+    unchecked: tuple[ObjectKey, ...] = ()
+    warnings: list[str] = []
+    if later and dry_run:
+        unchecked = tuple(key_of(obj) for obj in later)
+        warnings.append(unchecked_warning(missing, len(unchecked)))
+    elif later:
+        namespaces = [o for o in objects if o["kind"] == "Namespace" and key_of(o).name in missing]
+        try:
+            created = _apply_in_order(cluster, namespaces, force=force, done=())
+        except PartialApplyError as error:  # name every object left, not only the namespaces
+            rest = tuple(k for k in map(key_of, objects) if k not in (*error.applied, error.failed))
+            raise PartialApplyError(error.failed, error.cause, error.applied, rest) from error
+        _dry_run(cluster, later, force=force, created=created)
+    held: tuple[Manifest, ...] = ()
+    if dry_run:
+        applied = tuple(key_of(obj) for obj in checkable)
+    else:
+        hold = services_to_hold(cluster, objects)
+        held = tuple(o for o in objects if key_of(o) in hold)
+        now = [o for o in objects if key_of(o) not in hold]
         _hand_over_replicas(cluster, handovers)
-        for obj in objects:
-            apply_taking_back(cluster, obj, dry_run=False, force=force)
-    applied = tuple(key_of(obj) for obj in objects)
+        applied = _apply_in_order(cluster, now, force=force, done=created)
+        if held:
+            warnings.append(HELD_WARNING)
     if not prune:
-        return ApplyResult(applied, ())
-    pruned, warnings = prune_stale(cluster, objects, dry_run=dry_run)
-    return ApplyResult(applied, tuple(pruned), tuple(warnings))
+        return ApplyResult(applied, (), tuple(warnings), unchecked, held=held)
+    stale, prune_warnings = stale_objects(cluster, objects)
+    warnings.extend(prune_warnings)
+    if stale and not dry_run and (held or not rolled_out(cluster, objects)):
+        warnings.append(KEPT_WARNING)
+        return ApplyResult(applied, (), tuple(warnings), unchecked, tuple(stale), held)
+    prune_now(cluster, stale, dry_run=dry_run)
+    return ApplyResult(applied, tuple(stale), tuple(warnings), unchecked, held=held)
+
+
+def services_to_hold(cluster: Cluster, objects: Sequence[Manifest]) -> set[ObjectKey]:
+    """The live Services whose new selector would match no available pod while their live
+    selector does (a switch to Deployments that have not started yet, such as Canary →
+    BlueGreen): applying them now would empty their endpoints."""
+    held: set[ObjectKey] = set()
+    pods: dict[str, list[Manifest]] = {}
+    for obj in objects:
+        if obj["kind"] != "Service":
+            continue
+        namespace = obj["metadata"].get("namespace", "")
+        live = cluster.get(kind_info("Service"), obj["metadata"]["name"], namespace)
+        before = ((live or {}).get("spec") or {}).get("selector") or {}
+        after = (obj.get("spec") or {}).get("selector") or {}
+        if live is None or before == after or not after:
+            continue
+        if namespace not in pods:
+            try:
+                pods[namespace] = cluster.list_objects(kind_info("Deployment"), namespace, {})
+            except ForbiddenError:
+                pods[namespace] = []  # cannot tell: apply as rendered
+        if serving(before, pods[namespace]) > 0 and serving(after, pods[namespace]) == 0:
+            held.add(key_of(obj))
+    return held
+
+
+def serving(selector: Mapping[str, str], deployments: Iterable[Manifest]) -> int:
+    """The available pods a Service ``selector`` matches among the Deployments' pods (each
+    Deployment's pods carry its pod template's labels). Pure."""
+    return sum(
+        int((d.get("status") or {}).get("availableReplicas") or 0)
+        for d in deployments
+        if selector
+        and all(
+            ((d["spec"].get("template") or {}).get("metadata") or {}).get("labels", {}).get(k) == v
+            for k, v in selector.items()
+        )
+    )
 
 
 OWN_MANAGERS = frozenset({FIELD_MANAGER, ROLLOUT_MANAGER, HANDOVER_MANAGER})
@@ -279,26 +402,128 @@ def check_apis(cluster: Cluster, objects: Sequence[Manifest]) -> None:
             raise ApiMissingError(info.api_version, info.kind)
 
 
-def _dry_run_all(cluster: Cluster, objects: Sequence[Manifest], *, force: bool) -> None:
-    created_namespaces = {o["metadata"]["name"] for o in objects if o["kind"] == "Namespace"}
+def missing_namespaces(cluster: Cluster, objects: Sequence[Manifest]) -> set[str]:
+    """The Namespaces among ``objects`` that the cluster does not have yet."""
+    info = kind_info("Namespace")
+    missing = set()
     for obj in objects:
-        namespace = obj["metadata"].get("namespace")
+        if obj["kind"] != "Namespace":
+            continue
+        try:
+            if cluster.get(info, obj["metadata"]["name"], None) is None:
+                missing.add(obj["metadata"]["name"])
+        except ForbiddenError:
+            continue  # may not read namespaces: take it as there; the dry run answers 404 if not
+    return missing
+
+
+def split_by_namespace(
+    objects: Sequence[Manifest], missing: set[str]
+) -> tuple[list[Manifest], list[Manifest]]:
+    """(objects a dry run can check now, objects in a namespace that does not exist yet). Pure.
+
+    The API server dry-runs an object only in an existing namespace: for any other it answers
+    404 ``namespaces "x" not found``, and a dry-run Namespace is not stored, so it does not help
+    (https://github.com/kubernetes/kubernetes/issues/83562).
+    """
+    now = [o for o in objects if o["metadata"].get("namespace") not in missing]
+    later = [o for o in objects if o["metadata"].get("namespace") in missing]
+    return now, later
+
+
+def unchecked_warning(missing: set[str], count: int) -> str:
+    """What a dry run says about the objects it could not send. Pure."""
+    names = ", ".join(f"'{n}'" for n in sorted(missing))
+    return (
+        f"dry run: {count} objects were not checked: their namespace {names} does not exist "
+        "yet, and the API server dry-runs objects only in an existing namespace. A real apply "
+        "creates the namespace first and checks them before it changes anything else."
+    )
+
+
+def _dry_run(
+    cluster: Cluster,
+    objects: Sequence[Manifest],
+    *,
+    force: bool,
+    created: Sequence[ObjectKey],
+) -> None:
+    """Dry-run every object; raise one error naming every object the server rejected, of the
+    first rejection's class (a ConflictError stays one, with its managers)."""
+    rejected: list[tuple[ObjectKey, str]] = []
+    first: ApplyError | None = None
+    for obj in objects:
         try:
             apply_taking_back(cluster, obj, dry_run=True, force=force)
         except ApplyError as error:
-            if namespace in created_namespaces and "does not exist" in str(error):
-                continue
-            raise
+            rejected.append((key_of(obj), str(error)))
+            first = first or error
+    if first is not None:
+        raised = type(first).__new__(type(first))
+        raised.__dict__.update(first.__dict__)  # e.g. a ConflictError's managers
+        raised.args = (dry_run_failure(rejected, len(objects), created),)
+        raise raised from first
 
 
-def prune_stale(
-    cluster: Cluster, desired: Sequence[Manifest], *, dry_run: bool
+def dry_run_failure(
+    rejected: Sequence[tuple[ObjectKey, str]], total: int, created: Sequence[ObjectKey]
+) -> str:
+    """The message of a failed dry run: what was rejected and that nothing (else) changed."""
+    changed = (
+        f"nothing else was changed ({', '.join(map(str, created))} was created first: objects "
+        "in a namespace can be checked only once it exists)"
+        if created
+        else "nothing was changed"
+    )
+    reasons = "; ".join(f"{key}: {why}" for key, why in rejected)
+    return (
+        f"the server's dry run rejected {len(rejected)} of the {total} objects it checked, so "
+        f"{changed}: {reasons}"
+    )
+
+
+def _apply_in_order(
+    cluster: Cluster, objects: Sequence[Manifest], *, force: bool, done: Sequence[ObjectKey]
+) -> tuple[ObjectKey, ...]:
+    """Apply each object not in ``done``; a failure part-way raises PartialApplyError."""
+    applied = list(done)
+    for index, obj in enumerate(objects):
+        key = key_of(obj)
+        if key in done:
+            continue
+        try:
+            apply_taking_back(cluster, obj, dry_run=False, force=force)
+        except ClusterError as error:
+            rest = [key_of(o) for o in objects[index + 1 :] if key_of(o) not in done]
+            raise PartialApplyError(key, error, tuple(applied), tuple(rest)) from error
+        applied.append(key)
+    return tuple(applied)
+
+
+def rolled_out(cluster: Cluster, objects: Sequence[Manifest]) -> bool:
+    """Whether every Deployment among ``objects`` is rolled out now (``kubectl rollout
+    status``), so old objects can go without taking serving pods with them."""
+    info = kind_info("Deployment")
+    for obj in objects:
+        if obj["kind"] != "Deployment":
+            continue
+        live = cluster.get(info, obj["metadata"]["name"], obj["metadata"]["namespace"])
+        if live is None or not rollout_state(live).done:
+            return False
+    return True
+
+
+def prune_now(cluster: Cluster, stale: Sequence[ObjectKey], *, dry_run: bool) -> None:
+    """Delete ``stale`` (in the order given: reverse apply order)."""
+    for key in stale:
+        cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=dry_run)
+
+
+def stale_objects(
+    cluster: Cluster, desired: Sequence[Manifest]
 ) -> tuple[list[ObjectKey], list[str]]:
-    """Delete the objects of the rendered instances that ``desired`` no longer holds.
-
-    Returns what was deleted (with ``dry_run``: what would be) and warnings about kinds that
-    could not be listed.
-    """
+    """The live objects of the rendered instances that ``desired`` no longer holds, and
+    warnings about kinds that could not be listed."""
     live: list[Manifest] = []
     warnings: list[str] = []
     for namespace, instance in instances(desired):
@@ -310,7 +535,4 @@ def prune_stale(
                 live.extend(cluster.list_objects(info, namespace or None, labels))
             except ForbiddenError as error:
                 warnings.append(f"not pruning {info.kind} objects: {error}")
-    stale = prune_plan(desired, live)
-    for key in stale:
-        cluster.delete(kind_info(key.kind), key.name, key.namespace or None, dry_run=dry_run)
-    return stale, warnings
+    return prune_plan(desired, live), warnings

@@ -12,6 +12,7 @@ undo are the Deployment controller's (``kubectl rollout history|undo``) and rais
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +21,7 @@ from mlkube.backends.base import (
     ApplyReport,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -33,11 +35,19 @@ from mlkube.backends.base import (
 )
 from mlkube.backends.kubernetes import rollout_driver
 from mlkube.backends.kubernetes import status as views
-from mlkube.backends.kubernetes.apply import NEVER_PRUNED, ObjectKey, apply_objects, key_of
+from mlkube.backends.kubernetes.apply import (
+    NEVER_PRUNED,
+    ObjectKey,
+    apply_objects,
+    apply_taking_back,
+    key_of,
+    prune_now,
+)
 from mlkube.backends.kubernetes.client import Cluster, Target
-from mlkube.backends.kubernetes.errors import ObjectNotFoundError
+from mlkube.backends.kubernetes.diagnose import collect_instances
+from mlkube.backends.kubernetes.errors import ApplyError, ObjectNotFoundError, RolloutError
 from mlkube.backends.kubernetes.prometheus_query import PrometheusCanary
-from mlkube.backends.kubernetes.render import render, with_namespace
+from mlkube.backends.kubernetes.render import SpecDocument, render, with_namespace
 from mlkube.backends.kubernetes.render.manifest import (
     KINDS,
     LABEL_COMPONENT,
@@ -54,10 +64,28 @@ from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec import ModelDeployment, load_documents
+from mlkube.spec.job import TrainingJob
 
-STATUS_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject", "Service")
+STATUS_KINDS = (
+    "Deployment",
+    "HorizontalPodAutoscaler",
+    "ScaledObject",
+    "Service",
+    *views.JOB_KINDS,
+)
+WORKLOAD_KINDS = ("Deployment", *views.JOB_KINDS)
+"""What makes a name an mlkube deployment or job on the cluster."""
 SCALING_KINDS = ("Deployment", "HorizontalPodAutoscaler", "ScaledObject")
 KEPT = "kept (it holds data or other workloads; delete it yourself)"
+ACCEPTED = "accepted"
+"""A dry run's action: the API server's dry run accepted the object."""
+NOT_CHECKED = "not checked"
+"""A dry run's action for an object in a namespace that does not exist yet (never sent)."""
+KEPT_UNTIL_READY = "kept until ready"
+"""An object to prune, kept until the new Deployments are rolled out."""
+HELD_UNTIL_READY = "held until ready"
+"""A Service not applied yet (its new selector matches no available pod), until the new
+Deployments are rolled out."""
 
 
 class KubernetesBackend:
@@ -80,6 +108,9 @@ class KubernetesBackend:
         self.clock: Clock = clock or SystemClock()
         self.measure = None if prometheus_url is None else PrometheusCanary(prometheus_url)
         """Canary analysis: the cluster's Prometheus, when the user names one."""
+        self._held: dict[ObjectRef, Manifest] = {}
+        """The Services the last ``apply`` held back (``HELD_UNTIL_READY``), as rendered: its
+        ``wait_for_rollouts`` applies them once the new Deployments are rolled out."""
 
     @contextmanager
     def _connect(self) -> Iterator[tuple[Cluster, str]]:
@@ -97,48 +128,95 @@ class KubernetesBackend:
         The warnings name every spec field the cluster does not honour as written.
         """
         documents = with_namespace(load_documents(*paths), self.namespace)
-        rendered = render(documents)
+        render(documents)  # a spec the cluster cannot express fails before connecting
         deployments = [d for d in documents if isinstance(d, ModelDeployment)]
         force = any(d.spec.kubernetes.force_conflicts for d in deployments)
         prune = all(d.spec.kubernetes.prune for d in deployments)
         with self._connect() as (cluster, _):
-            result = apply_objects(
-                cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
-            )
+            documents = _keep_live_job_kinds(cluster, documents)
+            served = _pytorch_job_served(cluster, documents)
+            rendered = render(documents, pytorch_job_served=served)
+            try:
+                result = apply_objects(
+                    cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
+                )
+            except ApplyError as error:
+                raise _job_template_changed(error) or error from error
         unsupported = [n.text() for n in notes(documents, BackendKind.KUBERNETES)]
+        done = ACCEPTED if dry_run else "applied"
+        self._held = {_ref(key_of(obj)): obj for obj in result.held}
         return ApplyReport(
-            changes=tuple(ObjectChange(_ref(key), "applied") for key in result.applied),
+            changes=(
+                *(ObjectChange(_ref(key), done) for key in result.applied),
+                *(ObjectChange(_ref(key), NOT_CHECKED) for key in result.unchecked),
+                *(ObjectChange(ref, HELD_UNTIL_READY) for ref in self._held),
+                *(ObjectChange(_ref(key), KEPT_UNTIL_READY) for key in result.kept),
+            ),
             pruned=tuple(_ref(key) for key in result.pruned),
             warnings=(*unsupported, *result.warnings),
             dry_run=dry_run,
         )
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
-        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``)."""
+        """Poll every applied Deployment until it is rolled out (``kubectl rollout status``),
+        then prune the objects ``apply`` kept until then."""
         deployments = [
             (c.object.namespace, c.object.name)
             for c in applied.changes
-            if c.object.kind == "Deployment"
+            if c.object.kind == "Deployment" and c.action == "applied"
         ]
-        if applied.dry_run or not deployments:
+        kept = [c.object for c in applied.changes if c.action == KEPT_UNTIL_READY]
+        held = [
+            self._held[c.object]
+            for c in applied.changes
+            if c.action == HELD_UNTIL_READY and c.object in self._held
+        ]
+        if applied.dry_run or not (deployments or kept or held):
             return
         with self._connect() as (cluster, _):
-            asyncio.run(
-                wait_for_rollouts(
-                    cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+            try:
+                asyncio.run(
+                    wait_for_rollouts(
+                        cluster, deployments, timeout_s=timeout_s, clock=self.clock, report=report
+                    )
                 )
-            )
+            except RolloutError as error:
+                waiting = [str(_ref(key_of(obj))) for obj in held] + [str(r) for r in kept]
+                if waiting:
+                    raise RolloutError(
+                        f"{error}; kept as they were until the new Deployments are rolled out: "
+                        f"{', '.join(waiting)}"
+                    ) from error
+                raise
+            for obj in held:  # the Services' switch, now that the new pods serve
+                apply_taking_back(cluster, obj, dry_run=False, force=False)
+                report(f"{_ref(key_of(obj))} applied (the new Deployments are rolled out)")
+            stale = [ObjectKey(ref.kind, ref.namespace, ref.name) for ref in kept]
+            prune_now(cluster, stale, dry_run=False)
+        for ref in kept:
+            report(f"{ref} pruned (the new Deployments are rolled out)")
 
     # status, scale, delete -----------------------------------------------------------------
     def status(self, name: str | None = None) -> StatusReport:
         """One summary per deployment instance: its Deployments, autoscalers and Services."""
         with self._connect() as (cluster, namespace):
             objects = _owned(cluster, namespace, name, STATUS_KINDS)
-        if name is not None and not any(o["kind"] == "Deployment" for o in objects):
-            raise _not_found(name, namespace)
-        summaries = views.summarize(objects)
-        table = Table(views.TABLE_COLUMNS, tuple(views.table_rows(summaries)))
-        return StatusReport(document=summaries, tables=(table,))
+            if name is not None and not any(o["kind"] in WORKLOAD_KINDS for o in objects):
+                raise _not_found(name, namespace)
+            why = collect_instances(cluster, objects, views.not_rolled_out(objects))
+        summaries = views.summarize(objects, why)
+        rows = tuple(views.table_rows(summaries))
+        job_rows = tuple(views.job_rows(summaries))
+        tables = []
+        if rows or not job_rows:
+            tables.append(Table(views.TABLE_COLUMNS, rows))
+        if job_rows:
+            tables.append(Table(views.JOB_COLUMNS, job_rows, title="jobs"))
+        return StatusReport(
+            document=summaries,
+            tables=tuple(tables),
+            notes=tuple(views.problem_notes(summaries, why)),
+        )
 
     def scale(self, name: str, replicas: int) -> ScaleReport:
         """Set the replica count of the Deployment ``name`` (through its scale subresource)."""
@@ -226,10 +304,11 @@ class KubernetesBackend:
                     yield prefix + line.rstrip("\n")
 
     def events(self, name: str, *, limit: int = 100) -> tuple[EventRow, ...]:
-        """Events about the deployment's Deployments, autoscalers and pods, oldest first."""
+        """Events about the deployment's Deployments, autoscalers and pods (or the job's Job
+        and pods), oldest first."""
         with self._connect() as (cluster, namespace):
-            owned = _owned(cluster, namespace, name, SCALING_KINDS)
-            if not any(o["kind"] == "Deployment" for o in owned):
+            owned = _owned(cluster, namespace, name, (*SCALING_KINDS, *views.JOB_KINDS))
+            if not any(o["kind"] in WORKLOAD_KINDS for o in owned):
                 raise _not_found(name, namespace)
             names = {o["metadata"]["name"] for o in owned}
             names.update(p["metadata"]["name"] for p in cluster.pods(namespace, _labels(name)))
@@ -283,6 +362,27 @@ class KubernetesBackend:
             )
         return tracks
 
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Jobs are objects like any other on a cluster: applied, then the Job controller (or
+        Kueue) queues them."""
+        return self.apply(paths)
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        """mlkube's Jobs and PyTorchJobs in the namespace, from their status."""
+        with self._connect() as (cluster, namespace):
+            found = _owned(cluster, namespace, name, views.JOB_KINDS)
+        if name is not None and not found:
+            raise ObjectNotFoundError(f"no mlkube job '{name}' in namespace '{namespace}'")
+        return tuple(views.job_row(job) for job in found)
+
+    def cancel(self, name: str) -> JobRow:
+        """Delete the job (in the background: its pods go with it)."""
+        (row,) = self.jobs(name)
+        with self._connect() as (cluster, namespace):
+            cluster.delete(kind_info(row.kind), name, namespace, dry_run=False)
+        return replace(row, phase="Cancelled", reason="deleted")
+
     def rollout_history(self, name: str) -> tuple[RevisionRow, ...]:
         raise UnsupportedOperationError(
             "kubernetes",
@@ -302,6 +402,53 @@ class KubernetesBackend:
 
     def _kubectl_namespace(self) -> str:
         return f" -n {self.namespace}" if self.namespace else ""
+
+
+def _keep_live_job_kinds(cluster: Cluster, documents: list[SpecDocument]) -> list[SpecDocument]:
+    """TrainingJobs of ``kubernetes.kind: Auto`` that already run as a Job or a PyTorchJob stay
+    that kind: installing the training-operator later must not start the same job a second
+    time as a PyTorchJob beside the running Job."""
+    out: list[SpecDocument] = []
+    for document in documents:
+        if isinstance(document, TrainingJob) and document.spec.kubernetes.kind == "Auto":
+            for info in cluster.served([kind_info("Job"), kind_info("PyTorchJob")]):
+                if cluster.get(info, document.metadata.name, document.namespace) is not None:
+                    kube = document.spec.kubernetes.model_copy(update={"kind": info.kind})
+                    spec = document.spec.model_copy(update={"kubernetes": kube})
+                    document = document.model_copy(update={"spec": spec})
+                    break
+        out.append(document)
+    return out
+
+
+def _pytorch_job_served(cluster: Cluster, documents: Sequence[object]) -> bool:
+    """Whether a TrainingJob of ``kubernetes.kind: Auto`` becomes a PyTorchJob here: the
+    cluster serves kubeflow.org/v1 pytorchjobs (discovery). Asked only when one is Auto."""
+    if not any(isinstance(d, TrainingJob) and d.spec.kubernetes.kind == "Auto" for d in documents):
+        return False
+    return bool(cluster.served([kind_info("PyTorchJob")]))
+
+
+_IMMUTABLE_JOB = re.compile(
+    r"rejected Job '([^']+)'(?: in namespace '([^']+)')?: .*field is immutable"
+)
+
+
+def _job_template_changed(error: ApplyError) -> ApplyError | None:
+    """The API server's "field is immutable" for a Job, said as what to do. A Job's pod
+    template cannot change once created; mlkube does not delete and re-create it on its own,
+    since that would throw away a running job's pods and logs."""
+    match = _IMMUTABLE_JOB.search(str(error))
+    if match is None:
+        return None
+    name, namespace = match.group(1), match.group(2)
+    where = f" in namespace '{namespace}'" if namespace else ""
+    flag = f" -n {namespace}" if namespace else ""
+    return ApplyError(
+        f"Job '{name}'{where} already exists with another spec, and Kubernetes cannot change "
+        f"a Job's pods once it is created; to run the new spec, delete it first (mlkube delete "
+        f"{name} --target kubernetes{flag}; its pods and logs go too), then apply again"
+    )
 
 
 def _ref(key: ObjectKey) -> ObjectRef:

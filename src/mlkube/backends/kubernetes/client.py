@@ -35,7 +35,7 @@ try:
     from lightkube.resources.apps_v1 import Deployment
     from lightkube.resources.authorization_v1 import SelfSubjectAccessReview
     from lightkube.resources.core_v1 import Event, Pod
-    from lightkube.types import PatchType
+    from lightkube.types import CascadeType, PatchType
 except ImportError as missing:  # the client is the optional extra mlkube[kubernetes]
     raise BackendError(
         f"the Kubernetes client is not installed ({missing.name} is missing): "
@@ -238,11 +238,17 @@ class Cluster:
         ]
 
     def delete(self, info: KindInfo, name: str, namespace: str | None, *, dry_run: bool) -> bool:
-        """Delete an object (in the background); False when it was already gone."""
+        """Delete an object, its dependents in the background (as ``kubectl delete``: a Job's
+        pods too, which the API's own default for batch/v1 Jobs would orphan); False when it
+        was already gone."""
         try:
             with self._translate("delete", info, namespace, name):
                 self._client.delete(
-                    _resource(info), name, namespace=_ns(info, namespace), dry_run=dry_run
+                    _resource(info),
+                    name,
+                    namespace=_ns(info, namespace),
+                    cascade=CascadeType.BACKGROUND,
+                    dry_run=dry_run,
                 )
         except ObjectNotFoundError:
             return False
@@ -301,6 +307,14 @@ class Cluster:
             events = self._client.list(
                 Event, namespace=namespace, fields={"involvedObject.name": involved_name}
             )
+            return [{"apiVersion": "v1", "kind": "Event", **_as_dict(e)} for e in events]
+
+    def warning_events(self, namespace: str) -> list[Manifest]:
+        """core/v1 Events of type Warning in ``namespace`` (a field selector on ``type``), for
+        saying why a rollout is stuck (``diagnose``)."""
+        info = KindInfo("v1", "Event", "events", namespaced=True)
+        with self._translate("list", info, namespace, None):
+            events = self._client.list(Event, namespace=namespace, fields={"type": "Warning"})
             return [{"apiVersion": "v1", "kind": "Event", **_as_dict(e)} for e in events]
 
     def raw_get(self, path: str) -> tuple[int, Any]:

@@ -86,6 +86,23 @@ OPTIONAL_APIS = (
         "kubectl apply -f https://github.com/kubernetes-sigs/gateway-api/releases/download/"
         "v1.2.1/standard-install.yaml, plus a Gateway controller",
     ),
+    OptionalApi(
+        "Kubeflow training-operator",
+        "kubeflow.org/v1",
+        ("pytorchjobs",),
+        "TrainingJobs as PyTorchJobs (kind Auto makes an Indexed Job without it)",
+        'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/'
+        'manifests/overlays/standalone?ref=v1.8.1"',
+    ),
+    OptionalApi(
+        "Kueue",
+        "kueue.x-k8s.io/v1beta1",
+        ("localqueues", "clusterqueues", "workloads"),
+        "a job's spec.queue (without Kueue jobs are not queued: pods wait for room by "
+        "priority and a ResourceQuota refuses what is over it)",
+        "kubectl apply --server-side -f https://github.com/kubernetes-sigs/kueue/releases/"
+        "download/v0.10.1/manifests.yaml, then a ClusterQueue and a LocalQueue per queue",
+    ),
 )
 
 

@@ -1,7 +1,8 @@
 """Waiting for Deployments to finish rolling out, as ``kubectl rollout status`` judges it.
 
 ``rollout_state`` is pure (a Deployment's JSON in, a verdict out); ``wait_for_rollouts`` is the
-thin loop that polls the cluster, reports progress when it changes and gives up at a deadline.
+thin loop that polls the cluster, reports progress when it changes (with the reasons
+``diagnose`` finds while a Deployment is not rolled out) and gives up at a deadline.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mlkube.backends.kubernetes.client import Cluster
+from mlkube.backends.kubernetes.diagnose import Problem, collect, lines
 from mlkube.backends.kubernetes.errors import RolloutError
 from mlkube.backends.kubernetes.render.manifest import Manifest, kind_info
 from mlkube.clock import Clock
@@ -74,30 +76,44 @@ async def wait_for_rollouts(
 ) -> None:
     """Poll each (namespace, name) Deployment until all are rolled out.
 
-    Raises RolloutError when one fails (progress deadline) or ``timeout_s`` passes first.
+    While one is not, its conditions, its pods' and autoscalers' conditions and recent Warning
+    events say why (``diagnose``): each reason is reported once, under the count it explains.
+    Raises RolloutError when one fails (progress deadline) or ``timeout_s`` passes first; the
+    message carries the last reasons seen.
     """
     deadline = clock.monotonic() + timeout_s
     pending = list(deployments)
     last: dict[tuple[str, str], str] = {}
+    why: dict[tuple[str, str], list[Problem]] = {}
+    told: set[tuple[tuple[str, str], str]] = set()
     info = kind_info("Deployment")
     while pending:
         still: list[tuple[str, str]] = []
         for namespace, name in pending:
+            key = (namespace, name)
             live = await asyncio.to_thread(cluster.get, info, name, namespace)
             state = (
                 rollout_state(live)
                 if live is not None
                 else RolloutState(False, False, f"{name}: not found yet")
             )
-            if state.message != last.get((namespace, name)):
+            if state.message != last.get(key):
                 report(state.message)
-                last[(namespace, name)] = state.message
+                last[key] = state.message
+            if live is not None and not state.done:
+                why[key] = await asyncio.to_thread(collect, cluster, namespace, live)
+                for problem in why[key]:
+                    if (key, problem.text()) not in told:
+                        told.add((key, problem.text()))
+                        for line in lines(problem):
+                            report(line)
             if state.failed:
                 raise RolloutError(
                     f"rollout of Deployment '{name}' in '{namespace}' failed: {state.message}"
+                    + _because([p for p in why.get(key, []) if p.message not in state.message])
                 )
             if not state.done:
-                still.append((namespace, name))
+                still.append(key)
         pending = still
         if not pending:
             return
@@ -105,7 +121,11 @@ async def wait_for_rollouts(
             names = ", ".join(f"{ns}/{n}" for ns, n in pending)
             raise RolloutError(
                 f"timed out after {timeout_s:g}s waiting for {names}: "
-                + "; ".join(last[key] for key in pending)
-                + " (see `mlkube status` and `mlkube logs`)"
+                + "; ".join(last[key] + _because(why.get(key, [])) for key in pending)
+                + " (see `mlkube status` and `mlkube events`)"
             )
         await clock.sleep(POLL_INTERVAL_S)
+
+
+def _because(found: Sequence[Problem]) -> str:
+    return f" (why: {'; '.join(p.text() for p in found)})" if found else ""

@@ -20,6 +20,7 @@ from mlkube.backends.base import (
     ApplyReport,
     DeleteReport,
     EventRow,
+    JobRow,
     LogStream,
     ObjectChange,
     ObjectRef,
@@ -34,11 +35,13 @@ from mlkube.backends.local import replica_logs, supervisor
 from mlkube.backends.local.balancer.protocol import BALANCER_FILE
 from mlkube.backends.local.controller.api import Client, ControllerNotRunningError
 from mlkube.backends.local.controller.settings import state_dir as resolve_state_dir
+from mlkube.backends.local.private import private_dir, private_file
 from mlkube.backends.local.status_view import rollout_progress, status_report
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.capabilities import BackendKind, Document, notes
 from mlkube.errors import BackendError, UnsupportedOperationError
-from mlkube.spec import ModelDeployment
+from mlkube.registry import RegistryError, is_model_uri, resolve_model
+from mlkube.spec import BatchInference, ModelDeployment, TrainingJob
 from mlkube.spec.loading import load_documents
 
 DEPLOYMENT_KIND = "modeldeployment"
@@ -82,11 +85,20 @@ class RolloutFailedError(BackendError):
     """A local rollout that ``apply --wait`` waited for failed or did not finish in time."""
 
 
-def local_problems(documents: Sequence[Document]) -> list[str]:
-    """What stops a spec locally beyond the capability table: a model file that is missing."""
+def local_problems(documents: Sequence[Document], state_dir: Path | None = None) -> list[str]:
+    """What stops a spec locally beyond the capability table: a model file that is missing,
+    or a ``models:/`` version that ``state_dir``'s registry does not hold."""
     problems = []
     for document in documents:
-        if isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
+        if isinstance(document, ModelDeployment | BatchInference) and is_model_uri(
+            document.spec.model.uri
+        ):
+            what = "deployment" if isinstance(document, ModelDeployment) else "batch job"
+            try:
+                resolve_model(document.spec.model.uri, document.spec.model.format, state_dir)
+            except RegistryError as error:
+                problems.append(f"{what} '{document.metadata.name}': model.uri: {error}")
+        elif isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
             path = document.model_path()
             if not os.path.exists(path):
                 problems.append(
@@ -145,9 +157,9 @@ class LocalBackend:
         return True
 
     def _start_controller(self) -> None:
-        self.state.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state)
         (self.state / "controller.json").unlink(missing_ok=True)
-        log = self.state / "controller.log"
+        log = private_file(self.state / "controller.log")
         handle = supervisor.spawn(
             [
                 sys.executable,
@@ -232,7 +244,7 @@ class LocalBackend:
         resolved = [str(Path(p).resolve()) for p in paths]
         documents = load_documents(*resolved)  # spec errors are shown here, with exit code 2
         found = notes(documents, BackendKind.LOCAL)
-        problems = [n.text() for n in found if n.is_error] or local_problems(documents)
+        problems = [n.text() for n in found if n.is_error] or local_problems(documents, self.state)
         if problems:  # refused up front: a replica that cannot start would only crash-loop
             raise BackendError("cannot run locally: " + "; ".join(problems))
         results = self._call("POST", "/apply", {"paths": resolved})["results"]
@@ -241,6 +253,56 @@ class LocalBackend:
             for r in results
         )
         return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    # jobs ------------------------------------------------------------------------------------
+    def submit(self, paths: Sequence[str]) -> ApplyReport:
+        """Queue the jobs of ``paths`` with the controller (started when none runs)."""
+        resolved = [str(Path(p).resolve()) for p in paths]
+        documents = load_documents(*resolved)
+        others = [d for d in documents if not isinstance(d, TrainingJob | BatchInference)]
+        if others:
+            raise BackendError(
+                f"{others[0].kind} '{others[0].metadata.name}' is not a job: "
+                "mlkube run takes TrainingJob and BatchInference (use mlkube up or apply)"
+            )
+        found = notes(documents, BackendKind.LOCAL)
+        problems = [n.text() for n in found if n.is_error]
+        if problems:
+            raise BackendError("cannot run locally: " + "; ".join(problems))
+        self.ensure_controller()
+        results = self._call("POST", "/jobs", {"paths": resolved})["results"]
+        changes = tuple(ObjectChange(ObjectRef(r["kind"], r["name"]), r["action"]) for r in results)
+        return ApplyReport(changes=changes, warnings=tuple(n.text() for n in found))
+
+    def jobs(self, name: str | None = None) -> tuple[JobRow, ...]:
+        query = f"?name={quote(name)}" if name is not None else ""
+        return tuple(job_row(r) for r in self._call("GET", f"/jobs{query}")["jobs"])
+
+    def cancel(self, name: str) -> JobRow:
+        return job_row(self._call("POST", "/jobs/cancel", {"name": name}))
+
+    def _job_log_lines(self, name: str, worker: str | None, follow: bool) -> Iterator[str]:
+        (row,) = self._call("GET", f"/jobs?name={quote(name)}")["jobs"]
+        folder = self.state / "jobs" / row["namespace"] / row["name"] / "logs"
+        ranks = range(int(row["workers"])) if worker is None else [int(worker)]
+        files = [folder / f"worker-{rank}.log" for rank in ranks]
+        positions = dict.fromkeys(files, 0)
+        while True:
+            for file in files:
+                try:
+                    with open(file, "rb") as handle:
+                        handle.seek(positions[file])
+                        data = handle.read()
+                except FileNotFoundError:
+                    continue
+                complete = data[: data.rfind(b"\n") + 1]
+                positions[file] += len(complete)
+                prefix = f"[worker {file.stem.split('-')[1]}] " if len(files) > 1 else ""
+                for line in complete.decode("utf-8", "replace").splitlines():
+                    yield prefix + line
+            if not follow:
+                return
+            self.clock.sleep_blocking(FOLLOW_POLL_S)
 
     def wait_for_rollouts(self, applied: ApplyReport, *, timeout_s: float, report: Report) -> None:
         wanted = {
@@ -321,6 +383,8 @@ class LocalBackend:
         follow: bool = False,
         stderr: bool = False,
     ) -> LogStream:
+        if name.startswith("job/"):
+            return LogStream(lines=self._job_log_lines(name[4:], replica, follow))
         files = self._log_files(name, replica, stderr=stderr)
         cutoff = self.clock.wall() - since_s if since_s is not None else None
         return LogStream(lines=self._log_lines(files, cutoff, follow))
@@ -393,4 +457,23 @@ def _rollout_status(name: str, data: Any) -> RolloutStatus:
         step=data["step"],
         weights=tuple((str(k), v) for k, v in data["weights"].items()),
         reason=data["reason"],
+    )
+
+
+def job_row(data: Any) -> JobRow:
+    """A ``JobRow`` from the control API's ``/jobs`` answer."""
+    return JobRow(
+        name=data["name"],
+        kind=data["kind"],
+        phase=data["phase"],
+        workers=data["workers"],
+        priority=data["priority"],
+        submitted=data["submitted"],
+        started=data.get("started"),
+        finished=data.get("finished"),
+        restarts=data.get("restarts", 0),
+        preemptions=data.get("preemptions", 0),
+        reason=data.get("reason", ""),
+        metrics=tuple((str(k), float(v)) for k, v in (data.get("metrics") or {}).items()),
+        model_version=data.get("modelVersion", ""),
     )

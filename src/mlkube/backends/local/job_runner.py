@@ -64,11 +64,14 @@ class Gang:
         *,
         attempt: int,
         base_env: Mapping[str, str] | None = None,
+        worker_env: Mapping[int, Mapping[str, str]] | None = None,
     ) -> None:
         self.job = job
         self.paths = paths
         self.attempt = attempt
         self.base_env = dict(os.environ if base_env is None else base_env)
+        self.worker_env = dict(worker_env or {})
+        """Per rank, on top of the rest (a worker's CUDA_VISIBLE_DEVICES)."""
         self.handles: dict[int, supervisor.ProcessHandle] = {}
         self.exits: dict[int, WorkerExit] = {}
 
@@ -87,6 +90,7 @@ class Gang:
                 "MLKUBE_JOB_NAME": self.job.metadata.name,
                 "MLKUBE_JOB_ATTEMPT": str(self.attempt),
                 "PYTHONUNBUFFERED": "1",
+                **self.worker_env.get(rank, {}),
             }
             log = self.paths.worker_log(rank)
             with open(log, "ab") as header:

@@ -23,7 +23,7 @@ import yaml
 
 from mlkube.backends.local import alertmanager, daemon
 from mlkube.errors import BackendError
-from mlkube.observability.alerts import duration, rule_file
+from mlkube.observability.alerts import duration, job_rule_group, rule_file
 from mlkube.spec.deployment import ModelDeployment
 
 DEFAULT_BINARY = "/usr/bin/prometheus"
@@ -156,7 +156,9 @@ def write_config(
         scrape_interval_s = min(intervals) if intervals else 15.0
     if not layout.targets.exists():
         layout.targets.write_text("[]")
-    daemon.write_private(layout.rules, yaml.safe_dump(rule_file(docs), sort_keys=False))
+    rules = rule_file(docs)
+    rules["groups"].append(job_rule_group())  # the controller runs jobs whatever the specs
+    daemon.write_private(layout.rules, yaml.safe_dump(rules, sort_keys=False))
     receiver = alertmanager.running(state)
     config = prometheus_config(
         targets_file=layout.targets,

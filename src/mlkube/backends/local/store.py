@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlkube.backends.local.private import private_dir, private_file
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS deployments (key TEXT PRIMARY KEY, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS revisions (
@@ -102,7 +104,10 @@ class Store:
     """A thin typed wrapper over the SQLite file."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only: events and specs are private; SQLite gives its -wal and -shm files the
+        # database file's mode.
+        private_dir(path.parent)
+        private_file(path)
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")

@@ -28,7 +28,7 @@ from mlkube.backends.local.controller.api import (
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment, revision_of
 from mlkube.backends.local.controller.replica import Replica
-from mlkube.backends.local.controller.server import INTERNAL_ERROR
+from mlkube.backends.local.controller.server import INTERNAL_ERROR, build_app, serve_api
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.ports import free_port
@@ -208,6 +208,32 @@ async def test_a_body_announced_over_4_mib_is_refused_before_it_is_sent(api):
     assert str(MAX_BODY_BYTES) in json.loads(body)["error"]
 
 
+def _upload(port: int, token: str, size: int) -> tuple[int, bytes]:
+    """urllib sends the whole body before it reads the answer, as many clients do."""
+    import urllib.error
+    import urllib.request
+
+    sent = urllib.request.Request(
+        f"http://127.0.0.1:{port}/apply",
+        data=b"x" * size,
+        method="POST",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(sent, timeout=30) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.read()
+
+
+@pytest.mark.integration
+async def test_a_30_mb_upload_reads_its_413_instead_of_a_reset(api):
+    status, body = await asyncio.to_thread(_upload, api.port, api.token, 30 * 2**20)
+    assert status == 413
+    assert str(MAX_BODY_BYTES) in json.loads(body)["error"]
+    assert await call(api, "GET", "/healthz") == {"ok": True}
+
+
 @pytest.mark.integration
 async def test_a_chunked_body_over_4_mib_is_refused_while_it_streams(api):
     # Exactly one byte over the limit, and no final chunk: the server must stop on its count,
@@ -264,6 +290,11 @@ async def test_invalid_json_is_a_400(api):
         ("/down", {"name": 3}, "name: Input should be a valid string"),
         ("/prometheus", {"binary": ["prometheus"]}, "binary: Input should be a valid string"),
         ("/down", ["iris"], "body: Input should be an object"),
+        ("/scale", {"name": "iris", "replicas": True}, "replicas: Input should be a valid integer"),
+        ("/scale", {"name": "iris", "replicas": "3"}, "replicas: Input should be a valid integer"),
+        ("/scale", {"name": "iris", "replicas": 10**30}, "replicas: Input should be less than"),
+        ("/rollout/undo", {"name": "iris", "revision": 10**30}, "revision: Input should be less"),
+        ("/down", {"name": True}, "name: Input should be a valid string"),
     ],
 )
 async def test_a_body_that_does_not_fit_its_model_is_a_400_naming_the_field(api, path, body, field):
@@ -283,6 +314,8 @@ async def test_a_body_that_does_not_fit_its_model_is_a_400_naming_the_field(api,
         ("/usage", "name: Field required"),
         ("/rollout/history", "name: Field required"),
         ("/status?nmae=iris", "nmae: Extra inputs are not permitted"),
+        ("/events?name=iris&limit=99999999999999999999", "limit: Input should be less than"),
+        ("/status?name=iris&name=other", "name given more than once"),
     ],
 )
 async def test_a_query_that_does_not_parse_is_a_400_naming_the_field(api, ctrl, path, field):
@@ -309,6 +342,45 @@ async def test_unknown_routes_are_404_and_wrong_methods_405(api):
     status, headers, body = await raw(api, request("GET", "/scale", api.token))
     assert status == 405 and headers["allow"] == "POST"
     assert json.loads(body) == {"error": "method not allowed: GET /scale (allowed: POST)"}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("hello: [1, 2\n", "in the spec"),
+        ("just a string\n", "expected a mapping with apiVersion, kind, metadata and spec"),
+        (None, "no such file or folder"),
+    ],
+    ids=["not-yaml", "not-a-spec", "missing"],
+)
+async def test_a_file_that_is_no_spec_is_a_400_naming_it(api, tmp_path, content, message):
+    path = tmp_path / "mine.yaml"
+    if content is not None:
+        path.write_text(content)
+    refused = await refusal(api, "POST", "/apply", {"paths": [str(path)]})
+    assert str(path) in refused
+    assert message in refused
+    data = json.dumps({"paths": [str(path)]}).encode()
+    status, _, _ = await raw(
+        api, request("POST", "/apply", api.token, f"Content-Length: {len(data)}", body=data)
+    )
+    assert status == 400
+
+
+@pytest.mark.integration
+async def test_apply_refuses_paths_it_cannot_use_with_a_400(api, tmp_path):
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"a: " + b"x" * 2**21)
+    cases = {
+        "relative.yaml": "paths must be absolute",
+        "/" + "a" * 5000: "cannot read: File name too long",
+        "/dev/zero": "not a regular file or folder",
+        str(big): "a spec file is at most 1048576",
+    }
+    for path, message in cases.items():
+        refused = await refusal(api, "POST", "/apply", {"paths": [path]})
+        assert message in refused, refused
 
 
 # handler failures ----------------------------------------------------------------------------
@@ -391,11 +463,56 @@ def _endless_header(port: int) -> bytes:
 
 
 @pytest.mark.integration
-async def test_an_endless_header_is_cut_off_not_buffered(api):
-    # uvicorn's h11 protocol bounds an incomplete header at 16 KiB (httptools would not).
+async def test_an_endless_header_gets_a_431_the_client_can_read(api):
+    # The server stops buffering at 16 KiB, answers, and keeps reading (discarding) what the
+    # client still sends for a while (lingering close): the client reads the 431, no reset.
     answer = await asyncio.to_thread(_endless_header, api.port)
-    assert answer == b"" or answer.split(b" ", 2)[1] in (b"400", b"431")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431 ")
+    assert json.loads(body) == {"error": "the request head is over 16384 bytes"}
     assert await call(api, "GET", "/healthz") == {"ok": True}
+
+
+@pytest.mark.integration
+async def test_a_whole_head_over_the_limit_is_a_431(api):
+    big = "X-Big: " + "a" * 20_000
+    status, headers, body = await raw(api, request("GET", "/status", api.token, big))
+    assert status == 431 and headers["connection"] == "close"
+    assert json.loads(body) == {"error": "the request head is over 16384 bytes"}
+
+
+def _stalled(port: int, data: bytes) -> bytes:
+    """Send ``data`` (an unfinished request, or nothing), then read what the server says."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        if data:
+            sock.sendall(data)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"GET /status HTTP/1.1\r\nHost: x\r\n",
+        b"POST /apply HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    ],
+    ids=["silent-connection", "unfinished-head", "unfinished-body"],
+)
+async def test_a_request_not_sent_in_time_gets_a_408_and_the_connection_closes(ctrl, data):
+    async with served(ctrl, read_timeout_s=0.3) as client:
+        if b"POST" in data:
+            data = data.replace(
+                b"Host: x", b"Host: x\r\nAuthorization: Bearer " + client.token.encode()
+            )
+        answer = await asyncio.to_thread(_stalled, client.port, data)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 "), answer
+        assert json.loads(body) == {"error": "the request was not received within 0.3 s"}
+        assert await call(client, "GET", "/healthz") == {"ok": True}
 
 
 @pytest.mark.integration
@@ -482,3 +599,25 @@ async def test_stopping_the_server_frees_the_port(ctrl):
         await call(after, "GET", "/healthz")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))  # nothing holds it any more
+
+
+@pytest.mark.integration
+async def test_an_answer_in_progress_completes_when_the_server_stops(ctrl, monkeypatch):
+    started = asyncio.Event()
+
+    async def slow_down(ctrl: Controller, name: str | None) -> dict[str, Any]:
+        started.set()
+        await asyncio.sleep(0.3)
+        return {"stopped": [], "controllerExiting": True, "prometheusStopped": False}
+
+    monkeypatch.setattr(handlers, "down", slow_down)
+    token = write_token(ctrl.state)
+    server = await serve_api(build_app(ctrl, token, metrics=lambda: METRICS))
+    data = b"{}"
+    sent = request("POST", "/down", token, f"Content-Length: {len(data)}", body=data)
+    answer = asyncio.create_task(asyncio.to_thread(_exchange, server.port, sent))
+    await started.wait()
+    await server.stop()  # while /down is still being answered
+    head, _, body = (await answer).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["controllerExiting"] is True

@@ -4,7 +4,8 @@ Pure and deterministic: no I/O, no clock, no randomness. The same documents alwa
 same objects in the same order with the same names, so GitOps diffs stay quiet. The pieces
 live beside this module: ``render_workload`` (ConfigMap, Deployment, volumes, probes),
 ``render_scaling`` (HPA, KEDA, VPA, PDB), ``render_network`` (Services, HTTPRoute) and
-``render_cluster`` (Namespace, quota, priority, storage, monitoring).
+``render_cluster`` (Namespace, quota, priority, storage, monitoring); ``jobs`` renders
+TrainingJob and BatchInference documents.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from mlkube.backends.kubernetes.render.cluster import (
     resource_quota,
     storage_objects,
 )
+from mlkube.backends.kubernetes.render.jobs import job_objects
 from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render.network import network_objects
 from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
@@ -28,6 +30,7 @@ from mlkube.backends.kubernetes.render.scaling import scaling_objects
 from mlkube.backends.kubernetes.render.tracks import tracks_of
 from mlkube.backends.kubernetes.render.workload import workload_objects
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
+from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import SpecDocument
 
 
@@ -39,9 +42,11 @@ class Rendered:
     objects: tuple[Manifest, ...]
 
 
-def render(documents: Sequence[SpecDocument]) -> Rendered:
+def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = False) -> Rendered:
     """Every Kubernetes object for ``documents``, sorted into apply order.
 
+    ``pytorch_job_served``: the cluster serves Kubeflow's PyTorchJob (what discovery found;
+    False without a cluster), so a TrainingJob of ``kubernetes.kind: Auto`` becomes one.
     Pure: no I/O. Raises RenderError when a spec cannot be expressed on Kubernetes.
     """
     objects: list[Manifest] = []
@@ -54,10 +59,7 @@ def render(documents: Sequence[SpecDocument]) -> Rendered:
         elif isinstance(document, PriorityClass):
             objects.append(priority_class(document))
         else:
-            raise RenderError(
-                f"{document.kind} '{document.metadata.name}': jobs do not render to a "
-                "cluster yet (run them locally with mlkube run)"
-            )
+            objects.extend(job_objects(document, pytorch_job_served=pytorch_job_served))
     return Rendered(tuple(sort_objects(_unique(objects))))
 
 
@@ -123,7 +125,7 @@ def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> 
         return list(documents)
     out: list[SpecDocument] = []
     for document in documents:
-        if isinstance(document, ModelDeployment | Quota):
+        if isinstance(document, ModelDeployment | Quota | TrainingJob | BatchInference):
             meta = document.metadata.model_copy(update={"namespace": namespace})
             document = document.model_copy(update={"metadata": meta})
         out.append(document)

@@ -64,6 +64,8 @@ KINDS: tuple[KindInfo, ...] = (
     KindInfo("v1", "ConfigMap", "configmaps", namespaced=True),
     KindInfo("apps/v1", "Deployment", "deployments", namespaced=True),
     KindInfo("v1", "Service", "services", namespaced=True),
+    KindInfo("batch/v1", "Job", "jobs", namespaced=True),
+    KindInfo("kubeflow.org/v1", "PyTorchJob", "pytorchjobs", namespaced=True, crd=True),
     KindInfo("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", namespaced=True, crd=True),
     KindInfo("autoscaling/v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", True),
     KindInfo("keda.sh/v1alpha1", "ScaledObject", "scaledobjects", namespaced=True, crd=True),

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render.manifest import Manifest
-from mlkube.spec.deployment import ModelDeployment
+from mlkube.spec.deployment import MODELS_SCHEME, ModelDeployment
 
 MODEL_VOLUME = "model-storage"
 FETCH_IMAGES = {
@@ -50,6 +50,13 @@ def model_source(deployment: ModelDeployment, uri: str) -> ModelSource:
 
     Pure. Raises RenderError when a local path has no way onto the cluster.
     """
+    if uri.startswith(MODELS_SCHEME):
+        raise RenderError(
+            f"deployment '{deployment.name}': model.uri '{uri}' names a version in this "
+            "machine's model registry, which a cluster cannot read; copy the version's file "
+            "(`mlkube models show NAME` shows it) to a bucket or claim and use s3://, gs://, "
+            "https:// or pvc://"
+        )
     storage = deployment.spec.storage
     mount = storage.mount_path if storage is not None else "/models"
     if uri.startswith("pvc://"):

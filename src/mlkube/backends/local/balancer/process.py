@@ -102,6 +102,12 @@ class Balancer:
                 served.router.drain(str(message["name"]))
         elif op == "close":
             self.close(str(message["key"]))
+        elif op == "exited":
+            served = self.served.get(str(message["key"]))
+            if served is not None:
+                served.router.replica_exited(
+                    str(message["name"]), caused_by_request=bool(message["causedByRequest"])
+                )
         elif op == "stats":
             return {"routers": {key: stats_of(s.router) for key, s in self.served.items()}}
         elif op == "exit":
@@ -134,6 +140,11 @@ class Balancer:
         rule = message.get("headerRule")
         header_rule = (str(rule[0]), rule[1], set(rule[2])) if rule else None
         served.router.hold_s = float(message["holdS"])
+        if message.get("maxBodyBytes") is not None:
+            served.router.set_server_limits(
+                max_body_bytes=int(message["maxBodyBytes"]),
+                request_timeout_s=float(message["requestTimeoutS"]),
+            )
         served.router.configure(backends, weights, header_rule)
 
     def close(self, key: str) -> None:

@@ -11,7 +11,8 @@ every one, in order, with ``{"id": N, "ok": true, ...}`` or ``{"id": N, "ok": fa
 because no replica of KEY is routable (scale from zero).
 
 Ops: ``hello`` (token), ``serve`` (key, port, host), ``configure`` (key, backends, weights,
-headerRule, holdS), ``drain`` (key, name), ``close`` (key), ``stats``, ``exit``.
+headerRule, holdS, maxBodyBytes, requestTimeoutS), ``drain`` (key, name), ``exited`` (key,
+name, causedByRequest), ``close`` (key), ``stats``, ``exit``.
 """
 
 from __future__ import annotations

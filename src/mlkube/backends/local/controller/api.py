@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from mlkube.backends.local.private import private_dir
 from mlkube.errors import BackendError
 
 TOKEN_FILE = "token"  # noqa: S105 - a file name, not a secret
@@ -40,7 +41,7 @@ class ControllerNotRunningError(BackendError):
 
 def write_token(state: Path) -> str:
     """A fresh random token in ``<state>/token``, created with mode 0600."""
-    state.mkdir(parents=True, exist_ok=True)
+    private_dir(state)
     path = state / TOKEN_FILE
     token = secrets.token_urlsafe(32)
     path.unlink(missing_ok=True)

@@ -1,7 +1,8 @@
 """The control API's contract: what each route takes and what it answers, as pydantic models.
 
 Requests (bodies and query strings) are strict about their fields: an unknown key, a wrong type
-or a negative count is a 400 naming the field. Responses keep the JSON the routes have always
+(a JSON body's true is no count, "3" is no number), a negative or absurdly large count is a 400
+naming the field. Responses keep the JSON the routes have always
 answered (camelCase keys, the CLI reads them); they accept keys they do not declare and pass
 them through, so a handler that grows a field does not lose it on the wire.
 """
@@ -21,53 +22,75 @@ class ApiRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ApplyRequest(ApiRequest):
+MAX_COUNT = 2**31 - 1
+"""Largest replica count, revision or event limit taken (what SQLite and the OS can use)."""
+
+
+class BodyRequest(ApiRequest):
+    """A JSON body: types as JSON spells them, no coercion (``true`` is not 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ApplyRequest(BodyRequest):
     """``POST /apply``: spec files, by absolute path on this machine."""
 
     paths: list[str]
 
 
-class ScaleRequest(ApiRequest):
+class JobsQuery(ApiRequest):
+    """``GET /jobs?name=``: every job, or one by name (or namespace/name)."""
+
+    name: str | None = None
+
+
+class CancelRequest(BodyRequest):
+    """``POST /jobs/cancel``: stop a queued or running job."""
+
+    name: str
+
+
+class ScaleRequest(BodyRequest):
     """``POST /scale``: a deployment's replica count."""
 
     name: str
-    replicas: int = Field(ge=0)
+    replicas: int = Field(ge=0, le=MAX_COUNT)
 
 
-class DownRequest(ApiRequest):
+class DownRequest(BodyRequest):
     """``POST /down``: one deployment, or every one (and the controller) without a name."""
 
     name: str | None = None
 
 
-class UndoRequest(ApiRequest):
+class UndoRequest(BodyRequest):
     """``POST /rollout/undo``: back to ``revision``, or to the previous good one."""
 
     name: str
-    revision: int | None = Field(default=None, ge=1)
+    revision: int | None = Field(default=None, ge=1, le=MAX_COUNT)
 
 
-class AbortRequest(ApiRequest):
+class AbortRequest(BodyRequest):
     """``POST /rollout/abort``: stop the rollout in progress, back to the stable revision."""
 
     name: str
 
 
-class PromoteRequest(ApiRequest):
+class PromoteRequest(BodyRequest):
     """``POST /rollout/promote``: end the canary's step now (``full``: every step)."""
 
     name: str
     full: bool = False
 
 
-class AlertmanagerRequest(ApiRequest):
+class AlertmanagerRequest(BodyRequest):
     """The Alertmanager part of ``POST /prometheus``: its binary and alertmanager.yml."""
 
     binary: str | None = None
     config: dict[str, Any]
 
 
-class PrometheusRequest(ApiRequest):
+class PrometheusRequest(BodyRequest):
     """``POST /prometheus``: start (or reload) the local Prometheus, and an Alertmanager."""
 
     binary: str | None = None
@@ -90,7 +113,7 @@ class EventsQuery(ApiRequest):
     """``GET /events?name=&limit=``: the latest ``limit`` events, oldest first."""
 
     name: str
-    limit: int = Field(default=100, ge=0)
+    limit: int = Field(default=100, ge=0, le=MAX_COUNT)
 
 
 class UsageQuery(ApiRequest):
@@ -139,6 +162,32 @@ class ApplyResponse(ApiResponse):
     """``POST /apply``."""
 
     results: list[ApplyResult]
+
+
+class JobRow(ApiResponse):
+    """One job in ``GET /jobs`` (``mlkube jobs``), with its recent events."""
+
+    name: str
+    namespace: str
+    kind: str
+    phase: str
+    workers: int
+    priority: int
+    submitted: float
+    started: float | None
+    finished: float | None
+    restarts: int
+    preemptions: int
+    reason: str
+    metrics: dict[str, float]
+    model_version: str
+    events: list[dict[str, Any]]
+
+
+class JobsResponse(ApiResponse):
+    """``GET /jobs``: queued jobs first in admission order, then running, then finished."""
+
+    jobs: list[JobRow]
 
 
 class ScaleResponse(ApiResponse):

@@ -125,6 +125,7 @@ async def restore(ctrl: Controller) -> None:
         ctrl.add(dep, *events)
         for saved in ctrl.store.replicas(key):
             _restore_replica(ctrl, dep, saved, now)
+    ctrl.job_queue.restore()
     await loops.probe_tick(ctrl)
 
 

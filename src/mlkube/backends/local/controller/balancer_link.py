@@ -209,6 +209,9 @@ class BalancerLink:
         weights: dict[str, float],
         rule: HeaderRule | None,
         hold_s: float,
+        *,
+        max_body_bytes: int | None = None,
+        request_timeout_s: float | None = None,
     ) -> None:
         self._send(
             {
@@ -221,8 +224,15 @@ class BalancerLink:
                 "weights": weights,
                 "headerRule": [rule[0], rule[1], sorted(rule[2])] if rule else None,
                 "holdS": hold_s,
+                "maxBodyBytes": max_body_bytes,
+                "requestTimeoutS": request_timeout_s,
             }
         )
+
+    def replica_exited(self, key: str, name: str, *, caused_by_request: bool) -> None:
+        """A replica of ``key`` exited: the balancer retries the POSTs it died reading only
+        when its death was not theirs (``Router.replica_exited``)."""
+        self._send({"op": "exited", "key": key, "name": name, "causedByRequest": caused_by_request})
 
     def drain(self, key: str, name: str) -> None:
         self._send({"op": "drain", "key": key, "name": name})

@@ -45,6 +45,7 @@ from mlkube.backends.local.controller.changes import (
     Unschedulable,
 )
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
+from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
@@ -55,7 +56,7 @@ from mlkube.backends.local.decisions.standby import promotions, standby_plan
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
-from mlkube.backends.local.proxy import Backend, Router
+from mlkube.backends.local.proxy import UPSTREAM_GRACE_S, Backend, Router
 from mlkube.backends.local.store import EventRow, RevisionRow, Store
 from mlkube.clock import Clock, SystemClock
 from mlkube.desired.revision import revision_hash
@@ -65,6 +66,7 @@ from mlkube.desired.rollout import (
     RolloutPhase,
     step_rollout,
 )
+from mlkube.observability.job_metrics import JobCollector
 from mlkube.observability.logfiles import rotate_copytruncate
 from mlkube.spec.deployment import ModelDeployment
 
@@ -73,7 +75,6 @@ logger = logging.getLogger(__name__)
 LOG_TAIL_BYTES = 4096  # enough for the last error lines of a replica that failed to start
 PROGRESS_PREFIX = "mlkube serve:"  # the replica's progress lines on stderr (not errors)
 REASON_MAX_CHARS = 300
-SERVICE_HOST = "127.0.0.1"  # the balancer serves deployments on loopback only
 SNAPSHOTS_KEPT = 64  # per replica: covers a 15 s sync period at the fastest scrape period
 
 
@@ -103,6 +104,9 @@ class Controller:
         ``dep.router`` is the controller's copy of its router: the routes sent, the counters
         read back (``refresh_traffic``)."""
         self.balancer.on_demand = self._demand
+        self.job_queue = JobQueue(self)
+        """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
+        self.metrics.registry.register(JobCollector(self.job_queue.snapshots))
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -204,7 +208,7 @@ class Controller:
         """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
         bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await self.balancer.serve(dep.key, SERVICE_HOST, port)
+        await self.balancer.serve(dep.key, self.settings.balancer_host, port)
 
     def stop_listening(self, dep: Deployment) -> None:
         self.balancer.close(dep.key)
@@ -278,6 +282,7 @@ class Controller:
             self._observe_exits(dep, now)
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
+        self.job_queue.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)
@@ -303,6 +308,10 @@ class Controller:
         replica.phase = Phase.BACKOFF
         replica.restart_at = now + delay
         replica.last_reason = reason
+        # Requests the replica died reading wait for this: retried unless it may be theirs.
+        external = reason in ("killed by SIGKILL", "killed by SIGTERM", "killed by SIGINT")
+        dep.router.replica_exited(replica.name, caused_by_request=not external)
+        self.balancer.replica_exited(dep.key, replica.name, caused_by_request=not external)
         replica.handle = None
         self.enforcer.release(replica.name)
         self.metrics.restart(dep.namespace, dep.name, reason)
@@ -581,7 +590,15 @@ class Controller:
         if signature != dep.routing_signature:
             dep.routing_signature = signature
             dep.router.configure(backends, weights, rule)
-            self.balancer.configure(dep.key, backends, weights, rule, dep.router.hold_s)
+            self.balancer.configure(
+                dep.key,
+                backends,
+                weights,
+                rule,
+                dep.router.hold_s,
+                max_body_bytes=dep.router.limits.max_body_bytes,
+                request_timeout_s=dep.router.upstream_timeout_s - UPSTREAM_GRACE_S,
+            )
 
     # persistence ---------------------------------------------------------------------------
     def persist(self, dep: Deployment) -> None:
@@ -703,7 +720,12 @@ def _present(event: Event | None) -> tuple[Event, ...]:
 
 def apply_hold(router: Router, doc: ModelDeployment, default_s: float) -> None:
     """How long the router holds requests with no ready replica: the spec's activationTimeout
-    when it scales to zero, else the controller's setting. Applied on create, apply and restore."""
+    when it scales to zero, else the controller's setting. Applied on create, apply and restore,
+    with the spec's request size limit and timeout (413 and 504 at the balancer too)."""
+    server = doc.spec.server
+    router.set_server_limits(
+        max_body_bytes=server.max_request_size.whole, request_timeout_s=server.request_timeout
+    )
     autoscaling = doc.spec.autoscaling
     if autoscaling is not None and autoscaling.scale_to_zero is not None:
         router.hold_s = autoscaling.scale_to_zero.activation_timeout

@@ -15,11 +15,15 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.proxy import Router
 from mlkube.desired.revision import revision_document
 from mlkube.desired.rollout import HeaderRule, RolloutState
+from mlkube.registry import is_model_uri, resolve_model
 from mlkube.spec.deployment import ModelDeployment
 
 
-def revision_of(doc: ModelDeployment) -> dict[str, Any]:
+def revision_of(doc: ModelDeployment, state_dir: Path | None = None) -> dict[str, Any]:
     """The document a revision's replicas load, the model path made absolute.
+
+    A registry URI is resolved here (in ``state_dir``'s registry) to the version's file, so
+    a revision pins the version: ``models:/NAME/latest`` moves on only at the next apply.
 
     Pure apart from resolving the path against the spec's folder. It is
     ``desired.revision.revision_document``: the same template the cluster's pods get, so a
@@ -27,6 +31,9 @@ def revision_of(doc: ModelDeployment) -> dict[str, Any]:
     their own copy, so editing the user's file later never changes a running revision.
     """
     uri = doc.spec.model.uri
+    if is_model_uri(uri):
+        version = resolve_model(uri, doc.spec.model.format, state_dir)
+        return revision_document(doc, model_uri=str(version.path))
     local = "://" not in uri or uri.startswith("file://")
     return revision_document(doc, model_uri=os.path.abspath(doc.model_path()) if local else None)
 

@@ -47,6 +47,7 @@ from mlkube.desired.rollout import (
 from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
+from mlkube.spec.job import TrainingJob
 from mlkube.spec.loading import load_documents
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -96,6 +97,21 @@ async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
     return {"results": results}
 
 
+def submit_jobs(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
+    """Queue the TrainingJobs of ``paths``; admission happens at once where they fit."""
+    documents = load_documents(*paths)
+    results = []
+    for doc in documents:
+        if not isinstance(doc, TrainingJob):
+            raise BackendError(
+                f"{doc.kind} '{doc.metadata.name}' cannot be queued: mlkube run takes "
+                "TrainingJob documents"
+            )
+        results.append(ctrl.job_queue.submit(doc))
+    ctrl.reconcile()
+    return {"results": results}
+
+
 def _check_port(ctrl: Controller, port: int, key: str) -> None:
     for other in ctrl.deployments.values():
         if other.port == port and other.key != key:
@@ -121,7 +137,7 @@ async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str,
     )
     ctrl.configure_router(dep, demand_callback(ctrl, dep))
     await _bind(ctrl, dep, doc.spec.service.port)
-    add_revision(ctrl, dep, 1, revision_of(doc), doc.source_dir)
+    add_revision(ctrl, dep, 1, revision_of(doc, ctrl.state), doc.source_dir)
     created = f"revision 1, {dep.desired} replicas, port {dep.port}"
     ctrl.add(dep, Event("Normal", "Created", created))
     write_applied(ctrl, dep)
@@ -146,7 +162,7 @@ def add_revision(
 
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
-    data = revision_of(doc)
+    data = revision_of(doc, ctrl.state)
     old = dep.doc
     result: dict[str, Any] = {"kind": "ModelDeployment", "name": dep.key, "action": "unchanged"}
     if doc.spec.service.port != dep.port:
@@ -225,6 +241,8 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
     for dep in targets:
         ctrl.end_delete(dep)
     ctrl.write_targets()
+    if name is None:  # everything goes: jobs are cancelled, their workers stopped
+        await _stop_jobs(ctrl)
     exiting = not ctrl.deployments
     stopped = {"prometheusStopped": False, "alertmanagerStopped": False}
     if exiting:
@@ -237,6 +255,16 @@ async def down(ctrl: Controller, name: str | None) -> dict[str, Any]:
         "controllerExiting": exiting,
         **stopped,
     }
+
+
+async def _stop_jobs(ctrl: Controller) -> None:
+    queue = ctrl.job_queue
+    for job in list(queue.jobs.values()):
+        if not job.state.phase.finished:
+            queue.cancel(job.key)
+    while any(job.gang is not None for job in queue.jobs.values()):
+        queue.tick()  # SIGKILL follows SIGTERM once a job's grace period has passed
+        await ctrl.clock.sleep(0.05)
 
 
 # rollouts ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ what it decided (``Unschedulable``, ``Placed``, preemption events) to ``Controll
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ import psutil
 
 from mlkube.backends.local.controller.changes import Event, Placed, Unschedulable
 from mlkube.backends.local.decisions.admission import Capacity, Claim, QuotaLimits, admit
+from mlkube.backends.local.decisions.jobs import CLAIM_PREFIX
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.decisions.standby import STANDBY_PRIORITY
 from mlkube.backends.local.gpu import detect_gpus
@@ -22,6 +24,7 @@ from mlkube.spec.deployment import PriorityClass, Quota
 if TYPE_CHECKING:
     from mlkube.backends.local.controller.controller import Controller
     from mlkube.backends.local.controller.deployment import Deployment
+    from mlkube.backends.local.controller.jobs import LocalJob
     from mlkube.backends.local.controller.replica import Replica
 
 _capacity: Capacity | None = None
@@ -77,6 +80,11 @@ def quota_limits(quota: Quota) -> QuotaLimits:
 
 def priority_of(ctrl: Controller, dep: Deployment) -> tuple[int, bool]:
     """(priority value, may preempt) from the deployment's priorityClassName."""
+    return priority_by_name(ctrl, dep.doc.spec.placement.priority_class_name)
+
+
+def priority_by_name(ctrl: Controller, name: str | None) -> tuple[int, bool]:
+    """(priority value, may preempt) of a PriorityClass name (None: the global default)."""
     # A PriorityClass is cluster-scoped: deployments name it by name alone, whatever
     # namespace its document carried (it is stored as namespace/name like the others).
     classes = {
@@ -85,7 +93,6 @@ def priority_of(ctrl: Controller, dep: Deployment) -> tuple[int, bool]:
             PriorityClass.model_validate, ctrl.store.documents("PriorityClass").values()
         )
     }
-    name = dep.doc.spec.placement.priority_class_name
     chosen = classes.get(name) if name else None
     if chosen is None:
         chosen = next((c for c in classes.values() if c.spec.global_default), None)
@@ -133,14 +140,29 @@ def admit_all(ctrl: Controller) -> None:
                 pending.append((claim, dep, replica))
             else:
                 placed.append(claim)
-    pending.sort(key=lambda item: (-item[0].priority, item[2].created_at))
-    for claim, dep, replica in pending:
+    placed.extend(ctrl.job_queue.placed_claims())
+    queued = ctrl.job_queue.queued()
+    # One order for replicas and jobs: priority first; at equal priority serving goes first.
+    order = sorted(
+        [(c.priority, 0, i) for i, (c, _, _) in enumerate(pending)]
+        + [(c.priority, 1, i) for i, (c, _) in enumerate(queued)],
+        key=lambda item: (-item[0], item[1], item[2]),
+    )
+    for _, is_job, index in order:
+        if is_job:
+            placed = _admit_job(ctrl, *queued[index], placed, capacity, quotas, owners)
+            continue
+        claim, dep, replica = pending[index]
         verdict = admit(claim, placed, capacity, quotas)
         if not verdict.admitted:
             if replica.pending_reason != verdict.reason:
                 ctrl.apply(dep, [Unschedulable(replica.name, verdict.reason)])
             continue
         for victim in verdict.victims:
+            if victim.startswith(CLAIM_PREFIX):
+                ctrl.job_queue.preempt(victim, f"replica {replica.name}")
+                placed = [c for c in placed if c.replica != victim]
+                continue
             victim_dep, victim_replica = owners[victim]
             message = f"replica {victim} preempted by {replica.name} (priority {claim.priority})"
             ctrl.apply(victim_dep, [Event("Warning", "Preempted", message)])
@@ -151,3 +173,32 @@ def admit_all(ctrl: Controller) -> None:
         ctrl.apply(dep, [Placed(replica.name, verdict.gpus)])
         ctrl.spawn(dep, replica)
         placed.append(claim_of(ctrl, dep, replica))
+
+
+def _admit_job(
+    ctrl: Controller,
+    claim: Claim,
+    job: LocalJob,
+    placed: list[Claim],
+    capacity: Capacity,
+    quotas: dict[str, QuotaLimits],
+    owners: dict[str, tuple[Deployment, Replica]],
+) -> list[Claim]:
+    """Admit a queued job's whole gang, preempting lower priorities, or tell it why it waits."""
+    verdict = admit(claim, placed, capacity, quotas)
+    if not verdict.admitted:
+        ctrl.job_queue.keep_waiting(job, verdict.reason)
+        return placed
+    by = f"job {job.key} (priority {claim.priority})"
+    for victim in verdict.victims:
+        if victim.startswith(CLAIM_PREFIX):
+            ctrl.job_queue.preempt(victim, by)
+        else:
+            victim_dep, victim_replica = owners[victim]
+            ctrl.apply(
+                victim_dep, [Event("Warning", "Preempted", f"replica {victim} preempted by {by}")]
+            )
+            ctrl.begin_stop(victim_dep, victim_replica, "preempted")
+    placed = [c for c in placed if c.replica not in verdict.victims]
+    ctrl.job_queue.start(job, verdict.gpus)
+    return [*placed, replace(claim, gpus=verdict.gpus)]

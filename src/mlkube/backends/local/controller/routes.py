@@ -7,11 +7,13 @@ response model. ``server.py`` turns the result, and every error, into JSON.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from mlkube.backends.local.controller import handlers, monitoring
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES
@@ -20,12 +22,16 @@ from mlkube.backends.local.controller.api_models import (
     ApiRequest,
     ApplyRequest,
     ApplyResponse,
+    CancelRequest,
     DownRequest,
     DownResponse,
     EventsQuery,
     EventsResponse,
     Health,
     HistoryResponse,
+    JobRow,
+    JobsQuery,
+    JobsResponse,
     NameQuery,
     PrometheusRequest,
     PrometheusResponse,
@@ -45,6 +51,9 @@ from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.usage import usage_document
 
 Model = TypeVar("Model", bound=ApiRequest)
+MAX_SPEC_FILE_BYTES = 2**20
+"""Largest spec file ``/apply`` reads: specs are a few KiB, and parsing runs on the loop that
+also serves every balancer."""
 Endpoint = Callable[[Request], Awaitable[BaseModel]]
 
 
@@ -59,8 +68,12 @@ class RequestError(Exception):
 
 def query(request: Request, model: type[Model]) -> Model:
     """The query string as ``model``; 400 naming the field that does not fit."""
+    params = request.query_params
+    repeated = sorted({key for key in params if len(params.getlist(key)) > 1})
+    if repeated:
+        raise RequestError(400, f"invalid query: {', '.join(repeated)} given more than once")
     try:
-        return model.model_validate(dict(request.query_params))
+        return model.model_validate(dict(params))
     except ValidationError as error:
         raise RequestError(400, f"invalid query: {validation_message(error)}") from error
 
@@ -79,12 +92,39 @@ async def read_limited(request: Request, limit: int) -> bytes:
     """The body, counted while it streams in (a chunked body has no Content-Length)."""
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise RequestError(413, f"request body is over {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise RequestError(413, f"request body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client left, or its read timed out (408 already sent)
+        raise RequestError(408, "the client stopped sending the request body") from None
     return b"".join(chunks)
+
+
+def checked_spec_paths(paths: list[str]) -> list[str]:
+    """``paths`` when each is absolute and names a folder or a regular file of a readable
+    size; 400 naming the first that does not (a missing one is left to the spec loader)."""
+    for raw in paths:
+        shown = raw if len(raw) <= 200 else raw[:200] + "..."
+        if "\0" in raw or not os.path.isabs(raw):
+            raise RequestError(400, f"paths must be absolute paths on this machine: {shown!r}")
+        try:
+            info = os.stat(raw)
+        except FileNotFoundError:
+            continue
+        except OSError as error:
+            raise RequestError(400, f"{shown}: cannot read: {error.strerror}") from None
+        if stat.S_ISDIR(info.st_mode):
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            raise RequestError(400, f"{shown}: not a regular file or folder")
+        if info.st_size > MAX_SPEC_FILE_BYTES:
+            raise RequestError(
+                400, f"{shown}: {info.st_size} bytes; a spec file is at most {MAX_SPEC_FILE_BYTES}"
+            )
+    return paths
 
 
 class Endpoints:
@@ -106,6 +146,9 @@ class Endpoints:
             ("GET", "/rollout/history", self.history),
             ("GET", "/rollout/status", self.rollout_status),
             ("POST", "/rollout/undo", self.undo),
+            ("POST", "/jobs", self.submit_jobs),
+            ("GET", "/jobs", self.jobs),
+            ("POST", "/jobs/cancel", self.cancel_job),
             ("POST", "/rollout/promote", self.promote),
             ("POST", "/rollout/abort", self.abort),
         ]
@@ -118,8 +161,25 @@ class Endpoints:
         return StatusResponse.model_validate(handlers.status(self.ctrl, name))
 
     async def apply(self, request: Request) -> ApplyResponse:
-        paths = (await body(request, ApplyRequest)).paths
+        paths = checked_spec_paths((await body(request, ApplyRequest)).paths)
         return ApplyResponse.model_validate(await handlers.apply(self.ctrl, paths))
+
+    async def submit_jobs(self, request: Request) -> ApplyResponse:
+        paths = (await body(request, ApplyRequest)).paths
+        return ApplyResponse.model_validate(handlers.submit_jobs(self.ctrl, paths))
+
+    async def jobs(self, request: Request) -> JobsResponse:
+        name = query(request, JobsQuery).name
+        queue = self.ctrl.job_queue
+        found = [queue.row(queue.find(name))] if name is not None else queue.rows()
+        return JobsResponse.model_validate({"jobs": found})
+
+    async def cancel_job(self, request: Request) -> JobRow:
+        name = (await body(request, CancelRequest)).name
+        queue = self.ctrl.job_queue
+        job = queue.cancel(name)
+        self.ctrl.reconcile()  # the room it held goes to the next in the queue at once
+        return JobRow.model_validate(queue.row(job))
 
     async def scale(self, request: Request) -> ScaleResponse:
         ask = await body(request, ScaleRequest)

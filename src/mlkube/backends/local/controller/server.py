@@ -2,9 +2,11 @@
 
 A low-traffic API (a few requests a second from the CLI) on an established ASGI stack; the
 hot path (the load balancers, ``mlkube serve``) keeps its own HTTP core. What the stack leaves
-to us is here: the token guard (every route but ``GET /metrics``), the 4 MiB body limit, and
-one error shape, ``{"error": "..."}``, for every refusal (400 bad request, 401 token, 404
-route, 405 method, 409 ``BackendError``, 413 too large, 500 anything else, logged).
+to us is here: the token guard (every route but ``GET /metrics``), the 4 MiB body limit, the
+16 KiB head limit, a read timeout (``guarded_h11``), and one error shape, ``{"error": "..."}``,
+for every refusal (400 bad request or a spec the caller named that does not load, 401 token,
+404 route, 405 method, 408 too slow, 409 ``BackendError``, 413 too large, 431 head too large,
+500 anything else, logged).
 """
 
 from __future__ import annotations
@@ -28,8 +30,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES, METRICS_CONTENT_TYPE
 from mlkube.backends.local.controller.api_models import ErrorResponse
 from mlkube.backends.local.controller.controller import Controller
+from mlkube.backends.local.controller.guarded_h11 import (
+    MAX_HEAD_BYTES,
+    READ_TIMEOUT_S,
+    GuardedH11Protocol,
+)
 from mlkube.backends.local.controller.routes import Endpoint, Endpoints, RequestError
-from mlkube.errors import BackendError
+from mlkube.errors import BackendError, ModelLoadError, SpecError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +74,9 @@ def _json_endpoint(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response
             result = await endpoint(request)
             body = result.model_dump_json(by_alias=True, exclude_unset=True)
         except RequestError as refused:
-            return error(refused.status, refused.message, close=refused.status == 413)
+            return error(refused.status, refused.message, close=refused.status in (408, 413))
+        except (SpecError, ModelLoadError) as unusable:  # a file the caller named
+            return error(400, str(unusable))
         except BackendError as failed:
             return error(409, str(failed))
         except Exception:
@@ -113,18 +122,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 class TokenGuard:
-    """Refuses, before any route runs, a request without the token (401) or one that says it
-    is over ``MAX_BODY_BYTES`` (413). ``GET /metrics`` needs no token: Prometheus cannot send
-    one, and the route only reads aggregated per-deployment numbers (replica counts, rollout
-    phase, autoscaler inputs); it changes nothing and shows no spec, path, request or token;
-    the socket is loopback."""
+    """Refuses, before any route runs, a request whose head is over ``MAX_HEAD_BYTES`` (431),
+    one without the token (401) or one that says it is over ``MAX_BODY_BYTES`` (413).
+    ``GET /metrics`` needs no token: Prometheus cannot send one, and the route only reads
+    aggregated per-deployment numbers (replica counts, rollout phase, autoscaler inputs); it
+    changes nothing and shows no spec, path, request or token; the socket is loopback."""
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
         self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _is_metrics(scope):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        target = scope.get("raw_path") or scope["path"].encode()  # raw_path is optional in ASGI
+        head = len(target) + len(scope["query_string"])
+        head += sum(len(name) + len(value) + 4 for name, value in scope["headers"])
+        if head > MAX_HEAD_BYTES:
+            too_long = error(431, f"the request head is over {MAX_HEAD_BYTES} bytes", close=True)
+            await too_long(scope, receive, send)
+            return
+        if _is_metrics(scope):
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
@@ -162,12 +181,21 @@ class _QuietServer(uvicorn.Server):
 class ControlServer:
     """The control API on ``127.0.0.1:port`` (0: any free port), as a task of this loop."""
 
-    def __init__(self, app: ASGIApp, port: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, port: int = 0, *, read_timeout_s: float = READ_TIMEOUT_S
+    ) -> None:
         self._socket = socket.create_server(("127.0.0.1", port))
         self.port: int = self._socket.getsockname()[1]
+
+        class Protocol(GuardedH11Protocol):
+            pass
+
+        Protocol.read_timeout_s = read_timeout_s
         config = uvicorn.Config(
             app,
-            http="h11",  # bounded header sizes (httptools accepts any); speed does not matter
+            # h11 bounds an unfinished head (httptools does not); speed does not matter here
+            http=Protocol,
+            h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             ws="none",
             lifespan="off",
             log_config=None,  # the controller's logging stays as it is
@@ -196,8 +224,10 @@ class ControlServer:
         self._socket.close()
 
 
-async def serve_api(app: ASGIApp, port: int = 0) -> ControlServer:
+async def serve_api(
+    app: ASGIApp, port: int = 0, *, read_timeout_s: float = READ_TIMEOUT_S
+) -> ControlServer:
     """Start serving ``app`` on loopback; ``.port`` is where, ``.stop()`` ends it."""
-    server = ControlServer(app, port)
+    server = ControlServer(app, port, read_timeout_s=read_timeout_s)
     await server.start()
     return server

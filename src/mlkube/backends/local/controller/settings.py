@@ -6,6 +6,7 @@ tests shrink periods and back-offs without touching a spec. Defaults are the pro
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import sys
@@ -51,6 +52,10 @@ class ControllerSettings:
     cpu_reserve_millis: int = 250
     """CPU kept back from admission for the controller and the system."""
     memory_reserve_bytes: int = 512 * 2**20
+    balancer_host: str = "127.0.0.1"
+    """Address every deployment's load balancer binds (``MLKUBE_BALANCER_HOST``). Loopback by
+    default: the balancers take no token, so reaching them from other machines is a choice to
+    make on purpose (``0.0.0.0`` or one interface's address)."""
     replica_command: tuple[str, ...] = field(
         default_factory=lambda: (sys.executable, "-m", "mlkube", "serve")
     )
@@ -67,11 +72,22 @@ class ControllerSettings:
                 continue
             if item.name == "replica_command":
                 values[item.name] = tuple(json.loads(raw))
+            elif item.name == "balancer_host":
+                values[item.name] = _ip_address(raw, f"MLKUBE_{item.name.upper()}")
             elif item.type in ("int", int):
                 values[item.name] = int(raw)
             else:
                 values[item.name] = float(raw)
         return cls(**values)  # type: ignore[arg-type]
+
+
+def _ip_address(raw: str, variable: str) -> str:
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        raise ValueError(
+            f"{variable} must be an IP address such as 127.0.0.1 or 0.0.0.0, got {raw!r}"
+        ) from None
 
 
 def state_dir(explicit: str | None = None) -> Path:

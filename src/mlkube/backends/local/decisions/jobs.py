@@ -24,6 +24,9 @@ from dataclasses import dataclass, field, replace
 
 from mlkube.spec.job import TrainingJobSpec
 
+CLAIM_PREFIX = "job:"
+"""A job's gang claim is named ``job:<namespace>/<name>`` beside the replicas' names."""
+
 
 class JobPhase(enum.StrEnum):
     """Where a job stands."""
