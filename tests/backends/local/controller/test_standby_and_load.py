@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from mlkube.autoscale.api import Observation, ReplicaMetrics
+from mlkube.backends.local.controller.app import _restored_deployment
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.loops import cold_replicas
@@ -28,6 +29,7 @@ from mlkube.backends.local.decisions.standby import (
 )
 from mlkube.backends.local.proxy import Router
 from mlkube.backends.local.status_view import replica_phase, standby_line
+from mlkube.backends.local.store import RevisionRow
 from mlkube.clock import ManualClock
 from mlkube.desired.rollout import RolloutState
 from mlkube.spec import ModelDeployment, parse_documents
@@ -208,3 +210,27 @@ def test_status_shows_standby_replicas_and_their_cost() -> None:
     assert replica_phase({"phase": "Ready", "standby": True}) == "Standby"
     assert replica_phase({"phase": "Starting", "standby": True}) == "Warming (Starting)"
     assert replica_phase({"phase": "Ready", "standby": False}) == "Ready"
+
+
+# persistence ----------------------------------------------------------------------------------
+def test_the_load_history_standby_count_and_standby_flags_survive_a_restart(
+    ctrl: Controller,
+) -> None:
+    dep = deployment()
+    data = dep.doc.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    ctrl.store.add_revision(dep.key, RevisionRow(1, data, "/tmp", 0.0, "", ""))
+    ctrl.track_load(dep, 500.0, {"a": 3}, 4.0, [metrics("r1", 0.0, 25.0)])
+    dep.standby_wanted = 1
+    dep.replicas = {
+        "w": Replica("w", 1, 7, 0.0, standby=True),
+        "p": Replica("p", 1, 8, 0.0, promoted=True),
+    }
+    ctrl.persist(dep)
+    row = ctrl.store.deployments()[dep.key]
+    back = _restored_deployment(ctrl, dep.key, row, ctrl.store.revisions(dep.key))
+    assert back.standby_wanted == 1
+    assert back.load.startups == (("r1", 25.0),)
+    assert back.load.rates.samples() == ((500.0, 4.0),)
+    replicas = {r["name"]: Replica.from_json(r) for r in ctrl.store.replicas(dep.key)}
+    assert replicas["w"].standby and not replicas["w"].promoted
+    assert replicas["p"].promoted and not replicas["p"].standby
