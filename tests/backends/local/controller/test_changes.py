@@ -4,7 +4,7 @@ applies them: plain unit tests, no process started."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -525,3 +525,12 @@ def test_add_and_delete_go_through_the_controller(ctrl: Controller) -> None:
     assert ctrl.deployments == {} and dep.replicas == {}
     ctrl.end_delete(dep)
     assert ctrl.store.deployments() == {}
+
+
+def test_a_decision_event_says_how_many_standby_replicas_it_keeps() -> None:
+    dep = _deployment(desired=1, last_decision=None)
+    decision = replace(_decision(2), standby=1)
+    ran = autoscaler_ran(dep, decision, PolicyState(), next_at=NOW + 15)[0]
+    assert isinstance(ran, AutoscalerRan) and ran.event is not None
+    assert ran.event.message.endswith("(concurrency=40; standby=1)"), ran.event.message
+    assert ran.standby == 1

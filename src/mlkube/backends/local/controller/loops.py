@@ -329,6 +329,7 @@ def autoscaler_ran(
     if _news(dep.last_decision, shown, dep.desired):
         inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
         limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
+        limit += f"; standby={decision.standby}" if decision.standby else ""
         event = Event(
             "Normal",
             "AutoscalerDecision",
