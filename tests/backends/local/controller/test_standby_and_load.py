@@ -18,6 +18,7 @@ from mlkube.backends.local.controller.app import _restored_deployment
 from mlkube.backends.local.controller.controller import Controller
 from mlkube.backends.local.controller.deployment import Deployment
 from mlkube.backends.local.controller.loops import cold_replicas
+from mlkube.backends.local.controller.metrics import deployment_state
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.admission import Capacity, Claim, QuotaLimits, admit
@@ -234,3 +235,14 @@ def test_the_load_history_standby_count_and_standby_flags_survive_a_restart(
     replicas = {r["name"]: Replica.from_json(r) for r in ctrl.store.replicas(dep.key)}
     assert replicas["w"].standby and not replicas["w"].promoted
     assert replicas["p"].promoted and not replicas["p"].standby
+
+
+def test_the_controller_metrics_count_a_ready_standby_as_not_serving() -> None:
+    dep = deployment()
+    dep.replicas = {
+        "s": Replica("s", 1, 1, 0.0, phase=Phase.READY),
+        "w": Replica("w", 1, 2, 0.0, phase=Phase.READY, standby=True),
+    }
+    state = deployment_state(dep)
+    assert state.ready == 1
+    assert state.phases == {"Ready": 2}
