@@ -29,6 +29,7 @@ from mlkube.backends.local.controller.deployment import (
     revision_of,
     write_revision_file,
 )
+from mlkube.backends.local.controller.jobs import as_training_job
 from mlkube.backends.local.controller.loops import demand_callback
 from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
@@ -47,7 +48,7 @@ from mlkube.desired.rollout import (
 from mlkube.desired.scaling import replicas_after_apply
 from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
-from mlkube.spec.job import TrainingJob
+from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import load_documents
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -102,10 +103,15 @@ def submit_jobs(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
     documents = load_documents(*paths)
     results = []
     for doc in documents:
+        if isinstance(doc, BatchInference):
+            runner = as_training_job(doc, ctrl.state)
+            queue = ctrl.job_queue
+            results.append(queue.submit(runner, kind=doc.kind, claim_workers=doc.spec.workers))
+            continue
         if not isinstance(doc, TrainingJob):
             raise BackendError(
                 f"{doc.kind} '{doc.metadata.name}' cannot be queued: mlkube run takes "
-                "TrainingJob documents"
+                "TrainingJob and BatchInference documents"
             )
         results.append(ctrl.job_queue.submit(doc))
     ctrl.reconcile()

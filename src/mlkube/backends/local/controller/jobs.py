@@ -37,7 +37,9 @@ from mlkube.backends.local.job_runner import Gang, JobPaths, read_metrics
 from mlkube.backends.local.store import EventRow
 from mlkube.errors import BackendError
 from mlkube.observability.job_metrics import JobSnapshot
-from mlkube.spec.job import TrainingJob
+from mlkube.registry.jobs import register_job_output
+from mlkube.registry.uri import RegistryError
+from mlkube.spec.job import BatchInference, TrainingJob
 
 if TYPE_CHECKING:
     from mlkube.backends.local.controller.controller import Controller
@@ -62,6 +64,10 @@ class LocalJob:
     gpus: tuple[int, ...] = ()
     metrics: dict[str, float] = field(default_factory=dict)
     model_version: str = ""
+    kind: str = "TrainingJob"
+    """``BatchInference`` runs as a TrainingJob of one process (``as_training_job``)."""
+    claim_workers: int = 0
+    """Workers the gang claim counts (a batch job's shard processes); 0: ``spec.workers``."""
 
     @property
     def claim_name(self) -> str:
@@ -76,7 +82,9 @@ class JobQueue:
         self.jobs: dict[str, LocalJob] = {}
 
     # submit / cancel -----------------------------------------------------------------------
-    def submit(self, doc: TrainingJob) -> dict[str, Any]:
+    def submit(
+        self, doc: TrainingJob, *, kind: str = "TrainingJob", claim_workers: int = 0
+    ) -> dict[str, Any]:
         key = f"{doc.namespace}/{doc.metadata.name}"
         found = self.jobs.get(key)
         if found is not None and not found.state.phase.finished:
@@ -84,11 +92,20 @@ class JobQueue:
                 f"job '{key}' is {found.state.phase}; cancel it first (mlkube cancel "
                 f"{doc.metadata.name}) to submit it again"
             )
-        job = LocalJob(key, doc, JobState(submitted_at=self.ctrl.clock.wall()))
+        job = LocalJob(
+            key,
+            doc,
+            JobState(submitted_at=self.ctrl.clock.wall()),
+            kind=kind,
+            claim_workers=claim_workers,
+        )
         self.jobs[key] = job
-        self._event(job, "Normal", "Queued", f"{doc.spec.workers} worker(s) queued")
+        self._event(job, "Normal", "Queued", f"{self._workers(job)} worker(s) queued")
         self.persist(job)
-        return {"kind": "TrainingJob", "name": key, "action": "submitted"}
+        return {"kind": kind, "name": key, "action": "submitted"}
+
+    def _workers(self, job: LocalJob) -> int:
+        return job.claim_workers or job.doc.spec.workers
 
     def cancel(self, name: str) -> LocalJob:
         job = self.find(name)
@@ -207,8 +224,34 @@ class JobQueue:
         if job.metrics:
             text = ", ".join(f"{k}={v:.4g}" for k, v in sorted(job.metrics.items()))
             self._event(job, "Normal", "Metrics", text)
+        if job.kind == "TrainingJob" and job.doc.spec.output.model is not None:
+            self._register(job, output)
         if job.gang is not None:  # children a worker left behind go with the gang
             self._begin_stop(job)
+
+    def _register(self, job: LocalJob, output: Path) -> None:
+        """The job's output becomes the next version of ``output.model`` (its metrics, what
+        it ran and its lineage with it)."""
+        run_id = f"{job.key}@{job.state.started_at or 0:.0f}"
+        try:
+            version = register_job_output(
+                job.doc,
+                run_id=run_id,
+                metrics=job.metrics,
+                output_dir=output,
+                state_dir=self.ctrl.state,
+            )
+        except RegistryError as error:
+            self._event(job, "Warning", "RegistrationFailed", str(error))
+            return
+        if version is not None:
+            job.model_version = f"{version.name}/{version.version}"
+            self._event(
+                job,
+                "Normal",
+                "ModelRegistered",
+                f"models:/{job.model_version} from {output}",
+            )
 
     # files, events, persistence -------------------------------------------------------------
     def paths(self, job: LocalJob) -> JobPaths:
@@ -239,6 +282,8 @@ class JobQueue:
             "workers": workers,
             "metrics": job.metrics,
             "modelVersion": job.model_version,
+            "kind": job.kind,
+            "claimWorkers": job.claim_workers,
         }
         self.ctrl.store.put_document(STORE_KIND, job.key, data)
 
@@ -250,6 +295,8 @@ class JobQueue:
             job = LocalJob(key, doc, _state_from(data["state"]))
             job.metrics = {str(k): float(v) for k, v in data.get("metrics", {}).items()}
             job.model_version = str(data.get("modelVersion", ""))
+            job.kind = str(data.get("kind", "TrainingJob"))
+            job.claim_workers = int(data.get("claimWorkers", 0))
             workers = data.get("workers") or {}
             if workers:
                 gang = Gang(doc, self.paths(job), attempt=job.state.restarts)
@@ -278,7 +325,7 @@ class JobQueue:
             gpu_count=spec.resources.gpus,
             preempts=preempts,
         )
-        gang = gang_claim(job.claim_name, [worker] * spec.workers)
+        gang = gang_claim(job.claim_name, [worker] * self._workers(job))
         return replace(gang, gpus=job.gpus)
 
     def row(self, job: LocalJob) -> dict[str, Any]:
@@ -288,9 +335,9 @@ class JobQueue:
         return {
             "name": job.doc.metadata.name,
             "namespace": job.doc.namespace,
-            "kind": "TrainingJob",
+            "kind": job.kind,
             "phase": str(state.phase),
-            "workers": job.doc.spec.workers,
+            "workers": self._workers(job),
             "priority": priority,
             "submitted": state.submitted_at,
             "started": state.started_at,
@@ -365,3 +412,35 @@ def _state_from(data: dict[str, Any]) -> JobState:
         reason=str(data.get("reason", "")),
         finished_at=data.get("finishedAt"),
     )
+
+
+def as_training_job(batch: BatchInference, state_dir: Path) -> TrainingJob:
+    """A BatchInference as the queue runs it: one process, ``python -m mlkube.batch`` on the
+    spec file (its shard workers are that process's children, counted by the gang claim),
+    printing JSON progress lines to its log; shard retries are the batch runner's own."""
+    document = {
+        "apiVersion": batch.api_version,
+        "kind": "TrainingJob",
+        "metadata": batch.metadata.model_dump(mode="json", by_alias=True),
+        "spec": {
+            "run": {
+                "module": "mlkube.batch",
+                "args": [
+                    batch._source_file,
+                    "--name",
+                    f"{batch.namespace}/{batch.metadata.name}",
+                    "--json",
+                    "--state-dir",
+                    str(state_dir),
+                ],
+            },
+            "workers": 1,
+            "backoffLimit": 0,
+            "resources": batch.spec.resources.model_dump(mode="json", by_alias=True),
+            "placement": batch.spec.placement.model_dump(mode="json", by_alias=True),
+            "output": {"path": batch.spec.output.path},
+        },
+    }
+    job = TrainingJob.model_validate(document)
+    job._source_dir = batch.source_dir
+    return job
