@@ -12,8 +12,9 @@ and issue 19's criterion (``DONE_STARTUPS`` x ``DONE_TRACES``) is printed as mea
 exit status is the reactive default's verdict at the model's own start-up.
 
 ``--real`` adds one short real local run (``real_local_run``): an 80 s step trace replayed by
-an open-loop paced client against ``mlkube up`` twice, once with the default mlkube policy and
-once with HPA at 70% CPU, on a python model that sleeps 40 ms and burns 10 ms of CPU per
+an open-loop paced client against ``mlkube up`` once per policy of ``REAL_POLICIES`` (the
+reactive default, the forecast with one warm standby replica, HPA at 70% CPU), on a python
+model that sleeps 40 ms and burns 10 ms of CPU per
 request (one request at a time: about 20 req/s per replica). It reports seconds over the SLO
 (p95 per second of the client's own latencies, measured from each request's scheduled send
 time, failures counted as over) and replica-seconds (running replica processes, from status
@@ -21,9 +22,8 @@ polling), next to the simulator's figures for the same trace and replica model. 
 controller runs with its production settings except a 1 s scrape period
 (``REAL_METRICS_PERIOD_S``); everything binds 127.0.0.1 and every process started is ended
 by PID. ``--warmup S`` makes the model's ``load()`` sleep S seconds (a stand-in for a model
-that warms up). The predictive and standby policies are simulated only: the local controller
-does not yet pass the policy a load history or start standby replicas. Without ``--real`` the
-results file keeps the previous real run's section, marked as such.
+that warms up). Replica-seconds count every running replica process, standby ones included.
+Without ``--real`` the results file keeps the previous real run's section, marked as such.
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ POLICIES = (
 )
 """(JSON key, preset name): the reactive default, with the forecast, with the forecast and
 one warm standby replica, and HPA at 70% CPU."""
+REAL_POLICIES = ("mlkube", "mlkube-standby", "hpa-cpu70")
+"""The policies the real run replays: old (reactive), new (forecast + standby), HPA."""
 
 
 def compare(model: ReplicaModel) -> list[dict[str, Any]]:
@@ -392,6 +394,8 @@ def _run_policy(
         "worstP95Ms": round(max(p95s), 1) if p95s else None,
         "startupSeconds": round(startup_s, 2),
         "lastDecision": (final.get("autoscaler") or {}).get("reason"),
+        "standbyReplicaSeconds": (final.get("standby") or {}).get("replicaSeconds"),
+        "decisionMetrics": (final.get("autoscaler") or {}).get("metrics"),
         "replicasOverTime": [[round(t, 1), n] for t, n, _ in polls[:: max(1, len(polls) // 40)]],
     }
 
@@ -400,16 +404,13 @@ def real_local_run(warmup_s: float = 0.0) -> dict[str, Any]:
     """The same short step trace against ``mlkube up``: the default policy, then HPA 70% CPU.
 
     ``warmup_s``: the model's ``load()`` sleeps this long, so every replica's start-up is at
-    least that. The predictive and standby policies are not run for real: the local
-    controller passes the policy no load history and starts no standby replicas.
+    least that.
     """
     model = real_model()
     rates = real_trace(model.capacity_at_slo())
-    ours_spec = presets.mlkube_default(model)
-    hpa_spec_ = presets.hpa_guide()
     real = [
-        _run_policy("mlkube", ours_spec, rates, warmup_s),
-        _run_policy("hpa-cpu70", hpa_spec_, rates, warmup_s),
+        _run_policy(name, presets.policy(name, model, None).spec, rates, warmup_s)
+        for name in REAL_POLICIES
     ]
     startup = sum(r["startupSeconds"] for r in real) / len(real)
     simulated_model = replace(model, startup_s=startup)
@@ -417,7 +418,7 @@ def real_local_run(warmup_s: float = 0.0) -> dict[str, Any]:
         simulate(
             presets.policy(name, simulated_model, None), rates, simulated_model, trace="step80"
         )
-        for name in ("mlkube", "hpa-cpu70")
+        for name in REAL_POLICIES
     ]
     return {
         "status": "run",
@@ -434,7 +435,7 @@ def real_local_run(warmup_s: float = 0.0) -> dict[str, Any]:
 def print_real(result: dict[str, Any]) -> None:
     print(f"real local run ({result['trace']}), SLO p95 {result['sloMs']:.0f} ms:")
     header = (
-        f"{'policy':10} {'real s>SLO':>10} {'sim s>SLO':>9} {'real rep-s':>10} "
+        f"{'policy':14} {'real s>SLO':>10} {'sim s>SLO':>9} {'real rep-s':>10} "
         f"{'sim rep-s':>9} {'max':>4} {'requests':>8}  non-200"
     )
     print(header)
@@ -442,7 +443,7 @@ def print_real(result: dict[str, Any]) -> None:
     for real, sim in zip(result["real"], result["simulated"], strict=True):
         bad = {k: v for k, v in real["statuses"].items() if k != "200"}
         print(
-            f"{real['policy']:10} {real['secondsOverSlo']:>10} {sim['secondsOverSlo']:>9} "
+            f"{real['policy']:14} {real['secondsOverSlo']:>10} {sim['secondsOverSlo']:>9} "
             f"{real['replicaSeconds']:>10.0f} {sim['replicaSeconds']:>9.0f} "
             f"{real['maxReplicas']:>4} {real['requests']:>8}  {bad or '-'}"
         )
@@ -453,7 +454,7 @@ def main() -> int:
     parser.add_argument("--startup", type=float, default=None, help="replica start-up seconds")
     parser.add_argument("--profile", help="profile JSON from 'mlkube profile'")
     parser.add_argument(
-        "--real", action="store_true", help="also run the short real local run (about 4 min)"
+        "--real", action="store_true", help="also run the short real local run (about 6 min)"
     )
     parser.add_argument(
         "--warmup", type=float, default=0.0, help="seconds the real run's model warms up"

@@ -1,7 +1,7 @@
 """Train a classifier on scikit-learn's bundled iris data; write ONNX and skops models.
 
 Usage: python examples/iris/train.py [OUTPUT_DIR]   (default: examples/iris/models)
-As a TrainingJob (examples/iris/train-job.yaml) it writes to $MLKUBE_OUTPUT_DIR, with its
+As a TrainingJob (examples/iris-train/job.yaml) it writes to $MLKUBE_OUTPUT_DIR, with its
 accuracy in metrics.json there.
 """
 

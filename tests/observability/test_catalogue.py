@@ -22,6 +22,7 @@ BOUNDED_LABELS = {
     "code",
     "namespace",
     "deployment",
+    "job",
     "phase",
     "input",
     "direction",

@@ -208,10 +208,6 @@ ONE_MACHINE = "one machine: replicas are processes on this host"
 K8S_ONLY = "settings of the Kubernetes backend only"
 NO_PANIC = "HPA and KEDA have no panic mode; scale-up has no stabilization window instead"
 CLUSTER_FLAG = "a controller-manager flag on a cluster, the same for every HPA"
-LOCAL_REACTIVE = (
-    "the local controller passes the policy no load history, so it scales reactively; "
-    "`mlkube simulate` and bench/autoscale.py run the forecast"
-)
 
 
 # --- TrainingJob and BatchInference ---------------------------------------------------------
@@ -654,7 +650,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "spec.autoscaling.predictive",
-        ignored(LOCAL_REACTIVE),
+        HONOURED,
         approximated(
             "KEDA Prometheus triggers: predict_linear of the request rate over trendWindow, "
             "capped at maxGrowth x the current rate; horizon auto is the pods' median "
@@ -667,7 +663,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "spec.autoscaling.predictive",
-        ignored(LOCAL_REACTIVE),
+        HONOURED,
         ignored(
             "the forecast is rendered only as KEDA Prometheus triggers sized by an rps "
             "target: use engine keda with an rps metric"
@@ -677,11 +673,11 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "spec.autoscaling.standby",
+        HONOURED,
         ignored(
-            "the local controller starts no standby processes; `mlkube simulate` and "
-            "bench/autoscale.py model the pool and count its replica-seconds"
+            "no standby Deployment is rendered: every replica is a serving pod (locally "
+            "standby replicas are warmed unrouted processes, promoted on scale-up)"
         ),
-        ignored("no standby Deployment is rendered: every replica is a serving pod"),
         "above 0",
         _autoscaled(lambda s: s.standby > 0),
     ),

@@ -18,7 +18,7 @@ from mlkube.testing.local import LocalController
 
 pytestmark = pytest.mark.integration
 
-IRIS = Path(__file__).resolve().parents[3] / "examples" / "iris"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
@@ -29,6 +29,15 @@ def local(tmp_path: Path) -> Iterator[LocalController]:
     controller.cleanup()
 
 
+def _copy_examples(tmp_path: Path) -> Path:
+    """The iris example and its training job, without models a checkout may hold."""
+    for name in ("iris", "iris-train"):
+        shutil.copytree(
+            EXAMPLES / name, tmp_path / name, ignore=shutil.ignore_patterns("models", "trained")
+        )
+    return tmp_path
+
+
 def _job(local: LocalController, name: str) -> dict[str, object]:
     (row,) = Client(local.state).call("GET", f"/jobs?name={name}")["jobs"]
     return dict(row)
@@ -37,9 +46,8 @@ def _job(local: LocalController, name: str) -> dict[str, object]:
 def test_a_trained_version_is_registered_and_served_by_name_and_version(
     local: LocalController, tmp_path: Path
 ) -> None:
-    example = tmp_path / "iris"
-    shutil.copytree(IRIS, example, ignore=shutil.ignore_patterns("models", "trained"))
-    done = local.run("run", str(example / "train-job.yaml"), "--wait", "--interval", "0.3")
+    example = _copy_examples(tmp_path)
+    done = local.run("run", str(example / "iris-train" / "job.yaml"), "--wait", "--interval", "0.3")
     assert "job train-iris Succeeded" in done.stdout
     assert "model iris/1" in done.stdout  # the outcome line names the version it made
     row = _job(local, "train-iris")
@@ -79,9 +87,8 @@ def test_a_trained_version_is_registered_and_served_by_name_and_version(
 
 
 def test_a_batch_inference_runs_through_the_queue(local: LocalController, tmp_path: Path) -> None:
-    example = tmp_path / "iris"
-    shutil.copytree(IRIS, example, ignore=shutil.ignore_patterns("models", "trained"))
-    local.run("run", str(example / "train-job.yaml"), "--wait", "--interval", "0.3")
+    example = _copy_examples(tmp_path)
+    local.run("run", str(example / "iris-train" / "job.yaml"), "--wait", "--interval", "0.3")
     rows = tmp_path / "rows.csv"
     rows.write_text(
         "id,a,b,c,d\n" + "".join(f"r{i},{5 + i % 3},3.5,1.4,0.2\n" for i in range(500)),

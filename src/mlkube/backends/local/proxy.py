@@ -222,7 +222,10 @@ class Router:
         """The controller saw replica ``name`` die, and why. Requests it died reading wait for
         this: retried elsewhere when it was killed from outside (SIGKILL, SIGTERM), answered
         502 when the death may be theirs (OOMKilled, a crash): a query of death kills one."""
-        now = asyncio.get_running_loop().time()
+        try:
+            now = asyncio.get_running_loop().time()
+        except RuntimeError:  # no loop runs: nothing can be parked here, nothing to tell
+            return
         self._verdicts[name] = (caused_by_request, now)
         for old, (_, at) in list(self._verdicts.items()):
             if now - at > VERDICT_MEMORY_S:

@@ -53,6 +53,7 @@ def status_report(document: dict[str, Any], deployments: Sequence[dict[str, Any]
         f"{d['name']}: last event: {d['lastEvent']}" for d in deployments if d["lastEvent"]
     )
     notes.extend(line for line in map(autoscaler_line, deployments) if line is not None)
+    notes.extend(line for line in map(standby_line, deployments) if line is not None)
     if controller.get("prometheus"):
         notes.append(f"prometheus: {controller['prometheus']}")
     if controller.get("alertmanager"):
@@ -87,12 +88,31 @@ def replica_row(rep: dict[str, Any]) -> tuple[str, ...]:
     return (
         rep["name"],
         str(rep["revision"]),
-        rep["phase"],
+        replica_phase(rep),
         str(rep["port"] or "-"),
         str(rep["pid"] or "-"),
         str(rep["restarts"]),
         "-" if rep["cpuCores"] is None else f"{rep['cpuCores']:.2f}",
         "-" if rep["memoryBytes"] is None else f"{rep['memoryBytes'] / 2**20:.0f}Mi",
+    )
+
+
+def replica_phase(rep: dict[str, Any]) -> str:
+    """The phase column: a warm standby says so (Standby when ready, Warming before)."""
+    if not rep.get("standby"):
+        return str(rep["phase"])
+    return "Standby" if rep["phase"] == "Ready" else f"Warming ({rep['phase']})"
+
+
+def standby_line(dep: dict[str, Any]) -> str | None:
+    """The warm standby pool and what it has cost: ``iris: standby 1 (1 ready, not
+    serving), cost 42 replica-seconds``; None when it has none and never had."""
+    standby = dep.get("standby")
+    if not standby or (not standby["replicas"] and not standby["replicaSeconds"]):
+        return None
+    return (
+        f"{dep['name']}: standby {standby['replicas']} ({standby['ready']} ready, not "
+        f"serving), cost {standby['replicaSeconds']:g} replica-seconds"
     )
 
 

@@ -4,7 +4,7 @@ applies them: plain unit tests, no process started."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +260,7 @@ def _shown(decision: Decision) -> dict[str, Any]:
         "metrics": decision.metric_values,
         "limitedBy": decision.limited_by,
         "conditions": [],
+        "standby": decision.standby,
     }
 
 
@@ -299,6 +300,7 @@ def test_autoscaler_ran(previous, decision, event, scaled):
     ran = changes[0]
     assert isinstance(ran, AutoscalerRan)
     assert (ran.state, ran.decision, ran.next_at) == (state, _shown(decision), NOW + 15)
+    assert ran.standby == decision.standby
     if event is None:
         assert ran.event is None
     else:
@@ -523,3 +525,12 @@ def test_add_and_delete_go_through_the_controller(ctrl: Controller) -> None:
     assert ctrl.deployments == {} and dep.replicas == {}
     ctrl.end_delete(dep)
     assert ctrl.store.deployments() == {}
+
+
+def test_a_decision_event_says_how_many_standby_replicas_it_keeps() -> None:
+    dep = _deployment(desired=1, last_decision=None)
+    decision = replace(_decision(2), standby=1)
+    ran = autoscaler_ran(dep, decision, PolicyState(), next_at=NOW + 15)[0]
+    assert isinstance(ran, AutoscalerRan) and ran.event is not None
+    assert ran.event.message.endswith("(concurrency=40; standby=1)"), ran.event.message
+    assert ran.standby == 1

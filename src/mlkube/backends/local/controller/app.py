@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.autoscale.api import PolicyState
+from mlkube.autoscale.history import LoadTracker
 from mlkube.backends.local import alertmanager, prometheus, supervisor
 from mlkube.backends.local.controller import handlers, loops
 from mlkube.backends.local.controller.api import CONTROLLER_FILE, write_token
@@ -157,6 +158,8 @@ def _restored_deployment(
         revision_hashes={row.revision: revision_hash(row.spec) for row in rows},
         autoscale_state=PolicyState.from_json(data["autoscale"]) if data.get("autoscale") else None,
         port=int(data["port"]),
+        load=LoadTracker.from_json(data.get("load") or {}),
+        standby_wanted=int(data.get("standby", 0)),
     )
 
 

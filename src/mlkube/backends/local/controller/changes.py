@@ -71,6 +71,8 @@ class AutoscalerRan:
     decision: dict[str, Any]
     next_at: float
     event: Event | None = None
+    standby: int = 0
+    """Warm standby replicas to keep (``Decision.standby``)."""
 
 
 @dataclass(frozen=True, slots=True)

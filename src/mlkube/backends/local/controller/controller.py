@@ -22,6 +22,8 @@ import secrets
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from mlkube.autoscale.api import ReplicaMetrics
+from mlkube.autoscale.history import LoadHistory
 from mlkube.backends.local import supervisor
 from mlkube.backends.local.controller.balancer_link import BalancerLink, mirror_stats
 from mlkube.backends.local.controller.changes import (
@@ -50,6 +52,7 @@ from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
 from mlkube.backends.local.decisions.backoff import BackoffPolicy, next_restart
 from mlkube.backends.local.decisions.plan import Phase, Restart, Start, Stop, plan_actions
+from mlkube.backends.local.decisions.standby import promotions, standby_plan
 from mlkube.backends.local.decisions.weights import replica_weights
 from mlkube.backends.local.limits import Enforcer, detect, limits_of
 from mlkube.backends.local.ports import free_port
@@ -143,6 +146,7 @@ class Controller:
                 dep.autoscale_state = change.state
                 dep.last_decision = change.decision
                 dep.next_autoscale_at = change.next_at
+                dep.standby_wanted = change.standby
                 self.record(dep, *_present(change.event))
             case AnalysisResult():
                 dep.analysis_failure = change.failure
@@ -345,7 +349,7 @@ class Controller:
             mine = [
                 r
                 for r in dep.replicas.values()
-                if r.revision == rev and r.phase is not Phase.TERMINATING
+                if r.revision == rev and r.phase is not Phase.TERMINATING and not r.standby
             ]
             failed = next((r.failed_before_ready for r in mine if r.failed_before_ready), None)
             ready = sum(1 for r in mine if r.phase is Phase.READY)
@@ -365,9 +369,9 @@ class Controller:
             self.store.set_revision_status(dep.key, before.target, status, step.state.reason)
         dep.weights = step.weights
         dep.header_rule = step.header_rule
-        for action in plan_actions(
-            step.targets, [r.view() for r in dep.replicas.values()], now=now
-        ):
+        self._promote_standby(dep, step.targets, now)
+        serving = [r.view() for r in dep.replicas.values() if not r.standby]
+        for action in plan_actions(step.targets, serving, now=now):
             if isinstance(action, Start):
                 self._new_replica(dep, action.revision, now)
             elif isinstance(action, Stop):
@@ -376,10 +380,81 @@ class Controller:
                 replica = dep.replicas[action.name]
                 replica.phase = Phase.PENDING
                 replica.restart_at = None
+        self._keep_standby(dep, now)
 
-    def _new_replica(self, dep: Deployment, revision: int, now: float) -> None:
+    def _new_replica(self, dep: Deployment, revision: int, now: float) -> Replica:
         name = f"{dep.name}-{revision}-{secrets.token_hex(3)}"
         dep.replicas[name] = Replica(name=name, revision=revision, port=0, created_at=now)
+        return dep.replicas[name]
+
+    # warm standby (autoscaling.standby) -------------------------------------------------------
+    def _promote_standby(self, dep: Deployment, targets: dict[int, int], now: float) -> None:
+        """Scale up by promoting standby replicas before starting new ones: a promoted ready
+        replica only needs its route, which ``route`` sends in this same reconcile."""
+        standby = [r.view() for r in dep.replicas.values() if r.standby]
+        if not standby:
+            return
+        serving = [r.view() for r in dep.replicas.values() if not r.standby]
+        for name in promotions(targets, serving, standby):
+            replica = dep.replicas[name]
+            self._end_standby(dep, replica, now)
+            replica.promoted = True
+            pid = replica.handle.pid if replica.handle else None
+            self.event(
+                dep,
+                "Normal",
+                "Promoted",
+                f"standby replica {name} ({replica.phase}, pid {pid}) now serves",
+            )
+
+    def _keep_standby(self, dep: Deployment, now: float) -> None:
+        """Start or stop standby replicas of the stable revision to keep the autoscaler's
+        count (none during a rollout: the revision they would warm is about to change)."""
+        autoscaling = dep.doc.spec.autoscaling
+        wanted = 0
+        if autoscaling is not None and not dep.rollout.active:
+            wanted = min(dep.standby_wanted, autoscaling.standby)
+        standby = [r.view() for r in dep.replicas.values() if r.standby]
+        if not standby and wanted == 0:
+            return
+        plan = standby_plan(wanted, dep.rollout.stable, standby)
+        for name, reason in plan.stops:
+            self.begin_stop(dep, dep.replicas[name], reason)
+        for _ in range(plan.starts):
+            replica = self._new_replica(dep, plan.revision, now)
+            replica.standby = True
+            replica.standby_since = now
+
+    def _end_standby(self, dep: Deployment, replica: Replica, now: float) -> None:
+        """The replica is no longer a standby: its standby time joins the deployment's cost."""
+        if replica.standby:
+            dep.standby_seconds += now - (replica.standby_since or now)
+        replica.standby = False
+        replica.standby_since = None
+
+    def standby_cost(self, dep: Deployment) -> float:
+        """Replica-seconds spent on standby replicas so far (status shows it)."""
+        now = self.clock.monotonic()
+        running = sum(now - (r.standby_since or now) for r in dep.replicas.values() if r.standby)
+        return dep.standby_seconds + running
+
+    def track_load(
+        self,
+        dep: Deployment,
+        wall_now: float,
+        counts: dict[str, int],
+        rate: float,
+        cold: list[ReplicaMetrics],
+    ) -> LoadHistory:
+        """Record one autoscaler look at the arriving rate (``counts``: each backend's
+        request count, for the next look) and the newly ready cold replicas; the history the
+        predictive policy reads. The start-up samples are the stable revision's only."""
+        if dep.load_revision != dep.rollout.stable:
+            dep.load.startups = ()
+            dep.load_revision = dep.rollout.stable
+        dep.load_counts = dict(counts)
+        dep.load_seen_at = self.clock.monotonic()
+        return dep.load.observe(wall_now, rate, cold)
 
     # admission and spawning -------------------------------------------------------------
     def admit_pending(self) -> None:
@@ -452,6 +527,7 @@ class Controller:
             dep.replicas.pop(replica.name, None)
             self.store.delete_replica(replica.name)
             return
+        self._end_standby(dep, replica, self.clock.monotonic())
         replica.phase = Phase.TERMINATING
         dep.router.drain(replica.name)
         self.balancer.drain(dep.key, replica.name)
@@ -485,7 +561,7 @@ class Controller:
         ready: dict[int, list[str]] = {}
         backends = []
         for replica in dep.replicas.values():
-            if replica.handle is None:
+            if replica.handle is None or replica.standby:  # a standby has no route at all
                 continue
             if replica.phase is Phase.READY:
                 ready.setdefault(replica.revision, []).append(replica.name)
@@ -532,6 +608,8 @@ class Controller:
             "port": dep.port,
             "rollout": dep.rollout.to_json(),
             "autoscale": dep.autoscale_state.to_json() if dep.autoscale_state else None,
+            "load": dep.load.to_json(),
+            "standby": dep.standby_wanted,
         }
         self.store.put_deployment(dep.key, data)
         for replica in dep.replicas.values():

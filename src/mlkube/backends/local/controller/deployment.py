@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from mlkube.autoscale.api import PolicyState
+from mlkube.autoscale.history import LoadTracker
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.proxy import Router
 from mlkube.desired.revision import revision_document
@@ -75,6 +76,17 @@ class Deployment:
     lb_requests_seen: int = 0
     lb_seen_at: float = 0.0
     routing_signature: str = ""
+    load: LoadTracker = field(default_factory=LoadTracker)
+    """The arriving-rate history and measured start-ups the predictive policy reads."""
+    load_counts: dict[str, int] | None = None
+    """Each backend's request count at the autoscaler's last look (None: no look yet)."""
+    load_seen_at: float = 0.0
+    load_revision: int = 0
+    """The revision whose start-ups ``load`` holds (a new stable revision starts afresh)."""
+    standby_wanted: int = 0
+    """Warm standby replicas the autoscaler's last decision keeps (``Decision.standby``)."""
+    standby_seconds: float = 0.0
+    """Replica-seconds spent by standby replicas that were since promoted or stopped."""
 
     @property
     def name(self) -> str:

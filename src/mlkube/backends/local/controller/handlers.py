@@ -410,7 +410,12 @@ def _deployment_status(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
         "namespace": dep.namespace,
         "port": dep.port,
         "desired": dep.desired,
-        "ready": sum(1 for r in replicas if r.phase is Phase.READY),
+        "ready": sum(1 for r in replicas if r.phase is Phase.READY and not r.standby),
+        "standby": {
+            "replicas": sum(1 for r in replicas if r.standby),
+            "ready": sum(1 for r in replicas if r.standby and r.phase is Phase.READY),
+            "replicaSeconds": round(ctrl.standby_cost(dep), 1),
+        },
         "revision": dep.rollout.stable,
         "rollout": rollout_status(dep),
         "traffic": {str(k): round(100.0 * v / total, 1) for k, v in dep.weights.items()},
@@ -449,4 +454,5 @@ def _replica_status(replica: Any) -> dict[str, Any]:
         "cpuCores": cpu,
         "memoryBytes": latest.rss_bytes if latest else None,
         "inFlight": latest.in_flight if latest else None,
+        "standby": replica.standby,
     }

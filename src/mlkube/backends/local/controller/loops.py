@@ -19,6 +19,7 @@ from mlkube.autoscale.api import (
     decide,
     should_activate,
 )
+from mlkube.autoscale.history import LoadHistory
 from mlkube.backends.local.controller.changes import (
     AnalysisBaseline,
     AnalysisResult,
@@ -43,6 +44,7 @@ from mlkube.backends.local.decisions.scrape import (
     parse_metrics,
     rates,
 )
+from mlkube.backends.local.decisions.standby import arriving_rate
 from mlkube.desired.rollout import judge_canary
 from mlkube.spec.rollout import RolloutStrategy
 
@@ -299,7 +301,8 @@ async def autoscale_tick(ctrl: Controller) -> None:
         if now < dep.next_autoscale_at:
             continue
         observation = _observation(dep, now)
-        decision, state = decide(spec, observation, dep.autoscale_state)
+        history = _load_history(ctrl, dep, observation, now)
+        decision, state = decide(spec, observation, dep.autoscale_state, history)
         ctrl.metrics.decision(
             dep.namespace, dep.name, before=dep.desired, after=decision.desired_replicas
         )
@@ -320,17 +323,19 @@ def autoscaler_ran(
         "metrics": decision.metric_values,
         "limitedBy": decision.limited_by,
         "conditions": [list(c) for c in decision.conditions],
+        "standby": decision.standby,
     }
     event = None
     if _news(dep.last_decision, shown, dep.desired):
         inputs = ", ".join(f"{k}={v:.3g}" for k, v in decision.metric_values.items())
         limit = f"; limitedBy={decision.limited_by}" if decision.limited_by else ""
+        limit += f"; standby={decision.standby}" if decision.standby else ""
         event = Event(
             "Normal",
             "AutoscalerDecision",
             f"{dep.desired} -> {decision.desired_replicas}: {decision.reason} ({inputs}{limit})",
         )
-    changes: list[Change] = [AutoscalerRan(state, shown, next_at, event)]
+    changes: list[Change] = [AutoscalerRan(state, shown, next_at, event, decision.standby)]
     if decision.desired_replicas != dep.desired:
         changes.append(SetDesired(decision.desired_replicas, decision.reason))
     return changes
@@ -356,6 +361,38 @@ def _outcome(decision: dict[str, Any]) -> tuple[object, ...]:
     return decision["desiredReplicas"], limited, active
 
 
+def _load_history(
+    ctrl: Controller, dep: Deployment, observation: Observation, now: float
+) -> LoadHistory:
+    """This tick's arriving rate and the revision's cold start-ups, into the deployment's
+    load tracker; the history ``decide`` forecasts from."""
+    counts = {name: b.requests for name, b in dep.router.backends.items()}
+    seconds = now - dep.load_seen_at if dep.load_counts is not None else 0.0
+    rate = arriving_rate(dep.load_counts, counts, dep.router.holding, seconds)
+    if dep.load_counts is None:  # the first look has no interval: the held requests only
+        rate = float(dep.router.holding)
+    cold = cold_replicas(dep, observation)
+    return ctrl.track_load(dep, ctrl.clock.wall(), counts, rate, cold)
+
+
+def cold_replicas(dep: Deployment, observation: Observation) -> list[ReplicaMetrics]:
+    """The observed replicas whose spawn-to-ready time is a start-up of the stable revision:
+    not promoted from standby (that start-up was paid before the scale-up) and not
+    re-adopted by a restarted controller (their start times are another process's clock).
+    Pure."""
+    cold = []
+    for metrics in observation.replicas:
+        replica = dep.replicas.get(metrics.name)
+        if (
+            replica is not None
+            and replica.revision == dep.rollout.stable
+            and not replica.promoted
+            and replica.adopted_at is None
+        ):
+            cold.append(metrics)
+    return cold
+
+
 def _scale(ctrl: Controller, dep: Deployment, replicas: int, reason: str) -> None:
     ctrl.apply(dep, [SetDesired(replicas, reason)])
     ctrl.reconcile()
@@ -366,8 +403,8 @@ def _observation(dep: Deployment, now: float) -> Observation:
     period = spec.autoscaling.tick_seconds() if spec.autoscaling else 15.0
     metrics = []
     for replica in dep.replicas.values():
-        if replica.handle is None or replica.phase not in _RUNNING:
-            continue
+        if replica.handle is None or replica.phase not in _RUNNING or replica.standby:
+            continue  # a standby serves nothing: its idle metrics would dilute the load
         metrics.append(_replica_metrics(replica, now, period))
     requests = spec.resources.effective_requests()
     cpu, memory = requests.get("cpu"), requests.get("memory")

@@ -33,7 +33,8 @@ def deployment_state(dep: Deployment) -> DeploymentState:
         namespace=dep.namespace,
         name=dep.name,
         desired=dep.desired,
-        ready=phases.get(str(Phase.READY), 0),
+        # Serving replicas only: a ready standby must not hide a missing serving one.
+        ready=sum(1 for r in dep.replicas.values() if r.phase is Phase.READY and not r.standby),
         phases=dict(phases),
         min_replicas=autoscaling.min_replicas if autoscaling is not None else None,
         max_replicas=autoscaling.max_replicas if autoscaling is not None else None,

@@ -17,6 +17,7 @@ from mlkube.backends.local.controller.changes import Event, Placed, Unschedulabl
 from mlkube.backends.local.decisions.admission import Capacity, Claim, QuotaLimits, admit
 from mlkube.backends.local.decisions.jobs import CLAIM_PREFIX
 from mlkube.backends.local.decisions.plan import Phase
+from mlkube.backends.local.decisions.standby import STANDBY_PRIORITY
 from mlkube.backends.local.gpu import detect_gpus
 from mlkube.spec.deployment import PriorityClass, Quota
 
@@ -105,6 +106,8 @@ def claim_of(ctrl: Controller, dep: Deployment, replica: Replica) -> Claim:
     requests = resources.effective_requests()
     cpu, memory = requests.get("cpu"), requests.get("memory")
     priority, preempts = priority_of(ctrl, dep)
+    if replica.standby:  # below every serving replica: first preempted, never preempting
+        priority, preempts = STANDBY_PRIORITY, False
     return Claim(
         replica=replica.name,
         namespace=dep.namespace,
@@ -114,6 +117,7 @@ def claim_of(ctrl: Controller, dep: Deployment, replica: Replica) -> Claim:
         gpu_count=resources.gpus,
         gpus=replica.gpus,
         preempts=preempts,
+        standby=replica.standby,
     )
 
 

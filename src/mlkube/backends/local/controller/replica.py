@@ -37,6 +37,14 @@ class Replica:
     probe_failures: int = 0
     snapshots: list[Snapshot] = field(default_factory=list)
     analysis_base: Snapshot | None = None
+    standby: bool = False
+    """A warm standby (``autoscaling.standby``): started and probed like any replica, never
+    routed, admitted below every serving replica; promotion clears it."""
+    standby_since: float | None = None
+    """When it became a standby (monotonic): its cost in status counts from here."""
+    promoted: bool = False
+    """Promoted from standby: its start-up was not paid at scale-up, so it is no sample of
+    the revision's start-up time."""
 
     def view(self) -> ReplicaView:
         return ReplicaView(self.name, self.revision, self.phase, self.created_at, self.restart_at)
@@ -55,6 +63,8 @@ class Replica:
             "streak": self.backoff.streak,
             "lastReason": self.last_reason,
             "gpus": list(self.gpus),
+            "standby": self.standby,
+            "promoted": self.promoted,
         }
 
     @classmethod
@@ -69,4 +79,6 @@ class Replica:
             backoff=BackoffState(int(data.get("restartCount", 0)), int(data.get("streak", 0))),
             last_reason=str(data.get("lastReason", "")),
             gpus=tuple(int(g) for g in data.get("gpus", ())),
+            standby=bool(data.get("standby", False)),
+            promoted=bool(data.get("promoted", False)),
         )

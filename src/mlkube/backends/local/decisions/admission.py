@@ -6,6 +6,8 @@ system, as kubelet's ``--system-reserved``) are shared out by *requests*, never 
 Kubernetes scheduler does. A replica that does not fit is Pending with a reason; a replica of a
 higher priority may preempt lower-priority ones (fewest, lowest first) when that makes it fit.
 A namespace Quota caps the sum of requests, and preemption never helps against a quota.
+A warm standby replica (``standby``) yields to every serving replica: a serving one that does
+not fit (resources or quota) stops standby replicas first, whatever its preemption policy.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Claim:
     """False for preemptionPolicy: Never."""
     pods: int = 1
     """Pods the claim counts as against a quota's ``pods`` (a job's gang: its workers)."""
+    standby: bool = False
+    """A warm standby replica: it never blocks a serving claim (see ``admit``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +76,10 @@ def admit(
 
     Pure.
     """
+    if not claim.standby:
+        yielded = _yield_standby(claim, placed, capacity, quotas)
+        if yielded is not None:
+            return yielded
     quota_problem = _quota_problem(claim, placed, quotas.get(claim.namespace))
     if quota_problem:
         return Verdict(False, quota_problem)
@@ -92,6 +100,30 @@ def admit(
             names = tuple(v.replica for v in victims)
             return Verdict(True, gpus=_free_gpus(claim, remaining, capacity), victims=names)
     return Verdict(False, problem)
+
+
+def _yield_standby(
+    claim: Claim,
+    placed: Sequence[Claim],
+    capacity: Capacity,
+    quotas: Mapping[str, QuotaLimits],
+) -> Verdict | None:
+    """Admitted by stopping standby replicas (none when it fits without: the plain path then
+    admits it), or None when stopping every standby replica would not be enough."""
+    quota = quotas.get(claim.namespace)
+    if not _quota_problem(claim, placed, quota) and not _fit_problem(claim, placed, capacity):
+        return None
+    remaining = list(placed)
+    victims: list[str] = []
+    for candidate in sorted((c for c in placed if c.standby), key=lambda c: c.replica):
+        victims.append(candidate.replica)
+        remaining.remove(candidate)
+        if not _quota_problem(claim, remaining, quota) and not _fit_problem(
+            claim, remaining, capacity
+        ):
+            gpus = _free_gpus(claim, remaining, capacity)
+            return Verdict(True, gpus=gpus, victims=tuple(victims))
+    return None
 
 
 def gang_claim(name: str, workers: Sequence[Claim]) -> Claim:
