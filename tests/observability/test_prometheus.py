@@ -106,10 +106,11 @@ def test_start_follow_targets_reload_and_stop(tmp_path):
         assert target["labels"]["deployment"] == "iris" and target["labels"]["replica"] == "iris-0"
         layout.targets.write_text("[]")
         wait_for(lambda: prom.targets() == [], 20, "target gone")
-        assert {g["name"] for g in prom.rules()} == {"mlkube.ml.iris"}
+        # The deployment's group, and the job alerts the controller always has.
+        assert {g["name"] for g in prom.rules()} == {"mlkube.ml.iris", "mlkube.jobs"}
         prometheus.write_config(tmp_path, [deployment(), deployment(name="other")])
         assert prometheus.reload(tmp_path) is True
-        wait_for(lambda: len(prom.rules()) == 2, 10, "reloaded rules")
+        wait_for(lambda: len(prom.rules()) == 3, 10, "reloaded rules")
     finally:
         stopped = prometheus.stop(tmp_path)
     assert stopped is True
