@@ -122,7 +122,10 @@ def test_a_standby_gets_no_traffic_and_is_promoted_on_scale_up_without_a_new_pro
 
     # One client in flight is half the target of 2: no scale-up, the standby gets nothing.
     with LoadClient(port, "warm", 1, 0.05, max_s=10.0, row=ROW) as light:
-        cluster.wait("light traffic served", lambda: len(served_by(tmp_path / "trace")) >= 20)
+        cluster.wait(
+            "light traffic served",
+            lambda: served_by(tmp_path / "trace").count(serving["pid"]) >= 20,
+        )
     assert light.failed == 0, (light.codes, light.errors)
     # Each replica served its own warm-up prediction before it was ready; the standby
     # nothing after that, the serving replica everything.

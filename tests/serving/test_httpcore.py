@@ -100,6 +100,8 @@ async def exchange(port: int, data: bytes, *, timeout_s: float = 5.0) -> bytes:
         return await asyncio.wait_for(reader.read(), timeout_s)
     finally:
         writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()  # no transport left for the loop's end to warn about
 
 
 def statuses(data: bytes) -> list[int]:
