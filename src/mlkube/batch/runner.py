@@ -151,10 +151,15 @@ def prepare_output(plan: BatchPlan) -> Path:
     temp = plan_path.with_name(f".{PLAN_FILE}.tmp-{os.getpid()}")
     temp.write_bytes(orjson.dumps(plan.to_json(), option=orjson.OPT_INDENT_2))
     os.replace(temp, plan_path)
+    remove_temporary(folder)
+    return plan_path
+
+
+def remove_temporary(folder: Path) -> None:
+    """Delete half-written shard files (a worker killed mid-write leaves one)."""
     for entry in folder.iterdir():
         if is_temporary(entry.name):
             entry.unlink(missing_ok=True)
-    return plan_path
 
 
 # running --------------------------------------------------------------------------------
@@ -273,6 +278,7 @@ class _Run:
         for attempt in self.running:
             while attempt.handle.poll() is None:
                 self.clock.sleep_blocking(POLL_S)
+        remove_temporary(Path(self.plan.output_dir))  # what the killed workers were writing
         self.running.clear()
 
 
