@@ -19,12 +19,12 @@ from mlkube.registry.store import (
     hash_paths,
 )
 from mlkube.registry.uri import (
-    MODELS_SCHEME,
     ModelUri,
     RegistryError,
     is_model_uri,
     parse_model_uri,
 )
+from mlkube.spec.deployment import MODELS_SCHEME
 from mlkube.spec.model import ModelFormat
 
 

@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass
 
 from mlkube.errors import MlkubeError
+from mlkube.spec.deployment import MODELS_SCHEME
 
-MODELS_SCHEME = "models:/"
 LATEST = "latest"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """A registered model's name: also a folder name in the registry, so no slashes."""

@@ -21,8 +21,6 @@ from mlkube.spec.placement import PlacementSpec
 from mlkube.spec.resources import ResourcesSpec
 
 MAX_WORKERS = 64
-MODELS_SCHEME = "models:/"
-"""A registered model version: ``models:/NAME/VERSION`` (or ``models:/NAME/latest``)."""
 
 
 class RunSpec(SpecModel):
@@ -116,18 +114,14 @@ class TrainingJobSpec(SpecModel):
     kubernetes: JobKubernetesSpec = JobKubernetesSpec()
 
 
-class TrainingJob(SpecModel):
-    """A training job: the top-level document of a spec file, beside ModelDeployments."""
+class _JobDocument(SpecModel):
+    """What both job documents have: where their file is, and their namespace."""
 
-    api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
-    """Always `mlkube.dev/v1alpha1`."""
-    kind: Literal["TrainingJob"] = "TrainingJob"
-    """Always `TrainingJob`."""
-    metadata: Metadata
-    spec: TrainingJobSpec
     _source_file: str = PrivateAttr(default="<string>")
     _source_dir: str = PrivateAttr(default=".")
     """The directory of the spec file; relative paths are resolved against it."""
+
+    metadata: Metadata
 
     @property
     def namespace(self) -> str:
@@ -137,13 +131,25 @@ class TrainingJob(SpecModel):
     def source_dir(self) -> str:
         return self._source_dir
 
+    def local_path(self, path: str) -> str:
+        """``path`` (a script, an input, the output directory) resolved against the spec's
+        folder."""
+        return os.path.normpath(os.path.join(self._source_dir, os.path.expanduser(path)))
+
+
+class TrainingJob(_JobDocument):
+    """A training job: the top-level document of a spec file, beside ModelDeployments."""
+
+    api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
+    """Always `mlkube.dev/v1alpha1`."""
+    kind: Literal["TrainingJob"] = "TrainingJob"
+    """Always `TrainingJob`."""
+    metadata: Metadata
+    spec: TrainingJobSpec
+
     @property
     def image(self) -> str:
         return self.spec.run.image or DEFAULT_IMAGE
-
-    def local_path(self, path: str) -> str:
-        """``path`` (a script, the output directory) resolved against the spec's folder."""
-        return os.path.normpath(os.path.join(self._source_dir, os.path.expanduser(path)))
 
 
 class InputFormat(enum.StrEnum):
@@ -208,7 +214,7 @@ class BatchInferenceSpec(SpecModel):
     kubernetes: JobKubernetesSpec = JobKubernetesSpec()
 
 
-class BatchInference(SpecModel):
+class BatchInference(_JobDocument):
     """A batch inference job: the top-level document of a spec file."""
 
     api_version: Literal["mlkube.dev/v1alpha1"] = API_VERSION
@@ -217,24 +223,10 @@ class BatchInference(SpecModel):
     """Always `BatchInference`."""
     metadata: Metadata
     spec: BatchInferenceSpec
-    _source_file: str = PrivateAttr(default="<string>")
-    _source_dir: str = PrivateAttr(default=".")
-
-    @property
-    def namespace(self) -> str:
-        return self.metadata.namespace
-
-    @property
-    def source_dir(self) -> str:
-        return self._source_dir
 
     @property
     def image(self) -> str:
         return DEFAULT_IMAGE
-
-    def local_path(self, path: str) -> str:
-        """``path`` resolved against the spec's folder."""
-        return os.path.normpath(os.path.join(self._source_dir, os.path.expanduser(path)))
 
 
 JobDocument = TrainingJob | BatchInference
