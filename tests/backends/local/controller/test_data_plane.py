@@ -37,6 +37,10 @@ def _balancer(local: Local) -> int | None:
         return None
 
 
+def _restarted(local: Local) -> bool:
+    return any(e["reason"] == "BalancerRestarted" for e in local.events("iris"))
+
+
 def _more(local: Local, load: LoadClient, count: int, what: str) -> None:
     seen = load.total
     local.wait(what, lambda: load.total >= seen + count, 60)
@@ -79,6 +83,9 @@ def test_a_killed_balancer_is_started_again_by_the_controller(
     os.kill(first, signal.SIGKILL)
     local.wait("a new balancer", lambda: _balancer(local) not in (None, first), 30)
     local.pids.add(local.balancer_pid())
+    # Connections are refused from the kill until the new balancer listens: the event says
+    # when it does, and from then on nothing fails.
+    local.wait("the port to answer again", lambda: _restarted(local), 30)
     with Load(port, "iris", workers=1, pause_s=0.02) as load:
         local.wait("requests through the new balancer", lambda: load.codes[200] >= 20, 30)
     assert load.failed == 0, (load.codes, load.errors)

@@ -213,17 +213,28 @@ class Controller:
     def stop_listening(self, dep: Deployment) -> None:
         self.balancer.close(dep.key)
 
-    async def attach_balancer(self) -> None:
+    async def attach_balancer(self, *, after_death: bool = False) -> None:
         """Attach to the balancer (re-attach to a running one, or start one), then have it
-        serve every deployment and take every route again."""
+        serve every deployment and take every route again. ``after_death``: the previous
+        balancer died, so each deployment gets an event saying when its port answers again
+        (connections were refused in between)."""
         await self.balancer.attach()
         for dep in self.deployments.values():
             try:
                 await self.listen(dep, dep.port)
             except OSError as error:
                 self.event(dep, "Warning", "PortInUse", f"cannot listen on {dep.port}: {error}")
-            dep.routing_signature = ""
-            self.route(dep)
+                continue
+            finally:
+                dep.routing_signature = ""
+                self.route(dep)
+            if after_death:
+                self.event(
+                    dep,
+                    "Normal",
+                    "BalancerRestarted",
+                    f"the balancer died and was started again; port {dep.port} answers again",
+                )
 
     async def refresh_traffic(self) -> None:
         """Read every router's counters back from the balancer."""

@@ -74,7 +74,7 @@ async def balancer_tick(ctrl: Controller) -> None:
         await ctrl.refresh_traffic()
         return
     logger.warning("the balancer is gone; starting it again")
-    await ctrl.attach_balancer()
+    await ctrl.attach_balancer(after_death=True)
 
 
 # readiness -----------------------------------------------------------------------------------
