@@ -6,6 +6,7 @@ controller authorized by exactly its rendered Role."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,13 @@ from k8s_validation import VERSIONS, validate
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.render import render
-from mlkube.backends.kubernetes.standby_driver import promote_waiting, scale_and_promote
+from mlkube.backends.kubernetes.standby_driver import (
+    promote_waiting,
+    promotion_patch,
+    scale_and_promote,
+    serving_hash,
+    waiting,
+)
 from mlkube.cli import cli
 from mlkube.desired.capabilities import BackendKind, Support, notes
 from mlkube.spec import ModelDeployment, parse_documents
@@ -86,6 +93,25 @@ def test_the_pool_is_a_second_deployment_nothing_routes_to() -> None:
         },
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "patch"]},
     ]
+
+
+def test_the_request_rate_queries_count_a_promoted_pod() -> None:
+    # A promoted pod keeps its name; KEDA's rps and forecast queries must still count it.
+    text = SPEC.replace("STANDBY", "1").replace("metrics:", "engine: keda\n    metrics:")
+    document = parse_documents(text)[0]
+    assert isinstance(document, ModelDeployment)
+    scaled = _objects(document)[("ScaledObject", "llm")]
+    queries = [t["metadata"]["query"] for t in scaled["spec"]["triggers"]]
+    assert len(queries) == 3  # the rps trigger, the forecast and the daily profile
+    pattern = re.compile(r'pod=~"([^"]+)"')
+    for query in queries:
+        regexes = {re.fullmatch(p, "llm-standby-7d9f8b6c5d-x2x4z") for p in pattern.findall(query)}
+        assert None not in regexes and regexes  # every selector matches a promoted pod
+        assert all(
+            re.fullmatch(p, "llm-canary-7d9f8b6c5d-x2x4z") is None for p in pattern.findall(query)
+        )
+    plain = _objects(_doc(standby=0))
+    assert ("ScaledObject", "llm") not in plain  # engine hpa: nothing to widen
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -209,3 +235,27 @@ def test_the_controller_promotes_with_only_its_role(api: FakeApiServer, tmp_path
     assert f"standby: promoted {warm}" in result.output
     assert warm in _endpoints(api)
     assert len(_pods(api, app="llm")) == 3  # the first, the promoted one, one starting cold
+
+
+def _pod(name: str, template_hash: str, *, ready: bool) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "labels": {"pod-template-hash": template_hash}},
+        "status": {"conditions": [{"type": "Ready", "status": str(ready)}]},
+    }
+
+
+def test_promotion_waits_for_a_serving_rollout_and_counts_only_ready_pods() -> None:
+    serving = {"spec": {"replicas": 3}}
+    pods = [_pod("a", "h1", ready=True), _pod("b", "h1", ready=False)]
+    assert waiting(serving, pods) == 2
+    assert serving_hash(pods) == "h1"
+    rolling = [*pods, _pod("c", "h2", ready=False)]
+    assert serving_hash(rolling) is None  # two ReplicaSets: the rollout's, no promotion
+    assert waiting({"spec": {"replicas": 1}}, pods) == 0
+    patch = promotion_patch("llm", "h1")["metadata"]["labels"]
+    assert patch == {
+        "app": "llm",
+        "mlkube.dev/track": "stable",
+        "pod-template-hash": "h1",
+        "mlkube.dev/pool": None,
+    }
