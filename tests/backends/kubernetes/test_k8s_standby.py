@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from click.testing import CliRunner
 from k8s_apiserver import FakeApiServer
 from k8s_validation import VERSIONS, validate
@@ -259,3 +260,29 @@ def test_promotion_waits_for_a_serving_rollout_and_counts_only_ready_pods() -> N
         "pod-template-hash": "h1",
         "mlkube.dev/pool": None,
     }
+
+
+def test_a_helm_image_or_resources_value_sets_the_pool_too(tmp_path: Path) -> None:
+    # A promoted pod must be of the serving kind: `--set image=...` changes both Deployments.
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk is not installed (dev)")
+    spec = tmp_path / "llm.yaml"
+    spec.write_text(SPEC.replace("STANDBY", "1"), encoding="utf-8")
+    chart = tmp_path / "chart"
+    result = CliRunner().invoke(cli, ["render", str(spec), "-o", str(chart), "--format", "helm"])
+    assert result.exit_code == 0, result.output
+    values = helm.parse_set_string("image=registry.example/llm:2,replicas=2")
+    with helm.Chart.load(chart) as loaded:
+        rendered: dict[str, str] = loaded.render(values, name="release", namespace="default")
+    objects = [
+        o
+        for path, text in sorted(rendered.items())
+        if path.endswith(".yaml")  # not NOTES.txt
+        for o in yaml.safe_load_all(text)
+        if o
+    ]
+    deployments = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Deployment"}
+    for name in ("llm", "llm-standby"):
+        (container,) = deployments[name]["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "registry.example/llm:2"
+    assert deployments["llm"]["spec"]["replicas"] == 2
+    assert deployments["llm-standby"]["spec"]["replicas"] == 1  # the pool keeps its size
