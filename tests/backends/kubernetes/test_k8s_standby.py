@@ -286,3 +286,16 @@ def test_a_helm_image_or_resources_value_sets_the_pool_too(tmp_path: Path) -> No
         assert container["image"] == "registry.example/llm:2"
     assert deployments["llm"]["spec"]["replicas"] == 2
     assert deployments["llm-standby"]["spec"]["replicas"] == 1  # the pool keeps its size
+
+
+@pytest.mark.integration
+def test_turning_the_pool_off_prunes_it_and_its_controller(
+    api: FakeApiServer, tmp_path: Path
+) -> None:
+    _apply(api, tmp_path, SPEC.replace("STANDBY", "1"))
+    assert api.get("deployments", "ml", "llm-standby") is not None
+    _apply(api, tmp_path, SPEC.replace("STANDBY", "0"))
+    assert api.get("deployments", "ml", "llm-standby") is None
+    assert api.get("deployments", "ml", "llm-rollout") is None
+    assert api.get("roles", "ml", "llm-rollout") is None
+    assert api.get("deployments", "ml", "llm") is not None
