@@ -87,6 +87,17 @@ def test_standby_on_the_spike_trace_at_10s_meets_the_issue_criterion() -> None:
     assert ours_cost <= hpa_cost
 
 
+@pytest.mark.parametrize("trace", ["step", "spike"])
+def test_the_forecast_without_a_pool_meets_the_issue_criterion_at_10s(trace: str) -> None:
+    # The level follows a jump at the first decision, so the whole jump is asked for at once.
+    ours, ours_cost = _run("mlkube-predictive", trace, 10.0)
+    reactive, _ = _run("mlkube", trace, 10.0)
+    hpa, hpa_cost = _run("hpa-cpu70", trace, 10.0)
+    assert ours < reactive
+    assert ours * 2 <= hpa
+    assert ours_cost <= hpa_cost
+
+
 def test_standby_keeps_scale_to_zero_at_zero() -> None:
     s = spec(
         minReplicas=0,
