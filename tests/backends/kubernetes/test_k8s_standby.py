@@ -299,3 +299,24 @@ def test_turning_the_pool_off_prunes_it_and_its_controller(
     assert api.get("deployments", "ml", "llm-rollout") is None
     assert api.get("roles", "ml", "llm-rollout") is None
     assert api.get("deployments", "ml", "llm") is not None
+
+
+def test_a_canary_controller_also_runs_the_pool_with_both_permissions() -> None:
+    text = SPEC.replace("STANDBY", "1") + (
+        "  rollout: {strategy: Canary, steps: [{weight: 10}]}\n"
+        "  kubernetes: {rolloutController: true}\n"
+    )
+    document = parse_documents(text)[0]
+    assert isinstance(document, ModelDeployment)
+    objects = _objects(document)
+    args = objects[("Deployment", "llm-rollout")]["spec"]["template"]["spec"]["containers"][0][
+        "args"
+    ]
+    assert "--standby" in args and "--no-canary" not in args
+    rules = objects[("Role", "llm-rollout")]["rules"]
+    assert rules[0]["resourceNames"] == ["llm", "llm-canary"]
+    assert rules[-1] == {
+        "apiGroups": [""],
+        "resources": ["pods"],
+        "verbs": ["get", "list", "patch"],
+    }
