@@ -166,6 +166,11 @@ def _predictive(scaling: AutoscalingSpec) -> bool:
     return scaling.predictive is not None and scaling.predictive.enabled
 
 
+def _standby(doc: ModelDeployment) -> bool:
+    scaling = _scaling(doc)
+    return scaling is not None and scaling.standby > 0
+
+
 def _forecast_trigger(scaling: AutoscalingSpec) -> bool:
     """KEDA renders the forecast: predictive on, engine keda, an rps target to size by."""
     has_rps = any(isinstance(m, RpsMetric) for m in scaling.metrics)
@@ -674,12 +679,25 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "spec.autoscaling.standby",
         HONOURED,
-        ignored(
-            "no standby Deployment is rendered: every replica is a serving pod (locally "
-            "standby replicas are warmed unrouted processes, promoted on scale-up)"
+        approximated(
+            "rendered: a NAME-standby Deployment of warm pods the Service does not "
+            "select; run by the in-cluster controller (NAME-rollout): each second it "
+            "relabels a ready standby pod into the serving pool for a serving pod the "
+            "autoscaler asked for and is not ready, and the pool's ReplicaSet starts a "
+            "replacement; the pool's size is fixed (a scale-down stops serving pods, "
+            "none goes back into the pool)"
         ),
-        "above 0",
-        _autoscaled(lambda s: s.standby > 0),
+        "above 0, RollingUpdate or Canary",
+        lambda d: (
+            _standby(d) and _strategy(RolloutStrategy.ROLLING_UPDATE, RolloutStrategy.CANARY)(d)
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.standby",
+        HONOURED,
+        ignored("no standby Deployment is rendered for BlueGreen or ABTest"),
+        "above 0, BlueGreen or ABTest",
+        lambda d: _standby(d) and _strategy(RolloutStrategy.BLUE_GREEN, RolloutStrategy.AB_TEST)(d),
     ),
     Capability(
         "spec.autoscaling.engine",

@@ -386,6 +386,7 @@ class FakeApiServer:
             if headers.get("authorization") != f"Bearer {TOKEN}":
                 return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
             answer = self._route(method, parts.path, query, content_type, body)
+            self.sim.reconcile_pods(self.objects, Stored)  # ReplicaSets, when modelled
             self.sim.record(self.objects, f"{method} {parts.path}")  # the pod-count timeline
             return answer
 

@@ -33,7 +33,7 @@ from mlkube.backends.base import (
     Table,
     UndoReport,
 )
-from mlkube.backends.kubernetes import rollout_driver
+from mlkube.backends.kubernetes import rollout_driver, standby_driver
 from mlkube.backends.kubernetes import status as views
 from mlkube.backends.kubernetes.apply import (
     NEVER_PRUNED,
@@ -334,6 +334,12 @@ class KubernetesBackend:
         if not owned:
             raise _not_found(name, namespace)
         return views.rollout_status(name, owned)
+
+    def promote_standby(self, name: str) -> standby_driver.Promotion:
+        """One step of the warm standby pool: relabel ready standby pods into the serving
+        pool for serving pods asked for and not ready (``standby_driver``)."""
+        with self._connect() as (cluster, namespace):
+            return standby_driver.promote_waiting(cluster, namespace, name)
 
     def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
         """End the canary's step now (``full``: every step), then tick."""

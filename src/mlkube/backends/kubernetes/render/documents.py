@@ -27,6 +27,7 @@ from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, lab
 from mlkube.backends.kubernetes.render.network import network_objects
 from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
 from mlkube.backends.kubernetes.render.scaling import scaling_objects
+from mlkube.backends.kubernetes.render.standby import standby_objects
 from mlkube.backends.kubernetes.render.tracks import tracks_of
 from mlkube.backends.kubernetes.render.workload import workload_objects
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
@@ -78,6 +79,7 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
         objects.append(namespace_object(deployment))
     objects.extend(storage_objects(deployment))
     objects.extend(workload_objects(deployment, tracks))
+    objects.extend(standby_objects(deployment, tracks))
     objects.extend(network_objects(deployment, tracks))
     objects.extend(scaling_objects(deployment, tracks))
     objects.extend(monitoring_objects(deployment))
