@@ -140,7 +140,9 @@ def logs(name: str, step: str | None, state_dir: str | None) -> None:
         if not entry["file"]:
             continue
         try:
-            text = Path(entry["file"]).read_text(encoding="utf-8", errors="replace")
+            with Path(entry["file"]).open("rb") as log:
+                log.seek(int(entry.get("offset", 0)))  # this run's part of the job's log
+                text = log.read().decode("utf-8", "replace")
         except OSError:
             print_info("(no log yet)")
             continue
