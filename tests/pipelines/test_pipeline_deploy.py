@@ -29,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCont
     """A controller serving version 1 of iris (registered by hand, accuracy 0.9) through the
     example's deployment, and a copy of the example pipeline."""
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("iris", "iris-pipeline"):
+    for name in ("iris-pipeline",):
         shutil.copytree(
             EXAMPLES / name, root / name, ignore=shutil.ignore_patterns("models", "trained")
         )
@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCont
 
 def _serving_version(local: LocalController) -> int:
     """The registry version the deployment's current revision loads."""
-    rows = Client(local.state).call("GET", "/rollout/history?name=iris")
+    rows = Client(local.state).call("GET", "/rollout/history?name=iris-live")
     (current,) = [r for r in rows if r["current"]]
     versions = open_registry(local.state).show("iris")
     (version,) = [v.version for v in versions if str(v.path) == current["model"]]
@@ -75,7 +75,7 @@ def test_a_new_version_is_trained_gated_and_rolled_out_under_load(
 ) -> None:
     local, root, port = served
     assert _serving_version(local) == 1
-    with LoadClient(port, "iris", workers=2, pause_s=0.05) as load:
+    with LoadClient(port, "iris-live", workers=2, pause_s=0.05) as load:
         code, run = _run(local, root / "iris-pipeline" / "pipeline.yaml")
     assert code == 0, run
     assert run["phase"] == "Succeeded"
