@@ -127,3 +127,53 @@ def test_a_gate_that_fails_stops_before_the_deploy_and_the_old_version_serves(
     assert _serving_version(local) == before
     history = local.run("pipeline", "history", "iris").stdout
     assert "Stopped" in history
+
+
+BROKEN = """
+apiVersion: mlkube.dev/v1alpha1
+kind: Pipeline
+metadata: {name: broken, namespace: ml}
+spec:
+  steps:
+    - name: train
+      job:
+        run: {script: corrupt.py}
+        output: {model: {name: iris, file: iris.onnx, format: onnx}}
+    - name: deploy
+      dependsOn: [train]
+      deploy: {deployment: iris-live, model: iris}
+"""
+CORRUPT = """
+import os
+open(os.path.join(os.environ["MLKUBE_OUTPUT_DIR"], "iris.onnx"), "wb").write(b"not onnx")
+"""
+
+
+def test_a_failed_rollout_fails_the_pipeline_and_the_old_version_keeps_serving(
+    served: tuple[LocalController, Path, int],
+) -> None:
+    local, root, port = served
+    before = _serving_version(local)
+    folder = root / "broken"
+    folder.mkdir()
+    (folder / "corrupt.py").write_text(CORRUPT, encoding="utf-8")
+    (folder / "pipeline.yaml").write_text(BROKEN, encoding="utf-8")
+    with LoadClient(port, "iris-live", workers=2, pause_s=0.05) as load:
+        done = local.run(
+            "pipeline",
+            "run",
+            str(folder / "pipeline.yaml"),
+            "--wait",
+            "--interval",
+            "0.3",
+            check=False,
+        )
+    assert done.returncode == 1, done.stdout
+    run = Client(local.state).call("GET", "/pipelines?name=broken")["run"]
+    steps = {s["name"]: s for s in run["steps"]}
+    assert steps["train"]["phase"] == "Succeeded"  # it registered a version that cannot load
+    assert steps["deploy"]["phase"] == "Failed"
+    assert "rollout of models:/iris/" in steps["deploy"]["reason"]
+    assert run["phase"] == "Failed"
+    assert _serving_version(local) == before
+    assert load.failed == 0, (load.codes, load.errors)
