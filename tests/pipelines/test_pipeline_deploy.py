@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -177,3 +178,30 @@ def test_a_failed_rollout_fails_the_pipeline_and_the_old_version_keeps_serving(
     assert run["phase"] == "Failed"
     assert _serving_version(local) == before
     assert load.failed == 0, (load.codes, load.errors)
+
+
+def test_the_pipeline_endpoints_need_the_token_and_refuse_bad_requests(
+    served: tuple[LocalController, Path, int],
+) -> None:
+    local, _, _ = served
+    client = Client(local.state)
+    api = f"http://127.0.0.1:{client.port}"
+    with httpx.Client(trust_env=False) as http:
+        assert http.get(f"{api}/pipelines?name=iris").status_code == 401
+        assert http.post(f"{api}/pipelines/run", json={"paths": []}).status_code == 401
+        token = {"Authorization": f"Bearer {client.token}"}
+        bad = http.get(f"{api}/pipelines?name=iris&run=x", headers=token)
+        assert bad.status_code == 400 and "run" in bad.json()["error"]
+        relative = http.post(f"{api}/pipelines/run", json={"paths": ["p.yaml"]}, headers=token)
+        assert relative.status_code == 400
+        unknown = http.get(f"{api}/pipelines/history?name=nope", headers=token)
+        assert unknown.status_code == 409
+        assert unknown.json() == {
+            "error": "no pipeline named 'nope' (mlkube pipeline run FILE starts one)"
+        }
+    client.close()
+    done = local.run("pipeline", "status", "nope", check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: no pipeline named 'nope' (mlkube pipeline run FILE starts one)"
+    ]
