@@ -22,6 +22,7 @@ from mlkube.runtimes.loader import load_runtime
 from mlkube.spec import ModelDeployment, parse_documents
 from mlkube.spec.deployment import PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
+from mlkube.spec.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS: dict[str, type[BaseModel]] = {
@@ -30,6 +31,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "PriorityClass": PriorityClass,
     "TrainingJob": TrainingJob,
     "BatchInference": BatchInference,
+    "Pipeline": Pipeline,
 }
 
 

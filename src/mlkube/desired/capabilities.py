@@ -420,6 +420,35 @@ JOB_ROWS: tuple[Capability, ...] = (
 )
 
 
+# --- Pipeline -------------------------------------------------------------------------------
+PIPELINES_K8S = "rendered as Tekton/Argo (see the pipelines-k8s work)"
+
+PIPELINE_ROWS: tuple[Capability, ...] = (
+    Capability("metadata", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps",
+        HONOURED,
+        approximated(PIPELINES_K8S),
+        kind="Pipeline",
+        applies=lambda d: True,
+    ),
+    Capability("spec.parameters", HONOURED, approximated(PIPELINES_K8S), kind="Pipeline"),
+    Capability("spec.timeout", HONOURED, approximated(PIPELINES_K8S), kind="Pipeline"),
+    Capability(
+        "spec.schedule",
+        HONOURED,
+        approximated("a CronJob that starts a run; " + PIPELINES_K8S),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.watch",
+        HONOURED,
+        ignored("a cluster cannot watch files on this machine"),
+        kind="Pipeline",
+    ),
+)
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     # metadata --------------------------------------------------------------------------------
     Capability("metadata.name", HONOURED, HONOURED),
@@ -887,6 +916,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
     *JOB_ROWS,
+    *PIPELINE_ROWS,
 )
 
 
