@@ -290,4 +290,11 @@ class PriorityClass(SpecModel):
     _source_file: str = PrivateAttr(default="<string>")
 
 
-KINDS = ("ModelDeployment", "Quota", "PriorityClass", "TrainingJob", "BatchInference")
+KINDS = (
+    "ModelDeployment",
+    "Quota",
+    "PriorityClass",
+    "TrainingJob",
+    "BatchInference",
+    "Pipeline",
+)

@@ -32,6 +32,7 @@ from mlkube.backends.kubernetes.render.workload import workload_objects
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import SpecDocument
+from mlkube.spec.pipeline import Pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = Fals
             objects.extend(limit_range(document))
         elif isinstance(document, PriorityClass):
             objects.append(priority_class(document))
+        elif isinstance(document, Pipeline):
+            continue  # runs in the local controller; its Kubernetes render is its own work
         else:
             objects.extend(job_objects(document, pytorch_job_served=pytorch_job_served))
     return Rendered(tuple(sort_objects(_unique(objects))))
