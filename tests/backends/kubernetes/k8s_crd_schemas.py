@@ -787,7 +787,18 @@ _ARGO_TEMPLATE: Schema = _closed(
         "archiveLocation": {"type": "object"},
         "automountServiceAccountToken": {"type": "boolean"},
         "container": _CORE,  # core/v1 Container (name optional here)
-        "containerSet": {"type": "object"},
+        # ContainerSetTemplate: containers are core/v1 Containers plus ``dependencies``
+        # (ContainerNode), checked by k8s_validation
+        "containerSet": _closed(
+            {
+                "containers": {"type": "array", "minItems": 1, "items": _CORE},
+                "retryStrategy": _closed(
+                    {"duration": {"type": "string"}, "retries": _INT_OR_STRING}, ("retries",)
+                ),
+                "volumeMounts": {"type": "array", "items": _CORE},
+            },
+            ("containers",),
+        ),
         "daemon": {"type": "boolean"},
         "dag": _closed(
             {

@@ -198,6 +198,22 @@ def _argo_pod_problems(name: str, template: dict[str, Any], version: str) -> lis
         problems.extend(_core_problems(f"{name}.container", container, "Container", version))
         mounts = {v["name"] for v in volumes}
         problems.extend(f"{name}: {p}" for p in _container_problems(container, mounts))
+    seen: list[str] = []
+    for node in template.get("containerSet", {}).get("containers", []):
+        container = {k: v for k, v in node.items() if k != "dependencies"}
+        where = f"{name}.containerSet.{node.get('name')}"
+        problems.extend(_core_problems(where, container, "Container", version))
+        mounts = {v["name"] for v in volumes}
+        problems.extend(f"{where}: {p}" for p in _container_problems(container, mounts))
+        problems.extend(
+            f"{where}: dependency {d} is not an earlier container"
+            for d in node.get("dependencies", [])
+            if d not in seen
+        )
+        seen.append(node.get("name", ""))
+    outputs = template.get("outputs", {}).get("parameters")
+    if outputs and "containerSet" in template and "main" not in seen:
+        problems.append(f"{name}: Argo collects a containerSet's outputs from 'main'")
     parts = [(f"{name}.volumes[{i}]", v, "Volume") for i, v in enumerate(volumes)]
     parts += [
         (f"{name}.tolerations[{i}]", t, "Toleration")

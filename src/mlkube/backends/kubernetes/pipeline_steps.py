@@ -32,9 +32,11 @@ import yaml
 from mlkube.backends.base import RolloutStatus
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.client import Cluster, Target
+from mlkube.backends.kubernetes.render.manifest import Manifest
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import MlkubeError
 from mlkube.spec import ModelDeployment, parse_documents
+from mlkube.spec.model import ModelFormat
 
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge,
@@ -164,7 +166,7 @@ def pointed_document(text: str, uri: str, fmt: str) -> ModelDeployment:
     (document,) = parse_documents(text, "deployment.yaml")
     if not isinstance(document, ModelDeployment):
         raise StepFailedError(f"expected a ModelDeployment, found {document.kind}")
-    model = document.spec.model.model_copy(update={"uri": uri, "format": fmt})
+    model = document.spec.model.model_copy(update={"uri": uri, "format": ModelFormat(fmt)})
     return document.model_copy(update={"spec": document.spec.model_copy(update={"model": model})})
 
 
@@ -221,9 +223,9 @@ def _deploy(args: argparse.Namespace) -> None:
 
 
 # --- trigger ---------------------------------------------------------------------------------
-def scheduled_run(template: dict[str, object], now: dt.datetime) -> dict[str, object]:
+def scheduled_run(template: Manifest, now: dt.datetime) -> Manifest:
     """The run ``template`` named ``<name>-<YYYYmmddHHMM>`` (UTC). Pure."""
-    meta = dict(template["metadata"])  # type: ignore[call-overload]
+    meta = dict(template["metadata"])
     meta["name"] = f"{meta['name']}-{now.astimezone(dt.UTC):%Y%m%d%H%M}"
     return {**template, "metadata": meta}
 
@@ -237,7 +239,7 @@ def _trigger(args: argparse.Namespace) -> None:
     finally:
         cluster.close()
     meta = run["metadata"]
-    _say(f"{run['kind']}/{meta['name']} in {meta['namespace']} applied")  # type: ignore[index]
+    _say(f"{run['kind']}/{meta['name']} in {meta['namespace']} applied")
 
 
 # --- entry -----------------------------------------------------------------------------------

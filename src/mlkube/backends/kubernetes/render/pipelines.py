@@ -49,6 +49,7 @@ from mlkube.backends.kubernetes.render.manifest import (
 )
 from mlkube.spec.deployment import DEFAULT_IMAGE, ModelDeployment
 from mlkube.spec.job import TrainingJob, TrainingJobSpec
+from mlkube.spec.model import ModelFormat
 from mlkube.spec.pipeline import (
     REFERENCE,
     DeployStep,
@@ -451,7 +452,7 @@ def deploy_render(deployment: ModelDeployment, uri: str, fmt: str) -> tuple[Mani
 
 def with_model(deployment: ModelDeployment, uri: str, fmt: str) -> ModelDeployment:
     """``deployment`` serving the model at ``uri`` (format ``fmt``). Pure."""
-    model = deployment.spec.model.model_copy(update={"uri": uri, "format": fmt})
+    model = deployment.spec.model.model_copy(update={"uri": uri, "format": ModelFormat(fmt)})
     spec = deployment.spec.model_copy(update={"model": model})
     return deployment.model_copy(update={"spec": spec})
 
