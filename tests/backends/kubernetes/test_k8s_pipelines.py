@@ -36,6 +36,7 @@ from mlkube.backends.kubernetes.render.pipelines import (
 )
 from mlkube.cli import cli, main
 from mlkube.clock import ManualClock
+from mlkube.desired.capabilities import CAPABILITIES, BackendKind, Support, notes
 from mlkube.spec import ModelDeployment, load_documents, parse_documents
 
 HERE = Path(__file__).resolve().parent
@@ -289,6 +290,54 @@ def test_what_a_cluster_cannot_run_is_refused_with_the_reason(old, new, message)
         render(parse_documents(text.replace(old, new)))
 
 
+_INLINE = """\
+apiVersion: mlkube.dev/v1alpha1
+kind: Pipeline
+metadata: {name: p, namespace: ml}
+spec:
+  steps:
+    - name: train
+      job:
+        run: {module: train}
+        EXTRA
+"""
+PIPELINE_REFUSES = [
+    pytest.param("workers: 2", "runs one worker on a cluster", id="workers"),
+    pytest.param(
+        "output: {model: {name: m, file: m.onnx, format: onnx}}",
+        "registers model 'm', which on a cluster",
+        id="model-without-claim",
+    ),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), PIPELINE_REFUSES)
+def test_what_the_table_says_a_cluster_refuses_in_a_pipeline_the_renderer_refuses(extra, message):
+    document = parse_documents(_INLINE.replace("EXTRA", extra))[0]
+    assert any(n.is_error for n in notes([document], BackendKind.KUBERNETES))
+    with pytest.raises(RenderError, match=message):
+        render([document])
+
+
+def test_every_unsupported_pipeline_row_has_a_refusal_test():
+    rows = [
+        r
+        for r in CAPABILITIES
+        if r.kind == "Pipeline" and r.kubernetes.support is Support.UNSUPPORTED
+    ]
+    assert len(rows) == len(PIPELINE_REFUSES)
+
+
+def test_watch_and_deployed_gates_are_said_at_apply(api, tmp_path):
+    text = _text().replace(
+        "value: 0.9}", 'value: 0.9}\n        - {metric: accuracy, op: ">=", value: deployed}'
+    )
+    report = KubernetesBackend(namespace="ml", clock=ManualClock()).apply((_write(tmp_path, text),))
+    warnings = "\n".join(report.warnings)
+    assert "spec.watch is ignored on kubernetes: the paths are on this machine" in warnings
+    assert "spec.steps.gates.value is ignored on kubernetes: deployed" in warnings
+
+
 # --- RBAC of the deploy step -----------------------------------------------------------------
 def _rules_grant(rules: list[Obj], verb: str, group: str, plural: str) -> bool:
     return any(
@@ -377,10 +426,10 @@ def test_a_gate_fails_with_the_reason(capsys):
     )
     err = capsys.readouterr().err
     assert code == 1
-    assert "step 'evaluate': gate failed: accuracy = 0.85, not >= 0.9" in err
+    assert "step 'evaluate': gate failed: accuracy >= 0.9 failed (got 0.85)" in err
     assert "the pipeline stops here" in err
     passed, line = pipeline_steps.gate_verdict("evaluate", "accuracy>=deployed", "0.9")
-    assert passed and "no recorded metrics on a cluster" in line
+    assert passed and "no model registry on a cluster" in line
 
 
 def test_a_scheduled_run_is_named_after_its_minute():

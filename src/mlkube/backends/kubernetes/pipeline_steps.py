@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import operator
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -35,16 +34,11 @@ from mlkube.backends.kubernetes.client import Cluster, Target
 from mlkube.backends.kubernetes.render.manifest import Manifest
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import MlkubeError
+from mlkube.pipelines.gates import failure, judge
 from mlkube.spec import ModelDeployment, parse_documents
 from mlkube.spec.model import ModelFormat
+from mlkube.spec.pipeline import Gate
 
-OPERATORS: dict[str, Callable[[float, float], bool]] = {
-    ">=": operator.ge,
-    ">": operator.gt,
-    "<=": operator.le,
-    "<": operator.lt,
-    "==": operator.eq,
-}
 DEPLOYED = "deployed"
 ROLLOUT_TICK_S = 10.0
 DONE_PHASES = ("Complete", "ABTest")
@@ -129,24 +123,28 @@ def parse_check(text: str) -> tuple[str, str, str]:
     raise StepFailedError(f"not a gate: '{text}' (METRIC OP VALUE, e.g. accuracy>=0.95)")
 
 
+NO_REGISTRY = (
+    "no model registry on a cluster: the deployed version has no recorded metric to compare"
+)
+
+
 def gate_verdict(step: str, check: str, actual: str) -> tuple[bool, str]:
-    """(passed, the line that says so). Pure."""
+    """(passed, the line that says so), judged as the local runner judges
+    (``mlkube.pipelines.gates``). Pure."""
     metric, op, threshold = parse_check(check)
     try:
         value = float(actual)
     except ValueError:
-        return False, f"step '{step}': {metric} is '{actual}', not a number"
-    if threshold == DEPLOYED:
-        # No model registry on a cluster: the deployed version has no recorded metrics,
-        # and a gate against a version without the metric passes (as the spec says).
-        return True, (
-            f"step '{step}': gate {metric} {op} deployed passed: {metric} = {value:g} "
-            "(the deployed version has no recorded metrics on a cluster)"
-        )
-    limit = float(threshold)
-    if OPERATORS[op](value, limit):
-        return True, f"step '{step}': gate {metric} {op} {limit:g} passed ({value:g})"
-    return False, f"step '{step}': gate failed: {metric} = {value:g}, not {op} {limit:g}"
+        return False, f"step '{step}': gate failed: {metric} is '{actual}', not a number"
+    try:
+        gate = Gate.model_validate({"metric": metric, "op": op, "value": threshold})
+    except ValueError as error:
+        raise StepFailedError(f"not a gate: '{check}': {error}") from error
+    result = judge(gate, {metric: value}, None, NO_REGISTRY)
+    if not result.passed:
+        return False, f"step '{step}': gate failed: {failure([result])}"
+    note = f": {result.note}" if result.note else ""
+    return True, f"step '{step}': gate {result.text} passed ({value:g}){note}"
 
 
 def _gate(args: argparse.Namespace) -> None:
