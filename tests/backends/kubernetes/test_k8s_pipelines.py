@@ -531,6 +531,8 @@ def test_the_deploy_step_rolls_out_with_only_its_role(api, tmp_path):
         say=lines.append,
     )
     assert status.phase == "Complete"
+    assert not [line for line in lines if "forbidden" in line]  # every request was allowed
+    assert any("prune looked only at the" in line for line in lines)
     live = api.get("configmaps", "ml", "iris-config")
     assert "/models/iris-ci-abc/train/model.onnx" in live["data"]["spec.yaml"]
     # and nothing else: the Role allows no other kind
@@ -545,3 +547,18 @@ def test_the_deploy_step_rolls_out_with_only_its_role(api, tmp_path):
 def test_load_documents_of_the_spec_file():
     # the spec file the docs point at loads as it is
     assert {d.kind for d in load_documents(SPEC)} == {"TrainingJob", "Pipeline", "ModelDeployment"}
+
+
+def test_a_rollout_that_fails_fails_the_deploy_step(api, tmp_path):
+    documents = _documents()
+    deployment = next(d for d in documents if isinstance(d, ModelDeployment))
+    api.rollout = "deadline"  # the Deployment controller reports ProgressDeadlineExceeded
+    document = with_model(deployment, "pvc://models/iris-ci-abc/train/model.onnx", "onnx")
+    with pytest.raises(pipeline_steps.StepFailedError, match=r"deployment 'iris': .*deadline"):
+        pipeline_steps.deploy(
+            KubernetesBackend(namespace="ml", clock=ManualClock()),
+            document,
+            timeout_s=60,
+            clock=ManualClock(),
+            say=lambda line: None,
+        )

@@ -31,6 +31,7 @@ import yaml
 from mlkube.backends.base import RolloutStatus
 from mlkube.backends.kubernetes.backend import KubernetesBackend
 from mlkube.backends.kubernetes.client import Cluster, Target
+from mlkube.backends.kubernetes.render.documents import render_deployment
 from mlkube.backends.kubernetes.render.manifest import Manifest
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import MlkubeError
@@ -185,7 +186,7 @@ def deploy(
         path = Path(folder) / "deployment.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=True), encoding="utf-8")
         report = backend.apply([str(path)])
-    for warning in report.warnings:
+    for warning in quiet_prune_warnings(report.warnings, document):
         say(f"warning: {warning}")
     for change in report.changes:
         say(f"{change.object} {change.action}")
@@ -213,10 +214,34 @@ def deploy(
     return status
 
 
+def quiet_prune_warnings(warnings: Sequence[str], document: ModelDeployment) -> list[str]:
+    """``warnings`` without "not pruning KIND objects: forbidden" for the kinds the step's
+    Role leaves out on purpose (it allows only the kinds ``document`` renders), and one line
+    saying so instead. Pure."""
+    managed = {obj["kind"] for obj in render_deployment(document).objects}
+    kept: list[str] = []
+    skipped = 0
+    for warning in warnings:
+        kind = warning.removeprefix("not pruning ").split(" ", 1)[0]
+        if warning.startswith("not pruning ") and kind not in managed:
+            skipped += 1
+            continue
+        kept.append(warning)
+    if skipped:
+        kept.append(
+            f"prune looked only at the {len(managed)} kinds this deployment renders (the "
+            f"step's Role allows no other; {skipped} kinds not listed)"
+        )
+    return kept
+
+
 def _deploy(args: argparse.Namespace) -> None:
     text = Path(args.file).read_text(encoding="utf-8")
     document = pointed_document(text, args.model_uri, args.format)
-    backend = KubernetesBackend(namespace=document.namespace)
+    # a Canary's analysis queries the cluster's Prometheus, as the in-cluster controller does
+    analysis = document.spec.rollout.analysis is not None
+    url = document.spec.kubernetes.prometheus_url if analysis else None
+    backend = KubernetesBackend(namespace=document.namespace, prometheus_url=url)
     deploy(backend, document, timeout_s=float(args.timeout), clock=SystemClock())
 
 
