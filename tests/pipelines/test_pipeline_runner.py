@@ -6,6 +6,7 @@ loops, so no replica or balancer starts; the jobs are real processes running sma
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterator
@@ -63,8 +64,7 @@ def _pipeline(folder: Path, text: str, scripts: dict[str, str]) -> Pipeline:
     for name, code in scripts.items():
         (folder / name).write_text(code, encoding="utf-8")
     (folder / "pipeline.yaml").write_text(text, encoding="utf-8")
-    (doc,) = load_documents(folder / "pipeline.yaml")
-    assert isinstance(doc, Pipeline)
+    (doc,) = [d for d in load_documents(folder / "pipeline.yaml") if isinstance(d, Pipeline)]
     return doc
 
 
@@ -219,3 +219,41 @@ def test_runs_survive_a_controller_restart(ctrl: Controller, tmp_path: Path) -> 
         assert [r.to_json() for r in reg.runs] == [run.to_json()]
     finally:
         again.store.close()
+
+
+REFERENCING = """
+apiVersion: mlkube.dev/v1alpha1
+kind: TrainingJob
+metadata: {name: scorer}
+spec:
+  run: {script: score.py}
+---
+apiVersion: mlkube.dev/v1alpha1
+kind: Pipeline
+metadata: {name: demo}
+spec:
+  schedule: "@daily"
+  steps:
+    - {name: first, jobRef: scorer, outputs: [score]}
+"""
+
+
+def test_apply_registers_a_pipeline_with_its_triggers_and_its_referenced_job(
+    ctrl: Controller, tmp_path: Path
+) -> None:
+    from mlkube.backends.local.controller import handlers
+
+    _pipeline(tmp_path, REFERENCING, {"score.py": SCORE})
+    answer = asyncio.run(handlers.apply(ctrl, [str(tmp_path / "pipeline.yaml")]))
+    assert answer["results"] == [
+        {"kind": "Pipeline", "name": "default/demo", "action": "registered"}
+    ]  # the TrainingJob it names is part of it, not refused as a job to `mlkube run`
+    reg = ctrl.pipelines.find("demo")
+    assert reg.triggers and reg.next_schedule is not None
+    run = ctrl.pipelines.start(reg.key, "manual")
+    deadline = time.monotonic() + 30
+    while not run.phase.finished and time.monotonic() < deadline:
+        ctrl.reconcile()
+        time.sleep(0.05)
+    assert run.phase is RunPhase.SUCCEEDED, run.to_json()
+    assert run.steps["first"].metrics == {"score": 0.5}

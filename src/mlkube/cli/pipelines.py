@@ -24,6 +24,7 @@ from mlkube.spec.loading import load_documents
 from mlkube.spec.pipeline import Pipeline
 
 WIDTH = 80
+EVENTS_SHOWN = 5
 FINISHED = ("Succeeded", "Failed", "Stopped")
 
 
@@ -226,6 +227,12 @@ def status_lines(row: dict[str, Any], *, now: float) -> list[str]:
             + (", ".join(after.get(name, [])) or "-")
         )
         lines.extend(_details(step))
+    events = row.get("events") or []
+    if events:
+        lines.append("EVENTS (latest)")
+        for event in events[-EVENTS_SHOWN:]:
+            stamp = dt.datetime.fromtimestamp(event["ts"], dt.UTC)
+            lines.append(f"  {stamp:%H:%M:%S} {event['reason']}: {event['message']}")
     return [_cut(line) for line in lines]
 
 

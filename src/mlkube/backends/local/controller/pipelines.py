@@ -20,6 +20,7 @@ Pipelines and runs are kept in the store (``documents`` of kind ``Pipeline`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -494,7 +495,11 @@ class PipelineRunner:
         self, reg: RegisteredPipeline, run: PipelineRun, step: StepRun, spec_step: PipelineStep
     ) -> None:
         try:
-            phase, why = await self._roll_out(reg, run, spec_step)
+            phase, why = await asyncio.wait_for(
+                self._roll_out(reg, run, spec_step), timeout=spec_step.timeout
+            )
+        except TimeoutError:
+            phase, why = StepPhase.FAILED, f"the rollout did not end within {spec_step.timeout or 0:g}s"
         except Exception as error:  # the step fails with the reason; the loop goes on
             logger.exception("pipeline %s deploy failed", reg.key)
             phase, why = StepPhase.FAILED, f"{type(error).__name__}: {error}"
