@@ -24,6 +24,7 @@ from mlkube.spec.loading import load_documents
 from mlkube.spec.pipeline import Pipeline
 
 WIDTH = 80
+EVENTS_SHOWN = 5
 FINISHED = ("Succeeded", "Failed", "Stopped")
 
 
@@ -140,7 +141,9 @@ def logs(name: str, step: str | None, state_dir: str | None) -> None:
         if not entry["file"]:
             continue
         try:
-            text = Path(entry["file"]).read_text(encoding="utf-8", errors="replace")
+            with Path(entry["file"]).open("rb") as log:
+                log.seek(int(entry.get("offset", 0)))  # this run's part of the job's log
+                text = log.read().decode("utf-8", "replace")
         except OSError:
             print_info("(no log yet)")
             continue
@@ -224,6 +227,12 @@ def status_lines(row: dict[str, Any], *, now: float) -> list[str]:
             + (", ".join(after.get(name, [])) or "-")
         )
         lines.extend(_details(step))
+    events = row.get("events") or []
+    if events:
+        lines.append("EVENTS (latest)")
+        for event in events[-EVENTS_SHOWN:]:
+            stamp = dt.datetime.fromtimestamp(event["ts"], dt.UTC)
+            lines.append(f"  {stamp:%H:%M:%S} {event['reason']}: {event['message']}")
     return [_cut(line) for line in lines]
 
 

@@ -9,7 +9,8 @@ test fails when the file drifts from the code. Dashboards and alert rules may on
 metrics listed here (``promql.metric_names`` + ``base_name``).
 
 Labels stay bounded: model, revision, protocol, code, namespace, deployment, replica, gpu
-index, and small enums (phase, direction, reason). Never request ids or raw paths.
+index, job, pipeline, and small enums (phase, direction, reason, cache). Never request ids
+or raw paths.
 """
 
 from __future__ import annotations

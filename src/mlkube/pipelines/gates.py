@@ -35,8 +35,9 @@ def judge(
     """One gate against the step's ``metrics``.
 
     ``deployed``: the metric of the version the deployment serves now, None when there is
-    none to compare (nothing registered is served, or it has no such metric, which
-    ``deployed_note`` says): such a gate passes, so a first deploy is not blocked.
+    none to compare (nothing registered is served, or it has no such metric): such a gate
+    passes, so a first deploy is not blocked. ``deployed_note`` says which version was
+    compared, or why none was.
     """
     actual = metrics.get(gate.metric)
     text = gate_text(gate, deployed)
@@ -45,10 +46,8 @@ def judge(
     if gate.value == "deployed":
         if deployed is None:
             return GateResult(text, True, actual, deployed_note or "nothing deployed to compare")
-        target = deployed
-    else:
-        target = float(gate.value)
-    return GateResult(text, _OPS[gate.op](actual, target), actual)
+        return GateResult(text, _OPS[gate.op](actual, deployed), actual, deployed_note)
+    return GateResult(text, _OPS[gate.op](actual, float(gate.value)), actual)
 
 
 def failure(results: list[GateResult]) -> str:

@@ -71,6 +71,8 @@ class StepRun:
     reason: str = ""
     job: str = ""
     """The queue's ``namespace/name`` of the job this step ran (empty for a deploy or a hit)."""
+    log_offset: int = 0
+    """Where this run's part of the job's log file (appended to by every run) begins."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +89,7 @@ class StepRun:
             "gates": [asdict(g) for g in self.gates],
             "reason": self.reason,
             "job": self.job,
+            "logOffset": self.log_offset,
         }
 
     @classmethod
@@ -105,6 +108,7 @@ class StepRun:
             gates=[GateResult(**g) for g in data.get("gates", [])],
             reason=str(data.get("reason", "")),
             job=str(data.get("job", "")),
+            log_offset=int(data.get("logOffset", 0)),
         )
 
 

@@ -20,6 +20,7 @@ Pipelines and runs are kept in the store (``documents`` of kind ``Pipeline`` and
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -329,6 +330,8 @@ class PipelineRunner:
             return True
         self.cache_misses += 1
         step.job = f"{reg.doc.namespace}/{job_name}"
+        if step.attempts == 0:  # this run's log starts here (retries append to it)
+            step.log_offset = _size(self._job_log(step.job))
         step.phase = StepPhase.RUNNING
         step.started_at = step.started_at or now
         step.attempt_started_at = now
@@ -428,10 +431,10 @@ class PipelineRunner:
         step.outputs, step.metrics = outputs, dict(metrics)
         saved = {"outputs": outputs, "metrics": metrics}
         (entry / "outputs.json").write_text(json.dumps(saved), encoding="utf-8")
-        namespace, _, name = step.job.partition("/")
-        log = self.ctrl.state / "jobs" / namespace / name / "logs" / "worker-0.log"
-        with contextlib.suppress(OSError):  # a hit later shows the log that made its outputs
-            shutil.copyfile(log, entry / "worker-0.log")
+        # a hit later shows the log of the run that made its outputs
+        with contextlib.suppress(OSError), self._job_log(step.job).open("rb") as log:
+            log.seek(step.log_offset)
+            (entry / "worker-0.log").write_bytes(log.read())
         self._judge(reg, step, spec_step)
         self._end_step(reg, step, StepPhase.SUCCEEDED, step.reason, now)
 
@@ -492,7 +495,11 @@ class PipelineRunner:
         self, reg: RegisteredPipeline, run: PipelineRun, step: StepRun, spec_step: PipelineStep
     ) -> None:
         try:
-            phase, why = await self._roll_out(reg, run, spec_step)
+            phase, why = await asyncio.wait_for(
+                self._roll_out(reg, run, spec_step), timeout=spec_step.timeout
+            )
+        except TimeoutError:
+            phase, why = StepPhase.FAILED, f"the rollout did not end within {spec_step.timeout or 0:g}s"
         except Exception as error:  # the step fails with the reason; the loop goes on
             logger.exception("pipeline %s deploy failed", reg.key)
             phase, why = StepPhase.FAILED, f"{type(error).__name__}: {error}"
@@ -559,6 +566,10 @@ class PipelineRunner:
     # files, events, persistence -------------------------------------------------------------
     def _entry(self, key: str) -> Path:
         return self.ctrl.state / "pipelines" / "cache" / key
+
+    def _job_log(self, job: str) -> Path:
+        namespace, _, name = job.partition("/")
+        return self.ctrl.state / "jobs" / namespace / name / "logs" / "worker-0.log"
 
     def _event(self, reg: RegisteredPipeline, kind: str, reason: str, message: str) -> None:
         self.ctrl.store.add_event(
@@ -675,16 +686,15 @@ class PipelineRunner:
             if name not in run.steps:
                 raise BackendError(f"pipeline '{reg.key}' has no step '{name}'")
             step = run.steps[name]
-            note, file = "", ""
+            note, file, offset = "", "", 0
             if step.cache_hit:
                 file = str(self._entry(step.cache_key) / "worker-0.log")
                 note = "a cache hit: the log of the run that made its outputs"
             elif not step.job:
                 note = step.reason or str(step.phase).lower()
             else:
-                namespace, _, job = step.job.partition("/")
-                file = str(self.ctrl.state / "jobs" / namespace / job / "logs" / "worker-0.log")
-            out.append({"step": name, "file": file, "note": note})
+                file, offset = str(self._job_log(step.job)), step.log_offset
+            out.append({"step": name, "file": file, "offset": offset, "note": note})
         return out
 
     def snapshots(self) -> list[PipelineSnapshot]:
@@ -713,6 +723,13 @@ class PipelineRunner:
                 )
             )
         return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _run_key(run: PipelineRun) -> str:
