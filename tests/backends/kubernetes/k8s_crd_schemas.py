@@ -662,6 +662,29 @@ TEKTON_PIPELINE = _document(
     ),
 )
 _TEKTON_TIMEOUT: Schema = {"type": "string", "pattern": GO_DURATION}
+_TEKTON_POD_TEMPLATE: Schema = _closed(
+    {
+        # pkg/apis/pipeline/pod/template.go: Template; the core/v1 parts are checked by
+        # k8s_validation (securityContext, tolerations)
+        "nodeSelector": _STRING_MAP,
+        "env": {"type": "array", "items": _CORE},
+        "tolerations": {"type": "array", "items": _CORE},
+        "affinity": _CORE,
+        "securityContext": _CORE,
+        "volumes": {"type": "array", "items": _CORE},
+        "runtimeClassName": {"type": "string"},
+        "automountServiceAccountToken": {"type": "boolean"},
+        "dnsPolicy": {"type": "string"},
+        "dnsConfig": _CORE,
+        "enableServiceLinks": {"type": "boolean"},
+        "priorityClassName": {"type": "string"},
+        "schedulerName": {"type": "string"},
+        "imagePullSecrets": {"type": "array", "items": _CORE},
+        "hostAliases": {"type": "array", "items": _CORE},
+        "hostNetwork": {"type": "boolean"},
+        "topologySpreadConstraints": {"type": "array", "items": _CORE},
+    }
+)
 TEKTON_PIPELINE_RUN = _document(
     "tekton.dev/v1",
     "PipelineRun",
@@ -690,7 +713,7 @@ TEKTON_PIPELINE_RUN = _document(
                 {"pipeline": _TEKTON_TIMEOUT, "tasks": _TEKTON_TIMEOUT, "finally": _TEKTON_TIMEOUT}
             ),
             "taskRunTemplate": _closed(
-                {"podTemplate": {"type": "object"}, "serviceAccountName": {"type": "string"}}
+                {"podTemplate": _TEKTON_POD_TEMPLATE, "serviceAccountName": {"type": "string"}}
             ),
             "workspaces": {"type": "array", "items": {"type": "object"}},
             "taskRunSpecs": {
@@ -699,7 +722,7 @@ TEKTON_PIPELINE_RUN = _document(
                     {
                         "pipelineTaskName": {"type": "string"},
                         "serviceAccountName": {"type": "string"},
-                        "podTemplate": {"type": "object"},
+                        "podTemplate": _TEKTON_POD_TEMPLATE,
                         "stepSpecs": {"type": "array", "items": {"type": "object"}},
                         "sidecarSpecs": {"type": "array", "items": {"type": "object"}},
                         "metadata": _closed({"labels": _STRING_MAP, "annotations": _STRING_MAP}),

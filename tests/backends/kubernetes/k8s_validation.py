@@ -48,6 +48,25 @@ def validate(obj: dict[str, Any], version: str) -> list[str]:
         problems.extend(_replica_template_problems(obj, version))
     if obj["kind"] == "Pipeline":
         problems.extend(_tekton_pipeline_problems(obj, version))
+    if obj["kind"] == "PipelineRun":
+        for one in obj["spec"].get("taskRunSpecs", []):
+            pod = one.get("podTemplate", {})
+            where = f"taskRunSpecs.{one.get('pipelineTaskName')}.podTemplate"
+            if "securityContext" in pod:
+                problems.extend(
+                    _core_problems(
+                        f"{where}.securityContext",
+                        pod["securityContext"],
+                        "PodSecurityContext",
+                        version,
+                    )
+                )
+            for index, toleration in enumerate(pod.get("tolerations", [])):
+                problems.extend(
+                    _core_problems(
+                        f"{where}.tolerations[{index}]", toleration, "Toleration", version
+                    )
+                )
     if obj["kind"] in ("Workflow", "CronWorkflow"):
         spec = obj["spec"] if obj["kind"] == "Workflow" else obj["spec"]["workflowSpec"]
         problems.extend(_argo_workflow_problems(spec, version))

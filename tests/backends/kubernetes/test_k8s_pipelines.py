@@ -228,6 +228,10 @@ def test_a_schedule_is_a_cronjob_that_creates_runs_or_an_argo_cronworkflow():
     template = yaml.safe_load(_one(tekton, "ConfigMap", "iris-ci-trigger")["data"]["run.yaml"])
     assert template["kind"] == "PipelineRun"
     assert template["spec"]["pipelineRef"] == {"name": "iris-ci"}
+    assert (
+        validate(pipeline_steps.scheduled_run(template, dt.datetime.now(dt.UTC)), VERSIONS[-1])
+        == []
+    )
     assert _one(tekton, "Role", "iris-ci-trigger")["rules"] == [
         {
             "apiGroups": ["tekton.dev"],
@@ -504,6 +508,8 @@ def test_the_trigger_applies_a_run_for_the_minute(api, tmp_path):
     )
     run_file = tmp_path / "run.yaml"
     run_file.write_text(config["data"]["run.yaml"], encoding="utf-8")
+    # as the CronJob's pod: holding only the trigger's Role
+    api.restrict_to(_one(_objects("tekton", schedule=True), "Role", "iris-ci-trigger")["rules"])
     assert pipeline_steps.main(["trigger", str(run_file)]) == 0
     (run,) = [k for k in api.objects if k[0] == "pipelineruns"]
     assert run[2].startswith("iris-ci-20")

@@ -689,10 +689,13 @@ def tekton_run_spec(p: Plan) -> Manifest:
     task_specs = []
     for task in p.tasks:
         one: Manifest = {"pipelineTaskName": task.name}
+        pod = dict(task.pod)
         if task.service_account is not None:
             one["serviceAccountName"] = task.service_account
-        if task.pod:
-            one["podTemplate"] = task.pod
+        if task.role != "deploy":
+            # only the deploy step talks to the API server (as a TrainingJob's pods, none)
+            pod["automountServiceAccountToken"] = False
+        one["podTemplate"] = pod
         task_specs.append(one)
     spec["taskRunSpecs"] = task_specs
     return spec
