@@ -499,7 +499,10 @@ class PipelineRunner:
                 self._roll_out(reg, run, spec_step), timeout=spec_step.timeout
             )
         except TimeoutError:
-            phase, why = StepPhase.FAILED, f"the rollout did not end within {spec_step.timeout or 0:g}s"
+            phase, why = (
+                StepPhase.FAILED,
+                f"the rollout did not end within {spec_step.timeout or 0:g}s",
+            )
         except Exception as error:  # the step fails with the reason; the loop goes on
             logger.exception("pipeline %s deploy failed", reg.key)
             phase, why = StepPhase.FAILED, f"{type(error).__name__}: {error}"
