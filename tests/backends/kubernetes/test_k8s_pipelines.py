@@ -568,3 +568,21 @@ def test_a_rollout_that_fails_fails_the_deploy_step(api, tmp_path):
             clock=ManualClock(),
             say=lambda line: None,
         )
+
+
+def test_render_says_it_wrote_tekton(tmp_path):
+    result = CliRunner().invoke(cli, ["render", _write(tmp_path, _text())])
+    assert result.exit_code == 0, result.output
+    assert "pipeline 'iris-ci': rendered for Tekton here" in result.output
+    assert "kind: PipelineRun" in result.output
+
+
+def test_delete_removes_the_pipeline_its_runs_and_accounts_not_the_deployment(api, tmp_path):
+    path = _write(tmp_path, _text())
+    KubernetesBackend(namespace="ml", clock=ManualClock()).apply((path,))
+    report = KubernetesBackend(namespace="ml").delete("iris-ci")
+    deleted = {(c.object.kind, c.object.name) for c in report.changes if c.action == "deleted"}
+    assert ("Pipeline", "iris-ci") in deleted
+    assert ("Role", "iris-ci-deploy") in deleted
+    assert api.get("pipelines", "ml", "iris-ci") is None
+    assert api.get("deployments", "ml", "iris") is not None  # the deployment is its own
