@@ -586,3 +586,52 @@ def test_delete_removes_the_pipeline_its_runs_and_accounts_not_the_deployment(ap
     assert ("Role", "iris-ci-deploy") in deleted
     assert api.get("pipelines", "ml", "iris-ci") is None
     assert api.get("deployments", "ml", "iris") is not None  # the deployment is its own
+
+
+_CANARY = """\
+apiVersion: mlkube.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: iris, namespace: ml}
+spec:
+  model: {uri: "pvc://models/seed/model.onnx", format: onnx}
+  replicas: 2
+  rollout:
+    strategy: Canary
+    steps: [{weight: 10, pause: 60s}, {weight: 50, pause: 60s}]
+  kubernetes: {gateway: infra/public, stableModelUri: "pvc://models/seed/model.onnx"}
+"""
+
+
+def _canary_deploy(clock: ManualClock, say: Any) -> Any:
+    (document,) = parse_documents(_CANARY)
+    assert isinstance(document, ModelDeployment)
+    pointed = with_model(document, "pvc://models/iris-ci-abc/train/model.onnx", "onnx")
+    backend = KubernetesBackend(namespace="ml", clock=clock)
+    return pipeline_steps.deploy(backend, pointed, timeout_s=600, clock=clock, say=say)
+
+
+def test_the_deploy_step_runs_a_canary_through_its_steps(api):
+    clock = ManualClock(start=10_000.0)
+    lines: list[str] = []
+    status = _canary_deploy(clock, lines.append)
+    assert status.phase == "Complete"
+    rollout = [line for line in lines if line.startswith("rollout:")]
+    assert len(rollout) == len(set(rollout))  # one line per change
+    assert any("promoting" in line for line in rollout)
+    configs = [stored.obj for key, stored in api.objects.items() if key[0] == "configmaps"]
+    assert "/models/iris-ci-abc/train/model.onnx" in json.dumps(configs)
+
+
+def test_an_aborted_canary_fails_the_deploy_step_and_the_old_version_serves(api):
+    clock = ManualClock(start=10_000.0)
+
+    def abort_at_first_step(line: str) -> None:
+        if line.startswith("rollout: Progressing"):
+            KubernetesBackend(namespace="ml", clock=clock).rollout_abort("iris")
+
+    with pytest.raises(pipeline_steps.StepFailedError, match="the previous version keeps serving"):
+        _canary_deploy(clock, abort_at_first_step)
+    route = api.get("httproutes", "ml", "iris")
+    assert route is not None
+    weights = {r["name"]: r["weight"] for r in route["spec"]["rules"][-1]["backendRefs"]}
+    assert weights["iris-stable"] == 100 and weights.get("iris-canary", 0) == 0

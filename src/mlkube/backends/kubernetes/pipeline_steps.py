@@ -196,7 +196,12 @@ def deploy(
     except MlkubeError as error:
         raise StepFailedError(f"deployment '{document.name}': {error}") from error
     status = backend.rollout_status(document.name)
+    shown = ""
     while status.phase == "Progressing":
+        line = f"rollout: {status.phase} {status.reason}".rstrip()
+        if line != shown:  # one line per change, as rollout status --watch
+            say(line)
+            shown = line
         if clock.monotonic() > deadline:
             raise StepFailedError(
                 f"deployment '{document.name}': the rollout did not end within "
@@ -204,7 +209,6 @@ def deploy(
             )
         clock.sleep_blocking(ROLLOUT_TICK_S)
         status = backend.rollout_status(document.name)
-        say(f"rollout: {status.phase} {status.reason}".rstrip())
     if status.phase not in DONE_PHASES:
         raise StepFailedError(
             f"deployment '{document.name}': the rollout ended {status.phase}: {status.reason} "
