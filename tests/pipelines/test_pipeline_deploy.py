@@ -29,7 +29,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCont
     """A controller serving version 1 of iris (registered by hand, accuracy 0.9) through the
     example's deployment, and a copy of the example pipeline."""
     root = tmp_path_factory.mktemp("pipeline")
-    for name in ("iris", "iris-pipeline"):
+    for name in ("iris-pipeline",):
         shutil.copytree(
             EXAMPLES / name, root / name, ignore=shutil.ignore_patterns("models", "trained")
         )
@@ -57,7 +57,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCont
 
 def _serving_version(local: LocalController) -> int:
     """The registry version the deployment's current revision loads."""
-    rows = Client(local.state).call("GET", "/rollout/history?name=iris")
+    rows = Client(local.state).call("GET", "/rollout/history?name=iris-live")
     (current,) = [r for r in rows if r["current"]]
     versions = open_registry(local.state).show("iris")
     (version,) = [v.version for v in versions if str(v.path) == current["model"]]
@@ -75,7 +75,7 @@ def test_a_new_version_is_trained_gated_and_rolled_out_under_load(
 ) -> None:
     local, root, port = served
     assert _serving_version(local) == 1
-    with LoadClient(port, "iris", workers=2, pause_s=0.05) as load:
+    with LoadClient(port, "iris-live", workers=2, pause_s=0.05) as load:
         code, run = _run(local, root / "iris-pipeline" / "pipeline.yaml")
     assert code == 0, run
     assert run["phase"] == "Succeeded"
@@ -127,3 +127,53 @@ def test_a_gate_that_fails_stops_before_the_deploy_and_the_old_version_serves(
     assert _serving_version(local) == before
     history = local.run("pipeline", "history", "iris").stdout
     assert "Stopped" in history
+
+
+BROKEN = """
+apiVersion: mlkube.dev/v1alpha1
+kind: Pipeline
+metadata: {name: broken, namespace: ml}
+spec:
+  steps:
+    - name: train
+      job:
+        run: {script: corrupt.py}
+        output: {model: {name: iris, file: iris.onnx, format: onnx}}
+    - name: deploy
+      dependsOn: [train]
+      deploy: {deployment: iris-live, model: iris}
+"""
+CORRUPT = """
+import os
+open(os.path.join(os.environ["MLKUBE_OUTPUT_DIR"], "iris.onnx"), "wb").write(b"not onnx")
+"""
+
+
+def test_a_failed_rollout_fails_the_pipeline_and_the_old_version_keeps_serving(
+    served: tuple[LocalController, Path, int],
+) -> None:
+    local, root, port = served
+    before = _serving_version(local)
+    folder = root / "broken"
+    folder.mkdir()
+    (folder / "corrupt.py").write_text(CORRUPT, encoding="utf-8")
+    (folder / "pipeline.yaml").write_text(BROKEN, encoding="utf-8")
+    with LoadClient(port, "iris-live", workers=2, pause_s=0.05) as load:
+        done = local.run(
+            "pipeline",
+            "run",
+            str(folder / "pipeline.yaml"),
+            "--wait",
+            "--interval",
+            "0.3",
+            check=False,
+        )
+    assert done.returncode == 1, done.stdout
+    run = Client(local.state).call("GET", "/pipelines?name=broken")["run"]
+    steps = {s["name"]: s for s in run["steps"]}
+    assert steps["train"]["phase"] == "Succeeded"  # it registered a version that cannot load
+    assert steps["deploy"]["phase"] == "Failed"
+    assert "rollout of models:/iris/" in steps["deploy"]["reason"]
+    assert run["phase"] == "Failed"
+    assert _serving_version(local) == before
+    assert load.failed == 0, (load.codes, load.errors)

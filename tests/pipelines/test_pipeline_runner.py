@@ -257,3 +257,28 @@ def test_apply_registers_a_pipeline_with_its_triggers_and_its_referenced_job(
         time.sleep(0.05)
     assert run.phase is RunPhase.SUCCEEDED, run.to_json()
     assert run.steps["first"].metrics == {"score": 0.5}
+
+
+def test_a_spec_applied_during_a_run_takes_over_after_it_and_a_run_timeout_ends_it(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock(_at("2026-12-01T21:58:30"))
+    ctrl = _controller(tmp_path, clock)
+    try:
+        text = PIPELINE.replace("spec:\n", "spec:\n  timeout: 10s\n", 1)
+        doc = _pipeline(tmp_path, text, {"score.py": SCORE})
+        reg = ctrl.pipelines.register(doc, [doc], triggers=False)
+        run = ctrl.pipelines.start(reg.key, "manual")  # its first job waits in the queue
+        newer = _pipeline(tmp_path, text.replace("first", "one"), {"score.py": SCORE})
+        assert ctrl.pipelines.register(newer, [newer], triggers=True) is reg
+        ctrl.pipelines.tick()
+        assert reg.doc is doc and list(run.steps) == ["first", "second"]
+        clock.advance(11)
+        ctrl.pipelines.tick()
+        assert run.phase is RunPhase.FAILED
+        assert run.reason == "the run took longer than its timeout (10s)"
+        assert _phases(run) == {"first": "Failed", "second": "Skipped"}
+        assert str(ctrl.job_queue.jobs["default/demo-first"].state.phase) == "Cancelled"
+        assert reg.doc is newer and reg.triggers
+    finally:
+        ctrl.store.close()

@@ -77,6 +77,9 @@ class RegisteredPipeline:
     next_schedule: float | None = None
     watch_seen: tuple[tuple[str, int, int], ...] | None = None
     runs: list[PipelineRun] = field(default_factory=list)
+    waiting: tuple[Pipeline, dict[str, tuple[TrainingJobSpec, str]]] | None = None
+    """A newer document applied during a run: it takes over when the run ends (the run keeps
+    the steps it started with)."""
 
     @property
     def watch_paths(self) -> list[str]:
@@ -118,6 +121,11 @@ class PipelineRunner:
                 ref = refs[step.job_ref]  # the loader checked it is there
                 jobs[step.name] = (ref.spec, ref.source_dir)
         old = self.pipelines.get(key)
+        if old is not None and old.active is not None:
+            old.waiting = (doc, jobs)
+            old.triggers = old.triggers or triggers
+            self._event(old, "Normal", "Updated", "the new spec takes over after this run")
+            return old
         reg = RegisteredPipeline(
             key, doc, jobs, triggers=triggers or (old is not None and old.triggers)
         )
@@ -261,6 +269,11 @@ class PipelineRunner:
         text = f"run {run.number} {phase} in {took:.0f}s; {hits}/{len(run.steps)} cached"
         kind = "Normal" if phase is RunPhase.SUCCEEDED else "Warning"
         self._event(reg, kind, f"Run{phase}", text + (f"; {why}" if why else ""))
+        if reg.waiting is not None:  # the spec applied during the run takes over now
+            reg.doc, reg.jobs = reg.waiting
+            reg.waiting = None
+            reg.next_schedule = self._next_fire(reg.doc, run.finished_at) if reg.triggers else None
+            self._persist_pipeline(reg)
 
     def _fail_run(self, reg: RegisteredPipeline, run: PipelineRun, why: str) -> None:
         now = self.ctrl.clock.wall()
