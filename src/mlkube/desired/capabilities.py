@@ -420,30 +420,129 @@ JOB_ROWS: tuple[Capability, ...] = (
 )
 
 
-# --- Pipeline -------------------------------------------------------------------------------
-PIPELINES_K8S = "rendered as Tekton/Argo (see the pipelines-k8s work)"
+def _pipeline_steps(doc: Any) -> list[Any]:
+    return list(doc.spec.steps)
+
+
+def _pipeline_model_without_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name is None
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_model_on_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_deployed_gate(doc: Any) -> bool:
+    return any(g.value == "deployed" for s in _pipeline_steps(doc) for g in s.gates)
+
 
 PIPELINE_ROWS: tuple[Capability, ...] = (
     Capability("metadata", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.parameters", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.timeout", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.steps", HONOURED, HONOURED, kind="Pipeline"),
     Capability(
-        "spec.steps",
+        "spec.steps.job",
         HONOURED,
-        approximated(PIPELINES_K8S),
+        approximated(
+            "a step is one pod (a Tekton task or an Argo template): the job's container, then "
+            "one that collects its outputs; workers must be 1, and the step's retries and "
+            "timeout replace the job's backoffLimit and queue"
+        ),
+        "a step runs a job",
+        lambda d: any(s.job is not None or s.job_ref is not None for s in _pipeline_steps(d)),
         kind="Pipeline",
-        applies=lambda d: True,
     ),
-    Capability("spec.parameters", HONOURED, approximated(PIPELINES_K8S), kind="Pipeline"),
-    Capability("spec.timeout", HONOURED, approximated(PIPELINES_K8S), kind="Pipeline"),
+    Capability(
+        "spec.steps.job.workers",
+        HONOURED,
+        unsupported(
+            "a step is one pod: set workers: 1, or run a distributed job as a TrainingJob "
+            "of its own"
+        ),
+        "more than 1",
+        lambda d: any(s.job is not None and s.job.workers > 1 for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        unsupported(
+            "no model registry on a cluster: a registered model is a file on a claim; set "
+            "output.claimName"
+        ),
+        "without output.claimName",
+        _pipeline_model_without_claim,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        approximated(
+            "no model registry on a cluster: the model is the file the run wrote under "
+            "<run>/<step> on the claim, modelUri pvc://CLAIM/<run>/<step>/FILE and "
+            "modelVersion the run's name"
+        ),
+        "on output.claimName",
+        _pipeline_model_on_claim,
+        kind="Pipeline",
+    ),
+    Capability("spec.steps.gates", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps.gates.value",
+        HONOURED,
+        ignored(
+            "deployed: no model registry on a cluster, so the deployed version has no "
+            "recorded metric and the gate passes (as for a version without it)"
+        ),
+        "deployed",
+        _pipeline_deployed_gate,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.deploy",
+        HONOURED,
+        approximated(
+            "the step runs mlkube apply of the deployment's spec (pass its file with the "
+            "pipeline's) in the cluster, as a ServiceAccount whose Role allows only that "
+            "deployment's kinds; applying that spec again later serves its own model"
+        ),
+        "set",
+        lambda d: any(s.deploy is not None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.cache",
+        HONOURED,
+        approximated(
+            "a run is named after a hash of the pipeline: applying it unchanged starts no "
+            "new run; steps are not cached one by one"
+        ),
+        "a step that runs a job",
+        lambda d: any(s.cache and s.deploy is None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
     Capability(
         "spec.schedule",
         HONOURED,
-        approximated("a CronJob that starts a run; " + PIPELINES_K8S),
+        HONOURED,
         kind="Pipeline",
     ),
     Capability(
         "spec.watch",
         HONOURED,
-        ignored("a cluster cannot watch files on this machine"),
+        ignored(
+            "the paths are on this machine, which the cluster cannot see: apply again, or "
+            "set schedule, to start a run"
+        ),
+        "set",
+        lambda d: bool(d.spec.watch),
         kind="Pipeline",
     ),
 )

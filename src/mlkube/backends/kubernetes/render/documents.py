@@ -25,6 +25,12 @@ from mlkube.backends.kubernetes.render.cluster import (
 from mlkube.backends.kubernetes.render.jobs import job_objects
 from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render.network import network_objects
+from mlkube.backends.kubernetes.render.pipelines import (
+    TEKTON,
+    Engine,
+    pipeline_objects,
+    referenced_jobs,
+)
 from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
 from mlkube.backends.kubernetes.render.scaling import scaling_objects
 from mlkube.backends.kubernetes.render.standby import standby_objects
@@ -44,14 +50,22 @@ class Rendered:
     objects: tuple[Manifest, ...]
 
 
-def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = False) -> Rendered:
+def render(
+    documents: Sequence[SpecDocument],
+    *,
+    pytorch_job_served: bool = False,
+    pipeline_engine: Engine = TEKTON,
+) -> Rendered:
     """Every Kubernetes object for ``documents``, sorted into apply order.
 
     ``pytorch_job_served``: the cluster serves Kubeflow's PyTorchJob (what discovery found;
     False without a cluster), so a TrainingJob of ``kubernetes.kind: Auto`` becomes one.
+    ``pipeline_engine``: Tekton or Argo Workflows for Pipelines (``pipelines.engine_for``).
+    A TrainingJob a Pipeline runs (``jobRef``) is a step of that pipeline, not a Job.
     Pure: no I/O. Raises RenderError when a spec cannot be expressed on Kubernetes.
     """
     objects: list[Manifest] = []
+    in_pipelines = referenced_jobs(documents)
     for document in documents:
         if isinstance(document, ModelDeployment):
             objects.extend(render_deployment(document).objects)
@@ -61,7 +75,11 @@ def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = Fals
         elif isinstance(document, PriorityClass):
             objects.append(priority_class(document))
         elif isinstance(document, Pipeline):
-            continue  # runs in the local controller; its Kubernetes render is its own work
+            objects.extend(pipeline_objects(document, documents, pipeline_engine))
+        elif isinstance(document, TrainingJob) and (
+            (document.namespace, document.metadata.name) in in_pipelines
+        ):
+            continue
         else:
             objects.extend(job_objects(document, pytorch_job_served=pytorch_job_served))
     return Rendered(tuple(sort_objects(_unique(objects))))
@@ -130,7 +148,7 @@ def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> 
         return list(documents)
     out: list[SpecDocument] = []
     for document in documents:
-        if isinstance(document, ModelDeployment | Quota | TrainingJob | BatchInference):
+        if isinstance(document, ModelDeployment | Quota | TrainingJob | BatchInference | Pipeline):
             meta = document.metadata.model_copy(update={"namespace": namespace})
             document = document.model_copy(update={"metadata": meta})
         out.append(document)
