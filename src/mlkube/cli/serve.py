@@ -34,6 +34,12 @@ from mlkube.spec import load_spec
     help="Port to listen on [default: the spec's server.port, 8501].",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="gRPC port when the spec enables server.grpc [default: its port, 8500].",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=None,
@@ -49,7 +55,13 @@ from mlkube.spec import load_spec
     "--replica", default="0", show_default=True, help="Replica name on logs (set by mlkube up)."
 )
 def serve(
-    spec: str, host: str, port: int | None, workers: int | None, revision: str, replica: str
+    spec: str,
+    host: str,
+    port: int | None,
+    grpc_port: int | None,
+    workers: int | None,
+    revision: str,
+    replica: str,
 ) -> None:
     """Serve one replica of a deployment in the foreground until Ctrl-C or SIGTERM.
 
@@ -67,6 +79,12 @@ def serve(
     port = deployment.spec.server.port if port is None else port
     workers = deployment.spec.server.workers if workers is None else workers
     check_port_free(host, port)
+    grpc = deployment.spec.server.grpc
+    if grpc.enabled:
+        grpc_port = grpc.port if grpc_port is None else grpc_port
+        check_port_free(host, grpc_port)
+    else:
+        grpc_port = None
     configure_logging(
         fmt=deployment.spec.logging.format,
         level=deployment.spec.logging.level,
@@ -80,6 +98,10 @@ def serve(
         revision=revision,
         replica=replica,
         on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
+        grpc_port=grpc_port,
+        on_grpc_listening=lambda address: print_status(
+            f"mlkube serve: gRPC listening on {address}"
+        ),
         on_ready=lambda seconds: print_status(
             f"mlkube serve: ready in {SystemClock().monotonic() - started:.2f} s "
             f"(model loaded and warmed up in {seconds:.2f} s)"

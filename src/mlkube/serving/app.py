@@ -30,7 +30,7 @@ from mlkube.errors import (
 from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Batch, Runtime
-from mlkube.serving import v1, v2
+from mlkube.serving import binary_tensors, v1, v2
 from mlkube.serving.errors import error_response, serving_error_response
 from mlkube.serving.http import Request, Respond, Response
 from mlkube.serving.routes import Action, Route, resolve
@@ -42,6 +42,8 @@ REQUEST_ID_HEADER = "x-request-id"
 # Longest caller-supplied request id we echo back and log; longer ones are replaced.
 MAX_REQUEST_ID_CHARS = 128
 DEFAULT_MODEL_ALIAS = "default"
+# The v2 protocol extensions this server implements (GET /v2, and gRPC's ServerMetadata).
+EXTENSIONS = (binary_tensors.EXTENSION,)
 # Probes and scrapes are not traffic: counting them would dilute error rates and request rates.
 _PREDICTIONS = frozenset({Action.V1_PREDICT, Action.V2_INFER})
 _UNCOUNTED = frozenset({Action.METRICS, Action.V2_LIVE, Action.V2_READY, Action.V2_MODEL_READY})
@@ -132,7 +134,7 @@ class InferenceApp:
                     {
                         "name": SERVER_NAME,
                         "version": self.identity.server_version,
-                        "extensions": [],
+                        "extensions": list(EXTENSIONS),
                     }
                 ),
             )
@@ -175,6 +177,16 @@ class InferenceApp:
     def _serving(self) -> bool:
         return self.ready and not self.draining and self.peers_ready()
 
+    def serving(self) -> bool:
+        """Ready for traffic: loaded, warmed up, not draining (gRPC's readiness calls too)."""
+        return self._serving()
+
+    def served(self, model: str, version: str | None) -> tuple[Runtime, Batcher]:
+        """The runtime and batcher a request for ``model`` (and ``version``) goes to, or the
+        same ModelNotFoundError / ModelNotReadyError a REST request gets (gRPC routes here)."""
+        self._check_model(Route(Action.V2_INFER, "grpc", model, version))
+        return self._runtime(), self._batcher()
+
     def _check_model(self, route: Route) -> None:
         if route.model not in self._names:
             raise ModelNotFoundError(
@@ -212,7 +224,12 @@ class InferenceApp:
                 inputs, request_format = v1.parse_predict(request.body, runtime.inputs)
                 context: Any = request_format
             else:
-                parsed = v2.parse_infer(request.body, runtime.inputs, runtime.outputs)
+                parsed = binary_tensors.parse_infer(
+                    request.body,
+                    request.headers.get(binary_tensors.HEADER),
+                    runtime.inputs,
+                    runtime.outputs,
+                )
                 inputs, context = parsed.inputs, parsed
 
             def predicted(outputs: Batch | None, error: BaseException | None) -> None:
@@ -260,11 +277,16 @@ class InferenceApp:
         if route.action is Action.V1_PREDICT:
             return Response(200, v1.encode_predict(outputs, context))
         identity = self.identity
+        body, header_length = binary_tensors.encode_infer(
+            outputs, model=identity.name, version=identity.version, request=context
+        )
+        if header_length is None:
+            return Response(200, body)
         return Response(
             200,
-            v2.encode_infer(
-                outputs, model=identity.name, version=identity.version, request=context
-            ),
+            body,
+            binary_tensors.CONTENT_TYPE,
+            [(binary_tensors.HEADER, str(header_length))],
         )
 
     # bookkeeping

@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
@@ -31,6 +31,9 @@ from mlkube.serving.app import InferenceApp, ModelIdentity
 from mlkube.serving.errors import error_response
 from mlkube.serving.http import ServerState, close_idle_connections, drain, start_server
 from mlkube.spec import ModelDeployment
+
+if TYPE_CHECKING:
+    from mlkube.serving.grpc.service import GrpcServer
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,9 @@ class ReplicaOptions:
     multi-worker replica: a new connection must never reach a worker that is still loading)."""
     peers_ready: Callable[[], bool] = field(default=lambda: True)
     """Whether the other workers of this replica are ready too: readiness waits for them."""
+    grpc_port: int | None = None
+    """Where gRPC listens (0: any free port); None: no gRPC (the spec's server.grpc is off)."""
+    on_grpc_listening: Callable[[str], None] = field(default=lambda address: None)
 
 
 def load_runtime_for(deployment: ModelDeployment) -> Runtime:
@@ -119,6 +125,7 @@ class Replica:
             payload_log=PayloadLog.from_spec(spec.logging.requests, self.access_log),
             peers_ready=options.peers_ready,
         )
+        self._grpc: GrpcServer | None = None
         self.state = ServerState(
             self.app.handle,
             max_body_bytes=spec.server.max_request_size.whole,
@@ -155,7 +162,11 @@ class Replica:
             return True
         self.app.draining = True
         options.on_draining()
-        finished = await drain(server, self.state, self.deployment.spec.server.drain_timeout)
+        drain_s = self.deployment.spec.server.drain_timeout
+        grpc_stopped = asyncio.create_task(self._grpc.stop(drain_s)) if self._grpc else None
+        finished = await drain(server, self.state, drain_s)
+        if grpc_stopped is not None:
+            await grpc_stopped
         if self.app.batcher is not None:
             await self.app.batcher.close()
         flusher.cancel()
@@ -170,7 +181,22 @@ class Replica:
         )
         port = server.sockets[0].getsockname()[1]
         options.on_listening(f"http://{_url_host(options.host)}:{port}")
+        if options.grpc_port is not None:
+            await self._listen_grpc(options.grpc_port)
         return server
+
+    async def _listen_grpc(self, port: int) -> None:
+        # Imported only here: a replica without gRPC does not load grpcio.
+        from mlkube.serving.grpc.service import GrpcServer
+
+        options = self.options
+        self._grpc = GrpcServer(
+            self.app,
+            max_message_bytes=self.deployment.spec.server.max_request_size.whole,
+            server_version=_version(),
+        )
+        bound = await self._grpc.start(options.host, port, reuse_port=options.reuse_port)
+        options.on_grpc_listening(f"{_url_host(options.host)}:{bound}")
 
     async def _load(self) -> None:
         started = self.clock.monotonic()

@@ -56,6 +56,12 @@ def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, s
     return _columns(payload["inputs"], inputs, booleans), COLUMNAR
 
 
+def parse_columns(columns: dict[str, Any], inputs: tuple[TensorSpec, ...]) -> Batch:
+    """Typed columns keyed by input name (TF Serving's gRPC Predict), with the columnar
+    format's checks and messages."""
+    return _columns(columns, inputs, False)
+
+
 def _rows(instances: Any, inputs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
     if not isinstance(instances, list) or not instances:
         raise InvalidInputError("'instances' must be a non-empty list of rows")

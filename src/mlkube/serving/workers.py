@@ -168,6 +168,7 @@ def _worker_main(
         on_ready=ready,
         listen_when_ready=True,
         peers_ready=ready_count.all_ready,
+        grpc_port=options.grpc_port,
     )
     try:
         finished = serve_single(deployment, worker_options)

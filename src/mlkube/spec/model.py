@@ -100,6 +100,17 @@ class BatchingSpec(SpecModel):
     capacity. Requests waiting behind a running predict call join the next batch anyway."""
 
 
+class GrpcSpec(SpecModel):
+    """gRPC next to REST: the Open Inference Protocol v2 service and TF Serving's Predict
+    and GetModelStatus, with the same models, batching, limits and metrics."""
+
+    enabled: bool = False
+    """Serve gRPC too (off by default: grpcio is loaded only when it is on)."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] = 8500
+    """The gRPC port inside a container (TF Serving's); local replicas get their own."""
+
+
 class ServerSpec(SpecModel):
     """Limits and knobs of each replica's HTTP server."""
 
@@ -120,6 +131,9 @@ class ServerSpec(SpecModel):
 
     drain_timeout: Seconds = 30.0
     """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
+
+    grpc: GrpcSpec = GrpcSpec()
+    """The gRPC server, on its own port (maxRequestSize limits its messages too)."""
 
     @field_validator("max_request_size")
     @classmethod
