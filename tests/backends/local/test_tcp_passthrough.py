@@ -43,7 +43,10 @@ async def test_connections_go_round_robin_and_skip_a_refusing_backend():
     await listener.listen("127.0.0.1", 0)
     assert listener.port is not None
     try:
-        assert await _exchange(listener.port, b"x") == b""  # no backend yet: closed
+        # No backend yet: the connection is closed at once.
+        reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await asyncio.wait_for(reader.read(1024), 10) == b""
+        writer.close()
         listener.set_backends([port_a, port_b])
         answers = [await _exchange(listener.port, b"hi") for _ in range(4)]
         assert sorted(answers) == [b"a:hi", b"a:hi", b"b:hi", b"b:hi"]
