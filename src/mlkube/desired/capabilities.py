@@ -698,6 +698,27 @@ CAPABILITIES: tuple[Capability, ...] = (
         "not 8501",
         lambda d: d.spec.server.port != 8501,
     ),
+    Capability(
+        "spec.server.grpc",
+        approximated(
+            "the balancer passes each gRPC connection whole to one ready replica, round robin "
+            "(as a Service does): canary weights, header rules and the balancer's request "
+            "counts (rps autoscaling, canary analysis) see REST traffic only"
+        ),
+        approximated(
+            "the Service balances gRPC connections, not calls (a mesh balances calls: the port "
+            "has appProtocol grpc); gateway canary weights apply to REST only"
+        ),
+        "enabled",
+        lambda d: d.spec.server.grpc.enabled,
+    ),
+    Capability(
+        "spec.server.grpc.port",
+        ignored("replicas listen on free ports the controller picks; clients use service.grpcPort"),
+        HONOURED,
+        "enabled, not 8500",
+        lambda d: d.spec.server.grpc.enabled and d.spec.server.grpc.port != 8500,
+    ),
     # rollouts --------------------------------------------------------------------------------
     Capability("spec.rollout", HONOURED, HONOURED),
     Capability(

@@ -205,6 +205,9 @@ def _server_container(deployment: ModelDeployment, track: Track, source: ModelSo
     }
     container.update(_command(deployment, source, track))
     container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    if spec.server.grpc.enabled:
+        grpc_port = spec.server.grpc.port
+        container["ports"].append({"name": "grpc", "containerPort": grpc_port, "protocol": "TCP"})
     resources = _resources(deployment)
     if resources:
         container["resources"] = resources
@@ -231,7 +234,7 @@ def _command(deployment: ModelDeployment, source: ModelSource, track: Track) -> 
         return {
             "command": ["tensorflow_model_server"],
             "args": [
-                "--port=8500",
+                f"--port={deployment.spec.server.grpc.port}",
                 f"--rest_api_port={port}",
                 f"--model_name={deployment.model_name}",
                 f"--model_base_path={source.container_path}",
