@@ -168,6 +168,7 @@ def _worker_main(
         on_ready=ready,
         listen_when_ready=True,
         peers_ready=ready_count.all_ready,
+        management_token=options.management_token,
     )
     try:
         finished = serve_single(deployment, worker_options)
