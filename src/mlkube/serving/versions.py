@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
 from mlkube.clock import Clock
-from mlkube.errors import ModelLoadError, ModelNotFoundError
+from mlkube.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Runtime, example_batch
 from mlkube.serving.models import ModelSet, ServedVersion, VersionState
@@ -62,9 +62,9 @@ def versions_on_disk(path: str, model: ModelSpec) -> dict[int, VersionOnDisk]:
     if path.startswith(MODELS_SCHEME) or not is_versioned(path):
         return {model.version: VersionOnDisk(model.version, path)}
     found = {}
-    for entry in os.scandir(path):
-        if not (entry.name.isdigit() and entry.is_dir()):
-            continue
+    with os.scandir(path) as entries:
+        directories = [e for e in entries if e.name.isdigit() and e.is_dir()]
+    for entry in directories:
         signature = _signature(entry.path)
         if not signature:  # still empty: being created
             continue
@@ -79,7 +79,8 @@ def is_versioned(path: str) -> bool:
     if not os.path.isdir(path):
         return False
     try:
-        return any(e.name.isdigit() and e.is_dir() for e in os.scandir(path))
+        with os.scandir(path) as entries:
+            return any(e.name.isdigit() and e.is_dir() for e in entries)
     except OSError:
         return False
 
@@ -87,9 +88,8 @@ def is_versioned(path: str) -> bool:
 def _model_file(directory: str) -> str:
     """The model file in a version directory: the only file, or the one named ``model.*``.
     Anything else is returned as the directory, whose load then fails with a clear error."""
-    files = sorted(
-        e.name for e in os.scandir(directory) if e.is_file() and not e.name.startswith(".")
-    )
+    with os.scandir(directory) as entries:
+        files = sorted(e.name for e in entries if e.is_file() and not e.name.startswith("."))
     if len(files) == 1:
         return os.path.join(directory, files[0])
     named = [f for f in files if f.startswith("model.")]
@@ -190,7 +190,10 @@ class VersionManager:
         Raises ModelLoadError (400) when no selected version loads."""
         model = self._model(name)
         self.models.known(name).unloaded = False
-        await self._sync(model, reload=True)
+        try:
+            await self._sync(model, reload=True)
+        except ModelLoadError as error:  # the repository API's answer: 400 with the reason
+            raise InvalidInputError(f"model '{model.name}' failed to load: {error}") from None
 
     async def unload(self, name: str) -> None:
         """Retire every version of ``name``; it serves nothing until the next load."""
@@ -217,9 +220,8 @@ class VersionManager:
         async with model.lock:
             loop = asyncio.get_running_loop()
             present = await loop.run_in_executor(None, versions_on_disk, model.path, model.spec)
-            picked = model.spec.version_policy.select(present)
             served = self.models.known(model.name)
-            errors = await self._load_picked(model, present, picked, reload=reload)
+            picked, errors = await self._load_picked(model, present, reload=reload)
             serving_picked = any(n in served.available for n in picked)
             if first and not served.available:
                 raise errors[0] if errors else self._nothing_to_serve(model, picked)
@@ -235,29 +237,39 @@ class VersionManager:
                     model.failed.pop(number, None)
 
     async def _load_picked(
-        self,
-        model: _Model,
-        present: dict[int, VersionOnDisk],
-        picked: tuple[int, ...],
-        *,
-        reload: bool,
-    ) -> list[ModelLoadError]:
-        """Load the picked versions that are not served yet (or changed, or all on a
-        reload), newest first; the errors of those that failed."""
-        served = self.models.known(model.name)
-        errors = []
-        for number in picked:
-            version = present[number]
-            before = model.loaded_from.get(number)
-            changed = before is not None and before.signature != version.signature
-            if number in served.available and not reload and not changed:
-                continue
-            if model.failed.get(number) == version.signature and not reload:
-                continue  # failed before, unchanged since: not tried again
-            error = await self._load(model, version)
-            if error is not None:
-                errors.append(error)
-        return errors
+        self, model: _Model, present: dict[int, VersionOnDisk], *, reload: bool
+    ) -> tuple[tuple[int, ...], list[ModelLoadError]]:
+        """Load what the policy picks and is not served yet (or changed, or all of it on a
+        reload), newest first. A version that fails drops out of the choice, so the policy
+        picks the next one instead (``latest: 2`` with a broken newest version keeps serving
+        the two before it). The versions picked in the end, and the errors."""
+        errors: list[ModelLoadError] = []
+        tried: set[int] = set()
+        while True:
+            loadable = {
+                number: version
+                for number, version in present.items()
+                if model.failed.get(number) != version.signature or (reload and number not in tried)
+            }
+            picked = model.spec.version_policy.select(loadable)
+            todo = [
+                n
+                for n in picked
+                if n not in tried and (reload or self._needs_load(model, present[n]))
+            ]
+            if not todo:
+                return picked, errors
+            for number in todo:
+                tried.add(number)
+                error = await self._load(model, present[number])
+                if error is not None:
+                    errors.append(error)
+
+    def _needs_load(self, model: _Model, version: VersionOnDisk) -> bool:
+        if version.number not in self.models.known(model.name).available:
+            return True
+        before = model.loaded_from.get(version.number)
+        return before is not None and before.signature != version.signature
 
     @staticmethod
     def _nothing_to_serve(model: _Model, picked: tuple[int, ...]) -> ModelLoadError:
@@ -293,7 +305,11 @@ class VersionManager:
                 else ModelLoadError(version.path, str(model.spec.format), str(error))
             )
             model.failed[number] = version.signature
-            self.models.set_state(model.name, number, VersionState.END, str(failure))
+            if number in self.models.known(model.name).available:
+                # a reload of a served version failed: the copy loaded before still serves
+                self.models.set_state(model.name, number, VersionState.AVAILABLE)
+            else:
+                self.models.set_state(model.name, number, VersionState.END, str(failure))
             logger.warning(
                 "model version failed to load",
                 extra={"model": model.name, "version": number, "error": str(failure)},

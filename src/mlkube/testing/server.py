@@ -44,6 +44,7 @@ def running_replica(
     loader: Callable[[ModelDeployment], Runtime] = load_runtime_for,
     wait_ready: bool = True,
     access_log: IO[bytes] | None = None,
+    management_token: str | None = None,
 ) -> Iterator[RunningReplica]:
     """Serve ``deployment`` on a free loopback port until the block ends."""
     listening = threading.Event()
@@ -55,6 +56,7 @@ def running_replica(
         on_listening=lambda url: _remember(holder, url, listening),
         on_ready=lambda seconds: ready.set(),
         access_log=access_log if access_log is not None else io.BytesIO(),
+        management_token=management_token,
     )
     replica = Replica(deployment, options, loader=loader)
     errors: list[BaseException] = []
