@@ -14,7 +14,7 @@ from mlkube.cli.output import print_status
 from mlkube.clock import SystemClock
 from mlkube.observability.gpu import GpuCollector, nvidia_smi_reader, visible_gpus
 from mlkube.observability.logging import configure_logging
-from mlkube.serving.server import ReplicaOptions
+from mlkube.serving.server import MANAGEMENT_TOKEN_ENV, ReplicaOptions
 from mlkube.serving.workers import check_port_free, serve_single, serve_workers
 from mlkube.spec import load_spec
 
@@ -67,7 +67,8 @@ def serve(
 
     Answers TF Serving REST (v1) and Open Inference Protocol (v2) requests, with adaptive
     batching, /metrics for Prometheus and one JSON log line per request on stdout. Progress
-    lines go to stderr.
+    lines go to stderr. With MLKUBE_MANAGEMENT_TOKEN set, the v2 model repository API
+    (load, unload) takes that bearer token; unset, it is off.
 
     \b
     Example:
@@ -107,6 +108,7 @@ def serve(
             f"(model loaded and warmed up in {seconds:.2f} s)"
         ),
         on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
+        management_token=os.environ.get(MANAGEMENT_TOKEN_ENV) or None,
     )
     if workers == 1:
         finished = serve_single(deployment, options)

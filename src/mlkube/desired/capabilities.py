@@ -181,13 +181,20 @@ def _kubernetes_set(doc: ModelDeployment) -> bool:
 
 
 def _registry_uri(doc: ModelDeployment) -> bool:
-    return doc.spec.model.uri.startswith(MODELS_SCHEME)
+    return any(m.uri.startswith(MODELS_SCHEME) for m in doc.spec.all_models)
+
+
+def _remote_uri(doc: ModelDeployment) -> bool:
+    return any(m.uri.startswith(REMOTE_SCHEMES) for m in doc.spec.all_models)
+
+
+def _tensorflow(doc: ModelDeployment) -> bool:
+    return any(m.format is ModelFormat.TENSORFLOW for m in doc.spec.all_models)
 
 
 def _local_model_path(doc: ModelDeployment) -> bool:
-    uri = doc.spec.model.uri
     return (
-        not uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME))
+        any(not m.uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME)) for m in doc.spec.all_models)
         and doc.spec.storage is None
         and doc.spec.kubernetes.model_host_path is None
     )
@@ -195,6 +202,10 @@ def _local_model_path(doc: ModelDeployment) -> bool:
 
 def _tf_serving(doc: ModelDeployment) -> bool:
     return doc.spec.model.format is ModelFormat.TENSORFLOW and doc.spec.kubernetes.image is None
+
+
+def _several_with_tensorflow(doc: ModelDeployment) -> bool:
+    return doc.spec.models is not None and len(doc.spec.models) > 1 and _tensorflow(doc)
 
 
 def _vpa_fights_hpa(doc: ModelDeployment) -> bool:
@@ -440,7 +451,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         unsupported("only paths on this machine load locally"),
         HONOURED,
         "s3://, gs://, https://, http:// or pvc://",
-        lambda d: d.spec.model.uri.startswith(REMOTE_SCHEMES),
+        _remote_uri,
     ),
     Capability(
         "spec.model.uri",
@@ -468,7 +479,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         unsupported("TensorFlow SavedModels are served by TF Serving, on a cluster only"),
         HONOURED,
         "tensorflow",
-        lambda d: d.spec.model.format is ModelFormat.TENSORFLOW,
+        _tensorflow,
+    ),
+    Capability("spec.models", HONOURED, HONOURED),
+    Capability(
+        "spec.models",
+        HONOURED,
+        unsupported(
+            "TF Serving's image takes one model from its flags: serve a TensorFlow model in a "
+            "deployment of its own"
+        ),
+        "more than one model, one of them tensorflow",
+        _several_with_tensorflow,
     ),
     Capability("spec.protocol", HONOURED, HONOURED),
     # replicas and resources ------------------------------------------------------------------

@@ -191,16 +191,16 @@ def encode_infer(outputs: Batch, *, model: str, version: int, request: InferRequ
 
 def model_metadata(
     name: str,
-    version: int,
+    versions: list[int],
     platform: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
 ) -> bytes:
-    """``GET /v2/models/{name}``."""
+    """``GET /v2/models/{name}[/versions/N]``: ``versions`` lists those served."""
     return orjson.dumps(
         {
             "name": name,
-            "versions": [str(version)],
+            "versions": [str(version) for version in versions],
             "platform": platform,
             "inputs": [spec.as_dict() for spec in inputs],
             "outputs": [spec.as_dict() for spec in outputs],

@@ -169,6 +169,7 @@ def _worker_main(
         listen_when_ready=True,
         peers_ready=ready_count.all_ready,
         grpc_port=options.grpc_port,
+        management_token=options.management_token,
     )
     try:
         finished = serve_single(deployment, worker_options)

@@ -46,6 +46,7 @@ def running_replica(
     loader: Callable[[ModelDeployment], Runtime] = load_runtime_for,
     wait_ready: bool = True,
     access_log: IO[bytes] | None = None,
+    management_token: str | None = None,
 ) -> Iterator[RunningReplica]:
     """Serve ``deployment`` on a free loopback port until the block ends."""
     listening = threading.Event()
@@ -59,6 +60,7 @@ def running_replica(
         access_log=access_log if access_log is not None else io.BytesIO(),
         grpc_port=0 if deployment.spec.server.grpc.enabled else None,
         on_grpc_listening=lambda address: holder.__setitem__("grpc", address),
+        management_token=management_token,
     )
     replica = Replica(deployment, options, loader=loader)
     errors: list[BaseException] = []

@@ -1,13 +1,13 @@
 """The replica's gRPC server: Open Inference Protocol v2 and TF Serving's Predict and
 GetModelStatus, on their own port, in the replica's event loop.
 
-Every call goes where the REST routes go (``InferenceApp.served``: the same model and version
-lookup, the same batcher, the same readiness and draining), its inputs get REST's checks
-(``v2_codec``, ``tf_codec``), and a refusal becomes the gRPC status matching its HTTP status
-(``status``). Metrics and the access log count gRPC calls with ``protocol`` ``grpc-v2`` or
-``grpc-v1`` (TF Serving's API) and the HTTP status the same refusal gets over REST in ``code``,
-so error-rate alerts and dashboards read both protocols alike. The largest message accepted is
-the spec's ``server.maxRequestSize`` (gRPC answers RESOURCE_EXHAUSTED above it).
+Every call goes where the REST routes go (``InferenceApp.served``: the model set's lookup of
+the model and version, the same batcher, the same readiness and draining), its inputs get
+REST's checks (``v2_codec``, ``tf_codec``), and a refusal becomes the gRPC status matching
+its HTTP status (``status``). Metrics and the access log count gRPC calls with ``protocol``
+``grpc-v2`` or ``grpc-v1`` (TF Serving's API) and the HTTP status the same refusal gets over
+REST in ``code``, so error-rate alerts and dashboards read both protocols alike. The largest
+message accepted is the spec's ``server.maxRequestSize`` (RESOURCE_EXHAUSTED above it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 
 import grpc
 
-from mlkube.batching.batcher import Batcher
 from mlkube.errors import MlkubeError, PredictError, ServingError
 from mlkube.runtimes.base import Batch
 from mlkube.serving.app import EXTENSIONS, SERVER_NAME, InferenceApp
@@ -32,6 +31,7 @@ from mlkube.serving.grpc.protos import tf_error_codes_pb2 as tf_error
 from mlkube.serving.grpc.protos import tf_serving_pb2 as tfs
 from mlkube.serving.grpc.protos import tf_serving_pb2_grpc as tfs_grpc
 from mlkube.serving.grpc.status import status_code
+from mlkube.serving.models import ServedVersion, VersionState
 
 logger = logging.getLogger(__name__)
 
@@ -97,12 +97,12 @@ class Calls:
             "duration_ms": round(elapsed * 1000, 3),
             "request_id": request_id or f"{self._prefix}-{next(self._ids):x}",
             "protocol": protocol,
-            "model": model or app.identity.name,
+            "model": model or "default",
         }
         app.access_log.write(epoch_s=app.clock.wall(), fields=fields)
 
-    async def predict(self, batcher: Batcher, inputs: Batch) -> Batch:
-        """The outputs for ``inputs``, through the replica's batcher (as REST's requests)."""
+    async def predict(self, served: ServedVersion, inputs: Batch) -> Batch:
+        """The outputs for ``inputs``, through the version's batcher (as REST's requests)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Batch] = loop.create_future()
 
@@ -116,7 +116,7 @@ class Calls:
             else:
                 future.set_result(outputs)
 
-        batcher.submit(inputs, done)
+        served.submit(inputs, done)
         self.app.predicting += 1
         try:
             return await future
@@ -139,13 +139,9 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelReady(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def answer() -> Any:
-            try:
-                self.app.served(request.name, request.version or None)
-            except ServingError as error:
-                if error.status == 404:
-                    raise
-                return pb.ModelReadyResponse(ready=False)
-            return pb.ModelReadyResponse(ready=self.app.serving())
+            return pb.ModelReadyResponse(
+                ready=self.app.model_ready(request.name, request.version or None)
+            )
 
         return await self.calls.run(context, V2, "ModelReady", request.name, answer)
 
@@ -156,22 +152,27 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[mi
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def answer() -> Any:
-            runtime, _ = self.app.served(request.name, request.version or None)
-            identity = self.app.identity
+            version = request.version or None
+            served = self.app.served(request.name, version)
+            runtime = served.runtime
             return v2_codec.model_metadata(
-                identity.name, identity.version, runtime.platform, runtime.inputs, runtime.outputs
+                served.model,
+                self.app.metadata_versions(request.name, version, served),
+                runtime.platform,
+                runtime.inputs,
+                runtime.outputs,
             )
 
         return await self.calls.run(context, V2, "ModelMetadata", request.name, answer)
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:  # noqa: N802
         async def answer() -> Any:
-            runtime, batcher = self.app.served(request.model_name, request.model_version or None)
+            served = self.app.served(request.model_name, request.model_version or None)
+            runtime = served.runtime
             parsed, raw = v2_codec.parse_infer(request, runtime.inputs, runtime.outputs)
-            outputs = await self.calls.predict(batcher, parsed.inputs)
-            identity = self.app.identity
+            outputs = await self.calls.predict(served, parsed.inputs)
             return v2_codec.encode_infer(
-                outputs, model=identity.name, version=identity.version, request=parsed, raw=raw
+                outputs, model=served.model, version=served.version, request=parsed, raw=raw
             )
 
         return await self.calls.run(context, V2, "ModelInfer", request.model_name, answer)
@@ -188,13 +189,13 @@ class PredictionService(tfs_grpc.PredictionServiceServicer):  # type: ignore[mis
         spec = request.model_spec
 
         async def answer() -> Any:
-            runtime, batcher = self.app.served(spec.name, tf_codec.requested_version(spec))
+            served = self.app.served(spec.name, tf_codec.requested_version(spec))
+            runtime = served.runtime
             inputs, output_filter = tf_codec.parse_predict(request, runtime.inputs)
             tf_codec.check_output_filter(output_filter, runtime.outputs)
-            outputs = await self.calls.predict(batcher, inputs)
-            identity = self.app.identity
+            outputs = await self.calls.predict(served, inputs)
             return tf_codec.encode_predict(
-                outputs, output_filter, model=identity.name, version=identity.version
+                outputs, output_filter, model=served.model, version=served.version
             )
 
         return await self.calls.run(context, V1, "Predict", spec.name, answer)
@@ -211,23 +212,31 @@ class ModelService(tfs_grpc.ModelServiceServicer):  # type: ignore[misc]
         spec = request.model_spec
 
         async def answer() -> Any:
-            app = self.app
-            try:
-                app.served(spec.name, tf_codec.requested_version(spec))
-            except ServingError as error:
-                if error.status == 404:
-                    raise
-            available = app.ready and app.peers_ready()
-            status = tfs.ModelVersionStatus(
-                version=app.identity.version,
-                state=tfs.ModelVersionStatus.AVAILABLE
-                if available
-                else tfs.ModelVersionStatus.LOADING,
-                status=tfs.StatusProto(error_code=tf_error.OK),
+            statuses = self.app.version_statuses(spec.name, tf_codec.requested_version(spec))
+            return tfs.GetModelStatusResponse(
+                model_version_status=[
+                    tfs.ModelVersionStatus(
+                        version=status.version,
+                        state=_STATES[status.state],
+                        status=tfs.StatusProto(
+                            error_code=tf_error.UNKNOWN if status.failed else tf_error.OK,
+                            error_message=status.error,
+                        ),
+                    )
+                    for status in statuses
+                ]
             )
-            return tfs.GetModelStatusResponse(model_version_status=[status])
 
         return await self.calls.run(context, V1, "GetModelStatus", spec.name, answer)
+
+
+_STATES = {
+    VersionState.START: tfs.ModelVersionStatus.START,
+    VersionState.LOADING: tfs.ModelVersionStatus.LOADING,
+    VersionState.AVAILABLE: tfs.ModelVersionStatus.AVAILABLE,
+    VersionState.UNLOADING: tfs.ModelVersionStatus.UNLOADING,
+    VersionState.END: tfs.ModelVersionStatus.END,
+}
 
 
 class GrpcServer:

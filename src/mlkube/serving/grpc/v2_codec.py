@@ -127,7 +127,7 @@ def encode_infer(
 
 def model_metadata(
     name: str,
-    version: int,
+    versions: list[int],
     platform: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
@@ -141,7 +141,7 @@ def model_metadata(
 
     return pb.ModelMetadataResponse(
         name=name,
-        versions=[str(version)],
+        versions=[str(v) for v in versions],
         platform=platform,
         inputs=[tensor(s) for s in inputs],
         outputs=[tensor(s) for s in outputs],
