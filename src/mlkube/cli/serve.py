@@ -91,7 +91,9 @@ def serve(
         level=deployment.spec.logging.level,
         context={"deployment": deployment.name, "revision": revision, "replica": replica},
     )
-    model = f"{deployment.model_name} ({deployment.spec.model.format})"
+    model = ", ".join(
+        f"{deployment.served_name(m)} ({m.format})" for m in deployment.spec.all_models
+    )
     options = ReplicaOptions(
         collectors=_gpu_collectors(),
         host=host,

@@ -296,12 +296,19 @@ def history(ctrl: Controller, dep: Deployment) -> list[dict[str, Any]]:
             "created": row.created,
             "status": row.status or ("Complete" if row.revision == dep.rollout.stable else ""),
             "reason": row.reason,
-            "model": row.spec["spec"]["model"]["uri"],
+            "model": _models_of(row.spec["spec"]),
             "current": row.revision == dep.rollout.stable,
             "change": changed_sections(before.spec if before else None, row.spec),
         }
         for before, row in zip([None, *rows[:-1]], rows, strict=True)
     ]
+
+
+def _models_of(spec: dict[str, Any]) -> str:
+    """What a history row shows as the model: its URI, or the names of several models."""
+    if "models" in spec:
+        return "models " + ", ".join(str(m.get("name")) for m in spec["models"])
+    return str(spec["model"]["uri"])
 
 
 def changed_sections(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
