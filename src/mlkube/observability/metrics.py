@@ -54,7 +54,8 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
         "counter",
         "requests",
         ("model", "revision", "protocol", "code"),
-        "Inference and metadata requests answered, by HTTP status code.",
+        "Inference and metadata requests answered, by HTTP status code (gRPC calls: "
+        "protocol grpc-v1 or grpc-v2, and the status REST gives the same answer).",
     ),
     MetricInfo(
         "mlkube_request_duration_seconds",

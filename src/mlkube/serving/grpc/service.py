@@ -80,9 +80,12 @@ class Calls:
         self, context: Any, protocol: str, method: str, model: str, status: int, elapsed: float
     ) -> None:
         app = self.app
+        # A served model's name, or the first model's (as REST): clients cannot grow series.
+        known = app.models.model(model) if model else None
+        label = known.name if known is not None else app.models.first
         counted = method not in _UNCOUNTED
         if counted:
-            app.metrics.request_done(protocol, status, elapsed)
+            app.metrics.request_done(protocol, status, elapsed, model=label)
         if (not counted and status < 400) or not app.access_log.wants(status):
             return
         metadata = dict(context.invocation_metadata() or ())
@@ -97,7 +100,7 @@ class Calls:
             "duration_ms": round(elapsed * 1000, 3),
             "request_id": request_id or f"{self._prefix}-{next(self._ids):x}",
             "protocol": protocol,
-            "model": model or "default",
+            "model": label,
         }
         app.access_log.write(epoch_s=app.clock.wall(), fields=fields)
 
