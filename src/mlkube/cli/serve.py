@@ -116,7 +116,8 @@ def serve(
         finished = serve_single(deployment, options)
         print_status("mlkube serve: stopped" if finished else "mlkube serve: drain timed out")
         sys.exit(0 if finished else 1)
-    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}")
+    also = f", gRPC on {grpc_port}" if grpc_port is not None else ""
+    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}{also}")
     code = serve_workers(
         deployment,
         options,
