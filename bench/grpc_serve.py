@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
-    idle = psutil.cpu_percent(interval=1.0)
+    busy = psutil.cpu_percent(interval=1.0)  # percent of all CPUs in use
     with tempfile.TemporaryDirectory() as tmp:
         spec, model = build_spec(Path(tmp))
         port, grpc_port = free_port(), free_port()
@@ -296,7 +296,7 @@ def main() -> None:
             row["server_cpu_us_per_request"] / base["server_cpu_us_per_request"]
         )
     report = {
-        "machine": {"cpus": os.cpu_count(), "idle_cpu_percent_before": 100 - idle},
+        "machine": {"cpus": os.cpu_count(), "idle_cpu_percent_before": 100 - busy},
         "settings": vars(args) | {"output": str(args.output), "model": "HGB 20 features, ONNX"},
         "note": "shared machine; the gRPC client is Python and competes with the server for CPU",
         "table": table,
