@@ -83,7 +83,7 @@ def serve(
     grpc = deployment.spec.server.grpc
     if grpc.enabled:
         grpc_port = grpc.port if grpc_port is None else grpc_port
-        check_port_free(host, grpc_port)
+        check_port_free(host, grpc_port, "--grpc-port")
     else:
         grpc_port = None
     configure_logging(
