@@ -139,13 +139,37 @@ def test_what_the_table_says_a_cluster_refuses_the_renderer_refuses(extra, uri, 
         render([document])
 
 
+SEVERAL_WITH_TENSORFLOW = """
+apiVersion: mlkube.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: m, namespace: ml}
+spec:
+  models:
+    - {name: a, uri: "s3://b/a.onnx", format: onnx}
+    - {name: b, uri: "s3://b/saved/", format: tensorflow}
+"""
+MODELS_REFUSES = [pytest.param(SEVERAL_WITH_TENSORFLOW, "TF Serving's image takes one model")]
+
+
+@pytest.mark.parametrize(("text", "message"), MODELS_REFUSES)
+def test_what_the_table_says_a_cluster_refuses_of_several_models_the_renderer_refuses(
+    text, message
+):
+    (document,) = parse_documents(text)
+    assert isinstance(document, ModelDeployment)
+    assert any(n.is_error for n in notes([document], BackendKind.KUBERNETES))
+    with pytest.raises(RenderError, match=message):
+        render([document])
+
+
 def test_every_unsupported_kubernetes_row_has_a_refusal_test():
     unsupported = [
         r
         for r in CAPABILITIES
         if r.kubernetes.support is Support.UNSUPPORTED and r.kind == "ModelDeployment"
     ]
-    assert len(unsupported) == len(KUBERNETES_REFUSES) - 1  # the registry row is tested twice
+    # the registry row is tested twice
+    assert len(unsupported) == len(KUBERNETES_REFUSES) - 1 + len(MODELS_REFUSES)
     batch_rows = [
         r
         for r in CAPABILITIES

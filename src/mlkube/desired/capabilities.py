@@ -186,13 +186,20 @@ def _kubernetes_set(doc: ModelDeployment) -> bool:
 
 
 def _registry_uri(doc: ModelDeployment) -> bool:
-    return doc.spec.model.uri.startswith(MODELS_SCHEME)
+    return any(m.uri.startswith(MODELS_SCHEME) for m in doc.spec.all_models)
+
+
+def _remote_uri(doc: ModelDeployment) -> bool:
+    return any(m.uri.startswith(REMOTE_SCHEMES) for m in doc.spec.all_models)
+
+
+def _tensorflow(doc: ModelDeployment) -> bool:
+    return any(m.format is ModelFormat.TENSORFLOW for m in doc.spec.all_models)
 
 
 def _local_model_path(doc: ModelDeployment) -> bool:
-    uri = doc.spec.model.uri
     return (
-        not uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME))
+        any(not m.uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME)) for m in doc.spec.all_models)
         and doc.spec.storage is None
         and doc.spec.kubernetes.model_host_path is None
     )
@@ -200,6 +207,10 @@ def _local_model_path(doc: ModelDeployment) -> bool:
 
 def _tf_serving(doc: ModelDeployment) -> bool:
     return doc.spec.model.format is ModelFormat.TENSORFLOW and doc.spec.kubernetes.image is None
+
+
+def _several_with_tensorflow(doc: ModelDeployment) -> bool:
+    return doc.spec.models is not None and len(doc.spec.models) > 1 and _tensorflow(doc)
 
 
 def _vpa_fights_hpa(doc: ModelDeployment) -> bool:
@@ -573,7 +584,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         unsupported("only paths on this machine load locally"),
         HONOURED,
         "s3://, gs://, https://, http:// or pvc://",
-        lambda d: d.spec.model.uri.startswith(REMOTE_SCHEMES),
+        _remote_uri,
     ),
     Capability(
         "spec.model.uri",
@@ -601,7 +612,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         unsupported("TensorFlow SavedModels are served by TF Serving, on a cluster only"),
         HONOURED,
         "tensorflow",
-        lambda d: d.spec.model.format is ModelFormat.TENSORFLOW,
+        _tensorflow,
+    ),
+    Capability("spec.models", HONOURED, HONOURED),
+    Capability(
+        "spec.models",
+        HONOURED,
+        unsupported(
+            "TF Serving's image takes one model from its flags: serve a TensorFlow model in a "
+            "deployment of its own"
+        ),
+        "more than one model, one of them tensorflow",
+        _several_with_tensorflow,
     ),
     Capability("spec.protocol", HONOURED, HONOURED),
     # replicas and resources ------------------------------------------------------------------
@@ -843,6 +865,27 @@ CAPABILITIES: tuple[Capability, ...] = (
         HONOURED,
         "not 8501",
         lambda d: d.spec.server.port != 8501,
+    ),
+    Capability(
+        "spec.server.grpc",
+        approximated(
+            "the balancer passes each gRPC connection whole to one ready replica, round robin "
+            "(as a Service does): canary weights, header rules and the balancer's request "
+            "counts (rps autoscaling, canary analysis) see REST traffic only"
+        ),
+        approximated(
+            "the Service balances gRPC connections, not calls (a mesh balances calls: the port "
+            "has appProtocol grpc); gateway canary weights apply to REST only"
+        ),
+        "enabled",
+        lambda d: d.spec.server.grpc.enabled,
+    ),
+    Capability(
+        "spec.server.grpc.port",
+        ignored("replicas listen on free ports the controller picks; clients use service.grpcPort"),
+        HONOURED,
+        "enabled, not 8500",
+        lambda d: d.spec.server.grpc.enabled and d.spec.server.grpc.port != 8500,
     ),
     # rollouts --------------------------------------------------------------------------------
     Capability("spec.rollout", HONOURED, HONOURED),

@@ -83,6 +83,8 @@ class Backend:
     port: int
     revision: int
     host: str = "127.0.0.1"
+    grpc_port: int = 0
+    """The replica's gRPC port (0: none); the balancer's ``tcp`` listener uses it."""
     in_flight: int = 0
     draining: bool = False
     ejected_until: float = 0.0

@@ -213,7 +213,9 @@ class Controller:
         """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
         bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await self.balancer.serve(dep.key, self.settings.balancer_host, port)
+        service = dep.doc.spec
+        grpc_port = service.service.grpc_port if service.server.grpc.enabled else None
+        await self.balancer.serve(dep.key, self.settings.balancer_host, port, grpc_port)
 
     def stop_listening(self, dep: Deployment) -> None:
         self.balancer.close(dep.key)
@@ -480,6 +482,7 @@ class Controller:
     def spawn(self, dep: Deployment, replica: Replica) -> None:
         doc = dep.revisions[replica.revision]
         replica.port = free_port()
+        replica.grpc_port = free_port() if doc.spec.server.grpc.enabled else 0
         argv = [
             *self.settings.replica_command,
             str(dep.revision_files[replica.revision]),
@@ -492,6 +495,8 @@ class Controller:
             "--revision",
             str(replica.revision),
         ]
+        if replica.grpc_port:
+            argv += ["--grpc-port", str(replica.grpc_port)]
         env = dict(os.environ)
         env["MLKUBE_REPLICA"] = replica.name
         env["MLKUBE_REVISION"] = str(replica.revision)
@@ -588,6 +593,7 @@ class Controller:
                     replica.port,
                     replica.revision,
                     draining=replica.phase is Phase.TERMINATING,
+                    grpc_port=replica.grpc_port,
                 )
             )
         weights = replica_weights(dep.weights, ready)

@@ -30,12 +30,14 @@ def revision_of(doc: ModelDeployment, state_dir: Path | None = None) -> dict[str
     revision is cut here exactly when the cluster's pod template hash changes. Replicas get
     their own copy, so editing the user's file later never changes a running revision.
     """
-    uri = doc.spec.model.uri
-    if is_model_uri(uri):
-        version = resolve_model(uri, doc.spec.model.format, state_dir)
-        return revision_document(doc, model_uri=str(version.path))
-    local = "://" not in uri or uri.startswith("file://")
-    return revision_document(doc, model_uri=os.path.abspath(doc.model_path()) if local else None)
+    uris = {}
+    for model in doc.spec.all_models:
+        uri = model.uri
+        if is_model_uri(uri):
+            uris[doc.served_name(model)] = str(resolve_model(uri, model.format, state_dir).path)
+        elif "://" not in uri or uri.startswith("file://"):
+            uris[doc.served_name(model)] = os.path.abspath(doc.model_path(model))
+    return revision_document(doc, model_uris=uris)
 
 
 APPLIED_FILE = "applied.yaml"
