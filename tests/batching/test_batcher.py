@@ -29,6 +29,9 @@ class RecordingObserver:
     def predict_failed(self):
         self.failures += 1
 
+    def cost_estimated(self, *, fixed_s, per_row_s):
+        self.cost = (fixed_s, per_row_s)
+
 
 def doubling(batch):
     return {"y": batch["x"] * 2}
@@ -122,7 +125,10 @@ async def test_a_failing_request_fails_alone_and_its_batch_mates_get_their_answe
         return poisoned_below_zero(batch)
 
     batcher = Batcher(
-        model, BatcherSettings(max_batch_size=67), clock=SystemClock(), observer=observer
+        model,
+        BatcherSettings(max_batch_size=67, max_batch_requests=67),
+        clock=SystemClock(),
+        observer=observer,
     )
     batcher.set_predict_seconds(1.0 if threaded else 0.0)
     values = [float(i) for i in range(64)]

@@ -14,13 +14,18 @@ answers the caller even when the call never returns.
 
 When a merged batch fails, its requests are predicted again in halves (``isolation``), so
 only a request that fails on its own gets an error, and only its own.
+
+When to flush and how many requests to merge is ``policy``'s call, from the model's measured
+cost (``cost``: timed at warm-up by ``calibrate``, then followed from every real call) and from
+how many more requests could arrive (``may_arrive``: the server's open connections that have
+no request waiting). Every decision is counted by its reason in ``decisions``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +33,9 @@ from itertools import chain
 from typing import Protocol
 
 from mlkube.batching.assembly import Signature, rows_of, signature
+from mlkube.batching.cost import CostModel
 from mlkube.batching.isolation import Outcome, predict_apart
-from mlkube.batching.policy import QueueView, flush_decision
+from mlkube.batching.policy import UNBATCHED, Limits, QueueView, batch_length, flush_decision
 from mlkube.clock import Clock
 from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError, ServingError
 from mlkube.runtimes.base import Batch
@@ -55,6 +61,8 @@ class BatchObserver(Protocol):
     def queue_wait(self, seconds: float) -> None: ...
 
     def predict_failed(self) -> None: ...
+
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None: ...
 
 
 Done = Callable[[Batch | None, BaseException | None], None]
@@ -85,13 +93,21 @@ class _Item:
 class BatcherSettings:
     """Knobs of one batcher (from the spec's batching and server sections)."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 1024
+    """Most rows per predict call; a larger request is predicted alone."""
+    max_batch_requests: int = 32
+    """Most requests merged into one predict call."""
     max_latency_s: float = 0.005
     max_queue: int = 2048
     timeout_s: float = 30.0
     enabled: bool = True
     inline: bool = True
     """Whether fast predict calls may run on the event loop (False for user code)."""
+
+    def limits(self) -> Limits:
+        if not self.enabled:
+            return UNBATCHED
+        return Limits(self.max_batch_size, self.max_batch_requests, self.max_latency_s)
 
 
 @dataclass(slots=True)
@@ -119,6 +135,7 @@ class Batcher:
         clock: Clock,
         observer: BatchObserver,
         executor: ThreadPoolExecutor | None = None,
+        may_arrive: Callable[[], int] | None = None,
     ) -> None:
         self._predict = predict
         self._settings = settings
@@ -129,6 +146,12 @@ class Batcher:
         self._running: list[_Item] = []
         self._stats = _Stats()
         self._sweeper: asyncio.Task[None] | None = None
+        self._limits = settings.limits()
+        # Unknown (no server to ask): assume requests may always arrive, as a socket could.
+        self._may_arrive = may_arrive or (lambda: 1 << 30)
+        self.cost = CostModel()
+        self.decisions: Counter[str] = Counter()
+        """Flush decisions taken, by reason (``policy.FlushDecision.reason``)."""
 
     @property
     def queue_depth(self) -> int:
@@ -136,7 +159,22 @@ class Batcher:
 
     def set_predict_seconds(self, seconds: float) -> None:
         """Seed the moving average (e.g. with the warm-up prediction's duration)."""
-        self._stats.predict_s = seconds
+        self.calibrate([(1, seconds)])
+
+    def calibrate(self, samples: list[tuple[int, float]]) -> None:
+        """Seed the cost model with ``(rows, seconds)`` of timed calls (``cost.measure``)."""
+        if not samples:
+            return
+        self.cost = CostModel(samples)
+        self._stats.predict_s = min(seconds for _, seconds in samples)
+        self._stats.fast_rows = max(
+            [1] + [rows for rows, seconds in samples if seconds < INLINE_PREDICT_MAX_S]
+        )
+        self._report_cost()
+
+    def _report_cost(self) -> None:
+        cost = self.cost.cost
+        self._observer.cost_estimated(fixed_s=cost.fixed_s, per_row_s=cost.per_row_s)
 
     def submit_future(self, inputs: Batch) -> asyncio.Future[Batch]:
         """``submit`` with a future that resolves to this request's rows of the outputs."""
@@ -196,7 +234,6 @@ class Batcher:
         self._drop_finished()
         if not self._queue:
             return
-        settings = self._settings
         decision = flush_decision(
             QueueView(
                 queued_requests=len(self._queue),
@@ -204,11 +241,12 @@ class Batcher:
                 oldest_wait_s=self._clock.monotonic() - self._queue[0].enqueued_at,
                 busy=stats.running,
                 expected_requests=stats.expected_requests,
-                predict_s=stats.predict_s,
+                cost=self.cost.cost,
+                may_arrive=self._may_arrive(),
             ),
-            max_batch_size=settings.max_batch_size if settings.enabled else 1,
-            max_latency_s=settings.max_latency_s if settings.enabled else 0.0,
+            self._limits,
         )
+        self.decisions[decision.reason] += 1
         if decision.flush:
             self._start(self._take())
         elif decision.wait_s is not None:
@@ -220,20 +258,27 @@ class Batcher:
             self._queue.popleft()
 
     def _take(self) -> list[_Item]:
-        """The longest prefix of the queue that shares one signature and fits a batch."""
-        limit = self._settings.max_batch_size if self._settings.enabled else 1
-        first = self._queue.popleft()
-        items = [first]
+        """The head of the queue that shares one signature, as much as ``policy`` merges."""
+        limits = self._limits
+        queue = self._queue
+        first = queue[0]
+        sizes = [first.rows]
         rows = first.rows
-        while self._queue and self._settings.enabled:
-            item = self._queue[0]
-            if item.finished:
-                self._queue.popleft()
-                continue
-            if item.signature != first.signature or rows + item.rows > limit:
+        for item in queue:
+            if len(sizes) >= limits.max_requests:
                 break
-            items.append(self._queue.popleft())
+            if item is first or item.finished:
+                continue
+            if item.signature != first.signature or rows + item.rows > limits.max_rows:
+                break
+            sizes.append(item.rows)
             rows += item.rows
+        wanted = batch_length(sizes, limits, self.cost.cost) if len(sizes) > 1 else 1
+        items: list[_Item] = []
+        while len(items) < wanted:
+            item = queue.popleft()
+            if not item.finished:
+                items.append(item)
         return items
 
     def _start(self, items: list[_Item]) -> None:
@@ -271,6 +316,12 @@ class Batcher:
         elapsed = self._clock.monotonic() - started
         stats.predict_s = (1 - _EWMA_WEIGHT) * stats.predict_s + _EWMA_WEIGHT * elapsed
         rows = sum(item.rows for item in items)
+        if len(outcomes) == 1 or not any(isinstance(o, Exception) for o in outcomes):
+            # A failed merged batch was bisected: its time is several calls, not one.
+            before = self.cost.cost
+            self.cost.observe(rows, elapsed)
+            if self.cost.cost is not before:
+                self._report_cost()
         if elapsed < INLINE_PREDICT_MAX_S:
             stats.fast_rows = max(stats.fast_rows, rows)
         stats.running = False

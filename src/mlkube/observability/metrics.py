@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -98,6 +104,21 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
         ("model", "revision"),
         "Requests the model failed on when predicted alone (a failed merged batch is "
         "predicted again in halves, so batch-mates still get their answers).",
+    ),
+    MetricInfo(
+        "mlkube_predict_fixed_seconds",
+        "gauge",
+        "seconds",
+        ("model", "revision"),
+        "The batcher's estimate of a predict call's fixed cost, whatever its rows (timed at "
+        "warm-up, then followed from real calls); the batcher merges and waits by it.",
+    ),
+    MetricInfo(
+        "mlkube_predict_row_seconds",
+        "gauge",
+        "seconds",
+        ("model", "revision"),
+        "The batcher's estimate of a predict call's cost per row, on top of the fixed cost.",
     ),
     MetricInfo(
         "mlkube_queue_depth",
@@ -229,6 +250,18 @@ class ServerMetrics:
             ["model", "revision"],
             registry=registry,
         ).labels(*labels)
+        self._fixed_cost = Gauge(
+            "mlkube_predict_fixed_seconds",
+            help_of["mlkube_predict_fixed_seconds"],
+            ["model", "revision"],
+            registry=registry,
+        ).labels(*labels)
+        self._row_cost = Gauge(
+            "mlkube_predict_row_seconds",
+            help_of["mlkube_predict_row_seconds"],
+            ["model", "revision"],
+            registry=registry,
+        ).labels(*labels)
         registry.register(_StateCollector(labels, state))
         self._request_children: dict[tuple[str, int], Counter] = {}
         self._duration_children: dict[str, Histogram] = {}
@@ -257,3 +290,7 @@ class ServerMetrics:
 
     def predict_failed(self) -> None:
         self._predict_errors.inc()
+
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None:
+        self._fixed_cost.set(fixed_s)
+        self._row_cost.set(per_row_s)

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
+from mlkube.batching.warmup import calibrate
 from mlkube.clock import Clock, SystemClock
 from mlkube.errors import ModelLoadError
 from mlkube.observability.logging import AccessLog, PayloadLog
@@ -188,10 +189,15 @@ class Replica:
         warm_s = self.clock.monotonic() - warm_started
         spec = self.deployment.spec
         batching = spec.batching.enabled and runtime.supports_batching
+        costs = await loop.run_in_executor(
+            None, calibrate, runtime, spec.batching, batching, self.clock, warm_s
+        )
+        state = self.state
         batcher = Batcher(
             runtime.predict,
             BatcherSettings(
                 max_batch_size=spec.batching.max_batch_size,
+                max_batch_requests=spec.batching.max_batch_requests,
                 max_latency_s=spec.batching.max_latency_ms / 1000,
                 max_queue=spec.server.max_queue_size,
                 timeout_s=spec.server.request_timeout,
@@ -200,12 +206,20 @@ class Replica:
             ),
             clock=self.clock,
             observer=self.metrics,
+            # Open connections without a request in flight: the requests that may still come.
+            may_arrive=lambda: len(state.connections) - state.in_flight,
         )
-        batcher.set_predict_seconds(warm_s)
+        batcher.calibrate(costs or [(1, warm_s)])
         self.load_seconds = self.clock.monotonic() - started
         self.app.attach(runtime, batcher)
         logger.info(
-            "model ready", extra={"load_seconds": round(self.load_seconds, 3), "batching": batching}
+            "model ready",
+            extra={
+                "load_seconds": round(self.load_seconds, 3),
+                "batching": batching,
+                "predict_fixed_ms": round(batcher.cost.cost.fixed_s * 1000, 3),
+                "predict_row_ms": round(batcher.cost.cost.per_row_s * 1000, 4),
+            },
         )
 
     async def _flush_logs(self, stop: asyncio.Event) -> None:
