@@ -1,16 +1,27 @@
 """Benchmark ``mlkube serve`` against a bare Starlette/uvicorn app on the same model and cores.
 
-    python bench/serve.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
+    python bench/serve.py [--duration 5] [--rounds 3] [--workers 2] [--quick] [--models ...]
 
-Both servers get the same worker count and serve the same files: a scikit-learn
-HistGradientBoostingClassifier with 20 float features, natively (skops) and exported to ONNX.
+Both servers get the same worker count and serve the same files, models of four cost shapes
+(20 float features each; ``MODELS``):
+
+- ``onnx``: a HistGradientBoostingClassifier exported to ONNX, ~40 µs a call: the cost is
+  HTTP and JSON;
+- ``sklearn``: the same classifier natively (skops), ~2 ms a call whatever its rows;
+- ``forest``: a RandomForestClassifier of 100 trees (depth 8, ``n_jobs=1``), ~4 ms a call
+  at 1 row or 32: a flat cost, the per-tree Python overhead of scikit-learn's forests;
+- ``knn``: a brute-force KNeighborsClassifier over 50,000 rows, a cost per row (the
+  distances to every stored row) on top of ~0.5 ms a call.
+
 ``wrk`` (Debian package; installed if missing and we are root) drives each at 1 and 64
 connections with 1-row and 32-row requests. Recorded: req/s, rows/s, p50/p99, non-2xx
-answers, idle and loaded PSS, cold start (process start to first 200) and the in-process
-ceiling (rows/s of a bare predict loop on the same runtime). Ratios against the baseline of the
-same run are what to read: the machine is shared and noisy.
+answers, idle and loaded PSS, cold start (process start to first 200), the in-process
+ceiling (rows/s of a bare predict loop on the same runtime) and the machine's idle CPU over
+the run. Ratios against the baseline of the same run are what to read: the machine is shared
+and noisy.
 
-Writes bench/results/serve.json and prints a table.
+Writes bench/results/serve.json, prints a table, and rewrites the README's benchmark table
+(``bench/readme_table.py``).
 """
 
 from __future__ import annotations
@@ -64,15 +75,45 @@ def ensure_wrk() -> str:
     return found
 
 
-def build_models(folder: Path) -> dict[str, Path]:
+MODELS = ("onnx", "sklearn", "forest", "knn")
+SHAPES = {
+    "onnx": "cheap (HTTP/JSON)",
+    "sklearn": "flat ~2 ms",
+    "forest": "flat ~4 ms",
+    "knn": "per row",
+}
+
+
+def build_models(folder: Path, wanted: tuple[str, ...] = MODELS) -> dict[str, Path]:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+
     trained = models.hgb_classifier(n_samples=2000, n_features=FEATURES)
-    native = models.save_sklearn(trained, folder, kind="skops", name="hgb")
-    onnx = models.save_onnx(trained, folder, name="hgb")
-    specs = {}
-    for label, built in (("sklearn", native), ("onnx", onnx)):
-        spec = models.write_spec(built, folder, name=f"hgb-{label}")
-        specs[label] = spec
-    return specs
+    built: dict[str, models.BuiltModel] = {}
+    if "sklearn" in wanted:
+        built["sklearn"] = models.save_sklearn(trained, folder, kind="skops", name="hgb")
+    if "onnx" in wanted:
+        built["onnx"] = models.save_onnx(trained, folder, name="hgb")
+    if "forest" in wanted:
+        forest = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0)
+        forest.fit(trained.rows, trained.model.predict(trained.rows))
+        built["forest"] = models.save_sklearn(
+            models.Trained(forest, trained.rows), folder, kind="skops", name="forest"
+        )
+    if "knn" in wanted:
+        rows, labels = make_classification(
+            n_samples=50_000, n_features=FEATURES, n_informative=10, random_state=0
+        )
+        knn = KNeighborsClassifier(n_neighbors=5, algorithm="brute").fit(rows, labels)
+        built["knn"] = models.save_sklearn(
+            models.Trained(knn, rows), folder, kind="skops", name="knn"
+        )
+    return {
+        label: models.write_spec(model, folder, name=f"bench-{label}")
+        for label, model in built.items()
+        if label in wanted
+    }
 
 
 class Server:

@@ -272,3 +272,57 @@ async def test_a_batch_far_larger_than_those_measured_fast_runs_off_the_loop():
     assert seen[0] == (1, loop_thread)
     assert seen[1][0] == 1000 and seen[1][1] != loop_thread
     await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("may_arrive", "on_the_loop"),
+    [pytest.param(0, True, id="nothing-can-arrive"), pytest.param(3, False, id="others-may")],
+)
+async def test_a_lone_request_of_a_few_ms_predicts_inline_only_when_nothing_can_arrive(
+    may_arrive, on_the_loop
+):
+    # The thread hop is pure added latency for a lone request (the bare app predicts inline);
+    # with other connections able to send, the loop must stay free to parse them.
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    observer = RecordingObserver()
+    batcher = Batcher(
+        record,
+        BatcherSettings(),
+        clock=SystemClock(),
+        observer=observer,
+        may_arrive=lambda: may_arrive,
+    )
+    batcher.calibrate([(1, 0.004), (32, 0.004)])  # a flat 4 ms model: over the fast bound
+    assert observer.cost == (pytest.approx(0.004), 0.0)
+    await batcher.submit_future(request(1))
+    assert (seen[0] == loop_thread) is on_the_loop
+    reason = "nothing-can-arrive" if on_the_loop else "all-expected"
+    assert batcher.decisions[reason] == 1
+    await batcher.close()
+
+
+async def test_user_code_runs_in_the_thread_even_when_nothing_can_arrive():
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    batcher = Batcher(
+        record,
+        BatcherSettings(inline=False),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+        may_arrive=lambda: 0,
+    )
+    batcher.calibrate([(1, 0.004)])
+    await batcher.submit_future(request(1))
+    assert seen[0] != loop_thread
+    await batcher.close()

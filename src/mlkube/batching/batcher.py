@@ -9,8 +9,9 @@ hop costs more than the prediction), slow ones in a worker thread so the loop ke
 An inline call is bounded: it is allowed only for library runtimes (``inline=False`` for user
 code, which may sleep or loop on one input), only while the moving average is under
 ``INLINE_PREDICT_MAX_S``, and only for batches at most twice as large as the largest batch
-measured under that bound; anything else runs in the thread, where the per-request deadline
-answers the caller even when the call never returns.
+measured under that bound, or, when no other request can arrive (low load), while the cost
+model puts the call under ``INLINE_ALONE_MAX_S``; anything else runs in the thread, where the
+per-request deadline answers the caller even when the call never returns.
 
 When a merged batch fails, its requests are predicted again in halves (``isolation``), so
 only a request that fails on its own gets an error, and only its own.
@@ -48,6 +49,12 @@ INLINE_PREDICT_MAX_S = 0.0015
 # An inline batch may be at most this many times the rows of the largest batch measured fast:
 # the moving average says nothing about a batch much larger than those it was measured on.
 INLINE_GROWTH = 2
+# When no other request can arrive (every open connection's request is in this batch), a
+# library runtime's call estimated under this runs inline too: the hand-off to the predict
+# thread and back (two thread wake-ups and a GIL hand-over, each waiting for a core on a busy
+# machine) is then pure added latency, and nothing is waiting to be parsed meanwhile. The bare
+# app of bench/serve.py predicts inline the same way.
+INLINE_ALONE_MAX_S = 0.02
 # How often queued requests are checked against their deadline.
 DEADLINE_SWEEP_S = 0.05
 _EWMA_WEIGHT = 0.2
@@ -116,6 +123,8 @@ class _Stats:
     expected_requests: int = 1
     fast_rows: int = 1
     """Rows of the largest batch whose call took less than INLINE_PREDICT_MAX_S."""
+    measured_rows: int = 1
+    """Rows of the largest batch timed so far (warm-up or real calls)."""
     running: bool = False
     scheduled: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -170,6 +179,7 @@ class Batcher:
         self._stats.fast_rows = max(
             [1] + [rows for rows, seconds in samples if seconds < INLINE_PREDICT_MAX_S]
         )
+        self._stats.measured_rows = max(rows for rows, _ in samples)
         self._report_cost()
 
     def _report_cost(self) -> None:
@@ -248,7 +258,7 @@ class Batcher:
         )
         self.decisions[decision.reason] += 1
         if decision.flush:
-            self._start(self._take())
+            self._start(self._take(), alone=decision.reason == "nothing-can-arrive")
         elif decision.wait_s is not None:
             loop = asyncio.get_running_loop()
             stats.timer = loop.call_later(decision.wait_s, self._flush)
@@ -281,7 +291,7 @@ class Batcher:
                 items.append(item)
         return items
 
-    def _start(self, items: list[_Item]) -> None:
+    def _start(self, items: list[_Item], *, alone: bool = False) -> None:
         stats = self._stats
         stats.running = True
         stats.expected_requests = len(items)
@@ -291,7 +301,14 @@ class Batcher:
             self._observer.queue_wait(now - item.enqueued_at)
         batches = [item.inputs for item in items]
         rows = sum(item.rows for item in items)
-        if self._settings.inline and stats.inline(rows):
+        if self._settings.inline and (
+            stats.inline(rows)
+            or (
+                alone
+                and rows <= INLINE_GROWTH * stats.measured_rows
+                and self.cost.cost.of(rows) < INLINE_ALONE_MAX_S
+            )
+        ):
             started = self._clock.monotonic()
             self._finish(items, predict_apart(self._predict, batches), started)
             return
@@ -324,6 +341,7 @@ class Batcher:
                 self._report_cost()
         if elapsed < INLINE_PREDICT_MAX_S:
             stats.fast_rows = max(stats.fast_rows, rows)
+        stats.measured_rows = max(stats.measured_rows, rows)
         stats.running = False
         self._running = []
         self._observer.batch_done(rows=rows, requests=len(items), predict_s=elapsed)
