@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
-from mlkube.clock import SystemClock
+from mlkube.clock import ManualClock, SystemClock
 from mlkube.errors import (
     InvalidInputError,
     OverloadedError,
@@ -326,3 +326,24 @@ async def test_user_code_runs_in_the_thread_even_when_nothing_can_arrive():
     await batcher.submit_future(request(1))
     assert seen[0] != loop_thread
     await batcher.close()
+
+
+async def test_the_deadline_sweeper_stops_when_idle_and_starts_again():
+    # An idle worker must not be woken 20 times a second by a timer with nothing to watch.
+    clock = ManualClock()
+    batcher = Batcher(doubling, BatcherSettings(), clock=clock, observer=RecordingObserver())
+    await batcher.submit_future(request(1))
+    assert _watching(batcher)
+    for _ in range(100):  # ManualClock.sleep advances at once: 100 sweeps = 5 s of idleness
+        if not _watching(batcher):
+            break
+        await asyncio.sleep(0)
+    assert not _watching(batcher)
+    await batcher.submit_future(request(2))
+    assert _watching(batcher)
+    await batcher.close()
+
+
+def _watching(batcher: Batcher) -> bool:
+    # A call, not the property itself: mypy would keep its value narrowed across awaits.
+    return batcher.watching_deadlines

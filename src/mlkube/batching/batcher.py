@@ -57,6 +57,8 @@ INLINE_GROWTH = 2
 INLINE_ALONE_MAX_S = 0.02
 # How often queued requests are checked against their deadline.
 DEADLINE_SWEEP_S = 0.05
+# The deadline sweeper stops after this long with nothing to watch.
+SWEEPER_IDLE_S = 1.0
 _EWMA_WEIGHT = 0.2
 
 
@@ -165,6 +167,11 @@ class Batcher:
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def watching_deadlines(self) -> bool:
+        """Whether the deadline sweeper runs (it stops when idle)."""
+        return self._sweeper is not None and not self._sweeper.done()
 
     def set_predict_seconds(self, seconds: float) -> None:
         """Seed the moving average (e.g. with the warm-up prediction's duration)."""
@@ -356,8 +363,12 @@ class Batcher:
             self._schedule(asyncio.get_running_loop())
 
     async def _sweep_deadlines(self) -> None:
-        while True:
+        # Ends after SWEEPER_IDLE_S with nothing queued or running (``submit`` starts it
+        # again): an idle worker then has no timer waking it up 20 times a second.
+        idle_sweeps = 0
+        while idle_sweeps * DEADLINE_SWEEP_S < SWEEPER_IDLE_S:
             await self._clock.sleep(DEADLINE_SWEEP_S)
+            idle_sweeps = idle_sweeps + 1 if not self._queue and not self._running else 0
             now = self._clock.monotonic()
             for item in chain(self._queue, self._running):
                 if not item.finished and now >= item.deadline:
@@ -365,6 +376,7 @@ class Batcher:
                         None,
                         RequestTimeoutError(f"no prediction within {self._settings.timeout_s:g} s"),
                     )
+        self._sweeper = None
 
     async def close(self) -> None:
         """Stop the deadline sweeper and fail whatever is still queued."""
