@@ -65,6 +65,32 @@ async def test_batches_never_exceed_max_batch_size():
     await batcher.close()
 
 
+async def test_a_request_over_the_row_limit_is_predicted_alone_not_refused():
+    observer = RecordingObserver()
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_size=8), clock=SystemClock(), observer=observer
+    )
+    big, *small = await asyncio.gather(
+        batcher.submit_future(request(3, rows=20)),
+        batcher.submit_future(request(1)),
+        batcher.submit_future(request(2)),
+    )
+    np.testing.assert_array_equal(big["y"], np.full((20, 2), 6))
+    assert [len(answer["y"]) for answer in small] == [1, 1]
+    assert observer.batches == [(20, 1), (2, 2)]
+    await batcher.close()
+
+
+async def test_the_request_limit_bounds_a_batch_of_small_requests():
+    observer = RecordingObserver()
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_requests=4), clock=SystemClock(), observer=observer
+    )
+    await asyncio.gather(*(batcher.submit_future(request(i)) for i in range(10)))
+    assert [requests for _, requests in observer.batches] == [4, 4, 2]
+    await batcher.close()
+
+
 async def test_disabled_batching_predicts_each_request_alone():
     observer = RecordingObserver()
     batcher = Batcher(
