@@ -36,11 +36,13 @@ def render(report: dict[str, Any]) -> str:
             f"| {row['mlkube_p50_ms']:.2f} / {row['baseline_p50_ms']:.2f} |"
         )
     idle = machine.get("idle_cpu_before_percent")
+    load = machine.get("loadavg_before", ["?"])[0]
     lines += [
         "",
         f"{machine['cpus']} CPUs, {settings['workers']} workers each, medians of "
-        f"{settings['rounds']} interleaved {settings['duration_s']} s `wrk` runs; the machine "
-        f"was {idle if idle is not None else '?'}% idle before the run (other work shares it).",
+        f"{settings['rounds']} interleaved {settings['duration_s']} s `wrk` runs;",
+        f"the machine was {idle if idle is not None else '?'}% idle before the run "
+        f"(load average {load}: other work shares it).",
     ]
     return "\n".join(lines)
 

@@ -78,7 +78,7 @@ def ensure_wrk() -> str:
 
 MODELS = ("onnx", "sklearn", "forest", "knn")
 SHAPES = {
-    "onnx": "cheap (HTTP/JSON)",
+    "onnx": "cheap, HTTP/JSON",
     "sklearn": "flat ~2 ms",
     "forest": "flat ~4 ms",
     "knn": "per row",
