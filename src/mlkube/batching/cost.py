@@ -25,8 +25,8 @@ EWMA_WEIGHT = 0.2
 # A size class counts at most this many calls in the fit (warm-up classes count one).
 MAX_WEIGHT = 32
 # Refit the line after this many calls (the fit is a small loop; once per call would cost
-# about a tenth of a 40 µs predict call).
-REFIT_EVERY = 8
+# about a tenth of a 40 µs predict call; measured: every 8th call still cost ~1 µs a request).
+REFIT_EVERY = 32
 # Batch sizes timed at warm-up (capped by the batch row limit).
 WARMUP_ROWS = (1, 8, 32, 128)
 # Timed calls per size at warm-up; the fastest counts (the first call of a size may allocate).
