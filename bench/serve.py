@@ -1,21 +1,33 @@
 """Benchmark ``mlkube serve`` against a bare Starlette/uvicorn app on the same model and cores.
 
-    python bench/serve.py [--duration 5] [--rounds 3] [--workers 2] [--quick]
+    python bench/serve.py [--duration 5] [--rounds 3] [--workers 2] [--quick] [--models ...]
 
-Both servers get the same worker count and serve the same files: a scikit-learn
-HistGradientBoostingClassifier with 20 float features, natively (skops) and exported to ONNX.
+Both servers get the same worker count and serve the same files, models of four cost shapes
+(20 float features each; ``MODELS``):
+
+- ``onnx``: a HistGradientBoostingClassifier exported to ONNX, ~40 µs a call: the cost is
+  HTTP and JSON;
+- ``sklearn``: the same classifier natively (skops), ~2 ms a call whatever its rows;
+- ``forest``: a RandomForestClassifier of 100 trees (depth 8, ``n_jobs=1``), ~4 ms a call
+  at 1 row or 32: a flat cost, the per-tree Python overhead of scikit-learn's forests;
+- ``knn``: a brute-force KNeighborsClassifier over 50,000 rows, a cost per row (the
+  distances to every stored row) on top of ~0.5 ms a call.
+
 ``wrk`` (Debian package; installed if missing and we are root) drives each at 1 and 64
 connections with 1-row and 32-row requests. Recorded: req/s, rows/s, p50/p99, non-2xx
-answers, idle and loaded PSS, cold start (process start to first 200) and the in-process
-ceiling (rows/s of a bare predict loop on the same runtime). Ratios against the baseline of the
-same run are what to read: the machine is shared and noisy.
+answers, idle and loaded PSS, cold start (process start to first 200), the in-process
+ceiling (rows/s of a bare predict loop on the same runtime) and the machine's idle CPU over
+the run. Ratios against the baseline of the same run are what to read: the machine is shared
+and noisy.
 
-Writes bench/results/serve.json and prints a table.
+Writes bench/results/serve.json, prints a table, and rewrites the README's benchmark table
+(``bench/readme_table.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -64,15 +76,45 @@ def ensure_wrk() -> str:
     return found
 
 
-def build_models(folder: Path) -> dict[str, Path]:
+MODELS = ("onnx", "sklearn", "forest", "knn")
+SHAPES = {
+    "onnx": "cheap, HTTP/JSON",
+    "sklearn": "flat ~2 ms",
+    "forest": "flat ~4 ms",
+    "knn": "per row",
+}
+
+
+def build_models(folder: Path, wanted: tuple[str, ...] = MODELS) -> dict[str, Path]:
+    from sklearn.datasets import make_classification
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.neighbors import KNeighborsClassifier
+
     trained = models.hgb_classifier(n_samples=2000, n_features=FEATURES)
-    native = models.save_sklearn(trained, folder, kind="skops", name="hgb")
-    onnx = models.save_onnx(trained, folder, name="hgb")
-    specs = {}
-    for label, built in (("sklearn", native), ("onnx", onnx)):
-        spec = models.write_spec(built, folder, name=f"hgb-{label}")
-        specs[label] = spec
-    return specs
+    built: dict[str, models.BuiltModel] = {}
+    if "sklearn" in wanted:
+        built["sklearn"] = models.save_sklearn(trained, folder, kind="skops", name="hgb")
+    if "onnx" in wanted:
+        built["onnx"] = models.save_onnx(trained, folder, name="hgb")
+    if "forest" in wanted:
+        forest = RandomForestClassifier(n_estimators=100, max_depth=8, n_jobs=1, random_state=0)
+        forest.fit(trained.rows, trained.model.predict(trained.rows))
+        built["forest"] = models.save_sklearn(
+            models.Trained(forest, trained.rows), folder, kind="skops", name="forest"
+        )
+    if "knn" in wanted:
+        rows, labels = make_classification(
+            n_samples=50_000, n_features=FEATURES, n_informative=10, random_state=0
+        )
+        knn = KNeighborsClassifier(n_neighbors=5, algorithm="brute").fit(rows, labels)
+        built["knn"] = models.save_sklearn(
+            models.Trained(knn, rows), folder, kind="skops", name="knn"
+        )
+    return {
+        label: models.write_spec(model, folder, name=f"bench-{label}")
+        for label, model in built.items()
+        if label in wanted
+    }
 
 
 class Server:
@@ -370,16 +412,19 @@ def worker_pss(values: dict[str, float], workers: int) -> float:
 
 def summarise(results: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     rows = []
-    for model in ("sklearn", "onnx"):
+    for model in results["mlkube"]:
         ours, base = results["mlkube"][model], results["baseline"][model]
         for mine, theirs in zip(ours["runs"], base["runs"], strict=True):
             rows.append(
                 {
                     "model": model,
+                    "shape": SHAPES[model],
                     "rows": mine["rows"],
                     "connections": mine["connections"],
                     "mlkube_rps": mine["requests_per_s"],
                     "baseline_rps": theirs["requests_per_s"],
+                    "mlkube_rows_per_s": mine["rows_per_s"],
+                    "baseline_rows_per_s": theirs["rows_per_s"],
                     "ratio_rps": mine["requests_per_s"] / max(theirs["requests_per_s"], 1e-9),
                     "mlkube_p50_ms": mine["p50_ms"],
                     "baseline_p50_ms": theirs["p50_ms"],
@@ -396,7 +441,9 @@ def summarise(results: dict[str, Any], workers: int) -> list[dict[str, Any]]:
     return rows
 
 
-def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, Any]:
+def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, float]:
+    """The issues' targets that this run's models can answer."""
+
     def pick(model: str, rows: int, connections: int) -> dict[str, Any]:
         return next(
             r
@@ -404,19 +451,44 @@ def targets(table: list[dict[str, Any]], results: dict[str, Any]) -> dict[str, A
             if (r["model"], r["rows"], r["connections"]) == (model, rows, connections)
         )
 
-    onnx_1 = pick("onnx", 1, 64)
-    onnx_32 = pick("onnx", 32, 64)
-    alone = pick("onnx", 1, 1)
-    return {
-        "sklearn_1row_64c_rps (target >= 6000)": pick("sklearn", 1, 64)["mlkube_rps"],
-        "onnx_1row_64c_ratio (target >= 1.3)": onnx_1["ratio_rps"],
-        "onnx_32row_64c_rows_ratio (target >= 2.0)": onnx_32["ratio_rps"],
-        "onnx_p50_1c_delta_ms (target <= 0.1)": alone["mlkube_p50_ms"] - alone["baseline_p50_ms"],
-        "onnx_cold_start_s (target <= 1.0)": results["mlkube"]["onnx"]["cold_start_s"],
-        "onnx_idle_pss_per_worker_mib (target <= 80)": results["mlkube"]["onnx"][
-            "idle_pss_per_worker_mib"
-        ],
-    }
+    found: dict[str, float] = {}
+    models_run = set(results["mlkube"])
+    if "forest" in models_run:
+        found["forest_32row_64c_rows_ratio (target >= 2.0)"] = pick("forest", 32, 64)["ratio_rps"]
+    for model in sorted(models_run):
+        alone = pick(model, 1, 1)
+        found[f"{model}_p50_1c_delta_ms (target <= 0.1)"] = (
+            alone["mlkube_p50_ms"] - alone["baseline_p50_ms"]
+        )
+    if "onnx" in models_run:
+        found["onnx_32row_64c_rows_ratio (target >= 2.0)"] = pick("onnx", 32, 64)["ratio_rps"]
+        found["onnx_1row_64c_ratio (target >= 1.3)"] = pick("onnx", 1, 64)["ratio_rps"]
+    if "sklearn" in models_run:
+        found["sklearn_1row_64c_rps (target >= 6000)"] = pick("sklearn", 1, 64)["mlkube_rps"]
+    return found
+
+
+class CpuMeter:
+    """The machine's idle CPU share between two readings of /proc/stat."""
+
+    def __init__(self) -> None:
+        self.start = self._read()
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    def idle_percent(self) -> float:
+        idle, total = self._read()
+        return 100.0 * (idle - self.start[0]) / max(total - self.start[1], 1)
+
+
+def machine_idle_before(seconds: float = 3.0) -> float:
+    """Idle CPU of the machine before the benchmark starts: what other work leaves us."""
+    meter = CpuMeter()
+    time.sleep(seconds)
+    return meter.idle_percent()
 
 
 def main() -> None:
@@ -427,16 +499,30 @@ def main() -> None:
     )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2-second runs (smoke test)")
+    parser.add_argument(
+        "--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--no-readme", action="store_true", help="leave the README's benchmark table alone"
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds = 2, 1
+    wanted = tuple(m for m in args.models.split(",") if m)
+    unknown = [m for m in wanted if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
     wrk = ensure_wrk()
+    idle_before = machine_idle_before()
+    load_before = os.getloadavg()
+    meter = CpuMeter()
     with tempfile.TemporaryDirectory() as folder:
-        specs = build_models(Path(folder))
+        specs = build_models(Path(folder), wanted)
         results: dict[str, Any] = {"mlkube": {}, "baseline": {}}
         ceilings = {}
-        for model, spec in specs.items():
+        for model in wanted:
+            spec = specs[model]
             ceilings[model] = in_process_ceiling(spec)
             pair = measure_pair(model, spec, args, wrk)
             for kind in ("baseline", "mlkube"):
@@ -447,12 +533,16 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "idle_cpu_before_percent": round(idle_before, 1),
+            "loadavg_before": [round(v, 2) for v in load_before],
+            "idle_cpu_during_percent": round(meter.idle_percent(), 1),
         },
         "settings": {
             "duration_s": args.duration,
             "rounds": args.rounds,
             "workers": args.workers,
             "features": FEATURES,
+            "models": {model: SHAPES[model] for model in wanted},
             "wrk_threads": "1 at 1 connection, 2 at 64",
         },
         "in_process_ceiling": ceilings,
@@ -462,23 +552,30 @@ def main() -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
-    print_table(table, report)
+    print_table(table, report, args.output)
+    if not args.no_readme:
+        sys.path.insert(0, str(ROOT / "bench"))
+        importlib.import_module("readme_table").update_readme(report)
+        print("rewrote the README's benchmark table")
 
 
-def print_table(table: list[dict[str, Any]], report: dict[str, Any]) -> None:
+def print_table(table: list[dict[str, Any]], report: dict[str, Any], output: Path) -> None:
     print(
-        f"\n{'model':8} {'rows':>4} {'conn':>4} {'mlkube req/s':>13} {'baseline':>10} "
+        f"\n{'model':8} {'rows':>4} {'conn':>4} {'mlkube rows/s':>13} {'baseline':>10} "
         f"{'ratio':>6} {'p50 ms':>14} {'p99 ms':>15}"
     )
     for r in table:
         print(
-            f"{r['model']:8} {r['rows']:>4} {r['connections']:>4} {r['mlkube_rps']:>13.0f} "
-            f"{r['baseline_rps']:>10.0f} {r['ratio_rps']:>6.2f} "
+            f"{r['model']:8} {r['rows']:>4} {r['connections']:>4} "
+            f"{r['mlkube_rows_per_s']:>13.0f} {r['baseline_rows_per_s']:>10.0f} "
+            f"{r['ratio_rps']:>6.2f} "
             f"{r['mlkube_p50_ms']:>6.2f}/{r['baseline_p50_ms']:<7.2f} "
             f"{r['mlkube_p99_ms']:>6.2f}/{r['baseline_p99_ms']:<7.2f}"
         )
-    print("\nin-process ceiling (rows/s):", json.dumps(report["in_process_ceiling"]))
-    for model in ("sklearn", "onnx"):
+    print("\nin-process ceiling (rows/s):")
+    for model, ceiling in report["in_process_ceiling"].items():
+        print(f"  {model:8} " + ", ".join(f"{k} {v:.0f}" for k, v in ceiling.items()))
+    for model in report["results"]["mlkube"]:
         for kind in ("mlkube", "baseline"):
             entry = report["results"][kind][model]
             print(
@@ -486,10 +583,15 @@ def print_table(table: list[dict[str, Any]], report: dict[str, Any]) -> None:
                 f"PSS/worker idle {entry['idle_pss_per_worker_mib']:.0f} MiB, "
                 f"loaded {entry['loaded_pss_per_worker_mib']:.0f} MiB"
             )
-    print("\ntargets:")
+    machine = report["machine"]
+    print(
+        f"\nmachine: {machine['cpus']} CPUs, idle before {machine['idle_cpu_before_percent']}% "
+        f"(load {machine['loadavg_before'][0]}), idle during {machine['idle_cpu_during_percent']}%"
+    )
+    print("targets:")
     for key, value in report["targets"].items():
         print(f"  {key}: {value:.3f}")
-    print(f"\nwrote {RESULTS.relative_to(ROOT)}")
+    print(f"\nwrote {output}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
-from mlkube.clock import SystemClock
+from mlkube.clock import ManualClock, SystemClock
 from mlkube.errors import (
     InvalidInputError,
     OverloadedError,
@@ -28,6 +28,9 @@ class RecordingObserver:
 
     def predict_failed(self):
         self.failures += 1
+
+    def cost_estimated(self, *, fixed_s, per_row_s):
+        self.cost = (fixed_s, per_row_s)
 
 
 def doubling(batch):
@@ -59,6 +62,32 @@ async def test_batches_never_exceed_max_batch_size():
     await asyncio.gather(*(batcher.submit_future(request(i, rows=3)) for i in range(10)))
     assert all(rows <= 8 for rows, _ in observer.batches)
     assert sum(rows for rows, _ in observer.batches) == 30
+    await batcher.close()
+
+
+async def test_a_request_over_the_row_limit_is_predicted_alone_not_refused():
+    observer = RecordingObserver()
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_size=8), clock=SystemClock(), observer=observer
+    )
+    big, *small = await asyncio.gather(
+        batcher.submit_future(request(3, rows=20)),
+        batcher.submit_future(request(1)),
+        batcher.submit_future(request(2)),
+    )
+    np.testing.assert_array_equal(big["y"], np.full((20, 2), 6))
+    assert [len(answer["y"]) for answer in small] == [1, 1]
+    assert observer.batches == [(20, 1), (2, 2)]
+    await batcher.close()
+
+
+async def test_the_request_limit_bounds_a_batch_of_small_requests():
+    observer = RecordingObserver()
+    batcher = Batcher(
+        doubling, BatcherSettings(max_batch_requests=4), clock=SystemClock(), observer=observer
+    )
+    await asyncio.gather(*(batcher.submit_future(request(i)) for i in range(10)))
+    assert [requests for _, requests in observer.batches] == [4, 4, 2]
     await batcher.close()
 
 
@@ -122,7 +151,10 @@ async def test_a_failing_request_fails_alone_and_its_batch_mates_get_their_answe
         return poisoned_below_zero(batch)
 
     batcher = Batcher(
-        model, BatcherSettings(max_batch_size=67), clock=SystemClock(), observer=observer
+        model,
+        BatcherSettings(max_batch_size=67, max_batch_requests=67),
+        clock=SystemClock(),
+        observer=observer,
     )
     batcher.set_predict_seconds(1.0 if threaded else 0.0)
     values = [float(i) for i in range(64)]
@@ -266,3 +298,78 @@ async def test_a_batch_far_larger_than_those_measured_fast_runs_off_the_loop():
     assert seen[0] == (1, loop_thread)
     assert seen[1][0] == 1000 and seen[1][1] != loop_thread
     await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("may_arrive", "on_the_loop"),
+    [pytest.param(0, True, id="nothing-can-arrive"), pytest.param(3, False, id="others-may")],
+)
+async def test_a_lone_request_of_a_few_ms_predicts_inline_only_when_nothing_can_arrive(
+    may_arrive, on_the_loop
+):
+    # The thread hop is pure added latency for a lone request (the bare app predicts inline);
+    # with other connections able to send, the loop must stay free to parse them.
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    observer = RecordingObserver()
+    batcher = Batcher(
+        record,
+        BatcherSettings(),
+        clock=SystemClock(),
+        observer=observer,
+        may_arrive=lambda: may_arrive,
+    )
+    batcher.calibrate([(1, 0.004), (32, 0.004)])  # a flat 4 ms model: over the fast bound
+    assert observer.cost == (pytest.approx(0.004), 0.0)
+    await batcher.submit_future(request(1))
+    assert (seen[0] == loop_thread) is on_the_loop
+    reason = "nothing-can-arrive" if on_the_loop else "all-expected"
+    assert batcher.decisions[reason] == 1
+    await batcher.close()
+
+
+async def test_user_code_runs_in_the_thread_even_when_nothing_can_arrive():
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    batcher = Batcher(
+        record,
+        BatcherSettings(inline=False),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+        may_arrive=lambda: 0,
+    )
+    batcher.calibrate([(1, 0.004)])
+    await batcher.submit_future(request(1))
+    assert seen[0] != loop_thread
+    await batcher.close()
+
+
+async def test_the_deadline_sweeper_stops_when_idle_and_starts_again():
+    # An idle worker must not be woken 20 times a second by a timer with nothing to watch.
+    clock = ManualClock()
+    batcher = Batcher(doubling, BatcherSettings(), clock=clock, observer=RecordingObserver())
+    await batcher.submit_future(request(1))
+    assert _watching(batcher)
+    for _ in range(100):  # ManualClock.sleep advances at once: 100 sweeps = 5 s of idleness
+        if not _watching(batcher):
+            break
+        await asyncio.sleep(0)
+    assert not _watching(batcher)
+    await batcher.submit_future(request(2))
+    assert _watching(batcher)
+    await batcher.close()
+
+
+def _watching(batcher: Batcher) -> bool:
+    # A call, not the property itself: mypy would keep its value narrowed across awaits.
+    return batcher.watching_deadlines

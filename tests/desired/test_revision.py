@@ -24,7 +24,7 @@ KEEP = [
     pytest.param({"monitoring": {"alerts": {"errorRate": 0.05}}}, id="monitoring"),
     pytest.param({"logging": {"files": {"maxSize": "1Mi"}}}, id="logging-files"),
     pytest.param({"kubernetes": {"image": "example/other:1"}}, id="kubernetes-only"),
-    pytest.param({"batching": {"maxBatchSize": 32}}, id="a-default-written-out"),
+    pytest.param({"batching": {"maxBatchSize": 1024}}, id="a-default-written-out"),
 ]
 CHANGE = [
     pytest.param({"model": {"uri": "s3://models/iris-2.onnx", "format": "onnx"}}, id="model"),

@@ -46,6 +46,21 @@ def test_hist_gradient_boosting_labels_equal_predict(tmp_path: Path, hgb: models
     np.testing.assert_array_equal(served["probabilities"], hgb.model.predict_proba(hgb.rows))
 
 
+def test_k_neighbours_labels_equal_predict_with_one_neighbour_search(
+    tmp_path: Path, hgb: models.Trained
+) -> None:
+    # KNeighborsClassifier's predict is the argmax of predict_proba (ties: predict decides),
+    # so the runtime searches the neighbours once per call, not twice.
+    from sklearn.neighbors import KNeighborsClassifier
+
+    model = KNeighborsClassifier(n_neighbors=4).fit(hgb.rows, hgb.model.predict(hgb.rows))
+    runtime = serve(models.save_sklearn(models.Trained(model, hgb.rows), tmp_path, "skops"))
+    rows = hgb.rows[:200] + 0.3
+    served = runtime.predict({"input": rows})
+    np.testing.assert_array_equal(served["label"], model.predict(rows))
+    assert runtime._fast_label  # type: ignore[attr-defined]
+
+
 def test_tied_probabilities_take_the_label_predict_gives(tmp_path: Path) -> None:
     # decision 1e-17 > 0 → predict says class 1, but expit rounds it to 0.5: proba [0.5, 0.5],
     # where argmax alone would say class 0.

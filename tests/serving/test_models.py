@@ -31,6 +31,9 @@ class _Observer:
     def predict_failed(self) -> None:
         pass
 
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None:
+        pass
+
 
 class _Doubling:
     """A runtime that doubles its input: enough to tell versions apart by their answers."""

@@ -9,18 +9,24 @@ hop costs more than the prediction), slow ones in a worker thread so the loop ke
 An inline call is bounded: it is allowed only for library runtimes (``inline=False`` for user
 code, which may sleep or loop on one input), only while the moving average is under
 ``INLINE_PREDICT_MAX_S``, and only for batches at most twice as large as the largest batch
-measured under that bound; anything else runs in the thread, where the per-request deadline
-answers the caller even when the call never returns.
+measured under that bound, or, when no other request can arrive (low load), while the cost
+model puts the call under ``INLINE_ALONE_MAX_S``; anything else runs in the thread, where the
+per-request deadline answers the caller even when the call never returns.
 
 When a merged batch fails, its requests are predicted again in halves (``isolation``), so
 only a request that fails on its own gets an error, and only its own.
+
+When to flush and how many requests to merge is ``policy``'s call, from the model's measured
+cost (``cost``: timed at warm-up by ``calibrate``, then followed from every real call) and from
+how many more requests could arrive (``may_arrive``: the server's open connections that have
+no request waiting). Every decision is counted by its reason in ``decisions``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,8 +34,9 @@ from itertools import chain
 from typing import Protocol
 
 from mlkube.batching.assembly import Signature, rows_of, signature
+from mlkube.batching.cost import CostModel
 from mlkube.batching.isolation import Outcome, predict_apart
-from mlkube.batching.policy import QueueView, flush_decision
+from mlkube.batching.policy import UNBATCHED, Limits, QueueView, batch_length, flush_decision
 from mlkube.clock import Clock
 from mlkube.errors import OverloadedError, PredictError, RequestTimeoutError, ServingError
 from mlkube.runtimes.base import Batch
@@ -42,8 +49,16 @@ INLINE_PREDICT_MAX_S = 0.0015
 # An inline batch may be at most this many times the rows of the largest batch measured fast:
 # the moving average says nothing about a batch much larger than those it was measured on.
 INLINE_GROWTH = 2
+# When no other request can arrive (every open connection's request is in this batch), a
+# library runtime's call estimated under this runs inline too: the hand-off to the predict
+# thread and back (two thread wake-ups and a GIL hand-over, each waiting for a core on a busy
+# machine) is then pure added latency, and nothing is waiting to be parsed meanwhile. The bare
+# app of bench/serve.py predicts inline the same way.
+INLINE_ALONE_MAX_S = 0.02
 # How often queued requests are checked against their deadline.
 DEADLINE_SWEEP_S = 0.05
+# The deadline sweeper stops after this long with nothing to watch.
+SWEEPER_IDLE_S = 1.0
 _EWMA_WEIGHT = 0.2
 
 
@@ -55,6 +70,8 @@ class BatchObserver(Protocol):
     def queue_wait(self, seconds: float) -> None: ...
 
     def predict_failed(self) -> None: ...
+
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None: ...
 
 
 Done = Callable[[Batch | None, BaseException | None], None]
@@ -85,13 +102,21 @@ class _Item:
 class BatcherSettings:
     """Knobs of one batcher (from the spec's batching and server sections)."""
 
-    max_batch_size: int = 32
+    max_batch_size: int = 1024
+    """Most rows per predict call; a larger request is predicted alone."""
+    max_batch_requests: int = 32
+    """Most requests merged into one predict call."""
     max_latency_s: float = 0.005
     max_queue: int = 2048
     timeout_s: float = 30.0
     enabled: bool = True
     inline: bool = True
     """Whether fast predict calls may run on the event loop (False for user code)."""
+
+    def limits(self) -> Limits:
+        if not self.enabled:
+            return UNBATCHED
+        return Limits(self.max_batch_size, self.max_batch_requests, self.max_latency_s)
 
 
 @dataclass(slots=True)
@@ -100,6 +125,8 @@ class _Stats:
     expected_requests: int = 1
     fast_rows: int = 1
     """Rows of the largest batch whose call took less than INLINE_PREDICT_MAX_S."""
+    measured_rows: int = 1
+    """Rows of the largest batch timed so far (warm-up or real calls)."""
     running: bool = False
     scheduled: bool = False
     timer: asyncio.TimerHandle | None = None
@@ -119,6 +146,7 @@ class Batcher:
         clock: Clock,
         observer: BatchObserver,
         executor: ThreadPoolExecutor | None = None,
+        may_arrive: Callable[[], int] | None = None,
     ) -> None:
         self._predict = predict
         self._settings = settings
@@ -129,14 +157,41 @@ class Batcher:
         self._running: list[_Item] = []
         self._stats = _Stats()
         self._sweeper: asyncio.Task[None] | None = None
+        self._limits = settings.limits()
+        # Unknown (no server to ask): assume requests may always arrive, as a socket could.
+        self._may_arrive = may_arrive or (lambda: 1 << 30)
+        self.cost = CostModel()
+        self.decisions: Counter[str] = Counter()
+        """Flush decisions taken, by reason (``policy.FlushDecision.reason``)."""
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def watching_deadlines(self) -> bool:
+        """Whether the deadline sweeper runs (it stops when idle)."""
+        return self._sweeper is not None and not self._sweeper.done()
+
     def set_predict_seconds(self, seconds: float) -> None:
         """Seed the moving average (e.g. with the warm-up prediction's duration)."""
-        self._stats.predict_s = seconds
+        self.calibrate([(1, seconds)])
+
+    def calibrate(self, samples: list[tuple[int, float]]) -> None:
+        """Seed the cost model with ``(rows, seconds)`` of timed calls (``cost.measure``)."""
+        if not samples:
+            return
+        self.cost = CostModel(samples)
+        self._stats.predict_s = min(seconds for _, seconds in samples)
+        self._stats.fast_rows = max(
+            [1] + [rows for rows, seconds in samples if seconds < INLINE_PREDICT_MAX_S]
+        )
+        self._stats.measured_rows = max(rows for rows, _ in samples)
+        self._report_cost()
+
+    def _report_cost(self) -> None:
+        cost = self.cost.cost
+        self._observer.cost_estimated(fixed_s=cost.fixed_s, per_row_s=cost.per_row_s)
 
     def submit_future(self, inputs: Batch) -> asyncio.Future[Batch]:
         """``submit`` with a future that resolves to this request's rows of the outputs."""
@@ -196,7 +251,6 @@ class Batcher:
         self._drop_finished()
         if not self._queue:
             return
-        settings = self._settings
         decision = flush_decision(
             QueueView(
                 queued_requests=len(self._queue),
@@ -204,13 +258,14 @@ class Batcher:
                 oldest_wait_s=self._clock.monotonic() - self._queue[0].enqueued_at,
                 busy=stats.running,
                 expected_requests=stats.expected_requests,
-                predict_s=stats.predict_s,
+                cost=self.cost.cost,
+                may_arrive=self._may_arrive(),
             ),
-            max_batch_size=settings.max_batch_size if settings.enabled else 1,
-            max_latency_s=settings.max_latency_s if settings.enabled else 0.0,
+            self._limits,
         )
+        self.decisions[decision.reason] += 1
         if decision.flush:
-            self._start(self._take())
+            self._start(self._take(), alone=decision.reason == "nothing-can-arrive")
         elif decision.wait_s is not None:
             loop = asyncio.get_running_loop()
             stats.timer = loop.call_later(decision.wait_s, self._flush)
@@ -220,23 +275,30 @@ class Batcher:
             self._queue.popleft()
 
     def _take(self) -> list[_Item]:
-        """The longest prefix of the queue that shares one signature and fits a batch."""
-        limit = self._settings.max_batch_size if self._settings.enabled else 1
-        first = self._queue.popleft()
-        items = [first]
+        """The head of the queue that shares one signature, as much as ``policy`` merges."""
+        limits = self._limits
+        queue = self._queue
+        first = queue[0]
+        sizes = [first.rows]
         rows = first.rows
-        while self._queue and self._settings.enabled:
-            item = self._queue[0]
-            if item.finished:
-                self._queue.popleft()
-                continue
-            if item.signature != first.signature or rows + item.rows > limit:
+        for item in queue:
+            if len(sizes) >= limits.max_requests:
                 break
-            items.append(self._queue.popleft())
+            if item is first or item.finished:
+                continue
+            if item.signature != first.signature or rows + item.rows > limits.max_rows:
+                break
+            sizes.append(item.rows)
             rows += item.rows
+        wanted = batch_length(sizes, limits, self.cost.cost) if len(sizes) > 1 else 1
+        items: list[_Item] = []
+        while len(items) < wanted:
+            item = queue.popleft()
+            if not item.finished:
+                items.append(item)
         return items
 
-    def _start(self, items: list[_Item]) -> None:
+    def _start(self, items: list[_Item], *, alone: bool = False) -> None:
         stats = self._stats
         stats.running = True
         stats.expected_requests = len(items)
@@ -246,7 +308,14 @@ class Batcher:
             self._observer.queue_wait(now - item.enqueued_at)
         batches = [item.inputs for item in items]
         rows = sum(item.rows for item in items)
-        if self._settings.inline and stats.inline(rows):
+        if self._settings.inline and (
+            stats.inline(rows)
+            or (
+                alone
+                and rows <= INLINE_GROWTH * stats.measured_rows
+                and self.cost.cost.of(rows) < INLINE_ALONE_MAX_S
+            )
+        ):
             started = self._clock.monotonic()
             self._finish(items, predict_apart(self._predict, batches), started)
             return
@@ -271,8 +340,15 @@ class Batcher:
         elapsed = self._clock.monotonic() - started
         stats.predict_s = (1 - _EWMA_WEIGHT) * stats.predict_s + _EWMA_WEIGHT * elapsed
         rows = sum(item.rows for item in items)
+        if len(outcomes) == 1 or not any(isinstance(o, Exception) for o in outcomes):
+            # A failed merged batch was bisected: its time is several calls, not one.
+            before = self.cost.cost
+            self.cost.observe(rows, elapsed)
+            if self.cost.cost is not before:
+                self._report_cost()
         if elapsed < INLINE_PREDICT_MAX_S:
             stats.fast_rows = max(stats.fast_rows, rows)
+        stats.measured_rows = max(stats.measured_rows, rows)
         stats.running = False
         self._running = []
         self._observer.batch_done(rows=rows, requests=len(items), predict_s=elapsed)
@@ -287,8 +363,12 @@ class Batcher:
             self._schedule(asyncio.get_running_loop())
 
     async def _sweep_deadlines(self) -> None:
-        while True:
+        # Ends after SWEEPER_IDLE_S with nothing queued or running (``submit`` starts it
+        # again): an idle worker then has no timer waking it up 20 times a second.
+        idle_sweeps = 0
+        while idle_sweeps * DEADLINE_SWEEP_S < SWEEPER_IDLE_S:
             await self._clock.sleep(DEADLINE_SWEEP_S)
+            idle_sweeps = idle_sweeps + 1 if not self._queue and not self._running else 0
             now = self._clock.monotonic()
             for item in chain(self._queue, self._running):
                 if not item.finished and now >= item.deadline:
@@ -296,6 +376,7 @@ class Batcher:
                         None,
                         RequestTimeoutError(f"no prediction within {self._settings.timeout_s:g} s"),
                     )
+        self._sweeper = None
 
     async def close(self) -> None:
         """Stop the deadline sweeper and fail whatever is still queued."""

@@ -12,7 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -99,6 +105,21 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
         ("model", "revision"),
         "Requests the model failed on when predicted alone (a failed merged batch is "
         "predicted again in halves, so batch-mates still get their answers).",
+    ),
+    MetricInfo(
+        "mlkube_predict_fixed_seconds",
+        "gauge",
+        "seconds",
+        ("model", "revision"),
+        "The batcher's estimate of a predict call's fixed cost, whatever its rows (timed at "
+        "warm-up, then followed from real calls); the batcher merges and waits by it.",
+    ),
+    MetricInfo(
+        "mlkube_predict_row_seconds",
+        "gauge",
+        "seconds",
+        ("model", "revision"),
+        "The batcher's estimate of a predict call's cost per row, on top of the fixed cost.",
     ),
     MetricInfo(
         "mlkube_queue_depth",
@@ -250,6 +271,18 @@ class ServerMetrics:
             ["model", "revision"],
             registry=registry,
         )
+        self._fixed_cost_family = Gauge(
+            "mlkube_predict_fixed_seconds",
+            help_of["mlkube_predict_fixed_seconds"],
+            ["model", "revision"],
+            registry=registry,
+        )
+        self._row_cost_family = Gauge(
+            "mlkube_predict_row_seconds",
+            help_of["mlkube_predict_row_seconds"],
+            ["model", "revision"],
+            registry=registry,
+        )
         registry.register(_StateCollector(labels, state, models))
         self._request_children: dict[tuple[str, str, int], Counter] = {}
         self._duration_children: dict[tuple[str, str], Histogram] = {}
@@ -267,6 +300,8 @@ class ServerMetrics:
                 self._predict_family.labels(*labels),
                 self._queue_wait_family.labels(*labels),
                 self._predict_errors_family.labels(*labels),
+                self._fixed_cost_family.labels(*labels),
+                self._row_cost_family.labels(*labels),
             )
             self._observers[model] = observer
         return observer
@@ -297,16 +332,22 @@ class ServerMetrics:
     def predict_failed(self) -> None:
         self._first.predict_failed()
 
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None:
+        self._first.cost_estimated(fixed_s=fixed_s, per_row_s=per_row_s)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelBatchMetrics:
-    """One model's batch histograms and error counter: the observer of its batchers."""
+    """One model's batch histograms, error counter and cost estimates: the observer of its
+    batchers."""
 
     rows: Histogram
     requests: Histogram
     predict: Histogram
     wait: Histogram
     errors: Counter
+    fixed_cost: Gauge
+    row_cost: Gauge
 
     def batch_done(self, *, rows: int, requests: int, predict_s: float) -> None:
         self.rows.observe(rows)
@@ -318,3 +359,7 @@ class ModelBatchMetrics:
 
     def predict_failed(self) -> None:
         self.errors.inc()
+
+    def cost_estimated(self, *, fixed_s: float, per_row_s: float) -> None:
+        self.fixed_cost.set(fixed_s)
+        self.row_cost.set(per_row_s)

@@ -61,6 +61,7 @@ ARGMAX_CLASSIFIERS = frozenset(
         "ExtraTreesClassifier",
         "GradientBoostingClassifier",
         "HistGradientBoostingClassifier",
+        "KNeighborsClassifier",
         "LogisticRegression",
     }
 )

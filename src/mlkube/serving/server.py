@@ -107,7 +107,13 @@ class Replica:
             models=self._model_states,
         )
         self.versions = VersionManager(
-            deployment, self.models, loader=loader, clock=self.clock, metrics=self.metrics
+            deployment,
+            self.models,
+            loader=loader,
+            clock=self.clock,
+            metrics=self.metrics,
+            # Open connections without a request in flight: the requests that may still come.
+            may_arrive=lambda: len(self.state.connections) - self.state.in_flight,
         )
         context = {
             "deployment": deployment.name,

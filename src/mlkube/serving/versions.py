@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mlkube.batching.batcher import Batcher, BatcherSettings
+from mlkube.batching.warmup import calibrate
 from mlkube.clock import Clock
 from mlkube.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from mlkube.observability.metrics import ServerMetrics
@@ -136,8 +137,11 @@ class VersionManager:
         loader: Loader,
         clock: Clock,
         metrics: ServerMetrics,
+        may_arrive: Callable[[], int] | None = None,
     ) -> None:
         self.deployment = deployment
+        self.may_arrive = may_arrive
+        """How many more requests may still arrive (the batchers' ``may_arrive``)."""
         self.models = models
         self.loader = loader
         self.clock = clock
@@ -317,7 +321,17 @@ class VersionManager:
             return failure
         warm_s = self.clock.monotonic() - warm_started
         batcher = self._batcher(model, runtime)
-        batcher.set_predict_seconds(warm_s)
+        batching = model.spec.batching or self.deployment.spec.batching
+        costs = await loop.run_in_executor(
+            None,
+            calibrate,
+            runtime,
+            batching,
+            batching.enabled and runtime.supports_batching,
+            self.clock,
+            warm_s,
+        )
+        batcher.calibrate(costs or [(1, warm_s)])
         previous = self.models.known(model.name).available.get(number)
         self.models.publish(ServedVersion(model.name, number, runtime, batcher), runtime.platform)
         model.failed.pop(number, None)
@@ -363,6 +377,7 @@ class VersionManager:
             runtime.predict,
             BatcherSettings(
                 max_batch_size=batching.max_batch_size,
+                max_batch_requests=batching.max_batch_requests,
                 max_latency_s=batching.max_latency_ms / 1000,
                 max_queue=spec.server.max_queue_size,
                 timeout_s=spec.server.request_timeout,
@@ -371,6 +386,7 @@ class VersionManager:
             ),
             clock=self.clock,
             observer=self.metrics.observer(model.name),
+            may_arrive=self.may_arrive,
         )
 
     def _one_model(self, model: _Model, version: VersionOnDisk) -> ModelDeployment:

@@ -44,8 +44,13 @@ class BatchingSpec(SpecModel):
     enabled: bool = True
     """On by default for runtimes that take batches; a lone request is never held back."""
 
-    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
-    """Most rows in one predict call."""
+    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 1024
+    """Most rows in one predict call. A request with more rows is predicted alone, never
+    refused; below the limit, requests are merged only when the model's measured cost says
+    merging is faster than separate calls."""
+
+    max_batch_requests: Annotated[int, Field(ge=1, le=4096)] = 32
+    """Most requests merged into one predict call."""
 
     max_latency_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
     """Longest a request waits for others to join its batch while the model has spare

@@ -1,0 +1,28 @@
+"""Time a freshly loaded runtime at a few batch sizes: the cost model's first estimate."""
+
+from __future__ import annotations
+
+from mlkube.batching.cost import WARMUP_BUDGET_S, measure, repeat_rows
+from mlkube.clock import Clock
+from mlkube.runtimes.base import Runtime, example_batch
+from mlkube.spec.model import BatchingSpec
+
+
+def calibrate(
+    runtime: Runtime, batching: BatchingSpec, merges: bool, clock: Clock, warm_s: float
+) -> list[tuple[int, float]]:
+    """Warm-up timings of ``runtime`` (``measure``): batch sizes up to the row limit when
+    requests may be merged, the 1-row size alone when they may not. ``warm_s`` is the first
+    warm-up call's duration: a model slower than the whole budget is not called again."""
+    if warm_s > WARMUP_BUDGET_S:
+        return [(1, warm_s)]
+    example = example_batch(runtime.inputs)
+    try:
+        return measure(
+            runtime.predict,
+            lambda rows: repeat_rows(example, rows),
+            max_rows=batching.max_batch_size if merges else 1,
+            timer=clock.monotonic,
+        )
+    except Exception:  # a model that refuses zeros in bulk is still served; timed by real calls
+        return [(1, warm_s)]
