@@ -175,7 +175,8 @@ def test_one_replica_serves_three_models_of_two_formats_and_two_versions(built, 
             assert answer.json()["model_version"] == version
         assert newest(client) == "2"
         assert newest(client, "default") == "2"
-        assert client.post("/v1/models/iris/versions/1:predict", json={"instances": [IRIS_ROW]})
+        old = client.post("/v1/models/iris/versions/1:predict", json={"instances": [IRIS_ROW]})
+        assert old.status_code == 200, old.text
         assert states(client, "iris") == {"2": "AVAILABLE", "1": "AVAILABLE"}
         assert states(client, "reg") == {"7": "AVAILABLE"}
         assert client.get("/v2/models/iris").json()["versions"] == ["1", "2"]
