@@ -362,3 +362,33 @@ def test_a_bad_models_section_names_the_field(spec, message):
     with pytest.raises(SpecError) as error:
         parse_documents(yaml.safe_dump(document), "spec.yaml")
     assert message in "\n".join(issue.render("spec.yaml") for issue in error.value.issues)
+
+
+def test_mlkube_up_switches_to_a_new_version_under_load_without_a_failed_request(repo, tmp_path):
+    """The first "done when" of issue 15, through the whole local platform: a controller, the
+    balancer and one replica serving three models; a version dropped in under a paced load."""
+    from mlkube.testing.local import LocalController
+
+    port = free_port()
+    document = yaml.safe_load((repo / "shop.yaml").read_text())
+    document["spec"]["service"] = {"port": port}
+    (repo / "shop.yaml").write_text(yaml.safe_dump(document))
+    local = LocalController(tmp_path / "state", {"MLKUBE_RECONCILE_PERIOD_S": "0.1"})
+    try:
+        local.run("up", "-d", "--wait", str(repo / "shop.yaml"))
+        url = f"http://127.0.0.1:{port}"
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            LoadClient(port, "iris", workers=2, pause_s=0.01, max_s=180) as load,
+        ):
+            for name in ("hgb", "reg"):
+                assert client.get(f"/v2/models/{name}/ready").status_code == 200
+            wait_for("requests before the switch", lambda: load.total >= 30)
+            drop_in(repo / "iris" / "2", repo / "iris" / "3")
+            wait_for("version 3 to serve", lambda: newest(client) == "3")
+            before = load.total
+            wait_for("requests after the switch", lambda: load.total >= before + 30)
+        assert load.failed == 0, (load.codes, load.errors)
+        assert local.deployment("default/shop")["ready"] == 1
+    finally:
+        local.cleanup()
