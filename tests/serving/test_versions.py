@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mlkube.errors import SpecError
-from mlkube.spec import load_spec
+from mlkube.spec import ModelDeployment, load_spec
 from mlkube.spec.loading import parse_documents
 from mlkube.testing import models
 from mlkube.testing.local import IRIS_ROW, LoadClient
@@ -392,3 +392,12 @@ def test_mlkube_up_switches_to_a_new_version_under_load_without_a_failed_request
         assert local.deployment("default/shop")["ready"] == 1
     finally:
         local.cleanup()
+
+
+def test_a_copy_updating_model_replaces_the_one_model():
+    """Callers (pipelines) replace the model with ``model_copy(update={"model": ...})``."""
+    (document,) = parse_documents(yaml.safe_dump(SPEC))
+    assert isinstance(document, ModelDeployment) and document.spec.models is not None
+    model = document.spec.models[1]
+    spec = document.spec.model_copy(update={"model": model})
+    assert spec.model == model and spec.models is None and spec.all_models == (model,)

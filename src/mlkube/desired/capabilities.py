@@ -166,6 +166,11 @@ def _predictive(scaling: AutoscalingSpec) -> bool:
     return scaling.predictive is not None and scaling.predictive.enabled
 
 
+def _standby(doc: ModelDeployment) -> bool:
+    scaling = _scaling(doc)
+    return scaling is not None and scaling.standby > 0
+
+
 def _forecast_trigger(scaling: AutoscalingSpec) -> bool:
     """KEDA renders the forecast: predictive on, engine keda, an rps target to size by."""
     has_rps = any(isinstance(m, RpsMetric) for m in scaling.metrics)
@@ -422,6 +427,134 @@ JOB_ROWS: tuple[Capability, ...] = (
         ),
         kind="BatchInference",
         applies=lambda d: True,
+    ),
+)
+
+
+def _pipeline_steps(doc: Any) -> list[Any]:
+    return list(doc.spec.steps)
+
+
+def _pipeline_model_without_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name is None
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_model_on_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_deployed_gate(doc: Any) -> bool:
+    return any(g.value == "deployed" for s in _pipeline_steps(doc) for g in s.gates)
+
+
+PIPELINE_ROWS: tuple[Capability, ...] = (
+    Capability("metadata", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.parameters", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.timeout", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.steps", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps.job",
+        HONOURED,
+        approximated(
+            "a step is one pod (a Tekton task or an Argo template): the job's container, then "
+            "one that collects its outputs; workers must be 1, and the step's retries and "
+            "timeout replace the job's backoffLimit and queue"
+        ),
+        "a step runs a job",
+        lambda d: any(s.job is not None or s.job_ref is not None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.workers",
+        HONOURED,
+        unsupported(
+            "a step is one pod: set workers: 1, or run a distributed job as a TrainingJob "
+            "of its own"
+        ),
+        "more than 1",
+        lambda d: any(s.job is not None and s.job.workers > 1 for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        unsupported(
+            "no model registry on a cluster: a registered model is a file on a claim; set "
+            "output.claimName"
+        ),
+        "without output.claimName",
+        _pipeline_model_without_claim,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        approximated(
+            "no model registry on a cluster: the model is the file the run wrote under "
+            "<run>/<step> on the claim, modelUri pvc://CLAIM/<run>/<step>/FILE and "
+            "modelVersion the run's name"
+        ),
+        "on output.claimName",
+        _pipeline_model_on_claim,
+        kind="Pipeline",
+    ),
+    Capability("spec.steps.gates", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps.gates.value",
+        HONOURED,
+        ignored(
+            "deployed: no model registry on a cluster, so the deployed version has no "
+            "recorded metric and the gate passes (as for a version without it)"
+        ),
+        "deployed",
+        _pipeline_deployed_gate,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.deploy",
+        HONOURED,
+        approximated(
+            "the step runs mlkube apply of the deployment's spec (pass its file with the "
+            "pipeline's) in the cluster, as a ServiceAccount whose Role allows only that "
+            "deployment's kinds; applying that spec again later serves its own model"
+        ),
+        "set",
+        lambda d: any(s.deploy is not None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.cache",
+        HONOURED,
+        approximated(
+            "a run is named after a hash of the pipeline: applying it unchanged starts no "
+            "new run; steps are not cached one by one"
+        ),
+        "a step that runs a job",
+        lambda d: any(s.cache and s.deploy is None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.schedule",
+        HONOURED,
+        HONOURED,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.watch",
+        HONOURED,
+        ignored(
+            "the paths are on this machine, which the cluster cannot see: apply again, or "
+            "set schedule, to start a run"
+        ),
+        "set",
+        lambda d: bool(d.spec.watch),
+        kind="Pipeline",
     ),
 )
 
@@ -696,12 +829,25 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "spec.autoscaling.standby",
         HONOURED,
-        ignored(
-            "no standby Deployment is rendered: every replica is a serving pod (locally "
-            "standby replicas are warmed unrouted processes, promoted on scale-up)"
+        approximated(
+            "rendered: a NAME-standby Deployment of warm pods the Service does not "
+            "select; run by the in-cluster controller (NAME-rollout): each second it "
+            "relabels a ready standby pod into the serving pool for a serving pod the "
+            "autoscaler asked for and is not ready, and the pool's ReplicaSet starts a "
+            "replacement; the pool's size is fixed (a scale-down stops serving pods, "
+            "none goes back into the pool)"
         ),
-        "above 0",
-        _autoscaled(lambda s: s.standby > 0),
+        "above 0, RollingUpdate or Canary",
+        lambda d: (
+            _standby(d) and _strategy(RolloutStrategy.ROLLING_UPDATE, RolloutStrategy.CANARY)(d)
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.standby",
+        HONOURED,
+        ignored("no standby Deployment is rendered for BlueGreen or ABTest"),
+        "above 0, BlueGreen or ABTest",
+        lambda d: _standby(d) and _strategy(RolloutStrategy.BLUE_GREEN, RolloutStrategy.AB_TEST)(d),
     ),
     Capability(
         "spec.autoscaling.engine",
@@ -891,6 +1037,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
     *JOB_ROWS,
+    *PIPELINE_ROWS,
 )
 
 

@@ -47,6 +47,7 @@ from mlkube.backends.local.controller.changes import (
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
 from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
+from mlkube.backends.local.controller.pipelines import PipelineRunner
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
@@ -68,6 +69,7 @@ from mlkube.desired.rollout import (
 )
 from mlkube.observability.job_metrics import JobCollector
 from mlkube.observability.logfiles import rotate_copytruncate
+from mlkube.observability.pipeline_metrics import PipelineCollector
 from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,9 @@ class Controller:
         self.job_queue = JobQueue(self)
         """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
         self.metrics.registry.register(JobCollector(self.job_queue.snapshots))
+        self.pipelines = PipelineRunner(self)
+        """Pipelines: their steps run as jobs of the queue above, then a rollout (``pipelines``)."""
+        self.metrics.registry.register(PipelineCollector(self.pipelines.snapshots))
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -294,6 +299,7 @@ class Controller:
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
         self.job_queue.tick()
+        self.pipelines.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)

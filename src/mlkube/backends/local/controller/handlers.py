@@ -31,6 +31,7 @@ from mlkube.backends.local.controller.deployment import (
 )
 from mlkube.backends.local.controller.jobs import as_training_job
 from mlkube.backends.local.controller.loops import demand_callback
+from mlkube.backends.local.controller.pipelines import referenced_jobs
 from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.ports import PortInUseError, check_free
@@ -50,6 +51,7 @@ from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import load_documents
+from mlkube.spec.pipeline import Pipeline
 from mlkube.spec.rollout import RolloutStrategy
 
 
@@ -79,8 +81,15 @@ def find(ctrl: Controller, name: str) -> Deployment:
 async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
     documents = load_documents(*paths)
     results = []
+    part_of_pipelines = referenced_jobs(documents)
     for doc in documents:
         key = f"{doc.metadata.namespace}/{doc.metadata.name}"
+        if isinstance(doc, Pipeline):  # registered with its schedule and watch triggers
+            ctrl.pipelines.register(doc, documents, triggers=True)
+            results.append({"kind": doc.kind, "name": key, "action": "registered"})
+            continue
+        if isinstance(doc, TrainingJob) and (doc.namespace, doc.metadata.name) in part_of_pipelines:
+            continue  # a step of a pipeline above: it runs when the pipeline does
         if isinstance(doc, Quota | PriorityClass):
             ctrl.store.put_document(doc.kind, key, doc.model_dump(mode="json", by_alias=True))
             results.append({"kind": doc.kind, "name": key, "action": "configured"})
@@ -164,6 +173,14 @@ def add_revision(
     """Cut revision ``revision`` of ``dep`` from ``data``: the controller writes its file, its
     hash and its store row (``AddRevision``)."""
     ctrl.apply(dep, [AddRevision(revision, data, source_dir)])
+
+
+async def update_deployment(
+    ctrl: Controller, dep: Deployment, doc: ModelDeployment
+) -> dict[str, Any]:
+    """Apply ``doc`` to the running ``dep``, as ``mlkube apply`` does (a pipeline's deploy
+    step): its result, with the new revision when a rollout started."""
+    return await _update(ctrl, dep, doc)
 
 
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
