@@ -174,3 +174,47 @@ async def test_a_version_drains_its_requests_in_flight():
     assert first is not None and first["y"].tolist() == [[3.0]]
     await served.batcher.close()
     await asyncio.sleep(0)
+
+
+# versions on disk ------------------------------------------------------------------------
+def _spec(**fields):
+    from mlkube.spec.model import ModelSpec
+
+    return ModelSpec.model_validate({"uri": "x", "format": "onnx", **fields})
+
+
+def test_numbered_subdirectories_are_versions_and_hold_the_model_file(tmp_path):
+    from mlkube.serving.versions import is_versioned, versions_on_disk
+
+    for version, files in (("1", ["model.onnx"]), ("2", ["model.onnx", "notes.txt"])):
+        (tmp_path / version).mkdir()
+        for name in files:
+            (tmp_path / version / name).write_bytes(b"x")
+    (tmp_path / "3").mkdir()  # empty: still being copied in, not a version yet
+    (tmp_path / "latest").mkdir()  # not a number: not a version
+    assert is_versioned(str(tmp_path))
+    found = versions_on_disk(str(tmp_path), _spec())
+    assert sorted(found) == [1, 2]
+    assert found[1].path == str(tmp_path / "1" / "model.onnx")
+    assert found[2].path == str(tmp_path / "2" / "model.onnx")  # the one named model.*
+
+
+def test_a_file_or_a_plain_directory_is_one_version_numbered_by_the_spec(tmp_path):
+    from mlkube.serving.versions import is_versioned, versions_on_disk
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    assert not is_versioned(str(model))
+    (version,) = versions_on_disk(str(model), _spec(version=7)).values()
+    assert (version.number, version.path) == (7, str(model))
+    assert not is_versioned(str(tmp_path / "missing"))
+
+
+def test_a_version_whose_files_change_gets_another_signature(tmp_path):
+    from mlkube.serving.versions import versions_on_disk
+
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "model.onnx").write_bytes(b"half")
+    before = versions_on_disk(str(tmp_path), _spec())[1].signature
+    (tmp_path / "1" / "model.onnx").write_bytes(b"the whole file")
+    assert versions_on_disk(str(tmp_path), _spec())[1].signature != before

@@ -114,3 +114,20 @@ def test_wrong_method_is_flagged(method, path, allowed):
 
 def test_head_is_allowed_where_get_is():
     assert resolve("HEAD", "/v2/health/live").method_allowed
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "action", "model", "allowed"),
+    [
+        ("POST", "/v2/repository/index", Action.V2_REPOSITORY_INDEX, None, True),
+        ("GET", "/v2/repository/index", Action.V2_REPOSITORY_INDEX, None, False),
+        ("POST", "/v2/repository/models/iris/load", Action.V2_REPOSITORY_LOAD, "iris", True),
+        ("POST", "/v2/repository/models/a%20b/unload", Action.V2_REPOSITORY_UNLOAD, "a b", True),
+        ("POST", "/v2/repository/models/iris/reload", Action.NOT_FOUND, None, True),
+        ("POST", "/v2/repository/models//load", Action.NOT_FOUND, None, True),
+        ("POST", "/v2/repository/models/iris/load/x", Action.NOT_FOUND, None, True),
+    ],
+)
+def test_repository_routes(method, path, action, model, allowed):
+    route = resolve(method, path)
+    assert (route.action, route.model, route.method_allowed) == (action, model, allowed)

@@ -25,7 +25,7 @@ import pytest
 import yaml
 
 from mlkube.errors import SpecError
-from mlkube.spec import load_spec
+from mlkube.spec import ModelDeployment, load_spec
 from mlkube.spec.loading import parse_documents
 from mlkube.testing import models
 from mlkube.testing.local import IRIS_ROW, LoadClient
@@ -175,7 +175,8 @@ def test_one_replica_serves_three_models_of_two_formats_and_two_versions(built, 
             assert answer.json()["model_version"] == version
         assert newest(client) == "2"
         assert newest(client, "default") == "2"
-        assert client.post("/v1/models/iris/versions/1:predict", json={"instances": [IRIS_ROW]})
+        old = client.post("/v1/models/iris/versions/1:predict", json={"instances": [IRIS_ROW]})
+        assert old.status_code == 200, old.text
         assert states(client, "iris") == {"2": "AVAILABLE", "1": "AVAILABLE"}
         assert states(client, "reg") == {"7": "AVAILABLE"}
         assert client.get("/v2/models/iris").json()["versions"] == ["1", "2"]
@@ -361,3 +362,42 @@ def test_a_bad_models_section_names_the_field(spec, message):
     with pytest.raises(SpecError) as error:
         parse_documents(yaml.safe_dump(document), "spec.yaml")
     assert message in "\n".join(issue.render("spec.yaml") for issue in error.value.issues)
+
+
+def test_mlkube_up_switches_to_a_new_version_under_load_without_a_failed_request(repo, tmp_path):
+    """The first "done when" of issue 15, through the whole local platform: a controller, the
+    balancer and one replica serving three models; a version dropped in under a paced load."""
+    from mlkube.testing.local import LocalController
+
+    port = free_port()
+    document = yaml.safe_load((repo / "shop.yaml").read_text())
+    document["spec"]["service"] = {"port": port}
+    (repo / "shop.yaml").write_text(yaml.safe_dump(document))
+    local = LocalController(tmp_path / "state", {"MLKUBE_RECONCILE_PERIOD_S": "0.1"})
+    try:
+        local.run("up", "-d", "--wait", str(repo / "shop.yaml"))
+        url = f"http://127.0.0.1:{port}"
+        with (
+            httpx.Client(base_url=url, timeout=30) as client,
+            LoadClient(port, "iris", workers=2, pause_s=0.01, max_s=180) as load,
+        ):
+            for name in ("hgb", "reg"):
+                assert client.get(f"/v2/models/{name}/ready").status_code == 200
+            wait_for("requests before the switch", lambda: load.total >= 30)
+            drop_in(repo / "iris" / "2", repo / "iris" / "3")
+            wait_for("version 3 to serve", lambda: newest(client) == "3")
+            before = load.total
+            wait_for("requests after the switch", lambda: load.total >= before + 30)
+        assert load.failed == 0, (load.codes, load.errors)
+        assert local.deployment("default/shop")["ready"] == 1
+    finally:
+        local.cleanup()
+
+
+def test_a_copy_updating_model_replaces_the_one_model():
+    """Callers (pipelines) replace the model with ``model_copy(update={"model": ...})``."""
+    (document,) = parse_documents(yaml.safe_dump(SPEC))
+    assert isinstance(document, ModelDeployment) and document.spec.models is not None
+    model = document.spec.models[1]
+    spec = document.spec.model_copy(update={"model": model})
+    assert spec.model == model and spec.models is None and spec.all_models == (model,)

@@ -6,7 +6,8 @@ Pure: no I/O. Each document is Kubernetes-shaped (apiVersion, kind, metadata, sp
 from __future__ import annotations
 
 import os
-from typing import Annotated, Final, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal, Self
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
@@ -177,6 +178,16 @@ class ModelDeploymentSpec(SpecModel):
         if not self.models:  # pragma: no cover - the validator holds exactly one of the two
             raise ValueError("a deployment spec without a model")
         return self.models[0]
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; ``update={"model": m}`` (the YAML key) sets the one
+        model to ``m`` (the field behind it is ``single_model``; ``models`` is cleared)."""
+        if update is not None and "model" in update:
+            update = {k: v for k, v in update.items() if k != "model"} | {
+                "single_model": update["model"],
+                "models": None,
+            }
+        return super().model_copy(update=update, deep=deep)
 
     @property
     def all_models(self) -> tuple[ModelSpec, ...]:
