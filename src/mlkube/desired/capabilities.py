@@ -21,6 +21,7 @@ from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_r
 from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric, RpsMetric
 from mlkube.spec.base import SpecModel
+from mlkube.spec.claims import claim_host_path
 from mlkube.spec.deployment import (
     MODELS_SCHEME,
     KubernetesSpec,
@@ -33,6 +34,8 @@ from mlkube.spec.placement import ServiceType
 from mlkube.spec.rollout import RolloutStrategy
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
+FETCHED_SCHEMES = ("s3://", "gs://", "https://", "http://")
+"""Downloaded before loading, locally by mlkube.storage, on a cluster by an init container."""
 
 Document = SpecDocument
 
@@ -437,10 +440,30 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.model", HONOURED, HONOURED),
     Capability(
         "spec.model.uri",
-        unsupported("only paths on this machine load locally"),
         HONOURED,
-        "s3://, gs://, https://, http:// or pvc://",
-        lambda d: d.spec.model.uri.startswith(REMOTE_SCHEMES),
+        HONOURED,
+        "s3://, gs://, https:// or http:// (locally: downloaded by the replicas into the "
+        "model cache of the state directory, once per object version; s3:// needs the s3 "
+        "extra)",
+        lambda d: d.spec.model.uri.startswith(FETCHED_SCHEMES),
+    ),
+    Capability(
+        "spec.model.uri",
+        HONOURED,
+        HONOURED,
+        "pvc://CLAIM/PATH with storage.persistentVolume.hostPath for that claim (locally: "
+        "read from the hostPath)",
+        lambda d: claim_host_path(d) is not None,
+    ),
+    Capability(
+        "spec.model.uri",
+        unsupported(
+            "a claim is readable here only through the spec's own hostPath volume: set "
+            "storage.pvc and storage.persistentVolume.hostPath, or use a path"
+        ),
+        HONOURED,
+        "pvc:// without storage.persistentVolume.hostPath for its claim",
+        lambda d: d.spec.model.uri.startswith("pvc://") and claim_host_path(d) is None,
     ),
     Capability(
         "spec.model.uri",
@@ -465,9 +488,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "spec.model.format",
-        unsupported("TensorFlow SavedModels are served by TF Serving, on a cluster only"),
         HONOURED,
-        "tensorflow",
+        HONOURED,
+        "tensorflow (locally: a SavedModel served in process, with the tensorflow extra; on a "
+        "cluster: the TF Serving image)",
         lambda d: d.spec.model.format is ModelFormat.TENSORFLOW,
     ),
     Capability("spec.protocol", HONOURED, HONOURED),
@@ -805,8 +829,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         "spec.storage",
         ignored("the model is read from model.uri on this machine's disk"),
         HONOURED,
-        "set",
-        lambda d: d.spec.storage is not None,
+        "set, model.uri not a pvc:// claim bound to storage.persistentVolume.hostPath",
+        lambda d: d.spec.storage is not None and claim_host_path(d) is None,
+    ),
+    Capability(
+        "spec.storage",
+        approximated(
+            "no claim or volume is made: the model is read from persistentVolume.hostPath "
+            "on this machine"
+        ),
+        HONOURED,
+        "model.uri a pvc:// claim bound to storage.persistentVolume.hostPath",
+        lambda d: claim_host_path(d) is not None,
     ),
     # observability ---------------------------------------------------------------------------
     Capability(
