@@ -13,8 +13,7 @@ from mlkube.errors import InvalidInputError, ModelLoadError
 from mlkube.runtimes import Datatype, TensorSpec, load_runtime
 from mlkube.spec import load_spec
 from mlkube.testing.checks import assert_batch_invariant, assert_close
-
-from .tensorflow_models import half_plus_two, two_inputs
+from mlkube.testing.tensorflow_models import half_plus_two, two_inputs
 
 ROWS = np.asarray([[1.0, 2.0, 5.0], [0.0, -4.0, 3.5], [8.0, 8.0, 8.0]], dtype=np.float32)
 

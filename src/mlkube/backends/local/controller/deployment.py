@@ -16,6 +16,7 @@ from mlkube.backends.local.proxy import Router
 from mlkube.desired.revision import revision_document
 from mlkube.desired.rollout import HeaderRule, RolloutState
 from mlkube.registry import is_model_uri, resolve_model
+from mlkube.spec.claims import claim_host_path
 from mlkube.spec.deployment import ModelDeployment
 
 
@@ -34,6 +35,9 @@ def revision_of(doc: ModelDeployment, state_dir: Path | None = None) -> dict[str
     if is_model_uri(uri):
         version = resolve_model(uri, doc.spec.model.format, state_dir)
         return revision_document(doc, model_uri=str(version.path))
+    claim = claim_host_path(doc)  # pvc:// bound to the spec's hostPath volume: read in place
+    if claim is not None:
+        return revision_document(doc, model_uri=claim)
     local = "://" not in uri or uri.startswith("file://")
     return revision_document(doc, model_uri=os.path.abspath(doc.model_path()) if local else None)
 
