@@ -162,7 +162,12 @@ class _FileHandler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         files = self.server.state
         files.heads += 1
-        body = files.files.get(self.path)
+        if self.path.startswith("/signed/"):  # signed for GET only, as S3 presigned URLs are
+            self.send_response(403)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = files.files.get(urlsplit(self.path).path)
         if body is None:
             self._missing()
             return
@@ -173,7 +178,7 @@ class _FileHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         files = self.server.state
-        body = files.files.get(self.path)
+        body = files.files.get(urlsplit(self.path).path)
         if body is None:
             self._missing()
             return

@@ -77,6 +77,9 @@ def test_up_serves_an_s3_model_downloaded_once_for_two_replicas(s3, tmp_path):
     assert s3.faults.gets["/models/iris/v3/model.onnx"] == 2
     (cached,) = (state / "model-cache").glob("*/model.onnx")
     assert cached.read_bytes() == built.path.read_bytes()
+    logs = [p.read_text() for p in (state / "logs" / "default" / "iris").glob("*.err")]
+    assert len(logs) == 2
+    assert sum(log.count("mlkube: downloading s3://") for log in logs) == 1
 
 
 def _aws_env() -> dict[str, str]:

@@ -75,3 +75,10 @@ def test_the_cached_copy_serves_when_the_server_is_gone(https, tmp_path):
     lines: list[str] = []
     assert fetch(url, tmp_path / "cache", attempts=1, progress=lines.append) == path
     assert "the server did not answer" in lines[0]
+
+
+def test_a_url_signed_for_get_only_downloads_as_curl_would(https, tmp_path):
+    url = https.put("/signed/m.onnx", BODY)  # HEAD answers 403, GET 200
+    path = fetch(url + "?X-Amz-Signature=abc", tmp_path / "cache")
+    assert path.name == "m.onnx"
+    assert path.read_bytes() == BODY

@@ -44,7 +44,10 @@ class WebSource:
             response = self._client.head(url)
         except httpx.HTTPError as error:
             raise TransientError(f"{url}: {error or type(error).__name__}") from None
-        if response.status_code in (405, 501):  # no HEAD: the GET tells no version either
+        code = response.status_code
+        if code in (405, 501) or (400 <= code < 500 and code not in (404, 410, 429)):
+            # No HEAD here (405, 501), or a URL signed for GET only (S3 presigned URLs answer
+            # HEAD with 403): curl only GETs, so GET it; its version is then unknown.
             return [RemoteObject(self.remote.name, url, None, "", sha256=self.remote.sha256)]
         check_status(url, response)
         length = response.headers.get("content-length")
