@@ -9,6 +9,7 @@ hostPath and the port change: the spec is otherwise the example's, word for word
 from __future__ import annotations
 
 import http.client
+import importlib.util
 import json
 import socket
 import subprocess
@@ -20,9 +21,6 @@ import pytest
 from mlkube.testing.local import LocalController
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-pytest.importorskip(
-    "tensorflow", reason="the tensorflow extra is not installed (pip install 'mlkube[tensorflow]')"
-)
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "k8s-ml-guide" / "spec.yaml"
 
@@ -55,6 +53,10 @@ def test_the_guides_spec_validates_for_local(tmp_path):
     assert "unsupported" not in done.stdout + done.stderr
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="the tensorflow extra is not installed (pip install 'mlkube[tensorflow]')",
+)
 def test_the_guides_spec_serves_a_saved_model_locally(tmp_path):
     from mlkube.testing.tensorflow_models import half_plus_two_scalars
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,18 @@ def test_a_folder_without_a_saved_model_says_what_it_expects(tmp_path):
         load_runtime(load_spec(_spec(tmp_path, tmp_path / "empty")))
 
 
-tf: Any = pytest.importorskip(
-    "tensorflow", reason="the tensorflow extra is not installed (pip install 'mlkube[tensorflow]')"
+# find_spec, not an import: collecting this file must not load TensorFlow into the test run
+needs_tensorflow = pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="the tensorflow extra is not installed (pip install 'mlkube[tensorflow]')",
 )
+
+
+@pytest.fixture(scope="module")
+def tf() -> Any:
+    import tensorflow
+
+    return tensorflow
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +61,7 @@ def half(tmp_path_factory):
     return half_plus_two(tmp_path_factory.mktemp("half"))
 
 
+@needs_tensorflow
 def test_predictions_equal_the_module(tmp_path, half):
     runtime = load_runtime(load_spec(_spec(tmp_path, half.parent)))
     assert runtime.platform == "tensorflow"
@@ -66,6 +77,7 @@ def test_predictions_equal_the_module(tmp_path, half):
     assert_batch_invariant(runtime, ROWS)
 
 
+@needs_tensorflow
 def test_the_highest_version_folder_is_served(tmp_path):
     base = tmp_path / "base"
     half_plus_two(base, 1)
@@ -75,13 +87,15 @@ def test_the_highest_version_folder_is_served(tmp_path):
     assert_close(runtime.predict({"x": ROWS})["y"], ROWS * 3.0 + 2.0)
 
 
+@needs_tensorflow
 def test_a_wrong_shape_is_an_input_error(tmp_path, half):
     runtime = load_runtime(load_spec(_spec(tmp_path, half)))
     with pytest.raises(InvalidInputError, match=r"input 'x' has shape \[2, 5\]; the sign"):
         runtime.predict({"x": np.zeros((2, 5), dtype=np.float32)})
 
 
-def test_a_saved_model_without_serving_default_is_refused(tmp_path):
+@needs_tensorflow
+def test_a_saved_model_without_serving_default_is_refused(tmp_path, tf: Any):
     class Bare(tf.Module):  # type: ignore[misc]
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
         def f(self, x):
@@ -93,6 +107,7 @@ def test_a_saved_model_without_serving_default_is_refused(tmp_path):
         load_runtime(load_spec(_spec(tmp_path, tmp_path / "bare")))
 
 
+@needs_tensorflow
 def test_v1_and_v2_answer_as_tf_serving_does(tmp_path):
     import httpx
 
