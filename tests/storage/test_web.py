@@ -82,3 +82,14 @@ def test_a_url_signed_for_get_only_downloads_as_curl_would(https, tmp_path):
     path = fetch(url + "?X-Amz-Signature=abc", tmp_path / "cache")
     assert path.name == "m.onnx"
     assert path.read_bytes() == BODY
+
+
+def test_a_partial_file_longer_than_the_object_is_started_over(https, tmp_path):
+    url = https.put("/m.onnx", BODY)
+    https.faults.pending = ["cut"]
+    with pytest.raises(FetchError):
+        fetch(url, tmp_path / "cache", attempts=1)
+    (part,) = (tmp_path / "cache").glob("*.partial/m.onnx.part")
+    part.write_bytes(b"x" * (len(BODY) + 10))  # not what this object's bytes can be
+    assert fetch(url, tmp_path / "cache").read_bytes() == BODY
+    assert https.faults.ranges == [None, None]  # no wasted try on bytes past the end

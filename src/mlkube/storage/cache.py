@@ -193,6 +193,7 @@ def _transfer(source: Source, item: RemoteObject, part: Path) -> None:
     if item.size is not None and have >= item.size:
         if have == item.size:
             return
+        part.unlink()  # longer than the object: not a prefix of it
         have = 0
     start, chunks = source.read(item, have)
     written = start
