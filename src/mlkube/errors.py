@@ -8,6 +8,8 @@ Our exception hierarchy::
       ServingError           a request the server refuses (mapped to HTTP in serving/errors.py)
         InvalidInputError      the caller's mistake: 400
         ModelNotFoundError     unknown model or version: 404
+        UnauthorizedError      management request without the right token: 401
+        ForbiddenError         management request while management is off: 403
         ModelNotReadyError     not loaded yet, or draining: 503
         PayloadTooLargeError   body over the limit: 413
         OverloadedError        queue full: 429 with Retry-After
@@ -118,6 +120,20 @@ class MethodNotAllowedError(ServingError):
 
     status = 405
     kind = "method_not_allowed"
+
+
+class UnauthorizedError(ServingError):
+    """A management request without the right token."""
+
+    status = 401
+    kind = "unauthenticated"
+
+
+class ForbiddenError(ServingError):
+    """A management request to a server whose management API is off."""
+
+    status = 403
+    kind = "permission_denied"
 
 
 class ModelNotReadyError(ServingError):

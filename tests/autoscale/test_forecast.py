@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import random
 from collections.abc import Callable
 
 import pytest
@@ -186,3 +187,33 @@ def test_a_load_tracker_builds_the_policy_input_and_survives_a_restart() -> None
     assert history.startup_seconds == 5.0
     restored = LoadTracker.from_json(json.loads(json.dumps(tracker.to_json())))
     assert restored.observe(1011.0, 22.0, cold) == tracker.observe(1011.0, 22.0, cold)
+
+
+def _poisson_counts(rate: float, seconds: int, seed: int) -> list[float]:
+    """Requests arriving in each second of a Poisson stream (exponential gaps)."""
+    rng = random.Random(seed)  # noqa: S311 - a reproducible test stream, not a secret
+    counts = [0.0] * seconds
+    t = rng.expovariate(rate)
+    while t < seconds:
+        counts[int(t)] += 1
+        t += rng.expovariate(rate)
+    return counts
+
+
+@pytest.mark.parametrize("rate", [2.0, 10.0, 50.0])
+def test_random_arrivals_at_a_steady_rate_are_not_taken_for_a_jump(rate: float) -> None:
+    counts = _poisson_counts(rate, 3600, seed=int(rate))
+    samples = [(float(t + 1), c) for t, c in enumerate(counts)]
+    jumps = 0
+    for now in range(10, 3600, 2):
+        recent = [r for t, r in samples if now - 6 < t <= now]
+        if level(samples, float(now)) != pytest.approx(sum(recent) / len(recent)):
+            jumps += 1
+    assert jumps / (3590 / 2) < 0.01  # 3 standard deviations: well under 1% of the ticks
+
+
+def test_the_level_follows_a_jump_at_its_first_tick() -> None:
+    samples = [(float(t + 1), 4.2 if t < 300 else 33.6) for t in range(302)]
+    # At t = 302 the last two seconds are the jump: the 6 s mean (14.1) would trail it.
+    assert level(samples, 302.0) == pytest.approx(33.6)
+    assert level(samples, 300.0) == pytest.approx(4.2)

@@ -87,6 +87,17 @@ def test_standby_on_the_spike_trace_at_10s_meets_the_issue_criterion() -> None:
     assert ours_cost <= hpa_cost
 
 
+@pytest.mark.parametrize("trace", ["step", "spike"])
+def test_the_forecast_without_a_pool_meets_the_issue_criterion_at_10s(trace: str) -> None:
+    # The level follows a jump at the first decision, so the whole jump is asked for at once.
+    ours, ours_cost = _run("mlkube-predictive", trace, 10.0)
+    reactive, _ = _run("mlkube", trace, 10.0)
+    hpa, hpa_cost = _run("hpa-cpu70", trace, 10.0)
+    assert ours < reactive
+    assert ours * 2 <= hpa
+    assert ours_cost <= hpa_cost
+
+
 def test_standby_keeps_scale_to_zero_at_zero() -> None:
     s = spec(
         minReplicas=0,
@@ -130,3 +141,22 @@ def test_noise_on_a_flat_load_does_not_make_the_forecast_flap() -> None:
         ours = simulate(presets.policy("mlkube-predictive", model, None), rates, model)
         assert len(ours.decisions) <= len(plain.decisions) + 1
         assert ours.replica_seconds <= 1.01 * plain.replica_seconds
+
+
+def test_a_scale_down_stops_serving_replicas_and_the_pool_refills_cold() -> None:
+    # The local controller and the Kubernetes pool stop surplus serving replicas; the pool
+    # refills with a cold start. A load back soon after a scale-down finds the pool warming.
+    model = replace(MODEL, startup_s=60.0)
+    s = presets.mlkube_predictive(model, standby=1)
+    rates = tuple((2.4 if 100 <= t < 400 else 0.3) * UNIT for t in range(900))
+    first = simulate(SimPolicy("sb", s), rates, model)
+    downs = [t for t, desired, _ in first.decisions if t > 400]
+    assert [d for t, d, _ in first.decisions if t > 400] == [2, 1]
+    back = downs[-1] + 10  # the load returns 10 s after the count went down to 1
+    rates = tuple((2.4 if 100 <= t < 400 or t >= back else 0.3) * UNIT for t in range(900))
+    result = simulate(SimPolicy("sb", s), rates, model)
+    assert result.seconds[back].standby == 1
+    # The pool replica started cold at the first scale-down serves a start-up after it.
+    refill = downs[0]
+    assert all(x.ready <= 1 for x in result.seconds[back : refill + 59])
+    assert any(x.ready >= 2 for x in result.seconds[refill + 60 : refill + 64])

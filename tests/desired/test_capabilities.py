@@ -22,6 +22,7 @@ from mlkube.runtimes.loader import load_runtime
 from mlkube.spec import ModelDeployment, parse_documents
 from mlkube.spec.deployment import PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
+from mlkube.spec.pipeline import Pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 KINDS: dict[str, type[BaseModel]] = {
@@ -30,6 +31,7 @@ KINDS: dict[str, type[BaseModel]] = {
     "PriorityClass": PriorityClass,
     "TrainingJob": TrainingJob,
     "BatchInference": BatchInference,
+    "Pipeline": Pipeline,
 }
 
 
@@ -137,15 +139,44 @@ def test_what_the_table_says_a_cluster_refuses_the_renderer_refuses(extra, uri, 
         render([document])
 
 
+SEVERAL_WITH_TENSORFLOW = """
+apiVersion: mlkube.dev/v1alpha1
+kind: ModelDeployment
+metadata: {name: m, namespace: ml}
+spec:
+  models:
+    - {name: a, uri: "s3://b/a.onnx", format: onnx}
+    - {name: b, uri: "s3://b/saved/", format: tensorflow}
+"""
+MODELS_REFUSES = [pytest.param(SEVERAL_WITH_TENSORFLOW, "TF Serving's image takes one model")]
+
+
+@pytest.mark.parametrize(("text", "message"), MODELS_REFUSES)
+def test_what_the_table_says_a_cluster_refuses_of_several_models_the_renderer_refuses(
+    text, message
+):
+    (document,) = parse_documents(text)
+    assert isinstance(document, ModelDeployment)
+    assert any(n.is_error for n in notes([document], BackendKind.KUBERNETES))
+    with pytest.raises(RenderError, match=message):
+        render([document])
+
+
 def test_every_unsupported_kubernetes_row_has_a_refusal_test():
     unsupported = [
         r
         for r in CAPABILITIES
         if r.kubernetes.support is Support.UNSUPPORTED and r.kind == "ModelDeployment"
     ]
-    assert len(unsupported) == len(KUBERNETES_REFUSES) - 1  # the registry row is tested twice
-    job_rows = [r for r in CAPABILITIES if r.kubernetes.support is Support.UNSUPPORTED]
-    assert len(job_rows) - len(unsupported) == len(BATCH_REFUSES)
+    # the registry row is tested twice
+    assert len(unsupported) == len(KUBERNETES_REFUSES) - 1 + len(MODELS_REFUSES)
+    batch_rows = [
+        r
+        for r in CAPABILITIES
+        if r.kubernetes.support is Support.UNSUPPORTED and r.kind == "BatchInference"
+    ]
+    assert len(batch_rows) == len(BATCH_REFUSES)
+    # Pipeline rows: tests/backends/kubernetes/test_k8s_pipelines.py (PIPELINE_REFUSES)
 
 
 _BATCH = """\

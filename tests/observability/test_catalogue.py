@@ -29,6 +29,8 @@ BOUNDED_LABELS = {
     "reason",
     "role",
     "gpu",
+    "pipeline",
+    "cache",
 }
 UNITS = (
     "_seconds",

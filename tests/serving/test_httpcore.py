@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from mlkube.backends.local.ports import free_port
-from mlkube.backends.local.proxy import Backend, Router, serve
+from mlkube.backends.local.proxy import Backend, Router, serve, stop
 from mlkube.serving.errors import error_response
 from mlkube.serving.http import (
     Request,
@@ -88,7 +88,7 @@ async def front(kind: str, limits: HttpLimits = LIMITS) -> AsyncIterator[int]:
         try:
             yield port
         finally:
-            server.close()
+            await stop(server, 5)  # no transport left for the loop's end to warn about
             router.configure([], {})  # closes the pooled replica connections
 
 

@@ -9,6 +9,7 @@ spacing (recent seconds at full resolution, older ones in per-minute means: see
 from __future__ import annotations
 
 import bisect
+import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ SEASON_DAYS = 7
 LEVEL_S = 6.0
 """The current rate is the mean of the last few seconds (Knative's panic window)."""
 
+JUMP_S = 2.0
+"""The newest seconds a jump in the rate is judged on (one decision period by default)."""
+
+JUMP_SIGMAS = 3.0
+"""How far above the level, in Poisson standard deviations, the newest seconds must be."""
+
 MIN_TREND_SAMPLES = 5
 """Fewer samples than this in the trend window: no trend, the forecast is the level."""
 
@@ -32,7 +39,7 @@ class Forecast:
     """The expected request rate ``horizon`` seconds from now, and how it was reached."""
 
     level: float
-    """The current rate (mean over the last ``LEVEL_S`` seconds)."""
+    """The current rate (``level``: over ``LEVEL_S`` seconds, or ``JUMP_S`` at a jump)."""
     trend: float
     """The linear trend's value at ``now + horizon``, after the growth cap and floor 0."""
     seasonal: float | None
@@ -55,11 +62,19 @@ class Forecast:
 
 
 def level(samples: Sequence[RateSample], now: float) -> float:
-    """Mean rate over the last ``LEVEL_S`` seconds (0 without samples)."""
+    """Mean rate over the last ``LEVEL_S`` seconds (0 without samples), or over the last
+    ``JUMP_S`` seconds when those are above it by more than ``JUMP_SIGMAS`` standard
+    deviations of a Poisson arrival count: a jump, not noise. A replica asked for one tick
+    late serves a whole start-up late, so the level must not trail a jump by half the
+    window; random arrivals at a steady rate do not pass the test."""
     recent = _between(samples, now - LEVEL_S, now)
     if not recent:
         return samples[-1][1] if samples else 0.0
-    return sum(r for _, r in recent) / len(recent)
+    slow = sum(r for _, r in recent) / len(recent)
+    newest = _between(samples, now - JUMP_S, now)
+    fast = sum(r for _, r in newest) / len(newest) if newest else slow
+    noise = math.sqrt(slow * JUMP_S) / JUMP_S  # the rate's deviation over JUMP_S seconds
+    return fast if fast > slow + JUMP_SIGMAS * noise else slow
 
 
 def linear_trend(samples: Sequence[RateSample], now: float, window: float) -> float | None:

@@ -10,8 +10,10 @@ counts) and the median spawn-to-ready time of the replicas that became ready.
 
 Warm standby (``autoscaling.standby``): the pool the decision asks for is started like any
 replica and serves nothing; a scale-up promotes pool replicas first (serving from the next
-second, ``PROMOTION_S``), then starts cold ones; a scale-down demotes ready replicas into the
-pool while it is short. Pool replicas count in the replica-seconds.
+second, ``PROMOTION_S``), then starts cold ones; a scale-down stops serving replicas and a
+pool that is short refills with cold starts (as the local controller and the Kubernetes
+standby Deployment do: no replica is demoted into the pool). Pool replicas count in the
+replica-seconds.
 """
 
 from __future__ import annotations
@@ -196,14 +198,15 @@ class _World:
             return
         self.replicas.append(self._new(now))
 
-    def remove(self, count: int, now: float, pool: int) -> None:
-        """``count`` fewer serving replicas; ready ones fill the standby pool up to ``pool``."""
-        # Unready replicas go first, then the newest.
+    def remove(self, count: int, now: float) -> None:
+        """``count`` fewer serving replicas, stopped (unready ones first, then the newest).
+
+        As the local controller and the Kubernetes pool do: a stopped serving replica does
+        not go back into the standby pool, which refills with a cold start (``keep_standby``).
+        """
         order = sorted(self.replicas, key=lambda r: (r.ready_at <= now, r.started_at))
         for victim in order[:count]:
             self.replicas.remove(victim)
-            if victim.ready_at <= now and len(self.standby) < pool:
-                self.standby.append(victim)
 
     def keep_standby(self, pool: int, now: float) -> None:
         """Start or stop pool replicas so ``pool`` of them exist (unready ones stop first)."""
@@ -250,7 +253,7 @@ def simulate(
                 for _ in range(decision.desired_replicas - current):
                     world.add(now + 1)
             elif decision.desired_replicas < current:
-                world.remove(current - decision.desired_replicas, now + 1, decision.standby)
+                world.remove(current - decision.desired_replicas, now + 1)
             world.keep_standby(decision.standby, now + 1)
             if decision.desired_replicas != current:
                 decisions.append((t + 1, decision.desired_replicas, decision.reason))

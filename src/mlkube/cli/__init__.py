@@ -51,6 +51,7 @@ COMMAND_MODULES: dict[str, str] = {
     "metrics-catalogue": "observability",
     "models": "models",
     "console": "console",
+    "pipeline": "pipelines",
 }
 
 

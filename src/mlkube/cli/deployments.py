@@ -417,6 +417,10 @@ def rollout_abort(name: str, backend: Backend) -> None:
 @click.option(
     "--ticks", type=int, default=None, help="Stop after this many steps [default: never]."
 )
+@click.option(
+    "--standby", is_flag=True, help="Also promote warm standby pods (autoscaling.standby)."
+)
+@click.option("--canary/--no-canary", default=True, show_default=True, help="Run a Canary's steps.")
 @prometheus_option
 def rollout_controller(
     name: str,
@@ -424,11 +428,16 @@ def rollout_controller(
     context: str | None,
     interval: float,
     ticks: int | None,
+    standby: bool,
+    canary: bool,
     prometheus: str | None,
 ) -> None:
     """Drive a Canary's steps on a cluster until stopped: what the in-cluster rollout
     controller runs (kubernetes.rolloutController: true renders it, with a Role that may
     only patch this deployment's objects). In a pod it uses the service account.
+
+    With --standby (autoscaling.standby renders it) each step also promotes warm standby
+    pods into the serving pool while the serving Deployment has pods not ready.
 
     A failed step (the API server briefly unreachable) is printed and retried at the next
     interval; the controller keeps running.
@@ -437,7 +446,11 @@ def rollout_controller(
     Examples:
       mlkube rollout controller iris -n ml
       mlkube rollout controller iris -n ml --ticks 3 --interval 1
+      mlkube rollout controller iris -n ml --standby --no-canary --interval 1
     """
+    # Imported here, as cli/kubernetes.py does: the Kubernetes client loads only when used.
+    from mlkube.backends.kubernetes.backend import KubernetesBackend
+
     backend = open_backend(BackendSelection("kubernetes", None, context, namespace, prometheus))
     clock = SystemClock()
     line = ""
@@ -448,6 +461,12 @@ def rollout_controller(
                 clock.sleep_blocking(interval)
             done += 1
             try:
+                if standby and isinstance(backend, KubernetesBackend):
+                    promotion = backend.promote_standby(name)
+                    if promotion.promoted:
+                        print_info(f"standby: {promotion.reason}")
+                if not canary:
+                    continue
                 now = rollout_line(backend.rollout_status(name))
             except MlkubeError as failed:
                 print_warning(f"step failed, retrying in {interval:g}s: {failed}")

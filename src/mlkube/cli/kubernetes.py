@@ -15,6 +15,7 @@ import click
 from mlkube.backends.kubernetes.render import render, with_namespace
 from mlkube.backends.kubernetes.render.formats import Format, as_files, to_yaml
 from mlkube.backends.kubernetes.render.jobs import auto_kind_notes
+from mlkube.backends.kubernetes.render.pipelines import engine_notes
 from mlkube.cli.output import print_info, print_warning
 from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import MlkubeError
@@ -56,7 +57,7 @@ def render_command(
     rendered = render(documents)
     for note in notes(documents, BackendKind.KUBERNETES):
         print_warning(note.text())
-    for text in auto_kind_notes(documents):
+    for text in [*auto_kind_notes(documents), *engine_notes(documents)]:
         print_warning(text)
     if output_dir is None:
         if fmt != "yaml":

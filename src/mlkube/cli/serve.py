@@ -14,7 +14,7 @@ from mlkube.cli.output import print_status
 from mlkube.clock import SystemClock
 from mlkube.observability.gpu import GpuCollector, nvidia_smi_reader, visible_gpus
 from mlkube.observability.logging import configure_logging
-from mlkube.serving.server import ReplicaOptions
+from mlkube.serving.server import MANAGEMENT_TOKEN_ENV, ReplicaOptions
 from mlkube.serving.workers import check_port_free, serve_single, serve_workers
 from mlkube.spec import load_spec
 
@@ -34,6 +34,12 @@ from mlkube.spec import load_spec
     help="Port to listen on [default: the spec's server.port, 8501].",
 )
 @click.option(
+    "--grpc-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="gRPC port when the spec enables server.grpc [default: its port, 8500].",
+)
+@click.option(
     "--workers",
     type=click.IntRange(1, 64),
     default=None,
@@ -49,13 +55,20 @@ from mlkube.spec import load_spec
     "--replica", default="0", show_default=True, help="Replica name on logs (set by mlkube up)."
 )
 def serve(
-    spec: str, host: str, port: int | None, workers: int | None, revision: str, replica: str
+    spec: str,
+    host: str,
+    port: int | None,
+    grpc_port: int | None,
+    workers: int | None,
+    revision: str,
+    replica: str,
 ) -> None:
     """Serve one replica of a deployment in the foreground until Ctrl-C or SIGTERM.
 
     Answers TF Serving REST (v1) and Open Inference Protocol (v2) requests, with adaptive
     batching, /metrics for Prometheus and one JSON log line per request on stdout. Progress
-    lines go to stderr.
+    lines go to stderr. With MLKUBE_MANAGEMENT_TOKEN set, the v2 model repository API
+    (load, unload) takes that bearer token; unset, it is off.
 
     \b
     Example:
@@ -67,12 +80,20 @@ def serve(
     port = deployment.spec.server.port if port is None else port
     workers = deployment.spec.server.workers if workers is None else workers
     check_port_free(host, port)
+    grpc = deployment.spec.server.grpc
+    if grpc.enabled:
+        grpc_port = grpc.port if grpc_port is None else grpc_port
+        check_port_free(host, grpc_port, "--grpc-port")
+    else:
+        grpc_port = None
     configure_logging(
         fmt=deployment.spec.logging.format,
         level=deployment.spec.logging.level,
         context={"deployment": deployment.name, "revision": revision, "replica": replica},
     )
-    model = f"{deployment.model_name} ({deployment.spec.model.format})"
+    model = ", ".join(
+        f"{deployment.served_name(m)} ({m.format})" for m in deployment.spec.all_models
+    )
     options = ReplicaOptions(
         collectors=_gpu_collectors(),
         host=host,
@@ -80,17 +101,23 @@ def serve(
         revision=revision,
         replica=replica,
         on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
+        grpc_port=grpc_port,
+        on_grpc_listening=lambda address: print_status(
+            f"mlkube serve: gRPC listening on {address}"
+        ),
         on_ready=lambda seconds: print_status(
             f"mlkube serve: ready in {SystemClock().monotonic() - started:.2f} s "
             f"(model loaded and warmed up in {seconds:.2f} s)"
         ),
         on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
+        management_token=os.environ.get(MANAGEMENT_TOKEN_ENV) or None,
     )
     if workers == 1:
         finished = serve_single(deployment, options)
         print_status("mlkube serve: stopped" if finished else "mlkube serve: drain timed out")
         sys.exit(0 if finished else 1)
-    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}")
+    also = f", gRPC on {grpc_port}" if grpc_port is not None else ""
+    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}{also}")
     code = serve_workers(
         deployment,
         options,

@@ -50,7 +50,9 @@ def validate(paths: tuple[str, ...], target: str | None) -> None:
             continue
         for document in documents:
             detail = ""
-            if isinstance(document, ModelDeployment):
+            if isinstance(document, ModelDeployment) and document.spec.models is not None:
+                detail = f" ({len(document.spec.models)} models)"
+            elif isinstance(document, ModelDeployment):
                 detail = f" (model {document.spec.model.format}: {document.spec.model.uri})"
             print_info(f"{path}: {document.kind} '{document.metadata.name}' is valid{detail}")
             if kind is not None:

@@ -169,6 +169,11 @@ def _predictive(scaling: AutoscalingSpec) -> bool:
     return scaling.predictive is not None and scaling.predictive.enabled
 
 
+def _standby(doc: ModelDeployment) -> bool:
+    scaling = _scaling(doc)
+    return scaling is not None and scaling.standby > 0
+
+
 def _forecast_trigger(scaling: AutoscalingSpec) -> bool:
     """KEDA renders the forecast: predictive on, engine keda, an rps target to size by."""
     has_rps = any(isinstance(m, RpsMetric) for m in scaling.metrics)
@@ -184,13 +189,31 @@ def _kubernetes_set(doc: ModelDeployment) -> bool:
 
 
 def _registry_uri(doc: ModelDeployment) -> bool:
-    return doc.spec.model.uri.startswith(MODELS_SCHEME)
+    return any(m.uri.startswith(MODELS_SCHEME) for m in doc.spec.all_models)
+
+
+def _remote_uri(doc: ModelDeployment) -> bool:
+    return any(m.uri.startswith(REMOTE_SCHEMES) for m in doc.spec.all_models)
+
+
+def _fetched_uri(doc: ModelDeployment) -> bool:
+    return any(m.uri.startswith(FETCHED_SCHEMES) for m in doc.spec.all_models)
+
+
+def _unbound_claim(doc: ModelDeployment) -> bool:
+    return any(
+        m.uri.startswith("pvc://") and claim_host_path(doc, m.uri) is None
+        for m in doc.spec.all_models
+    )
+
+
+def _tensorflow(doc: ModelDeployment) -> bool:
+    return any(m.format is ModelFormat.TENSORFLOW for m in doc.spec.all_models)
 
 
 def _local_model_path(doc: ModelDeployment) -> bool:
-    uri = doc.spec.model.uri
     return (
-        not uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME))
+        any(not m.uri.startswith((*REMOTE_SCHEMES, MODELS_SCHEME)) for m in doc.spec.all_models)
         and doc.spec.storage is None
         and doc.spec.kubernetes.model_host_path is None
     )
@@ -198,6 +221,10 @@ def _local_model_path(doc: ModelDeployment) -> bool:
 
 def _tf_serving(doc: ModelDeployment) -> bool:
     return doc.spec.model.format is ModelFormat.TENSORFLOW and doc.spec.kubernetes.image is None
+
+
+def _several_with_tensorflow(doc: ModelDeployment) -> bool:
+    return doc.spec.models is not None and len(doc.spec.models) > 1 and _tensorflow(doc)
 
 
 def _vpa_fights_hpa(doc: ModelDeployment) -> bool:
@@ -418,6 +445,134 @@ JOB_ROWS: tuple[Capability, ...] = (
 )
 
 
+def _pipeline_steps(doc: Any) -> list[Any]:
+    return list(doc.spec.steps)
+
+
+def _pipeline_model_without_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name is None
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_model_on_claim(doc: Any) -> bool:
+    return any(
+        s.job is not None and s.job.output.model is not None and s.job.output.claim_name
+        for s in _pipeline_steps(doc)
+    )
+
+
+def _pipeline_deployed_gate(doc: Any) -> bool:
+    return any(g.value == "deployed" for s in _pipeline_steps(doc) for g in s.gates)
+
+
+PIPELINE_ROWS: tuple[Capability, ...] = (
+    Capability("metadata", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.parameters", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.timeout", HONOURED, HONOURED, kind="Pipeline"),
+    Capability("spec.steps", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps.job",
+        HONOURED,
+        approximated(
+            "a step is one pod (a Tekton task or an Argo template): the job's container, then "
+            "one that collects its outputs; workers must be 1, and the step's retries and "
+            "timeout replace the job's backoffLimit and queue"
+        ),
+        "a step runs a job",
+        lambda d: any(s.job is not None or s.job_ref is not None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.workers",
+        HONOURED,
+        unsupported(
+            "a step is one pod: set workers: 1, or run a distributed job as a TrainingJob "
+            "of its own"
+        ),
+        "more than 1",
+        lambda d: any(s.job is not None and s.job.workers > 1 for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        unsupported(
+            "no model registry on a cluster: a registered model is a file on a claim; set "
+            "output.claimName"
+        ),
+        "without output.claimName",
+        _pipeline_model_without_claim,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.job.output.model",
+        HONOURED,
+        approximated(
+            "no model registry on a cluster: the model is the file the run wrote under "
+            "<run>/<step> on the claim, modelUri pvc://CLAIM/<run>/<step>/FILE and "
+            "modelVersion the run's name"
+        ),
+        "on output.claimName",
+        _pipeline_model_on_claim,
+        kind="Pipeline",
+    ),
+    Capability("spec.steps.gates", HONOURED, HONOURED, kind="Pipeline"),
+    Capability(
+        "spec.steps.gates.value",
+        HONOURED,
+        ignored(
+            "deployed: no model registry on a cluster, so the deployed version has no "
+            "recorded metric and the gate passes (as for a version without it)"
+        ),
+        "deployed",
+        _pipeline_deployed_gate,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.deploy",
+        HONOURED,
+        approximated(
+            "the step runs mlkube apply of the deployment's spec (pass its file with the "
+            "pipeline's) in the cluster, as a ServiceAccount whose Role allows only that "
+            "deployment's kinds; applying that spec again later serves its own model"
+        ),
+        "set",
+        lambda d: any(s.deploy is not None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.steps.cache",
+        HONOURED,
+        approximated(
+            "a run is named after a hash of the pipeline: applying it unchanged starts no "
+            "new run; steps are not cached one by one"
+        ),
+        "a step that runs a job",
+        lambda d: any(s.cache and s.deploy is None for s in _pipeline_steps(d)),
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.schedule",
+        HONOURED,
+        HONOURED,
+        kind="Pipeline",
+    ),
+    Capability(
+        "spec.watch",
+        HONOURED,
+        ignored(
+            "the paths are on this machine, which the cluster cannot see: apply again, or "
+            "set schedule, to start a run"
+        ),
+        "set",
+        lambda d: bool(d.spec.watch),
+        kind="Pipeline",
+    ),
+)
+
+
 CAPABILITIES: tuple[Capability, ...] = (
     # metadata --------------------------------------------------------------------------------
     Capability("metadata.name", HONOURED, HONOURED),
@@ -445,7 +600,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "s3://, gs://, https:// or http:// (locally: downloaded by the replicas into the "
         "model cache of the state directory, once per object version; s3:// needs the s3 "
         "extra)",
-        lambda d: d.spec.model.uri.startswith(FETCHED_SCHEMES),
+        _fetched_uri,
     ),
     Capability(
         "spec.model.uri",
@@ -453,7 +608,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         HONOURED,
         "pvc://CLAIM/PATH with storage.persistentVolume.hostPath for that claim (locally: "
         "read from the hostPath)",
-        lambda d: claim_host_path(d) is not None,
+        lambda d: any(claim_host_path(d, m.uri) is not None for m in d.spec.all_models),
     ),
     Capability(
         "spec.model.uri",
@@ -463,7 +618,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         ),
         HONOURED,
         "pvc:// without storage.persistentVolume.hostPath for its claim",
-        lambda d: d.spec.model.uri.startswith("pvc://") and claim_host_path(d) is None,
+        _unbound_claim,
     ),
     Capability(
         "spec.model.uri",
@@ -492,7 +647,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         HONOURED,
         "tensorflow (locally: a SavedModel served in process, with the tensorflow extra; on a "
         "cluster: the TF Serving image)",
-        lambda d: d.spec.model.format is ModelFormat.TENSORFLOW,
+        _tensorflow,
+    ),
+    Capability("spec.models", HONOURED, HONOURED),
+    Capability(
+        "spec.models",
+        HONOURED,
+        unsupported(
+            "TF Serving's image takes one model from its flags: serve a TensorFlow model in a "
+            "deployment of its own"
+        ),
+        "more than one model, one of them tensorflow",
+        _several_with_tensorflow,
     ),
     Capability("spec.protocol", HONOURED, HONOURED),
     # replicas and resources ------------------------------------------------------------------
@@ -698,12 +864,25 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability(
         "spec.autoscaling.standby",
         HONOURED,
-        ignored(
-            "no standby Deployment is rendered: every replica is a serving pod (locally "
-            "standby replicas are warmed unrouted processes, promoted on scale-up)"
+        approximated(
+            "rendered: a NAME-standby Deployment of warm pods the Service does not "
+            "select; run by the in-cluster controller (NAME-rollout): each second it "
+            "relabels a ready standby pod into the serving pool for a serving pod the "
+            "autoscaler asked for and is not ready, and the pool's ReplicaSet starts a "
+            "replacement; the pool's size is fixed (a scale-down stops serving pods, "
+            "none goes back into the pool)"
         ),
-        "above 0",
-        _autoscaled(lambda s: s.standby > 0),
+        "above 0, RollingUpdate or Canary",
+        lambda d: (
+            _standby(d) and _strategy(RolloutStrategy.ROLLING_UPDATE, RolloutStrategy.CANARY)(d)
+        ),
+    ),
+    Capability(
+        "spec.autoscaling.standby",
+        HONOURED,
+        ignored("no standby Deployment is rendered for BlueGreen or ABTest"),
+        "above 0, BlueGreen or ABTest",
+        lambda d: _standby(d) and _strategy(RolloutStrategy.BLUE_GREEN, RolloutStrategy.AB_TEST)(d),
     ),
     Capability(
         "spec.autoscaling.engine",
@@ -721,6 +900,27 @@ CAPABILITIES: tuple[Capability, ...] = (
         HONOURED,
         "not 8501",
         lambda d: d.spec.server.port != 8501,
+    ),
+    Capability(
+        "spec.server.grpc",
+        approximated(
+            "the balancer passes each gRPC connection whole to one ready replica, round robin "
+            "(as a Service does): canary weights, header rules and the balancer's request "
+            "counts (rps autoscaling, canary analysis) see REST traffic only"
+        ),
+        approximated(
+            "the Service balances gRPC connections, not calls (a mesh balances calls: the port "
+            "has appProtocol grpc); gateway canary weights apply to REST only"
+        ),
+        "enabled",
+        lambda d: d.spec.server.grpc.enabled,
+    ),
+    Capability(
+        "spec.server.grpc.port",
+        ignored("replicas listen on free ports the controller picks; clients use service.grpcPort"),
+        HONOURED,
+        "enabled, not 8500",
+        lambda d: d.spec.server.grpc.enabled and d.spec.server.grpc.port != 8500,
     ),
     # rollouts --------------------------------------------------------------------------------
     Capability("spec.rollout", HONOURED, HONOURED),
@@ -903,6 +1103,7 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("metadata", HONOURED, HONOURED, kind="PriorityClass"),
     Capability("spec", HONOURED, HONOURED, kind="PriorityClass"),
     *JOB_ROWS,
+    *PIPELINE_ROWS,
 )
 
 

@@ -16,11 +16,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from mlkube.spec.deployment import ModelDeployment
 
-TEMPLATE_SECTIONS = ("model", "protocol", "resources", "batching", "server", "logging", "placement")
+TEMPLATE_SECTIONS = (
+    "single_model",
+    "models",
+    "protocol",
+    "resources",
+    "batching",
+    "server",
+    "logging",
+    "placement",
+)
 """Spec sections a replica is started from. ``logging.files`` is left out: the local controller
 rotates files by it (it applies to running replicas at once) and a cluster ignores it."""
 
@@ -29,7 +39,10 @@ HASH_CHARS = 16
 
 
 def revision_document(
-    deployment: ModelDeployment, *, model_uri: str | None = None
+    deployment: ModelDeployment,
+    *,
+    model_uri: str | None = None,
+    model_uris: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The document a revision's replicas are started from. Pure.
 
@@ -37,12 +50,20 @@ def revision_document(
     left out (so writing a default explicitly is no change). ``model_uri`` replaces the
     spec's ``model.uri``: the local backend passes the resolved absolute path, the renderer
     a track's model (the stable model of a canary) or the path mounted in the pod.
+    ``model_uris`` does the same for the listed ``models`` by served name (the first model's
+    entry may come from ``model_uri`` instead).
     """
     spec = deployment.spec.model_dump(
         mode="json", by_alias=True, exclude_defaults=True, include=set(TEMPLATE_SECTIONS)
     )
+    uris = dict(model_uris or {})
     if model_uri is not None:
-        spec["model"]["uri"] = model_uri
+        uris[deployment.model_name] = model_uri
+    if "models" in spec:
+        for entry, model in zip(spec["models"], deployment.spec.all_models, strict=True):
+            entry["uri"] = uris.get(deployment.served_name(model), entry["uri"])
+    elif deployment.model_name in uris:
+        spec["model"]["uri"] = uris[deployment.model_name]
     logging = spec.get("logging")
     if logging is not None:
         logging.pop("files", None)

@@ -93,6 +93,14 @@ def _sel(deployment: ModelDeployment, **extra: str) -> str:
     return selector(labels, **extra)
 
 
+def _one_series_per_replica(deployment: ModelDeployment) -> dict[str, str]:
+    """A replica serving several models has a ``mlkube_model_ready`` series per model:
+    counting replicas counts the first model's series only."""
+    if deployment.spec.models is None:
+        return {}
+    return {"model": f'="{deployment.model_name}"'}
+
+
 def _error_ratio(deployment: ModelDeployment, window: str, by: str) -> str:
     """5xx ratio per ``by``; a group with no 5xx series counts as 0, not as missing."""
     failed = _sel(deployment, code='=~"5.."')
@@ -140,7 +148,7 @@ def _replicas_at_max(deployment: ModelDeployment, alerts: AlertsSpec) -> Rule | 
     if autoscaling is None:
         return None
     top = autoscaling.max_replicas
-    sel = _sel(deployment)
+    sel = _sel(deployment, **_one_series_per_replica(deployment))
     return Rule(
         "MlkubeReplicasAtMax",
         f"(max by ({GROUP_BY}) (mlkube_deployment_desired_replicas{{{sel}}}) >= {top}) "

@@ -9,7 +9,8 @@ test fails when the file drifts from the code. Dashboards and alert rules may on
 metrics listed here (``promql.metric_names`` + ``base_name``).
 
 Labels stay bounded: model, revision, protocol, code, namespace, deployment, replica, gpu
-index, and small enums (phase, direction, reason). Never request ids or raw paths.
+index, job, pipeline, and small enums (phase, direction, reason, cache). Never request ids
+or raw paths.
 """
 
 from __future__ import annotations
@@ -215,12 +216,45 @@ JOB_METRICS: tuple[MetricInfo, ...] = (
     ),
 )
 
+_PIPELINE = ("namespace", "pipeline")
+PIPELINE_METRICS: tuple[MetricInfo, ...] = (
+    MetricInfo(
+        "mlkube_pipeline_runs_total",
+        "counter",
+        "runs",
+        (*_PIPELINE, "phase"),
+        "Kept runs of a pipeline by phase (Running, Succeeded, Failed, Stopped at a gate).",
+    ),
+    MetricInfo(
+        "mlkube_pipeline_last_run_phase",
+        "gauge",
+        "1 for the phase",
+        (*_PIPELINE, "phase"),
+        "1 for the phase of a pipeline's latest run, else 0.",
+    ),
+    MetricInfo(
+        "mlkube_pipeline_last_run_seconds",
+        "gauge",
+        "seconds",
+        _PIPELINE,
+        "How long a pipeline's latest run took (or has run so far).",
+    ),
+    MetricInfo(
+        "mlkube_pipeline_steps_total",
+        "counter",
+        "steps",
+        (*_PIPELINE, "cache"),
+        "Job steps of the kept runs: cache=hit reused earlier outputs, cache=miss ran a job.",
+    ),
+)
+
 CATALOGUE: tuple[MetricInfo, ...] = (
     *REPLICA_METRICS,
     *PROCESS_METRICS,
     *GPU_METRICS,
     *CONTROLLER_METRICS,
     *JOB_METRICS,
+    *PIPELINE_METRICS,
 )
 """Every metric mlkube exports or relies on, once."""
 
@@ -241,6 +275,11 @@ SECTIONS: tuple[tuple[str, str, tuple[MetricInfo, ...]], ...] = (
         "Job (controller)",
         "Exported by the local controller for every TrainingJob it knows (`mlkube jobs`).",
         JOB_METRICS,
+    ),
+    (
+        "Pipeline (controller)",
+        "Exported by the local controller for every pipeline it knows (`mlkube pipeline`).",
+        PIPELINE_METRICS,
     ),
 )
 

@@ -147,9 +147,13 @@ def _batching_row(sel: str) -> Row:
 
 
 def _replicas_row(sel: str, dep: ModelDeployment | None) -> Row:
+    # A replica serving several models has a readiness series per model: count the first's.
+    ready_sel = sel
+    if dep is not None and dep.spec.models is not None:
+        ready_sel = selector({}, model=f'="{dep.model_name}"') + ("," + sel if sel else "")
     queries = [
-        (f"count(mlkube_model_ready{{{sel}}})", "running"),
-        (f"sum(mlkube_model_ready{{{sel}}})", "ready"),
+        (f"count(mlkube_model_ready{{{ready_sel}}})", "running"),
+        (f"sum(mlkube_model_ready{{{ready_sel}}})", "ready"),
         (f"max(mlkube_deployment_desired_replicas{{{sel}}})", "desired"),
     ]
     if dep is not None and dep.spec.autoscaling is not None:

@@ -54,7 +54,8 @@ REPLICA_METRICS: tuple[MetricInfo, ...] = (
         "counter",
         "requests",
         ("model", "revision", "protocol", "code"),
-        "Inference and metadata requests answered, by HTTP status code.",
+        "Inference and metadata requests answered, by HTTP status code (gRPC calls: "
+        "protocol grpc-v1 or grpc-v2, and the status REST gives the same answer).",
     ),
     MetricInfo(
         "mlkube_request_duration_seconds",
@@ -140,32 +141,51 @@ _STATE_GAUGES = (
 )
 
 
+ModelState = tuple[int, int, bool, float]
+"""In flight, queue depth, ready, load seconds: one model's state gauges."""
+
+
 class _StateCollector(Collector):
     """Reads in-flight, queue depth and readiness when Prometheus scrapes."""
 
-    def __init__(self, labels: tuple[str, str], state: Callable[[], tuple[int, int, bool, float]]):
+    def __init__(
+        self,
+        labels: tuple[str, str],
+        state: Callable[[], ModelState],
+        models: Callable[[], dict[str, ModelState]] | None = None,
+    ):
         self._labels = list(labels)
         self._state = state
+        self._models = models
 
     def describe(self) -> Iterator[Metric]:
         for name in _STATE_GAUGES:
             yield GaugeMetricFamily(name, _HELP[name], labels=["model", "revision"])
 
     def collect(self) -> Iterator[Metric]:
-        in_flight, queue_depth, ready, load_s = self._state()
-        for name, value in (
-            ("mlkube_in_flight_requests", in_flight),
-            ("mlkube_queue_depth", queue_depth),
-            ("mlkube_model_ready", 1.0 if ready else 0.0),
-            ("mlkube_model_load_seconds", load_s),
-        ):
-            family = GaugeMetricFamily(name, _HELP[name], labels=["model", "revision"])
-            family.add_metric(self._labels, float(value))
-            yield family
+        states = {self._labels[0]: self._state()} if self._models is None else self._models()
+        families = {
+            name: GaugeMetricFamily(name, _HELP[name], labels=["model", "revision"])
+            for name in _STATE_GAUGES
+        }
+        for model, (in_flight, queue_depth, ready, load_s) in states.items():
+            labels = [model, self._labels[1]]
+            for name, value in (
+                ("mlkube_in_flight_requests", in_flight),
+                ("mlkube_queue_depth", queue_depth),
+                ("mlkube_model_ready", 1.0 if ready else 0.0),
+                ("mlkube_model_load_seconds", load_s),
+            ):
+                families[name].add_metric(labels, float(value))
+        yield from families.values()
 
 
 class ServerMetrics:
-    """The metrics of one replica process for one model."""
+    """The metrics of one replica process, labelled by model (``model`` is the first one:
+    the label of whatever names no model this replica serves).
+
+    A replica serving several models passes ``models``: each model's state gauges at scrape
+    time; ``observer(name)`` gives each model's batcher its own labelled histograms."""
 
     def __init__(
         self,
@@ -173,7 +193,8 @@ class ServerMetrics:
         *,
         model: str,
         revision: str,
-        state: Callable[[], tuple[int, int, bool, float]],
+        state: Callable[[], ModelState],
+        models: Callable[[], dict[str, ModelState]] | None = None,
     ) -> None:
         # *_created series double the series count and no dashboard or alert of ours uses them.
         disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -195,65 +216,105 @@ class ServerMetrics:
             registry=registry,
         )
         labels = (model, revision)
-        self._batch_rows = Histogram(
+        self._batch_rows_family = Histogram(
             "mlkube_batch_size",
             help_of["mlkube_batch_size"],
             ["model", "revision"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=registry,
-        ).labels(*labels)
-        self._batch_requests = Histogram(
+        )
+        self._batch_requests_family = Histogram(
             "mlkube_batch_requests",
             help_of["mlkube_batch_requests"],
             ["model", "revision"],
             buckets=BATCH_SIZE_BUCKETS,
             registry=registry,
-        ).labels(*labels)
-        self._predict = Histogram(
+        )
+        self._predict_family = Histogram(
             "mlkube_predict_duration_seconds",
             help_of["mlkube_predict_duration_seconds"],
             ["model", "revision"],
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
-        ).labels(*labels)
-        self._queue_wait = Histogram(
+        )
+        self._queue_wait_family = Histogram(
             "mlkube_queue_wait_seconds",
             help_of["mlkube_queue_wait_seconds"],
             ["model", "revision"],
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
-        ).labels(*labels)
-        self._predict_errors = Counter(
+        )
+        self._predict_errors_family = Counter(
             "mlkube_predict_errors",
             help_of["mlkube_predict_errors_total"],
             ["model", "revision"],
             registry=registry,
-        ).labels(*labels)
-        registry.register(_StateCollector(labels, state))
-        self._request_children: dict[tuple[str, int], Counter] = {}
-        self._duration_children: dict[str, Histogram] = {}
+        )
+        registry.register(_StateCollector(labels, state, models))
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._observers: dict[str, ModelBatchMetrics] = {}
+        self._first = self.observer(model)
 
-    def request_done(self, protocol: str, code: int, seconds: float) -> None:
-        key = (protocol, code)
+    def observer(self, model: str) -> ModelBatchMetrics:
+        """The batch metrics of ``model`` (a batcher's observer), made once per model."""
+        observer = self._observers.get(model)
+        if observer is None:
+            labels = (model, self._revision)
+            observer = ModelBatchMetrics(
+                self._batch_rows_family.labels(*labels),
+                self._batch_requests_family.labels(*labels),
+                self._predict_family.labels(*labels),
+                self._queue_wait_family.labels(*labels),
+                self._predict_errors_family.labels(*labels),
+            )
+            self._observers[model] = observer
+        return observer
+
+    def request_done(
+        self, protocol: str, code: int, seconds: float, *, model: str | None = None
+    ) -> None:
+        model = model or self._model
+        key = (model, protocol, code)
         counter = self._request_children.get(key)
         if counter is None:
-            counter = self._requests.labels(self._model, self._revision, protocol, str(code))
+            counter = self._requests.labels(model, self._revision, protocol, str(code))
             self._request_children[key] = counter
         counter.inc()
-        histogram = self._duration_children.get(protocol)
+        histogram = self._duration_children.get((model, protocol))
         if histogram is None:
-            histogram = self._duration.labels(self._model, self._revision, protocol)
-            self._duration_children[protocol] = histogram
+            histogram = self._duration.labels(model, self._revision, protocol)
+            self._duration_children[(model, protocol)] = histogram
         histogram.observe(seconds)
 
-    # BatchObserver
+    # BatchObserver (of the first model)
     def batch_done(self, *, rows: int, requests: int, predict_s: float) -> None:
-        self._batch_rows.observe(rows)
-        self._batch_requests.observe(requests)
-        self._predict.observe(predict_s)
+        self._first.batch_done(rows=rows, requests=requests, predict_s=predict_s)
 
     def queue_wait(self, seconds: float) -> None:
-        self._queue_wait.observe(seconds)
+        self._first.queue_wait(seconds)
 
     def predict_failed(self) -> None:
-        self._predict_errors.inc()
+        self._first.predict_failed()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelBatchMetrics:
+    """One model's batch histograms and error counter: the observer of its batchers."""
+
+    rows: Histogram
+    requests: Histogram
+    predict: Histogram
+    wait: Histogram
+    errors: Counter
+
+    def batch_done(self, *, rows: int, requests: int, predict_s: float) -> None:
+        self.rows.observe(rows)
+        self.requests.observe(requests)
+        self.predict.observe(predict_s)
+
+    def queue_wait(self, seconds: float) -> None:
+        self.wait.observe(seconds)
+
+    def predict_failed(self) -> None:
+        self.errors.inc()

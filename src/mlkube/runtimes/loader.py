@@ -14,6 +14,7 @@ from mlkube.runtimes.base import Runtime
 from mlkube.spec import ModelDeployment, ModelFormat
 from mlkube.spec.claims import CLAIM_SCHEME, claim_host_path
 from mlkube.spec.deployment import MODELS_SCHEME
+from mlkube.spec.model import ModelSpec
 from mlkube.storage.uri import is_fetched
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
@@ -70,9 +71,18 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
 
 
 def local_model_path(deployment: ModelDeployment) -> str:
-    """Where the model is on this machine: a path, a remote URI's copy in the model cache
+    """Where the (first) model is on this machine; see ``model_location``."""
+    return model_location(deployment, deployment.spec.model)
+
+
+def is_elsewhere(uri: str) -> bool:
+    """Whether ``uri`` is downloaded (s3://, gs://, http(s)://) or read through a claim."""
+    return is_fetched(uri) or uri.startswith(CLAIM_SCHEME)
+
+
+def model_location(deployment: ModelDeployment, model: ModelSpec) -> str:
+    """Where ``model`` is on this machine: a path, a remote URI's copy in the model cache
     (downloaded now unless cached), or a ``pvc://`` claim's hostPath volume."""
-    model = deployment.spec.model
     if is_fetched(model.uri):
         from mlkube.storage import FetchError, default_cache_dir, fetch  # only then: cold start
 
@@ -81,7 +91,7 @@ def local_model_path(deployment: ModelDeployment) -> str:
         except FetchError as error:
             raise ModelLoadError(model.uri, str(model.format), str(error)) from error
     if model.uri.startswith(CLAIM_SCHEME):
-        path = claim_host_path(deployment)
+        path = claim_host_path(deployment, model.uri)
         if path is None:
             raise ModelLoadError(
                 model.uri,
@@ -92,7 +102,7 @@ def local_model_path(deployment: ModelDeployment) -> str:
                 "spec.model.uri to a local path",
             )
         return path
-    return deployment.model_path()
+    return deployment.model_path(model)
 
 
 def _progress(line: str) -> None:

@@ -26,6 +26,8 @@ def serving_error_response(error: ServingError, protocol: str) -> Response:
     if error.retry_after_s is not None or error.status in (429, 503):
         retry = error.retry_after_s if error.retry_after_s is not None else 1.0
         response.headers.append(("retry-after", str(max(1, math.ceil(retry)))))
+    if error.status == 401:
+        response.headers.append(("www-authenticate", 'Bearer realm="mlkube"'))
     if error.status == 405:
         allowed = "POST" if "use POST" in error.message else "GET, HEAD"
         response.headers.append(("allow", allowed))

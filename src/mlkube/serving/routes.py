@@ -25,6 +25,9 @@ class Action(enum.StrEnum):
     V2_MODEL = "v2_model"
     V2_MODEL_READY = "v2_model_ready"
     V2_INFER = "v2_infer"
+    V2_REPOSITORY_INDEX = "v2_repository_index"
+    V2_REPOSITORY_LOAD = "v2_repository_load"
+    V2_REPOSITORY_UNLOAD = "v2_repository_unload"
     METRICS = "metrics"
     NOT_FOUND = "not_found"
 
@@ -33,6 +36,9 @@ _METHODS = {
     Action.V1_PREDICT: "POST",
     Action.V1_UNSUPPORTED: "POST",
     Action.V2_INFER: "POST",
+    Action.V2_REPOSITORY_INDEX: "POST",
+    Action.V2_REPOSITORY_LOAD: "POST",
+    Action.V2_REPOSITORY_UNLOAD: "POST",
 }
 
 
@@ -111,6 +117,8 @@ def _v2(path: str) -> Route:
         return Route(Action.V2_LIVE, "v2")
     if path == "/v2/health/ready":
         return Route(Action.V2_READY, "v2")
+    if path.startswith("/v2/repository/"):
+        return _repository(path[len("/v2/repository/") :])
     if not path.startswith("/v2/models/"):
         return NOT_FOUND
     parts = path[len("/v2/models/") :].split("/")
@@ -126,4 +134,17 @@ def _v2(path: str) -> Route:
         return Route(Action.V2_MODEL_READY, "v2", name, version)
     if rest == ["infer"]:
         return Route(Action.V2_INFER, "v2", name, version)
+    return NOT_FOUND
+
+
+def _repository(rest: str) -> Route:
+    if rest == "index":
+        return Route(Action.V2_REPOSITORY_INDEX, "v2")
+    parts = rest.split("/")
+    if len(parts) != 3 or parts[0] != "models" or not parts[1]:
+        return NOT_FOUND
+    if parts[2] == "load":
+        return Route(Action.V2_REPOSITORY_LOAD, "v2", unquote(parts[1]))
+    if parts[2] == "unload":
+        return Route(Action.V2_REPOSITORY_UNLOAD, "v2", unquote(parts[1]))
     return NOT_FOUND

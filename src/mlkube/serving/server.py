@@ -16,24 +16,28 @@ import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.process_collector import ProcessCollector
 
-from mlkube.batching.batcher import Batcher, BatcherSettings
 from mlkube.clock import Clock, SystemClock
-from mlkube.errors import ModelLoadError
 from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
-from mlkube.runtimes.base import Runtime, example_batch
-from mlkube.serving.app import InferenceApp, ModelIdentity
+from mlkube.runtimes.base import Runtime
+from mlkube.serving.app import InferenceApp, ServerIdentity
 from mlkube.serving.errors import error_response
 from mlkube.serving.http import ServerState, close_idle_connections, drain, start_server
+from mlkube.serving.versions import VersionManager
 from mlkube.spec import ModelDeployment
+
+if TYPE_CHECKING:
+    from mlkube.serving.grpc.service import GrpcServer
 
 logger = logging.getLogger(__name__)
 
+MANAGEMENT_TOKEN_ENV = "MLKUBE_MANAGEMENT_TOKEN"  # noqa: S105 - a variable's name
+"""The environment variable holding the repository extension's bearer token."""
 # How often buffered access-log lines are written out.
 LOG_FLUSH_S = 0.1
 
@@ -59,10 +63,16 @@ class ReplicaOptions:
     multi-worker replica: a new connection must never reach a worker that is still loading)."""
     peers_ready: Callable[[], bool] = field(default=lambda: True)
     """Whether the other workers of this replica are ready too: readiness waits for them."""
+    grpc_port: int | None = None
+    """Where gRPC listens (0: any free port); None: no gRPC (the spec's server.grpc is off)."""
+    on_grpc_listening: Callable[[str], None] = field(default=lambda address: None)
+    management_token: str | None = None
+    """The bearer token of the repository extension (load/unload); None turns it off."""
 
 
 def load_runtime_for(deployment: ModelDeployment) -> Runtime:
-    """Load the model with the runtime its format names."""
+    """Load the (one) model of ``deployment`` with the runtime its format names (the version
+    manager passes each model version as a deployment of that model alone)."""
     from mlkube.runtimes import load_runtime
 
     return load_runtime(deployment)
@@ -88,12 +98,16 @@ class Replica:
         ProcessCollector(registry=self.registry)
         for add_collector in options.collectors:
             add_collector(self.registry)
-        self.load_seconds = 0.0
+        self.models = VersionManager.model_set(deployment)
         self.metrics = ServerMetrics(
             self.registry,
-            model=deployment.model_name,
+            model=self.models.first,
             revision=options.revision,
             state=self._state,
+            models=self._model_states,
+        )
+        self.versions = VersionManager(
+            deployment, self.models, loader=loader, clock=self.clock, metrics=self.metrics
         )
         context = {
             "deployment": deployment.name,
@@ -107,29 +121,50 @@ class Replica:
             enabled=spec.logging.requests.enabled,
         )
         self.app = InferenceApp(
-            ModelIdentity(
-                name=deployment.model_name,
-                version=spec.model.version,
+            ServerIdentity(
                 protocols=frozenset(str(p) for p in spec.protocol),
                 server_version=_version(),
             ),
+            self.models,
             clock=self.clock,
             metrics=self.metrics,
             access_log=self.access_log,
             payload_log=PayloadLog.from_spec(spec.logging.requests, self.access_log),
             peers_ready=options.peers_ready,
+            repository=self.versions,
+            management_token=options.management_token,
         )
+        self._grpc: GrpcServer | None = None
         self.state = ServerState(
             self.app.handle,
             max_body_bytes=spec.server.max_request_size.whole,
             error_response=error_response,
         )
 
+    @property
+    def load_seconds(self) -> float:
+        """How long the first load of every model (and its warm-up) took, in all."""
+        return sum(self.versions.load_seconds.values())
+
+    def _serving(self) -> bool:
+        return self.app.ready and not self.app.draining and self.app.peers_ready()
+
     def _state(self) -> tuple[int, int, bool, float]:
-        batcher = self.app.batcher
-        queue = batcher.queue_depth if batcher is not None else 0
-        ready = self.app.ready and not self.app.draining and self.app.peers_ready()
-        return self.app.predicting, queue, ready, self.load_seconds
+        ready = self._serving() and self.models.ready
+        return self.app.predicting, self.models.queue_depth, ready, self.load_seconds
+
+    def _model_states(self) -> dict[str, tuple[int, int, bool, float]]:
+        serving = self._serving()
+        states = {}
+        for model in self.models:
+            versions = model.available.values()
+            states[model.name] = (
+                sum(v.in_flight for v in versions),
+                sum(v.batcher.queue_depth for v in versions),
+                serving and model.ready,
+                self.versions.load_seconds.get(model.name, 0.0),
+            )
+        return states
 
     async def run(self, stop: asyncio.Event) -> bool:
         """Serve until ``stop`` is set; returns True when the drain finished in time."""
@@ -138,6 +173,7 @@ class Replica:
         flusher = asyncio.create_task(self._flush_logs(stop))
         sweeper = asyncio.create_task(close_idle_connections(self.state))
         loading = asyncio.create_task(self._load())
+        watcher: asyncio.Task[None] | None = None
         stop_wait = asyncio.create_task(stop.wait())
         await asyncio.wait({loading, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if loading.done():
@@ -145,6 +181,7 @@ class Replica:
             if server is None:
                 server = await self._listen()
             options.on_ready(self.load_seconds)
+            watcher = asyncio.create_task(self.versions.watch(stop))
             await stop_wait
         else:
             loading.cancel()
@@ -155,9 +192,14 @@ class Replica:
             return True
         self.app.draining = True
         options.on_draining()
-        finished = await drain(server, self.state, self.deployment.spec.server.drain_timeout)
-        if self.app.batcher is not None:
-            await self.app.batcher.close()
+        drain_s = self.deployment.spec.server.drain_timeout
+        grpc_stopped = asyncio.create_task(self._grpc.stop(drain_s)) if self._grpc else None
+        finished = await drain(server, self.state, drain_s)
+        if grpc_stopped is not None:
+            await grpc_stopped
+        if watcher is not None:
+            watcher.cancel()
+        await self.versions.close()
         flusher.cancel()
         sweeper.cancel()
         self.access_log.flush()
@@ -170,42 +212,32 @@ class Replica:
         )
         port = server.sockets[0].getsockname()[1]
         options.on_listening(f"http://{_url_host(options.host)}:{port}")
+        if options.grpc_port is not None:
+            await self._listen_grpc(options.grpc_port)
         return server
 
-    async def _load(self) -> None:
-        started = self.clock.monotonic()
-        loop = asyncio.get_running_loop()
-        runtime = await loop.run_in_executor(None, self.loader, self.deployment)
-        warm_started = self.clock.monotonic()
-        try:
-            await loop.run_in_executor(None, runtime.predict, example_batch(runtime.inputs))
-        except Exception as error:
-            raise ModelLoadError(
-                self.deployment.model_path(),
-                str(self.deployment.spec.model.format),
-                f"the warm-up prediction failed: {error}",
-            ) from error
-        warm_s = self.clock.monotonic() - warm_started
-        spec = self.deployment.spec
-        batching = spec.batching.enabled and runtime.supports_batching
-        batcher = Batcher(
-            runtime.predict,
-            BatcherSettings(
-                max_batch_size=spec.batching.max_batch_size,
-                max_latency_s=spec.batching.max_latency_ms / 1000,
-                max_queue=spec.server.max_queue_size,
-                timeout_s=spec.server.request_timeout,
-                enabled=batching,
-                inline=not runtime.runs_user_code,
-            ),
-            clock=self.clock,
-            observer=self.metrics,
+    async def _listen_grpc(self, port: int) -> None:
+        # Imported only here: a replica without gRPC does not load grpcio.
+        from mlkube.serving.grpc.service import GrpcServer
+
+        options = self.options
+        self._grpc = GrpcServer(
+            self.app,
+            max_message_bytes=self.deployment.spec.server.max_request_size.whole,
+            server_version=_version(),
         )
-        batcher.set_predict_seconds(warm_s)
-        self.load_seconds = self.clock.monotonic() - started
-        self.app.attach(runtime, batcher)
+        bound = await self._grpc.start(options.host, port, reuse_port=options.reuse_port)
+        options.on_grpc_listening(f"{_url_host(options.host)}:{bound}")
+
+    async def _load(self) -> None:
+        await self.versions.start()
+        self.app.ready = True
         logger.info(
-            "model ready", extra={"load_seconds": round(self.load_seconds, 3), "batching": batching}
+            "models ready",
+            extra={
+                "load_seconds": round(self.load_seconds, 3),
+                "models": {m.name: sorted(m.available) for m in self.models},
+            },
         )
 
     async def _flush_logs(self, stop: asyncio.Event) -> None:

@@ -14,6 +14,7 @@ import orjson
 
 from mlkube.errors import InvalidInputError
 from mlkube.runtimes.base import Batch, TensorSpec
+from mlkube.serving.models import VersionStatus
 from mlkube.serving.tensors import json_object, mentions_booleans, to_array, to_json_value
 
 _TF_DTYPES = {
@@ -54,6 +55,12 @@ def parse_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> tuple[Batch, s
     if "instances" in payload:
         return _rows(payload["instances"], inputs, booleans), ROW
     return _columns(payload["inputs"], inputs, booleans), COLUMNAR
+
+
+def parse_columns(columns: dict[str, Any], inputs: tuple[TensorSpec, ...]) -> Batch:
+    """Typed columns keyed by input name (TF Serving's gRPC Predict), with the columnar
+    format's checks and messages."""
+    return _columns(columns, inputs, False)
 
 
 def _rows(instances: Any, inputs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
@@ -142,17 +149,21 @@ def _as_list(array: Any) -> list[Any]:
     return list(value)
 
 
-def status_body(version: int, *, ready: bool) -> bytes:
-    """``GET /v1/models/{name}``: the version's state, as TF Serving reports it."""
-    state = "AVAILABLE" if ready else "LOADING"
+def status_body(statuses: list[VersionStatus]) -> bytes:
+    """``GET /v1/models/{name}[/versions/N]``: every version's state, as TF Serving's
+    GetModelStatus reports it (a failed load: state END, error code UNKNOWN and the error)."""
     return orjson.dumps(
         {
             "model_version_status": [
                 {
-                    "version": str(version),
-                    "state": state,
-                    "status": {"error_code": "OK", "error_message": ""},
+                    "version": str(status.version),
+                    "state": str(status.state),
+                    "status": {
+                        "error_code": "UNKNOWN" if status.failed else "OK",
+                        "error_message": status.error,
+                    },
                 }
+                for status in statuses
             ]
         }
     )

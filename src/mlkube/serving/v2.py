@@ -2,7 +2,9 @@
 
 An infer request names each input with its ``shape``, ``datatype`` and ``data`` (flat in
 row-major order, or nested). Both are checked: the datatype against the data and the model,
-the shape against the data's size and the model's input shape.
+the shape against the data's size and the model's input shape. The binary tensor extension
+(``binary_tensors``) and gRPC (``grpc/``) hand over ``data`` as a flat typed numpy array
+instead of JSON lists; the same checks, and the same messages, apply to it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from mlkube.errors import InvalidInputError
@@ -35,13 +38,25 @@ class InferRequest:
     inputs: Batch
     request_id: str | None
     output_names: tuple[str, ...] | None
+    binary_outputs: frozenset[str] = frozenset()
+    """Outputs to answer as binary data (the binary tensor extension, ``binary_tensors``)."""
 
 
 def parse_infer(
     body: bytes, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]
 ) -> InferRequest:
     """The inputs of an infer request, checked against the model."""
-    payload = json_object(body)
+    return infer_request(json_object(body), inputs, outputs, booleans=mentions_booleans(body))
+
+
+def infer_request(
+    payload: dict[str, Any],
+    inputs: tuple[TensorSpec, ...],
+    outputs: tuple[TensorSpec, ...],
+    *,
+    booleans: bool,
+) -> InferRequest:
+    """An infer request's JSON object, checked against the model."""
     unknown = set(payload) - _ALLOWED_REQUEST
     if unknown:
         raise InvalidInputError(f"unknown field(s) {sorted(unknown)} in the infer request")
@@ -51,11 +66,13 @@ def parse_infer(
     tensors = payload.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise InvalidInputError("'inputs' must be a non-empty list of tensors")
-    batch = _inputs(tensors, inputs, mentions_booleans(body))
-    return InferRequest(batch, request_id, _output_names(payload.get("outputs"), outputs))
+    batch = parse_tensors(tensors, inputs, booleans)
+    return InferRequest(batch, request_id, output_names(payload.get("outputs"), outputs))
 
 
-def _inputs(tensors: list[Any], specs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
+def parse_tensors(tensors: list[Any], specs: tuple[TensorSpec, ...], booleans: bool) -> Batch:
+    """The model's inputs from v2 input tensors (objects with name, shape, datatype, data),
+    each checked against the model; ``booleans``: whether JSON data may hold true/false."""
     by_name = {spec.name: spec for spec in specs}
     batch: Batch = {}
     for position, tensor in enumerate(tensors):
@@ -106,10 +123,14 @@ def _tensor(tensor: dict[str, Any], spec: TensorSpec, booleans: bool) -> Any:
             f"{what}: datatype {datatype} does not fit the model's {spec.datatype} input"
         )
     data = tensor["data"]
-    if not isinstance(data, list):
-        data = [data]
-    declared_spec = TensorSpec(spec.name, declared, (-1,) * _depth(data))
-    checked = to_array(data, declared_spec, what=what, booleans=booleans)
+    if isinstance(data, np.ndarray):  # binary or gRPC: flat values of the declared datatype
+        flat_spec = TensorSpec(spec.name, declared, (-1,))
+        checked = to_array(data, flat_spec, what=what, booleans=False)
+    else:
+        if not isinstance(data, list):
+            data = [data]
+        declared_spec = TensorSpec(spec.name, declared, (-1,) * _depth(data))
+        checked = to_array(data, declared_spec, what=what, booleans=booleans)
     flat = checked.reshape(-1)
     expected = math.prod(shape)
     if flat.size != expected:
@@ -132,7 +153,8 @@ def _depth(data: list[Any]) -> int:
     return depth
 
 
-def _output_names(requested: Any, outputs: tuple[TensorSpec, ...]) -> tuple[str, ...] | None:
+def output_names(requested: Any, outputs: tuple[TensorSpec, ...]) -> tuple[str, ...] | None:
+    """The outputs a request asks for (None: all of them), checked against the model."""
     if requested is None:
         return None
     if not isinstance(requested, list) or not all(
@@ -169,16 +191,16 @@ def encode_infer(outputs: Batch, *, model: str, version: int, request: InferRequ
 
 def model_metadata(
     name: str,
-    version: int,
+    versions: list[int],
     platform: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
 ) -> bytes:
-    """``GET /v2/models/{name}``."""
+    """``GET /v2/models/{name}[/versions/N]``: ``versions`` lists those served."""
     return orjson.dumps(
         {
             "name": name,
-            "versions": [str(version)],
+            "versions": [str(version) for version in versions],
             "platform": platform,
             "inputs": [spec.as_dict() for spec in inputs],
             "outputs": [spec.as_dict() for spec in outputs],

@@ -33,15 +33,15 @@ _JOIN_TIMEOUT_S = 5.0
 class PortInUseError(MlkubeError):
     """The port is already taken by another process."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, option: str = "--port") -> None:
         super().__init__(
             f"port {port} on {host} is already in use; stop whatever listens there "
-            "or pick another with --port"
+            f"or pick another with {option}"
         )
 
 
-def check_port_free(host: str, port: int) -> None:
-    """Raise PortInUseError when ``host:port`` cannot be bound."""
+def check_port_free(host: str, port: int, option: str = "--port") -> None:
+    """Raise PortInUseError (naming ``option``) when ``host:port`` cannot be bound."""
     if port == 0:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -51,7 +51,7 @@ def check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as error:
             if error.errno == errno.EADDRINUSE:
-                raise PortInUseError(host, port) from None
+                raise PortInUseError(host, port, option) from None
             raise MlkubeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
@@ -168,6 +168,8 @@ def _worker_main(
         on_ready=ready,
         listen_when_ready=True,
         peers_ready=ready_count.all_ready,
+        grpc_port=options.grpc_port,
+        management_token=options.management_token,
     )
     try:
         finished = serve_single(deployment, worker_options)

@@ -10,19 +10,29 @@ from mlkube.spec.deployment import (
 )
 from mlkube.spec.job import BatchInference, JobDocument, TrainingJob
 from mlkube.spec.loading import SpecDocument, load_documents, load_spec, parse_documents
-from mlkube.spec.model import BatchingSpec, ModelFormat, ModelSpec, Protocol, ServerSpec
+from mlkube.spec.model import (
+    BatchingSpec,
+    GrpcSpec,
+    ModelFormat,
+    ModelSpec,
+    Protocol,
+    ServerSpec,
+)
+from mlkube.spec.pipeline import Pipeline
 from mlkube.spec.quantity import Quantity, parse_duration, parse_quantity
 
 __all__ = [
     "API_VERSION",
     "BatchInference",
     "BatchingSpec",
+    "GrpcSpec",
     "JobDocument",
     "Metadata",
     "ModelDeployment",
     "ModelDeploymentSpec",
     "ModelFormat",
     "ModelSpec",
+    "Pipeline",
     "PriorityClass",
     "Protocol",
     "Quantity",

@@ -15,10 +15,10 @@ from mlkube.spec.deployment import ModelDeployment
 CLAIM_SCHEME = "pvc://"
 
 
-def claim_host_path(deployment: ModelDeployment) -> str | None:
-    """The local path of a ``pvc://`` model whose claim the spec binds to a hostPath volume;
-    None for any other URI or claim."""
-    uri = deployment.spec.model.uri
+def claim_host_path(deployment: ModelDeployment, uri: str | None = None) -> str | None:
+    """The local path of a ``pvc://`` model URI (default: the first model's) whose claim the
+    spec binds to a hostPath volume; None for any other URI or claim."""
+    uri = deployment.spec.model.uri if uri is None else uri
     storage = deployment.spec.storage
     if not uri.startswith(CLAIM_SCHEME) or storage is None or storage.pvc is None:
         return None

@@ -23,6 +23,8 @@ API_VERSION: Final = "mlkube.dev/v1alpha1"
 DEFAULT_NAMESPACE = "default"
 DEFAULT_IMAGE = "ghcr.io/mlkube/mlkube-server:0.1.0"
 TF_SERVING_IMAGE = "tensorflow/serving:latest"
+DEFAULT_MODEL_ALIAS = "default"
+"""The name that always reaches the (first) model, as TF Serving's default model name."""
 MODELS_SCHEME = "models:/"
 """A registered model version, ``models:/NAME/VERSION``; mlkube.registry resolves it."""
 _GATEWAY_REF = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
@@ -122,7 +124,11 @@ class KubernetesSpec(SpecModel):
 class ModelDeploymentSpec(SpecModel):
     """What to serve, how many, with what resources, and how to watch it."""
 
-    model: ModelSpec
+    single_model: ModelSpec | None = Field(default=None, alias="model")
+    """The model served (set this or `models`)."""
+    models: tuple[ModelSpec, ...] | None = None
+    """Several models served by each replica, each with its own `name`, format, batching and
+    version policy (set this or `model`). The name `default` reaches the first one."""
     protocol: tuple[Protocol, ...] = (Protocol.V1, Protocol.V2)
     """The APIs served: `v1` (TF Serving REST) and/or `v2` (Open Inference Protocol)."""
     replicas: Annotated[int, Field(ge=0)] = 1
@@ -141,6 +147,41 @@ class ModelDeploymentSpec(SpecModel):
     monitoring: MonitoringSpec = MonitoringSpec()
     logging: LoggingSpec = LoggingSpec()
     kubernetes: KubernetesSpec = KubernetesSpec()
+
+    @model_validator(mode="after")
+    def _one_model_field(self) -> ModelDeploymentSpec:
+        if (self.single_model is None) == (self.models is None):
+            raise ValueError("set exactly one of model (one model) and models (a list)")
+        if self.models is not None:
+            if not self.models:
+                raise ValueError("models must list at least one model")
+            seen: set[str] = set()
+            for index, model in enumerate(self.models):
+                if model.name is None:
+                    raise ValueError(f"models[{index}].name: every listed model needs a name")
+                if model.name in seen:
+                    raise ValueError(f"models[{index}].name: '{model.name}' is listed twice")
+                if model.name == DEFAULT_MODEL_ALIAS and index > 0:
+                    raise ValueError(
+                        f"models[{index}].name: '{DEFAULT_MODEL_ALIAS}' always names the first "
+                        "model; pick another name"
+                    )
+                seen.add(model.name)
+        return self
+
+    @property
+    def model(self) -> ModelSpec:
+        """The model (the first of `models`): what code serving one model looks at."""
+        if self.single_model is not None:
+            return self.single_model
+        if not self.models:  # pragma: no cover - the validator holds exactly one of the two
+            raise ValueError("a deployment spec without a model")
+        return self.models[0]
+
+    @property
+    def all_models(self) -> tuple[ModelSpec, ...]:
+        """Every model served, the first being `model`."""
+        return self.models if self.models is not None else (self.model,)
 
     @model_validator(mode="after")
     def _cross_section(self) -> ModelDeploymentSpec:
@@ -193,12 +234,13 @@ class ModelDeployment(SpecModel):
     def source_dir(self) -> str:
         return self._source_dir
 
-    def model_path(self) -> str:
-        """The model's local path, resolved against the spec file's directory.
+    def model_path(self, model: ModelSpec | None = None) -> str:
+        """The local path of ``model`` (default: the first), resolved against the spec file's
+        directory.
 
         A registry URI (``models:/NAME/VERSION``) is returned as it is: it names no path
         until ``mlkube.registry.resolve_model`` looks it up."""
-        uri = self.spec.model.uri
+        uri = (model or self.spec.model).uri
         if uri.startswith(MODELS_SCHEME):
             return uri
         if uri.startswith("file://"):
@@ -215,8 +257,12 @@ class ModelDeployment(SpecModel):
 
     @property
     def model_name(self) -> str:
-        """The name the model is served under."""
-        return self.spec.model.name or self.metadata.name
+        """The name the (first) model is served under."""
+        return self.served_name(self.spec.model)
+
+    def served_name(self, model: ModelSpec) -> str:
+        """The name ``model`` is served under: its own, or the deployment's."""
+        return model.name or self.metadata.name
 
     @property
     def image(self) -> str:
@@ -290,4 +336,11 @@ class PriorityClass(SpecModel):
     _source_file: str = PrivateAttr(default="<string>")
 
 
-KINDS = ("ModelDeployment", "Quota", "PriorityClass", "TrainingJob", "BatchInference")
+KINDS = (
+    "ModelDeployment",
+    "Quota",
+    "PriorityClass",
+    "TrainingJob",
+    "BatchInference",
+    "Pipeline",
+)

@@ -22,14 +22,16 @@ from mlkube.errors import SpecError, SpecIssue
 from mlkube.spec.base import DNS_LABEL, DNS_SUBDOMAIN
 from mlkube.spec.deployment import API_VERSION, KINDS, ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
+from mlkube.spec.pipeline import Pipeline, cross_document_problems
 
-SpecDocument = ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference
+SpecDocument = ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference | Pipeline
 _CLASSES: dict[str, type[SpecDocument]] = {
     "ModelDeployment": ModelDeployment,
     "Quota": Quota,
     "PriorityClass": PriorityClass,
     "TrainingJob": TrainingJob,
     "BatchInference": BatchInference,
+    "Pipeline": Pipeline,
 }
 _PATTERN_WORDS = {
     DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', "
@@ -82,11 +84,13 @@ def load_documents(*paths: str | os.PathLike[str]) -> list[SpecDocument]:
             continue
         for document in parsed:
             document._source_file = str(file)
-            if isinstance(document, ModelDeployment | TrainingJob | BatchInference):
+            if isinstance(document, ModelDeployment | TrainingJob | BatchInference | Pipeline):
                 document._source_dir = str(file.parent.resolve())
         documents.extend(parsed)
     if not problems:
         problems.extend(_duplicates_across_files(documents))
+    if not problems:
+        problems.extend(_pipeline_references(documents))
     if problems:
         if len(problems) == 1:
             raise problems[0]
@@ -125,6 +129,23 @@ def _duplicates_across_files(documents: list[SpecDocument]) -> list[SpecError]:
             message = f"{key[0]} '{key[2]}' in namespace '{key[1]}' is also defined in {first[key]}"
             problems.append(SpecError(source, [SpecIssue("metadata.name", message)]))
         first.setdefault(key, source)
+    return problems
+
+
+def _pipeline_references(documents: list[SpecDocument]) -> list[SpecError]:
+    """A Pipeline's ``jobRef`` may name a TrainingJob in any of the files loaded."""
+    problems: list[SpecError] = []
+    for pipeline in documents:
+        if not isinstance(pipeline, Pipeline):
+            continue
+        jobs = {
+            d.metadata.name: d.spec
+            for d in documents
+            if isinstance(d, TrainingJob) and d.namespace == pipeline.namespace
+        }
+        issues = [SpecIssue(p, m) for p, m in cross_document_problems(pipeline, jobs)]
+        if issues:
+            problems.append(SpecError(document_source(pipeline), issues))
     return problems
 
 

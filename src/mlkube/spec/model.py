@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from typing import Annotated
 
 from pydantic import Field, field_validator, model_validator
@@ -38,6 +39,78 @@ class Protocol(enum.StrEnum):
     V2 = "v2"
 
 
+class BatchingSpec(SpecModel):
+    """Adaptive batching: concurrent requests to one model merged into one predict call."""
+
+    enabled: bool = True
+    """On by default for runtimes that take batches; a lone request is never held back."""
+
+    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    """Most rows in one predict call."""
+
+    max_latency_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
+    """Longest a request waits for others to join its batch while the model has spare
+    capacity. Requests waiting behind a running predict call join the next batch anyway."""
+
+
+class VersionPolicy(SpecModel):
+    """Which versions of a versioned model are served, as TF Serving's model_version_policy.
+
+    A versioned model is a directory of numbered subdirectories (``1/``, ``2/``...), each
+    holding one version. Set at most one of ``latest``, ``all`` and ``specific``; unset, the
+    newest version is served (``latest: 1``).
+    """
+
+    latest: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Serve the N highest-numbered versions present."""
+
+    all_versions: bool | None = Field(default=None, alias="all")
+    """``all: true``: serve every version present."""
+
+    specific: tuple[Annotated[int, Field(ge=1)], ...] | None = None
+    """Serve exactly these versions (those present; a missing one is loaded when it appears)."""
+
+    @model_validator(mode="after")
+    def _one_policy(self) -> VersionPolicy:
+        chosen = [
+            key
+            for key, value in (
+                ("latest", self.latest),
+                ("all", self.all_versions),
+                ("specific", self.specific),
+            )
+            if value is not None
+        ]
+        if len(chosen) > 1:
+            raise ValueError(f"set one of latest, all, specific; got {', '.join(chosen)}")
+        if self.all_versions is False:
+            raise ValueError("all: false means nothing; leave it out (latest: 1 is the default)")
+        if self.specific is not None:
+            if not self.specific:
+                raise ValueError("specific must list at least one version number")
+            if len(set(self.specific)) != len(self.specific):
+                raise ValueError(f"specific lists a version twice: {list(self.specific)}")
+        return self
+
+    def select(self, present: Iterable[int]) -> tuple[int, ...]:
+        """The versions to serve out of those ``present``, highest first. Pure."""
+        ordered = sorted(set(present), reverse=True)
+        if self.all_versions:
+            return tuple(ordered)
+        if self.specific is not None:
+            wanted = set(self.specific)
+            return tuple(v for v in ordered if v in wanted)
+        return tuple(ordered[: self.latest or 1])
+
+    def describe(self) -> str:
+        """One short phrase for messages: ``latest 2``, ``all``, ``specific [1, 3]``."""
+        if self.all_versions:
+            return "all"
+        if self.specific is not None:
+            return f"specific {list(self.specific)}"
+        return f"latest {self.latest or 1}"
+
+
 class ModelSpec(SpecModel):
     """Where the model is and how to load it."""
 
@@ -55,7 +128,16 @@ class ModelSpec(SpecModel):
     `default` always reaches it too, as TF Serving does."""
 
     version: Annotated[int, Field(ge=1)] = 1
-    """The version number reported by the metadata endpoints and accepted in /versions/N."""
+    """The version number of a model that is one file (or a directory without numbered
+    subdirectories): reported by the metadata endpoints and accepted in /versions/N. A
+    directory of numbered subdirectories is a versioned model: each subdirectory is a version."""
+
+    version_policy: VersionPolicy = VersionPolicy()
+    """Which versions of a versioned model are served: `latest: N` (default 1), `all: true`
+    or `specific: [..]`, as TF Serving's model_version_policy."""
+
+    batching: BatchingSpec | None = None
+    """This model's batching; unset, the deployment's `batching` section applies."""
 
     trust_pickle: bool = False
     """Allow pickle/joblib files. Unpickling runs arbitrary code: only for files you made."""
@@ -99,18 +181,15 @@ class ModelSpec(SpecModel):
         return self
 
 
-class BatchingSpec(SpecModel):
-    """Adaptive batching: concurrent requests to one model merged into one predict call."""
+class GrpcSpec(SpecModel):
+    """gRPC next to REST: the Open Inference Protocol v2 service and TF Serving's Predict
+    and GetModelStatus, with the same models, batching, limits and metrics."""
 
-    enabled: bool = True
-    """On by default for runtimes that take batches; a lone request is never held back."""
+    enabled: bool = False
+    """Serve gRPC too (off by default: grpcio is loaded only when it is on)."""
 
-    max_batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
-    """Most rows in one predict call."""
-
-    max_latency_ms: Annotated[float, Field(ge=0, le=60_000)] = 5.0
-    """Longest a request waits for others to join its batch while the model has spare
-    capacity. Requests waiting behind a running predict call join the next batch anyway."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 8500
+    """The gRPC port inside a container (TF Serving's); local replicas get their own."""
 
 
 class ServerSpec(SpecModel):
@@ -132,7 +211,15 @@ class ServerSpec(SpecModel):
     """Most requests waiting for the model; more get 429 with Retry-After."""
 
     drain_timeout: Seconds = 30.0
-    """On SIGTERM, how long in-flight requests may take before the process exits anyway."""
+    """On SIGTERM, how long in-flight requests may take before the process exits anyway.
+    Also how long a removed model version's in-flight requests may take before it unloads."""
+
+    version_poll_interval: Seconds = 5.0
+    """How often each replica looks for new or removed version directories of versioned
+    models (hot reload, as TF Serving's file system poll); 0 turns the watch off."""
+
+    grpc: GrpcSpec = GrpcSpec()
+    """The gRPC server, on its own port (maxRequestSize limits its messages too)."""
 
     @field_validator("max_request_size")
     @classmethod

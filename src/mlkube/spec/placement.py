@@ -71,6 +71,9 @@ class ServiceSpec(SpecModel):
     type: ServiceType = ServiceType.CLUSTER_IP
     port: Port = 8501
     """The port clients connect to (locally on 127.0.0.1; the Service port on a cluster)."""
+    grpc_port: Port = 8500
+    """The gRPC port clients connect to when server.grpc is enabled (locally the balancer
+    passes each connection to one ready replica; on a cluster the Service's `grpc` port)."""
     node_port: Annotated[int, Field(ge=30000, le=32767)] | None = None
     """Only with NodePort or LoadBalancer; the default Kubernetes range is 30000-32767."""
 

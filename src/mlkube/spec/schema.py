@@ -17,9 +17,10 @@ from pydantic import Field, TypeAdapter
 from mlkube.spec.base import SpecModel
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
+from mlkube.spec.pipeline import Pipeline
 
 Document = Annotated[
-    ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference,
+    ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference | Pipeline,
     Field(discriminator="kind"),
 ]
 
@@ -29,6 +30,7 @@ _BY_KIND: dict[str, Any] = {
     "PriorityClass": PriorityClass,
     "TrainingJob": TrainingJob,
     "BatchInference": BatchInference,
+    "Pipeline": Pipeline,
 }
 
 

@@ -30,6 +30,8 @@ class RunningReplica:
     loop: asyncio.AbstractEventLoop
     stop: asyncio.Event
     errors: list[BaseException] = field(default_factory=list)
+    grpc_address: str | None = None
+    """``127.0.0.1:PORT`` of its gRPC server when the spec enables ``server.grpc``."""
 
 
 def _remember(holder: dict[str, object], url: str, listening: threading.Event) -> None:
@@ -44,6 +46,7 @@ def running_replica(
     loader: Callable[[ModelDeployment], Runtime] = load_runtime_for,
     wait_ready: bool = True,
     access_log: IO[bytes] | None = None,
+    management_token: str | None = None,
 ) -> Iterator[RunningReplica]:
     """Serve ``deployment`` on a free loopback port until the block ends."""
     listening = threading.Event()
@@ -55,6 +58,9 @@ def running_replica(
         on_listening=lambda url: _remember(holder, url, listening),
         on_ready=lambda seconds: ready.set(),
         access_log=access_log if access_log is not None else io.BytesIO(),
+        grpc_port=0 if deployment.spec.server.grpc.enabled else None,
+        on_grpc_listening=lambda address: holder.__setitem__("grpc", address),
+        management_token=management_token,
     )
     replica = Replica(deployment, options, loader=loader)
     errors: list[BaseException] = []
@@ -84,7 +90,10 @@ def running_replica(
     stop = holder["stop"]
     if not isinstance(loop, asyncio.AbstractEventLoop) or not isinstance(stop, asyncio.Event):
         raise RuntimeError("the test replica's thread did not set up its event loop")
-    running = RunningReplica(str(holder["url"]), replica, loop, stop, errors)
+    grpc = holder.get("grpc")
+    running = RunningReplica(
+        str(holder["url"]), replica, loop, stop, errors, str(grpc) if grpc else None
+    )
     try:
         yield running
     finally:

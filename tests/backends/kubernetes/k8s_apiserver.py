@@ -132,6 +132,13 @@ RESOURCES = [
     Res("autoscaling.k8s.io", "v1", "verticalpodautoscalers", "VerticalPodAutoscaler", True),
     Res("gateway.networking.k8s.io", "v1", "httproutes", "HTTPRoute", True),
     Res("batch", "v1", "jobs", "Job", True),
+    Res("batch", "v1", "cronjobs", "CronJob", True),
+    Res("tekton.dev", "v1", "pipelines", "Pipeline", True),
+    Res("tekton.dev", "v1", "pipelineruns", "PipelineRun", True),
+    Res("tekton.dev", "v1", "taskruns", "TaskRun", True),
+    Res("argoproj.io", "v1alpha1", "workflows", "Workflow", True),
+    Res("argoproj.io", "v1alpha1", "cronworkflows", "CronWorkflow", True),
+    Res("argoproj.io", "v1alpha1", "workflowtaskresults", "WorkflowTaskResult", True),
     Res("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", True),
     Res("kueue.x-k8s.io", "v1beta1", "localqueues", "LocalQueue", True),
     Res("kueue.x-k8s.io", "v1beta1", "clusterqueues", "ClusterQueue", False),
@@ -144,6 +151,8 @@ CRD_GROUPS = {
     "gateway.networking.k8s.io",
     "kubeflow.org",
     "kueue.x-k8s.io",
+    "tekton.dev",
+    "argoproj.io",
 }
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 COMMON_FIELDS = {"metadata.name", "metadata.namespace"}
@@ -386,6 +395,7 @@ class FakeApiServer:
             if headers.get("authorization") != f"Bearer {TOKEN}":
                 return 401, _status(401, "Unauthorized", "Unauthorized"), "application/json"
             answer = self._route(method, parts.path, query, content_type, body)
+            self.sim.reconcile_pods(self.objects, Stored)  # ReplicaSets, when modelled
             self.sim.record(self.objects, f"{method} {parts.path}")  # the pod-count timeline
             return answer
 

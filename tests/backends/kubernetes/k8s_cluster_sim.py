@@ -34,15 +34,37 @@ Each behaviour and the Kubernetes documentation of what it models:
   recorded when they change, with the request that changed them. Tests read it to prove that
   nothing stopped serving.
 
-Not modelled: pods as separate objects kept by a ReplicaSet (a Deployment's pods are its
-counts), endpoint readiness gates, and quota admission itself (a test scripts its outcome).
+- **ReplicaSets keeping pods** (``replica_sets = True``, off by default: a Deployment's pods
+  are then its counts): every Deployment's current ReplicaSet (``<name>-<pod-template-hash>``,
+  selector: the Deployment's plus ``pod-template-hash``,
+  https://kubernetes.io/docs/concepts/workloads/controllers/deployment/#pod-template-hash-label)
+  keeps ``spec.replicas`` pods as Pod objects after every request. Pods start not ready and
+  become Ready after ``pod_ready_after`` more requests. A pod whose labels stop matching its
+  ReplicaSet's selector is released (its controller ownerReference goes) and a replacement is
+  created; an orphan pod that matches a ReplicaSet's selector is adopted; surplus pods are
+  deleted not-ready first, then the newest
+  (https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#how-a-replicaset-works,
+  #isolating-pods-from-a-replicaset and #scaling-a-replicaset: "Pending (and unschedulable)
+  pods are scaled down first", "If both pods were created at the same time ... the pod
+  created more recently"). A Service's endpoints are then its selector's Ready pods
+  (https://kubernetes.io/docs/concepts/services-networking/service/#services-in-kubernetes).
+  A new pod template replaces the old ReplicaSet's pods at once (no rolling update).
+
+Not modelled: endpoint readiness gates, rolling updates between ReplicaSets, and quota
+admission itself (a test scripts its outcome).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import itertools
+import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+POD_TEMPLATE_HASH = "pod-template-hash"
 
 
 @dataclass(frozen=True)
@@ -73,6 +95,12 @@ class ClusterSim:
     scripts: dict[tuple[str, str], list[Step]] = field(default_factory=dict)
     failing: dict[tuple[str, str, str], tuple[int, str]] = field(default_factory=dict)
     timeline: list[Moment] = field(default_factory=list)
+    replica_sets: bool = False
+    """Model Deployments' pods as Pod objects kept by ReplicaSets (module docstring)."""
+    pod_ready_after: int = 2
+    """Requests after its creation before a modelled pod is Ready."""
+    _ages: dict[tuple[str, str], int] = field(default_factory=dict)
+    _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- for tests ----------------------------------------------------------------------
     def script_rollout(self, namespace: str, name: str, steps: list[Step]) -> None:
@@ -142,8 +170,106 @@ class ClusterSim:
                 )
         return None
 
+    def reconcile_pods(
+        self, objects: dict[tuple[str, str, str], Any], stored: Callable[[dict[str, Any]], Any]
+    ) -> None:
+        """The ReplicaSet controller's pass after a request (``replica_sets`` only):
+        ``stored`` wraps a new Pod as the double stores objects."""
+        if not self.replica_sets:
+            return
+        for key in [k for k in objects if k[0] == "pods" and (k[1], k[2]) in self._ages]:
+            self._ages[(key[1], key[2])] += 1
+            if self._ages[(key[1], key[2])] >= self.pod_ready_after:
+                _set_ready(objects[key].obj)
+        # Two passes: a pod one ReplicaSet releases is adopted by another in the same turn,
+        # whichever order they run in (each reacts to the pod's label change).
+        for _ in range(2):
+            for key, dep in list(objects.items()):
+                if key[0] == "deployments":
+                    self._sync(objects, stored, key[1], dep.obj)
+
+    def _sync(
+        self,
+        objects: dict[tuple[str, str, str], Any],
+        stored: Callable[[dict[str, Any]], Any],
+        namespace: str,
+        dep: dict[str, Any],
+    ) -> None:
+        name, uid = dep["metadata"]["name"], dep["metadata"]["uid"]
+        template = dep["spec"]["template"]
+        digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:10]
+        rs_uid, family = f"rs-{uid}-{digest}", f"rs-{uid}-"
+        selector = {**dep["spec"]["selector"]["matchLabels"], POD_TEMPLATE_HASH: digest}
+        owned: list[dict[str, Any]] = []
+        for key in [k for k in objects if k[0] == "pods" and k[1] == namespace]:
+            pod = objects[key].obj
+            labels = pod["metadata"].get("labels") or {}
+            ref = _controller(pod)
+            matches = all(labels.get(k) == v for k, v in selector.items())
+            if ref is not None and ref["uid"].startswith(family) and ref["uid"] != rs_uid:
+                del objects[key]  # an old ReplicaSet's pod: replaced at once
+                continue
+            if ref is not None and ref["uid"] == rs_uid and not matches:
+                pod["metadata"]["ownerReferences"] = [  # released: no longer selected
+                    r for r in pod["metadata"]["ownerReferences"] if not r.get("controller")
+                ]
+                continue
+            if ref is None and matches:
+                pod["metadata"].setdefault("ownerReferences", []).append(
+                    _owner(f"{name}-{digest}", rs_uid)
+                )
+                ref = _controller(pod)
+            if ref is not None and ref["uid"] == rs_uid:
+                owned.append(pod)
+        wanted = int(dep["spec"].get("replicas", 1))
+        for _ in range(wanted - len(owned)):
+            serial = next(self._serial)
+            pod_name = f"{name}-{digest}-p{serial:04d}"
+            labels = {**(template["metadata"].get("labels") or {}), POD_TEMPLATE_HASH: digest}
+            meta: dict[str, Any] = {
+                "name": pod_name,
+                "namespace": namespace,
+                "labels": labels,
+                "uid": f"pod-{serial}",
+                "creationTimestamp": f"2026-01-01T{serial // 3600:02d}:"
+                f"{serial // 60 % 60:02d}:{serial % 60:02d}Z",
+                "ownerReferences": [_owner(f"{name}-{digest}", rs_uid)],
+            }
+            if template["metadata"].get("annotations"):
+                meta["annotations"] = dict(template["metadata"]["annotations"])
+            pod = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": meta,
+                "spec": copy.deepcopy(template["spec"]),
+                "status": {
+                    "phase": "Pending",
+                    "conditions": [{"type": "Ready", "status": "False"}],
+                },
+            }
+            objects[("pods", namespace, pod_name)] = stored(pod)
+            self._ages[(namespace, pod_name)] = 0
+        surplus = len(owned) - wanted
+        if surplus > 0:
+            # Not ready first, then the newest (ReplicaSet scale-down ranking).
+            owned.sort(key=lambda p: (_is_ready(p), p["metadata"]["creationTimestamp"]))
+            ready = [p for p in owned if _is_ready(p)]
+            victims = [p for p in owned if not _is_ready(p)] + ready[::-1]
+            for pod in victims[:surplus]:
+                objects.pop(("pods", namespace, pod["metadata"]["name"]), None)
+
+    def set_pod_ready(self, objects: dict[tuple[str, str, str], Any], namespace: str) -> None:
+        """Every modelled pod in ``namespace`` Ready now (a test that need not wait)."""
+        for key in objects:
+            if key[0] == "pods" and key[1] == namespace and (key[1], key[2]) in self._ages:
+                self._ages[(key[1], key[2])] = self.pod_ready_after
+                _set_ready(objects[key].obj)
+
     def record(self, objects: dict[tuple[str, str, str], Any], request: str) -> None:
         """Append a ``Moment`` when the serving capacity differs from the last one."""
+        if self.replica_sets:
+            self._record_pods(objects, request)
+            return
         available: dict[str, int] = {}
         templates: dict[str, tuple[str, dict[str, str], int]] = {}
         for (plural, namespace, name), stored in objects.items():
@@ -168,6 +294,73 @@ class ClusterSim:
         last = self.timeline[-1] if self.timeline else None
         if last is None or (last.available, last.endpoints) != (available, endpoints):
             self.timeline.append(Moment(request, available, endpoints))
+
+    def _record_pods(self, objects: dict[tuple[str, str, str], Any], request: str) -> None:
+        """``record`` when pods are objects: a Deployment's available pods are its
+        ReplicaSets' Ready ones; a Service's endpoints, the Ready pods its selector matches."""
+        pods = [(k[1], s.obj) for k, s in objects.items() if k[0] == "pods"]
+        available: dict[str, int] = {}
+        for (plural, namespace, name), stored in objects.items():
+            if plural == "deployments":
+                family = f"rs-{stored.obj['metadata']['uid']}-"
+                available[f"{namespace}/{name}"] = sum(
+                    1
+                    for ns, pod in pods
+                    if ns == namespace
+                    and _is_ready(pod)
+                    and (_controller(pod) or {}).get("uid", "").startswith(family)
+                )
+        endpoints: dict[str, int] = {}
+        for (plural, namespace, name), stored in objects.items():
+            if plural != "services":
+                continue
+            selector = (stored.obj.get("spec") or {}).get("selector") or {}
+            endpoints[f"{namespace}/{name}"] = len(self.endpoints_of(objects, namespace, selector))
+        last = self.timeline[-1] if self.timeline else None
+        if last is None or (last.available, last.endpoints) != (available, endpoints):
+            self.timeline.append(Moment(request, available, endpoints))
+
+    @staticmethod
+    def endpoints_of(
+        objects: dict[tuple[str, str, str], Any], namespace: str, selector: dict[str, str]
+    ) -> list[str]:
+        """The Ready pods a Service with ``selector`` sends traffic to, by name."""
+        return sorted(
+            s.obj["metadata"]["name"]
+            for k, s in objects.items()
+            if k[0] == "pods"
+            and k[1] == namespace
+            and selector
+            and _is_ready(s.obj)
+            and all(
+                (s.obj["metadata"].get("labels") or {}).get(a) == b for a, b in selector.items()
+            )
+        )
+
+
+def _controller(pod: dict[str, Any]) -> dict[str, Any] | None:
+    refs = pod["metadata"].get("ownerReferences") or []
+    return next((r for r in refs if r.get("controller")), None)
+
+
+def _owner(name: str, uid: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": name,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _is_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _set_ready(pod: dict[str, Any]) -> None:
+    pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
 
 
 def deployment_condition(kind: str, status: str, reason: str, message: str) -> dict[str, Any]:

@@ -46,6 +46,30 @@ def validate(obj: dict[str, Any], version: str) -> list[str]:
         problems.extend(f"{e.json_path}: {e.message}"[:500] for e in validator.iter_errors(obj))
     if obj["kind"] == "PyTorchJob":
         problems.extend(_replica_template_problems(obj, version))
+    if obj["kind"] == "Pipeline":
+        problems.extend(_tekton_pipeline_problems(obj, version))
+    if obj["kind"] == "PipelineRun":
+        for one in obj["spec"].get("taskRunSpecs", []):
+            pod = one.get("podTemplate", {})
+            where = f"taskRunSpecs.{one.get('pipelineTaskName')}.podTemplate"
+            if "securityContext" in pod:
+                problems.extend(
+                    _core_problems(
+                        f"{where}.securityContext",
+                        pod["securityContext"],
+                        "PodSecurityContext",
+                        version,
+                    )
+                )
+            for index, toleration in enumerate(pod.get("tolerations", [])):
+                problems.extend(
+                    _core_problems(
+                        f"{where}.tolerations[{index}]", toleration, "Toleration", version
+                    )
+                )
+    if obj["kind"] in ("Workflow", "CronWorkflow"):
+        spec = obj["spec"] if obj["kind"] == "Workflow" else obj["spec"]["workflowSpec"]
+        problems.extend(_argo_workflow_problems(spec, version))
     problems.extend(semantic_problems(obj))
     return [f"{obj['kind']}/{obj['metadata']['name']} ({version}): {p}" for p in problems]
 
@@ -65,6 +89,185 @@ def _replica_template_problems(obj: dict[str, Any], version: str) -> list[str]:
         names = [c["name"] for c in template.get("spec", {}).get("containers", [])]
         if "pytorch" not in names:
             problems.append(f"{kind}: the training-operator needs a container named pytorch")
+    return problems
+
+
+def _core_problems(where: str, value: Any, definition: str, version: str) -> list[str]:
+    """``value`` against the official core/v1 ``definition`` of ``version`` (strict)."""
+    validator = definition_validator(version, f"io.k8s.api.core.v1.{definition}")
+    return [f"{where}{e.json_path[1:]}: {e.message}"[:500] for e in validator.iter_errors(value)]
+
+
+_TEKTON_REF = re.compile(r"\$\((tasks|params)\.([^.)]+)(?:\.results\.([^.)]+))?\)")
+_ARGO_REF = re.compile(
+    r"\{\{(tasks|inputs|workflow)\.([^.}]+)\.(?:outputs\.)?parameters\.([^.}]+)\}\}"
+)
+
+
+def _tekton_pipeline_problems(obj: dict[str, Any], version: str) -> list[str]:
+    """What Tekton's webhook checks beyond the schema (pipeline_validation.go): unique task
+    names, runAfter and result references naming other tasks and declared results, params
+    a task passes declared by its taskSpec; the core/v1 parts of each step against the
+    official definitions."""
+    problems: list[str] = []
+    tasks = obj["spec"].get("tasks", []) + obj["spec"].get("finally", [])
+    names = [t["name"] for t in tasks]
+    if len(set(names)) != len(names):
+        problems.append(f"pipeline task names must be unique: {names}")
+    results = {
+        t["name"]: {r["name"] for r in t.get("taskSpec", {}).get("results", [])} for t in tasks
+    }
+    pipeline_params = {p["name"] for p in obj["spec"].get("params", [])}
+    for task in tasks:
+        problems.extend(_tekton_task_problems(task, results, pipeline_params))
+        problems.extend(_tekton_step_problems(task, version))
+    return problems
+
+
+def _tekton_task_problems(
+    task: dict[str, Any], results: dict[str, set[str]], pipeline_params: set[str]
+) -> list[str]:
+    name = task["name"]
+    problems = [
+        f"{name}: runAfter names no other task: {after}"
+        for after in task.get("runAfter", [])
+        if after not in results or after == name
+    ]
+    declared = {p["name"] for p in task.get("taskSpec", {}).get("params", [])}
+    for param in task.get("params", []):
+        if param["name"] not in declared:
+            problems.append(f"{name}: param {param['name']} is not declared by its taskSpec")
+        for kind, ref, result in _TEKTON_REF.findall(str(param["value"])):
+            if kind == "params" and ref not in pipeline_params:
+                problems.append(f"{name}: $(params.{ref}) is not a pipeline param")
+            if kind == "tasks" and result not in results.get(ref, set()):
+                problems.append(f"{name}: $(tasks.{ref}.results.{result}) is not declared")
+            if kind == "tasks" and ref not in task.get("runAfter", []):
+                # Tekton orders by result references too; mlkube lists them in runAfter as
+                # well, so that the order reads from one place
+                problems.append(f"{name}: uses {ref}'s result without runAfter {ref}")
+    return problems
+
+
+def _tekton_step_problems(task: dict[str, Any], version: str) -> list[str]:
+    spec = task.get("taskSpec", {})
+    volumes = {v["name"] for v in spec.get("volumes", [])}
+    problems: list[str] = []
+    for index, volume in enumerate(spec.get("volumes", [])):
+        problems.extend(
+            _core_problems(f"{task['name']}.volumes[{index}]", volume, "Volume", version)
+        )
+    for step in spec.get("steps", []):
+        where = f"{task['name']}.steps.{step['name']}"
+        parts = [(f"{where}.env[{i}]", e, "EnvVar") for i, e in enumerate(step.get("env", []))]
+        parts += [
+            (f"{where}.volumeMounts[{i}]", m, "VolumeMount")
+            for i, m in enumerate(step.get("volumeMounts", []))
+        ]
+        if "computeResources" in step:
+            parts.append(
+                (f"{where}.computeResources", step["computeResources"], "ResourceRequirements")
+            )
+        if "securityContext" in step:
+            parts.append((f"{where}.securityContext", step["securityContext"], "SecurityContext"))
+        for part in parts:
+            problems.extend(_core_problems(*part, version))
+        problems.extend(
+            f"{where}: volumeMount {m['name']} names no volume"
+            for m in step.get("volumeMounts", [])
+            if m["name"] not in volumes
+        )
+        problems.extend(
+            f"{where}: $(tasks.{ref}...) is not expanded in a step; pass it as a param"
+            for kind, ref, _ in _TEKTON_REF.findall(" ".join(step.get("args", [])))
+            if kind == "tasks"
+        )
+    return problems
+
+
+def _argo_workflow_problems(spec: dict[str, Any], version: str) -> list[str]:
+    """What the workflow controller's validation (workflow/validate/validate.go) checks
+    beyond the schema for the fields mlkube renders: the entrypoint and every referenced
+    template exist, DAG dependencies name tasks of the same DAG, a task's arguments are its
+    template's inputs and output references name declared outputs of a dependency; the
+    core/v1 parts against the official definitions."""
+    problems: list[str] = []
+    templates = {t["name"]: t for t in spec.get("templates", [])}
+    if spec.get("entrypoint") not in templates:
+        problems.append(f"entrypoint {spec.get('entrypoint')} names no template")
+    if "securityContext" in spec:
+        problems.extend(
+            _core_problems(
+                "securityContext", spec["securityContext"], "PodSecurityContext", version
+            )
+        )
+    for name, template in templates.items():
+        problems.extend(_argo_pod_problems(name, template, version))
+        tasks = {t["name"]: t for t in template.get("dag", {}).get("tasks", [])}
+        for task in tasks.values():
+            problems.extend(_argo_task_problems(task, tasks, templates))
+    return problems
+
+
+def _argo_pod_problems(name: str, template: dict[str, Any], version: str) -> list[str]:
+    problems: list[str] = []
+    volumes = template.get("volumes", [])
+    if "container" in template:
+        container = {"name": "main", **template["container"]}
+        problems.extend(_core_problems(f"{name}.container", container, "Container", version))
+        mounts = {v["name"] for v in volumes}
+        problems.extend(f"{name}: {p}" for p in _container_problems(container, mounts))
+    seen: list[str] = []
+    for node in template.get("containerSet", {}).get("containers", []):
+        container = {k: v for k, v in node.items() if k != "dependencies"}
+        where = f"{name}.containerSet.{node.get('name')}"
+        problems.extend(_core_problems(where, container, "Container", version))
+        mounts = {v["name"] for v in volumes}
+        problems.extend(f"{where}: {p}" for p in _container_problems(container, mounts))
+        problems.extend(
+            f"{where}: dependency {d} is not an earlier container"
+            for d in node.get("dependencies", [])
+            if d not in seen
+        )
+        seen.append(node.get("name", ""))
+    outputs = template.get("outputs", {}).get("parameters")
+    if outputs and "containerSet" in template and "main" not in seen:
+        problems.append(f"{name}: Argo collects a containerSet's outputs from 'main'")
+    parts = [(f"{name}.volumes[{i}]", v, "Volume") for i, v in enumerate(volumes)]
+    parts += [
+        (f"{name}.tolerations[{i}]", t, "Toleration")
+        for i, t in enumerate(template.get("tolerations", []))
+    ]
+    if "securityContext" in template:
+        parts.append((f"{name}.securityContext", template["securityContext"], "PodSecurityContext"))
+    for part in parts:
+        problems.extend(_core_problems(*part, version))
+    return problems
+
+
+def _argo_task_problems(
+    task: dict[str, Any], tasks: dict[str, dict[str, Any]], templates: dict[str, dict[str, Any]]
+) -> list[str]:
+    name = task["name"]
+    target = templates.get(task.get("template", ""))
+    if target is None:
+        return [f"{name}: template {task.get('template')} does not exist"]
+    problems = [
+        f"{name}: dependency {dependency} is not a task"
+        for dependency in task.get("dependencies", [])
+        if dependency not in tasks or dependency == name
+    ]
+    inputs = {p["name"] for p in target.get("inputs", {}).get("parameters", [])}
+    for param in task.get("arguments", {}).get("parameters", []):
+        if param["name"] not in inputs:
+            problems.append(f"{name}: argument {param['name']} is not an input")
+        for kind, ref, output in _ARGO_REF.findall(param.get("value", "")):
+            source = templates.get(tasks.get(ref, {}).get("template", ""), {})
+            declared = {p["name"] for p in source.get("outputs", {}).get("parameters", [])}
+            if kind == "tasks" and (
+                output not in declared or ref not in task.get("dependencies", [])
+            ):
+                problems.append(f"{name}: tasks.{ref}...{output} is not an output of a dependency")
     return problems
 
 

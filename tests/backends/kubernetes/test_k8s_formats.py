@@ -36,6 +36,7 @@ CHART_NAMES = {
     "bluegreen-hostpath": "churn",
     "canary-gateway": "iris",
     "keda-gpu": "resnet",
+    "standby-keda": "llm",
     # a spec without ModelDeployments: the chart is named after the file
     "batch-job": "batch-job",
     "training-job": "training-job",

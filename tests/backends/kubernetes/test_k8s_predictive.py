@@ -83,11 +83,12 @@ def test_engine_hpa_renders_the_same_autoscaler_and_says_the_forecast_is_ignored
     assert "use engine keda with an rps metric" in note.text()
 
 
-def test_standby_is_ignored_on_kubernetes_and_honoured_locally_with_predictive() -> None:
+def test_standby_is_approximated_on_kubernetes_and_honoured_locally_with_predictive() -> None:
     document = _doc(extra="predictive: {}\nstandby: 2")
     k8s = {n.field: n.verdict.support for n in notes([document], BackendKind.KUBERNETES)}
     local = {n.field: n.verdict.support for n in notes([document], BackendKind.LOCAL)}
-    assert k8s["spec.autoscaling.standby"] is Support.IGNORED
+    # A standby Deployment promoted by the in-cluster controller (test_k8s_standby.py).
+    assert k8s["spec.autoscaling.standby"] is Support.APPROXIMATED
     assert k8s["spec.autoscaling.predictive"] is Support.APPROXIMATED
     assert "spec.autoscaling.standby" not in local  # honoured: no note
     assert "spec.autoscaling.predictive" not in local

@@ -56,7 +56,7 @@ def test_every_example_in_the_repository_renders_valid_objects_or_says_why(path)
         # A spec meant for the local backend (a model path on this machine) cannot be
         # rendered; the error must say which deployment and what to do instead.
         message = str(error)
-        assert "deployment '" in message or "BatchInference '" in message
+        assert any(w in message for w in ("deployment '", "BatchInference '", "pipeline '"))
         return
     problems = [p for obj in rendered.objects for p in validate(obj, VERSIONS[-1])]
     assert problems == []
@@ -273,3 +273,31 @@ def test_every_strategy_switch_keeps_the_selectors_of_the_deployments_it_keeps(b
     old, new = selectors(before), selectors(after)
     for name in old.keys() & new.keys():
         assert old[name] == new[name], name
+
+
+def test_grpc_is_a_named_container_port_and_a_grpc_service_port_everywhere():
+    objects = _rendered(HERE / "specs" / "grpc-canary.yaml").objects
+    deployments = [o for o in objects if o["kind"] == "Deployment"]
+    services = [o for o in objects if o["kind"] == "Service"]
+    assert deployments
+    assert services
+    for deployment in deployments:
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"name": "grpc", "containerPort": 9000, "protocol": "TCP"} in container["ports"]
+        # Probes stay on HTTP: they already tell readiness, gRPC or not.
+        assert container["readinessProbe"]["httpGet"]["port"] == "http"
+    for service in services:
+        grpc_ports = [p for p in service["spec"]["ports"] if p["name"] == "grpc"]
+        assert grpc_ports == [
+            {
+                "name": "grpc",
+                "protocol": "TCP",
+                "appProtocol": "grpc",
+                "port": 8500,
+                "targetPort": "grpc",
+            }
+        ]
+    without = _rendered(HERE / "specs" / "canary-gateway.yaml").objects
+    for obj in without:
+        if obj["kind"] == "Service":
+            assert [p["name"] for p in obj["spec"]["ports"]] == ["http"]

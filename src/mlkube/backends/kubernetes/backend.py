@@ -33,7 +33,7 @@ from mlkube.backends.base import (
     Table,
     UndoReport,
 )
-from mlkube.backends.kubernetes import rollout_driver
+from mlkube.backends.kubernetes import rollout_driver, standby_driver
 from mlkube.backends.kubernetes import status as views
 from mlkube.backends.kubernetes.apply import (
     NEVER_PRUNED,
@@ -58,6 +58,7 @@ from mlkube.backends.kubernetes.render.manifest import (
     apply_rank,
     kind_info,
 )
+from mlkube.backends.kubernetes.render.pipelines import TEKTON, Engine, engine_for
 from mlkube.backends.kubernetes.render.rollout_controller import COMPONENT
 from mlkube.backends.kubernetes.wait import wait_for_rollouts
 from mlkube.clock import Clock, SystemClock
@@ -65,6 +66,7 @@ from mlkube.desired.capabilities import BackendKind, notes
 from mlkube.errors import UnsupportedOperationError
 from mlkube.spec import ModelDeployment, load_documents
 from mlkube.spec.job import TrainingJob
+from mlkube.spec.pipeline import Pipeline
 
 STATUS_KINDS = (
     "Deployment",
@@ -135,7 +137,8 @@ class KubernetesBackend:
         with self._connect() as (cluster, _):
             documents = _keep_live_job_kinds(cluster, documents)
             served = _pytorch_job_served(cluster, documents)
-            rendered = render(documents, pytorch_job_served=served)
+            engine, engine_lines = _pipeline_engine(cluster, documents)
+            rendered = render(documents, pytorch_job_served=served, pipeline_engine=engine)
             try:
                 result = apply_objects(
                     cluster, rendered.objects, dry_run=dry_run, force=force, prune=prune
@@ -153,7 +156,7 @@ class KubernetesBackend:
                 *(ObjectChange(_ref(key), KEPT_UNTIL_READY) for key in result.kept),
             ),
             pruned=tuple(_ref(key) for key in result.pruned),
-            warnings=(*unsupported, *result.warnings),
+            warnings=(*engine_lines, *unsupported, *result.warnings),
             dry_run=dry_run,
         )
 
@@ -335,6 +338,12 @@ class KubernetesBackend:
             raise _not_found(name, namespace)
         return views.rollout_status(name, owned)
 
+    def promote_standby(self, name: str) -> standby_driver.Promotion:
+        """One step of the warm standby pool: relabel ready standby pods into the serving
+        pool for serving pods asked for and not ready (``standby_driver``)."""
+        with self._connect() as (cluster, namespace):
+            return standby_driver.promote_waiting(cluster, namespace, name)
+
     def rollout_promote(self, name: str, *, full: bool = False) -> RolloutStatus:
         """End the canary's step now (``full``: every step), then tick."""
         with self._connect() as (cluster, namespace):
@@ -427,6 +436,20 @@ def _pytorch_job_served(cluster: Cluster, documents: Sequence[object]) -> bool:
     if not any(isinstance(d, TrainingJob) and d.spec.kubernetes.kind == "Auto" for d in documents):
         return False
     return bool(cluster.served([kind_info("PyTorchJob")]))
+
+
+def _pipeline_engine(
+    cluster: Cluster, documents: Sequence[object]
+) -> tuple[Engine, tuple[str, ...]]:
+    """Which engine runs the Pipelines here (discovery: Tekton's or Argo's CRDs), and one
+    line per pipeline saying which and why. Asked only when there is a Pipeline."""
+    pipelines = [d for d in documents if isinstance(d, Pipeline)]
+    if not pipelines:
+        return TEKTON, ()
+    served = {info.kind for info in cluster.served([kind_info("Pipeline"), kind_info("Workflow")])}
+    engine, why = engine_for("Pipeline" in served, "Workflow" in served)
+    title = "Tekton" if engine == TEKTON else "Argo Workflows"
+    return engine, tuple(f"pipeline '{p.metadata.name}' runs on {title}: {why}" for p in pipelines)
 
 
 _IMMUTABLE_JOB = re.compile(

@@ -95,6 +95,22 @@ OPTIONAL_APIS = (
         'manifests/overlays/standalone?ref=v1.8.1"',
     ),
     OptionalApi(
+        "Tekton Pipelines",
+        "tekton.dev/v1",
+        ("pipelines", "pipelineruns"),
+        "Pipelines (or Argo Workflows)",
+        "kubectl apply -f https://storage.googleapis.com/tekton-releases/pipeline/latest/"
+        "release.yaml",
+    ),
+    OptionalApi(
+        "Argo Workflows",
+        "argoproj.io/v1alpha1",
+        ("workflows", "cronworkflows"),
+        "Pipelines where Tekton is not installed",
+        "kubectl create namespace argo; kubectl apply -n argo -f https://github.com/argoproj/"
+        "argo-workflows/releases/latest/download/install.yaml",
+    ),
+    OptionalApi(
         "Kueue",
         "kueue.x-k8s.io/v1beta1",
         ("localqueues", "clusterqueues", "workloads"),

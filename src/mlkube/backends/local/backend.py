@@ -90,20 +90,29 @@ def local_problems(documents: Sequence[Document], state_dir: Path | None = None)
     or a ``models:/`` version that ``state_dir``'s registry does not hold."""
     problems = []
     for document in documents:
-        if isinstance(document, ModelDeployment | BatchInference) and is_model_uri(
-            document.spec.model.uri
-        ):
-            what = "deployment" if isinstance(document, ModelDeployment) else "batch job"
-            try:
-                resolve_model(document.spec.model.uri, document.spec.model.format, state_dir)
-            except RegistryError as error:
-                problems.append(f"{what} '{document.metadata.name}': model.uri: {error}")
-        elif isinstance(document, ModelDeployment) and "://" not in document.spec.model.uri:
-            path = document.model_path()
-            if not os.path.exists(path):
-                problems.append(
-                    f"deployment '{document.name}': model.uri: no file or folder at {path}"
-                )
+        if isinstance(document, BatchInference):
+            if is_model_uri(document.spec.model.uri):
+                try:
+                    resolve_model(document.spec.model.uri, document.spec.model.format, state_dir)
+                except RegistryError as error:
+                    problems.append(f"batch job '{document.metadata.name}': model.uri: {error}")
+            continue
+        if not isinstance(document, ModelDeployment):
+            continue
+        several = document.spec.models is not None
+        for index, model in enumerate(document.spec.all_models):
+            field = f"models[{index}].uri" if several else "model.uri"
+            if is_model_uri(model.uri):
+                try:
+                    resolve_model(model.uri, model.format, state_dir)
+                except RegistryError as error:
+                    problems.append(f"deployment '{document.metadata.name}': {field}: {error}")
+            elif "://" not in model.uri:
+                path = document.model_path(model)
+                if not os.path.exists(path):
+                    problems.append(
+                        f"deployment '{document.name}': {field}: no file or folder at {path}"
+                    )
     return problems
 
 

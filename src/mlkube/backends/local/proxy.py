@@ -83,6 +83,8 @@ class Backend:
     port: int
     revision: int
     host: str = "127.0.0.1"
+    grpc_port: int = 0
+    """The replica's gRPC port (0: none); the balancer's ``tcp`` listener uses it."""
     in_flight: int = 0
     draining: bool = False
     ejected_until: float = 0.0
@@ -991,16 +993,34 @@ async def _sweep(router: Router, connections: set[HttpServerConnection], server:
 
 
 async def serve(router: Router, host: str, port: int) -> asyncio.Server:
-    """Listen on ``host:port`` for ``router``; the caller closes the returned server."""
+    """Listen on ``host:port`` for ``router``; the caller closes the returned server (its
+    open connections end on their own timeouts) or ``stop``s it."""
     loop = asyncio.get_running_loop()
     connections: set[HttpServerConnection] = set()
     server = await loop.create_server(
         lambda: _Client(router, connections), host, port, reuse_address=True, backlog=1024
     )
     task = loop.create_task(_sweep(router, connections, server))
-    _SWEEPERS.add(task)
-    task.add_done_callback(_SWEEPERS.discard)
+    _LISTENERS[server] = (connections, task)
+    task.add_done_callback(lambda _: _LISTENERS.pop(server, None))
     return server
 
 
-_SWEEPERS: set[asyncio.Task[None]] = set()  # strong references, as asyncio asks
+async def stop(server: asyncio.Server, timeout_s: float) -> None:
+    """Close ``server`` and wait up to ``timeout_s`` for its connections to finish (a
+    lingering close included); then abort the ones left. Python 3.11's
+    ``Server.wait_closed`` does not wait for connections, hence this."""
+    server.close()
+    listener = _LISTENERS.get(server)
+    if listener is None:
+        return
+    connections, sweeper = listener
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(sweeper), timeout_s)
+    for connection in list(connections):
+        if connection.transport is not None:
+            connection.transport.abort()
+
+
+# Each listener's connections and sweeper; also the strong task references asyncio asks for.
+_LISTENERS: dict[asyncio.Server, tuple[set[HttpServerConnection], asyncio.Task[None]]] = {}

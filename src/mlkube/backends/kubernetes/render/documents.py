@@ -25,13 +25,21 @@ from mlkube.backends.kubernetes.render.cluster import (
 from mlkube.backends.kubernetes.render.jobs import job_objects
 from mlkube.backends.kubernetes.render.manifest import Manifest, apply_rank, label_problem
 from mlkube.backends.kubernetes.render.network import network_objects
+from mlkube.backends.kubernetes.render.pipelines import (
+    TEKTON,
+    Engine,
+    pipeline_objects,
+    referenced_jobs,
+)
 from mlkube.backends.kubernetes.render.rollout_controller import rollout_controller_objects
 from mlkube.backends.kubernetes.render.scaling import scaling_objects
+from mlkube.backends.kubernetes.render.standby import standby_objects
 from mlkube.backends.kubernetes.render.tracks import tracks_of
 from mlkube.backends.kubernetes.render.workload import workload_objects
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import SpecDocument
+from mlkube.spec.pipeline import Pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +50,22 @@ class Rendered:
     objects: tuple[Manifest, ...]
 
 
-def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = False) -> Rendered:
+def render(
+    documents: Sequence[SpecDocument],
+    *,
+    pytorch_job_served: bool = False,
+    pipeline_engine: Engine = TEKTON,
+) -> Rendered:
     """Every Kubernetes object for ``documents``, sorted into apply order.
 
     ``pytorch_job_served``: the cluster serves Kubeflow's PyTorchJob (what discovery found;
     False without a cluster), so a TrainingJob of ``kubernetes.kind: Auto`` becomes one.
+    ``pipeline_engine``: Tekton or Argo Workflows for Pipelines (``pipelines.engine_for``).
+    A TrainingJob a Pipeline runs (``jobRef``) is a step of that pipeline, not a Job.
     Pure: no I/O. Raises RenderError when a spec cannot be expressed on Kubernetes.
     """
     objects: list[Manifest] = []
+    in_pipelines = referenced_jobs(documents)
     for document in documents:
         if isinstance(document, ModelDeployment):
             objects.extend(render_deployment(document).objects)
@@ -58,6 +74,12 @@ def render(documents: Sequence[SpecDocument], *, pytorch_job_served: bool = Fals
             objects.extend(limit_range(document))
         elif isinstance(document, PriorityClass):
             objects.append(priority_class(document))
+        elif isinstance(document, Pipeline):
+            objects.extend(pipeline_objects(document, documents, pipeline_engine))
+        elif isinstance(document, TrainingJob) and (
+            (document.namespace, document.metadata.name) in in_pipelines
+        ):
+            continue
         else:
             objects.extend(job_objects(document, pytorch_job_served=pytorch_job_served))
     return Rendered(tuple(sort_objects(_unique(objects))))
@@ -78,6 +100,7 @@ def render_deployment(deployment: ModelDeployment) -> Rendered:
         objects.append(namespace_object(deployment))
     objects.extend(storage_objects(deployment))
     objects.extend(workload_objects(deployment, tracks))
+    objects.extend(standby_objects(deployment, tracks))
     objects.extend(network_objects(deployment, tracks))
     objects.extend(scaling_objects(deployment, tracks))
     objects.extend(monitoring_objects(deployment))
@@ -125,7 +148,7 @@ def with_namespace(documents: Sequence[SpecDocument], namespace: str | None) -> 
         return list(documents)
     out: list[SpecDocument] = []
     for document in documents:
-        if isinstance(document, ModelDeployment | Quota | TrainingJob | BatchInference):
+        if isinstance(document, ModelDeployment | Quota | TrainingJob | BatchInference | Pipeline):
             meta = document.metadata.model_copy(update={"namespace": namespace})
             document = document.model_copy(update={"metadata": meta})
         out.append(document)

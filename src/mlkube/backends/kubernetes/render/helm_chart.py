@@ -29,6 +29,7 @@ from mlkube.backends.kubernetes.render.manifest import (
     LABEL_TRACK,
     Manifest,
 )
+from mlkube.backends.kubernetes.render.standby import COMPONENT as STANDBY_COMPONENT
 from mlkube.spec.deployment import ModelDeployment
 
 Path = tuple[str | int, ...]
@@ -125,7 +126,8 @@ def _knobs(
     prefix = prefixes[(owner.namespace, owner.name)]
     knobs: list[_Knob] = []
     kind = obj["kind"]
-    if kind == "Deployment" and meta["labels"].get(LABEL_COMPONENT) == "model-server":
+    component = meta["labels"].get(LABEL_COMPONENT)
+    if kind == "Deployment" and component in ("model-server", STANDBY_COMPONENT):
         _deployment_knobs(obj, owner, prefix, values, knobs)
     elif kind in ("HorizontalPodAutoscaler", "ScaledObject"):
         _autoscaler_knobs(obj, owner, prefix, values, knobs)
@@ -139,8 +141,12 @@ def _deployment_knobs(
     values: _Values,
     knobs: list[_Knob],
 ) -> None:
-    track = (_CANARY,) if obj["metadata"]["labels"].get(LABEL_TRACK) == _CANARY else ()
-    values.bind(obj, ("spec", "replicas"), (*prefix, *track, "replicas"), knobs)
+    labels = obj["metadata"]["labels"]
+    track = (_CANARY,) if labels.get(LABEL_TRACK) == _CANARY else ()
+    # The standby pool's pods take the serving image and resources (a promoted pod must
+    # be one of the serving kind); its size is the spec's, not a replicas knob.
+    if labels.get(LABEL_COMPONENT) != STANDBY_COMPONENT:
+        values.bind(obj, ("spec", "replicas"), (*prefix, *track, "replicas"), knobs)
     containers = obj["spec"]["template"]["spec"]["containers"]
     for index, container in enumerate(containers):
         if container["name"] != owner.name:

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render.manifest import Manifest
 from mlkube.spec.deployment import MODELS_SCHEME, ModelDeployment
+from mlkube.spec.model import ModelFormat
 
 MODEL_VOLUME = "model-storage"
 FETCH_IMAGES = {
@@ -45,9 +46,10 @@ class ModelSource:
     fetch_image: str | None = None
 
 
-def model_source(deployment: ModelDeployment, uri: str) -> ModelSource:
+def model_source(deployment: ModelDeployment, uri: str, subdir: str = "") -> ModelSource:
     """How the model at ``uri`` reaches the replicas of ``deployment``.
 
+    ``subdir``: a download goes to ``<mountPath>/<subdir>/`` (each model of several its own).
     Pure. Raises RenderError when a local path has no way onto the cluster.
     """
     if uri.startswith(MODELS_SCHEME):
@@ -63,7 +65,9 @@ def model_source(deployment: ModelDeployment, uri: str) -> ModelSource:
         return _from_claim_uri(deployment, uri, mount)
     scheme = uri.split("://", 1)[0] if "://" in uri else ""
     if scheme in FETCH_IMAGES:
-        return _download(deployment, uri, scheme, mount)
+        return _download(
+            deployment, uri, scheme, posixpath.join(mount, subdir) if subdir else mount
+        )
     file_name = posixpath.basename(posixpath.normpath(uri.removeprefix("file://"))) or "model"
     host_path = deployment.spec.kubernetes.model_host_path
     if host_path is not None:
@@ -97,10 +101,12 @@ def _from_claim_uri(deployment: ModelDeployment, uri: str, mount: str) -> ModelS
     return ModelSource(volume, mount, True, posixpath.normpath(path))
 
 
-def _download(deployment: ModelDeployment, uri: str, scheme: str, mount: str) -> ModelSource:
+def _download(deployment: ModelDeployment, uri: str, scheme: str, folder: str) -> ModelSource:
+    storage = deployment.spec.storage
+    mount = storage.mount_path if storage is not None else "/models"
     parts = urlsplit(uri)
     name = posixpath.basename(parts.path.rstrip("/")) or "model"
-    target = posixpath.join(mount, name)
+    target = posixpath.join(folder, name)
     command: tuple[str, ...]
     if scheme == "s3":
         recursive = ("--recursive",) if uri.endswith("/") else ()
@@ -110,6 +116,7 @@ def _download(deployment: ModelDeployment, uri: str, scheme: str, mount: str) ->
     else:
         command = (
             "curl",
+            *(("--create-dirs",) if folder != mount else ()),
             "--fail",
             "--silent",
             "--show-error",
@@ -123,3 +130,49 @@ def _download(deployment: ModelDeployment, uri: str, scheme: str, mount: str) ->
     image = deployment.spec.kubernetes.fetch_image or FETCH_IMAGES[scheme]
     volume = {"name": MODEL_VOLUME, "emptyDir": {}}
     return ModelSource(volume, mount, False, target, command, image)
+
+
+def model_sources(deployment: ModelDeployment, first_uri: str) -> list[tuple[str, ModelSource]]:
+    """Where each model of ``deployment`` reaches its replicas, by served name; the first
+    model's from ``first_uri`` (a track's: a canary's stable track serves another URI).
+
+    Several models share the pod's one model volume: one claim (``pvc://CLAIM/...`` or
+    ``storage.pvc``), one ``modelHostPath``, or downloads into one ``emptyDir``, each model
+    in a folder named after it. Pure; RenderError names the model that does not fit.
+    """
+    models = deployment.spec.all_models
+    if deployment.spec.models is None:
+        return [(deployment.model_name, model_source(deployment, first_uri))]
+    tensorflow = [i for i, m in enumerate(models) if m.format is ModelFormat.TENSORFLOW]
+    if tensorflow and len(models) > 1:
+        raise RenderError(
+            f"deployment '{deployment.name}': spec.models[{tensorflow[0]}] is a tensorflow "
+            "model, and TF Serving's image takes one model from its flags: serve it in a "
+            "deployment of its own"
+        )
+    sources: list[tuple[str, ModelSource]] = []
+    for index, model in enumerate(models):
+        name = deployment.served_name(model)
+        uri = first_uri if index == 0 else model.uri
+        try:
+            source = model_source(deployment, uri, subdir=name)
+        except RenderError as error:
+            raise RenderError(f"{error} (spec.models[{index}], model '{name}')") from None
+        if sources and (
+            source.volume != sources[0][1].volume or source.mount_path != sources[0][1].mount_path
+        ):
+            raise RenderError(
+                f"deployment '{deployment.name}': spec.models[{index}].uri '{uri}' reaches the "
+                f"pod another way than spec.models[0]'s; the models of one deployment share "
+                "one model volume: put them on one claim, one modelHostPath, or download "
+                "them all (s3://, gs://, https://)"
+            )
+        sources.append((name, source))
+    paths = [source.container_path for _, source in sources]
+    for index, path in enumerate(paths):
+        if path in paths[:index]:
+            raise RenderError(
+                f"deployment '{deployment.name}': spec.models[{index}] and "
+                f"spec.models[{paths.index(path)}] would both be read from {path}"
+            )
+    return sources

@@ -148,6 +148,7 @@ def _main_service(deployment: ModelDeployment, selector: dict[str, str]) -> Mani
     if service.node_port is not None:
         port["nodePort"] = service.node_port
     labels = {**object_labels(deployment, "service"), LABEL_METRICS: "true"}
+    ports = [port, *_grpc_ports(deployment)]
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -155,7 +156,7 @@ def _main_service(deployment: ModelDeployment, selector: dict[str, str]) -> Mani
         "spec": {
             "type": str(service.type),
             "selector": selector,
-            "ports": [port],
+            "ports": ports,
         },
     }
 
@@ -185,7 +186,25 @@ def _cluster_ip(
                     "protocol": "TCP",
                     "port": deployment.spec.service.port,
                     "targetPort": deployment.spec.server.port,
-                }
+                },
+                *_grpc_ports(deployment),
             ],
         },
     }
+
+
+def _grpc_ports(deployment: ModelDeployment) -> list[Manifest]:
+    """The ``grpc`` Service port when the spec enables gRPC. A Service balances connections,
+    not calls (one gRPC channel stays on one pod, as locally); ``appProtocol: grpc`` lets a
+    mesh or gateway that balances per call recognise it."""
+    if not deployment.spec.server.grpc.enabled:
+        return []
+    return [
+        {
+            "name": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+            "port": deployment.spec.service.grpc_port,
+            "targetPort": "grpc",
+        }
+    ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from mlkube.backends.kubernetes.errors import RenderError
 from mlkube.backends.kubernetes.render.manifest import Manifest, metadata, quantity_text, seconds
+from mlkube.backends.kubernetes.render.standby import standby_size
 from mlkube.backends.kubernetes.render.tracks import Track
 from mlkube.backends.kubernetes.render.workload import object_labels, selector_labels
 from mlkube.desired.scaling import Rules, resolve_scaling
@@ -298,8 +299,11 @@ def _average_value(metric: CpuMetric | MemoryMetric) -> str:
 
 
 def _prometheus_selector(deployment: ModelDeployment, track: Track) -> str:
-    # Pods of a Deployment are named <deployment>-<replicaset hash>-<suffix>.
-    pod = f"{track.deployment_name}-[a-z0-9]+-[a-z0-9]+"
+    # Pods of a Deployment are named <deployment>-<replicaset hash>-<suffix>. A standby pod
+    # promoted into the stable track keeps its name, <deployment>-standby-<hash>-<suffix>;
+    # standby pods are not endpoints of any Service, so only promoted ones are scraped.
+    promoted = "(standby-)?" if track.suffix == "" and standby_size(deployment) else ""
+    pod = f"{track.deployment_name}-{promoted}[a-z0-9]+-[a-z0-9]+"
     return f'namespace="{deployment.namespace}",pod=~"{pod}"'
 
 

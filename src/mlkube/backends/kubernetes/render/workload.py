@@ -22,7 +22,11 @@ from mlkube.backends.kubernetes.render.manifest import (
     seconds,
     standard_labels,
 )
-from mlkube.backends.kubernetes.render.model_source import MODEL_VOLUME, ModelSource, model_source
+from mlkube.backends.kubernetes.render.model_source import (
+    MODEL_VOLUME,
+    ModelSource,
+    model_sources,
+)
 from mlkube.backends.kubernetes.render.tracks import Track
 from mlkube.desired.revision import revision_document, revision_hash
 from mlkube.spec.deployment import ModelDeployment
@@ -46,7 +50,8 @@ def workload_objects(deployment: ModelDeployment, tracks: tuple[Track, ...]) -> 
     """
     objects: list[Manifest] = []
     for track in tracks:
-        source = model_source(deployment, track.model_uri)
+        sources = model_sources(deployment, track.model_uri)
+        source = sources[0][1]
         config = None
         if not _is_tf_serving(deployment):
             config = config_map(deployment, track, source)
@@ -81,7 +86,8 @@ def config_map(deployment: ModelDeployment, track: Track, source: ModelSource) -
     (``desired.revision.revision_document``), so it changes only with the revision template:
     a new replica count, autoscaling or rollout leaves it (and the pods) alone.
     """
-    document = revision_document(deployment, model_uri=source.container_path)
+    paths = {name: s.container_path for name, s in model_sources(deployment, track.model_uri)}
+    document = revision_document(deployment, model_uris=paths)
     text = yaml.safe_dump(document, sort_keys=True, default_flow_style=False)
     return {
         "apiVersion": "v1",
@@ -166,8 +172,12 @@ def pod_spec(deployment: ModelDeployment, track: Track, source: ModelSource) -> 
     }
     pod["terminationGracePeriodSeconds"] = math.ceil(spec.server.drain_timeout) + DRAIN_MARGIN_S
     pod.update(_placement(deployment))
-    if source.fetch_command is not None:
-        pod["initContainers"] = [_fetch_container(source)]
+    fetches = [s for _, s in model_sources(deployment, track.model_uri) if s.fetch_command]
+    if fetches:
+        pod["initContainers"] = [
+            _fetch_container(s, "fetch-model" if len(fetches) == 1 else f"fetch-model-{i}")
+            for i, s in enumerate(fetches)
+        ]
     pod["containers"] = [_server_container(deployment, track, source)]
     pod["volumes"] = _volumes(deployment, track, source)
     return pod
@@ -205,6 +215,9 @@ def _server_container(deployment: ModelDeployment, track: Track, source: ModelSo
     }
     container.update(_command(deployment, source, track))
     container["ports"] = [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+    if spec.server.grpc.enabled:
+        grpc_port = spec.server.grpc.port
+        container["ports"].append({"name": "grpc", "containerPort": grpc_port, "protocol": "TCP"})
     resources = _resources(deployment)
     if resources:
         container["resources"] = resources
@@ -231,7 +244,7 @@ def _command(deployment: ModelDeployment, source: ModelSource, track: Track) -> 
         return {
             "command": ["tensorflow_model_server"],
             "args": [
-                "--port=8500",
+                f"--port={deployment.spec.server.grpc.port}",
                 f"--rest_api_port={port}",
                 f"--model_name={deployment.model_name}",
                 f"--model_base_path={source.container_path}",
@@ -298,9 +311,9 @@ def _resources(deployment: ModelDeployment) -> Manifest:
     return out
 
 
-def _fetch_container(source: ModelSource) -> Manifest:
+def _fetch_container(source: ModelSource, name: str) -> Manifest:
     return {
-        "name": "fetch-model",
+        "name": name,
         "image": source.fetch_image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(source.fetch_command or ()),

@@ -31,6 +31,7 @@ from mlkube.backends.local.balancer.protocol import (
     encode,
     write_info,
 )
+from mlkube.backends.local.balancer.tcp import TcpPassthrough
 from mlkube.backends.local.proxy import Backend, Router, serve
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class Served:
     server: asyncio.Server
     host: str
     port: int
+    grpc: TcpPassthrough | None = None
+    """The gRPC port's connection-level listener (``tcp``), when the spec enables gRPC."""
 
 
 class Balancer:
@@ -93,7 +96,10 @@ class Balancer:
     async def _do(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message["op"]
         if op == "serve":
-            await self.serve(str(message["key"]), str(message["host"]), int(message["port"]))
+            key, host = str(message["key"]), str(message["host"])
+            await self.serve(key, host, int(message["port"]))
+            grpc_port = message.get("grpcPort")
+            await self.serve_grpc(key, host, int(grpc_port) if grpc_port else None)
         elif op == "configure":
             self.configure(message)
         elif op == "drain":
@@ -130,6 +136,21 @@ class Balancer:
         self.served[key] = Served(router, server, host, port)
         logger.info("serving %s on %s:%d", key, host, port)
 
+    async def serve_grpc(self, key: str, host: str, port: int | None) -> None:
+        """Pass gRPC connections on ``host:port`` to the replicas (None: no gRPC)."""
+        served = self.served[key]
+        current = served.grpc
+        if current is not None and port is not None and current.port == port:
+            return
+        if current is not None:
+            current.close()
+            served.grpc = None
+        if port is not None:
+            listener = TcpPassthrough(key)
+            await listener.listen(host, port)
+            served.grpc = listener
+            logger.info("serving %s gRPC on %s:%d", key, host, port)
+
     def configure(self, message: dict[str, Any]) -> None:
         served = self.served[str(message["key"])]
         backends = [
@@ -146,11 +167,21 @@ class Balancer:
                 request_timeout_s=float(message["requestTimeoutS"]),
             )
         served.router.configure(backends, weights, header_rule)
+        if served.grpc is not None:
+            served.grpc.set_backends(
+                [
+                    int(b["grpcPort"])
+                    for b in message["backends"]
+                    if b.get("grpcPort") and not b["draining"] and weights.get(str(b["name"]))
+                ]
+            )
 
     def close(self, key: str) -> None:
         served = self.served.pop(key, None)
         if served is not None:
             served.server.close()
+            if served.grpc is not None:
+                served.grpc.close()
             served.router.configure([], {})  # closes its idle upstream connections
             logger.info("stopped serving %s", key)
 

@@ -10,7 +10,8 @@ every one, in order, with ``{"id": N, "ok": true, ...}`` or ``{"id": N, "ok": fa
 "..."}``. The balancer also sends ``{"event": "demand", "key": KEY}`` when it holds a request
 because no replica of KEY is routable (scale from zero).
 
-Ops: ``hello`` (token), ``serve`` (key, port, host), ``configure`` (key, backends, weights,
+Ops: ``hello`` (token), ``serve`` (key, port, host, grpcPort: the gRPC pass-through port or
+null), ``configure`` (key, backends, each with its replica's grpcPort, weights,
 headerRule, holdS, maxBodyBytes, requestTimeoutS), ``drain`` (key, name), ``exited`` (key,
 name, causedByRequest), ``close`` (key), ``stats``, ``exit``.
 """

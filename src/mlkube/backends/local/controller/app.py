@@ -126,6 +126,7 @@ async def restore(ctrl: Controller) -> None:
         for saved in ctrl.store.replicas(key):
             _restore_replica(ctrl, dep, saved, now)
     ctrl.job_queue.restore()
+    ctrl.pipelines.restore()
     await loops.probe_tick(ctrl)
 
 

@@ -195,10 +195,12 @@ class BalancerLink:
             raise BalancerError(str(answer.get("error", "refused")))
         return answer
 
-    async def serve(self, key: str, host: str, port: int) -> None:
-        """Listen for ``key``; ``OSError`` when the port cannot be bound."""
+    async def serve(self, key: str, host: str, port: int, grpc_port: int | None = None) -> None:
+        """Listen for ``key`` (and pass gRPC connections on ``grpc_port`` to its replicas);
+        ``OSError`` when a port cannot be bound."""
+        message = {"op": "serve", "key": key, "host": host, "port": port, "grpcPort": grpc_port}
         try:
-            await self._call({"op": "serve", "key": key, "host": host, "port": port})
+            await self._call(message)
         except BalancerError as error:
             raise OSError(str(error)) from error
 
@@ -218,7 +220,13 @@ class BalancerLink:
                 "op": "configure",
                 "key": key,
                 "backends": [
-                    {"name": b.name, "port": b.port, "revision": b.revision, "draining": b.draining}
+                    {
+                        "name": b.name,
+                        "port": b.port,
+                        "revision": b.revision,
+                        "draining": b.draining,
+                        "grpcPort": b.grpc_port,
+                    }
                     for b in backends
                 ],
                 "weights": weights,

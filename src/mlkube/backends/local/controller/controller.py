@@ -47,6 +47,7 @@ from mlkube.backends.local.controller.changes import (
 from mlkube.backends.local.controller.deployment import Deployment, write_revision_file
 from mlkube.backends.local.controller.jobs import JobQueue
 from mlkube.backends.local.controller.metrics import new_metrics
+from mlkube.backends.local.controller.pipelines import PipelineRunner
 from mlkube.backends.local.controller.placement import admit_all
 from mlkube.backends.local.controller.replica import Replica
 from mlkube.backends.local.controller.settings import ControllerSettings
@@ -68,6 +69,7 @@ from mlkube.desired.rollout import (
 )
 from mlkube.observability.job_metrics import JobCollector
 from mlkube.observability.logfiles import rotate_copytruncate
+from mlkube.observability.pipeline_metrics import PipelineCollector
 from mlkube.spec.deployment import ModelDeployment
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,9 @@ class Controller:
         self.job_queue = JobQueue(self)
         """TrainingJobs: queued beside the replicas' admission, run as gangs (``jobs``)."""
         self.metrics.registry.register(JobCollector(self.job_queue.snapshots))
+        self.pipelines = PipelineRunner(self)
+        """Pipelines: their steps run as jobs of the queue above, then a rollout (``pipelines``)."""
+        self.metrics.registry.register(PipelineCollector(self.pipelines.snapshots))
 
     # events ------------------------------------------------------------------------------
     def event(self, dep: Deployment, kind: str, reason: str, message: str) -> None:
@@ -208,7 +213,9 @@ class Controller:
         """Have the balancer serve the deployment on ``port`` (``OSError`` when it cannot
         bind). A balancer that already serves it there keeps its routes (a re-attach)."""
         dep.port = port
-        await self.balancer.serve(dep.key, self.settings.balancer_host, port)
+        service = dep.doc.spec
+        grpc_port = service.service.grpc_port if service.server.grpc.enabled else None
+        await self.balancer.serve(dep.key, self.settings.balancer_host, port, grpc_port)
 
     def stop_listening(self, dep: Deployment) -> None:
         self.balancer.close(dep.key)
@@ -294,6 +301,7 @@ class Controller:
             self._readiness_timeouts(dep, now)
             self._step(dep, now)
         self.job_queue.tick()
+        self.pipelines.tick()
         self.admit_pending()
         for dep in self.deployments.values():
             self.route(dep)
@@ -474,6 +482,7 @@ class Controller:
     def spawn(self, dep: Deployment, replica: Replica) -> None:
         doc = dep.revisions[replica.revision]
         replica.port = free_port()
+        replica.grpc_port = free_port() if doc.spec.server.grpc.enabled else 0
         argv = [
             *self.settings.replica_command,
             str(dep.revision_files[replica.revision]),
@@ -486,6 +495,8 @@ class Controller:
             "--revision",
             str(replica.revision),
         ]
+        if replica.grpc_port:
+            argv += ["--grpc-port", str(replica.grpc_port)]
         env = dict(os.environ)
         env["MLKUBE_REPLICA"] = replica.name
         env["MLKUBE_REVISION"] = str(replica.revision)
@@ -583,6 +594,7 @@ class Controller:
                     replica.port,
                     replica.revision,
                     draining=replica.phase is Phase.TERMINATING,
+                    grpc_port=replica.grpc_port,
                 )
             )
         weights = replica_weights(dep.weights, ready)

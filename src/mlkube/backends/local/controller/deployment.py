@@ -31,15 +31,17 @@ def revision_of(doc: ModelDeployment, state_dir: Path | None = None) -> dict[str
     revision is cut here exactly when the cluster's pod template hash changes. Replicas get
     their own copy, so editing the user's file later never changes a running revision.
     """
-    uri = doc.spec.model.uri
-    if is_model_uri(uri):
-        version = resolve_model(uri, doc.spec.model.format, state_dir)
-        return revision_document(doc, model_uri=str(version.path))
-    claim = claim_host_path(doc)  # pvc:// bound to the spec's hostPath volume: read in place
-    if claim is not None:
-        return revision_document(doc, model_uri=claim)
-    local = "://" not in uri or uri.startswith("file://")
-    return revision_document(doc, model_uri=os.path.abspath(doc.model_path()) if local else None)
+    uris = {}
+    for model in doc.spec.all_models:
+        uri = model.uri
+        claim = claim_host_path(doc, uri)  # pvc:// bound to the spec's hostPath: read in place
+        if is_model_uri(uri):
+            uris[doc.served_name(model)] = str(resolve_model(uri, model.format, state_dir).path)
+        elif claim is not None:
+            uris[doc.served_name(model)] = claim
+        elif "://" not in uri or uri.startswith("file://"):
+            uris[doc.served_name(model)] = os.path.abspath(doc.model_path(model))
+    return revision_document(doc, model_uris=uris)
 
 
 APPLIED_FILE = "applied.yaml"

@@ -31,6 +31,7 @@ from mlkube.backends.local.controller.deployment import (
 )
 from mlkube.backends.local.controller.jobs import as_training_job
 from mlkube.backends.local.controller.loops import demand_callback
+from mlkube.backends.local.controller.pipelines import referenced_jobs
 from mlkube.backends.local.controller.placement import machine_capacity
 from mlkube.backends.local.decisions.plan import Phase
 from mlkube.backends.local.ports import PortInUseError, check_free
@@ -50,6 +51,7 @@ from mlkube.errors import BackendError
 from mlkube.spec.deployment import ModelDeployment, PriorityClass, Quota
 from mlkube.spec.job import BatchInference, TrainingJob
 from mlkube.spec.loading import load_documents
+from mlkube.spec.pipeline import Pipeline
 from mlkube.spec.rollout import RolloutStrategy
 
 
@@ -79,8 +81,15 @@ def find(ctrl: Controller, name: str) -> Deployment:
 async def apply(ctrl: Controller, paths: list[str]) -> dict[str, Any]:
     documents = load_documents(*paths)
     results = []
+    part_of_pipelines = referenced_jobs(documents)
     for doc in documents:
         key = f"{doc.metadata.namespace}/{doc.metadata.name}"
+        if isinstance(doc, Pipeline):  # registered with its schedule and watch triggers
+            ctrl.pipelines.register(doc, documents, triggers=True)
+            results.append({"kind": doc.kind, "name": key, "action": "registered"})
+            continue
+        if isinstance(doc, TrainingJob) and (doc.namespace, doc.metadata.name) in part_of_pipelines:
+            continue  # a step of a pipeline above: it runs when the pipeline does
         if isinstance(doc, Quota | PriorityClass):
             ctrl.store.put_document(doc.kind, key, doc.model_dump(mode="json", by_alias=True))
             results.append({"kind": doc.kind, "name": key, "action": "configured"})
@@ -133,6 +142,18 @@ async def _bind(ctrl: Controller, dep: Deployment, port: int) -> None:
         raise PortInUseError(port, f"deployment '{dep.key}'", str(error)) from error
 
 
+def _grpc_port(doc: ModelDeployment) -> int | None:
+    return doc.spec.service.grpc_port if doc.spec.server.grpc.enabled else None
+
+
+async def _bind_grpc(ctrl: Controller, dep: Deployment) -> None:
+    try:
+        await ctrl.listen(dep, dep.port)
+    except OSError as error:
+        port = _grpc_port(dep.doc) or 0
+        raise PortInUseError(port, f"deployment '{dep.key}'", str(error)) from error
+
+
 async def _create(ctrl: Controller, key: str, doc: ModelDeployment) -> dict[str, Any]:
     dep = Deployment(
         key=key,
@@ -166,6 +187,14 @@ def add_revision(
     ctrl.apply(dep, [AddRevision(revision, data, source_dir)])
 
 
+async def update_deployment(
+    ctrl: Controller, dep: Deployment, doc: ModelDeployment
+) -> dict[str, Any]:
+    """Apply ``doc`` to the running ``dep``, as ``mlkube apply`` does (a pipeline's deploy
+    step): its result, with the new revision when a rollout started."""
+    return await _update(ctrl, dep, doc)
+
+
 async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> dict[str, Any]:
     now = ctrl.clock.monotonic()
     data = revision_of(doc, ctrl.state)
@@ -177,6 +206,8 @@ async def _update(ctrl: Controller, dep: Deployment, doc: ModelDeployment) -> di
     if doc.spec != old.spec:
         result["action"] = "configured"
     ctrl.apply(dep, [SetSpec(doc)])
+    if _grpc_port(doc) != _grpc_port(old):  # the balancer's gRPC listener follows the spec
+        await _bind_grpc(ctrl, dep)
     write_applied(ctrl, dep)
     # As on a cluster: the autoscaler's count survives an apply (clamped into new bounds).
     desired = replicas_after_apply(old.spec, doc.spec, dep.desired)
@@ -282,12 +313,19 @@ def history(ctrl: Controller, dep: Deployment) -> list[dict[str, Any]]:
             "created": row.created,
             "status": row.status or ("Complete" if row.revision == dep.rollout.stable else ""),
             "reason": row.reason,
-            "model": row.spec["spec"]["model"]["uri"],
+            "model": _models_of(row.spec["spec"]),
             "current": row.revision == dep.rollout.stable,
             "change": changed_sections(before.spec if before else None, row.spec),
         }
         for before, row in zip([None, *rows[:-1]], rows, strict=True)
     ]
+
+
+def _models_of(spec: dict[str, Any]) -> str:
+    """What a history row shows as the model: its URI, or the names of several models."""
+    if "models" in spec:
+        return "models " + ", ".join(str(m.get("name")) for m in spec["models"])
+    return str(spec["model"]["uri"])
 
 
 def changed_sections(before: dict[str, Any] | None, after: dict[str, Any]) -> str:
@@ -409,6 +447,7 @@ def _deployment_status(ctrl: Controller, dep: Deployment) -> dict[str, Any]:
         "name": dep.name,
         "namespace": dep.namespace,
         "port": dep.port,
+        "grpcPort": _grpc_port(dep.doc),
         "desired": dep.desired,
         "ready": sum(1 for r in replicas if r.phase is Phase.READY and not r.standby),
         "standby": {
@@ -445,6 +484,7 @@ def _replica_status(replica: Any) -> dict[str, Any]:
         "revision": replica.revision,
         "phase": str(replica.phase),
         "port": replica.port,
+        "grpcPort": replica.grpc_port or None,
         "pid": replica.handle.pid if replica.handle else None,
         "restarts": replica.backoff.restart_count,
         "lastReason": replica.last_reason,

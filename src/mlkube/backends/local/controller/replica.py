@@ -19,6 +19,8 @@ class Replica:
     revision: int
     port: int
     created_at: float
+    grpc_port: int = 0
+    """Its gRPC port when the spec enables gRPC (0: none)."""
     phase: Phase = Phase.PENDING
     handle: ProcessHandle | None = None
     started_at: float | None = None
@@ -54,6 +56,7 @@ class Replica:
             "name": self.name,
             "revision": self.revision,
             "port": self.port,
+            "grpcPort": self.grpc_port,
             "createdAt": self.created_at,
             "pid": self.handle.pid if self.handle else None,
             "startTime": self.handle.start_time if self.handle else None,
@@ -74,6 +77,7 @@ class Replica:
             revision=int(data["revision"]),
             port=int(data["port"]),
             created_at=float(data["createdAt"]),
+            grpc_port=int(data.get("grpcPort", 0)),
             started_at=data.get("startedAt"),
             ever_ready=bool(data.get("everReady", False)),
             backoff=BackoffState(int(data.get("restartCount", 0)), int(data.get("streak", 0))),

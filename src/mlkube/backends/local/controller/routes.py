@@ -15,7 +15,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 from starlette.requests import ClientDisconnect, Request
 
-from mlkube.backends.local.controller import handlers, monitoring
+from mlkube.backends.local.controller import handlers, monitoring, pipeline_api
 from mlkube.backends.local.controller.api import MAX_BODY_BYTES
 from mlkube.backends.local.controller.api_models import (
     AbortRequest,
@@ -151,7 +151,25 @@ class Endpoints:
             ("POST", "/jobs/cancel", self.cancel_job),
             ("POST", "/rollout/promote", self.promote),
             ("POST", "/rollout/abort", self.abort),
+            ("POST", "/pipelines/run", self.run_pipeline),
+            ("GET", "/pipelines", self.pipeline),
+            ("GET", "/pipelines/history", self.pipeline_history),
+            ("GET", "/pipelines/logs", self.pipeline_logs),
         ]
+
+    async def run_pipeline(self, request: Request) -> ApplyResponse:
+        ask = await body(request, pipeline_api.PipelineRunRequest)
+        checked_spec_paths(ask.paths)
+        return await pipeline_api.run(self.ctrl, request, ask)
+
+    async def pipeline(self, request: Request) -> BaseModel:
+        return pipeline_api.status(self.ctrl, query(request, pipeline_api.PipelineQuery))
+
+    async def pipeline_history(self, request: Request) -> BaseModel:
+        return pipeline_api.history(self.ctrl, query(request, pipeline_api.PipelineQuery))
+
+    async def pipeline_logs(self, request: Request) -> BaseModel:
+        return pipeline_api.logs(self.ctrl, query(request, pipeline_api.PipelineLogsQuery))
 
     async def healthz(self, request: Request) -> Health:
         return Health(ok=True)

@@ -1,0 +1,1 @@
+"""Generated gRPC modules (scripts/protos) and the .proto files they come from."""
