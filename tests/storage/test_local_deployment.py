@@ -85,3 +85,30 @@ def test_up_serves_an_s3_model_downloaded_once_for_two_replicas(s3, tmp_path):
 def _aws_env() -> dict[str, str]:
     names = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
     return {name: os.environ[name] for name in (*names, "MLKUBE_S3_ENDPOINT")}
+
+
+def test_a_prefix_of_version_folders_serves_its_newest_version(s3, tmp_path, monkeypatch):
+    import httpx
+
+    from mlkube.spec import load_spec
+    from mlkube.testing.server import running_replica
+
+    built = save_onnx(iris_classifier(), tmp_path / "built", "iris")
+    client = s3_client(s3)
+    for version in (1, 2):
+        key = f"iris/{version}/model.onnx"
+        client.put_object(Bucket=BUCKET, Key=key, Body=built.path.read_bytes())
+    monkeypatch.setenv("MLKUBE_MODEL_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "iris.yaml"
+    spec.write_text(
+        "apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: iris}\n"
+        f"spec:\n  model: {{uri: 's3://{BUCKET}/iris/', format: onnx}}\n"
+    )
+    with (
+        running_replica(load_spec(spec)) as replica,
+        httpx.Client(base_url=replica.url, timeout=30) as http,
+    ):
+        status = http.get("/v1/models/iris").json()
+        assert [v["version"] for v in status["model_version_status"]] == ["2"]
+        answer = http.post("/v1/models/iris:predict", json={"instances": [ROW]})
+        assert answer.status_code == 200, answer.text
