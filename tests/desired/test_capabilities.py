@@ -208,8 +208,7 @@ def test_what_the_table_says_a_cluster_refuses_for_a_batch_job_the_renderer_refu
 @pytest.mark.parametrize(
     ("uri", "fmt"),
     [
-        pytest.param("s3://b/m.onnx", "onnx", id="remote-uri"),
-        pytest.param("/tmp/saved_model", "tensorflow", id="tensorflow"),
+        pytest.param("pvc://claim/m.onnx", "onnx", id="claim-without-host-path"),
     ],
 )
 def test_what_the_table_says_runs_nowhere_locally_the_local_runtime_refuses(uri, fmt):

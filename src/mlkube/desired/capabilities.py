@@ -21,6 +21,7 @@ from mlkube.desired.scaling import HPA_DOWNSCALE_WINDOW_S, HPA_TOLERANCE, only_r
 from mlkube.desired.traffic import current_split, header_route
 from mlkube.spec.autoscaling import AutoscalerEngine, AutoscalingSpec, LatencyMetric, RpsMetric
 from mlkube.spec.base import SpecModel
+from mlkube.spec.claims import claim_host_path
 from mlkube.spec.deployment import (
     MODELS_SCHEME,
     KubernetesSpec,
@@ -33,6 +34,8 @@ from mlkube.spec.placement import ServiceType
 from mlkube.spec.rollout import RolloutStrategy
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
+FETCHED_SCHEMES = ("s3://", "gs://", "https://", "http://")
+"""Downloaded before loading, locally by mlkube.storage, on a cluster by an init container."""
 
 Document = SpecDocument
 
@@ -191,6 +194,17 @@ def _registry_uri(doc: ModelDeployment) -> bool:
 
 def _remote_uri(doc: ModelDeployment) -> bool:
     return any(m.uri.startswith(REMOTE_SCHEMES) for m in doc.spec.all_models)
+
+
+def _fetched_uri(doc: ModelDeployment) -> bool:
+    return any(m.uri.startswith(FETCHED_SCHEMES) for m in doc.spec.all_models)
+
+
+def _unbound_claim(doc: ModelDeployment) -> bool:
+    return any(
+        m.uri.startswith("pvc://") and claim_host_path(doc, m.uri) is None
+        for m in doc.spec.all_models
+    )
 
 
 def _tensorflow(doc: ModelDeployment) -> bool:
@@ -581,10 +595,30 @@ CAPABILITIES: tuple[Capability, ...] = (
     Capability("spec.model", HONOURED, HONOURED),
     Capability(
         "spec.model.uri",
-        unsupported("only paths on this machine load locally"),
         HONOURED,
-        "s3://, gs://, https://, http:// or pvc://",
-        _remote_uri,
+        HONOURED,
+        "s3://, gs://, https:// or http:// (locally: downloaded by the replicas into the "
+        "model cache of the state directory, once per object version; s3:// needs the s3 "
+        "extra)",
+        _fetched_uri,
+    ),
+    Capability(
+        "spec.model.uri",
+        HONOURED,
+        HONOURED,
+        "pvc://CLAIM/PATH with storage.persistentVolume.hostPath for that claim (locally: "
+        "read from the hostPath)",
+        lambda d: any(claim_host_path(d, m.uri) is not None for m in d.spec.all_models),
+    ),
+    Capability(
+        "spec.model.uri",
+        unsupported(
+            "a claim is readable here only through the spec's own hostPath volume: set "
+            "storage.pvc and storage.persistentVolume.hostPath, or use a path"
+        ),
+        HONOURED,
+        "pvc:// without storage.persistentVolume.hostPath for its claim",
+        _unbound_claim,
     ),
     Capability(
         "spec.model.uri",
@@ -609,9 +643,10 @@ CAPABILITIES: tuple[Capability, ...] = (
     ),
     Capability(
         "spec.model.format",
-        unsupported("TensorFlow SavedModels are served by TF Serving, on a cluster only"),
         HONOURED,
-        "tensorflow",
+        HONOURED,
+        "tensorflow (locally: a SavedModel served in process, with the tensorflow extra; on a "
+        "cluster: the TF Serving image)",
         _tensorflow,
     ),
     Capability("spec.models", HONOURED, HONOURED),
@@ -994,8 +1029,18 @@ CAPABILITIES: tuple[Capability, ...] = (
         "spec.storage",
         ignored("the model is read from model.uri on this machine's disk"),
         HONOURED,
-        "set",
-        lambda d: d.spec.storage is not None,
+        "set, model.uri not a pvc:// claim bound to storage.persistentVolume.hostPath",
+        lambda d: d.spec.storage is not None and claim_host_path(d) is None,
+    ),
+    Capability(
+        "spec.storage",
+        approximated(
+            "no claim or volume is made: the model is read from persistentVolume.hostPath "
+            "on this machine"
+        ),
+        HONOURED,
+        "model.uri a pvc:// claim bound to storage.persistentVolume.hostPath",
+        lambda d: claim_host_path(d) is not None,
     ),
     # observability ---------------------------------------------------------------------------
     Capability(

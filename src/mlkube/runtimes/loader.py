@@ -7,13 +7,19 @@ and the error then names the extra to install.
 
 from __future__ import annotations
 
+import sys
+
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Runtime
 from mlkube.spec import ModelDeployment, ModelFormat
+from mlkube.spec.claims import CLAIM_SCHEME, claim_host_path
 from mlkube.spec.deployment import MODELS_SCHEME
+from mlkube.spec.model import ModelSpec
+from mlkube.storage.uri import is_fetched
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
-"""URI schemes that name a model somewhere else; local mode serves local files only."""
+"""URI schemes that name a model somewhere else: a deployment's replicas download them (or read
+a claim's hostPath); local batch jobs read local files only."""
 
 
 def load_runtime(deployment: ModelDeployment) -> Runtime:
@@ -23,16 +29,7 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
     """
     model = deployment.spec.model
     model_format = model.format
-    if model_format is ModelFormat.TENSORFLOW:
-        raise ModelLoadError(
-            model.uri,
-            str(model_format),
-            "tensorflow models are served only by the Kubernetes backend, which runs the "
-            "TF Serving image; to serve it locally, convert it to ONNX (tf2onnx) and use "
-            "format onnx",
-        )
-    check_local(model.uri, str(model_format))
-    path = deployment.model_path()
+    path = local_model_path(deployment)
     if path.startswith(MODELS_SCHEME):  # `mlkube serve` on it (replicas get the file's path)
         from mlkube.registry import RegistryError, resolve_model  # only then: cold start
 
@@ -60,6 +57,10 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
         from mlkube.runtimes.torch_runtime import TorchRuntime
 
         return TorchRuntime(path)
+    if model_format is ModelFormat.TENSORFLOW:
+        from mlkube.runtimes.tensorflow_runtime import TensorFlowRuntime
+
+        return TensorFlowRuntime(path)
     if model_format is ModelFormat.PYTHON:
         from mlkube.runtimes.python_runtime import PythonRuntime
 
@@ -69,17 +70,42 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
     raise ModelLoadError(path, str(model_format), "no runtime serves this format")
 
 
-def check_local(uri: str, model_format: str) -> None:
-    """Refuse a remote URI: local mode serves local files only."""
-    if uri.startswith(REMOTE_SCHEMES):
-        scheme = uri.split("://", 1)[0]
-        where = (
-            "a Kubernetes PersistentVolumeClaim" if scheme == "pvc" else f"a remote {scheme} URI"
-        )
-        raise ModelLoadError(
-            uri,
-            model_format,
-            f"this is {where}, and local mode serves local files only; download the model "
-            "first and set spec.model.uri to the local path (remote URIs are for the "
-            "Kubernetes backend)",
-        )
+def local_model_path(deployment: ModelDeployment) -> str:
+    """Where the (first) model is on this machine; see ``model_location``."""
+    return model_location(deployment, deployment.spec.model)
+
+
+def is_elsewhere(uri: str) -> bool:
+    """Whether ``uri`` is downloaded (s3://, gs://, http(s)://) or read through a claim."""
+    return is_fetched(uri) or uri.startswith(CLAIM_SCHEME)
+
+
+def model_location(deployment: ModelDeployment, model: ModelSpec) -> str:
+    """Where ``model`` is on this machine: a path, a remote URI's copy in the model cache
+    (downloaded now unless cached), or a ``pvc://`` claim's hostPath volume."""
+    if is_fetched(model.uri):
+        from mlkube.storage import FetchError, default_cache_dir, fetch  # only then: cold start
+
+        try:
+            return str(fetch(model.uri, default_cache_dir(), progress=_progress))
+        except FetchError as error:
+            raise ModelLoadError(model.uri, str(model.format), str(error)) from error
+    if model.uri.startswith(CLAIM_SCHEME):
+        path = claim_host_path(deployment, model.uri)
+        if path is None:
+            raise ModelLoadError(
+                model.uri,
+                str(model.format),
+                "this names a Kubernetes PersistentVolumeClaim, which this machine can read "
+                "only when the spec binds it to a hostPath volume "
+                "(storage.pvc and storage.persistentVolume.hostPath); else set "
+                "spec.model.uri to a local path",
+            )
+        return path
+    return deployment.model_path(model)
+
+
+def _progress(line: str) -> None:
+    # stderr: the replica's lines for people (its stdout carries JSON log lines only)
+    sys.stderr.write(f"mlkube: {line}\n")
+    sys.stderr.flush()

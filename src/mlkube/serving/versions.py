@@ -36,6 +36,7 @@ from mlkube.clock import Clock
 from mlkube.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Runtime, example_batch
+from mlkube.runtimes.loader import is_elsewhere, model_location
 from mlkube.serving.models import ModelSet, ServedVersion, VersionState
 from mlkube.spec import ModelDeployment, ModelFormat
 from mlkube.spec.deployment import MODELS_SCHEME
@@ -223,6 +224,10 @@ class VersionManager:
     async def _sync(self, model: _Model, *, first: bool = False, reload: bool = False) -> None:
         async with model.lock:
             loop = asyncio.get_running_loop()
+            if first and is_elsewhere(model.spec.uri):  # s3://, gs://, http(s)://, pvc://
+                model.path = await loop.run_in_executor(
+                    None, model_location, self.deployment, model.spec
+                )
             present = await loop.run_in_executor(None, versions_on_disk, model.path, model.spec)
             served = self.models.known(model.name)
             picked, errors = await self._load_picked(model, present, reload=reload)

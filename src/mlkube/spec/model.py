@@ -17,6 +17,7 @@ from mlkube.spec.quantity import Quantity
 
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _URI_SCHEMES = ("pvc://", "s3://", "gs://", "https://", "http://", "file://")
+_SHA256_FRAGMENT = re.compile(r"^sha256=[0-9a-fA-F]{64}$")
 
 
 class ModelFormat(enum.StrEnum):
@@ -120,7 +121,9 @@ class ModelSpec(SpecModel):
 
     uri: str = Field(min_length=1)
     """Model location: a local path (relative to the spec file), pvc://claim/path, s3://,
-    gs://, https://. For format python, the directory added to the import path (optional)."""
+    gs://, https:// (downloaded by the local backend's replicas into a cache; an http(s) URI
+    may end in #sha256=HEX). For format python, the directory added to the import path
+    (optional)."""
 
     format: ModelFormat
     """The model's format; decides the runtime that loads it."""
@@ -156,6 +159,16 @@ class ModelSpec(SpecModel):
                 f"unsupported URI scheme '{scheme}://' (expected a path, "
                 + ", ".join(_URI_SCHEMES)
                 + ")"
+            )
+        scheme, _, rest = uri.partition("://")
+        if scheme in ("s3", "gs", "http", "https", "pvc") and not rest.split("/", 1)[0]:
+            what = {"s3": "bucket", "gs": "bucket", "pvc": "claim"}.get(scheme, "host")
+            raise ValueError(f"'{uri}' names no {what} (expected {scheme}://{what}/path)")
+        fragment = rest.split("#", 1)[1] if "#" in rest else None
+        if scheme in ("http", "https") and fragment and not _SHA256_FRAGMENT.match(fragment):
+            raise ValueError(
+                f"'{uri}': the only fragment understood is #sha256=<64 hex digits> "
+                "(checked after the download)"
             )
         return uri
 

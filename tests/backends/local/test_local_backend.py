@@ -115,14 +115,14 @@ def _spec(tmp_path: Path, **spec: Any) -> Path:
     ("model", "message"),
     [
         pytest.param(
-            {"uri": "s3://b/iris.onnx", "format": "onnx"},
+            {"uri": "pvc://claim/iris.onnx", "format": "onnx"},
             "spec.model.uri is unsupported on local",
-            id="remote-uri",
+            id="claim-without-host-path",
         ),
         pytest.param(
             {"uri": "./saved_model", "format": "tensorflow"},
-            "spec.model.format is unsupported on local",
-            id="tensorflow",
+            "model.uri: no file or folder at",
+            id="missing-saved-model",
         ),
         pytest.param(
             {"uri": "./missing.onnx", "format": "onnx"},

@@ -500,6 +500,7 @@ class Controller:
         env = dict(os.environ)
         env["MLKUBE_REPLICA"] = replica.name
         env["MLKUBE_REVISION"] = str(replica.revision)
+        env["MLKUBE_STATE_DIR"] = str(self.state)  # remote models: the state's model cache
         if replica.gpus or doc.spec.resources.gpus == 0:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in replica.gpus)
         limits = limits_of(doc.spec.resources)

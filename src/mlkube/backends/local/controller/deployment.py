@@ -16,6 +16,7 @@ from mlkube.backends.local.proxy import Router
 from mlkube.desired.revision import revision_document
 from mlkube.desired.rollout import HeaderRule, RolloutState
 from mlkube.registry import is_model_uri, resolve_model
+from mlkube.spec.claims import claim_host_path
 from mlkube.spec.deployment import ModelDeployment
 
 
@@ -33,8 +34,11 @@ def revision_of(doc: ModelDeployment, state_dir: Path | None = None) -> dict[str
     uris = {}
     for model in doc.spec.all_models:
         uri = model.uri
+        claim = claim_host_path(doc, uri)  # pvc:// bound to the spec's hostPath: read in place
         if is_model_uri(uri):
             uris[doc.served_name(model)] = str(resolve_model(uri, model.format, state_dir).path)
+        elif claim is not None:
+            uris[doc.served_name(model)] = claim
         elif "://" not in uri or uri.startswith("file://"):
             uris[doc.served_name(model)] = os.path.abspath(doc.model_path(model))
     return revision_document(doc, model_uris=uris)
