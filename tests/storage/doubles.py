@@ -86,8 +86,11 @@ class S3Server:
     """moto's S3 server on 127.0.0.1 with faults."""
 
     def __init__(self) -> None:
-        from moto.moto_server.threaded_moto_server import MotoRequestHandler
-        from moto.server import DomainDispatcherApplication, create_backend_app
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
         from werkzeug.serving import make_server
 
         self.faults = Faults()
