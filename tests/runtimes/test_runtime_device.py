@@ -56,6 +56,27 @@ def test_a_gpu_is_given_by_cuda_visible_devices(value: str | None, given: bool) 
     assert gpu_given(environ) is given
 
 
+@pytest.mark.parametrize(
+    ("value", "given"),
+    [
+        ("GPU-8c0f4a2e-1b2c-4d5e-9f00-123456789abc", True),  # what the device plugin sets
+        ("0,1", True),
+        ("/var/run/nvidia-container-devices", True),  # its volume-mounts strategy
+        ("all", False),  # set by CUDA base images in every container
+        ("void", False),
+        ("none", False),
+        ("", False),
+    ],
+)
+def test_on_kubernetes_a_gpu_is_given_by_nvidia_visible_devices(value: str, given: bool) -> None:
+    assert gpu_given({"NVIDIA_VISIBLE_DEVICES": value}) is given
+
+
+def test_cuda_visible_devices_decides_over_nvidia_visible_devices() -> None:
+    assert not gpu_given({"CUDA_VISIBLE_DEVICES": "", "NVIDIA_VISIBLE_DEVICES": "GPU-1"})
+    assert gpu_given({"CUDA_VISIBLE_DEVICES": "0", "NVIDIA_VISIBLE_DEVICES": "all"})
+
+
 def test_no_gpu_given_means_the_cpu_without_asking_the_library() -> None:
     support = Support(None)
     assert choose_device(support, {"CUDA_VISIBLE_DEVICES": ""}) == DeviceChoice(CPU)
@@ -180,6 +201,7 @@ def test_a_given_gpu_falls_back_to_the_cpu_with_the_same_predictions(
     built = _built(kind, tmp_path)
     monkeypatch.delenv("MLKUBE_DEVICE", raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("NVIDIA_VISIBLE_DEVICES", raising=False)
     plain = serve(built)
     assert plain.device == DeviceChoice(CPU)  # type: ignore[attr-defined]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0")

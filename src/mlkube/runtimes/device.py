@@ -1,8 +1,10 @@
 """Which device a replica's runtime predicts on: a GPU it was given, else the CPU.
 
 A replica is given GPUs through ``CUDA_VISIBLE_DEVICES``: the local backend sets it to the
-indexes it hands the replica (empty when none), and on Kubernetes the NVIDIA device plugin sets
-it for a container that asks for ``nvidia.com/gpu``. A runtime uses a GPU only when one was
+indexes it hands the replica (empty when none). On Kubernetes the NVIDIA device plugin sets
+``NVIDIA_VISIBLE_DEVICES`` instead, to the devices it allocated to a container that asked for
+``nvidia.com/gpu`` (https://github.com/NVIDIA/nvidia-container-toolkit/issues/27), which is read
+when ``CUDA_VISIBLE_DEVICES`` is unset. A runtime uses a GPU only when one was
 given *and* its library can use it; otherwise it uses the CPU, and when a GPU was given but
 cannot be used the choice carries one sentence saying why (logged at load, shown in the model's
 v2 metadata). No GPU given means the CPU, even if the machine has GPUs: they belong to other
@@ -59,16 +61,19 @@ class DeviceChoice:
 
 
 def gpu_given(environ: Mapping[str, str]) -> bool:
-    """Whether ``CUDA_VISIBLE_DEVICES`` gives this process a GPU. Pure.
+    """Whether ``CUDA_VISIBLE_DEVICES`` (else ``NVIDIA_VISIBLE_DEVICES``) gives a GPU. Pure.
 
-    Unset, empty and ``-1`` (CUDA's "hide every device") give none; indexes and UUIDs
-    (``GPU-...``, as the device plugin may set it) give one.
+    ``CUDA_VISIBLE_DEVICES``: empty and ``-1`` (CUDA's "hide every device") give none; indexes
+    and UUIDs (``GPU-...``) give one. ``NVIDIA_VISIBLE_DEVICES``, read only when the first is
+    unset: a device list (indexes, UUIDs, or the plugin's volume-mounts path) gives one; empty,
+    ``void`` and ``none`` give none, and so does ``all``, which CUDA base images set for every
+    container, asked for a GPU or not.
     """
-    value = environ.get("CUDA_VISIBLE_DEVICES")
-    if value is None:
-        return False
-    first = value.split(",", 1)[0].strip()
-    return first not in ("", "-1")
+    cuda = environ.get("CUDA_VISIBLE_DEVICES")
+    if cuda is not None:
+        return cuda.split(",", 1)[0].strip() not in ("", "-1")
+    nvidia = environ.get("NVIDIA_VISIBLE_DEVICES", "").strip().lower()
+    return nvidia not in ("", "void", "none", "all")
 
 
 def choose_device(support: GpuSupport, environ: Mapping[str, str] | None = None) -> DeviceChoice:
