@@ -254,3 +254,12 @@ def test_validate_local_reports_a_missing_model_file(tmp_path):
     result = CliRunner().invoke(cli, ["validate", "--target", "local", str(spec)])
     assert result.exit_code == 1
     assert "model.uri: no file or folder at" in result.output
+
+
+@pytest.mark.parametrize(("fmt", "noted"), [("lightgbm", True), ("onnx", False)])
+def test_a_gpu_for_a_model_that_predicts_on_the_cpu_is_reported(fmt, noted):
+    text = _BASE.replace("URI", "s3://b/m").replace("onnx", fmt)
+    document = parse_documents(text + "  resources: {limits: {nvidia.com/gpu: 1}}\n")[0]
+    texts = [n.text() for n in notes([document], BackendKind.KUBERNETES)]
+    found = any("predict on the CPU only: the GPU is held but idle" in t for t in texts)
+    assert found is noted

@@ -245,6 +245,7 @@ def test_metadata_endpoints_describe_the_model(onnx_replica):
         v2 = client.get(f"/v2/models/{name}").json()
         assert v2["name"] == name and v2["versions"] == ["1"]
         assert v2["inputs"][0]["shape"] == [-1, 4]
+        assert v2["device"] == "cpu" and "device_reason" not in v2  # no GPU given
         v1 = client.get("/v1/models/default/metadata").json()
         signature = v1["metadata"]["signature_def"]["signature_def"]["serving_default"]
         assert signature["inputs"][v2["inputs"][0]["name"]]["dtype"] == "DT_FLOAT"

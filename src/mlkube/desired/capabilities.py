@@ -223,6 +223,16 @@ def _tf_serving(doc: ModelDeployment) -> bool:
     return doc.spec.model.format is ModelFormat.TENSORFLOW and doc.spec.kubernetes.image is None
 
 
+# formats whose runtime never predicts on a GPU (see mlkube.runtimes.device)
+_CPU_ONLY_FORMATS = frozenset({ModelFormat.LIGHTGBM, ModelFormat.SKLEARN})
+
+
+def _gpu_unused(doc: ModelDeployment) -> bool:
+    return doc.spec.resources.gpus > 0 and all(
+        m.format in _CPU_ONLY_FORMATS for m in doc.spec.all_models
+    )
+
+
 def _several_with_tensorflow(doc: ModelDeployment) -> bool:
     return doc.spec.models is not None and len(doc.spec.models) > 1 and _tensorflow(doc)
 
@@ -673,6 +683,17 @@ CAPABILITIES: tuple[Capability, ...] = (
         HONOURED,
         "cpu or memory set",
         lambda d: bool({"cpu", "memory"} & set(d.spec.resources.limits.root)),
+    ),
+    Capability(
+        "spec.resources.limits",
+        approximated(
+            "LightGBM and scikit-learn models predict on the CPU only: the GPU is held but idle"
+        ),
+        approximated(
+            "LightGBM and scikit-learn models predict on the CPU only: the GPU is held but idle"
+        ),
+        "nvidia.com/gpu set, every model lightgbm or sklearn",
+        _gpu_unused,
     ),
     # autoscaling -----------------------------------------------------------------------------
     Capability("spec.autoscaling", HONOURED, HONOURED),

@@ -1,6 +1,8 @@
 """The LightGBM runtime: a Booster loaded from a text model (``Booster.save_model``).
 
-Needs the ``lightgbm`` extra. Threads: ``MLKUBE_LIGHTGBM_THREADS`` (default 1).
+Needs the ``lightgbm`` extra. Threads: ``MLKUBE_LIGHTGBM_THREADS`` (default 1). Always predicts
+on the CPU: LightGBM's ``device_type`` (gpu, cuda) selects the device for tree learning only,
+and ``Booster.predict`` runs on the CPU even in GPU builds; a replica given a GPU says so.
 
 One input ``input`` (FP64, [-1, num_features]). Outputs:
 
@@ -21,6 +23,7 @@ import numpy as np
 
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Array, Batch, Datatype, TensorSpec
+from mlkube.runtimes.device import DeviceChoice, device_for, log_choice
 from mlkube.runtimes.support import (
     check_file,
     empty_outputs,
@@ -32,6 +35,12 @@ from mlkube.runtimes.support import (
 FORMAT = "lightgbm"
 THREADS_VARIABLE = "MLKUBE_LIGHTGBM_THREADS"
 """Environment variable: LightGBM prediction threads (default 1)."""
+
+NO_GPU_PREDICT = (
+    "lightgbm predicts on the CPU only (its device_type gpu/cuda is for training; "
+    "Booster.predict has no GPU path)"
+)
+"""Why a LightGBM model never predicts on a GPU it was given."""
 
 MULTICLASS_OBJECTIVES = frozenset(
     {"multiclass", "softmax", "multiclassova", "multiclass_ova", "ova", "ovr"}
@@ -48,6 +57,8 @@ class LightGBMRuntime:
     def __init__(self, path: str) -> None:
         file = check_file(path, FORMAT)
         lightgbm = require_module("lightgbm", "lightgbm", path, FORMAT)
+        self.device: DeviceChoice = device_for(lambda: NO_GPU_PREDICT, path, FORMAT)
+        log_choice(self.platform, path, self.device)
         text = _checked_text(file.read_bytes(), path)
         try:
             booster = lightgbm.Booster(model_str=text)

@@ -1,6 +1,7 @@
 """The PyTorch runtime: TorchScript (``torch.jit.save``) and torch.export (``.pt2``) programs.
 
-Needs the ``torch`` extra. Runs on CUDA when a device is visible, else on the CPU with
+Needs the ``torch`` extra. Runs on CUDA when the replica was given a GPU and torch sees it (see
+`mlkube.runtimes.device`; a GPU the replica was not given is left alone), else on the CPU with
 ``MLKUBE_TORCH_THREADS`` threads (default 1: replicas scale by processes).
 
 Files: ``.pt2`` loads with ``torch.export.load``; any other ending (``.pt``, ``.pth``,
@@ -47,6 +48,7 @@ from mlkube.runtimes.base import (
     datatype_of,
     example_batch,
 )
+from mlkube.runtimes.device import DeviceChoice, device_for, log_choice
 from mlkube.runtimes.support import (
     as_dtype,
     check_file,
@@ -79,7 +81,9 @@ class TorchRuntime:
     def __init__(self, path: str) -> None:
         file = check_file(path, FORMAT)
         self._torch = torch = require_module("torch", "torch", path, FORMAT)
-        self._device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device: DeviceChoice = device_for(lambda: cuda_missing(torch), path, FORMAT)
+        log_choice(self.platform, path, self.device)
+        self._device = self.device.device
         if self._device == "cpu":
             torch.set_num_threads(env_threads(THREADS_VARIABLE))
         sidecar = _read_sidecar(file)
@@ -140,6 +144,15 @@ class TorchRuntime:
         return tuple(
             TensorSpec(n, datatype_of(v.dtype), (-1, *v.shape[1:])) for n, v in values.items()
         )
+
+
+def cuda_missing(torch: Any) -> str | None:
+    """None when torch can run on a CUDA device, else why not (for `device_for`)."""
+    if torch.cuda.is_available():
+        return None
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} was built without CUDA (a CPU-only wheel)"
+    return f"torch {torch.__version__} finds no usable CUDA device (no driver or no GPU)"
 
 
 def _load_module(torch: Any, file: Path, device: str) -> tuple[Any, tuple[TensorSpec, ...]]:

@@ -1,6 +1,8 @@
 """The XGBoost runtime: a Booster loaded from a JSON (``.json``) or UBJSON (``.ubj``) model.
 
-Needs the ``xgboost`` extra. Threads: ``MLKUBE_XGBOOST_THREADS`` (default 1).
+Needs the ``xgboost`` extra. Threads: ``MLKUBE_XGBOOST_THREADS`` (default 1). Predicts on a
+GPU the replica was given (``device="cuda"``, XGBoost >= 2.0 built with CUDA, as the Linux
+x86_64 wheels are), else on the CPU (see `mlkube.runtimes.device`).
 
 One input ``input`` (FP32, [-1, num_features]; XGBoost computes in float32). Outputs:
 
@@ -17,11 +19,16 @@ Labels are class indices 0..k-1; a model file does not store the original class 
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mlkube.runtimes.base import Batch, Datatype, TensorSpec
+from mlkube.runtimes.device import CUDA, DeviceChoice, device_for, log_choice
 from mlkube.runtimes.support import (
     as_dtype,
     check_file,
@@ -56,11 +63,15 @@ class XGBoostRuntime:
         except Exception as error:
             raise load_failed(path, FORMAT, "XGBoost JSON or UBJSON model", error) from error
         booster.set_param({"nthread": env_threads(THREADS_VARIABLE)})
+        self.device: DeviceChoice = _place(booster, xgboost, path)
+        log_choice(self.platform, path, self.device)
         learner = config["learner"]
         self.objective: str = learner["objective"]["name"]
         params = learner["learner_model_param"]
         classes, targets = int(params.get("num_class", 0)), int(params.get("num_target", 1))
-        self._predict = booster.inplace_predict
+        self._predict = (
+            _quiet(booster.inplace_predict) if self.device.on_gpu else (booster.inplace_predict)
+        )
         self.inputs = (TensorSpec("input", Datatype.FP32, (-1, features)),)
         self._input_name = "input"
         self.outputs = _outputs(self.objective, classes, targets)
@@ -81,6 +92,42 @@ class XGBoostRuntime:
         if objective == "multi:softmax":
             return {"prediction": prediction, "label": prediction.astype(np.int64)}
         return {"prediction": prediction}
+
+
+def cuda_missing(xgboost: ModuleType) -> str | None:
+    """None when this XGBoost can predict on CUDA, else why not (for `device_for`)."""
+    version = str(xgboost.__version__)
+    if int(version.split(".", 1)[0]) < 2:
+        return f"xgboost {version} predates the device parameter (2.0 added it)"
+    if str(xgboost.build_info().get("USE_CUDA", "")).upper() not in ("TRUE", "ON", "1"):
+        return f"xgboost {version} was built without CUDA"
+    return None
+
+
+def _place(booster: Any, xgboost: ModuleType, path: str) -> DeviceChoice:
+    """Put ``booster`` on the chosen device; the CPU if XGBoost finds no GPU there."""
+    choice = device_for(lambda: cuda_missing(xgboost), path, FORMAT)
+    if not choice.on_gpu:
+        return choice
+    with warnings.catch_warnings():  # its "no visible GPU" warning becomes our reason
+        warnings.simplefilter("ignore")
+        booster.set_param({"device": CUDA})
+        config = json.loads(booster.save_config())  # the device is resolved here
+    if not str(config["learner"]["generic_param"]["device"]).startswith(CUDA):
+        return choice.fell_back("xgboost found no usable GPU (it moved the model to the CPU)")
+    return choice
+
+
+def _quiet(predict: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``predict`` without XGBoost's warning, on every call, that numpy rows on a CUDA model
+    go through a DMatrix (they must: the rows arrive in host memory)."""
+
+    def quiet(rows: Any) -> Any:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            return predict(rows)
+
+    return quiet
 
 
 def _outputs(objective: str, classes: int, targets: int) -> tuple[TensorSpec, ...]:

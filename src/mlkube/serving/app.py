@@ -34,6 +34,7 @@ from mlkube.errors import (
 from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Batch
+from mlkube.runtimes.device import DeviceChoice
 from mlkube.serving import binary_tensors, v1, v2
 from mlkube.serving.errors import error_response, serving_error_response
 from mlkube.serving.http import Request, Respond, Response
@@ -183,7 +184,12 @@ class InferenceApp:
         return Response(
             200,
             v2.model_metadata(
-                served.model, versions, runtime.platform, runtime.inputs, runtime.outputs
+                served.model,
+                versions,
+                runtime.platform,
+                runtime.inputs,
+                runtime.outputs,
+                _device_fields(runtime),
             ),
         )
 
@@ -437,3 +443,9 @@ class InferenceApp:
                 request_body=request.body,
                 response_body=response.body,
             )
+
+
+def _device_fields(runtime: object) -> dict[str, str]:
+    """``device`` (and ``device_reason``) for runtimes that choose one (GPU-capable ones)."""
+    device = getattr(runtime, "device", None)
+    return device.as_metadata() if isinstance(device, DeviceChoice) else {}

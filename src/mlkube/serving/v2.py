@@ -195,8 +195,12 @@ def model_metadata(
     platform: str,
     inputs: tuple[TensorSpec, ...],
     outputs: tuple[TensorSpec, ...],
+    extra: dict[str, str] | None = None,
 ) -> bytes:
-    """``GET /v2/models/{name}[/versions/N]``: ``versions`` lists those served."""
+    """``GET /v2/models/{name}[/versions/N]``: ``versions`` lists those served.
+
+    ``extra`` adds fields the protocol leaves open, e.g. ``device`` where the model predicts.
+    """
     return orjson.dumps(
         {
             "name": name,
@@ -204,6 +208,7 @@ def model_metadata(
             "platform": platform,
             "inputs": [spec.as_dict() for spec in inputs],
             "outputs": [spec.as_dict() for spec in outputs],
+            **(extra or {}),
         }
     )
 
