@@ -1,6 +1,7 @@
 """The Open Inference Protocol's model repository extension: bodies and states. Pure.
 
-As Triton and KServe define it:
+As Triton and KServe define it
+(https://github.com/triton-inference-server/server/blob/main/docs/protocol/extension_model_repository.md):
 
 - ``POST /v2/repository/index`` (body ``{"ready": bool}`` or empty) answers a JSON list of
   ``{"name", "version", "state", "reason"}``, one entry per version, states ``READY``,
