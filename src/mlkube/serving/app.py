@@ -35,7 +35,7 @@ from mlkube.observability.logging import AccessLog, PayloadLog
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Batch
 from mlkube.runtimes.device import DeviceChoice
-from mlkube.serving import binary_tensors, v1, v2
+from mlkube.serving import binary_tensors, fast_decode, v1, v2
 from mlkube.serving.errors import error_response, serving_error_response
 from mlkube.serving.http import Request, Respond, Response
 from mlkube.serving.models import ModelSet, NotFound, ServedVersion, VersionState, VersionStatus
@@ -256,10 +256,10 @@ class InferenceApp:
             served = self._served(route)
             runtime = served.runtime
             if route.action is Action.V1_PREDICT:
-                inputs, request_format = v1.parse_predict(request.body, runtime.inputs)
+                inputs, request_format = fast_decode.decode_predict(request.body, runtime.inputs)
                 context: Any = request_format
             else:
-                parsed = binary_tensors.parse_infer(
+                parsed = fast_decode.decode_infer(
                     request.body,
                     request.headers.get(binary_tensors.HEADER),
                     runtime.inputs,
