@@ -4,11 +4,11 @@ The server decodes every predict/infer body through ``decode_predict`` (v1) and
 ``decode_infer`` (v2). For the shapes nearly every client sends -- v1
 ``{"instances": [[numbers...], ...]}`` and v2 ``{"inputs": [{"name", "shape",
 "datatype", "data": [numbers...]}]}`` for a one-input model with a floating point
-input -- the parsed lists go straight into an array of the model's dtype in one
-numpy call, skipping the generic path's float64 intermediate, type scans and
-per-level checks. Anything else, or anything the fast path cannot prove ordinary
-(strings, booleans, nulls, objects, ragged rows, non-finite or huge values, a
-shape that does not fit), falls back to the generic codecs (``v1``, ``v2``,
+input -- a few byte searches prove the body ordinary, and the parsed lists become an
+array of the model's dtype by the generic path's own conversion, without its scans
+and per-level checks. Anything else, or anything the fast path cannot prove ordinary
+(strings, booleans, nulls, objects, ragged rows, non-finite or huge values, a shape
+that does not fit), falls back to the generic codecs (``v1``, ``v2``,
 ``binary_tensors``), so validation and error messages are theirs, unchanged.
 """
 
@@ -24,10 +24,7 @@ from mlkube.runtimes.base import NUMPY_DTYPES, Array, Batch, Datatype, TensorSpe
 from mlkube.serving import binary_tensors, v1, v2
 
 _FLOATS = frozenset({Datatype.FP16, Datatype.FP32, Datatype.FP64})
-# Below 2**53 every integer is exact in float64, so a Python int reaches the target
-# dtype the same way whether numpy goes through int64 or float64 first; past it the
-# generic path's rounding (or refusal) is the reference.
-_EXACT_INTEGERS = float(2**53)
+_TARGETS = {datatype: np.dtype(NUMPY_DTYPES[datatype]) for datatype in _FLOATS}
 _V2_KEYS = frozenset({"name", "shape", "datatype", "data"})
 # Quote bytes an ordinary body holds: each key and string value has two. Any other
 # quote means a string somewhere in the data (or an escaped quote): not ordinary.
@@ -62,7 +59,7 @@ def fast_predict(body: bytes, inputs: tuple[TensorSpec, ...]) -> Batch | None:
     """The batch of an ordinary v1 row-format body, or None: use the generic path."""
     if len(inputs) != 1 or inputs[0].datatype not in _FLOATS:
         return None
-    if body.count(b'"') != _V1_QUOTES or _mentions_literals(body):
+    if not _only_numbers(body, _V1_QUOTES):
         return None
     payload = _loads(body)
     if not isinstance(payload, dict) or len(payload) != 1:
@@ -82,7 +79,7 @@ def fast_infer(body: bytes, inputs: tuple[TensorSpec, ...]) -> Batch | None:
     generic path (which also handles the binary tensor extension)."""
     if len(inputs) != 1 or inputs[0].datatype not in _FLOATS:
         return None
-    if body.count(b'"') != _V2_QUOTES or _mentions_literals(body):
+    if not _only_numbers(body, _V2_QUOTES):
         return None
     payload = _loads(body)
     if not isinstance(payload, dict) or len(payload) != 1:
@@ -109,10 +106,20 @@ def fast_infer(body: bytes, inputs: tuple[TensorSpec, ...]) -> Batch | None:
     return {spec.name: array.reshape(shape)}
 
 
-def _mentions_literals(body: bytes) -> bool:
-    # true/false would become 1.0/0.0 and null NaN in a float array: leave them to the
-    # generic path, which refuses them with its own words.
-    return b"true" in body or b"false" in body or b"null" in body
+def _only_numbers(body: bytes, quotes: int) -> bool:
+    """Whether ``body``, once its ``quotes`` expected quote bytes (keys, names) are
+    accounted for, can hold no strings, true, false or null: true/false would become
+    1.0/0.0 and null an object in an array, and the generic path refuses them with its own
+    words. Scanning a 50 kB body for "true" costs more than decoding it, so: past the last
+    quote no string can start, and there a literal shows as a "u" (true, null) or an "l"
+    (false, null) -- single bytes, found at memchr speed. Before it (keys and shape, as
+    clients usually order them) the words are searched for."""
+    last = body.rfind(b'"')
+    if body.count(b'"', 0, last + 1) != quotes:
+        return False
+    if body.find(b"u", last) != -1 or body.find(b"l", last) != -1:
+        return False
+    return all(body.find(word, 0, last) == -1 for word in (b"true", b"false", b"null"))
 
 
 def _loads(body: bytes) -> Any:
@@ -123,20 +130,20 @@ def _loads(body: bytes) -> Any:
 
 
 def _floats(value: list[Any], datatype: Datatype) -> Array | None:
-    """``value`` as a C-contiguous array of ``datatype`` when it is rectangular, holds only
-    numbers, and every value converts exactly as the generic path converts it."""
+    """``value`` as an array of ``datatype`` when it is rectangular, holds only numbers and
+    every value stays finite. The conversion is the generic path's own (``np.asarray``,
+    then ``astype``): numpy's one-step ``np.array(value, dtype=...)`` is slower on many
+    rows and rounds integers past 2**53 differently (via float64)."""
+    try:
+        raw = np.asarray(value)
+    except (ValueError, TypeError):
+        return None  # ragged: the generic path words it
+    if raw.dtype.kind not in "fi" or not raw.size:
+        return None  # objects, huge integers (uint64 or object), empty: the generic path
     with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked just below
-        try:
-            array = np.array(value, dtype=NUMPY_DTYPES[datatype])
-        except (ValueError, TypeError, OverflowError):
-            return None  # ragged, objects inside: the generic path words it
-        if not array.size:
-            return None
-        # One pass proves every value finite (an overflowing sum is checked value by
-        # value), then one finds the magnitude.
+        array = raw.astype(_TARGETS[datatype], copy=False)
+        # One sum proves every value finite; only an overflowing sum needs a closer look.
         if not math.isfinite(array.sum()) and not np.isfinite(array).all():
-            return None
-        if float(np.abs(array).max()) >= _EXACT_INTEGERS:
             return None
     return array
 

@@ -1,0 +1,166 @@
+"""Micro-benchmark: request bytes → model input array, today's codecs against the fast path.
+
+    python bench/parse.py [--repeats 7] [--seconds 0.05]
+
+For v1 ``{"instances": rows}`` and v2 ``{"inputs": [{..., "data": flat}]}`` bodies of 1, 32
+and 256 rows × 20 float features (an FP32 input), each arm decodes the same body in the same
+process; arms take turns within every repeat and the fastest repeat counts, so load from
+other processes hits them alike. Arms:
+
+- ``generic``: today's path (``v1.parse_predict``, ``binary_tensors.parse_infer``);
+- ``fast``: what the server now calls (``fast_decode.decode_predict`` / ``decode_infer``);
+- ``asarray+astype``: orjson, then numpy's two steps, no checks (an alternative measured);
+- ``fromstring``: no orjson for the numbers, numpy parses the bracket-stripped text (an
+  alternative measured; it cannot word errors as today does);
+- ``orjson only``: ``orjson.loads`` alone, the floor for anything that parses JSON first.
+
+Ratios are against ``generic`` in the same run (>1: faster). Writes bench/results/parse.json
+and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import timeit
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import psutil
+
+from mlkube.runtimes.base import Datatype, TensorSpec
+from mlkube.serving import binary_tensors, fast_decode, v1
+
+ROOT = Path(__file__).resolve().parent.parent
+FEATURES = 20
+SPECS = (TensorSpec("x", Datatype.FP32, (-1, FEATURES)),)
+OUTPUTS = (TensorSpec("y", Datatype.FP32, (-1,)),)
+
+
+def bodies(rows: int) -> dict[str, bytes]:
+    table = np.random.default_rng(rows).normal(size=(rows, FEATURES)).round(6).tolist()
+    tensor = {
+        "name": "x",
+        "shape": [rows, FEATURES],
+        "datatype": "FP32",
+        "data": [value for row in table for value in row],
+    }
+    return {
+        "v1": orjson.dumps({"instances": table}),
+        "v2": orjson.dumps({"inputs": [tensor]}),
+    }
+
+
+def arms(protocol: str, body: bytes) -> dict[str, Callable[[], Any]]:
+    if protocol == "v1":
+        numbers = body[body.index(b"[") :]
+
+        def generic() -> Any:
+            return v1.parse_predict(body, SPECS)
+
+        def fast() -> Any:
+            return fast_decode.decode_predict(body, SPECS)
+
+        def two_steps() -> Any:
+            return np.asarray(orjson.loads(body)["instances"]).astype(np.float32)
+
+        def fromstring() -> Any:
+            text = numbers.replace(b"[", b"").replace(b"]", b"").replace(b"}", b"")
+            return np.fromstring(text, dtype=np.float32, sep=",").reshape(-1, FEATURES)
+
+    else:
+        numbers = body[body.index(b'"data":') + 7 :]
+
+        def generic() -> Any:
+            return binary_tensors.parse_infer(body, None, SPECS, OUTPUTS)
+
+        def fast() -> Any:
+            return fast_decode.decode_infer(body, None, SPECS, OUTPUTS)
+
+        def two_steps() -> Any:
+            return np.asarray(orjson.loads(body)["inputs"][0]["data"]).astype(np.float32)
+
+        def fromstring() -> Any:
+            text = numbers.replace(b"[", b"").replace(b"]", b"").replace(b"}", b"")
+            return np.fromstring(text, dtype=np.float32, sep=",").reshape(-1, FEATURES)
+
+    def orjson_only() -> Any:
+        return orjson.loads(body)
+
+    return {
+        "generic": generic,
+        "fast": fast,
+        "asarray+astype": two_steps,
+        "fromstring": fromstring,
+        "orjson only": orjson_only,
+    }
+
+
+def measure(call: Callable[[], Any], seconds: float) -> tuple[int, float]:
+    """Calls per timing round (about ``seconds`` long) and one round's µs per call."""
+    number, _ = timeit.Timer(call).autorange()
+    number = max(1, int(number * seconds / 0.2))
+    return number, timeit.Timer(call).timeit(number) / number * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--seconds", type=float, default=0.05)
+    parser.add_argument("--output", type=Path, default=ROOT / "bench/results/parse.json")
+    args = parser.parse_args()
+    busy = psutil.cpu_percent(interval=1.0)
+    table = []
+    for protocol in ("v1", "v2"):
+        for rows in (1, 32, 256):
+            calls = arms(protocol, bodies(rows)[protocol])
+            expected = calls["generic"]()
+            assert np.array_equal(_array(calls["fast"]()), _array(expected))
+            numbers = {name: measure(call, args.seconds)[0] for name, call in calls.items()}
+            best = {name: float("inf") for name in calls}
+            for _ in range(args.repeats):
+                for name, call in calls.items():
+                    elapsed = timeit.Timer(call).timeit(numbers[name]) / numbers[name] * 1e6
+                    best[name] = min(best[name], elapsed)
+            for name, us in best.items():
+                table.append(
+                    {
+                        "protocol": protocol,
+                        "rows": rows,
+                        "arm": name,
+                        "us_per_body": round(us, 2),
+                        "speedup_vs_generic": round(best["generic"] / us, 2),
+                    }
+                )
+    idle = round(100 - busy, 1)
+    report = {
+        "machine": {"cpus": os.cpu_count(), "idle_cpu_percent_before": idle},
+        "settings": {"repeats": args.repeats, "seconds": args.seconds, "features": FEATURES},
+        "note": "shared, loaded machine: read the ratios within this run, not the µs",
+        "table": table,
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"idle CPU before: {idle}%")
+    print(f"{'protocol':<9}{'rows':>5}  {'arm':<16}{'µs/body':>10}{'× generic':>11}")
+    for row in table:
+        print(
+            f"{row['protocol']:<9}{row['rows']:>5}  {row['arm']:<16}"
+            f"{row['us_per_body']:>10.2f}{row['speedup_vs_generic']:>11.2f}"
+        )
+
+
+def _array(result: Any) -> Any:
+    if isinstance(result, tuple):
+        result = result[0]
+    if hasattr(result, "inputs"):
+        result = result.inputs
+    return result["x"]
+
+
+if __name__ == "__main__":
+    main()
