@@ -27,7 +27,7 @@ from mlkube.serving.grpc.protos import tf_error_codes_pb2 as mlkube_dot_serving_
 from mlkube.serving.grpc.protos import tf_framework_pb2 as mlkube_dot_serving_dot_grpc_dot_protos_dot_tf__framework__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+mlkube/serving/grpc/protos/tf_serving.proto\x12\x12tensorflow.serving\x1a\x1egoogle/protobuf/wrappers.proto\x1a/mlkube/serving/grpc/protos/tf_error_codes.proto\x1a-mlkube/serving/grpc/protos/tf_framework.proto\"\x8c\x01\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1b.google.protobuf.Int64ValueH\x00\x12\x17\n\rversion_label\x18\x04 \x01(\tH\x00\x12\x16\n\x0esignature_name\x18\x03 \x01(\tB\x10\n\x0eversion_choice\"\xe8\x01\n\x0ePredictRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..tensorflow.serving.PredictRequest.InputsEntry\x12\x15\n\routput_filter\x18\x03 \x03(\t\x1a\x46\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tensorflow.TensorProto:\x02\x38\x01J\x04\x08\x04\x10\x05\"\xd0\x01\n\x0fPredictResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\x12\x41\n\x07outputs\x18\x01 \x03(\x0b\x32\x30.tensorflow.serving.PredictResponse.OutputsEntry\x1aG\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.tensorflow.TensorProto:\x02\x38\x01\"k\n\x0bStatusProto\x12\x36\n\nerror_code\x18\x01 \x01(\x0e\x32\x16.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_message\"J\n\x15GetModelStatusRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"\xe8\x01\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12;\n\x05state\x18\x02 \x01(\x0e\x32,.tensorflow.serving.ModelVersionStatus.State\x12/\n\x06status\x18\x03 \x01(\x0b\x32\x1f.tensorflow.serving.StatusProto\"S\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\t\n\x05START\x10\n\x12\x0b\n\x07LOADING\x10\x14\x12\r\n\tAVAILABLE\x10\x1e\x12\r\n\tUNLOADING\x10(\x12\x07\n\x03\x45ND\x10\x32\"t\n\x16GetModelStatusResponse\x12Z\n\x14model_version_status\x18\x01 \x03(\x0b\x32&.tensorflow.serving.ModelVersionStatusR\x14model_version_status2g\n\x11PredictionService\x12R\n\x07Predict\x12\".tensorflow.serving.PredictRequest\x1a#.tensorflow.serving.PredictResponse2w\n\x0cModelService\x12g\n\x0eGetModelStatus\x12).tensorflow.serving.GetModelStatusRequest\x1a*.tensorflow.serving.GetModelStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+mlkube/serving/grpc/protos/tf_serving.proto\x12\x12tensorflow.serving\x1a\x1egoogle/protobuf/wrappers.proto\x1a/mlkube/serving/grpc/protos/tf_error_codes.proto\x1a-mlkube/serving/grpc/protos/tf_framework.proto\"\x8c\x01\n\tModelSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12.\n\x07version\x18\x02 \x01(\x0b\x32\x1b.google.protobuf.Int64ValueH\x00\x12\x17\n\rversion_label\x18\x04 \x01(\tH\x00\x12\x16\n\x0esignature_name\x18\x03 \x01(\tB\x10\n\x0eversion_choice\"\xef\x01\n\x0ePredictRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\x12>\n\x06inputs\x18\x02 \x03(\x0b\x32..tensorflow.serving.PredictRequest.InputsEntry\x12\x15\n\routput_filter\x18\x03 \x03(\t\x1aM\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.mlkube.tensorflow.TensorProto:\x02\x38\x01J\x04\x08\x04\x10\x05\"\xd7\x01\n\x0fPredictResponse\x12\x31\n\nmodel_spec\x18\x02 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\x12\x41\n\x07outputs\x18\x01 \x03(\x0b\x32\x30.tensorflow.serving.PredictResponse.OutputsEntry\x1aN\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12-\n\x05value\x18\x02 \x01(\x0b\x32\x1e.mlkube.tensorflow.TensorProto:\x02\x38\x01\"r\n\x0bStatusProto\x12=\n\nerror_code\x18\x01 \x01(\x0e\x32\x1d.mlkube.tensorflow.error.CodeR\nerror_code\x12$\n\rerror_message\x18\x02 \x01(\tR\rerror_message\"J\n\x15GetModelStatusRequest\x12\x31\n\nmodel_spec\x18\x01 \x01(\x0b\x32\x1d.tensorflow.serving.ModelSpec\"\xe8\x01\n\x12ModelVersionStatus\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12;\n\x05state\x18\x02 \x01(\x0e\x32,.tensorflow.serving.ModelVersionStatus.State\x12/\n\x06status\x18\x03 \x01(\x0b\x32\x1f.tensorflow.serving.StatusProto\"S\n\x05State\x12\x0b\n\x07UNKNOWN\x10\x00\x12\t\n\x05START\x10\n\x12\x0b\n\x07LOADING\x10\x14\x12\r\n\tAVAILABLE\x10\x1e\x12\r\n\tUNLOADING\x10(\x12\x07\n\x03\x45ND\x10\x32\"t\n\x16GetModelStatusResponse\x12Z\n\x14model_version_status\x18\x01 \x03(\x0b\x32&.tensorflow.serving.ModelVersionStatusR\x14model_version_status2g\n\x11PredictionService\x12R\n\x07Predict\x12\".tensorflow.serving.PredictRequest\x1a#.tensorflow.serving.PredictResponse2w\n\x0cModelService\x12g\n\x0eGetModelStatus\x12).tensorflow.serving.GetModelStatusRequest\x1a*.tensorflow.serving.GetModelStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,25 +41,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELSPEC']._serialized_start=196
   _globals['_MODELSPEC']._serialized_end=336
   _globals['_PREDICTREQUEST']._serialized_start=339
-  _globals['_PREDICTREQUEST']._serialized_end=571
+  _globals['_PREDICTREQUEST']._serialized_end=578
   _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_start=495
-  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_end=565
-  _globals['_PREDICTRESPONSE']._serialized_start=574
-  _globals['_PREDICTRESPONSE']._serialized_end=782
-  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=711
-  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=782
-  _globals['_STATUSPROTO']._serialized_start=784
-  _globals['_STATUSPROTO']._serialized_end=891
-  _globals['_GETMODELSTATUSREQUEST']._serialized_start=893
-  _globals['_GETMODELSTATUSREQUEST']._serialized_end=967
-  _globals['_MODELVERSIONSTATUS']._serialized_start=970
-  _globals['_MODELVERSIONSTATUS']._serialized_end=1202
-  _globals['_MODELVERSIONSTATUS_STATE']._serialized_start=1119
-  _globals['_MODELVERSIONSTATUS_STATE']._serialized_end=1202
-  _globals['_GETMODELSTATUSRESPONSE']._serialized_start=1204
-  _globals['_GETMODELSTATUSRESPONSE']._serialized_end=1320
-  _globals['_PREDICTIONSERVICE']._serialized_start=1322
-  _globals['_PREDICTIONSERVICE']._serialized_end=1425
-  _globals['_MODELSERVICE']._serialized_start=1427
-  _globals['_MODELSERVICE']._serialized_end=1546
+  _globals['_PREDICTREQUEST_INPUTSENTRY']._serialized_end=572
+  _globals['_PREDICTRESPONSE']._serialized_start=581
+  _globals['_PREDICTRESPONSE']._serialized_end=796
+  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=718
+  _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=796
+  _globals['_STATUSPROTO']._serialized_start=798
+  _globals['_STATUSPROTO']._serialized_end=912
+  _globals['_GETMODELSTATUSREQUEST']._serialized_start=914
+  _globals['_GETMODELSTATUSREQUEST']._serialized_end=988
+  _globals['_MODELVERSIONSTATUS']._serialized_start=991
+  _globals['_MODELVERSIONSTATUS']._serialized_end=1223
+  _globals['_MODELVERSIONSTATUS_STATE']._serialized_start=1140
+  _globals['_MODELVERSIONSTATUS_STATE']._serialized_end=1223
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_start=1225
+  _globals['_GETMODELSTATUSRESPONSE']._serialized_end=1341
+  _globals['_PREDICTIONSERVICE']._serialized_start=1343
+  _globals['_PREDICTIONSERVICE']._serialized_end=1446
+  _globals['_MODELSERVICE']._serialized_start=1448
+  _globals['_MODELSERVICE']._serialized_end=1567
 # @@protoc_insertion_point(module_scope)
