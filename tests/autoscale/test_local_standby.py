@@ -119,6 +119,10 @@ def test_a_standby_gets_no_traffic_and_is_promoted_on_scale_up_without_a_new_pro
     serving = next(r for r in before["replicas"] if not r["standby"])
     table = cluster.run("status", "warm").stdout
     assert "Standby" in table and "standby 1 (1 ready, not serving)" in table, table
+    # Each replica's warm-up predictions (the first call, then the batcher's timings) ran
+    # before it was ready.
+    warm_up = served_by(tmp_path / "trace").count(standby["pid"])
+    assert warm_up >= 1
 
     # One client in flight is half the target of 2: no scale-up, the standby gets nothing.
     with LoadClient(port, "warm", 1, 0.05, max_s=10.0, row=ROW) as light:
@@ -127,10 +131,9 @@ def test_a_standby_gets_no_traffic_and_is_promoted_on_scale_up_without_a_new_pro
             lambda: served_by(tmp_path / "trace").count(serving["pid"]) >= 20,
         )
     assert light.failed == 0, (light.codes, light.errors)
-    # Each replica served its own warm-up prediction before it was ready; the standby
-    # nothing after that, the serving replica everything.
+    # The standby served nothing after its warm-up, the serving replica everything.
     served = served_by(tmp_path / "trace")
-    assert served.count(standby["pid"]) == 1, served
+    assert served.count(standby["pid"]) == warm_up, served
     assert served.count(serving["pid"]) >= 20, served
     assert cluster.deployment("warm")["desired"] == 1
 
@@ -138,7 +141,7 @@ def test_a_standby_gets_no_traffic_and_is_promoted_on_scale_up_without_a_new_pro
     with LoadClient(port, "warm", 8, 0.0, max_s=60.0, row=ROW) as heavy:
         cluster.wait(
             "the standby process serving",
-            lambda: served_by(tmp_path / "trace").count(standby["pid"]) > 1,
+            lambda: served_by(tmp_path / "trace").count(standby["pid"]) > warm_up,
             40,
         )
     assert heavy.failed == 0, (heavy.codes, heavy.errors)

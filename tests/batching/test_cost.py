@@ -1,3 +1,5 @@
+from typing import cast
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,10 @@ from mlkube.batching.cost import (
     measure,
     repeat_rows,
 )
+from mlkube.batching.warmup import calibrate
 from mlkube.clock import ManualClock
+from mlkube.runtimes.base import Runtime
+from mlkube.spec.model import BatchingSpec
 
 
 def test_fit_recovers_fixed_and_per_row_cost():
@@ -81,3 +86,19 @@ def test_measure_stops_at_its_budget_for_a_slow_model():
         budget_s=0.25,
     )
     assert [rows for rows, _ in samples] == [1]
+
+
+class _UserCode:
+    """A format-python model: its predict may count calls (a test's trace, a model that
+    allocates on its second call), so the warm-up must call it once only."""
+
+    runs_user_code = True
+    inputs = ()
+
+    def predict(self, batch: object) -> object:
+        raise AssertionError("calibrate called user code again")
+
+
+def test_user_code_is_not_called_again_at_warm_up():
+    runtime = cast(Runtime, _UserCode())
+    assert calibrate(runtime, BatchingSpec(), True, ManualClock(), 0.002) == [(1, 0.002)]

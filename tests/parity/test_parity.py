@@ -174,6 +174,8 @@ def _fields(doc: ModelDeployment, target: BackendKind) -> set[str]:
 def check_resources(doc: ModelDeployment) -> None:
     limits = limits_of(doc.spec.resources)
     for deployment in _of(_objects(doc), "Deployment"):
+        if deployment["metadata"]["name"] == f"{doc.name}-rollout":
+            continue  # the in-cluster controller's own pod, not a replica
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         rendered = container.get("resources", {}).get("limits", {})
         cpu = rendered.get("cpu")

@@ -13,8 +13,10 @@ def calibrate(
 ) -> list[tuple[int, float]]:
     """Warm-up timings of ``runtime`` (``measure``): batch sizes up to the row limit when
     requests may be merged, the 1-row size alone when they may not. ``warm_s`` is the first
-    warm-up call's duration: a model slower than the whole budget is not called again."""
-    if warm_s > WARMUP_BUDGET_S:
+    warm-up call's duration: a model slower than the whole budget is not called again, nor is
+    user code (format python), whose predict may count calls or have other effects: their cost
+    is learnt from real calls."""
+    if warm_s > WARMUP_BUDGET_S or runtime.runs_user_code:
         return [(1, warm_s)]
     example = example_batch(runtime.inputs)
     try:

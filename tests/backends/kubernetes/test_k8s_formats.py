@@ -37,6 +37,8 @@ CHART_NAMES = {
     "canary-gateway": "iris",
     "keda-gpu": "resnet",
     "standby-keda": "llm",
+    "grpc-canary": "iris-grpc",
+    "multi-model": "shop",
     # a spec without ModelDeployments: the chart is named after the file
     "batch-job": "batch-job",
     "training-job": "training-job",
