@@ -8,16 +8,35 @@ import socket
 
 from mlkube.backends.local.balancer.tcp import TcpPassthrough
 
+HANDLERS: set[asyncio.Task[None]] = set()
+
 
 async def _echo_server(tag: bytes) -> tuple[asyncio.Server, int]:
     async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1024):
-            writer.write(tag + data)
-            await writer.drain()
-        writer.close()
+        task = asyncio.current_task()
+        assert task is not None
+        HANDLERS.add(task)
+        try:
+            while data := await reader.read(1024):
+                writer.write(tag + data)
+                await writer.drain()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+            HANDLERS.discard(task)
 
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     return server, int(server.sockets[0].getsockname()[1])
+
+
+async def _all_closed(listener: TcpPassthrough, *servers: asyncio.Server) -> None:
+    """Every socket of the test closed before its loop ends (no unclosed-transport warning
+    surfacing in a later test)."""
+    listener.close()
+    await listener.wait_closed()
+    for server in servers:
+        server.close()
+    await asyncio.wait_for(asyncio.gather(*HANDLERS, return_exceptions=True), 10)
 
 
 def _dead_port() -> int:
@@ -34,6 +53,7 @@ async def _exchange(port: int, message: bytes) -> bytes:
         return await asyncio.wait_for(reader.read(1024), 10)
     finally:
         writer.close()
+        await writer.wait_closed()
 
 
 async def test_connections_go_round_robin_and_skip_a_refusing_backend():
@@ -47,6 +67,7 @@ async def test_connections_go_round_robin_and_skip_a_refusing_backend():
         reader, writer = await asyncio.open_connection("127.0.0.1", listener.port)
         assert await asyncio.wait_for(reader.read(1024), 10) == b""
         writer.close()
+        await writer.wait_closed()
         listener.set_backends([port_a, port_b])
         answers = [await _exchange(listener.port, b"hi") for _ in range(4)]
         assert sorted(answers) == [b"a:hi", b"a:hi", b"b:hi", b"b:hi"]
@@ -61,8 +82,7 @@ async def test_connections_go_round_robin_and_skip_a_refusing_backend():
             await writer.drain()
             replies.append(await asyncio.wait_for(reader.read(1024), 10))
         writer.close()
+        await writer.wait_closed()
         assert len(set(replies)) == 1
     finally:
-        listener.close()
-        a.close()
-        b.close()
+        await _all_closed(listener, a, b)

@@ -58,6 +58,10 @@ class TcpPassthrough:
         for task in list(self._open):
             task.cancel()
 
+    async def wait_closed(self) -> None:
+        """After ``close``: until every forwarded connection's sockets are closed."""
+        await asyncio.gather(*self._open, return_exceptions=True)
+
     def _pick(self) -> list[int]:
         """Every backend once, starting with the next in round-robin order."""
         ports = self.ports
