@@ -48,7 +48,8 @@ a stall are never sent, so never counted late). The load each reached is recorde
 
 Ratios against the baseline of the same run are what to read: the machine is shared and
 noisy. A full default run is 3 arms x 4 models x 4 settings x 3 rounds x 5 s, plus binary
-(4 x 3 x 5 s) and paced (2 x 4 x 2 x 5 s) runs: about 14 minutes of wrk, 17-19 in all.
+(4 x 3 x 5 s) and paced (2 x 4 x 2 x (1 + 5) s) runs: about 15 minutes of wrk, 18-20 in all
+(server starts, warm-ups and the in-process ceilings are the rest).
 
 Writes bench/results/serve.json, prints a table, and rewrites the README's benchmark tables
 (``bench/readme_table.py``).
@@ -466,6 +467,8 @@ def start_ready(kind: str, spec: Path, workers: int) -> tuple[Server, float]:
 def rotated(arms: list[str], round_index: int) -> list[str]:
     """The arms in round ``round_index``'s order: each takes each position in turn, so the
     machine's drift spreads over all of them."""
+    if not arms:
+        return []
     shift = round_index % len(arms)
     return arms[shift:] + arms[:shift]
 
@@ -668,7 +671,7 @@ def print_run(kind: str, model: str, result: dict[str, Any], *, paced: bool = Fa
     label = f"{kind}{'@50%' if paced else ''}"
     merged = result.get("mean_batch_requests")
     print(
-        f"  {label:11} {model:7} r={result['rows']:<2} c={result['connections']:<2} "
+        f"  {label:12} {model:7} r={result['rows']:<2} c={result['connections']:<2} "
         f"{result['requests_per_s']:>7.0f}/s p50 {result['p50_ms']:.2f} "
         f"p99 {result['p99_ms']:.2f} p99.9 {result['p999_ms']:.2f}"
         + (f" b={merged:.1f}" if merged is not None else "")

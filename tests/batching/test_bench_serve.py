@@ -62,6 +62,7 @@ def test_every_arm_takes_every_position_over_as_many_rounds(serve):
     for position in range(3):
         assert {order[position] for order in orders} == set(arms)
     assert serve.rotated(["baseline", "mlkube"], 1) == ["mlkube", "baseline"]
+    assert serve.rotated([], 2) == []  # a setting none of the chosen arms runs at
 
 
 def test_pacing_aims_at_half_the_saturated_rate(serve):
