@@ -1,10 +1,11 @@
-"""Write the README's serving benchmark table from bench/results/serve.json.
+"""Write the README's serving benchmark tables from bench/results/serve.json.
 
     python bench/readme_table.py [--results bench/results/serve.json] [--readme README.md]
 
 ``bench/serve.py`` calls ``update_readme`` after each run; run this alone to redraw the table
-from the committed JSON. The table sits between two HTML comments in the README's Benchmarks
-section and is replaced whole.
+from the committed JSON. The tables sit between two HTML comments in the README's Benchmarks
+section and are replaced whole. A report without the newer arms (starlette+batcher, tail
+latency, binary tensors) renders without their columns and tables.
 """
 
 from __future__ import annotations
@@ -20,21 +21,48 @@ END = "<!-- serve-table:end -->"
 
 
 def render(report: dict[str, Any]) -> str:
-    """The markdown table (and a line on the run) for ``report``."""
+    """The markdown tables (throughput; tail latency and binary tensors when the run has
+    them) and a few lines on the run, every line at most 100 characters."""
     machine = report["machine"]
     settings = report["settings"]
-    lines = [
-        "| model (cost) | rows | conns | mlkube rows/s | bare app rows/s | ratio "
-        "| p50 ms mlkube / bare |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for row in report["table"]:
-        lines.append(
-            f"| {row['model']} ({row['shape']}) | {row['rows']} | {row['connections']} "
-            f"| {row['mlkube_rows_per_s']:,.0f} | {row['baseline_rows_per_s']:,.0f} "
-            f"| {row['ratio_rps']:.2f}× "
-            f"| {row['mlkube_p50_ms']:.2f} / {row['baseline_p50_ms']:.2f} |"
+    table = report["table"]
+    core = any(row.get("batcher_rows_per_s") is not None for row in table)
+    if core:
+        header = (
+            "| model | rows | conn | mlkube rows/s | bare rows/s | ratio | s+b rows/s | core "
+            "| p50 m/b/s+b ms |"
         )
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    else:
+        header = (
+            "| model | rows | conns | mlkube rows/s | bare rows/s | ratio | p50 ms mlkube / bare |"
+        )
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+    lines = [header, rule]
+    for row in table:
+        line = (
+            f"| {row['model']} | {row['rows']} | {row['connections']} "
+            f"| {_count(row['mlkube_rows_per_s'])} | {_count(row['baseline_rows_per_s'])} "
+            f"| {_times(row['ratio_rps'])} "
+        )
+        p50 = f"{_ms(row['mlkube_p50_ms'])} / {_ms(row['baseline_p50_ms'])}"
+        if core:
+            line += f"| {_count(row.get('batcher_rows_per_s'))} "
+            line += f"| {_times(row.get('core_ratio_rps'))} "
+            p50 += f" / {_ms(row.get('batcher_p50_ms'))}"
+        lines.append(line + f"| {p50} |")
+    shapes = ", ".join(dict.fromkeys(f"{row['model']} ({row['shape']})" for row in table))
+    lines += ["", f"Models: {shapes}."]
+    if core:
+        lines += [
+            "m: mlkube; b, bare: a bare Starlette/uvicorn app (no batching); s+b: mlkube's own app",
+            "and batcher under Starlette/uvicorn; ratio: mlkube ÷ bare; core: mlkube ÷ s+b, what",
+            "mlkube's HTTP core buys.",
+        ]
+    else:
+        lines += ["bare: a bare Starlette/uvicorn app (no batching); ratio: mlkube ÷ bare."]
+    lines += _tail(report.get("tail") or [])
+    lines += _binary(report.get("binary") or [])
     idle = machine.get("idle_cpu_before_percent")
     load = machine.get("loadavg_before", ["?"])[0]
     lines += [
@@ -45,6 +73,79 @@ def render(report: dict[str, Any]) -> str:
         f"(load average {load}: other work shares it).",
     ]
     return "\n".join(lines)
+
+
+def _tail(rows: list[dict[str, Any]]) -> list[str]:
+    """Latency percentiles at saturation (64 connections) and paced at ~50% of it."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| model | rows | load | mlkube ms p50 / p99 / p99.9 | bare ms p50 / p99 / p99.9 |",
+        "| --- | ---: | --- | ---: | ---: |",
+    ]
+    for row in rows:
+        for load in ("sat", "half"):
+            if load == "sat":
+                label = "64 conns"
+            else:
+                reached = [row.get(f"{kind}_half_load") for kind in ("mlkube", "baseline")]
+                label = "~50% (" + " / ".join(_percent(value) for value in reached) + ")"
+            cells = [
+                " / ".join(_ms(row.get(f"{kind}_{load}_{key}")) for key in _PERCENTILES)
+                for kind in ("mlkube", "baseline")
+            ]
+            lines.append(f"| {row['model']} | {row['rows']} | {label} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        "~50%: paced at half of each server's saturated req/s (the load each reached: mlkube /",
+        "bare); `wrk` is closed-loop, so both loads under-report coordinated omission.",
+    ]
+    return lines
+
+
+def _binary(rows: list[dict[str, Any]]) -> list[str]:
+    """v2 binary tensors against the v1 JSON rows/s of the same setting."""
+    if not rows:
+        return []
+    lines = [
+        "",
+        "| model | rows | conns | binary rows/s | ÷ bare JSON | ÷ mlkube JSON | p50 / p99 ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['model']} | {row['rows']} | {row['connections']} "
+            f"| {_count(row['binary_rows_per_s'])} | {_times(row['ratio_vs_baseline_json'])} "
+            f"| {_times(row['ratio_vs_mlkube_json'])} "
+            f"| {_ms(row['binary_p50_ms'])} / {_ms(row['binary_p99_ms'])} |"
+        )
+    return lines
+
+
+_PERCENTILES = ("p50_ms", "p99_ms", "p999_ms")
+_MISSING = "–"
+
+
+def _count(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:,.0f}"
+
+
+def _times(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.2f}×"
+
+
+def _percent(value: float | None) -> str:
+    return _MISSING if value is None else f"{value:.0%}"
+
+
+def _ms(value: float | None) -> str:
+    """Milliseconds to about three significant digits (0.46, 24.8, 941)."""
+    if value is None:
+        return _MISSING
+    if value < 10:
+        return f"{value:.2f}"
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
 def update_readme(report: dict[str, Any], readme: Path = ROOT / "README.md") -> None:
