@@ -386,6 +386,7 @@ def measure(
     share = 100.0 / (wall * cpus)
     run["proxy_cpu_us_per_request"] = 1e6 * proxy_s / max(run["requests"], 1)
     run["replica_cpu_us_per_request"] = 1e6 * replicas_s / max(run["requests"], 1)
+    run["wrk_cpu_us_per_request"] = 1e6 * wrk_s / max(run["requests"], 1)
     run["proxy_cpu_percent"] = proxy_s * share
     run["replicas_cpu_percent"] = replicas_s * share
     run["wrk_cpu_percent"] = wrk_s * share
@@ -436,6 +437,57 @@ def summarise(runs: dict[tuple[Setting, str], list[dict[str, Any]]]) -> dict[str
             row["added_p99_ms"] = statistics.median(a["p99_ms"] - d["p99_ms"] for a, d in pairs)
         table.setdefault(setting.label, {})[arm] = row
     return table
+
+
+def capacity(table: dict[str, Any], cpus: int) -> dict[str, Any]:
+    """The CPU budget at 64 connections, a model of an idle machine from measured costs.
+
+    Per request: CPU of the replicas, the proxy and wrk. ``cpus`` idle cores could sustain
+    ``cpus`` s of CPU a second, and each replica (one worker, one thread) at most one core:
+    the ceiling is the lower of the two. ``vs_direct`` compares it with the direct ceiling,
+    which is how a proxy in front of 2 replicas can end below 1 replica served directly.
+    """
+    budget: dict[str, Any] = {}
+    connections = CONNECTIONS[-1]
+    for setting in (Setting(1, connections), Setting(2, connections)):
+        for arm, row in table.get(setting.label, {}).items():
+            replica = row["replica_cpu_us_per_request"]
+            total = replica + row["proxy_cpu_us_per_request"] + row["wrk_cpu_us_per_request"]
+            ceiling = min(cpus * 1e6 / total, setting.replicas * 1e6 / replica) if replica else 0.0
+            budget[f"{arm}, {setting.replicas} replica(s)"] = {
+                "replica_us": replica,
+                "proxy_us": row["proxy_cpu_us_per_request"],
+                "wrk_us": row["wrk_cpu_us_per_request"],
+                "idle_machine_ceiling_rps": ceiling,
+            }
+    direct = budget.get("direct, 1 replica(s)", {}).get("idle_machine_ceiling_rps")
+    for row in budget.values():
+        row["vs_direct"] = row["idle_machine_ceiling_rps"] / direct if direct else None
+    return budget
+
+
+def print_capacity(budget: dict[str, Any], cpus: int) -> None:
+    print(f"\nCPU per request at 64 conn (us); what {cpus} idle cores could serve at that cost")
+    print(
+        f"{'arm, replicas':<24}{'replica':>8}{'proxy':>7}{'wrk':>6}{'ceiling req/s':>15}"
+        f"{'x direct':>10}"
+    )
+    for name, row in budget.items():
+        ratio = f"{row['vs_direct']:.2f}" if row["vs_direct"] is not None else "-"
+        print(
+            f"{name:<24}{row['replica_us']:>8.0f}{row['proxy_us']:>7.0f}{row['wrk_us']:>6.0f}"
+            f"{row['idle_machine_ceiling_rps']:>15.0f}{ratio:>10}"
+        )
+
+
+def reprint(path: Path) -> None:
+    """Print the tables of a written JSON again (its CPU budget recomputed and kept)."""
+    report = json.loads(path.read_text())
+    cpus = int(report["machine"]["cpus"])
+    print_table(report["results"])
+    report["cpu_budget_64_connections"] = budget = capacity(report["results"], cpus)
+    print_capacity(budget, cpus)
+    path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 def print_table(table: dict[str, Any]) -> None:
@@ -489,6 +541,11 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--output", type=Path, default=RESULTS, help="the JSON written")
     parser.add_argument("--note", default="", help="a note kept in the JSON")
+    parser.add_argument(
+        "--reprint",
+        action="store_true",
+        help="measure nothing: print the tables of --output's JSON again",
+    )
     parser.add_argument(
         "--py-spy",
         type=Path,
@@ -617,6 +674,9 @@ def run_rounds(
 
 def main() -> None:
     args = parse_args()
+    if args.reprint:
+        reprint(args.output)
+        return
     wrk = ensure_tool("wrk", "wrk")
     if wrk is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -646,9 +706,15 @@ def main() -> None:
     table = summarise(runs)
     print()
     print_table(table)
+    cpus = os.cpu_count() or 1
+    budget = capacity(table, cpus)
+    print_capacity(budget, cpus)
     notes = [args.note] if args.note else []
     if idle_before < SHARED_BELOW_IDLE:
-        notes.append(f"shared machine: {idle_before:.0f}% idle before the run")
+        notes.append(
+            f"shared machine: {idle_before:.0f}% idle before the run (load average "
+            f"{load_before[0]:.1f}); noisy figures, rerun on an idle machine to quote them"
+        )
     if args.py_spy and "mlkube" in available:
         notes.append("py-spy sampled the balancer in round 1's 64-connection runs")
     report: dict[str, Any] = {"note": "; ".join(notes)} if notes else {}
@@ -670,6 +736,7 @@ def main() -> None:
             },
             "versions": {arm: version_of([path, "-v"]) for arm, path in binaries.items()},
             "results": table,
+            "cpu_budget_64_connections": budget,
             "balancer_counters": {
                 key: {k: v for k, v in value.items() if k != "latencyCounts"}
                 for key, value in counters.items()

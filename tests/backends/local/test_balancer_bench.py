@@ -115,5 +115,19 @@ def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
     assert all(c["requests"] > 0 and c["failed"] == 0 for c in counters.values())
     assert set(counters["bench/iris-2"]["backends"]) == {"r0", "r1"}
     assert "idle_percent_before" in report["machine"]
+    budget = report["cpu_budget_64_connections"]
+    assert set(budget) == {f"{a}, 1 replica(s)" for a in arms} | {
+        f"{a}, 2 replica(s)" for a in arms[1:]
+    }
+    assert all(
+        row["replica_us"] > 0 and row["idle_machine_ceiling_rps"] > 0 for row in budget.values()
+    )
+    again = subprocess.run(
+        [sys.executable, str(BENCH), "--reprint", "--output", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "x direct" in again.stdout and "mlkube, 2 replica(s)" in again.stdout
     table = [line for line in done.stdout.splitlines() if not line.startswith("wrote ")]
     assert max(map(len, table)) <= 80  # the output file's path is the caller's
