@@ -1,7 +1,7 @@
 """What mlkube's load balancer costs per request, beside a direct connection,
 HAProxy and nginx, on the same replicas.
 
-    python bench/balancer.py            # full run: 3 rounds of 7 s, ~6 min
+    python bench/balancer.py            # full run: 3 rounds of 7 s, ~7 min
     python bench/balancer.py --quick    # smoke run: 1 round of 2 s, ~1 min
 
 Two `mlkube serve` replicas (the iris ONNX model of mlkube.testing.models,
