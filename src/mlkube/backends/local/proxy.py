@@ -267,14 +267,14 @@ class Router:
     def pick(self, tried: frozenset[str], header_match: bool, now: float) -> Backend | None:
         picker = self._header_picker if header_match and self._header_picker else self._picker
         exclude = tried
-        for _ in range(len(picker.names) + 1):
-            name = picker.pick(exclude)
-            if name is None:
-                return None
+        # Each skipped replica joins ``exclude``, so this ends once every name was offered.
+        name = picker.pick(exclude)
+        while name is not None:
             backend = self.backends[name]
             if backend.ejected_until <= now and not backend.draining:
                 return backend
             exclude = exclude | {name}
+            name = picker.pick(exclude)
         return None
 
     def eject(self, backend: Backend, now: float) -> None:
