@@ -148,3 +148,48 @@ def test_loading_a_skops_model_does_not_import_torch_and_trusts_the_same_types(
     )
     assert json.loads(ours.stdout) == json.loads(plain.stdout)
     assert json.loads(ours.stdout)["SKLEARN_ESTIMATOR_TYPE_NAMES"]
+
+
+def _preloaded(spec: Path) -> set[str]:
+    return _modules_after(
+        "from mlkube.spec import load_spec\n"
+        "from mlkube.runtimes.loader import preload_libraries\n"
+        f"preload_libraries(load_spec({str(spec)!r}))\n"
+    )
+
+
+def test_the_parent_of_workers_preloads_the_library_of_a_skops_model(tmp_path: Path) -> None:
+    built = models.save_sklearn(models.iris_classifier(), tmp_path, kind="skops")
+    modules = _preloaded(models.write_spec(built, tmp_path))
+    assert {"skops.io", "sklearn.base"} <= modules
+    assert _imported(modules, ("torch",)) == []
+
+
+def test_the_parent_of_workers_preloads_torch_for_a_torch_model(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    modules = _preloaded(models.write_spec(models.torchscript_model(tmp_path), tmp_path))
+    assert "torch" in modules
+
+
+def test_the_parent_of_workers_leaves_onnxruntime_to_the_workers(tmp_path: Path) -> None:
+    built = models.save_onnx(models.iris_classifier(), tmp_path)
+    modules = _preloaded(models.write_spec(built, tmp_path))
+    assert _imported(modules, ("onnxruntime", "sklearn", "torch")) == []
+
+
+def test_a_library_that_does_not_import_is_left_for_the_load_to_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Edge we cannot reach otherwise: xgboost is installed here, so hide it from import.
+    from mlkube.runtimes.loader import preload_libraries
+    from mlkube.spec import load_spec
+
+    monkeypatch.setitem(sys.modules, "xgboost", None)
+    (tmp_path / "m.json").write_text("{}", encoding="utf-8")
+    spec = tmp_path / "m.yaml"
+    spec.write_text(
+        "apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: m}\n"
+        "spec: {model: {uri: m.json, format: xgboost}}\n",
+        encoding="utf-8",
+    )
+    preload_libraries(load_spec(spec))  # no error: the worker's load names the extra

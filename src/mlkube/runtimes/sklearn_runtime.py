@@ -84,6 +84,19 @@ def load_sklearn(path: str, trust_pickle: bool) -> Runtime:
     return SklearnRuntime(_load_pickle(file, trust_pickle), path)
 
 
+def preload(suffix: str) -> None:
+    """Import what loading a file ending in ``suffix`` imports (``loader.preload_libraries``):
+    skops.io (which imports scikit-learn and SciPy), else scikit-learn's base, which
+    unpickling any estimator imports first. The thread limit is set first, as for a load."""
+    if suffix == ".onnx":
+        return
+    _limit_threads(env_threads(THREADS_VARIABLE))
+    if suffix == ".skops":
+        import_skops_io()
+    else:
+        importlib.import_module("sklearn.base")
+
+
 def _limit_threads(threads: int) -> None:
     """Cap OpenMP and BLAS thread pools for the whole process (threadpoolctl ships with sklearn).
 
