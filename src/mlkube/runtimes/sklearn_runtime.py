@@ -131,9 +131,8 @@ def import_skops_io() -> ModuleType:
     are hidden (``None`` in ``sys.modules``) for the import only: skops trusts the same
     types, and torch loads later as usual if anything (a torch model) asks for it.
     """
-    loaded = sys.modules.get("skops.io")
-    if loaded is not None:
-        return loaded
+    if "skops.io" in sys.modules:  # imported (or being imported: this waits for it)
+        return importlib.import_module("skops.io")
     modules = cast(dict[str, ModuleType | None], sys.modules)
     hidden = [name for name in HIDDEN_AT_SKOPS_IMPORT if name not in modules]
     for name in hidden:
