@@ -91,10 +91,12 @@ def preload_libraries(deployment: ModelDeployment) -> None:
     For the parent of forked workers (``serving/workers.py``): each worker would otherwise
     import them again, N copies of the same seconds of CPU (scikit-learn and SciPy, XGBoost,
     torch: 1-3 s each) on the cores the workers share, where one import before the fork
-    serves all of them (and its pages stay shared). Only libraries that start no thread when
-    imported are preloaded, so the fork copies no half-held lock: torch is forked this way by
-    its own DataLoader workers. Nothing here may fail the start: a library that does not
-    import is left for the worker's load to report as it always does.
+    serves all of them (and its pages stay shared). Only libraries that start no thread of
+    their own at import are preloaded, so the fork copies no lock a lost thread held (torch
+    is forked this way by its own DataLoader workers; the BLAS thread pools NumPy and SciPy
+    start are shut down across a fork by OpenBLAS itself, as NumPy's always was here).
+    Nothing here may fail the start: a library that does not import is left for the
+    worker's load to report as it always does.
     """
     for model in deployment.spec.all_models:
         try:
