@@ -26,9 +26,9 @@ the difference in seconds. The machine's idle CPU before and during the run is r
 the figures mean something only beside it.
 
 Writes ``bench/results/cold_start.json``, prints a table and redraws the README's cold-start
-table (between the ``cold-start-table`` markers) unless ``--no-readme``. ``--note`` labels
-the JSON (e.g. "noisy shared machine"); a run that starts on a machine less than 80% idle
-is labelled so on its own.
+table (between the ``cold-start-table`` markers) unless ``--no-readme``; ``--redraw``
+redraws it from the JSON alone. ``--note`` labels the JSON (e.g. "noisy shared machine");
+a run that starts on a machine less than 80% idle is labelled so on its own.
 """
 
 from __future__ import annotations
@@ -302,22 +302,24 @@ def summarise(samples: Samples) -> list[dict[str, Any]]:
 def render_readme_table(report: dict[str, Any]) -> str:
     machine = report["machine"]
     lines = [
-        "| format | workers | mlkube s | bare app s | ratio | delta s |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| format | workers | mlkube s | bare app s | ratio | delta s | CPU s mlkube / bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in report["table"]:
         lines.append(
             f"| {row['format']} | {row['workers']} | {row['mlkube_s']:.2f} "
-            f"| {row['bare_s']:.2f} | {row['ratio']:.2f}× | {row['delta_s']:+.2f} |"
+            f"| {row['bare_s']:.2f} | {row['ratio']:.2f}× | {row['delta_s']:+.2f} "
+            f"| {row['mlkube_cpu_s']:.2f} / {row['bare_cpu_s']:.2f} |"
         )
     lines += [
         "",
         f"{machine['cpus']} CPUs, medians of {report['settings']['runs']} interleaved "
-        f"fresh-process runs; the machine was {machine['idle_cpu_before_percent']}% idle "
-        f"before and {machine['idle_cpu_during_percent']}% during the run.",
+        "fresh-process runs;",
+        f"the machine was {machine['idle_cpu_before_percent']}% idle before the run and "
+        f"{machine['idle_cpu_during_percent']}% during it.",
     ]
     if report.get("note"):
-        lines.append(f"Note: {report['note']}")
+        lines.append(f"Note: {report['note']}.")
     return "\n".join(lines)
 
 
@@ -410,9 +412,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-readme", action="store_true", help="leave the README's cold-start table alone"
     )
+    parser.add_argument("--readme", type=Path, default=README, help="the README to redraw")
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="measure nothing: redraw the README's table from the --output JSON",
+    )
     args = parser.parse_args(argv)
     if args.runs < 1:
         parser.error("--runs must be at least 1")
+    if args.redraw:
+        update_readme(json.loads(args.output.read_text(encoding="utf-8")), args.readme)
+        print(f"redrew the README's cold-start table from {args.output}")
+        return
     idle_before = machine_idle_before()
     load_before = os.getloadavg()
     meter = CpuMeter()
@@ -448,7 +460,7 @@ def main(argv: list[str] | None = None) -> None:
     args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     print_table(report, args.output)
     if not args.no_readme:
-        update_readme(report)
+        update_readme(report, args.readme)
         print("rewrote the README's cold-start table")
 
 

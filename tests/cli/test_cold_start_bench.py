@@ -32,6 +32,16 @@ def test_cold_start_bench_times_both_servers_and_labels_the_run(tmp_path: Path) 
     assert row["mlkube_s"] > 0 and row["bare_s"] > 0 and row["mlkube_cpu_s"] > 0
     assert "ratio" in done.stdout
 
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n## Benchmarks\n\nText.\n\n## Next\n", encoding="utf-8")
+    redraw = [sys.executable, str(BENCH), "--redraw", "--output", str(out), "--readme"]
+    for _ in range(2):  # added once, then replaced in place
+        subprocess.run([*redraw, str(readme)], check=True, capture_output=True, timeout=60)
+    text = readme.read_text(encoding="utf-8")
+    assert text.count("cold-start-table:begin") == 1
+    assert text.index("| onnx | 1 |") < text.index("## Next")
+    assert "Note: test run" in text
+
 
 def test_cold_start_bench_refuses_an_unknown_format() -> None:
     done = subprocess.run(
