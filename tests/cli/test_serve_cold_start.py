@@ -193,3 +193,25 @@ def test_a_library_that_does_not_import_is_left_for_the_load_to_report(
         encoding="utf-8",
     )
     preload_libraries(load_spec(spec))  # no error: the worker's load names the extra
+
+
+def test_serve_turns_collections_back_on_when_it_ends_before_ready(tmp_path: Path) -> None:
+    # `serve` keeps the cyclic GC off through start-up; a start that fails (here: no model
+    # file) must not leave it off in the process that called it.
+    spec = tmp_path / "m.yaml"
+    spec.write_text(
+        "apiVersion: mlkube.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: m}\n"
+        "spec: {model: {uri: missing.onnx, format: onnx}}\n",
+        encoding="utf-8",
+    )
+    code = (
+        "import gc\nfrom mlkube.cli import main\n"
+        f"try:\n    main(['serve', {str(spec)!r}, '--port', '0', '--workers', '1'])\n"
+        "except SystemExit as stop:\n    print('exit', stop.code)\n"
+        "print('gc enabled', gc.isenabled())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert "exit 1" in done.stdout, done.stderr
+    assert "gc enabled True" in done.stdout

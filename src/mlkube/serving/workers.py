@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import multiprocessing
 import os
 import signal
@@ -101,6 +102,7 @@ def serve_workers(
         process.start()
         processes.append(process)
     writer.close()
+    gc.enable()  # the parent loads no model: collections (off through start-up) back on
 
     def forward(_signum: int, _frame: Any) -> None:
         # SIGTERM or SIGINT: every worker drains the same way on SIGTERM.
@@ -161,6 +163,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what it receives
 
     def ready(seconds: float) -> None:
+        gc.enable()  # off through start-up when the parent turned it off (cli/serve.py)
         ready_count.add_one()
         writer.send(("ready", seconds))
 
