@@ -1,4 +1,13 @@
-"""Time a freshly loaded runtime at a few batch sizes: the cost model's first estimate."""
+"""Time a freshly loaded runtime at a few batch sizes: the cost model's first estimate.
+
+This runs before the version is published, so it is part of the cold start (process start to
+first answer). It stays there, by choice: it costs at most ``WARMUP_BUDGET_S`` (0.25 s) and,
+measured by ``bench/cold_start.py``'s models, 1-50 ms (LightGBM ~1 ms, TorchScript ~10 ms,
+XGBoost ~27 ms, a scikit-learn gradient-boosting model ~50 ms: a small share of their
+1-3 s starts, which library imports dominate). Run after readiness instead, it would race the
+first real calls for the model and leave the batcher's first merging decisions to a one-call
+estimate; readiness keeps meaning "loaded, and measured".
+"""
 
 from __future__ import annotations
 

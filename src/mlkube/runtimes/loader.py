@@ -7,7 +7,10 @@ and the error then names the extra to install.
 
 from __future__ import annotations
 
+import importlib
+import logging
 import sys
+from pathlib import PurePosixPath
 
 from mlkube.errors import ModelLoadError
 from mlkube.runtimes.base import Runtime
@@ -16,6 +19,8 @@ from mlkube.spec.claims import CLAIM_SCHEME, claim_host_path
 from mlkube.spec.deployment import MODELS_SCHEME
 from mlkube.spec.model import ModelSpec
 from mlkube.storage.uri import is_fetched
+
+logger = logging.getLogger(__name__)
 
 REMOTE_SCHEMES = ("s3://", "gs://", "https://", "http://", "pvc://")
 """URI schemes that name a model somewhere else: a deployment's replicas download them (or read
@@ -68,6 +73,41 @@ def load_runtime(deployment: ModelDeployment) -> Runtime:
             raise ModelLoadError(path, "python", "format python needs spec.model.entrypoint")
         return PythonRuntime(path, model.entrypoint)
     raise ModelLoadError(path, str(model_format), "no runtime serves this format")
+
+
+PRELOADED: dict[ModelFormat, str] = {
+    ModelFormat.XGBOOST: "xgboost",
+    ModelFormat.LIGHTGBM: "lightgbm",
+    ModelFormat.PYTORCH: "torch",
+}
+"""The library each format's runtime imports first, for `preload_libraries` (scikit-learn's
+are picked by `sklearn_runtime.preload`). Not onnxruntime (it starts a thread at import and
+costs ~25 ms), TensorFlow (not fork-safe) or user code (format python: its import may act)."""
+
+
+def preload_libraries(deployment: ModelDeployment) -> None:
+    """Import the libraries that loading ``deployment``'s models will import, now.
+
+    For the parent of forked workers (``serving/workers.py``): each worker would otherwise
+    import them again, N copies of the same seconds of CPU (scikit-learn and SciPy, XGBoost,
+    torch: 1-3 s each) on the cores the workers share, where one import before the fork
+    serves all of them (and its pages stay shared). Only libraries that start no thread of
+    their own at import are preloaded, so the fork copies no lock a lost thread held (torch
+    is forked this way by its own DataLoader workers; the BLAS thread pools NumPy and SciPy
+    start are shut down across a fork by OpenBLAS itself, as NumPy's always was here).
+    Nothing here may fail the start: a library that does not import is left for the
+    worker's load to report as it always does.
+    """
+    for model in deployment.spec.all_models:
+        try:
+            if model.format is ModelFormat.SKLEARN:
+                from mlkube.runtimes.sklearn_runtime import preload
+
+                preload(PurePosixPath(model.uri).suffix.lower())
+            elif model.format in PRELOADED:
+                importlib.import_module(PRELOADED[model.format])
+        except Exception as error:  # the worker's load reports it, with the file's name
+            logger.debug("not preloaded", extra={"format": str(model.format), "error": str(error)})
 
 
 def local_model_path(deployment: ModelDeployment) -> str:

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 import threading
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import Any, cast
 
 import numpy as np
 
@@ -82,6 +84,19 @@ def load_sklearn(path: str, trust_pickle: bool) -> Runtime:
     return SklearnRuntime(_load_pickle(file, trust_pickle), path)
 
 
+def preload(suffix: str) -> None:
+    """Import what loading a file ending in ``suffix`` imports (``loader.preload_libraries``):
+    skops.io (which imports scikit-learn and SciPy), else scikit-learn's base, which
+    unpickling any estimator imports first. The thread limit is set first, as for a load."""
+    if suffix == ".onnx":
+        return
+    _limit_threads(env_threads(THREADS_VARIABLE))
+    if suffix == ".skops":
+        import_skops_io()
+    else:
+        importlib.import_module("sklearn.base")
+
+
 def _limit_threads(threads: int) -> None:
     """Cap OpenMP and BLAS thread pools for the whole process (threadpoolctl ships with sklearn).
 
@@ -97,12 +112,45 @@ def _limit_threads(threads: int) -> None:
     threadpoolctl.threadpool_limits(limits=threads, user_api="blas")
 
 
+HIDDEN_AT_SKOPS_IMPORT = tuple(
+    f"sklearn.externals.array_api_compat.{backend}" for backend in ("torch", "cupy", "dask")
+)
+"""Packages hidden while skops.io imports (`import_skops_io`): no estimator lives there."""
+
+
+def import_skops_io() -> ModuleType:
+    """``skops.io``, imported without importing torch (or cupy, dask) on the way.
+
+    skops.io lists the types it trusts at import with scikit-learn's ``all_estimators()``,
+    which walks every sklearn package with ``pkgutil.walk_packages``; that imports each
+    package, including the vendored ``array_api_compat.torch``, which imports torch: ~3 s of
+    a cold start (more than loading the model), for a package that holds no estimator
+    (``all_estimators`` skips ``externals``) and that no skops file needs. ``walk_packages``
+    skips a package whose import raises ImportError
+    (https://docs.python.org/3/library/pkgutil.html#pkgutil.walk_packages), so these packages
+    are hidden (``None`` in ``sys.modules``) for the import only: skops trusts the same
+    types, and torch loads later as usual if anything (a torch model) asks for it.
+    """
+    if "skops.io" in sys.modules:  # imported (or being imported: this waits for it)
+        return importlib.import_module("skops.io")
+    modules = cast(dict[str, ModuleType | None], sys.modules)
+    hidden = [name for name in HIDDEN_AT_SKOPS_IMPORT if name not in modules]
+    for name in hidden:
+        modules[name] = None
+    try:
+        return importlib.import_module("skops.io")
+    finally:
+        for name in hidden:
+            if name in modules and modules[name] is None:
+                del modules[name]
+
+
 def _load_skops(file: Path, trust_pickle: bool) -> object:
-    import skops.io  # imported on first use
+    skops_io: Any = import_skops_io()  # imported on first use
 
     path = str(file)
     try:
-        untrusted = skops.io.get_untrusted_types(file=file)
+        untrusted = skops_io.get_untrusted_types(file=file)
     except Exception as error:
         raise load_failed(path, FORMAT, "skops file", error) from error
     unsafe = [name for name in untrusted if name.split(".", 1)[0] not in SAFE_MODULES]
@@ -114,7 +162,7 @@ def _load_skops(file: Path, trust_pickle: bool) -> object:
             + _TRUST_HINT,
         )
     try:
-        return skops.io.load(file, trusted=untrusted)
+        return skops_io.load(file, trusted=untrusted)
     except Exception as error:
         raise load_failed(path, FORMAT, "skops file", error) from error
 

@@ -1,8 +1,10 @@
 """Run a replica as one process, or as N worker processes sharing one port (SO_REUSEPORT).
 
-The parent checks the port first (so "port in use" is one clear error, not N), forks the
-workers before anything heavy is loaded, waits until every worker reports ready (or one
-fails), forwards SIGTERM/SIGINT to them and exits with the worst exit code.
+The parent checks the port first (so "port in use" is one clear error, not N), imports the
+model libraries once (``runtimes.loader.preload_libraries``: N workers importing scikit-learn
+or torch each was N times the CPU of a cold start, on shared cores), forks the workers
+before any model is loaded, waits until every worker reports ready (or one fails), forwards
+SIGTERM/SIGINT to them and exits with the worst exit code.
 
 Ready means every worker is ready. A worker listens only once its model is loaded and warmed
 up, so a new connection never reaches a worker that would answer 503 "not ready yet" (during
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import multiprocessing
 import os
 import signal
@@ -83,6 +86,9 @@ def serve_workers(
     on_all_ready: Callable[[float], None],
 ) -> int:
     """Fork ``workers`` processes sharing the port; returns the exit code for the parent."""
+    from mlkube.runtimes.loader import preload_libraries
+
+    preload_libraries(deployment)
     context = multiprocessing.get_context("fork")
     reader, writer = context.Pipe(duplex=False)
     ready_count = context.Value("i", 0)
@@ -96,6 +102,7 @@ def serve_workers(
         process.start()
         processes.append(process)
     writer.close()
+    gc.enable()  # the parent loads no model: collections (off through start-up) back on
 
     def forward(_signum: int, _frame: Any) -> None:
         # SIGTERM or SIGINT: every worker drains the same way on SIGTERM.
@@ -156,6 +163,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent forwards what it receives
 
     def ready(seconds: float) -> None:
+        gc.enable()  # off through start-up when the parent turned it off (cli/serve.py)
         ready_count.add_one()
         writer.send(("ready", seconds))
 

@@ -7,12 +7,13 @@ expected and what was found.
 
 from __future__ import annotations
 
+import importlib
 import os
 import types
 import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -21,17 +22,23 @@ from pydantic_core import ErrorDetails
 from mlkube.errors import SpecError, SpecIssue
 from mlkube.spec.base import DNS_LABEL, DNS_SUBDOMAIN
 from mlkube.spec.deployment import API_VERSION, KINDS, ModelDeployment, PriorityClass, Quota
-from mlkube.spec.job import BatchInference, TrainingJob
-from mlkube.spec.pipeline import Pipeline, cross_document_problems
 
-SpecDocument = ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference | Pipeline
-_CLASSES: dict[str, type[SpecDocument]] = {
-    "ModelDeployment": ModelDeployment,
-    "Quota": Quota,
-    "PriorityClass": PriorityClass,
-    "TrainingJob": TrainingJob,
-    "BatchInference": BatchInference,
-    "Pipeline": Pipeline,
+if TYPE_CHECKING:
+    from mlkube.spec.job import BatchInference, TrainingJob
+    from mlkube.spec.pipeline import Pipeline
+
+SpecDocument: TypeAlias = (
+    "ModelDeployment | Quota | PriorityClass | TrainingJob | BatchInference | Pipeline"
+)
+# Each kind's class, by module: job and pipeline models are imported only when a file holds
+# one (a replica reads a ModelDeployment alone; their models are part of its cold start).
+_CLASSES: dict[str, tuple[str, str]] = {
+    "ModelDeployment": ("deployment", "ModelDeployment"),
+    "Quota": ("deployment", "Quota"),
+    "PriorityClass": ("deployment", "PriorityClass"),
+    "TrainingJob": ("job", "TrainingJob"),
+    "BatchInference": ("job", "BatchInference"),
+    "Pipeline": ("pipeline", "Pipeline"),
 }
 _PATTERN_WORDS = {
     DNS_LABEL: "must be a DNS label: lowercase letters, digits and '-', "
@@ -84,7 +91,7 @@ def load_documents(*paths: str | os.PathLike[str]) -> list[SpecDocument]:
             continue
         for document in parsed:
             document._source_file = str(file)
-            if isinstance(document, ModelDeployment | TrainingJob | BatchInference | Pipeline):
+            if not isinstance(document, Quota | PriorityClass):
                 document._source_dir = str(file.parent.resolve())
         documents.extend(parsed)
     if not problems:
@@ -135,6 +142,11 @@ def _duplicates_across_files(documents: list[SpecDocument]) -> list[SpecError]:
 def _pipeline_references(documents: list[SpecDocument]) -> list[SpecError]:
     """A Pipeline's ``jobRef`` may name a TrainingJob in any of the files loaded."""
     problems: list[SpecError] = []
+    if not any(document.kind == "Pipeline" for document in documents):
+        return problems
+    from mlkube.spec.job import TrainingJob
+    from mlkube.spec.pipeline import Pipeline, cross_document_problems
+
     for pipeline in documents:
         if not isinstance(pipeline, Pipeline):
             continue
@@ -246,11 +258,17 @@ def _validate_document(raw: Any, node: yaml.Node) -> SpecDocument:
                 )
             ]
         )
-    cls = _CLASSES[kind]
+    cls = _document_class(kind)
     try:
         return cls.model_validate(raw)
     except ValidationError as error:
         raise _DocumentError([_issue(e, raw, node, cls) for e in error.errors()]) from error
+
+
+def _document_class(kind: str) -> type[SpecDocument]:
+    module, name = _CLASSES[kind]
+    cls: type[SpecDocument] = getattr(importlib.import_module(f"mlkube.spec.{module}"), name)
+    return cls
 
 
 def _issue(error: ErrorDetails, raw: Any, node: yaml.Node, cls: type[BaseModel]) -> SpecIssue:
