@@ -373,3 +373,114 @@ async def test_the_deadline_sweeper_stops_when_idle_and_starts_again():
 def _watching(batcher: Batcher) -> bool:
     # A call, not the property itself: mypy would keep its value narrowed across awaits.
     return batcher.watching_deadlines
+
+
+async def test_a_lone_request_when_nothing_can_arrive_is_answered_inside_submit():
+    # One connection, its request the only one: the queue and a flush on the next loop
+    # iteration would decide "predict it now, alone" anyway, so it is predicted at once.
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    answers: list[tuple[Batch | None, BaseException | None]] = []
+
+    def record(batch):
+        seen.append(threading.get_ident())
+        return doubling(batch)
+
+    observer = RecordingObserver()
+    batcher = Batcher(
+        record, BatcherSettings(), clock=SystemClock(), observer=observer, may_arrive=lambda: 0
+    )
+    batcher.submit(request(3), lambda outputs, error: answers.append((outputs, error)))
+    assert len(answers) == 1  # before submit returned: no loop iteration in between
+    outputs, error = answers[0]
+    assert error is None and outputs is not None
+    np.testing.assert_array_equal(outputs["y"], np.full((1, 2), 6))
+    assert seen == [loop_thread]
+    assert batcher.direct == 1
+    assert batcher.decisions["nothing-can-arrive"] == 1
+    assert observer.batches == [(1, 1)]
+    assert not batcher.watching_deadlines  # nothing left to watch
+    await batcher.close()
+
+
+async def test_a_lone_request_that_fails_inside_submit_gets_its_own_error():
+    answers: list[BaseException | None] = []
+
+    def broken(batch):
+        raise ValueError("bad row")
+
+    observer = RecordingObserver()
+    batcher = Batcher(
+        broken, BatcherSettings(), clock=SystemClock(), observer=observer, may_arrive=lambda: 0
+    )
+    batcher.submit(request(1), lambda outputs, error: answers.append(error))
+    assert batcher.direct == 1
+    assert len(answers) == 1 and isinstance(answers[0], PredictError)
+    assert "bad row" in str(answers[0])
+    assert observer.failures == 1
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("may_arrive", "settings"),
+    [
+        pytest.param(1, BatcherSettings(), id="another-request-may-arrive"),
+        pytest.param(0, BatcherSettings(inline=False), id="user-code"),
+    ],
+)
+async def test_a_request_is_queued_not_answered_inside_submit_otherwise(may_arrive, settings):
+    answers: list[Batch | None] = []
+    batcher = Batcher(
+        doubling,
+        settings,
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+        may_arrive=lambda: may_arrive,
+    )
+    batcher.submit(request(2), lambda outputs, error: answers.append(outputs))
+    assert answers == []  # answered later, from the loop
+    assert batcher.queue_depth == 1
+    for _ in range(100):
+        if answers:
+            break
+        await asyncio.sleep(0.001)
+    assert answers and answers[0] is not None
+    assert batcher.direct == 0
+    await batcher.close()
+
+
+async def test_a_request_behind_a_running_batch_waits_for_it_even_when_alone():
+    # The model is busy in its thread: the new request queues behind the running batch
+    # (one predict call at a time per model), it is not predicted beside it.
+    release = threading.Event()
+    calls: list[int] = []
+
+    def slow(batch):
+        calls.append(len(batch["x"]))
+        release.wait(5)
+        return doubling(batch)
+
+    arriving = [1]
+    batcher = Batcher(
+        slow,
+        BatcherSettings(),
+        clock=SystemClock(),
+        observer=RecordingObserver(),
+        may_arrive=lambda: arriving[0],
+    )
+    batcher.calibrate([(1, 0.05)])  # slow: predicted in the thread
+    first = batcher.submit_future(request(1))
+    await asyncio.sleep(0.01)
+    arriving[0] = 0  # from now on nothing else can arrive
+    second: list[Batch | None] = []
+    batcher.submit(request(2), lambda outputs, error: second.append(outputs))
+    assert second == [] and batcher.direct == 0
+    release.set()
+    await first
+    for _ in range(200):
+        if second:
+            break
+        await asyncio.sleep(0.005)
+    assert second and second[0] is not None
+    assert calls == [1, 1]
+    await batcher.close()

@@ -246,3 +246,25 @@ def test_v2_literals_and_strings_anywhere_keep_the_generic_words() -> None:
             body = ('{"inputs": [{' + fields + "}]}").encode()
             same_v2(body, specs)
             assert fast_decode.fast_infer(body, specs) is None, body
+
+
+def test_tables_convert_bit_for_bit_as_the_generic_path_at_the_edges() -> None:
+    """The table conversion (``np.fromiter`` through float64) against ``np.asarray``: ints
+    around 2**53 (float64 rounds them; an all-int table goes through int64), ints past
+    int64, negative zero, mixed ints and floats, values past FP32."""
+    edges: list[list[list[Any]]] = [
+        [[2**53, 2**53 + 1, 3]],
+        [[2**53 - 1, -(2**53), 0]],
+        [[2**63 + 5, 1, 2]],
+        [[-0.0, 0, -0]],
+        [[1, 2.5, 16777217]],
+        [[16777217, 16777219, 3]],
+        [[3.4e38, 1, 2], [3.5e38, 1, 2]],
+        [[1e-45, 1e-39, -1e-320]],
+    ]
+    for table in edges:
+        body = json.dumps({"instances": table}).encode()
+        for specs in SPECS:
+            same_v1(body, specs)
+        tensor = {"name": "x", "shape": [len(table), 3], "datatype": "FP32", "data": table}
+        same_v2(json.dumps({"inputs": [tensor]}).encode(), SPECS[0])

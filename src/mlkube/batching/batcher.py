@@ -163,6 +163,8 @@ class Batcher:
         self.cost = CostModel()
         self.decisions: Counter[str] = Counter()
         """Flush decisions taken, by reason (``policy.FlushDecision.reason``)."""
+        self.direct = 0
+        """Requests predicted inside ``submit``: no queue, no loop iteration in between."""
 
     @property
     def queue_depth(self) -> int:
@@ -211,25 +213,41 @@ class Batcher:
     def submit(self, inputs: Batch, done: Done) -> None:
         """Queue ``inputs``; ``done`` is called once with this request's rows or an error.
 
-        Raises OverloadedError at once when the queue is full.
+        Raises OverloadedError at once when the queue is full. A request that finds the model
+        idle, nothing queued and nothing else able to arrive is predicted at once, inside this
+        call, when it may run inline (``done`` is then called before ``submit`` returns).
         """
-        loop = asyncio.get_running_loop()
-        if len(self._queue) >= self._settings.max_queue:
-            retry = max(1.0, round(self._stats.predict_s * len(self._queue), 1))
+        queue = self._queue
+        if len(queue) >= self._settings.max_queue:
+            retry = max(1.0, round(self._stats.predict_s * len(queue), 1))
             raise OverloadedError(
                 f"the model's queue is full ({self._settings.max_queue} requests waiting)",
                 retry_after_s=retry,
             )
+        stats = self._stats
         now = self._clock.monotonic()
-        self._queue.append(
-            _Item(
-                inputs,
-                rows_of(inputs),
-                signature(inputs),
-                done,
-                now,
-                now + self._settings.timeout_s,
-            )
+        rows = rows_of(inputs)
+        if (
+            not queue
+            and not stats.running
+            and not stats.scheduled
+            and self._settings.inline
+            and self._may_arrive() <= 0
+        ):
+            # The lone request of a quiet server (one connection, sequential clients): the
+            # queue, the flush on the next loop iteration and the batch assembly would decide
+            # exactly this (flush now, alone) and only add latency.
+            limits = self._limits
+            full = rows >= limits.max_rows or limits.max_requests <= 1
+            if self._may_inline(rows, alone=not full):
+                self.direct += 1
+                self.decisions["full" if full else "nothing-can-arrive"] += 1
+                item = _Item(inputs, rows, (), done, now, now + self._settings.timeout_s)
+                self._start([item], inline=True)
+                return
+        loop = asyncio.get_running_loop()
+        queue.append(
+            _Item(inputs, rows, signature(inputs), done, now, now + self._settings.timeout_s)
         )
         if self._sweeper is None:
             self._sweeper = loop.create_task(self._sweep_deadlines())
@@ -298,7 +316,19 @@ class Batcher:
                 items.append(item)
         return items
 
-    def _start(self, items: list[_Item], *, alone: bool = False) -> None:
+    def _may_inline(self, rows: int, *, alone: bool) -> bool:
+        """Whether a batch of ``rows`` may run on the event loop (see the module's docstring)."""
+        stats = self._stats
+        return self._settings.inline and (
+            stats.inline(rows)
+            or (
+                alone
+                and rows <= INLINE_GROWTH * stats.measured_rows
+                and self.cost.cost.of(rows) < INLINE_ALONE_MAX_S
+            )
+        )
+
+    def _start(self, items: list[_Item], *, alone: bool = False, inline: bool = False) -> None:
         stats = self._stats
         stats.running = True
         stats.expected_requests = len(items)
@@ -308,14 +338,7 @@ class Batcher:
             self._observer.queue_wait(now - item.enqueued_at)
         batches = [item.inputs for item in items]
         rows = sum(item.rows for item in items)
-        if self._settings.inline and (
-            stats.inline(rows)
-            or (
-                alone
-                and rows <= INLINE_GROWTH * stats.measured_rows
-                and self.cost.cost.of(rows) < INLINE_ALONE_MAX_S
-            )
-        ):
+        if inline or self._may_inline(rows, alone=alone):
             started = self._clock.monotonic()
             self._finish(items, predict_apart(self._predict, batches), started)
             return

@@ -53,8 +53,18 @@ NUMPY_DTYPES: dict[Datatype, npt.DTypeLike] = {
 }
 
 
+_BY_DTYPE: dict[np.dtype[np.generic], Datatype] = {
+    np.dtype(numpy_dtype): datatype
+    for datatype, numpy_dtype in NUMPY_DTYPES.items()
+    if datatype is not Datatype.BYTES
+}
+
+
 def datatype_of(dtype: np.dtype[np.generic]) -> Datatype:
     """The v2 datatype of a numpy dtype (strings and objects are BYTES)."""
+    found = _BY_DTYPE.get(dtype)  # the common dtypes at once: this runs per answered output
+    if found is not None:
+        return found
     for datatype, numpy_dtype in NUMPY_DTYPES.items():
         if datatype is not Datatype.BYTES and np.dtype(numpy_dtype) == dtype:
             return datatype

@@ -273,12 +273,17 @@ class InferenceApp:
                     outputs, error, request, route, target, context, request_id, started, respond
                 )
 
-            served.submit(inputs, predicted)
+            # Counted first: a lone request may be answered before ``submit`` returns.
+            self.predicting += 1
+            try:
+                served.submit(inputs, predicted)
+            except BaseException:
+                self.predicting -= 1
+                raise
         except ServingError as error:
             response = serving_error_response(error, route.protocol)
             self._finish(request, route, response, request_id, started, served)
             return response
-        self.predicting += 1
         return None
 
     def _predicted(

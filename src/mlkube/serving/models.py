@@ -85,8 +85,14 @@ class ServedVersion:
                 self._idle.set()
             done(outputs, error)
 
-        self.batcher.submit(inputs, finished)  # raises (queue full...) before counting
+        # Counted first: the batcher may call ``finished`` before ``submit`` returns (a lone
+        # request predicted at once).
         self.in_flight += 1
+        try:
+            self.batcher.submit(inputs, finished)
+        except BaseException:  # refused (queue full...): never in flight
+            self.in_flight -= 1
+            raise
 
     async def drained(self, timeout_s: float) -> bool:
         """Wait until no request is in flight (at most ``timeout_s``); True when none is."""

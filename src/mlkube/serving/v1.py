@@ -8,6 +8,7 @@ prediction is an object keyed by output name, as TF Serving does.
 
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -124,8 +125,47 @@ def encode_predict(outputs: Batch, request_format: str) -> bytes:
     if len(outputs) == 1:
         predictions: Any = to_json_value(next(iter(outputs.values())))
     else:
+        spliced = _rows_json(outputs)
+        if spliced is not None:
+            return spliced
         predictions = _rows_of(outputs)
     return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+_NUMBERS = frozenset("biuf")
+
+
+def _rows_json(outputs: Batch) -> bytes | None:
+    """``{"predictions": [{name: value, ...}, ...]}`` for numeric outputs of one or two axes,
+    byte for byte what ``_rows_of`` and orjson give, or None (use them).
+
+    Each output is serialized once, whole, and cut into its rows' JSON texts (numbers hold no
+    "," or "],["); the rows are joined in C. Building a dict and a row view per row and
+    serializing those costs about twice as much for 32 rows."""
+    columns: list[Any] = []
+    rows = -1
+    for name, array in outputs.items():
+        if array.dtype.kind not in _NUMBERS or array.ndim not in (1, 2):
+            return None
+        if rows != array.shape[0]:
+            if rows != -1 or not array.shape[0]:
+                return None  # rows that differ, or none: the generic path says so
+            rows = array.shape[0]
+        value = to_json_value(array)
+        try:
+            if value.ndim == 1:  # as _as_list: Python scalars (FP32 written as float64)
+                pieces = orjson.dumps(value.tolist())[1:-1].split(b",")
+            else:
+                text = orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+                pieces = text[1:-1].replace(b"],[", b"]\0[").split(b"\0")
+        except orjson.JSONEncodeError:
+            return None
+        key = orjson.dumps(name) + b":"
+        columns.append(repeat(key if not columns else b"," + key))
+        columns.append(pieces)
+    # Not strict: the keys repeat endlessly; every output has ``rows`` pieces.
+    joined = b"},{".join(map(b"".join, zip(*columns, strict=False)))
+    return b'{"predictions":[{' + joined + b"}]}"
 
 
 def _rows_of(outputs: Batch) -> list[dict[str, Any]]:

@@ -119,9 +119,9 @@ class Calls:
             else:
                 future.set_result(outputs)
 
-        served.submit(inputs, done)
-        self.app.predicting += 1
+        self.app.predicting += 1  # first: a lone request may be answered within submit
         try:
+            served.submit(inputs, done)
             return await future
         finally:
             self.app.predicting -= 1
