@@ -65,12 +65,14 @@ def render(report: dict[str, Any]) -> str:
     lines += _binary(report.get("binary") or [])
     idle = machine.get("idle_cpu_before_percent")
     load = machine.get("loadavg_before", ["?"])[0]
+    # Below 90% idle other work shared the cores: the reader should know the run was noisy.
+    shared = ": other work shares it" if idle is None or idle < 90 else ""
     lines += [
         "",
         f"{machine['cpus']} CPUs, {settings['workers']} workers each, medians of "
         f"{settings['rounds']} interleaved {settings['duration_s']} s `wrk` runs;",
         f"the machine was {idle if idle is not None else '?'}% idle before the run "
-        f"(load average {load}: other work shares it).",
+        f"(load average {load}{shared}).",
     ]
     return "\n".join(lines)
 

@@ -125,3 +125,12 @@ def test_the_committed_readme_shows_every_row_of_the_committed_results():
     assert table.render(report) in (ROOT / "README.md").read_text()
     shapes = {row["model"] for row in report["table"]}
     assert {"onnx", "forest", "knn"} <= shapes
+
+
+def test_the_run_line_says_other_work_shared_the_machine_only_when_it_did():
+    busy = _report(2.5)
+    idle = _report(2.5)
+    idle["machine"] = {"cpus": 2, "idle_cpu_before_percent": 99.3, "loadavg_before": [0.5]}
+    assert "other work shares it" in _module().render(busy)
+    assert "other work shares it" not in _module().render(idle)
+    assert "(load average 0.5)." in _module().render(idle)
