@@ -268,3 +268,12 @@ def test_tables_convert_bit_for_bit_as_the_generic_path_at_the_edges() -> None:
             same_v1(body, specs)
         tensor = {"name": "x", "shape": [len(table), 3], "datatype": "FP32", "data": table}
         same_v2(json.dumps({"inputs": [tensor]}).encode(), SPECS[0])
+
+
+def test_an_empty_v2_data_list_gets_the_generic_paths_error() -> None:
+    # Found by the fuzz test above: the fast path looked at data[0] of an empty list.
+    for datatype, shape in (("FP16", [1, 0]), ("FP32", [0, 3]), ("FP64", [0])):
+        tensor = {"name": "x", "shape": shape, "datatype": datatype, "data": []}
+        body = json.dumps({"inputs": [tensor]}).encode()
+        for specs in SPECS:
+            same_v2(body, specs)

@@ -138,7 +138,7 @@ def _floats(value: list[Any], datatype: Datatype) -> Array | None:
     every value stays finite. The conversion is the generic path's own (``np.asarray``,
     then ``astype``): numpy's one-step ``np.array(value, dtype=...)`` is slower on many
     rows and rounds integers past 2**53 differently (via float64)."""
-    if type(value[0]) is list and datatype is not Datatype.FP16:
+    if value and type(value[0]) is list and datatype is not Datatype.FP16:
         table = _table(value, _TARGETS[datatype])
         if table is not None:
             return table
