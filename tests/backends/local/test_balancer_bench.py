@@ -86,7 +86,18 @@ def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
     arms += [a for a in ("haproxy", "nginx") if shutil.which(a, path="/usr/sbin:/usr/bin")]
     out = tmp_path / "balancer.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--arms", ",".join(arms), "--output", str(out)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--duration",
+            "1",
+            "--rounds",
+            "1",
+            "--arms",
+            ",".join(arms),
+            "--output",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
