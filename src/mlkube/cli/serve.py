@@ -84,72 +84,60 @@ def serve(
     # in each worker, or when serving ends without getting there.
     gc.disable()
     try:
-        _serve(spec, host, port, grpc_port, workers, revision, replica, started)
+        deployment = load_spec(spec)
+        port = deployment.spec.server.port if port is None else port
+        workers = deployment.spec.server.workers if workers is None else workers
+        check_port_free(host, port)
+        grpc = deployment.spec.server.grpc
+        if grpc.enabled:
+            grpc_port = grpc.port if grpc_port is None else grpc_port
+            check_port_free(host, grpc_port, "--grpc-port")
+        else:
+            grpc_port = None
+        configure_logging(
+            fmt=deployment.spec.logging.format,
+            level=deployment.spec.logging.level,
+            context={"deployment": deployment.name, "revision": revision, "replica": replica},
+        )
+        model = ", ".join(
+            f"{deployment.served_name(m)} ({m.format})" for m in deployment.spec.all_models
+        )
+        options = ReplicaOptions(
+            collectors=_gpu_collectors(),
+            host=host,
+            port=port,
+            revision=revision,
+            replica=replica,
+            on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
+            grpc_port=grpc_port,
+            on_grpc_listening=lambda address: print_status(
+                f"mlkube serve: gRPC listening on {address}"
+            ),
+            on_ready=lambda seconds: _ready(
+                f"mlkube serve: ready in {SystemClock().monotonic() - started:.2f} s "
+                f"(model loaded and warmed up in {seconds:.2f} s)"
+            ),
+            on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
+            management_token=os.environ.get(MANAGEMENT_TOKEN_ENV) or None,
+        )
+        if workers == 1:
+            finished = serve_single(deployment, options)
+            print_status("mlkube serve: stopped" if finished else "mlkube serve: drain timed out")
+            sys.exit(0 if finished else 1)
+        also = f", gRPC on {grpc_port}" if grpc_port is not None else ""
+        print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}{also}")
+        code = serve_workers(
+            deployment,
+            options,
+            workers,
+            on_all_ready=lambda seconds: print_status(
+                f"mlkube serve: {workers} workers ready in "
+                f"{SystemClock().monotonic() - started:.2f} s"
+            ),
+        )
+        sys.exit(code)
     finally:
         gc.enable()
-
-
-def _serve(
-    spec: str,
-    host: str,
-    port: int | None,
-    grpc_port: int | None,
-    workers: int | None,
-    revision: str,
-    replica: str,
-    started: float,
-) -> None:
-    deployment = load_spec(spec)
-    port = deployment.spec.server.port if port is None else port
-    workers = deployment.spec.server.workers if workers is None else workers
-    check_port_free(host, port)
-    grpc = deployment.spec.server.grpc
-    if grpc.enabled:
-        grpc_port = grpc.port if grpc_port is None else grpc_port
-        check_port_free(host, grpc_port, "--grpc-port")
-    else:
-        grpc_port = None
-    configure_logging(
-        fmt=deployment.spec.logging.format,
-        level=deployment.spec.logging.level,
-        context={"deployment": deployment.name, "revision": revision, "replica": replica},
-    )
-    model = ", ".join(
-        f"{deployment.served_name(m)} ({m.format})" for m in deployment.spec.all_models
-    )
-    options = ReplicaOptions(
-        collectors=_gpu_collectors(),
-        host=host,
-        port=port,
-        revision=revision,
-        replica=replica,
-        on_listening=lambda url: print_status(f"mlkube serve: {model} listening on {url}"),
-        grpc_port=grpc_port,
-        on_grpc_listening=lambda address: print_status(
-            f"mlkube serve: gRPC listening on {address}"
-        ),
-        on_ready=lambda seconds: _ready(
-            f"mlkube serve: ready in {SystemClock().monotonic() - started:.2f} s "
-            f"(model loaded and warmed up in {seconds:.2f} s)"
-        ),
-        on_draining=lambda: print_status("mlkube serve: draining in-flight requests"),
-        management_token=os.environ.get(MANAGEMENT_TOKEN_ENV) or None,
-    )
-    if workers == 1:
-        finished = serve_single(deployment, options)
-        print_status("mlkube serve: stopped" if finished else "mlkube serve: drain timed out")
-        sys.exit(0 if finished else 1)
-    also = f", gRPC on {grpc_port}" if grpc_port is not None else ""
-    print_status(f"mlkube serve: {model} starting {workers} workers on {host}:{port}{also}")
-    code = serve_workers(
-        deployment,
-        options,
-        workers,
-        on_all_ready=lambda seconds: print_status(
-            f"mlkube serve: {workers} workers ready in {SystemClock().monotonic() - started:.2f} s"
-        ),
-    )
-    sys.exit(code)
 
 
 def _ready(message: str) -> None:
