@@ -16,7 +16,12 @@ from mlkube.clock import SystemClock
 from mlkube.observability.gpu import GpuCollector, nvidia_smi_reader, visible_gpus
 from mlkube.observability.logging import configure_logging
 from mlkube.serving.server import MANAGEMENT_TOKEN_ENV, ReplicaOptions
-from mlkube.serving.workers import check_port_free, serve_single, serve_workers
+from mlkube.serving.workers import (
+    check_port_free,
+    resume_collections,
+    serve_single,
+    serve_workers,
+)
 from mlkube.spec import load_spec
 
 
@@ -141,7 +146,7 @@ def serve(
 
 
 def _ready(message: str) -> None:
-    gc.enable()
+    resume_collections()
     print_status(message)
 
 
