@@ -22,9 +22,9 @@ Both get the same worker count, the same environment (``OMP_NUM_THREADS=1`` and 
 equivalents, as ``bench/serve.py`` gives its baseline), the same cores and byte-compiled code
 (mlkube and ``bench/`` are compiled first, as installing a wheel compiles every package).
 Runs are fresh processes, interleaved (mlkube then bare, then bare then mlkube, ...), so the
-machine's drift touches both; the medians of ``--runs`` runs are reported, with the ratio mlkube / bare and
-the difference in seconds. The machine's idle CPU before and during the run is recorded:
-the figures mean something only beside it.
+machine's drift touches both; the medians of ``--runs`` runs are reported, with the ratio
+mlkube / bare and the difference in seconds. The machine's idle CPU before and during the run
+is recorded: the figures mean something only beside it.
 
 Writes ``bench/results/cold_start.json``, prints a table and redraws the README's cold-start
 table (between the ``cold-start-table`` markers) unless ``--no-readme``; ``--redraw``
