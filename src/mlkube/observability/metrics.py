@@ -12,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Gauge, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from mlkube.observability.request_metrics import (
+    CounterChild,
+    CounterFamily,
+    HistogramChild,
+    HistogramFamily,
+)
 
 # Inference latency spans sub-millisecond tabular models to multi-second generative ones.
 LATENCY_BUCKETS_S = (
@@ -223,54 +224,59 @@ class ServerMetrics:
         self._model = model
         self._revision = revision
         help_of = {m.name: m.help for m in REPLICA_METRICS}
-        self._requests = Counter(
+        # What every request and batch updates: our own plain-number families (see
+        # request_metrics), exported through this registry like the library's own.
+        self._requests = CounterFamily(
             "mlkube_requests",
             help_of["mlkube_requests_total"],
             ["model", "revision", "protocol", "code"],
-            registry=registry,
         )
-        self._duration = Histogram(
+        self._duration = HistogramFamily(
             "mlkube_request_duration_seconds",
             help_of["mlkube_request_duration_seconds"],
             ["model", "revision", "protocol"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
         labels = (model, revision)
-        self._batch_rows_family = Histogram(
+        self._batch_rows_family = HistogramFamily(
             "mlkube_batch_size",
             help_of["mlkube_batch_size"],
             ["model", "revision"],
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=registry,
+            BATCH_SIZE_BUCKETS,
         )
-        self._batch_requests_family = Histogram(
+        self._batch_requests_family = HistogramFamily(
             "mlkube_batch_requests",
             help_of["mlkube_batch_requests"],
             ["model", "revision"],
-            buckets=BATCH_SIZE_BUCKETS,
-            registry=registry,
+            BATCH_SIZE_BUCKETS,
         )
-        self._predict_family = Histogram(
+        self._predict_family = HistogramFamily(
             "mlkube_predict_duration_seconds",
             help_of["mlkube_predict_duration_seconds"],
             ["model", "revision"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
-        self._queue_wait_family = Histogram(
+        self._queue_wait_family = HistogramFamily(
             "mlkube_queue_wait_seconds",
             help_of["mlkube_queue_wait_seconds"],
             ["model", "revision"],
-            buckets=LATENCY_BUCKETS_S,
-            registry=registry,
+            LATENCY_BUCKETS_S,
         )
-        self._predict_errors_family = Counter(
+        self._predict_errors_family = CounterFamily(
             "mlkube_predict_errors",
             help_of["mlkube_predict_errors_total"],
             ["model", "revision"],
-            registry=registry,
         )
+        for family in (
+            self._requests,
+            self._duration,
+            self._batch_rows_family,
+            self._batch_requests_family,
+            self._predict_family,
+            self._queue_wait_family,
+            self._predict_errors_family,
+        ):
+            registry.register(family)
         self._fixed_cost_family = Gauge(
             "mlkube_predict_fixed_seconds",
             help_of["mlkube_predict_fixed_seconds"],
@@ -284,8 +290,8 @@ class ServerMetrics:
             registry=registry,
         )
         registry.register(_StateCollector(labels, state, models))
-        self._request_children: dict[tuple[str, str, int], Counter] = {}
-        self._duration_children: dict[tuple[str, str], Histogram] = {}
+        self._request_children: dict[tuple[str, str, int], CounterChild] = {}
+        self._duration_children: dict[tuple[str, str], HistogramChild] = {}
         self._observers: dict[str, ModelBatchMetrics] = {}
         self._first = self.observer(model)
 
@@ -341,11 +347,11 @@ class ModelBatchMetrics:
     """One model's batch histograms, error counter and cost estimates: the observer of its
     batchers."""
 
-    rows: Histogram
-    requests: Histogram
-    predict: Histogram
-    wait: Histogram
-    errors: Counter
+    rows: HistogramChild
+    requests: HistogramChild
+    predict: HistogramChild
+    wait: HistogramChild
+    errors: CounterChild
     fixed_cost: Gauge
     row_cost: Gauge
 
