@@ -16,7 +16,8 @@ handlers, and the batcher's completion callbacks, which run on the loop).
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -53,22 +54,39 @@ class HistogramChild:
         self.sum += value
 
 
-class CounterFamily(Collector):
-    """A counter with labels. ``name`` is the base name: the exposition adds ``_total``."""
+Child = TypeVar("Child", CounterChild, HistogramChild)
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+
+class _Family(Collector, Generic[Child]):
+    """A metric's labelled series, each made on first use by ``new_child``."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        new_child: Callable[[], Child],
+    ) -> None:
         self.name = name
         self._documentation = documentation
         self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], CounterChild] = {}
+        self._new_child: Callable[[], Child] = new_child
+        self._children: dict[tuple[str, ...], Child] = {}
 
-    def labels(self, *values: str) -> CounterChild:
+    def labels(self, *values: str) -> Child:
         child = self._children.get(values)
         if child is None:
             if len(values) != len(self._labelnames):
                 raise ValueError(f"{self.name} takes labels {self._labelnames}, got {values}")
-            child = self._children[values] = CounterChild()
+            child = self._children[values] = self._new_child()
         return child
+
+
+class CounterFamily(_Family[CounterChild]):
+    """A counter with labels. ``name`` is the base name: the exposition adds ``_total``."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str]) -> None:
+        super().__init__(name, documentation, labelnames, CounterChild)
 
     def describe(self) -> Iterator[Metric]:
         yield CounterMetricFamily(self.name, self._documentation, labels=self._labelnames)
@@ -80,7 +98,7 @@ class CounterFamily(Collector):
         yield family
 
 
-class HistogramFamily(Collector):
+class HistogramFamily(_Family[HistogramChild]):
     """A histogram with labels and fixed, sorted bucket bounds (+Inf is added)."""
 
     def __init__(
@@ -93,21 +111,9 @@ class HistogramFamily(Collector):
         bounds = tuple(float(b) for b in buckets)
         if list(bounds) != sorted(bounds) or not bounds or bounds[-1] == float("inf"):
             raise ValueError(f"{name}: bucket bounds must be sorted and finite, got {buckets}")
-        self.name = name
-        self._documentation = documentation
-        self._labelnames = tuple(labelnames)
-        self._bounds = bounds
+        super().__init__(name, documentation, labelnames, lambda: HistogramChild(bounds))
         # The bucket labels prometheus_client's Histogram writes.
         self._le = (*(str(floatToGoString(b)) for b in bounds), "+Inf")  # type: ignore[no-untyped-call]
-        self._children: dict[tuple[str, ...], HistogramChild] = {}
-
-    def labels(self, *values: str) -> HistogramChild:
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self._labelnames):
-                raise ValueError(f"{self.name} takes labels {self._labelnames}, got {values}")
-            child = self._children[values] = HistogramChild(self._bounds)
-        return child
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self._documentation, labels=self._labelnames)
