@@ -38,7 +38,7 @@ class Prom:
         return list(body["data"]["groups"])
 
 
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.25) -> Any:
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, poll_s: float = 0.1) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` at the deadline."""
     deadline = time.monotonic() + timeout_s
     last: Any = None
