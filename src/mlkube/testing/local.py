@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mlkube.backends.local.controller.api import Client
+from mlkube.backends.local.supervisor import pid_alive
 
 CLI_TIMEOUT_S = 90
 WAIT_POLL_S = 0.1
@@ -90,14 +91,26 @@ class LocalController:
             f"timed out after {timeout_s}s waiting for {what}; last status: {self.last}"
         )
 
+    def _down_has_work(self) -> bool:
+        """Whether ``mlkube down`` would stop anything: a live controller, or the data plane
+        (``balancer.json``) a dead one left. Otherwise it only exits 1 ("no controller"),
+        after a Python start-up: a test that never started one, or ran ``down`` itself."""
+        if (self.state / "balancer.json").exists():
+            return True
+        try:
+            return pid_alive(self.controller_pid())
+        except (OSError, ValueError, KeyError):  # no controller.json (or half written)
+            return False
+
     def cleanup(self) -> None:
         """``mlkube down``, then SIGKILL every process group and process this driver saw."""
         with contextlib.suppress(Exception):
             self.pids.add(self.controller_pid())
         with contextlib.suppress(Exception):  # the balancer process outlives a killed controller
             self.pids.add(self.balancer_pid())
-        with contextlib.suppress(Exception):
-            self.run("down", check=False)
+        if self._down_has_work():
+            with contextlib.suppress(Exception):
+                self.run("down", check=False)
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
