@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlkube.backends.local.controller.api import Client
+from mlkube.backends.local.controller.api import CONTROLLER_FILE, Client
 from mlkube.backends.local.supervisor import pid_alive
 
 CLI_TIMEOUT_S = 90
@@ -41,6 +41,19 @@ class LocalController:
         self.env = {**os.environ, **(env or {}), "MLKUBE_STATE_DIR": str(state)}
         self.pids: set[int] = set()
         self.last: dict[str, Any] = {}
+        self._control: tuple[bytes, Client] | None = None
+
+    def _client(self) -> Client:
+        """A client of the controller that ``controller.json`` names now; kept while that file
+        is unchanged, since building one costs ~20 ms (httpx loads the CA bundle) and
+        ``wait`` asks ten times a second. It keeps no connection between calls."""
+        try:
+            written = (self.state / CONTROLLER_FILE).read_bytes()
+        except OSError:
+            return Client(self.state)  # raises ControllerNotRunningError, as it always did
+        if self._control is None or self._control[0] != written:
+            self._control = (written, Client(self.state))
+        return self._control[1]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -56,7 +69,7 @@ class LocalController:
         return done
 
     def status(self, name: str | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = Client(self.state).call(
+        data: dict[str, Any] = self._client().call(
             "GET", f"/status?name={name}" if name else "/status"
         )
         for dep in data["deployments"]:
@@ -69,7 +82,7 @@ class LocalController:
         return dep
 
     def events(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = Client(self.state).call(
+        rows: list[dict[str, Any]] = self._client().call(
             "GET", f"/events?name={name}&limit={limit}"
         )
         return rows
