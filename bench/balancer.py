@@ -535,6 +535,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians kept")
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s runs (smoke test)")
     parser.add_argument(
+        "--idle-sample",
+        type=float,
+        default=3.0,
+        metavar="S",
+        help="seconds the machine's idle CPU is read for before the run",
+    )
+    parser.add_argument(
+        "--no-warm-up",
+        dest="warm_up",
+        action="store_false",
+        help="measure at once (a smoke test of the bench itself: no 1 s run per path first)",
+    )
+    parser.add_argument(
         "--arms",
         default=",".join(ARMS),
         help=f"comma-separated subset of {','.join(ARMS)} (direct is always run)",
@@ -685,7 +698,7 @@ def main() -> None:
     wanted = {"direct", *binaries, *(["mlkube"] if "mlkube" in args.arms else [])}
     available = [a for a in ARMS if a in wanted]
     idle_meter = CpuMeter()
-    time.sleep(3)
+    time.sleep(args.idle_sample)
     idle_before = idle_meter.idle_percent()
     load_before = os.getloadavg()
     started: list[subprocess.Popen[bytes]] = []
@@ -693,7 +706,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mlkube-bench-balancer-") as folder:
         try:
             bench, control = start(Path(folder), wrk, available, binaries, started)
-            bench.warm_up()
+            if args.warm_up:
+                bench.warm_up()
             meter = CpuMeter()
             runs = run_rounds(bench, args)
             idle_during = meter.idle_percent()
@@ -731,6 +745,7 @@ def main() -> None:
             "wrk": {
                 "duration_s": args.duration,
                 "rounds": args.rounds,
+                "warmed_up": args.warm_up,
                 "threads": 1,
                 "request": f"POST {PATH}, one iris row (ONNX), 1 replica worker each",
             },

@@ -3,16 +3,16 @@
 One deployment (a small generated python model, 2 replicas, loopback only) serves a paced
 load of ``--rate`` requests per second for the whole run while the faults below are injected
 one after the other. Each fault's window runs from the injection until the deployment is
-healthy again (every replica ready, no rollout in progress) plus one second; the requests
-*sent* in that window are that fault's. A request fails when it gets no answer (refused,
-reset, client timeout of ``--timeout`` seconds) or a status other than 200 -- except the
-fault's own probe requests (the query of death, the slowloris and oversized clients), which
+healthy again (every replica ready, no rollout in progress) plus ``--settle-seconds`` (1);
+the requests *sent* in that window are that fault's. A request fails when it gets no answer
+(refused, reset, client timeout of ``--timeout`` seconds) or a status other than 200 -- except
+the fault's own probe requests (the query of death, the slowloris and oversized clients), which
 are reported in the notes, not in the counts.
 
 Faults (``--fault NAME``, repeatable; all by default, in this order):
   replica-kill        SIGKILL one replica
   replica-stop        SIGSTOP one replica for --stop-seconds, then SIGCONT
-  controller-restart  SIGKILL the controller, wait, `mlkube up -d` again
+  controller-restart  SIGKILL the controller, wait --headless-seconds, `mlkube up -d`
   scale               scale to 3, then back to 2
   rollout-good        apply a new good revision (rolling update)
   rollout-corrupt     apply a revision whose model does not load, then the good one
@@ -275,12 +275,12 @@ def replica_stop(bench: Bench, stop_s: float) -> None:
     bench.notes["replica-stop"] = f"stopped {stop_s:g}s"
 
 
-def controller_restart(bench: Bench) -> None:
+def controller_restart(bench: Bench, headless_s: float) -> None:
     before = {r["name"]: r["pid"] for r in bench.replicas()}
     balancer = bench.local.balancer_pid()
     controller = bench.local.controller_pid()
     os.kill(controller, signal.SIGKILL)
-    time.sleep(2.0)  # traffic with no controller at all
+    time.sleep(headless_s)  # traffic with no controller at all
     bench.local.run("up", "-d", str(bench.spec))
     bench.wait("the restarted controller", bench.healthy)
     after = {r["name"]: r["pid"] for r in bench.replicas()}
@@ -484,6 +484,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-clients", type=int, default=100)
     parser.add_argument("--slow-seconds", type=float, default=8.0)
     parser.add_argument("--oversized-mb", type=int, default=100)
+    parser.add_argument(
+        "--baseline-seconds", type=float, default=2.0, help="load before the first fault"
+    )
+    parser.add_argument(
+        "--settle-seconds", type=float, default=SETTLE_S, help="kept in a fault's window after"
+    )
+    parser.add_argument(
+        "--headless-seconds",
+        type=float,
+        default=2.0,
+        help="load with no controller in controller-restart",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     chosen = [f for f in FAULTS if f in (args.fault or FAULTS)]
@@ -495,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     actions: dict[str, Callable[[], None]] = {
         "replica-kill": lambda: replica_kill(bench),
         "replica-stop": lambda: replica_stop(bench, args.stop_seconds),
-        "controller-restart": lambda: controller_restart(bench),
+        "controller-restart": lambda: controller_restart(bench, args.headless_seconds),
         "scale": lambda: scale(bench),
         "rollout-good": lambda: rollout_good(bench),
         "rollout-corrupt": lambda: rollout_corrupt(bench),
@@ -509,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         local.run("up", "-d", str(bench.spec))
         bench.wait("the deployment ready", bench.healthy)
         with PacedLoad(bench.port, args.rate, args.threads, args.timeout) as load:
-            time.sleep(2.0)
+            time.sleep(args.baseline_seconds)
             results["baseline"] = {**summarize(load.window(0.0, time.monotonic())), "notes": ""}
             for name in chosen:
                 start = time.monotonic()
@@ -517,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
                     actions[name]()
                 except RuntimeError as error:
                     bench.notes[name] = f"ERROR {error}"
-                time.sleep(SETTLE_S)
+                time.sleep(args.settle_seconds)
                 results[name] = {
                     **summarize(load.window(start, time.monotonic())),
                     "notes": bench.notes.get(name, ""),
@@ -537,6 +549,9 @@ def main(argv: list[str] | None = None) -> int:
                     "rate": args.rate,
                     "threads": args.threads,
                     "clientTimeoutS": args.timeout,
+                    "baselineS": args.baseline_seconds,
+                    "settleS": args.settle_seconds,
+                    "headlessS": args.headless_seconds,
                     "request": "POST /v1/models/faults:predict, one row, python model",
                 },
                 "controllerSettings": SETTINGS,

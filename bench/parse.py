@@ -21,6 +21,7 @@ and prints a table.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import timeit
@@ -100,27 +101,46 @@ def arms(protocol: str, body: bytes) -> dict[str, Callable[[], Any]]:
     }
 
 
-def measure(call: Callable[[], Any], seconds: float) -> tuple[int, float]:
-    """Calls per timing round (about ``seconds`` long) and one round's µs per call."""
-    number, _ = timeit.Timer(call).autorange()
-    number = max(1, int(number * seconds / 0.2))
-    return number, timeit.Timer(call).timeit(number) / number * 1e6
+def measure(call: Callable[[], Any], seconds: float, calibration: float) -> tuple[int, float]:
+    """Calls per timing round (about ``seconds`` long) and one round's µs per call.
+
+    The call count is calibrated as ``timeit``'s ``autorange`` does (1, 2, 5, 10, 20, ...
+    calls until one round takes ``calibration`` seconds; autorange's is 0.2 s)."""
+    timer = timeit.Timer(call)
+    number = 1
+    for number in (step * 10**power for power in itertools.count() for step in (1, 2, 5)):
+        if timer.timeit(number) >= calibration:
+            break
+    number = max(1, int(number * seconds / calibration))
+    return number, timer.timeit(number) / number * 1e6
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--seconds", type=float, default=0.05)
+    parser.add_argument(
+        "--calibration",
+        type=float,
+        default=0.2,
+        help="seconds a round takes when the call count is chosen (timeit's autorange: 0.2)",
+    )
+    parser.add_argument(
+        "--idle-sample", type=float, default=1.0, help="seconds idle CPU is read for first"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench/results/parse.json")
     args = parser.parse_args()
-    busy = psutil.cpu_percent(interval=1.0)
+    busy = psutil.cpu_percent(interval=args.idle_sample)
     table = []
     for protocol in ("v1", "v2"):
         for rows in (1, 32, 256):
             calls = arms(protocol, bodies(rows)[protocol])
             expected = calls["generic"]()
             assert np.array_equal(_array(calls["fast"]()), _array(expected))
-            numbers = {name: measure(call, args.seconds)[0] for name, call in calls.items()}
+            numbers = {
+                name: measure(call, args.seconds, args.calibration)[0]
+                for name, call in calls.items()
+            }
             best = {name: float("inf") for name in calls}
             for _ in range(args.repeats):
                 for name, call in calls.items():
@@ -139,7 +159,12 @@ def main() -> None:
     idle = round(100 - busy, 1)
     report = {
         "machine": {"cpus": os.cpu_count(), "idle_cpu_percent_before": idle},
-        "settings": {"repeats": args.repeats, "seconds": args.seconds, "features": FEATURES},
+        "settings": {
+            "repeats": args.repeats,
+            "seconds": args.seconds,
+            "calibration": args.calibration,
+            "features": FEATURES,
+        },
         "note": "shared, loaded machine: read the ratios within this run, not the µs",
         "table": table,
     }

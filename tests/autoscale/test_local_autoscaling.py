@@ -246,7 +246,11 @@ def test_a_held_request_gets_503_with_retry_after_when_activation_times_out(
         "metrics": [{"type": "concurrency", "target": 4}],
         "scaleToZero": {"idleAfter": "60s", "activationTimeout": "1s"},
     }
-    spec = write_spec(tmp_path, "slow", port, autoscaling, replicas=0)
+    # drainTimeout 1s: at teardown the replica still loading waits out drainTimeout plus the
+    # stop grace after its SIGTERM before the SIGKILL; the default here (5 s) only costs time.
+    spec = write_spec(
+        tmp_path, "slow", port, autoscaling, replicas=0, server={"drainTimeout": "1s"}
+    )
     cluster.cli("up", "-d", str(spec))
     assert cluster.deployment("slow")["desired"] == 0
     started = time.monotonic()

@@ -73,6 +73,19 @@ def test_webhook_config_routes_every_alert_to_every_url():
     ]
 
 
+def test_the_group_wait_of_the_webhook_config_can_be_set_from_the_environment():
+    assert alertmanager.group_wait_from({}) == 10.0
+    assert alertmanager.group_wait_from({"MLKUBE_ALERT_GROUP_WAIT_S": "0.5"}) == 0.5
+    config = alertmanager.webhook_config(
+        ["http://127.0.0.1:9000/a"],
+        group_wait_s=alertmanager.group_wait_from({"MLKUBE_ALERT_GROUP_WAIT_S": "1"}),
+    )
+    assert config["route"]["group_wait"] == "1s"
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(BackendError, match="MLKUBE_ALERT_GROUP_WAIT_S must be a positive"):
+            alertmanager.group_wait_from({"MLKUBE_ALERT_GROUP_WAIT_S": bad})
+
+
 @pytest.mark.parametrize("url", ["127.0.0.1:9000/alerts", "ftp://host/x", "http://", "hooks"])
 def test_a_webhook_that_is_not_an_http_url_is_refused(url):
     with pytest.raises(BackendError, match="is not an http\\(s\\) URL"):

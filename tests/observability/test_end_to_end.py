@@ -220,9 +220,14 @@ def test_histogram_quantile_agrees_with_measured_latency(prom, load, replica, qu
     bucket of the exact (nearest-rank) quantile of the logged durations. Rounding of the
     logged durations to 1 µs is the only other error."""
     client, _ = prom
-    time.sleep(0.3)  # the access log is flushed every 0.1 s
-    exact = server_durations(replica["log"])
-    assert len(exact) == load["sent"] + BAD_REQUESTS
+    everything = load["sent"] + BAD_REQUESTS
+
+    def logged() -> list[float] | None:
+        durations = server_durations(replica["log"])
+        return durations if len(durations) >= everything else None
+
+    exact = wait_for(logged, 5, "every request in the access log (flushed every 0.1 s)")
+    assert len(exact) == everything
     value = client.scalar(
         f"histogram_quantile({quantile}, sum by (le) (mlkube_request_duration_seconds_bucket"
         '{deployment="iris",protocol="v1"}))'

@@ -38,6 +38,7 @@ FAST = {
     "MLKUBE_PROBE_PERIOD_S": "0.2",
     "MLKUBE_METRICS_PERIOD_S": "1",
     "MLKUBE_STOP_GRACE_S": "2",
+    "MLKUBE_ALERT_GROUP_WAIT_S": "1",  # the first notification of a group: 1 s, not 10 s
 }
 
 

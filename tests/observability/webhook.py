@@ -13,6 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
+POLL_S = 0.02
+"""How often the server thread checks for shutdown (socketserver's default is 0.5 s, which
+every ``shutdown()`` -- every test's teardown -- waited out)."""
+
 
 class WebhookReceiver:
     """``with WebhookReceiver() as hook``: ``hook.url``, ``hook.messages``, ``hook.alerts()``."""
@@ -37,7 +41,11 @@ class WebhookReceiver:
                 return  # quiet: pytest shows the assertions, not an access log
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        )
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/alerts"
 
     def __enter__(self) -> WebhookReceiver:

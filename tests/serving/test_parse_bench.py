@@ -14,7 +14,20 @@ BENCH = Path(__file__).parents[2] / "bench" / "parse.py"
 def test_parse_bench_writes_every_arm_for_every_size(tmp_path: Path) -> None:
     out = tmp_path / "parse.json"
     done = subprocess.run(
-        [sys.executable, str(BENCH), "--repeats", "1", "--seconds", "0.001", "--output", str(out)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--repeats",
+            "1",
+            "--seconds",
+            "0.001",
+            "--calibration",
+            "0.001",
+            "--idle-sample",
+            "0.1",
+            "--output",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -32,6 +32,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 _RANGE = re.compile(r"^bytes=(\d+)-$")
 
+POLL_S = 0.02
+"""How often the server thread checks for shutdown (socketserver's default is 0.5 s, which
+every ``shutdown()`` -- every test's teardown -- waited out)."""
+
 
 class Faults:
     """What the next object GETs suffer, one fault per GET, in order: ``corrupt`` (the same
@@ -99,7 +103,11 @@ class S3Server:
             "127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler
         )
         self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        )
         self._thread.start()
 
     def close(self) -> None:
@@ -210,7 +218,11 @@ class WebServer:
             self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         scheme = "https" if context is not None else "http"
         self.url = f"{scheme}://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        )
         self._thread.start()
 
     @property
@@ -312,7 +324,11 @@ class GcsDouble:
         self._server = _FileServer(("127.0.0.1", 0), _GcsHandler)
         self._server.state = self.buckets
         self.host = f"127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        )
         self._thread.start()
 
     def put(self, bucket: str, name: str, body: bytes) -> None:

@@ -207,7 +207,7 @@ def alertmanager_request(
     if config_file is not None:
         config = alertmanager.user_config(Path(config_file))
     else:
-        config = alertmanager.webhook_config(webhooks)
+        config = alertmanager.webhook_config(webhooks, group_wait_s=alertmanager.group_wait_from())
     return {"binary": alertmanager.find_binary(), "config": config}
 
 

@@ -23,9 +23,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlkube.backends.local.controller.api import Client
+from mlkube.backends.local.controller.api import CONTROLLER_FILE, Client
+from mlkube.backends.local.supervisor import pid_alive
 
 CLI_TIMEOUT_S = 90
+WAIT_POLL_S = 0.1
+"""How often ``wait`` asks again: one control-API call, cheap beside the 0.125 s a test
+waited on average past the moment its condition held at the former 0.25 s."""
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
 
@@ -37,6 +41,19 @@ class LocalController:
         self.env = {**os.environ, **(env or {}), "MLKUBE_STATE_DIR": str(state)}
         self.pids: set[int] = set()
         self.last: dict[str, Any] = {}
+        self._control: tuple[bytes, Client] | None = None
+
+    def _client(self) -> Client:
+        """A client of the controller that ``controller.json`` names now; kept while that file
+        is unchanged, since building one costs ~20 ms (httpx loads the CA bundle) and
+        ``wait`` asks ten times a second. It keeps no connection between calls."""
+        try:
+            written = (self.state / CONTROLLER_FILE).read_bytes()
+        except OSError:
+            return Client(self.state)  # raises ControllerNotRunningError, as it always did
+        if self._control is None or self._control[0] != written:
+            self._control = (written, Client(self.state))
+        return self._control[1]
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
@@ -52,7 +69,7 @@ class LocalController:
         return done
 
     def status(self, name: str | None = None) -> dict[str, Any]:
-        data: dict[str, Any] = Client(self.state).call(
+        data: dict[str, Any] = self._client().call(
             "GET", f"/status?name={name}" if name else "/status"
         )
         for dep in data["deployments"]:
@@ -65,7 +82,7 @@ class LocalController:
         return dep
 
     def events(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = Client(self.state).call(
+        rows: list[dict[str, Any]] = self._client().call(
             "GET", f"/events?name={name}&limit={limit}"
         )
         return rows
@@ -82,10 +99,21 @@ class LocalController:
         while time.monotonic() - start < timeout_s:
             if predicate():
                 return time.monotonic() - start
-            time.sleep(0.25)
+            time.sleep(WAIT_POLL_S)
         raise AssertionError(
             f"timed out after {timeout_s}s waiting for {what}; last status: {self.last}"
         )
+
+    def _down_has_work(self) -> bool:
+        """Whether ``mlkube down`` would stop anything: a live controller, or the data plane
+        (``balancer.json``) a dead one left. Otherwise it only exits 1 ("no controller"),
+        after a Python start-up: a test that never started one, or ran ``down`` itself."""
+        if (self.state / "balancer.json").exists():
+            return True
+        try:
+            return pid_alive(self.controller_pid())
+        except (OSError, ValueError, KeyError):  # no controller.json (or half written)
+            return False
 
     def cleanup(self) -> None:
         """``mlkube down``, then SIGKILL every process group and process this driver saw."""
@@ -93,8 +121,9 @@ class LocalController:
             self.pids.add(self.controller_pid())
         with contextlib.suppress(Exception):  # the balancer process outlives a killed controller
             self.pids.add(self.balancer_pid())
-        with contextlib.suppress(Exception):
-            self.run("down", check=False)
+        if self._down_has_work():
+            with contextlib.suppress(Exception):
+                self.run("down", check=False)
         for pid in self.pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)

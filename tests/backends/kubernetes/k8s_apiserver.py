@@ -154,6 +154,9 @@ CRD_GROUPS = {
     "tekton.dev",
     "argoproj.io",
 }
+POLL_S = 0.02
+"""How often the server thread checks for shutdown (socketserver's default is 0.5 s, which
+every ``shutdown()`` -- every test's teardown -- waited out)."""
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
 COMMON_FIELDS = {"metadata.name", "metadata.namespace"}
 EVENT_FIELDS = COMMON_FIELDS | {
@@ -241,7 +244,11 @@ class FakeApiServer:
         handler = _make_handler(self)
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -255,7 +262,14 @@ class FakeApiServer:
         return {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "double", "cluster": {"server": self.url}}],
+            # Plain HTTP on loopback: there is no certificate to verify, and without the flag
+            # every client the backend makes loads the system CA bundle (~25 ms each).
+            "clusters": [
+                {
+                    "name": "double",
+                    "cluster": {"server": self.url, "insecure-skip-tls-verify": True},
+                }
+            ],
             "users": [{"name": "tester", "user": {"token": TOKEN}}],
             "contexts": [
                 {

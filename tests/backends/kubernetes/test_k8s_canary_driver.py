@@ -37,6 +37,10 @@ pytestmark = pytest.mark.integration
 HERE = Path(__file__).resolve().parent
 CANARY = HERE / "specs" / "canary-gateway.yaml"
 
+POLL_S = 0.02
+"""How often the server thread checks for shutdown (socketserver's default is 0.5 s, which
+every ``shutdown()`` -- every test's teardown -- waited out)."""
+
 
 class FakePrometheus:
     """The instant-query endpoint of a Prometheus, answering from ``requests``, ``errors``
@@ -65,7 +69,11 @@ class FakePrometheus:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": POLL_S},  # shutdown() waits one poll
+            daemon=True,
+        ).start()
 
     def answer(self, query: str) -> dict[str, Any]:
         if query.startswith("histogram_quantile"):

@@ -93,6 +93,9 @@ def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
             "1",
             "--rounds",
             "1",
+            "--no-warm-up",
+            "--idle-sample",
+            "0.2",
             "--arms",
             ",".join(arms),
             "--output",
@@ -126,6 +129,7 @@ def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
     assert all(c["requests"] > 0 and c["failed"] == 0 for c in counters.values())
     assert set(counters["bench/iris-2"]["backends"]) == {"r0", "r1"}
     assert "idle_percent_before" in report["machine"]
+    assert report["wrk"]["warmed_up"] is False
     budget = report["cpu_budget_64_connections"]
     assert set(budget) == {f"{a}, 1 replica(s)" for a in arms} | {
         f"{a}, 2 replica(s)" for a in arms[1:]

@@ -7,6 +7,7 @@ import http.client
 import json
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,29 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 ROW = [5.1, 3.5, 1.4, 0.2]
 
 
-@pytest.fixture
-def local(tmp_path: Path) -> Iterator[LocalController]:
-    controller = LocalController(tmp_path / "state")
-    yield controller
-    controller.cleanup()
+@dataclass
+class Trained:
+    """A controller whose registry holds iris/1, made by the example's training job."""
+
+    local: LocalController
+    run_output: str
+    """What ``mlkube run job.yaml --wait`` printed."""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trained]:
+    # One training job for the module: each test reads its outcome or uses its model, and
+    # none changes either (a second job would cost a whole training run for no new check).
+    folder = tmp_path_factory.mktemp("trained")
+    example = _copy_examples(folder)
+    controller = LocalController(folder / "state")
+    try:
+        done = controller.run(
+            "run", str(example / "iris-train" / "job.yaml"), "--wait", "--interval", "0.3"
+        )
+        yield Trained(controller, done.stdout)
+    finally:
+        controller.cleanup()
 
 
 def _copy_examples(tmp_path: Path) -> Path:
@@ -44,12 +63,11 @@ def _job(local: LocalController, name: str) -> dict[str, object]:
 
 
 def test_a_trained_version_is_registered_and_served_by_name_and_version(
-    local: LocalController, tmp_path: Path
+    trained: Trained, tmp_path: Path
 ) -> None:
-    example = _copy_examples(tmp_path)
-    done = local.run("run", str(example / "iris-train" / "job.yaml"), "--wait", "--interval", "0.3")
-    assert "job train-iris Succeeded" in done.stdout
-    assert "model iris/1" in done.stdout  # the outcome line names the version it made
+    local = trained.local
+    assert "job train-iris Succeeded" in trained.run_output
+    assert "model iris/1" in trained.run_output  # the outcome line names the version it made
     row = _job(local, "train-iris")
     assert row["modelVersion"] == "iris/1"
     assert "ModelRegistered" in [e["reason"] for e in row["events"]]  # type: ignore[attr-defined]
@@ -86,9 +104,8 @@ def test_a_trained_version_is_registered_and_served_by_name_and_version(
     assert len(json.loads(body)["predictions"]) == 1
 
 
-def test_a_batch_inference_runs_through_the_queue(local: LocalController, tmp_path: Path) -> None:
-    example = _copy_examples(tmp_path)
-    local.run("run", str(example / "iris-train" / "job.yaml"), "--wait", "--interval", "0.3")
+def test_a_batch_inference_runs_through_the_queue(trained: Trained, tmp_path: Path) -> None:
+    local = trained.local
     rows = tmp_path / "rows.csv"
     rows.write_text(
         "id,a,b,c,d\n" + "".join(f"r{i},{5 + i % 3},3.5,1.4,0.2\n" for i in range(500)),

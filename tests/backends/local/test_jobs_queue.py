@@ -33,14 +33,24 @@ spec: {value: 10}
 """
 
 
-def _job(tmp: Path, name: str, priority: str, seconds: float, **requests: str) -> str:
+def _job(
+    tmp: Path,
+    name: str,
+    priority: str,
+    seconds: float,
+    release: Path | None = None,
+    **requests: str,
+) -> str:
+    env = {"JOB_SECONDS": str(seconds)}
+    if release is not None:
+        env["JOB_RELEASE_FILE"] = str(release)  # done as soon as the test creates it
     document: dict[str, Any] = {
         "apiVersion": "mlkube.dev/v1alpha1",
         "kind": "TrainingJob",
         "metadata": {"name": name, "namespace": "ml"},
         "spec": {
             "run": {"script": str(SCRIPT)},
-            "env": {"JOB_SECONDS": str(seconds)},
+            "env": env,
             "resources": {"requests": requests},
             "placement": {"priorityClassName": priority},
             "output": {"path": f"out-{name}"},
@@ -80,7 +90,8 @@ def test_the_high_priority_job_runs_first_and_the_other_waits_for_the_quota(
     )
     local.run("up", "-d", str(quota), str(tmp_path / "priorities.yaml"))
     low = _job(tmp_path, "low", "low", 1.0, cpu="1")
-    high = _job(tmp_path, "high", "high", 8.0, cpu="1")
+    release_high = tmp_path / "release-high"
+    high = _job(tmp_path, "high", "high", 60.0, release_high, cpu="1")
     submitted = local.run("run", low, high)
     assert "trainingjob/ml/low submitted" in submitted.stdout
     rows = _jobs(local)
@@ -91,6 +102,7 @@ def test_the_high_priority_job_runs_first_and_the_other_waits_for_the_quota(
     assert table.splitlines()[1].startswith("low ")  # queued first, with why it waits
     assert "exceeded quota" in table
     assert all(len(line) <= 80 for line in table.splitlines())
+    release_high.touch()  # high ran all along; now it may finish and give low the quota
     local.wait(
         "both jobs to succeed",
         lambda: all(r["phase"] == "Succeeded" for r in _jobs(local).values()),

@@ -34,6 +34,8 @@ GROUP_BY = ("alertname", "namespace", "deployment")
 GROUP_WAIT_S = 10.0
 """Wait before the first notification of a new group (Alertmanager's default is 30s): long
 enough to batch the alerts of one incident, short enough to see a local alert soon."""
+GROUP_WAIT_ENV = "MLKUBE_ALERT_GROUP_WAIT_S"
+"""Overrides ``GROUP_WAIT_S`` for ``--alert-webhook`` (seconds): how tests see an alert soon."""
 GROUP_INTERVAL_S = 60.0
 """Wait before notifying about alerts added to a group already notified (default 5m)."""
 REPEAT_INTERVAL_S = 4 * 3600.0
@@ -122,6 +124,20 @@ def webhook_config(
             }
         ],
     }
+
+
+def group_wait_from(env: dict[str, str] | None = None) -> float:
+    """``$MLKUBE_ALERT_GROUP_WAIT_S`` (a positive number of seconds) or ``GROUP_WAIT_S``."""
+    raw = (os.environ if env is None else env).get(GROUP_WAIT_ENV)
+    if raw is None:
+        return GROUP_WAIT_S
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise BackendError(f"{GROUP_WAIT_ENV} must be a positive number of seconds, got {raw!r}")
+    return seconds
 
 
 def user_config(path: Path) -> dict[str, Any]:
