@@ -262,3 +262,54 @@ def test_a_worker_still_loading_gets_no_connection_and_readiness_waits_for_it(tm
         code, _, err = stop(process)
     assert code == 0, err
     assert "2 workers ready" in err
+
+
+_NEVER_DONE_LOADER = """
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+class Model:
+    inputs = [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}]
+    outputs = [{"name": "y", "datatype": "FP64", "shape": [-1, 2]}]
+
+    def load(self):
+        # A large model's load: far longer than the test waits for the process to stop.
+        (HERE / "loading").touch()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def predict(self, batch):
+        return {"y": batch["x"] * 2}
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_while_the_model_loads_stops_the_server_without_waiting_for_the_load(
+    tmp_path, workers
+):
+    # The load ran in the event loop's default executor, which asyncio.run and the interpreter
+    # both wait for at exit: a replica stopped while loading lived until its load ended.
+    (tmp_path / "never_done.py").write_text(_NEVER_DONE_LOADER)
+    built = models.BuiltModel(
+        tmp_path, "python", None, np.zeros((0, 2)), entrypoint="never_done:Model"
+    )
+    spec = models.write_spec(built, name="never-done")
+    port = free_port()
+    process = start(spec, "--port", str(port), "--workers", workers)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not (tmp_path / "loading").exists():
+            assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+            assert time.monotonic() < deadline, "the model's load never began"
+            time.sleep(0.05)
+        # stop() waits at most 30 s, a tenth of the load: a process that waits for it fails.
+        code, _, err = stop(process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert code == 0, err

@@ -37,6 +37,7 @@ from mlkube.errors import InvalidInputError, ModelLoadError, ModelNotFoundError
 from mlkube.observability.metrics import ServerMetrics
 from mlkube.runtimes.base import Runtime, example_batch
 from mlkube.runtimes.loader import is_elsewhere, model_location
+from mlkube.serving.abandonable import call_abandonable
 from mlkube.serving.models import ModelSet, ServedVersion, VersionState
 from mlkube.spec import ModelDeployment, ModelFormat
 from mlkube.spec.deployment import MODELS_SCHEME
@@ -225,8 +226,8 @@ class VersionManager:
         async with model.lock:
             loop = asyncio.get_running_loop()
             if first and is_elsewhere(model.spec.uri):  # s3://, gs://, http(s)://, pvc://
-                model.path = await loop.run_in_executor(
-                    None, model_location, self.deployment, model.spec
+                model.path = await call_abandonable(
+                    "mlkube-fetch", model_location, self.deployment, model.spec
                 )
             present = await loop.run_in_executor(None, versions_on_disk, model.path, model.spec)
             served = self.models.known(model.name)
@@ -295,12 +296,15 @@ class VersionManager:
         self.models.set_state(model.name, number, VersionState.LOADING)
         logger.info("loading model version", extra={"model": model.name, "version": number})
         started = self.clock.monotonic()
-        loop = asyncio.get_running_loop()
         try:
-            runtime = await loop.run_in_executor(None, self.loader, self._one_model(model, version))
+            runtime = await call_abandonable(
+                "mlkube-load", self.loader, self._one_model(model, version)
+            )
             warm_started = self.clock.monotonic()
             try:
-                await loop.run_in_executor(None, runtime.predict, example_batch(runtime.inputs))
+                await call_abandonable(
+                    "mlkube-warm-up", runtime.predict, example_batch(runtime.inputs)
+                )
             except Exception as error:
                 raise ModelLoadError(
                     version.path,
@@ -327,8 +331,8 @@ class VersionManager:
         warm_s = self.clock.monotonic() - warm_started
         batcher = self._batcher(model, runtime)
         batching = model.spec.batching or self.deployment.spec.batching
-        costs = await loop.run_in_executor(
-            None,
+        costs = await call_abandonable(
+            "mlkube-calibrate",
             calibrate,
             runtime,
             batching,

@@ -108,8 +108,12 @@ def serve_workers(
     writer.close()
     gc.enable()  # the parent loads no model: collections (off through start-up) back on
 
+    stopping = False
+
     def forward(_signum: int, _frame: Any) -> None:
         # SIGTERM or SIGINT: every worker drains the same way on SIGTERM.
+        nonlocal stopping
+        stopping = True
         for process in processes:
             if process.pid is not None and process.is_alive():
                 process.terminate()
@@ -117,8 +121,11 @@ def serve_workers(
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     failure = _wait_ready(reader, workers, on_all_ready)
-    if failure is not None:
+    if failure is not None and not stopping:
         forward(signal.SIGTERM, None)
+    else:
+        # Stopped while workers were loading: they gave up their loads and exited, as asked.
+        failure = None
     for process in processes:
         process.join()
     if failure is not None:
