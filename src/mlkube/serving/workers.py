@@ -121,11 +121,10 @@ def serve_workers(
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     failure = _wait_ready(reader, workers, on_all_ready)
-    if failure is not None and not stopping:
-        forward(signal.SIGTERM, None)
-    else:
-        # Stopped while workers were loading: they gave up their loads and exited, as asked.
+    if stopping:  # stopped while workers loaded: they gave up their loads and exited, as asked
         failure = None
+    if failure is not None:
+        forward(signal.SIGTERM, None)
     for process in processes:
         process.join()
     if failure is not None:
