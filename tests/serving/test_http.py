@@ -1,6 +1,7 @@
 """The HTTP layer on its own: a real socket, a trivial handler."""
 
 import asyncio
+from collections.abc import Callable
 
 from mlkube.serving.http import (
     Response,
@@ -33,4 +34,50 @@ async def test_idle_connections_are_closed_and_busy_ones_kept():
     sweeper.cancel()
     busy_writer.close()
     idle_writer.close()
+    server.close()
+
+
+async def _serve_slowly(delay_s: float) -> tuple[ServerState, asyncio.Server, int]:
+    """A server whose answers come ``delay_s`` after each request (a model predicting)."""
+    loop = asyncio.get_running_loop()
+
+    def handler(request: object, respond: Callable[[Response], None]) -> None:
+        loop.call_later(delay_s, respond, Response(200, b"ok"))
+
+    state = ServerState(handler, max_body_bytes=1024, error_response=error)
+    server = await start_server(state, host="127.0.0.1", port=0)
+    return state, server, server.sockets[0].getsockname()[1]
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - the server exposes no event for it
+            await asyncio.sleep(0.01)
+
+
+async def test_a_client_that_half_closes_gets_every_answer_then_the_server_closes():
+    state, server, port = await _serve_slowly(0.05)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+    writer.write_eof()  # `nc -N`: the requests are all sent, the answers still to come
+    answers = await asyncio.wait_for(reader.read(), 5)  # to the end: the server closes
+    assert answers.count(b"HTTP/1.1 200") == 2
+    await _until(lambda: not state.connections)
+    assert state.in_flight == 0
+    writer.close()
+    server.close()
+
+
+async def test_clients_that_leave_with_requests_outstanding_leave_no_connection_behind():
+    # What a load generator does when its run ends: close every socket, answers or not.
+    state, server, port = await _serve_slowly(0.05)
+    for _ in range(5):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+        await writer.drain()
+        await _until(lambda: state.in_flight > 0)
+        writer.close()
+    # Each answer is written when it is ready, and each connection then closes: none is
+    # left counted as a client that may still send (the batcher reads that count).
+    await _until(lambda: not state.connections and state.in_flight == 0)
     server.close()

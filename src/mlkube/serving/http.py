@@ -214,6 +214,11 @@ class HttpConnection(HttpServerConnection):
             self.resume(PAUSED_PIPELINE)
         if not pending:
             self.last_active = self.loop.time()
+            if self.phase == DISCARD and not self.lingering and transport is not None:
+                # The client closed its side with requests outstanding: all are answered,
+                # and nothing more can come on this connection (left open, it would count
+                # as a client that may still send, and hold its socket for good).
+                self.close_after_answer()
 
     def close_if_idle(self) -> None:
         """Close a keep-alive connection with nothing outstanding (used when draining)."""
