@@ -117,6 +117,13 @@ UVICORN_FLAGS = (
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def sibling(name: str) -> Any:
+    """Another module of bench/ (this file also runs loaded by path, from the tests)."""
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    return importlib.import_module(name)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -550,10 +557,33 @@ def measure_model(model: str, spec: Path, args: argparse.Namespace, wrk: str) ->
         for kind in SERVERS:
             if kind in entry:
                 entry[kind]["loaded_pss_mib"] = servers[kind].pss_mib()
+        entry["paired"] = measure_paired(servers, model, args)
     finally:
         for server in servers.values():
             server.stop()
     return entry
+
+
+def measure_paired(
+    servers: dict[str, Server], model: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One connection, the arms' requests alternated (``bench/paired.py``): per request
+    size, each arm's p50 and its paired difference from the bare app's."""
+    urls = {kind: servers[kind].predict_url for kind in SERVERS if kind in args.arms}
+    if "baseline" not in urls or len(urls) < 2 or args.pairs <= 0:
+        return {}
+    found = {}
+    for rows in ROWS:
+        report = sibling("paired").measure(
+            urls, request_body(rows), "baseline", rounds=args.pairs, max_seconds=args.pair_seconds
+        )
+        found[str(rows)] = report
+        differences = ", ".join(
+            f"{LABELS[kind]} {d['median']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+            for kind, d in report["difference_ms"].items()
+        )
+        print(f"  paired  {model:7} r={rows:<2} c=1  {report['rounds']} rounds: {differences}")
+    return found
 
 
 def measure_setting(
@@ -791,6 +821,7 @@ def targets(
     table: list[dict[str, Any]],
     results: dict[str, Any],
     binary: list[dict[str, Any]] | None = None,
+    paired: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """The issues' targets (18, then 16) that this run's models and arms can answer."""
 
@@ -811,11 +842,6 @@ def targets(
         found["forest_32row_64c_rows_ratio (target >= 2.0)"] = pick("forest", 32, 64).get(
             "ratio_rps"
         )
-    for model in sorted(run):
-        alone = pick(model, 1, 1)
-        found[f"{model}_p50_1c_delta_ms (target <= 0.1)"] = difference(
-            alone.get("mlkube_p50_ms"), alone.get("baseline_p50_ms")
-        )
     if "onnx" in run:
         found["onnx_32row_64c_rows_ratio (target >= 2.0)"] = pick("onnx", 32, 64).get("ratio_rps")
         found["onnx_1row_64c_ratio (target >= 1.3)"] = pick("onnx", 1, 64).get("ratio_rps")
@@ -827,10 +853,6 @@ def targets(
         "ratio_vs_baseline_json"
     )
     if "onnx" in run:
-        alone = pick("onnx", 1, 1)
-        found["onnx_p50_1c_delta_ms (issue 16 target <= 0.05)"] = difference(
-            alone.get("mlkube_p50_ms"), alone.get("baseline_p50_ms")
-        )
         # What the HTTP core buys: mlkube ÷ the same app and batcher under Starlette/uvicorn.
         for rows in ROWS:
             for connections in CONNECTIONS:
@@ -838,16 +860,41 @@ def targets(
                     f"onnx_{rows}row_{connections}c_core_ratio (mlkube / starlette+batcher, "
                     "target > 1.0)"
                 ] = pick("onnx", rows, connections).get("core_ratio_rps")
-        found["onnx_p50_1c_core_delta_ms (mlkube - starlette+batcher, target <= 0)"] = difference(
-            alone.get("mlkube_p50_ms"), alone.get("batcher_p50_ms")
-        )
     for model in sorted(run):
         for rows in ROWS:
             saturated = pick(model, rows, max(CONNECTIONS))
             found[f"{model}_{rows}row_64c_mlkube_p99_over_p50 (target <= 3.0)"] = ratio(
                 saturated.get("mlkube_p99_ms"), saturated.get("mlkube_p50_ms")
             )
+    found.update(paired_targets(paired or {}))
     return {key: value for key, value in found.items() if value is not None}
+
+
+def paired_targets(paired: dict[str, Any]) -> dict[str, float | None]:
+    """The 1-connection p50 targets (18: within 0.1 ms of the bare app for every model; 16:
+    within 0.05 for ONNX), from the paired rounds (``bench/paired.py``): the difference of
+    two wrk runs' medians drifts with the machine by more than the targets."""
+
+    def delta(model: str, rows: int, kind: str, bound: str) -> float | None:
+        differences = paired.get(model, {}).get(str(rows), {}).get("difference_ms", {})
+        value = differences.get(kind, {}).get(bound)
+        return None if value is None else float(value)
+
+    found: dict[str, float | None] = {}
+    for model in sorted(paired):
+        for rows in ROWS:
+            key = f"{model}_{rows}row_p50_1c_paired_delta_ms"
+            found[f"{key} (target <= 0.1)"] = delta(model, rows, "mlkube", "median")
+            found[f"{key} upper 95% bound"] = delta(model, rows, "mlkube", "high")
+    if "onnx" in paired:
+        found["onnx_1row_p50_1c_paired_delta_ms (issue 16 target <= 0.05)"] = delta(
+            "onnx", 1, "mlkube", "median"
+        )
+        # Both were paired with the bare app in the same rounds.
+        found["onnx_1row_p50_1c_core_delta_ms (mlkube - starlette+batcher, target <= 0)"] = (
+            difference(delta("onnx", 1, "mlkube", "median"), delta("onnx", 1, "batcher", "median"))
+        )
+    return found
 
 
 def difference(first: float | None, second: float | None) -> float | None:
@@ -887,6 +934,15 @@ def main() -> None:
         "--paced-rounds", type=int, default=1, help="runs at 50%% of saturation per setting"
     )
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1000,
+        help="paired 1-connection rounds per model and request size (0: none)",
+    )
+    parser.add_argument(
+        "--pair-seconds", type=float, default=15.0, help="at most this long per paired setting"
+    )
     parser.add_argument("--quick", action="store_true", help="2-second runs, 1 round (smoke test)")
     parser.add_argument(
         "--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}"
@@ -901,6 +957,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.rounds, args.paced_rounds = 2, 1, 1
+        args.pairs, args.pair_seconds = min(args.pairs, 200), min(args.pair_seconds, 3.0)
     wanted = tuple(m for m in args.models.split(",") if m)
     unknown = [m for m in wanted if m not in MODELS]
     if unknown:
@@ -919,12 +976,14 @@ def main() -> None:
         specs = build_models(Path(folder), wanted)
         results: dict[str, Any] = {kind: {} for kind in args.arms}
         ceilings = {}
+        paired: dict[str, Any] = {}
         for model in wanted:
             spec = specs[model]
             ceilings[model] = in_process_ceiling(spec)
             entry = measure_model(model, spec, args, wrk)
             for kind in args.arms:
                 results[kind][model] = entry[kind]
+            paired[model] = entry["paired"]
     table = summarise(results, args.workers)
     binary = binary_table(results)
     report = {
@@ -955,14 +1014,14 @@ def main() -> None:
         "table": table,
         "tail": tail_table(results),
         "binary": binary,
-        "targets": targets(table, results, binary),
+        "paired": paired,
+        "targets": targets(table, results, binary, paired),
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))
     print_report(report, args.output)
     if not args.no_readme:
-        sys.path.insert(0, str(ROOT / "bench"))
-        importlib.import_module("readme_table").update_readme(report)
+        sibling("readme_table").update_readme(report)
         print("rewrote the README's benchmark tables")
 
 

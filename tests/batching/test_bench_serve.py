@@ -148,10 +148,26 @@ def test_the_tables_put_every_arm_of_a_setting_side_by_side(serve):
 def test_the_targets_hold_issue_18s_and_issue_16s(serve):
     results = _results()
     table = serve.summarise(results, workers=2)
-    found = serve.targets(table, results, serve.binary_table(results))
+    paired = {
+        "onnx": {
+            "1": {
+                "difference_ms": {
+                    "mlkube": {"median": 0.02, "low": 0.01, "high": 0.03},
+                    "batcher": {"median": 0.05, "low": 0.04, "high": 0.06},
+                }
+            }
+        }
+    }
+    found = serve.targets(table, results, serve.binary_table(results), paired)
     assert found["onnx_32row_64c_rows_ratio (target >= 2.0)"] == 3.0
-    assert found["onnx_p50_1c_delta_ms (target <= 0.1)"] == 0.0
-    assert found["onnx_p50_1c_delta_ms (issue 16 target <= 0.05)"] == 0.0
+    # The 1-connection differences are the paired ones, not the wrk medians' (equal here).
+    assert found["onnx_1row_p50_1c_paired_delta_ms (target <= 0.1)"] == 0.02
+    assert found["onnx_1row_p50_1c_paired_delta_ms (issue 16 target <= 0.05)"] == 0.02
+    assert found["onnx_1row_p50_1c_core_delta_ms (mlkube - starlette+batcher, target <= 0)"] == (
+        pytest.approx(-0.03)
+    )
+    assert found["onnx_1row_p50_1c_paired_delta_ms upper 95% bound"] == 0.03
+    assert "onnx_32row_p50_1c_paired_delta_ms (target <= 0.1)" not in found  # not measured
     assert found["onnx_binary_32row_64c_rows_ratio (vs bare JSON, target >= 4.0)"] == 12.0
     assert found["onnx_1row_64c_core_ratio (mlkube / starlette+batcher, target > 1.0)"] == 2.0
     assert found["onnx_32row_64c_mlkube_p99_over_p50 (target <= 3.0)"] == 4.0
