@@ -63,6 +63,7 @@ def render(report: dict[str, Any]) -> str:
         lines += ["bare: a bare Starlette/uvicorn app (no batching); ratio: mlkube ÷ bare."]
     lines += _tail(report.get("tail") or [])
     lines += _binary(report.get("binary") or [])
+    lines += _paired(report.get("paired") or {})
     idle = machine.get("idle_cpu_before_percent")
     load = machine.get("loadavg_before", ["?"])[0]
     # Below 90% idle other work shared the cores: the reader should know the run was noisy.
@@ -122,6 +123,38 @@ def _binary(rows: list[dict[str, Any]]) -> list[str]:
             f"| {_times(row['ratio_vs_mlkube_json'])} "
             f"| {_ms(row['binary_p50_ms'])} / {_ms(row['binary_p99_ms'])} |"
         )
+    return lines
+
+
+def _paired(paired: dict[str, Any]) -> list[str]:
+    """One connection, requests alternated between the servers: mlkube − bare per round."""
+    found = [
+        (model, rows, report)
+        for model, by_rows in paired.items()
+        for rows, report in by_rows.items()
+        if "mlkube" in report.get("difference_ms", {})
+    ]
+    if not found:
+        return []
+    lines = [
+        "",
+        "| model | rows | mlkube p50 ms | bare p50 ms | mlkube − bare ms (95% interval) | rounds |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for model, rows, report in found:
+        d = report["difference_ms"]["mlkube"]
+        lines.append(
+            f"| {model} | {rows} | {_ms(report['p50_ms'].get('mlkube'))} "
+            f"| {_ms(report['p50_ms'].get('baseline'))} "
+            f"| {d['median']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}) | {report['rounds']} |"
+        )
+    lines += [
+        "",
+        "One connection to each server, the same request sent to each in turn (random order",
+        "per round): the median of the per-round differences (`bench/paired.py`). The p50",
+        "columns of the first table come from separate `wrk` runs, which the machine's drift",
+        "moves by more than these differences.",
+    ]
     return lines
 
 

@@ -71,6 +71,15 @@ def _full_report() -> dict:
             "binary_p99_ms": 11.0,
         }
     ]
+    report["paired"] = {
+        "forest": {
+            "1": {
+                "rounds": 900,
+                "p50_ms": {"baseline": 4.25, "mlkube": 4.3},
+                "difference_ms": {"mlkube": {"median": 0.0412, "low": -0.01, "high": 0.09}},
+            }
+        }
+    }
     return report
 
 
@@ -88,10 +97,11 @@ def test_a_run_with_every_arm_renders_each_table_within_100_columns():
     # The bare app's paced run is missing: shown as such, not as a number.
     assert "| forest | 32 | ~50% (48% / –) | 2.00 / 4.00 / 4.50 | – / – / – |" in lines
     assert "| onnx | 32 | 64 | 400,000 | 4.25× | 2.00× | 3.25 / 11.0 |" in lines
+    assert "| forest | 1 | 4.30 | 4.25 | +0.041 (-0.010 to +0.090) | 900 |" in lines
     assert "what" in text and "HTTP core buys" in text
     # Three tables, each a block of its own: a blank line before each header row.
     headers = [i for i, line in enumerate(lines) if line.startswith("| model |")]
-    assert len(headers) == 3
+    assert len(headers) == 4
     assert all(i == 0 or lines[i - 1] == "" for i in headers)
     # and the line after each table is blank (markdown would take prose as a table row).
     ends = [i for i, line in enumerate(lines[:-1]) if line.startswith("|") and lines[i + 1]]
@@ -101,6 +111,7 @@ def test_a_run_with_every_arm_renders_each_table_within_100_columns():
 def test_a_report_without_the_newer_arms_renders_without_their_columns():
     text = _module().render(_report(2.5))
     assert "s+b" not in text and "p99.9" not in text and "binary" not in text
+    assert "paired" not in text and "rounds" not in text
     assert "Models: forest (flat ~4 ms), knn (per row)." in text
 
 
