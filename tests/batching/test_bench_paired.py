@@ -1,27 +1,11 @@
 """bench/paired.py: its keep-alive client against real loopback servers, and its statistics."""
 
-import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def paired():
-    spec = importlib.util.spec_from_file_location("bench_paired", ROOT / "bench" / "paired.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules[spec.name]
 
 
 class _Server(ThreadingHTTPServer):
@@ -68,7 +52,7 @@ def servers() -> Iterator[Callable[..., _Server]]:
 
     def start(delay_s: float = 0.0, status: int = 200) -> _Server:
         server = _Server(delay_s, status)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
         started.append(server)
         return server
 

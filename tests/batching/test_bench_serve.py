@@ -1,21 +1,6 @@
 """bench/serve.py's pure parts: wrk's summary, pacing, the arms' order, tables and targets."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def serve():
-    spec = importlib.util.spec_from_file_location("bench_serve", ROOT / "bench" / "serve.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 # What wrk 4.x prints with the script's done() hook (summary line last).
 WRK_OUTPUT = """Running 2s test @ http://127.0.0.1:1/v1/models/m:predict

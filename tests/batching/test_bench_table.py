@@ -1,20 +1,9 @@
 """bench/readme_table.py: the README's serving tables are drawn from serve.json, all of it."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location(
-        "readme_table", ROOT / "bench" / "readme_table.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _report(ratio_rows: float) -> dict:
@@ -86,8 +75,8 @@ def _full_report() -> dict:
 PERCENTILES = ("p50_ms", "p99_ms", "p999_ms")
 
 
-def test_a_run_with_every_arm_renders_each_table_within_100_columns():
-    text = _module().render(_full_report())
+def test_a_run_with_every_arm_renders_each_table_within_100_columns(readme_table):
+    text = readme_table.render(_full_report())
     lines = text.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert (
@@ -108,15 +97,15 @@ def test_a_run_with_every_arm_renders_each_table_within_100_columns():
     assert all(lines[i + 1].startswith("|") for i in ends)
 
 
-def test_a_report_without_the_newer_arms_renders_without_their_columns():
-    text = _module().render(_report(2.5))
+def test_a_report_without_the_newer_arms_renders_without_their_columns(readme_table):
+    text = readme_table.render(_report(2.5))
     assert "s+b" not in text and "p99.9" not in text and "binary" not in text
     assert "paired" not in text and "rounds" not in text
     assert "Models: forest (flat ~4 ms), knn (per row)." in text
 
 
-def test_the_table_is_added_once_and_then_replaced(tmp_path):
-    table = _module()
+def test_the_table_is_added_once_and_then_replaced(readme_table, tmp_path):
+    table = readme_table
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n## Benchmarks\n\nSome text.\n\n## Next\n\nmore\n")
     table.update_readme(_report(2.5), readme)
@@ -130,18 +119,18 @@ def test_the_table_is_added_once_and_then_replaced(tmp_path):
     assert "80.0% idle" in text
 
 
-def test_the_committed_readme_shows_every_row_of_the_committed_results():
-    table = _module()
+def test_the_committed_readme_shows_every_row_of_the_committed_results(readme_table):
+    table = readme_table
     report = json.loads((ROOT / "bench" / "results" / "serve.json").read_text())
     assert table.render(report) in (ROOT / "README.md").read_text()
     shapes = {row["model"] for row in report["table"]}
     assert {"onnx", "forest", "knn"} <= shapes
 
 
-def test_the_run_line_says_other_work_shared_the_machine_only_when_it_did():
+def test_the_run_line_says_other_work_shared_the_machine_only_when_it_did(readme_table):
     busy = _report(2.5)
     idle = _report(2.5)
     idle["machine"] = {"cpus": 2, "idle_cpu_before_percent": 99.3, "loadavg_before": [0.5]}
-    assert "other work shares it" in _module().render(busy)
-    assert "other work shares it" not in _module().render(idle)
-    assert "(load average 0.5)." in _module().render(idle)
+    assert "other work shares it" in readme_table.render(busy)
+    assert "other work shares it" not in readme_table.render(idle)
+    assert "(load average 0.5)." in readme_table.render(idle)
