@@ -81,3 +81,27 @@ async def test_clients_that_leave_with_requests_outstanding_leave_no_connection_
     # left counted as a client that may still send (the batcher reads that count).
     await _until(lambda: not state.connections and state.in_flight == 0)
     server.close()
+
+
+async def test_connections_quiet_for_a_while_stop_counting_as_clients_about_to_send():
+    state, server, port = await _serve_slowly(0.0)
+    state.quiet_after_s = 0.1
+    sweeper = asyncio.create_task(close_idle_connections(state, every_s=0.02))
+    pooled = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+    await _until(lambda: len(state.connections) == 3)
+    assert state.may_send() == 3  # just opened: each may send at any moment
+    await _until(lambda: state.quiet == 3)  # a proxy's pool, idle
+    assert state.may_send() == 0
+    # One of them sends again: it is in flight, then answered and counted as a sender again.
+    reader, writer = pooled[0]
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await reader.readuntil(b"ok")).startswith(b"HTTP/1.1 200")
+    assert state.quiet == 2 and state.may_send() == 1
+    # Closing quiet connections takes them out of the count too.
+    for _, quiet_writer in pooled[1:]:
+        quiet_writer.close()
+    await _until(lambda: len(state.connections) == 1)
+    assert state.quiet in (0, 1) and state.may_send() == 1 - state.quiet
+    sweeper.cancel()
+    writer.close()
+    server.close()

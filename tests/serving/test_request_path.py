@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from mlkube.batching.batcher import Batcher
+from mlkube.serving.http import QUIET_AFTER_S
 from mlkube.spec import load_spec
 from mlkube.testing import models
 from mlkube.testing.server import RunningReplica, running_replica
@@ -76,6 +78,29 @@ def test_a_request_is_queued_while_another_connection_may_still_send(onnx):
         answer = _predict(client, name, [[5.1, 3.5, 1.4, 0.2]])
     assert answer.status_code == 200
     assert batcher.direct == direct  # it went through the queue and the flush policy
+
+
+def test_a_connection_gone_quiet_no_longer_holds_a_lone_request_back(onnx):
+    # A proxy's pooled connection (our balancer keeps them 30 s): open, idle, sending nothing.
+    running, name = onnx
+    state = running.replica.state
+    batcher = _batcher(running)
+    state.quiet_after_s = 0.1
+    try:
+        with (
+            httpx.Client(base_url=running.url) as pooled,
+            httpx.Client(base_url=running.url) as client,
+        ):
+            assert pooled.get("/v2/health/live").status_code == 200
+            deadline = time.monotonic() + 10
+            while state.quiet < 1 and time.monotonic() < deadline:  # the sweep marks it
+                time.sleep(0.02)
+            direct = batcher.direct
+            answer = _predict(client, name, [[5.1, 3.5, 1.4, 0.2]])
+    finally:
+        state.quiet_after_s = QUIET_AFTER_S
+    assert answer.status_code == 200
+    assert batcher.direct == direct + 1  # predicted at once, as on a lone connection
 
 
 def test_a_lone_request_refused_by_the_model_gets_its_400(onnx):

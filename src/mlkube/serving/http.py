@@ -33,6 +33,12 @@ logger = logging.getLogger(__name__)
 # Most responses a client may have outstanding on one connection before we stop reading
 # from it; bounds memory when a client pipelines without reading answers.
 MAX_PIPELINED = 32
+# A keep-alive connection with nothing outstanding that stayed silent this long no longer
+# counts as a client about to send (``ServerState.may_send``): a closed-loop client sends
+# again within its think time, a proxy's pooled connection may sit idle for its pool's
+# timeout (30 s in our balancer), and counted as a sender it made every lone request wait
+# for company that was not coming. Checked by the sweep (every 0.5 s by default).
+QUIET_AFTER_S = 1.0
 
 
 @dataclass(slots=True)
@@ -111,12 +117,21 @@ class ServerState:
         self.connections: set[HttpServerConnection] = set()
         self.draining = False
         self.in_flight = 0
+        self.quiet = 0
+        """Open connections with nothing outstanding, silent for over ``quiet_after_s``."""
+        self.quiet_after_s = QUIET_AFTER_S
         self.idle = asyncio.Event()
         self.idle.set()
 
     @property
     def max_body_bytes(self) -> int:
         return self.limits.max_body_bytes
+
+    def may_send(self) -> int:
+        """How many requests could still arrive soon: the open connections that are neither
+        waiting for an answer nor quiet (a proxy's pooled connection, a client gone idle).
+        The batchers read it to tell a lone request from one that others may join."""
+        return len(self.connections) - self.in_flight - self.quiet
 
 
 class HttpConnection(HttpServerConnection):
@@ -127,9 +142,32 @@ class HttpConnection(HttpServerConnection):
         self.state = state
         self.pending: deque[_Slot] = deque()
         self.body_parts: list[bytes] = []
+        self.quiet = False
+        """Counted in ``state.quiet`` (set by the sweep, cleared by the next request)."""
 
     def busy(self) -> bool:
         return bool(self.pending)
+
+    def check_timeouts(self, now: float) -> None:
+        super().check_timeouts(now)
+        state = self.state
+        if (
+            not self.quiet
+            and not self.pending
+            and self.transport is not None
+            and now - self.last_active > state.quiet_after_s
+        ):
+            self.quiet = True
+            state.quiet += 1
+
+    def _not_quiet(self) -> None:
+        if self.quiet:
+            self.quiet = False
+            self.state.quiet -= 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._not_quiet()
 
     # the core's hooks
     def head_complete(self, method: bytes) -> None:
@@ -145,6 +183,8 @@ class HttpConnection(HttpServerConnection):
     def request_complete(self, keep_alive: bool) -> None:
         slot = _Slot(head=self.parser.get_method() == b"HEAD")
         self.pending.append(slot)
+        if self.quiet:
+            self._not_quiet()
         state = self.state
         if state.draining:
             self._finish(slot, state.error_response(503, "server is shutting down"), False)

@@ -112,8 +112,7 @@ class Replica:
             loader=loader,
             clock=self.clock,
             metrics=self.metrics,
-            # Open connections without a request in flight: the requests that may still come.
-            may_arrive=lambda: len(self.state.connections) - self.state.in_flight,
+            may_arrive=lambda: self.state.may_send(),
         )
         context = {
             "deployment": deployment.name,
