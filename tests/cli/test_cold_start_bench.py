@@ -3,28 +3,24 @@ assertions are about what it records, never about times."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).parents[2] / "bench" / "cold_start.py"
 
 
-def test_cold_start_bench_times_both_servers_and_labels_the_run(tmp_path: Path) -> None:
-    out = tmp_path / "cold_start.json"
-    done = subprocess.run(
-        [
-            *(sys.executable, str(BENCH), "--runs", "1", "--formats", "onnx"),
-            *("--workers", "1", "--output", str(out), "--no-readme", "--note", "test run"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+def test_cold_start_bench_times_both_servers_and_labels_the_run(
+    tmp_path: Path, run_bench: Callable[..., Any]
+) -> None:
+    done = run_bench(
+        "cold_start.py",
+        *("--runs", "1", "--formats", "onnx", "--workers", "1", "--no-readme"),
+        *("--note", "test run"),
     )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(out.read_text())
+    report, out = done.report, done.output
     assert report["note"].startswith("test run")
     assert {"idle_cpu_before_percent", "idle_cpu_during_percent"} <= set(report["machine"])
     (row,) = report["table"]

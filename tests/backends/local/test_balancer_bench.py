@@ -4,12 +4,13 @@ records what each proxy costs; the assertions are about what it records, never t
 from __future__ import annotations
 
 import importlib.util
-import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -80,34 +81,17 @@ def test_an_unknown_arm_is_one_readable_line() -> None:
 @pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
-def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
+def test_quick_run_measures_every_arm_it_can(run_bench: Callable[..., Any]) -> None:
     # HAProxy and nginx join when installed; the test never installs them.
     arms = ["direct", "mlkube"]
     arms += [a for a in ("haproxy", "nginx") if shutil.which(a, path="/usr/sbin:/usr/bin")]
-    out = tmp_path / "balancer.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--duration",
-            "1",
-            "--rounds",
-            "1",
-            "--no-warm-up",
-            "--idle-sample",
-            "0.2",
-            "--arms",
-            ",".join(arms),
-            "--output",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    done = run_bench(
+        "balancer.py",
+        *("--duration", "1", "--rounds", "1", "--no-warm-up", "--idle-sample", "0.2"),
+        *("--arms", ",".join(arms)),
+        timeout_s=600,
     )
-    assert done.returncode == 0, done.stderr + done.stdout
-    report = json.loads(out.read_text())
+    report = done.report
     assert set(report["results"]) == {
         "1 replica, 1 conn",
         "1 replica, 64 conn",
@@ -138,7 +122,7 @@ def test_quick_run_measures_every_arm_it_can(tmp_path: Path) -> None:
         row["replica_us"] > 0 and row["idle_machine_ceiling_rps"] > 0 for row in budget.values()
     )
     again = subprocess.run(
-        [sys.executable, str(BENCH), "--reprint", "--output", str(out)],
+        [sys.executable, str(BENCH), "--reprint", "--output", str(done.output)],
         capture_output=True,
         text=True,
         check=True,

@@ -8,48 +8,20 @@ pids, never times.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).parents[3] / "bench" / "faults.py"
+from collections.abc import Callable
+from typing import Any
 
 
-def test_kills_restart_scale_and_rollouts_fail_no_request(tmp_path: Path) -> None:
-    out = tmp_path / "faults.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--fault",
-            "replica-kill",
-            "--fault",
-            "controller-restart",
-            "--fault",
-            "scale",
-            "--fault",
-            "rollout-good",
-            "--fault",
-            "rollout-corrupt",
-            "--rate",
-            "40",
-            "--baseline-seconds",
-            "0.5",
-            "--settle-seconds",
-            "0.5",
-            "--headless-seconds",
-            "0.5",
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+def test_kills_restart_scale_and_rollouts_fail_no_request(run_bench: Callable[..., Any]) -> None:
+    done = run_bench(
+        "faults.py",
+        *("--fault", "replica-kill", "--fault", "controller-restart", "--fault", "scale"),
+        *("--fault", "rollout-good", "--fault", "rollout-corrupt", "--rate", "40"),
+        *("--baseline-seconds", "0.5", "--settle-seconds", "0.5", "--headless-seconds", "0.5"),
+        output_option="--out",
+        timeout_s=600,
     )
-    assert done.returncode == 0, done.stderr + done.stdout
-    faults = json.loads(out.read_text())["faults"]
+    faults = done.report["faults"]
     assert list(faults) == [
         "baseline",
         "replica-kill",
