@@ -8,11 +8,14 @@ process; arms take turns within every repeat and the fastest repeat counts, so l
 other processes hits them alike. Arms:
 
 - ``generic``: today's path (``v1.parse_predict``, ``binary_tensors.parse_infer``);
-- ``fast``: what the server now calls (``fast_decode.decode_predict`` / ``decode_infer``);
+- ``fast``: what the server now calls (``fast_decode.decode_predict`` / ``decode_infer``):
+  simdjson copies the numbers straight into a float64 buffer;
+- ``orjson lists``: the fast path's second way (orjson, then its list-to-array conversion),
+  what the server did before simdjson and still does for what simdjson declines;
 - ``asarray+astype``: orjson, then numpy's two steps, no checks (an alternative measured);
 - ``fromstring``: no orjson for the numbers, numpy parses the bracket-stripped text (an
   alternative measured; it cannot word errors as today does);
-- ``orjson only``: ``orjson.loads`` alone, the floor for anything that parses JSON first.
+- ``orjson only``, ``simdjson only``: the parse alone, the floor for each parser.
 
 Ratios are against ``generic`` in the same run (>1: faster). Writes bench/results/parse.json
 and prints a table.
@@ -32,6 +35,7 @@ from typing import Any
 import numpy as np
 import orjson
 import psutil
+import simdjson
 
 from mlkube.runtimes.base import Datatype, TensorSpec
 from mlkube.serving import binary_tensors, fast_decode, v1
@@ -66,12 +70,8 @@ def arms(protocol: str, body: bytes) -> dict[str, Callable[[], Any]]:
         def fast() -> Any:
             return fast_decode.decode_predict(body, SPECS)
 
-        def two_steps() -> Any:
-            return np.asarray(orjson.loads(body)["instances"]).astype(np.float32)
-
-        def fromstring() -> Any:
-            text = numbers.replace(b"[", b"").replace(b"]", b"").replace(b"}", b"")
-            return np.fromstring(text, dtype=np.float32, sep=",").reshape(-1, FEATURES)
+        def values() -> Any:
+            return orjson.loads(body)["instances"]
 
     else:
         numbers = body[body.index(b'"data":') + 7 :]
@@ -82,22 +82,42 @@ def arms(protocol: str, body: bytes) -> dict[str, Callable[[], Any]]:
         def fast() -> Any:
             return fast_decode.decode_infer(body, None, SPECS, OUTPUTS)
 
-        def two_steps() -> Any:
-            return np.asarray(orjson.loads(body)["inputs"][0]["data"]).astype(np.float32)
+        def values() -> Any:
+            return orjson.loads(body)["inputs"][0]["data"]
 
-        def fromstring() -> Any:
-            text = numbers.replace(b"[", b"").replace(b"]", b"").replace(b"}", b"")
-            return np.fromstring(text, dtype=np.float32, sep=",").reshape(-1, FEATURES)
+    return {"generic": generic, "fast": fast, **_alternatives(body, numbers, values)}
+
+
+def _alternatives(
+    body: bytes, numbers: bytes, values: Callable[[], Any]
+) -> dict[str, Callable[[], Any]]:
+    """The arms measured beside the server's: ``values`` gives the body's numbers as lists,
+    ``numbers`` is the body from its first number's bracket on."""
+
+    def orjson_lists() -> Any:
+        array = fast_decode._floats(values(), Datatype.FP32)
+        assert array is not None
+        return array.reshape(-1, FEATURES)
+
+    def two_steps() -> Any:
+        return np.asarray(values()).astype(np.float32)
+
+    def fromstring() -> Any:
+        text = numbers.replace(b"[", b"").replace(b"]", b"").replace(b"}", b"")
+        return np.fromstring(text, dtype=np.float32, sep=",").reshape(-1, FEATURES)
 
     def orjson_only() -> Any:
         return orjson.loads(body)
 
+    def simdjson_only() -> Any:
+        return simdjson.Parser().parse(body)
+
     return {
-        "generic": generic,
-        "fast": fast,
+        "orjson lists": orjson_lists,
         "asarray+astype": two_steps,
         "fromstring": fromstring,
         "orjson only": orjson_only,
+        "simdjson only": simdjson_only,
     }
 
 

@@ -115,6 +115,14 @@ def bodies(draw: st.DrawFn, protocol: str) -> bytes:
         body = body.replace(b"1", draw(st.sampled_from([b"NaN", b"Infinity", b"1e400", b"tru"])))
     elif mangle == 1:
         body = body[: draw(st.integers(0, len(body)))]
+    elif mangle == 2:  # where simdjson and JSON (orjson) might part: a byte order mark,
+        body = draw(st.sampled_from([b"\xef\xbb\xbf", b" \n\t", b"\r"])) + body  # space
+    elif mangle == 3:  # the key twice (JSON keeps the last, a lookup may find the first)
+        body = body[:-1] + b"," + body[1:]
+    elif mangle == 4:  # numbers written otherwise: exponents, signs, leading zeros
+        old = draw(st.sampled_from([b"1", b"0", b".", b", "]))
+        new = draw(st.sampled_from([b"1e0", b"-0", b"01", b"1E+2", b"0.", b",", b" , "]))
+        body = body.replace(old, new)
     return body
 
 
@@ -277,3 +285,70 @@ def test_an_empty_v2_data_list_gets_the_generic_paths_error() -> None:
         body = json.dumps({"inputs": [tensor]}).encode()
         for specs in SPECS:
             same_v2(body, specs)
+
+
+def test_ordinary_bodies_need_no_python_float_per_number(monkeypatch: Any) -> None:
+    """simdjson reads them (orjson, the second way, is never asked), as the generic path."""
+
+    def refuse(body: bytes) -> Any:
+        raise AssertionError("orjson was asked")
+
+    monkeypatch.setattr(fast_decode, "_loads", refuse)
+    table = [[1.5, -2, 3e-3], [0.25, 4, -0.0]]
+    for specs in (SPECS[0], SPECS[1]):
+        body = json.dumps({"instances": table}).encode()
+        assert fast_decode.fast_predict(body, specs) is not None
+        same_v1(body, specs)
+        tensor = {"name": "x", "shape": [2, 3], "datatype": specs[0].datatype.value}
+        body = json.dumps(
+            {"inputs": [dict(tensor, data=[value for row in table for value in row])]}
+        ).encode()
+        assert fast_decode.fast_infer(body, specs) is not None
+        same_v2(body, specs)
+    flat = (TensorSpec("x", Datatype.FP32, (-1,)),)
+    body = b'{"instances": [1, 2.5, -3]}'
+    assert fast_decode.fast_predict(body, flat) is not None
+    same_v1(body, flat)
+
+
+def test_what_simdjson_reads_unlike_json_keeps_the_generic_words() -> None:
+    """Found by reading simdjson: it skips a byte order mark, finds the first of two equal
+    keys, and ``as_buffer`` flattens arrays at any depth. Each case here, read that way,
+    would give an answer where the generic path refuses or answers otherwise."""
+    pair = (TensorSpec("x", Datatype.FP32, (-1, 2)),)
+    v1_cases = [
+        b'\xef\xbb\xbf{"instances": [[1, 2], [3, 4]]}',
+        b'{"instances": [[1, 2], [3, 4]], "instances": [[5, 6]]}',
+        b'{"instances": [[1, [2]], [3, 4]]}',  # as many numbers as a 2x2 table
+        b'{"instances": [[1, []], [3, 4, 5]]}',
+        b'{"instances": [[[1, 2]], [[3, 4]]]}',
+        b'{"instances": [1, [2]]}',
+    ]
+    for body in v1_cases:
+        for specs in (pair, SPECS[3]):
+            same_v1(body, specs)
+    flat = SPECS[3]
+    v2_cases = [
+        b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [[1], [2]]}]}',
+        b'{"inputs": [{"name": "x", "shape": [3], "datatype": "FP32", "data": [[1, 2], [], 3]}]}',
+        b'{"inputs": [{"name": "\\u0078", "shape": [2], "datatype": "FP32", "data": [1, 2]}]}',
+        b'\xef\xbb\xbf{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}',
+        b'{"inputs": [{"name": "x", "shape": [2], "datatype": "BOOL", "data": [1, 0]}]}',
+        b'{"inputs": [{"name": "n", "shape": [2], "datatype": "FP32", "data": [1, 0]}]}',
+        b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "data": [1, 2.5]}]}',
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1], "data": [2]}]}',
+    ]
+    for body in v2_cases:
+        same_v2(body, flat)
+    ordinary = (
+        b'{"inputs": [{"name": "x", "shape": %b, "datatype": "%b", "data": [1, 2, 3e4, 7e4]}]}'
+    )
+    half = (TensorSpec("x", Datatype.FP16, (-1,)),)
+    for shape in (b"[4]", b"[2, 2]", b"[1, 4]"):  # fits the table, the flat input, neither
+        for specs in (SPECS[0], flat, half):
+            same_v2(ordinary % (shape, specs[0].datatype.value.encode()), specs)
+    bracketed = (TensorSpec("x[0]", Datatype.FP32, (-1,)),)
+    for name in (b"x[0]", b"x\\u005b0]"):  # the bracket written as is, or escaped
+        for data in (b"[1, 2]", b"[[1], 2]"):
+            body = b'{"inputs": [{"name": "%b", "shape": [2], "datatype": "FP32", "data": %b}]}'
+            same_v2(body % (name, data), bracketed)

@@ -16,6 +16,7 @@ def test_parse_bench_writes_every_arm_for_every_size(run_bench: Callable[..., An
     report = done.report
     assert "idle_cpu_percent_before" in report["machine"]
     cells = {(row["protocol"], row["rows"], row["arm"]) for row in report["table"]}
-    arms = {"generic", "fast", "asarray+astype", "fromstring", "orjson only"}
+    arms = {"generic", "fast", "orjson lists", "asarray+astype", "fromstring"}
+    arms |= {"orjson only", "simdjson only"}
     assert cells == {(p, r, a) for p in ("v1", "v2") for r in (1, 32, 256) for a in arms}
     assert "× generic" in done.stdout
