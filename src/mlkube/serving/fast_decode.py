@@ -9,10 +9,10 @@ the model's dtype without the generic path's scans and per-level checks. Two way
 in turn:
 
 1. simdjson parses the body and copies the numbers straight into a float64 buffer: no
-   Python object per number (a 32x20 table: ~10 us, against ~25 us for 2.);
+   Python object per number (a 32x20 table: ~18 us, against ~25 us for 2.; bench/parse.py);
 2. orjson parses it into lists, which become an array by the generic path's own
    conversion (``_floats``): for what 1. declines (FP16, integers past 2**53, nested
-   ``data``, a byte order mark or escapes).
+   ``data``, a byte order mark, a backslash in a v2 body).
 
 Anything neither can prove ordinary (strings, booleans, nulls, objects, ragged rows,
 non-finite or huge values, a shape that does not fit) falls back to the generic codecs
@@ -46,7 +46,7 @@ _V2_QUOTES = 2 + 2 * 4 + 2 * 2  # "inputs", the four keys, the name and datatype
 # JSON forbids a byte order mark and orjson refuses one; simdjson skips it.
 _BOM = b"\xef\xbb\xbf"
 # What simdjson raises: a malformed body (ValueError, RuntimeError for an integer past 64
-# bits), an element of another type than asked for (TypeError), a row that is no list.
+# bits), an element of another type than asked for (TypeError), a row that is no array.
 _SIMDJSON_ERRORS = (ValueError, RuntimeError, TypeError, KeyError, IndexError)
 
 
@@ -151,7 +151,8 @@ def _parsed_instances(body: bytes, datatype: Datatype) -> Array | None:
 
     ``as_buffer`` flattens whatever nesting it meets, so the shape is proved apart: every
     row as long as the first, and no bracket beyond the rows' own (no string can hold one:
-    the key is the body's only string)."""
+    the key is the body's only string). Not FP16: its range ends at 65504, and past it the
+    generic path's words are wanted."""
     if datatype is Datatype.FP16 or body.startswith(_BOM):
         return None
     try:
@@ -165,8 +166,8 @@ def _parsed_instances(body: bytes, datatype: Datatype) -> Array | None:
         if isinstance(first, simdjson.Array):
             rows, width = len(instances), len(first)
             # A row that is no array has no len(): TypeError, caught below.
-            lengths = map(len, instances)  # type: ignore[arg-type]
-            if body.count(b"[") != rows + 1 or any(length != width for length in lengths):
+            lengths = set(map(len, instances))  # type: ignore[arg-type]
+            if lengths != {width} or body.count(b"[") != rows + 1:
                 return None
             shape: tuple[int, ...] = (rows, width)
         elif body.count(b"[") == 1:
