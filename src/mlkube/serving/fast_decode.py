@@ -156,10 +156,7 @@ def _parsed_instances(body: bytes, datatype: Datatype) -> Array | None:
     if datatype is Datatype.FP16 or body.startswith(_BOM):
         return None
     try:
-        document = simdjson.Parser().parse(body)  # the key is its only string: one key
-        if not isinstance(document, simdjson.Object):
-            return None
-        instances = document.get("instances")
+        instances = _field(body, "instances")  # the key is its only string: one key
         if not isinstance(instances, simdjson.Array) or not len(instances):
             return None
         first: object = instances[0]  # typed Array by the stubs: any element, in fact
@@ -191,10 +188,7 @@ def _parsed_tensor(body: bytes, spec: TensorSpec) -> Batch | None:
         # Its strings are "inputs", the tensor's four keys and two of their values (the
         # quotes were counted): a name and a datatype that are strings leave no room for
         # another key, or for one written twice.
-        document = simdjson.Parser().parse(body)
-        if not isinstance(document, simdjson.Object):
-            return None
-        tensors = document.get("inputs")
+        tensors = _field(body, "inputs")
         if not isinstance(tensors, simdjson.Array) or len(tensors) != 1:
             return None
         tensor: object = tensors[0]
@@ -219,13 +213,21 @@ def _parsed_tensor(body: bytes, spec: TensorSpec) -> Batch | None:
     return None if array is None else {spec.name: array}
 
 
+def _field(body: bytes, key: str) -> object:
+    """What simdjson reads at ``key`` of the object ``body`` (None: no object, no such key).
+    Raises what the parser raises (``_SIMDJSON_ERRORS``)."""
+    document = simdjson.Parser().parse(body)
+    return document.get(key) if isinstance(document, simdjson.Object) else None
+
+
 def _exact(flat: Array, shape: tuple[int, ...], datatype: Datatype) -> Array | None:
     """``flat`` (float64) shaped and cast to ``datatype``, when that is bit for bit what the
     generic conversion gives, else None: a value past 2**53 (an integer float64 rounded, or a
-    float that large), or no value at all. Always a copy (simdjson's buffer is read-only)."""
+    float that large), or no value at all. Copied only when it must be: to another dtype, or
+    out of simdjson's read-only buffer."""
     if not flat.size or not np.maximum.reduce(np.abs(flat), axis=None) <= _EXACT_INTS:
         return None  # NaN compares False too
-    return flat.reshape(shape).astype(_TARGETS[datatype])
+    return flat.reshape(shape).astype(_TARGETS[datatype], copy=not flat.flags.writeable)
 
 
 def _loads(body: bytes) -> Any:
